@@ -1,0 +1,4 @@
+/** The benchmark suites `npm run bench` runs, in order. Add a suite with one line. */
+import type { BenchSuite } from './table.js';
+
+export const SUITES: BenchSuite[] = [];

@@ -1,0 +1,9 @@
+/**
+ * The list of command groups. Each module exports `register(program)` and owns one
+ * group (`cairn diskmap …`, `cairn put …`). Add a group by adding a line here.
+ */
+import type { Command } from 'commander';
+
+export type RegisterCommand = (program: Command) => void;
+
+export const COMMANDS: RegisterCommand[] = [];

@@ -1,0 +1,120 @@
+/**
+ * Node configuration: one zod schema, one loader. A config file is JSON; every error names
+ * the file and the field (e.g. "cairn.json: raft.electionTicks: must be greater than heartbeatTicks").
+ *
+ * Sections belong to the layers that read them (raft, meta, chunk, client); each layer
+ * validates only through this schema so that a bad value is caught at start-up, not later.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { CairnError } from './errors.js';
+
+/** host:port on the loopback range or any address; the port must be a valid TCP port. */
+export const addressSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9.\-_:[\]]+:\d{1,5}$/, 'must be host:port')
+  .refine((a) => {
+    const port = Number(a.slice(a.lastIndexOf(':') + 1));
+    return port > 0 && port < 65536;
+  }, 'port must be 1..65535');
+
+export const nodeIdSchema = z.number().int().min(1).max(0xffff_ffff);
+
+export const peerSchema = z.object({
+  id: nodeIdSchema,
+  address: addressSchema,
+});
+
+export const diskConfigSchema = z.object({
+  /** Directory (or mount point) that holds this disk's buckets. */
+  path: z.string().min(1),
+  /** Disk number within the machine (16 bits in the bucket id). */
+  disk: z.number().int().min(0).max(0xffff),
+  /** Capacity this disk offers to Cairn, in bytes. */
+  capacityBytes: z.number().int().positive(),
+  class: z.enum(['hdd', 'ssd']).default('hdd'),
+});
+
+export const raftConfigSchema = z
+  .object({
+    tickMs: z.number().int().min(1).max(10_000).default(50),
+    electionTicks: z.number().int().min(2).max(1000).default(20),
+    heartbeatTicks: z.number().int().min(1).max(100).default(2),
+    /** Take a snapshot after this many applied entries since the last one. */
+    snapshotEntries: z.number().int().min(1).default(10_000),
+    /** Entries kept behind a snapshot so that slightly lagging followers need no snapshot. */
+    compactionMarginEntries: z.number().int().min(0).default(1_000),
+    maxInflightMsgs: z.number().int().min(1).max(4096).default(256),
+    maxSizePerMsgBytes: z.number().int().min(1024).default(1 << 20),
+    preVote: z.boolean().default(true),
+    checkQuorum: z.boolean().default(true),
+  })
+  .refine((r) => r.electionTicks > r.heartbeatTicks, {
+    message: 'electionTicks must be greater than heartbeatTicks',
+    path: ['electionTicks'],
+  });
+
+export const nodeConfigSchema = z.object({
+  clusterName: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes'),
+  nodeId: nodeIdSchema,
+  /** gRPC address this node listens on (raft, meta, chunk services share it). */
+  listen: addressSchema,
+  /** Address other nodes use to reach this one (defaults to listen). */
+  advertise: addressSchema.optional(),
+  /** Initial voters of the metadata Raft group, this node included (bootstrap only). */
+  peers: z.array(peerSchema).min(1),
+  /** Where the Raft log and the metadata database live (the SSD). */
+  dataDir: z.string().min(1),
+  /** The node's write cache (the SSD). */
+  cacheDir: z.string().min(1),
+  /** Position of this machine in the topology (8 bits each in the bucket id). */
+  location: z
+    .object({
+      dc: z.number().int().min(0).max(255).default(0),
+      row: z.number().int().min(0).max(255).default(0),
+      rack: z.number().int().min(0).max(255).default(0),
+      machine: z.number().int().min(0).max(255),
+    }),
+  disks: z.array(diskConfigSchema).default([]),
+  raft: raftConfigSchema.default(() => raftConfigSchema.parse({})),
+  /** Prometheus /metrics on this address, if set. */
+  metricsListen: addressSchema.optional(),
+});
+
+export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+export type RaftConfig = z.infer<typeof raftConfigSchema>;
+
+/** Turn a zod error into one readable sentence per issue, naming the source and field. */
+export function formatZodError(source: string, err: z.ZodError): string {
+  return err.issues
+    .map((i) => `${source}: ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('\n');
+}
+
+/** Validate any value against a schema; bad input becomes one EINVAL CairnError. */
+export function parseWith<S extends z.ZodType>(schema: S, value: unknown, source: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new CairnError('EINVAL', formatZodError(source, r.error));
+  return r.data;
+}
+
+/** Read and validate a JSON file against a schema. */
+export async function loadJsonFile<S extends z.ZodType>(schema: S, path: string): Promise<z.infer<S>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new CairnError('ENOENT', `${path}: cannot read config file (${(err as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new CairnError('EINVAL', `${path}: not valid JSON (${(err as Error).message})`);
+  }
+  return parseWith(schema, json, path);
+}
+
+export async function loadNodeConfig(path: string): Promise<NodeConfig> {
+  return loadJsonFile(nodeConfigSchema, path);
+}
