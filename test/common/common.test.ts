@@ -5,7 +5,7 @@ import { writeFileDurable, mkdirDurable } from '../../src/common/durable.js';
 import { parseWith, nodeConfigSchema, loadNodeConfig } from '../../src/common/config.js';
 import { CairnError } from '../../src/common/errors.js';
 import { formatTable } from '../../src/cli/output.js';
-import { tempDir, runCairn } from '../helpers/env.js';
+import { tempDir, runCairn, REPO_ROOT } from '../helpers/env.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -74,5 +74,13 @@ describe('cairn command', () => {
     expect(help.stdout).toMatch(/Usage: cairn/);
     const bad = await runCairn(['no-such-command']);
     expect(bad.code).toBe(2);
+  });
+});
+
+describe('ops example config', () => {
+  it('is a valid node config', async () => {
+    const c = await loadNodeConfig(join(REPO_ROOT, 'ops', 'config', 'cairn.json.example'));
+    expect(c.peers.map((p) => p.id)).toEqual([1, 2, 3]);
+    expect(c.disks).toHaveLength(3);
   });
 });
