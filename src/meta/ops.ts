@@ -1,0 +1,208 @@
+/**
+ * The metadata operations as Raft entries: one zod schema per operation, the encoding of an
+ * entry's bytes, and the validation of names and paths shared by the service and the state
+ * machine.
+ *
+ * Every entry is deterministic: it carries the proposer's clock reading (`nowMs`) and every
+ * value the state machine needs; apply never reads a clock or randomness. Entries are JSON
+ * (compact field names are not worth the loss of readability yet); every entry is validated
+ * again when it is applied, so a corrupt or foreign entry becomes an EINVAL result, not a crash.
+ */
+import { z } from 'zod';
+import { CairnError, fail } from '../common/errors.js';
+import { formatZodError } from '../common/config.js';
+
+/** Longest file name in bytes (POSIX NAME_MAX). */
+export const NAME_MAX_BYTES = 255;
+/** Longest path in bytes (POSIX PATH_MAX). */
+export const PATH_MAX_BYTES = 4096;
+/** Largest extended attribute value. */
+export const XATTR_VALUE_MAX_BYTES = 64 * 1024;
+/** Largest number of extents in one committed layout. */
+export const EXTENTS_MAX = 100_000;
+/** Largest symlink target. */
+export const SYMLINK_MAX_BYTES = 4096;
+/** Largest diskmap document accepted (JSON bytes). */
+export const DISKMAP_MAX_BYTES = 32 * 1024 * 1024;
+export const ROOT_INO = 1;
+
+const utf8 = new TextEncoder();
+
+/**
+ * Why a name is not acceptable, or undefined when it is. Names are the bytes between
+ * slashes: non-empty, at most 255 bytes of well-formed UTF-8, no NUL, no '/', not '.' or '..'.
+ * U+FFFD is refused because it is what a decoder puts in place of invalid UTF-8 bytes.
+ */
+export function nameProblem(name: string): string | undefined {
+  if (name.length === 0) return 'empty name';
+  if (name === '.' || name === '..') return `"${name}" is not a file name`;
+  if (name.includes('/')) return 'a name cannot contain "/"';
+  if (name.includes('\0')) return 'a name cannot contain a NUL byte';
+  if (!isWellFormedUtf16(name) || name.includes('\uFFFD')) return 'a name must be valid UTF-8';
+  if (utf8.encode(name).length > NAME_MAX_BYTES) return `name longer than ${NAME_MAX_BYTES} bytes`;
+  return undefined;
+}
+
+function isWellFormedUtf16(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (!(d >= 0xdc00 && d <= 0xdfff)) return false;
+      i++;
+    } else if (c >= 0xdc00 && c <= 0xdfff) return false;
+  }
+  return true;
+}
+
+/** Throw the POSIX error for a bad name (ENAMETOOLONG for length, EINVAL otherwise). */
+export function checkName(name: string): string {
+  const p = nameProblem(name);
+  if (p === undefined) return name;
+  fail(p.startsWith('name longer') ? 'ENAMETOOLONG' : 'EINVAL', `${p}: ${JSON.stringify(name.slice(0, 64))}`);
+}
+
+/** Split an absolute path into validated components ("/" gives []). */
+export function splitPath(path: string): string[] {
+  if (!path.startsWith('/')) fail('EINVAL', `path must be absolute: ${JSON.stringify(path.slice(0, 64))}`);
+  if (utf8.encode(path).length > PATH_MAX_BYTES) fail('ENAMETOOLONG', `path longer than ${PATH_MAX_BYTES} bytes`);
+  const parts = path.split('/').filter((p) => p.length > 0);
+  for (const p of parts) checkName(p);
+  return parts;
+}
+
+const nameSchema = z.string().superRefine((s, ctx) => {
+  const p = nameProblem(s);
+  if (p !== undefined) ctx.addIssue({ code: 'custom', message: p });
+});
+const pathSchema = z.string().max(PATH_MAX_BYTES * 2).superRefine((s, ctx) => {
+  try {
+    splitPath(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+const ino = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const u32 = z.number().int().min(0).max(0xffff_ffff);
+const u53 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const timeMs = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** Where an operation acts: an inode, a path, or a name inside a directory inode. */
+export const refSchema = z.union([
+  z.object({ ino }).strict(),
+  z.object({ path: pathSchema }).strict(),
+  z.object({ parent: ino, name: nameSchema }).strict(),
+]);
+export type Ref = z.infer<typeof refSchema>;
+
+/** A reference that names a directory entry (the thing created, removed or renamed). */
+export const entryRefSchema = z.union([
+  z.object({ path: pathSchema.refine((p) => splitPath(p).length > 0, 'the root has no name') }).strict(),
+  z.object({ parent: ino, name: nameSchema }).strict(),
+]);
+export type EntryRef = z.infer<typeof entryRefSchema>;
+
+export const extentSchema = z
+  .object({
+    offset: u53,
+    length: u53,
+    chunkHash: z.string().regex(/^[0-9a-f]{16,128}$/, 'chunk hash must be lowercase hex'),
+    scheme: z.string().min(1).max(32),
+    pg: u32,
+  })
+  .strict();
+export type Extent = z.infer<typeof extentSchema>;
+
+const owner = { mode: z.number().int().min(0).max(0o7777), uid: u32, gid: u32 };
+
+export const opSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('mkdir'), at: entryRefSchema, ...owner }).strict(),
+  z.object({ op: z.literal('create'), at: entryRefSchema, ...owner, exclusive: z.boolean() }).strict(),
+  z.object({ op: z.literal('symlink'), at: entryRefSchema, target: z.string().min(1).max(SYMLINK_MAX_BYTES), uid: u32, gid: u32 }).strict(),
+  z.object({ op: z.literal('link'), node: refSchema, at: entryRefSchema }).strict(),
+  z.object({ op: z.literal('unlink'), at: entryRefSchema }).strict(),
+  z.object({ op: z.literal('rmdir'), at: entryRefSchema }).strict(),
+  z.object({ op: z.literal('rename'), from: entryRefSchema, to: entryRefSchema, noReplace: z.boolean() }).strict(),
+  z
+    .object({
+      op: z.literal('setattr'),
+      node: refSchema,
+      mode: owner.mode.optional(),
+      uid: u32.optional(),
+      gid: u32.optional(),
+      mtimeMs: timeMs.optional(),
+      atimeMs: timeMs.optional(),
+    })
+    .strict(),
+  z.object({ op: z.literal('truncate'), node: refSchema, size: u53, expectedVersion: u53, fence: u53 }).strict(),
+  z
+    .object({
+      op: z.literal('setxattr'),
+      node: refSchema,
+      name: z.string().min(1).max(255),
+      valueB64: z.string().max(Math.ceil(XATTR_VALUE_MAX_BYTES / 3) * 4 + 4),
+      flag: z.enum(['any', 'create', 'replace']),
+    })
+    .strict(),
+  z.object({ op: z.literal('removexattr'), node: refSchema, name: z.string().min(1).max(255) }).strict(),
+  z
+    .object({
+      op: z.literal('commit'),
+      ino,
+      expectedVersion: u53,
+      fence: u53,
+      size: u53,
+      extents: z.array(extentSchema).max(EXTENTS_MAX),
+      mtimeMs: timeMs.optional(),
+    })
+    .strict(),
+  z.object({ op: z.literal('markDurable'), ino, version: u53 }).strict(),
+  z.object({ op: z.literal('leaseAcquire'), ino, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
+  z.object({ op: z.literal('leaseRenew'), ino, holder: z.string().min(1).max(128), token: u53, ttlMs: z.number().int().min(100).max(600_000) }).strict(),
+  z.object({ op: z.literal('leaseRelease'), ino, holder: z.string().min(1).max(128), token: u53 }).strict(),
+  z.object({ op: z.literal('leaseExpire'), inos: z.array(ino).max(10_000) }).strict(),
+  z
+    .object({
+      op: z.literal('diskmapPropose'),
+      expectedEpoch: u53,
+      documentJson: z.string().min(2).max(DISKMAP_MAX_BYTES),
+      diffJson: z.string().max(DISKMAP_MAX_BYTES),
+    })
+    .strict(),
+]);
+export type Op = z.infer<typeof opSchema>;
+export type OpName = Op['op'];
+
+/** An entry: one operation plus the proposer's clock reading, the only time apply uses. */
+export const entrySchema = z.object({ v: z.literal(1), nowMs: timeMs, op: opSchema }).strict();
+export type MetaEntry = z.infer<typeof entrySchema>;
+
+export function encodeEntry(op: Op, nowMs: number): Uint8Array {
+  const e: MetaEntry = { v: 1, nowMs: Math.floor(nowMs), op };
+  return utf8.encode(JSON.stringify(e));
+}
+
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Decode and validate an entry's bytes; a bad entry is an EINVAL CairnError. */
+export function decodeEntry(data: Uint8Array): MetaEntry {
+  let json: unknown;
+  try {
+    json = JSON.parse(utf8Decoder.decode(data));
+  } catch (err) {
+    throw new CairnError('EINVAL', `metadata entry is not valid JSON: ${(err as Error).message}`);
+  }
+  const r = entrySchema.safeParse(json);
+  if (!r.success) throw new CairnError('EINVAL', formatZodError('metadata entry', r.error));
+  return r.data;
+}
+
+/** Check an operation before proposing it (the same schema apply uses). */
+export function validateOp(op: unknown): Op {
+  const r = opSchema.safeParse(op);
+  if (!r.success) {
+    const long = r.error.issues.some((i) => i.message.startsWith('name longer') || i.message.startsWith('path longer'));
+    throw new CairnError(long ? 'ENAMETOOLONG' : 'EINVAL', formatZodError('request', r.error));
+  }
+  return r.data;
+}
