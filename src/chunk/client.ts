@@ -1,0 +1,213 @@
+/**
+ * ChunkClient: one node's chunk service seen from elsewhere (the writer, the reader, scrub's
+ * repairs, path slots). Payloads go out and come back in pieces of PIECE_BYTES with backpressure;
+ * a whole-shard read is checked against the shard's CRC-32 on arrival (end to end), so a shard
+ * damaged on disk or on the way is an ECORRUPT here, never data. ChunkClients pools one client
+ * per address.
+ */
+import { once } from 'node:events';
+import { CairnError, fail } from '../common/errors.js';
+import { grpc, call as unaryCall, fromServiceError, makeClient, serviceOf } from '../rpc/grpc.js';
+import type { Ballot, SlotValue } from './format.js';
+import { payloadCrc } from './format.js';
+import type { DiskStatus, ListedShard, PutShardHead } from './store.js';
+import { MAX_CHUNK_BYTES, PIECE_BYTES, parseWithKey, type ShardInfo, type ShardKey } from './types.js';
+import {
+  CHUNK_PROTO,
+  CHUNK_SERVICE,
+  ballotFromWire,
+  infoFromWire,
+  keyToWire,
+  valueFromWire,
+  valueToWire,
+  wireKeySchema,
+  type WireValue,
+} from './wire.js';
+
+export interface ChunkCallOptions {
+  timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+export class ChunkClient {
+  readonly address: string;
+  private readonly client: grpc.Client;
+
+  constructor(address: string) {
+    this.address = address;
+    this.client = makeClient(serviceOf(CHUNK_PROTO, CHUNK_SERVICE), address);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** Store one shard (streamed in pieces). created=false: it was already there. */
+  putShard(head: PutShardHead, payload: Buffer, opts: ChunkCallOptions = {}): Promise<{ created: boolean }> {
+    if (payload.length !== head.payloadLength) fail('EINVAL', `payload is ${payload.length} bytes, head says ${head.payloadLength}`);
+    return new Promise((resolve, reject) => {
+      const fn = (this.client as unknown as Record<string, Function>).PutShard as Function;
+      const stream = fn.call(this.client, { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) }, (err: grpc.ServiceError | null, res: { created: boolean }) =>
+        err ? reject(fromServiceError(err)) : resolve({ created: res.created }),
+      ) as grpc.ClientWritableStream<unknown>;
+      stream.on('error', () => undefined);
+      (async () => {
+        stream.write({
+          head: {
+            key: keyToWire(head.key),
+            payload_length: head.payloadLength,
+            chunk_length: head.chunkLength,
+            payload_crc32: head.payloadCrc32 >>> 0,
+            diskmap_epoch: head.diskmapEpoch,
+            repair: head.repair === true,
+          },
+        });
+        for (let at = 0; at < payload.length; at += PIECE_BYTES) {
+          if (stream.destroyed) return;
+          if (!stream.write({ data: payload.subarray(at, Math.min(payload.length, at + PIECE_BYTES)) })) await once(stream, 'drain');
+        }
+        stream.end();
+      })().catch(() => stream.end());
+    });
+  }
+
+  /**
+   * Read a shard, whole (checked against its CRC-32 here) or a range of its payload (the server
+   * checks the whole payload's CRC before sending a range).
+   */
+  getShard(key: ShardKey, opts: ChunkCallOptions & { offset?: number; length?: number } = {}): Promise<{ info: ShardInfo; data: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const fn = (this.client as unknown as Record<string, Function>).GetShard as Function;
+      const stream = fn.call(
+        this.client,
+        { key: keyToWire(key), offset: opts.offset ?? 0, length: opts.length ?? 0 },
+        { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) },
+      ) as grpc.ClientReadableStream<{ info?: unknown; data?: Buffer }>;
+      let info: ShardInfo | undefined;
+      let buf: Buffer | undefined;
+      let at = 0;
+      let crc = 0;
+      let settled = false;
+      const bad = (err: CairnError): void => {
+        if (settled) return;
+        settled = true;
+        reject(err);
+        stream.cancel();
+      };
+      stream.on('data', (msg: { info?: unknown; data?: Buffer }) => {
+        if (settled) return;
+        try {
+          if (info === undefined) {
+            if (msg.info === undefined || msg.info === null) throw new CairnError('EIO', `${this.address}: GetShard stream did not start with the shard info`);
+            info = infoFromWire(msg.info);
+            if (info.hash !== key.hash || info.index !== key.index || info.bucket !== key.bucket) {
+              throw new CairnError('ECORRUPT', `${this.address}: GetShard returned a different shard`);
+            }
+            const want = opts.length !== undefined && opts.length > 0 ? opts.length : info.payloadLength - (opts.offset ?? 0);
+            if (want < 0 || want > MAX_CHUNK_BYTES) throw new CairnError('EIO', `${this.address}: GetShard announced ${want} bytes`);
+            buf = Buffer.allocUnsafe(want);
+            return;
+          }
+          const d = msg.data;
+          if (!(d instanceof Buffer) || buf === undefined) throw new CairnError('EIO', `${this.address}: GetShard sent a message without data`);
+          if (at + d.length > buf.length) throw new CairnError('ECORRUPT', `${this.address}: GetShard sent more bytes than announced`);
+          d.copy(buf, at);
+          at += d.length;
+          crc = payloadCrc(d, crc);
+        } catch (err) {
+          bad(err instanceof CairnError ? err : new CairnError('EIO', String(err)));
+        }
+      });
+      stream.on('error', (err: grpc.ServiceError) => {
+        if (settled) return;
+        settled = true;
+        reject(fromServiceError(err));
+      });
+      stream.on('end', () => {
+        if (settled) return;
+        settled = true;
+        if (info === undefined || buf === undefined) return reject(new CairnError('EIO', `${this.address}: GetShard ended without data`));
+        if (at !== buf.length) return reject(new CairnError('ECORRUPT', `${this.address}: GetShard ended after ${at} of ${buf.length} bytes`));
+        const whole = (opts.offset ?? 0) === 0 && at === info.payloadLength;
+        if (whole && crc !== info.payloadCrc32) {
+          return reject(new CairnError('ECORRUPT', `${this.address}: shard ${key.bucket}/${key.hash.slice(0, 12)}….${key.index} failed its CRC-32 check (bit rot or damage in transit)`));
+        }
+        resolve({ info, data: buf });
+      });
+    });
+  }
+
+  async deleteShard(key: ShardKey, opts: ChunkCallOptions = {}): Promise<boolean> {
+    const r = await unaryCall<unknown, { deleted: boolean }>(this.client, 'DeleteShard', { key: keyToWire(key) }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    return r.deleted;
+  }
+
+  async statShard(key: ShardKey, opts: ChunkCallOptions & { verify?: boolean } = {}): Promise<ShardInfo & { mtimeMs: number }> {
+    const r = await unaryCall<unknown, unknown>(this.client, 'StatShard', { key: keyToWire(key), verify: opts.verify === true }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    try {
+      return infoFromWire(r);
+    } catch (err) {
+      throw new CairnError('EIO', `${this.address}: StatShard answered an invalid header (${(err as Error).message})`);
+    }
+  }
+
+  async listBucket(bucket: string, after = '', limit = 1000, opts: ChunkCallOptions = {}): Promise<{ shards: ListedShard[]; next: string }> {
+    const r = await unaryCall<unknown, { shards: Array<{ key: unknown; file_bytes: number; mtime_ms: number }>; next: string }>(
+      this.client,
+      'ListBucket',
+      { bucket, after, limit },
+      opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    );
+    return { shards: r.shards.map((s) => ({ key: parseWithKey(wireKeySchema, s.key), fileBytes: Number(s.file_bytes), mtimeMs: s.mtime_ms })), next: r.next };
+  }
+
+  async diskStatus(opts: ChunkCallOptions = {}): Promise<Array<Pick<DiskStatus, 'path' | 'diskKey' | 'state' | 'reason' | 'failedAtMs' | 'buckets'>>> {
+    const r = await unaryCall<unknown, { disks: Array<{ path: string; disk_key: string; state: string; reason: string; failed_at_ms: number; buckets: number }> }>(
+      this.client,
+      'DiskStatus',
+      {},
+      opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    );
+    return r.disks.map((d) => ({ path: d.path, diskKey: d.disk_key, state: d.state === 'ok' ? 'ok' : 'failed', reason: d.reason, failedAtMs: d.failed_at_ms, buckets: d.buckets }));
+  }
+
+  async slotPrepare(bucket: string, slot: string, ballot: Ballot, opts: ChunkCallOptions = {}): Promise<{ ok: boolean; promised: Ballot; accepted: Ballot; value: SlotValue }> {
+    const r = await unaryCall<unknown, { ok: boolean; promised: Ballot | null; accepted: Ballot | null; value: WireValue | null }>(
+      this.client,
+      'SlotPrepare',
+      { bucket, slot, ballot },
+      opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    );
+    return { ok: r.ok, promised: ballotFromWire(r.promised), accepted: ballotFromWire(r.accepted), value: valueFromWire(r.value) };
+  }
+
+  async slotAccept(bucket: string, slot: string, ballot: Ballot, value: SlotValue, opts: ChunkCallOptions = {}): Promise<{ ok: boolean; promised: Ballot }> {
+    const r = await unaryCall<unknown, { ok: boolean; promised: Ballot | null }>(
+      this.client,
+      'SlotAccept',
+      { bucket, slot, ballot, value: valueToWire(value) },
+      opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    );
+    return { ok: r.ok, promised: ballotFromWire(r.promised) };
+  }
+}
+
+/** One ChunkClient per address, created on first use. close() closes them all. */
+export class ChunkClients {
+  private readonly clients = new Map<string, ChunkClient>();
+
+  get(address: string): ChunkClient {
+    let c = this.clients.get(address);
+    if (c === undefined) {
+      c = new ChunkClient(address);
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

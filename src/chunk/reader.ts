@@ -1,0 +1,223 @@
+/**
+ * The chunk reader: fetch enough shards of a chunk (data shards first, parity only when a data
+ * shard is missing or damaged), reconstruct it, and verify its SHA-256 before returning a byte.
+ * If the decoded chunk does not match its hash, every other shard is fetched and other k-subsets
+ * are tried; a chunk that cannot be verified is ECORRUPT, never wrong bytes.
+ *
+ * A range read fetches and verifies the whole chunk and returns a view of the range: chunks are
+ * small (≤ 64 MiB, 4 MiB typical) and verification needs every byte.
+ */
+import { createHash } from 'node:crypto';
+import { CairnError } from '../common/errors.js';
+import { counter } from '../common/metrics.js';
+import type { ChunkClients } from './client.js';
+import { joinDataShards, reconstructShards } from './codec.js';
+import { checkTargets, formatBucketId, schemeTag, shardCount, type Scheme, type ShardInfo, type ShardTarget } from './types.js';
+
+const metrics = {
+  reads: counter('cairn_chunk_reader_reads_total', 'Chunk reads by this process, by outcome', ['outcome']),
+  badShards: counter('cairn_chunk_reader_bad_shards_total', 'Shards that could not be used during reads, by error code', ['code']),
+};
+
+/** Upper bound on k-subsets tried when the hash check fails with all shards "good". */
+const MAX_SUBSETS_TRIED = 256;
+
+export interface ReadChunkOptions {
+  /** A byte range of the chunk; default the whole chunk. */
+  range?: { offset: number; length: number };
+  timeoutMs?: number;
+}
+
+export interface ShardProblem {
+  index: number;
+  target: ShardTarget;
+  error: CairnError;
+}
+
+export interface ReadChunkResult {
+  data: Buffer;
+  /** True when parity or a second replica had to stand in for a missing or damaged shard. */
+  degraded: boolean;
+  /** Shards that were missing, unreachable or damaged (for repair). */
+  problems: ShardProblem[];
+}
+
+function sha256Hex(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Read and verify a whole chunk or a range of it. */
+export async function readChunk(
+  clients: ChunkClients,
+  hash: string,
+  scheme: Scheme,
+  targets: readonly ShardTarget[],
+  opts: ReadChunkOptions = {},
+): Promise<Buffer> {
+  return (await readChunkDetailed(clients, hash, scheme, targets, opts)).data;
+}
+
+/** Like readChunk, and tells which shards were missing or damaged. */
+export async function readChunkDetailed(
+  clients: ChunkClients,
+  hash: string,
+  scheme: Scheme,
+  targets: readonly ShardTarget[],
+  opts: ReadChunkOptions = {},
+): Promise<ReadChunkResult> {
+  checkTargets(scheme, targets);
+  if (!/^[0-9a-f]{64}$/.test(hash)) throw new CairnError('EINVAL', 'chunk hash must be 64 lowercase hex characters');
+  let res: ReadChunkResult;
+  try {
+    res = scheme.kind === 'replica' ? await readReplicas(clients, hash, scheme, targets, opts) : await readEc(clients, hash, scheme, targets, opts);
+  } catch (err) {
+    metrics.reads.inc({ outcome: err instanceof CairnError ? err.code : 'error' });
+    throw err;
+  }
+  metrics.reads.inc({ outcome: res.degraded ? 'degraded' : 'ok' });
+  for (const p of res.problems) metrics.badShards.inc({ code: p.error.code });
+  if (opts.range !== undefined) {
+    const { offset, length } = opts.range;
+    if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 || offset + length > res.data.length) {
+      throw new CairnError('EINVAL', `range ${offset}+${length} is outside the chunk's ${res.data.length} bytes`);
+    }
+    res = { ...res, data: res.data.subarray(offset, offset + length) };
+  }
+  return res;
+}
+
+function asCairn(err: unknown): CairnError {
+  return err instanceof CairnError ? err : new CairnError('EIO', String(err));
+}
+
+async function fetchShard(
+  clients: ChunkClients,
+  hash: string,
+  scheme: Scheme,
+  targets: readonly ShardTarget[],
+  index: number,
+  timeoutMs: number,
+): Promise<{ info: ShardInfo; data: Buffer }> {
+  const t = targets[index] as ShardTarget;
+  return clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs });
+}
+
+async function readReplicas(
+  clients: ChunkClients,
+  hash: string,
+  scheme: Scheme,
+  targets: readonly ShardTarget[],
+  opts: ReadChunkOptions,
+): Promise<ReadChunkResult> {
+  const problems: ShardProblem[] = [];
+  for (let i = 0; i < targets.length; i++) {
+    try {
+      const { data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000);
+      if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash`);
+      return { data, degraded: problems.length > 0, problems };
+    } catch (err) {
+      problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
+    }
+  }
+  throw new CairnError('ECORRUPT', `chunk ${hash.slice(0, 16)}… (${schemeTag(scheme)}): no replica could be read and verified (${problems.map((p) => `${p.index}: ${p.error.code}`).join(', ')})`, {
+    problems: problems.map((p) => ({ index: p.index, code: p.error.code })),
+  });
+}
+
+async function readEc(
+  clients: ChunkClients,
+  hash: string,
+  scheme: { kind: 'ec'; k: number; m: number },
+  targets: readonly ShardTarget[],
+  opts: ReadChunkOptions,
+): Promise<ReadChunkResult> {
+  const { k } = scheme;
+  const n = shardCount(scheme);
+  const good = new Map<number, { info: ShardInfo; data: Buffer }>();
+  const problems: ShardProblem[] = [];
+  let next = 0;
+  const fetchMore = async (count: number): Promise<void> => {
+    const batch: number[] = [];
+    while (batch.length < count && next < n) batch.push(next++);
+    await Promise.all(
+      batch.map(async (i) => {
+        try {
+          good.set(i, await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000));
+        } catch (err) {
+          problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
+        }
+      }),
+    );
+  };
+  // Data shards first (no decoding needed when all are there), then parity as needed.
+  await fetchMore(k);
+  while (good.size < k && next < n) await fetchMore(k - good.size);
+
+  const tryDecode = async (indexes: number[]): Promise<Buffer | undefined> => {
+    const first = good.get(indexes[0] as number);
+    if (first === undefined) return undefined;
+    const { chunkLength, payloadLength } = first.info;
+    const slots: Array<Buffer | undefined> = new Array<Buffer | undefined>(n).fill(undefined);
+    for (const i of indexes) {
+      const s = good.get(i);
+      if (s === undefined || s.info.chunkLength !== chunkLength || s.info.payloadLength !== payloadLength) return undefined;
+      slots[i] = s.data;
+    }
+    let dataShards: Buffer[];
+    if (indexes.every((i) => i < k)) dataShards = indexes.map((i) => slots[i] as Buffer);
+    else {
+      const wantData = Array.from({ length: k }, (_, i) => i);
+      try {
+        dataShards = (await reconstructShards(scheme, slots, wantData)).slice(0, k);
+      } catch {
+        return undefined;
+      }
+    }
+    let chunk: Buffer;
+    try {
+      chunk = joinDataShards(dataShards, chunkLength);
+    } catch {
+      return undefined;
+    }
+    return sha256Hex(chunk) === hash ? chunk : undefined;
+  };
+
+  if (good.size >= k) {
+    const first = [...good.keys()].sort((a, b) => a - b).slice(0, k);
+    const chunk = await tryDecode(first);
+    if (chunk !== undefined) return { data: chunk, degraded: first.some((i) => i >= k), problems };
+    // Some shard passed its CRC but is wrong (or headers disagree): fetch the rest, try other subsets.
+    await fetchMore(n - next);
+    let tried = 0;
+    for (const subset of subsets([...good.keys()].sort((a, b) => a - b), k)) {
+      if (++tried > MAX_SUBSETS_TRIED) break;
+      const c = await tryDecode(subset);
+      if (c !== undefined) {
+        for (const i of good.keys()) {
+          if (!subset.includes(i)) problems.push({ index: i, target: targets[i] as ShardTarget, error: new CairnError('ECORRUPT', `shard ${i} is not consistent with the verified chunk`) });
+        }
+        return { data: c, degraded: true, problems };
+      }
+    }
+  }
+  throw new CairnError(
+    'ECORRUPT',
+    `chunk ${hash.slice(0, 16)}… (${schemeTag(scheme)}): could not read and verify it from ${good.size} usable shards of the ${k} needed (${problems
+      .map((p) => `${p.index}: ${p.error.code}`)
+      .join(', ')})`,
+    { problems: problems.map((p) => ({ index: p.index, code: p.error.code })) },
+  );
+}
+
+/** k-subsets of xs in lexicographic order. */
+function* subsets(xs: number[], k: number, start = 0, acc: number[] = []): Generator<number[]> {
+  if (acc.length === k) {
+    yield [...acc];
+    return;
+  }
+  for (let i = start; i <= xs.length - (k - acc.length); i++) {
+    acc.push(xs[i] as number);
+    yield* subsets(xs, k, i + 1, acc);
+    acc.pop();
+  }
+}

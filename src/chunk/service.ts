@@ -1,0 +1,135 @@
+/**
+ * The chunk service: the gRPC face of one node's ChunkStore (proto/chunk.proto). Every request is
+ * validated with zod before it reaches the store; bulk data streams in pieces with backpressure
+ * both ways (a paused request stream, awaited 'drain' on responses), so memory stays bounded
+ * whatever the shard size.
+ */
+import { once } from 'node:events';
+import { z } from 'zod';
+import { CairnError } from '../common/errors.js';
+import { formatZodError } from '../common/config.js';
+import { grpc, serviceOf, startServer, toServiceError, unary, type StartedServer } from '../rpc/grpc.js';
+import type { ChunkStore } from './store.js';
+import { MAX_CHUNK_BYTES, PIECE_BYTES } from './types.js';
+import {
+  CHUNK_PROTO,
+  CHUNK_SERVICE,
+  ballotFromWire,
+  getShardSchema,
+  infoToWire,
+  keyRequestSchema,
+  keyToWire,
+  listBucketSchema,
+  putHeadSchema,
+  slotAcceptSchema,
+  slotPrepareSchema,
+  statShardSchema,
+  valueFromWire,
+  valueToWire,
+} from './wire.js';
+
+/** Largest data piece the server accepts in one PutShard message. */
+const MAX_PIECE_BYTES = 4 * PIECE_BYTES;
+
+interface PutMsg {
+  part?: 'head' | 'data';
+  head?: unknown;
+  data?: Buffer;
+}
+
+function einval(what: string, err: z.ZodError): CairnError {
+  return new CairnError('EINVAL', formatZodError(what, err));
+}
+
+/** The service implementation for a store (add it to any gRPC server with startServer). */
+export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplementation {
+  const putShard = (call: grpc.ServerReadableStream<PutMsg, unknown>, callback: grpc.sendUnaryData<unknown>): void => {
+    const it = call[Symbol.asyncIterator]() as AsyncIterator<PutMsg>;
+    let done = false;
+    const finish = (err: unknown, res?: unknown): void => {
+      if (done) return;
+      done = true;
+      if (err !== null) callback(toServiceError(err));
+      else callback(null, res);
+    };
+    (async () => {
+      const first = await it.next();
+      if (first.done === true || first.value.part !== 'head') throw new CairnError('EINVAL', 'PutShard: the first message must be the head');
+      const parsed = putHeadSchema.safeParse(first.value.head);
+      if (!parsed.success) throw einval('PutShard head', parsed.error);
+      const h = parsed.data;
+      if (h.payload_length > MAX_CHUNK_BYTES) throw new CairnError('EINVAL', `PutShard: payload of ${h.payload_length} bytes exceeds ${MAX_CHUNK_BYTES}`);
+      async function* body(): AsyncGenerator<Buffer> {
+        for (;;) {
+          const n = await it.next();
+          if (n.done === true) return;
+          const d = n.value.data;
+          if (n.value.part !== 'data' || !(d instanceof Buffer)) throw new CairnError('EINVAL', 'PutShard: messages after the head must be data');
+          if (d.length > MAX_PIECE_BYTES) throw new CairnError('EINVAL', `PutShard: data piece of ${d.length} bytes exceeds ${MAX_PIECE_BYTES}`);
+          yield d;
+        }
+      }
+      return store.putShard(
+        { key: h.key, payloadLength: h.payload_length, chunkLength: h.chunk_length, payloadCrc32: h.payload_crc32, diskmapEpoch: h.diskmap_epoch, repair: h.repair },
+        body(),
+      );
+    })().then(
+      (r) => finish(null, r),
+      (err: unknown) => finish(err),
+    );
+  };
+
+  const getShard = (call: grpc.ServerWritableStream<unknown, unknown>): void => {
+    (async () => {
+      const parsed = getShardSchema.safeParse(call.request);
+      if (!parsed.success) throw einval('GetShard', parsed.error);
+      const r = parsed.data;
+      const s = await store.openShard(r.key, { offset: r.offset, length: r.length });
+      call.write({ info: infoToWire(s.info) });
+      for await (const piece of s.pieces) {
+        if (call.cancelled) return;
+        if (!call.write({ data: piece })) await once(call, 'drain');
+      }
+      call.end();
+    })().catch((err: unknown) => {
+      if (!call.cancelled) call.emit('error', toServiceError(err));
+    });
+  };
+
+  return {
+    PutShard: putShard,
+    GetShard: getShard,
+    DeleteShard: unary(keyRequestSchema, async (r) => ({ deleted: await store.deleteShard(r.key) })),
+    StatShard: unary(statShardSchema, async (r) => infoToWire(await store.statShard(r.key, { verify: r.verify }))),
+    ListBucket: unary(listBucketSchema, async (r) => {
+      const page = await store.listBucket(r.bucket, r.after, r.limit);
+      return { shards: page.shards.map((s) => ({ key: keyToWire(s.key), file_bytes: s.fileBytes, mtime_ms: s.mtimeMs })), next: page.next };
+    }),
+    DiskStatus: unary(
+      z.object({}).loose(),
+      async () => ({
+        disks: (await store.checkDisks()).map((d) => ({
+          path: d.path,
+          disk_key: d.diskKey,
+          state: d.state,
+          reason: d.reason,
+          failed_at_ms: d.failedAtMs,
+          buckets: d.buckets,
+        })),
+      }),
+    ),
+    SlotPrepare: unary(slotPrepareSchema, async (r) => {
+      const res = await store.slotPrepare(r.bucket, r.slot, r.ballot);
+      return { ok: res.ok, promised: res.promised, accepted: res.accepted, value: valueToWire(res.value) };
+    }),
+    SlotAccept: unary(slotAcceptSchema, async (r) => {
+      const res = await store.slotAccept(r.bucket, r.slot, ballotFromWire(r.ballot), valueFromWire(r.value));
+      return { ok: res.ok, promised: res.promised };
+    }),
+  };
+}
+
+/** Start a gRPC server serving this store's chunk service on host:port (port 0: any free port). */
+export async function startChunkServer(address: string, store: ChunkStore): Promise<StartedServer> {
+  return startServer(address, [{ service: serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service, impl: chunkServiceImpl(store) }]);
+}

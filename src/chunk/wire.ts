@@ -1,0 +1,134 @@
+/**
+ * The chunk service's messages as they cross the wire: zod schemas that validate every request
+ * the server receives (proto3 defaults filled in by proto-loader), and converters between the
+ * proto shapes and the types of src/chunk/types.ts. Defined once, used by service and client.
+ */
+import { z } from 'zod';
+import { ballotSchema, type Ballot, type SlotValue } from './format.js';
+import { MAX_SLOT_BYTES, bucketTextSchema, hashHexSchema, schemeSchema, shardCount, type Scheme, type ShardInfo, type ShardKey } from './types.js';
+
+export const CHUNK_PROTO = 'chunk.proto';
+export const CHUNK_SERVICE = 'cairn.chunk.Chunk';
+
+export interface WireScheme {
+  kind: string;
+  k: number;
+  m: number;
+  n: number;
+}
+export interface WireKey {
+  bucket: string;
+  hash: string;
+  scheme: WireScheme | null;
+  index: number;
+}
+export interface WireInfo {
+  key: WireKey | null;
+  payload_length: number;
+  chunk_length: number;
+  payload_crc32: number;
+  diskmap_epoch: number;
+  created_ms: number;
+  mtime_ms: number;
+}
+
+export function schemeToWire(s: Scheme): WireScheme {
+  return s.kind === 'ec' ? { kind: 'ec', k: s.k, m: s.m, n: 0 } : { kind: 'replica', k: 0, m: 0, n: s.n };
+}
+
+const wireSchemeSchema = z
+  .object({ kind: z.enum(['ec', 'replica']), k: z.number(), m: z.number(), n: z.number() }, { error: 'scheme is required' })
+  .transform((w) => (w.kind === 'ec' ? { kind: 'ec' as const, k: w.k, m: w.m } : { kind: 'replica' as const, n: w.n }))
+  .pipe(schemeSchema);
+
+export const wireKeySchema = z
+  .object(
+    { bucket: bucketTextSchema, hash: hashHexSchema, scheme: wireSchemeSchema, index: z.number().int().min(0) },
+    { error: 'shard key is required' },
+  )
+  .refine((k) => k.index < shardCount(k.scheme), { message: "shard index must be below the scheme's shard count", path: ['index'] });
+
+export function keyToWire(k: ShardKey): WireKey {
+  return { bucket: k.bucket, hash: k.hash, scheme: schemeToWire(k.scheme), index: k.index };
+}
+
+const u53 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+export const putHeadSchema = z.object({
+  key: wireKeySchema,
+  payload_length: u53,
+  chunk_length: u53,
+  payload_crc32: z.number().int().min(0).max(0xffff_ffff),
+  diskmap_epoch: u53,
+  repair: z.boolean(),
+});
+
+export const getShardSchema = z.object({ key: wireKeySchema, offset: u53, length: u53 });
+export const keyRequestSchema = z.object({ key: wireKeySchema });
+export const statShardSchema = z.object({ key: wireKeySchema, verify: z.boolean() });
+export const listBucketSchema = z.object({
+  bucket: bucketTextSchema,
+  after: z.string().max(200),
+  limit: z.number().int().min(0).max(10_000).transform((n) => (n === 0 ? 1000 : n)),
+});
+
+const wireBallotSchema = z.object({ counter: u53, proposer: z.string() }, { error: 'ballot is required' }).pipe(ballotSchema);
+const wireValueSchema = z.object(
+  { version: u53, present: z.boolean(), data: z.instanceof(Buffer).refine((b) => b.length <= MAX_SLOT_BYTES, `slot value must be at most ${MAX_SLOT_BYTES} bytes`) },
+  { error: 'value is required' },
+);
+const slotKeySchema = hashHexSchema;
+export const slotPrepareSchema = z.object({ bucket: bucketTextSchema, slot: slotKeySchema, ballot: wireBallotSchema });
+export const slotAcceptSchema = z.object({ bucket: bucketTextSchema, slot: slotKeySchema, ballot: wireBallotSchema, value: wireValueSchema });
+
+export interface WireValue {
+  version: number;
+  present: boolean;
+  data: Buffer;
+}
+export function valueToWire(v: SlotValue): WireValue {
+  return { version: v.version, present: v.data !== null, data: v.data ?? Buffer.alloc(0) };
+}
+export function valueFromWire(w: WireValue | null | undefined): SlotValue {
+  if (w === null || w === undefined) return { version: 0, data: null };
+  return { version: Number(w.version), data: w.present ? w.data : null };
+}
+export function ballotFromWire(b: { counter: number; proposer: string } | null | undefined): Ballot {
+  return b === null || b === undefined ? { counter: 0, proposer: '' } : { counter: Number(b.counter), proposer: b.proposer };
+}
+
+export function infoToWire(i: ShardInfo & { mtimeMs?: number }): WireInfo {
+  return {
+    key: keyToWire(i),
+    payload_length: i.payloadLength,
+    chunk_length: i.chunkLength,
+    payload_crc32: i.payloadCrc32,
+    diskmap_epoch: i.diskmapEpoch,
+    created_ms: i.createdMs,
+    mtime_ms: i.mtimeMs ?? 0,
+  };
+}
+
+const wireInfoSchema = z.object({
+  key: wireKeySchema,
+  payload_length: u53,
+  chunk_length: u53,
+  payload_crc32: z.number().int().min(0).max(0xffff_ffff),
+  diskmap_epoch: u53,
+  created_ms: u53,
+  mtime_ms: z.number(),
+});
+
+/** Validate a ShardInfo from a server (the client does not trust the wire either). */
+export function infoFromWire(w: unknown): ShardInfo & { mtimeMs: number } {
+  const p = wireInfoSchema.parse(w);
+  return {
+    ...p.key,
+    payloadLength: p.payload_length,
+    chunkLength: p.chunk_length,
+    payloadCrc32: p.payload_crc32,
+    diskmapEpoch: p.diskmap_epoch,
+    createdMs: p.created_ms,
+    mtimeMs: p.mtime_ms,
+  };
+}
