@@ -81,7 +81,7 @@ export enum MessageType {
   Unreachable = 'Unreachable', // local: report from transport
   SnapStatus = 'SnapStatus', // local: report from transport
   CheckQuorum = 'CheckQuorum', // local
-  TransferLeader = 'TransferLeader',
+  TransferLeader = 'TransferLeader', // `index` holds the transferee's id
   TimeoutNow = 'TimeoutNow',
   ReadIndex = 'ReadIndex',
   ReadIndexResp = 'ReadIndexResp',
@@ -101,7 +101,11 @@ export interface Message {
   /** On a rejected App: the follower's hint of where the logs may match. */
   rejectHint: number;
   snapshot?: Snapshot;
-  /** ReadIndex request id / heartbeat context; opaque bytes. */
+  /**
+   * ReadIndex request id / heartbeat context; opaque bytes. Read contexts must be unique
+   * per request across the cluster (e.g. node id + counter): a confirmation round is
+   * matched by its context.
+   */
   context: Uint8Array;
 }
 
@@ -125,11 +129,15 @@ export interface ReadState {
 
 /**
  * What the caller must do, in this order:
- *  1. persist `snapshot` (if any), `entries` and `hardState` (if any) — with fsync;
- *  2. send `messages` (only after step 1: they may depend on it);
- *  3. apply `committedEntries` to the state machine, in order;
+ *  1. persist `snapshot` (if any), `entries` and `hardState` (if any) — with fsync when
+ *     `mustSync`. Entries replace any stored entries from their first index on;
+ *  2. send `messages` (only after step 1: they may depend on it). Never addressed to self;
+ *  3. if `snapshot`: restore the state machine from it; then apply `committedEntries` in
+ *     order (for an EntryType.ConfChange entry: decodeConfChange(data), then
+ *     RawNode.applyConfChange(cc)). An entry with empty data is a leader's no-op;
  *  4. release `readStates` once applied index >= ReadState.index;
- *  5. call advance(ready).
+ *  5. call advance(ready); only then ask for the next Ready.
+ * A crash anywhere in 1–5 is safe: what was persisted stays, the rest is redone after restart.
  */
 export interface Ready {
   softState?: SoftState;
@@ -148,10 +156,22 @@ export interface Ready {
  * simulator's memory log both implement it. Indexes below firstIndex() are compacted.
  */
 export interface LogStorage {
+  /**
+   * The persisted HardState and the configuration *of the latest snapshot*
+   * (snapshot().metadata.conf). On restart the core replays the ConfChange entries between
+   * the snapshot and RaftOptions.applied itself, so the driver need not persist the
+   * configuration anywhere but in snapshots. (A newer conf is tolerated: replay is idempotent.)
+   */
   initialState(): { hardState: HardState; conf: ConfState };
-  /** Entries [lo, hi), at most maxBytes in total but always at least one if lo < hi. */
+  /**
+   * Entries [lo, hi), at most maxBytes in total but always at least one if lo < hi.
+   * Throws CompactedError if lo < firstIndex(), UnavailableError if hi > lastIndex()+1.
+   */
   entries(lo: number, hi: number, maxBytes: number): Entry[];
-  /** Term of the entry at index i; throws CompactedError / UnavailableError. */
+  /**
+   * Term of the entry at index i, for firstIndex()-1 <= i <= lastIndex() (the term of
+   * firstIndex()-1 is the snapshot's term); throws CompactedError below, UnavailableError above.
+   */
   term(i: number): number;
   firstIndex(): number;
   lastIndex(): number;
@@ -190,7 +210,18 @@ export interface RaftOptions {
   checkQuorum: boolean;
   /** Seeded randomness for election timeouts (the simulator passes its own). */
   random: () => number;
+  /** Bound on bytes of committed entries handed out in one Ready (default 8 MiB). */
+  maxCommittedBytesPerReady?: number;
 }
+
+/**
+ * Bootstrapping a cluster: every initial member starts from a snapshot at index 1, term 1
+ * whose conf lists the initial voters (MemoryStorage({ index: 1, term: 1, conf })); a node
+ * that joins later starts empty (index 0, no conf) and receives the leader's snapshot,
+ * because index 1 is compacted everywhere. The state machine's state at index 1 is empty.
+ */
+export const BOOTSTRAP_INDEX = 1;
+export const BOOTSTRAP_TERM = 1;
 
 /**
  * The state machine that the driver applies committed entries to (the metadata service,
