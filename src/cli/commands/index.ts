@@ -7,3 +7,4 @@ import type { Command } from 'commander';
 export type RegisterCommand = (program: Command) => void;
 
 export const COMMANDS: RegisterCommand[] = [];
+COMMANDS.push((await import('./kv.js')).register);
