@@ -5,3 +5,19 @@
  */
 export * from './types.js';
 export * from './bucket-id.js';
+export { parseTopology, topologyToJson, topologyFileSchema, parseSize, resolveDiskRef, resolveMachineRef, diskEntries, diskLabel, type TopologyFile } from './topology.js';
+export {
+  chooseRedundancy,
+  schemeText,
+  widthOf,
+  toleranceOf,
+  dataShardsOf,
+  CANDIDATE_SCHEMES,
+  DEFAULT_BUCKET_SIZE_BYTES,
+  ROUTINE_DISK_SHARE,
+} from './redundancy.js';
+export { buildDiskmap, groupForKey, keyHashOfPath, vslotOf } from './build.js';
+export { planChange, planDrain, planRepair, withDiskState, type PlanResult, type PlanOptions } from './plan.js';
+export { analyzeFailure, type FailureReport, type WriteState } from './failure.js';
+export { serializeDiskmap, parseDiskmap, diskmapToJson, diskmapJsonSchema, schemeSchema, type DiskmapJson } from './serialize.js';
+export { movementBetween, type MovementStats } from './movement.js';

@@ -1,0 +1,249 @@
+/**
+ * The working state behind a diskmap: data disks carved into buckets (which bucket numbers are
+ * used), placement groups as (disk, bucket) slots, failure-domain ids, the placement constraint
+ * check, the capacity bound used to compare redundancy candidates, and the greedy group builder.
+ * Internal to src/diskmap; other layers see only the Diskmap document.
+ */
+import { assert } from '../common/errors.js';
+import { bucketId, type BucketId } from './bucket-id.js';
+import { diskEntries, type DiskEntry } from './topology.js';
+import type { DiskClass, DomainLevel, Topology } from './types.js';
+import { DOMAIN_LEVELS } from './types.js';
+
+/** Bucket numbers are 16 bits: a disk holds at most this many buckets, the rest is unused. */
+export const MAX_BUCKETS_PER_DISK = 0x10000;
+
+export const levelIndex = (l: DomainLevel): number => DOMAIN_LEVELS.indexOf(l);
+
+/** Buckets a disk of this capacity holds: whole buckets only; the remainder stays unused. */
+export function bucketsOf(capacityBytes: number, bucketSizeBytes: number): number {
+  return Math.min(MAX_BUCKETS_PER_DISK, Math.floor(capacityBytes / bucketSizeBytes));
+}
+
+export interface LDisk {
+  readonly idx: number;
+  readonly entry: DiskEntry;
+  /** Buckets carved on the disk. */
+  buckets: number;
+  /** used[b] = 1 when bucket number b belongs to a group. */
+  used: Uint8Array;
+  usedCount: number;
+  /** Integer domain id per level (0 disk … 4 dc). */
+  readonly dom: Int32Array;
+  /** Active disks take new slots; draining/failed ones do not. */
+  readonly receiver: boolean;
+}
+
+export interface LGroup {
+  /** Disk index per shard; -1 for a slot whose disk is lost (failed or gone) and not yet repaired. */
+  disks: number[];
+  buckets: number[];
+  retired: boolean;
+  /** The bucket ids of lost slots, kept in the document until repaired. */
+  lostIds?: Map<number, BucketId>;
+}
+
+export class Layout {
+  readonly disks: LDisk[] = [];
+  readonly byKey = new Map<string, number>();
+  readonly groups: LGroup[] = [];
+  /** Domains per level. */
+  readonly domainCount: number[] = [0, 0, 0, 0, 0];
+
+  constructor(
+    readonly topology: Topology,
+    readonly bucketSizeBytes: number,
+    readonly dataClass: DiskClass,
+    /** Constrained levels are 1..level (level 0 = disk: distinct disks only). */
+    public level: number,
+    public cap: number,
+  ) {
+    const ids: Map<string, number>[] = DOMAIN_LEVELS.map(() => new Map());
+    for (const e of diskEntries(topology)) {
+      if (e.d.class !== dataClass || e.d.state === 'removed') continue;
+      const buckets = bucketsOf(e.d.capacityBytes, bucketSizeBytes);
+      const dom = new Int32Array(5);
+      e.domains.forEach((s, lv) => {
+        const m = ids[lv] as Map<string, number>;
+        let id = m.get(s);
+        if (id === undefined) {
+          id = m.size;
+          m.set(s, id);
+        }
+        dom[lv] = id;
+      });
+      const idx = this.disks.length;
+      this.disks.push({ idx, entry: e, buckets, used: new Uint8Array(buckets), usedCount: 0, dom, receiver: e.d.state === 'active' });
+      this.byKey.set(e.key, idx);
+    }
+    ids.forEach((m, lv) => (this.domainCount[lv] = m.size));
+  }
+
+  free(d: number): number {
+    const disk = this.disks[d] as LDisk;
+    return disk.buckets - disk.usedCount;
+  }
+
+  /** Lowest free bucket number of a disk. */
+  alloc(d: number): number {
+    const disk = this.disks[d] as LDisk;
+    for (let b = 0; b < disk.buckets; b++) {
+      if (disk.used[b] === 0) {
+        disk.used[b] = 1;
+        disk.usedCount++;
+        return b;
+      }
+    }
+    throw new Error(`invariant violated: alloc on full disk ${disk.entry.key}`);
+  }
+
+  /** Mark a specific bucket used (when loading an existing map). */
+  take(d: number, b: number): void {
+    const disk = this.disks[d] as LDisk;
+    assert(b < disk.buckets && disk.used[b] === 0, `bucket ${b} of ${disk.entry.key} taken twice or out of range`);
+    disk.used[b] = 1;
+    disk.usedCount++;
+  }
+
+  release(d: number, b: number): void {
+    const disk = this.disks[d] as LDisk;
+    if (b < disk.buckets && disk.used[b] === 1) {
+      disk.used[b] = 0;
+      disk.usedCount--;
+    }
+  }
+
+  /**
+   * May disk d join a group whose other disks are `others` (the slot being replaced already
+   * left out)? Distinct disks, and at most `cap` shards per domain at every constrained level.
+   */
+  fits(others: readonly number[], d: number): boolean {
+    const dd = this.disks[d] as LDisk;
+    for (const o of others) if (o === d) return false;
+    for (let lv = 1; lv <= this.level; lv++) {
+      const id = dd.dom[lv];
+      let n = 0;
+      for (const o of others) if (o >= 0 && (this.disks[o] as LDisk).dom[lv] === id) n++;
+      if (n >= this.cap) return false;
+    }
+    return true;
+  }
+
+  bucketIdOf(d: number, b: number): BucketId {
+    const e = (this.disks[d] as LDisk).entry;
+    return bucketId({ dc: e.machine.dc, row: e.machine.row, rack: e.machine.rack, machine: e.machine.machine, disk: e.d.disk, bucket: b, incarnation: e.d.incarnation });
+  }
+
+  activeGroups(): number {
+    let n = 0;
+    for (const g of this.groups) if (!g.retired) n++;
+    return n;
+  }
+
+  /**
+   * Greedy builder: repeatedly form a group from the eligible disks with the most free buckets
+   * (ties: the least recently used first, so equal disks rotate through the same few disk
+   * combinations — few copysets), under the placement constraint. Stops when no group fits or
+   * `maxGroups` were made. Returns the ids of the new groups.
+   */
+  fillGreedy(width: number, maxGroups: number): number[] {
+    const elig = this.disks.filter((d) => d.receiver && d.buckets - d.usedCount > 0);
+    // Interleave machines: disk rank within its machine first, so consecutive disks differ in machine.
+    const rank = new Map<number, number>();
+    const perMachine = new Map<number, number>();
+    for (const d of elig) {
+      const m = d.dom[1] as number;
+      const r = perMachine.get(m) ?? 0;
+      perMachine.set(m, r + 1);
+      rank.set(d.idx, r);
+    }
+    elig.sort((a, b) => (rank.get(a.idx) as number) - (rank.get(b.idx) as number) || (a.dom[1] as number) - (b.dom[1] as number) || a.idx - b.idx);
+    const created: number[] = [];
+    if (elig.length < width || maxGroups <= 0) return created;
+    const n = this.disks.length;
+    const rem = new Int32Array(n);
+    let top = 0;
+    for (const d of elig) {
+      rem[d.idx] = d.buckets - d.usedCount;
+      top = Math.max(top, rem[d.idx] as number);
+    }
+    // Per remaining-count level a FIFO doubly linked list of disks.
+    const head = new Int32Array(top + 1).fill(-1);
+    const tail = new Int32Array(top + 1).fill(-1);
+    const next = new Int32Array(n).fill(-1);
+    const prev = new Int32Array(n).fill(-1);
+    const push = (d: number, lv: number): void => {
+      prev[d] = tail[lv] as number;
+      next[d] = -1;
+      if (tail[lv] !== -1) next[tail[lv] as number] = d;
+      else head[lv] = d;
+      tail[lv] = d;
+    };
+    const unlink = (d: number, lv: number): void => {
+      const p = prev[d] as number;
+      const q = next[d] as number;
+      if (p !== -1) next[p] = q;
+      else head[lv] = q;
+      if (q !== -1) prev[q] = p;
+      else tail[lv] = p;
+    };
+    for (const d of elig) push(d.idx, rem[d.idx] as number);
+    const picked: number[] = [];
+    while (created.length < maxGroups) {
+      while (top > 0 && head[top] === -1) top--;
+      if (top === 0) break;
+      picked.length = 0;
+      for (let lv = top; lv > 0 && picked.length < width; lv--) {
+        for (let d = head[lv] as number; d !== -1 && picked.length < width; d = next[d] as number) {
+          if (this.fits(picked, d)) picked.push(d);
+        }
+      }
+      if (picked.length < width) break;
+      const g: LGroup = { disks: [...picked], buckets: [], retired: false };
+      for (const d of picked) {
+        g.buckets.push(this.alloc(d));
+        const r = rem[d] as number;
+        unlink(d, r);
+        rem[d] = r - 1;
+        if (r - 1 > 0) push(d, r - 1);
+      }
+      created.push(this.groups.length);
+      this.groups.push(g);
+    }
+    return created;
+  }
+}
+
+/**
+ * Upper bound on the number of groups of `width` slots that fit: each disk gives at most one slot
+ * per group and at most `cap` slots of a group come from one domain of level `level`. It is the
+ * largest G with  Σ_domains min(cap·G, Σ_disks min(buckets, G)) ≥ width·G  (concave in G, so a
+ * binary search finds it).
+ */
+export function groupBound(disks: readonly { buckets: number; dom: Int32Array }[], width: number, level: number, cap: number): number {
+  let total = 0;
+  for (const d of disks) total += d.buckets;
+  const f = (G: number): boolean => {
+    if (level === 0) {
+      let s = 0;
+      for (const d of disks) s += Math.min(d.buckets, G);
+      return s >= width * G;
+    }
+    const per = new Map<number, number>();
+    for (const d of disks) {
+      const id = d.dom[level] as number;
+      per.set(id, (per.get(id) ?? 0) + Math.min(d.buckets, G));
+    }
+    let s = 0;
+    for (const v of per.values()) s += Math.min(cap * G, v);
+    return s >= width * G;
+  };
+  let lo = 0;
+  let hi = Math.floor(total / width);
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (f(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}

@@ -1,0 +1,506 @@
+/**
+ * Change planning: from the current diskmap and a new topology, the next diskmap (epoch + 1),
+ * the moves that take the cluster there, and the recorded diff.
+ *
+ *  - Removing or shrinking a disk that still holds buckets is refused: drain it first.
+ *  - A failed disk's slots are rebuilt on disks with free buckets ("repair" moves).
+ *  - A draining disk's slots are moved to disks with free buckets; when none fit, groups on it
+ *    are retired and their keys handed to the others.
+ *  - Added capacity is used automatically. A new group B is made from an existing group A of a
+ *    frequent disk combination by putting one of its shards on the new disk; the buckets B needs
+ *    on A's other disks are freed by moving shards of A's siblings to the new disk. B's keys come
+ *    from the groups of that same combination, so their shards stay on the same disks (a copy
+ *    inside one disk) except the one that lands on the new disk: data crosses disks only to go
+ *    to the new capacity, which is the minimum (about C/(T+C) of it).
+ */
+import { CairnError } from '../common/errors.js';
+import { diskKeyOf } from './bucket-id.js';
+import { initialVslots, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS, VSLOTS_PER_GROUP } from './build.js';
+import { groupBound, Layout, levelIndex, type LGroup } from './layout.js';
+import { widthOf } from './redundancy.js';
+import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
+import type { Diskmap, DiskState, KeyMove, SlotMove, Topology, TopologyDisk } from './types.js';
+
+export interface PlanResult {
+  /** The next diskmap; the old one unchanged when refused or when nothing changed. */
+  readonly diskmap: Diskmap;
+  readonly moves: readonly SlotMove[];
+  readonly keyMoves: readonly KeyMove[];
+  /** Why the change was refused (nothing is applied then). */
+  readonly refused?: readonly string[];
+  /** Things the operator should know (e.g. slots that could not be repaired). */
+  readonly warnings: readonly string[];
+}
+
+export interface PlanOptions {
+  /** Free text recorded in the diff. */
+  readonly reason?: string;
+}
+
+/** Rebuild the working layout of a diskmap over a (possibly new) topology. Lost slots get disk -1. */
+function loadLayout(old: Diskmap, topology: Topology, refusals: string[]): Layout {
+  const layout = new Layout(topology, old.bucketSizeBytes, old.dataClass, levelIndex(old.failureDomain), old.maxShardsPerDomain);
+  const oldState = new Map<string, TopologyDisk>();
+  const oldLabel = new Map<string, string>();
+  for (const e of diskEntries(old.topology)) {
+    oldState.set(e.key, e.d);
+    oldLabel.set(e.key, diskLabel(e));
+  }
+  const gone = new Map<string, number>();
+  const shrunk = new Map<string, number>();
+  for (const g of old.groups) {
+    const lg: LGroup = { disks: [], buckets: [], retired: g.retired };
+    for (const b of g.buckets) {
+      const key = diskKeyOf(b);
+      const idx = layout.byKey.get(key);
+      const wasFailed = oldState.get(key)?.state === 'failed';
+      const disk = idx === undefined ? undefined : layout.disks[idx];
+      if (disk === undefined || disk.entry.d.state === 'failed' || b.bucket >= disk.buckets) {
+        (lg.lostIds ??= new Map()).set(lg.disks.length, b);
+        if (wasFailed || disk?.entry.d.state === 'failed') {
+          lg.disks.push(-1);
+          lg.buckets.push(-1);
+          continue;
+        }
+        if (disk === undefined) gone.set(key, (gone.get(key) ?? 0) + 1);
+        else shrunk.set(key, Math.max(shrunk.get(key) ?? 0, b.bucket + 1));
+        lg.disks.push(-1);
+        lg.buckets.push(-1);
+        continue;
+      }
+      layout.take(disk.idx, b.bucket);
+      lg.disks.push(disk.idx);
+      lg.buckets.push(b.bucket);
+    }
+    layout.groups.push(lg);
+  }
+  for (const [key, n] of gone) {
+    refusals.push(`disk ${oldLabel.get(key) ?? key} (${key}) holds ${n} bucket(s) of placement groups and is missing or removed in the new topology: drain it first (set its state to "draining", apply, then remove it)`);
+  }
+  for (const [key, n] of shrunk) {
+    refusals.push(`disk ${oldLabel.get(key) ?? key} (${key}) shrank below bucket ${n - 1}, which is in use: drain it first (shrinking is never automatic)`);
+  }
+  return layout;
+}
+
+/** Most free buckets first; ties by disk order. Returns -1 when no receiver fits. */
+function bestReceiver(layout: Layout, others: readonly number[], free: (d: number) => number): number {
+  let best = -1;
+  let bestFree = 0;
+  for (const d of layout.disks) {
+    if (!d.receiver) continue;
+    const f = free(d.idx);
+    if (f > bestFree && layout.fits(others, d.idx)) {
+      best = d.idx;
+      bestFree = f;
+    }
+  }
+  return best;
+}
+
+function without<T>(arr: readonly T[], i: number): T[] {
+  return arr.filter((_, j) => j !== i);
+}
+
+class Planner {
+  readonly moves: SlotMove[] = [];
+  readonly warnings: string[] = [];
+  readonly addedGroups: number[] = [];
+  readonly retiredGroups: number[] = [];
+  /** For a new group: the groups whose keys it should take first (same disks in the old map). */
+  readonly donorHint = new Map<number, number[]>();
+
+  constructor(readonly layout: Layout) {}
+
+  private moveSlot(g: number, i: number, to: number, kind: 'move' | 'repair'): void {
+    const lg = this.layout.groups[g] as LGroup;
+    const fromDisk = lg.disks[i] as number;
+    const fromBucket = lg.buckets[i] as number;
+    const from = fromDisk >= 0 ? this.layout.bucketIdOf(fromDisk, fromBucket) : (lg.lostIds?.get(i) ?? null);
+    if (fromDisk >= 0) this.layout.release(fromDisk, fromBucket);
+    const b = this.layout.alloc(to);
+    lg.disks[i] = to;
+    lg.buckets[i] = b;
+    lg.lostIds?.delete(i);
+    this.moves.push({ kind, group: g, index: i, from, to: this.layout.bucketIdOf(to, b) });
+  }
+
+  private retire(g: number): void {
+    const lg = this.layout.groups[g] as LGroup;
+    lg.disks.forEach((d, i) => {
+      if (d >= 0) this.layout.release(d, lg.buckets[i] as number);
+    });
+    lg.disks = [];
+    lg.buckets = [];
+    lg.retired = true;
+    this.retiredGroups.push(g);
+  }
+
+  /** Rebuild every lost slot (disk -1) on a disk with a free bucket. */
+  repair(): void {
+    const L = this.layout;
+    L.groups.forEach((lg, g) => {
+      if (lg.retired) return;
+      lg.disks.forEach((d, i) => {
+        if (d >= 0) return;
+        const others = without(lg.disks, i);
+        const r = bestReceiver(L, others, (x) => L.free(x));
+        if (r < 0) {
+          this.warnings.push(`group ${g} shard ${i} cannot be repaired: no active disk with a free bucket fits the placement rule; add or replace a disk`);
+          return;
+        }
+        this.moveSlot(g, i, r, 'repair');
+      });
+    });
+  }
+
+  /** Move every slot off draining disks; retire groups when the rest is full. */
+  drain(): void {
+    const L = this.layout;
+    for (const disk of L.disks) {
+      if (disk.entry.d.state !== 'draining') continue;
+      for (let g = 0; g < L.groups.length; g++) {
+        const lg = L.groups[g] as LGroup;
+        const i = lg.disks.indexOf(disk.idx);
+        if (lg.retired || i < 0) continue;
+        const r = bestReceiver(L, without(lg.disks, i), (x) => L.free(x));
+        if (r >= 0) {
+          this.moveSlot(g, i, r, 'move');
+          continue;
+        }
+        if (L.activeGroups() <= 1) {
+          throw new CairnError('ENOSPC', `cannot drain ${diskLabel(disk.entry)}: the other disks cannot hold even one placement group`);
+        }
+        this.retire(g);
+      }
+    }
+    if (this.retiredGroups.length > 0) {
+      this.warnings.push(`the drain retired ${this.retiredGroups.length} placement group(s): usable capacity shrinks; make sure the data fits before applying`);
+    }
+  }
+
+  /** Use free buckets on active disks for new groups (see the header comment). */
+  grow(width: number): void {
+    const L = this.layout;
+    const receivers = L.disks.filter((d) => d.receiver && d.buckets > 0);
+    const targetG = groupBound(receivers, width, L.level, L.cap);
+    let need = targetG - L.activeGroups();
+    if (need <= 0) return;
+    // Frequent disk combinations (copysets) of the current map and their members.
+    const tuples = new Map<string, number[]>();
+    L.groups.forEach((lg, g) => {
+      if (lg.retired || lg.disks.includes(-1)) return;
+      const k = lg.disks.join(',');
+      const list = tuples.get(k);
+      if (list === undefined) tuples.set(k, [g]);
+      else list.push(g);
+    });
+    const activeG = L.activeGroups();
+    const order = [...tuples.entries()]
+      .map(([k, members]) => ({ k, members, original: [...members], quota: (members.length * need) / Math.max(1, activeG), units: 0 }))
+      .sort((a, b) => b.quota - a.quota);
+    // Largest-remainder rounding of the quotas.
+    let assigned = 0;
+    for (const t of order) {
+      t.units = Math.floor(t.quota);
+      assigned += t.units;
+    }
+    const byRemainder = [...order].sort((a, b) => b.quota - Math.floor(b.quota) - (a.quota - Math.floor(a.quota)));
+    for (const t of byRemainder) {
+      if (assigned >= need) break;
+      t.units++;
+      assigned++;
+    }
+    let unitNo = 0;
+    for (const t of order) {
+      for (let u = 0; u < t.units && need > 0; u++) {
+        if (!this.growUnit(t.members, t.original, unitNo++)) break;
+        need--;
+      }
+    }
+    // Whatever capacity is left (e.g. combinations that were too small): plain greedy groups.
+    if (need > 0) {
+      const made = L.fillGreedy(width, need);
+      for (const g of made) {
+        const lg = L.groups[g] as LGroup;
+        lg.disks.forEach((d, i) => this.moves.push({ kind: 'new', group: g, index: i, from: null, to: L.bucketIdOf(d, lg.buckets[i] as number) }));
+        this.addedGroups.push(g);
+      }
+    }
+  }
+
+  /** disk → groups with a shard on it (built on first use, checked lazily: entries may be stale). */
+  private onDisk: Map<number, number[]> | undefined;
+
+  private anyGroupOn(
+    d: number,
+    taken: readonly { g: number }[],
+    target: (g: number, i: number) => number,
+    template: number,
+  ): { g: number; i: number; to: number } | undefined {
+    if (this.onDisk === undefined) {
+      this.onDisk = new Map();
+      this.layout.groups.forEach((lg, g) => {
+        if (lg.retired) return;
+        for (const x of lg.disks) {
+          if (x < 0) continue;
+          const l = this.onDisk?.get(x);
+          if (l === undefined) this.onDisk?.set(x, [g]);
+          else l.push(g);
+        }
+      });
+    }
+    const list = this.onDisk.get(d) ?? [];
+    for (let at = list.length - 1; at >= 0; at--) {
+      const g = list[at] as number;
+      const lg = this.layout.groups[g] as LGroup;
+      const i = lg.disks.indexOf(d);
+      if (lg.retired || i < 0) {
+        list.splice(at, 1);
+        continue;
+      }
+      if (g === template || taken.some((t) => t.g === g)) continue;
+      const to = target(g, i);
+      if (to < 0) continue;
+      list.splice(at, 1);
+      return { g, i, to };
+    }
+    return undefined;
+  }
+
+  /** One new group from a template combination; false when it does not fit. */
+  private growUnit(members: number[], original: readonly number[], unitNo: number): boolean {
+    const L = this.layout;
+    const A = members[0];
+    if (A === undefined) return false;
+    const S = [...(L.groups[A] as LGroup).disks];
+    const w = S.length;
+    const free = new Map<number, number>();
+    const fr = (d: number): number => free.get(d) ?? L.free(d);
+    const use = (d: number): void => void free.set(d, fr(d) - 1);
+    // The receiver of B's replaced shard: most free buckets, fits with S minus one position.
+    let R = -1;
+    let j = -1;
+    for (let t = 0; t < w && R < 0; t++) {
+      const jj = (unitNo + t) % w;
+      const r = bestReceiver(L, without(S, jj), fr);
+      if (r >= 0 && !S.includes(r)) {
+        R = r;
+        j = jj;
+      }
+    }
+    if (R < 0) return false;
+    use(R);
+    // Room on S[i] for i ≠ j: a free bucket, or move a sibling's shard off it.
+    const room: { g: number; i: number; to: number }[] = [];
+    const siblings = members.slice(1);
+    for (let i = 0; i < w; i++) {
+      if (i === j) continue;
+      const d = S[i] as number;
+      if (fr(d) > 0) {
+        use(d);
+        continue;
+      }
+      // A sibling's shard at the same position, else any other group's shard on that disk.
+      const target = (g: number, p: number): number => {
+        const sd = (L.groups[g] as LGroup).disks;
+        const others = without(sd, p);
+        const to = fr(R) > 0 && L.fits(others, R) ? R : bestReceiver(L, others, fr);
+        return to >= 0 && !sd.includes(to) ? to : -1;
+      };
+      let mover: { g: number; i: number; to: number } | undefined;
+      let sib = siblings.shift();
+      while (sib !== undefined && room.some((r) => r.g === sib)) sib = siblings.shift();
+      if (sib !== undefined) {
+        const to = target(sib, i);
+        if (to >= 0) mover = { g: sib, i, to };
+      }
+      mover ??= this.anyGroupOn(d, room, target, A);
+      if (mover === undefined) return false;
+      use(mover.to);
+      room.push(mover);
+    }
+    // Apply.
+    for (const r of room) {
+      this.moveSlot(r.g, r.i, r.to, 'move');
+      const at = members.indexOf(r.g);
+      if (at >= 0) members.splice(at, 1);
+    }
+    const B: LGroup = { disks: [], buckets: [], retired: false };
+    const id = L.groups.length;
+    for (let i = 0; i < w; i++) {
+      const d = i === j ? R : (S[i] as number);
+      const b = L.alloc(d);
+      B.disks.push(d);
+      B.buckets.push(b);
+      this.moves.push({ kind: 'new', group: id, index: i, from: null, to: L.bucketIdOf(d, b) });
+    }
+    L.groups.push(B);
+    this.addedGroups.push(id);
+    this.donorHint.set(id, [...original]);
+    return true;
+  }
+
+  /**
+   * Hand key-space slots to new (or under-filled) groups so every active group holds V/G of them
+   * (±1), taking first from the groups named in donorHint. Returns the aggregated key moves.
+   */
+  rebalance(table: Uint32Array): KeyMove[] {
+    const L = this.layout;
+    const G = L.groups.length;
+    const V = table.length;
+    const count = new Int32Array(G);
+    for (let v = 0; v < V; v++) (count[table[v] as number] as number)++;
+    const active: number[] = [];
+    L.groups.forEach((lg, g) => {
+      if (!lg.retired) active.push(g);
+    });
+    const target = new Int32Array(G);
+    const base = Math.floor(V / active.length);
+    let extra = V - base * active.length;
+    // Groups that hold the most keep the extra slot: fewer moves.
+    const byCount = [...active].sort((a, b) => (count[b] as number) - (count[a] as number) || a - b);
+    for (const g of byCount) {
+      target[g] = base + (extra > 0 ? 1 : 0);
+      if (extra > 0) extra--;
+    }
+    // Slots of each donor, highest first taken.
+    const start = new Int32Array(G + 1);
+    for (let g = 0; g < G; g++) start[g + 1] = (start[g] as number) + (count[g] as number);
+    const fillPos = Int32Array.from(start.subarray(0, G));
+    const slots = new Uint32Array(V);
+    for (let v = 0; v < V; v++) {
+      const g = table[v] as number;
+      slots[(fillPos[g] as number)++] = v;
+    }
+    const left = Int32Array.from(count); // slots the donor still holds (its list is slots[start, start+left))
+    const surplus = (g: number): number => (left[g] as number) - (target[g] as number);
+    const needers = active.filter((g) => (count[g] as number) < (target[g] as number)).sort((a, b) => (this.donorHint.has(b) ? 1 : 0) - (this.donorHint.has(a) ? 1 : 0) || a - b);
+    const donors: number[] = [];
+    for (let g = 0; g < G; g++) if ((count[g] as number) > (target[g] as number)) donors.push(g);
+    let donorPos = 0;
+    const moved = new Map<string, KeyMove>();
+    const give = (from: number, to: number, n: number): void => {
+      for (let t = 0; t < n; t++) {
+        const idx = (start[from] as number) + (left[from] as number) - 1;
+        left[from] = (left[from] as number) - 1;
+        table[slots[idx] as number] = to;
+      }
+      const k = `${from}>${to}`;
+      const prev = moved.get(k);
+      moved.set(k, { fromGroup: from, toGroup: to, vslots: (prev?.vslots ?? 0) + n });
+    };
+    for (const B of needers) {
+      let want = (target[B] as number) - (count[B] as number);
+      for (const A of this.donorHint.get(B) ?? []) {
+        if (want === 0) break;
+        const n = Math.min(want, surplus(A));
+        if (n > 0) {
+          give(A, B, n);
+          want -= n;
+        }
+      }
+      while (want > 0 && donorPos < donors.length) {
+        const A = donors[donorPos] as number;
+        const n = Math.min(want, surplus(A));
+        if (n > 0) {
+          give(A, B, n);
+          want -= n;
+        }
+        if (surplus(A) <= 0) donorPos++;
+      }
+    }
+    return [...moved.values()];
+  }
+}
+
+function stateDiff(old: Topology, next: Topology): { added: string[]; removed: string[]; changes: { disk: string; from: DiskState; to: DiskState }[] } {
+  const o = new Map(diskEntries(old).map((e) => [e.key, e.d.state]));
+  const n = new Map(diskEntries(next).map((e) => [e.key, e.d.state]));
+  const added = [...n.keys()].filter((k) => !o.has(k));
+  const removed = [...o.keys()].filter((k) => !n.has(k));
+  const changes: { disk: string; from: DiskState; to: DiskState }[] = [];
+  for (const [k, s] of n) {
+    const p = o.get(k);
+    if (p !== undefined && p !== s) changes.push({ disk: k, from: p, to: s });
+  }
+  return { added, removed, changes };
+}
+
+/** Plan the change from `old` to a new topology: the next epoch, its moves, or a refusal. */
+export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOptions = {}): PlanResult {
+  const refusals: string[] = [];
+  const layout = loadLayout(old, newTopology, refusals);
+  if (refusals.length > 0) return { diskmap: old, moves: [], keyMoves: [], refused: refusals, warnings: [] };
+  const planner = new Planner(layout);
+  planner.repair();
+  planner.drain();
+  if (!old.unsafe) planner.grow(widthOf(old.scheme));
+  // The slot table: grow it (which moves no key) if groups got too few slots each.
+  let bits = old.vslotBits;
+  let table = old.vslotGroup;
+  const wantBits = Math.max(bits, Math.min(MAX_VSLOT_BITS, vslotBitsFor(layout.activeGroups())));
+  if (wantBits > bits) {
+    const f = 2 ** (wantBits - bits);
+    const t2 = new Uint32Array(table.length * f);
+    for (let v = 0; v < t2.length; v++) t2[v] = table[Math.floor(v / f)] as number;
+    table = t2;
+    bits = wantBits;
+  } else {
+    table = Uint32Array.from(table);
+  }
+  void VSLOTS_PER_GROUP;
+  void initialVslots;
+  const keyMoves = planner.rebalance(table);
+  const sd = stateDiff(old.topology, newTopology);
+  const changed =
+    planner.moves.length > 0 || keyMoves.length > 0 || sd.added.length > 0 || sd.removed.length > 0 || sd.changes.length > 0 || bits !== old.vslotBits ||
+    JSON.stringify(diskEntries(old.topology).map((e) => [e.key, e.d.capacityBytes, e.d.class, e.machine.name])) !==
+      JSON.stringify(diskEntries(newTopology).map((e) => [e.key, e.d.capacityBytes, e.d.class, e.machine.name]));
+  if (!changed) return { diskmap: old, moves: [], keyMoves: [], warnings: planner.warnings };
+  const diff = {
+    fromEpoch: old.epoch,
+    reason: opts.reason ?? describe(sd),
+    addedDisks: sd.added,
+    removedDisks: sd.removed,
+    stateChanges: sd.changes,
+    addedGroups: planner.addedGroups,
+    retiredGroups: planner.retiredGroups,
+    slotMoves: planner.moves,
+    keyMoves,
+  };
+  const diskmap = toDiskmap(layout, { epoch: old.epoch + 1, scheme: old.scheme, unsafe: old.unsafe, diff }, bits, table);
+  return { diskmap, moves: planner.moves, keyMoves, warnings: planner.warnings };
+}
+
+function describe(sd: ReturnType<typeof stateDiff>): string {
+  const parts: string[] = [];
+  if (sd.added.length > 0) parts.push(`added ${sd.added.length} disk(s)`);
+  if (sd.removed.length > 0) parts.push(`removed ${sd.removed.length} disk(s)`);
+  for (const c of sd.changes) parts.push(`${c.disk} ${c.from}→${c.to}`);
+  return parts.length > 0 ? parts.join('; ') : 'topology update';
+}
+
+/** The topology with some disks ("box1/0") put in a state. */
+export function withDiskState(t: Topology, refs: readonly string[], state: DiskState): Topology {
+  const keys = new Set(refs.flatMap((r) => resolveDiskRef(t, r).map((e) => e.key)));
+  return {
+    name: t.name,
+    machines: t.machines.map((m) => ({
+      ...m,
+      disks: m.disks.map((d) => (keys.has(diskKey(m, d.disk, d.incarnation)) ? { ...d, state } : d)),
+    })),
+  };
+}
+
+/** Plan draining disks ("box1/0"): every bucket on them moves elsewhere. */
+export function planDrain(diskmap: Diskmap, diskRefs: string | readonly string[]): PlanResult {
+  const refs = typeof diskRefs === 'string' ? [diskRefs] : diskRefs;
+  return planChange(diskmap, withDiskState(diskmap.topology, refs, 'draining'), { reason: `drain ${refs.join(', ')}` });
+}
+
+/** Plan the repair of failed disks: their slots are rebuilt on disks with free buckets. */
+export function planRepair(diskmap: Diskmap, diskRefs: string | readonly string[]): PlanResult {
+  const refs = typeof diskRefs === 'string' ? [diskRefs] : diskRefs;
+  return planChange(diskmap, withDiskState(diskmap.topology, refs, 'failed'), { reason: `repair ${refs.join(', ')}` });
+}

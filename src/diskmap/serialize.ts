@@ -1,0 +1,186 @@
+/**
+ * The diskmap document as JSON: bigints (incarnations) and bucket ids as strings, the key-space
+ * slot table run-length encoded. parseDiskmap validates everything it reads back with zod and
+ * then checks the invariants (known disks, distinct disks per group, group width, slot table),
+ * so a damaged or hand-edited document is refused with a clear error, never half-used.
+ */
+import { z } from 'zod';
+import { CairnError } from '../common/errors.js';
+import { parseWith } from '../common/config.js';
+import { diskKeyOf, formatBucketId, parseBucketId, type BucketId } from './bucket-id.js';
+import { widthOf } from './redundancy.js';
+import { diskEntries, parseTopology, topologyToJson, type TopologyFile } from './topology.js';
+import type { Diskmap, DiskmapDiff, PlacementGroup, Scheme } from './types.js';
+import { DOMAIN_LEVELS } from './types.js';
+
+const bucketText = z.string().transform((s, ctx) => {
+  try {
+    return parseBucketId(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+export const schemeSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('ec'), k: z.number().int().min(1).max(31), m: z.number().int().min(1).max(31) }),
+  z.object({ kind: z.literal('replica'), n: z.number().int().min(1).max(8) }),
+]);
+
+const diskStateSchema = z.enum(['active', 'draining', 'failed', 'removed']);
+
+const diffSchema = z.object({
+  fromEpoch: z.number().int().min(1),
+  reason: z.string(),
+  addedDisks: z.array(z.string()),
+  removedDisks: z.array(z.string()),
+  stateChanges: z.array(z.object({ disk: z.string(), from: diskStateSchema, to: diskStateSchema })),
+  addedGroups: z.array(z.number().int().min(0)),
+  retiredGroups: z.array(z.number().int().min(0)),
+  slotMoves: z.array(
+    z.object({
+      kind: z.enum(['move', 'repair', 'new']),
+      group: z.number().int().min(0),
+      index: z.number().int().min(0),
+      from: bucketText.nullable(),
+      to: bucketText,
+    }),
+  ),
+  keyMoves: z.array(z.object({ fromGroup: z.number().int().min(0), toGroup: z.number().int().min(0), vslots: z.number().int().min(1) })),
+});
+
+export const diskmapJsonSchema = z.object({
+  format: z.literal(1),
+  epoch: z.number().int().min(1),
+  /** Validated by parseTopology (the topology file schema). */
+  topology: z.unknown(),
+  bucketSizeBytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  dataClass: z.enum(['hdd', 'ssd']),
+  scheme: schemeSchema,
+  failureDomain: z.enum(DOMAIN_LEVELS),
+  maxShardsPerDomain: z.number().int().min(1).max(32),
+  unsafe: z.boolean(),
+  groups: z.array(z.object({ id: z.number().int().min(0), buckets: z.array(bucketText), retired: z.boolean().default(false) })),
+  vslotBits: z.number().int().min(0).max(30),
+  /** Run-length encoded slot table: [runLength, group, runLength, group, …]. */
+  vslotRuns: z.array(z.number().int().min(0)),
+  diff: diffSchema.nullable(),
+});
+
+export type DiskmapJson = Omit<z.input<typeof diskmapJsonSchema>, 'topology'> & { topology: TopologyFile };
+
+const text = (b: BucketId): string => formatBucketId(b);
+
+function encodeRuns(table: Uint32Array): number[] {
+  const runs: number[] = [];
+  let v = 0;
+  while (v < table.length) {
+    const g = table[v] as number;
+    let n = 1;
+    while (v + n < table.length && table[v + n] === g) n++;
+    runs.push(n, g);
+    v += n;
+  }
+  return runs;
+}
+
+/** The JSON value of a diskmap (stringify it as you like). */
+export function diskmapToJson(dm: Diskmap): DiskmapJson {
+  const diff: DiskmapDiff | null = dm.diff;
+  return {
+    format: 1,
+    epoch: dm.epoch,
+    topology: topologyToJson(dm.topology),
+    bucketSizeBytes: dm.bucketSizeBytes,
+    dataClass: dm.dataClass,
+    scheme: dm.scheme,
+    failureDomain: dm.failureDomain,
+    maxShardsPerDomain: dm.maxShardsPerDomain,
+    unsafe: dm.unsafe,
+    groups: dm.groups.map((g) => ({ id: g.id, buckets: g.buckets.map(text), retired: g.retired })),
+    vslotBits: dm.vslotBits,
+    vslotRuns: encodeRuns(dm.vslotGroup),
+    diff:
+      diff === null
+        ? null
+        : {
+            ...diff,
+            addedDisks: [...diff.addedDisks],
+            removedDisks: [...diff.removedDisks],
+            stateChanges: diff.stateChanges.map((c) => ({ ...c })),
+            addedGroups: [...diff.addedGroups],
+            retiredGroups: [...diff.retiredGroups],
+            slotMoves: diff.slotMoves.map((m) => ({ kind: m.kind, group: m.group, index: m.index, from: m.from === null ? null : text(m.from), to: text(m.to) })),
+            keyMoves: diff.keyMoves.map((k) => ({ ...k })),
+          },
+  };
+}
+
+export function serializeDiskmap(dm: Diskmap): string {
+  return `${JSON.stringify(diskmapToJson(dm))}\n`;
+}
+
+function corrupt(source: string, message: string): never {
+  throw new CairnError('EINVAL', `${source}: ${message}`);
+}
+
+/** Validate and load a diskmap JSON value (or text); `source` names it in errors. */
+export function parseDiskmap(input: string | unknown, source = 'diskmap'): Diskmap {
+  let value: unknown = input;
+  if (typeof input === 'string') {
+    try {
+      value = JSON.parse(input);
+    } catch (err) {
+      corrupt(source, `not valid JSON (${(err as Error).message})`);
+    }
+  }
+  const j = parseWith(diskmapJsonSchema, value, source);
+  const topology = parseTopology(j.topology, `${source}: topology`);
+  const scheme: Scheme = j.scheme;
+  const width = widthOf(scheme);
+  const known = new Set(diskEntries(topology).map((e) => e.key));
+  const groups: PlacementGroup[] = j.groups.map((g, i) => {
+    if (g.id !== i) corrupt(source, `groups.${i}.id: expected ${i}, got ${g.id} (ids are dense)`);
+    if (g.retired ? g.buckets.length !== 0 : g.buckets.length !== width) {
+      corrupt(source, `groups.${i}.buckets: ${g.retired ? 'a retired group has no buckets' : `expected ${width} buckets for ${JSON.stringify(scheme)}, got ${g.buckets.length}`}`);
+    }
+    const disks = new Set<string>();
+    g.buckets.forEach((b, s) => {
+      const k = diskKeyOf(b);
+      if (!known.has(k)) corrupt(source, `groups.${i}.buckets.${s}: disk ${k} is not in the topology`);
+      if (disks.has(k)) corrupt(source, `groups.${i}.buckets.${s}: disk ${k} appears twice in the group`);
+      disks.add(k);
+    });
+    return Object.freeze({ id: i, buckets: Object.freeze(g.buckets), retired: g.retired });
+  });
+  const V = 2 ** j.vslotBits;
+  if (j.vslotRuns.length % 2 !== 0) corrupt(source, 'vslotRuns: expected [runLength, group] pairs');
+  const table = new Uint32Array(V);
+  let v = 0;
+  for (let r = 0; r < j.vslotRuns.length; r += 2) {
+    const n = j.vslotRuns[r] as number;
+    const g = j.vslotRuns[r + 1] as number;
+    const grp = groups[g];
+    if (grp === undefined || grp.retired) corrupt(source, `vslotRuns.${r + 1}: group ${g} does not exist or is retired`);
+    if (n < 1 || v + n > V) corrupt(source, `vslotRuns.${r}: runs exceed the ${V} slots of vslotBits ${j.vslotBits}`);
+    table.fill(g, v, v + n);
+    v += n;
+  }
+  if (v !== V) corrupt(source, `vslotRuns: cover ${v} of ${V} slots`);
+  const diff: DiskmapDiff | null = j.diff;
+  return Object.freeze({
+    format: 1 as const,
+    epoch: j.epoch,
+    topology,
+    bucketSizeBytes: j.bucketSizeBytes,
+    dataClass: j.dataClass,
+    scheme,
+    failureDomain: j.failureDomain,
+    maxShardsPerDomain: j.maxShardsPerDomain,
+    unsafe: j.unsafe,
+    groups: Object.freeze(groups),
+    vslotBits: j.vslotBits,
+    vslotGroup: table,
+    diff,
+  });
+}
