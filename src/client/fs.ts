@@ -1,0 +1,578 @@
+/**
+ * CairnFs: the node daemon's file API (the design note's fopen / fread / fwrite / fappend /
+ * fflush / fclose / fcommit, plus truncate, stat and commit status), in-process.
+ *
+ * One instance per machine owns that machine's write cache; every local user of the file
+ * system goes through it, so processes on one node share state at once (an open of a path
+ * that is already cached returns the cached file — the note's `cache.find_opened`). A local
+ * socket protocol for other processes (the CLI, FUSE) is the next layer and not here yet.
+ *
+ * Modes (per file system, overridable per open):
+ *  - weak (default): write returns once the bytes are in the cache journal (they survive a
+ *    kill -9 of the daemon); flush/fsync make the journal durable on the cache disk; the commit
+ *    runs by itself `idleCommitDelayMs` after the last close, or at once when a file's dirty
+ *    bytes pass `dirtyThresholdBytes`, or when the cache is under pressure.
+ *  - strong: flush, fsync and close return only once everything written before them is
+ *    committed and durable (all shards stored, cache dropped).
+ */
+import { z } from 'zod';
+import { CairnError } from '../common/errors.js';
+import { logger, type Logger } from '../common/log.js';
+import { parseWith } from '../common/config.js';
+import { counter, gauge } from '../common/metrics.js';
+import { CacheStore } from './cache-store.js';
+import { CachedFile, type CommitState } from './cached-file.js';
+import { makeChunker, type Chunker } from './chunker.js';
+import { ReadCache } from './read-cache.js';
+import { runCommit, ensureLease, type PipelineDeps } from './pipeline.js';
+import { MAX_RECORD_PAYLOAD_BYTES, RECORD_HEADER_BYTES, MAX_FILE_OFFSET } from './journal.js';
+import type { ChunkPort, MetaPort } from './ports.js';
+
+const MIB = 1024 * 1024;
+
+export const chunkerConfigSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('fixed'), sizeBytes: z.number().int().min(4096).max(64 * MIB) }).strict(),
+  z
+    .object({
+      kind: z.literal('fastcdc'),
+      minBytes: z.number().int().positive(),
+      avgBytes: z.number().int().positive(),
+      maxBytes: z.number().int().max(64 * MIB),
+    })
+    .strict(),
+]);
+
+export const cairnFsOptionsSchema = z
+  .object({
+    cacheDir: z.string().min(1),
+    mode: z.enum(['weak', 'strong']).default('weak'),
+    chunker: chunkerConfigSchema.default({ kind: 'fixed', sizeBytes: 4 * MIB }),
+    cacheMaxBytes: z.number().int().min(64 * 1024).default(1024 * MIB),
+    cacheFullTimeoutMs: z.number().int().min(1).default(30_000),
+    readCacheMaxBytes: z.number().int().nonnegative().default(256 * MIB),
+    idleCommitDelayMs: z.number().int().nonnegative().default(2_000),
+    dirtyThresholdBytes: z.number().int().positive().default(64 * MIB),
+    leaseTtlMs: z.number().int().min(100).max(600_000).default(30_000),
+    commitParallelism: z.number().int().min(1).max(64).default(4),
+    putAttempts: z.number().int().min(1).max(100).default(5),
+    retryBaseMs: z.number().int().min(1).default(200),
+    /** How long a strong-mode flush/close (or commit with wait) waits before ETIMEDOUT; the commit goes on. */
+    durableTimeoutMs: z.number().int().min(1).default(300_000),
+  })
+  .strict();
+export type CairnFsOptions = z.input<typeof cairnFsOptionsSchema>;
+type Options = z.output<typeof cairnFsOptionsSchema>;
+
+export type Mode = 'weak' | 'strong';
+
+export interface OpenOptions {
+  /** Open for writing (takes the file's write lease). Default false. */
+  write?: boolean;
+  /** Create the file if it does not exist (implies write). */
+  create?: boolean;
+  /** With create: fail with EEXIST if it exists. */
+  exclusive?: boolean;
+  /** Cut the file to 0 bytes at open (implies write). */
+  truncate?: boolean;
+  /** Every write goes to the end of the file (implies write). */
+  append?: boolean;
+  /** Commit mode of this handle; default the file system's. */
+  mode?: Mode;
+}
+
+export interface CommitStatus {
+  path: string;
+  state: CommitState;
+  /** Bytes written and not yet durable in the chunk store. */
+  pendingBytes: number;
+  /** Committed version the cache sits on (the newest this node knows). */
+  version: number;
+  size: number;
+  error: string | null;
+}
+
+export interface Stat {
+  path: string;
+  size: number;
+  version: number;
+  mode: number;
+  mtimeMs: number;
+  state: CommitState;
+  pendingBytes: number;
+}
+
+interface Handle {
+  file: CachedFile;
+  pos: number;
+  write: boolean;
+  append: boolean;
+  mode: Mode;
+}
+
+/** Open handles per file system (every table has a bound). */
+export const MAX_OPEN_HANDLES = 65_536;
+
+const commitsTotal = counter('cairn_client_commits_total', 'Commits finished by the client', ['result']);
+const cacheBytes = gauge('cairn_client_cache_bytes', 'Bytes of journal in the write cache');
+
+export class CairnFs {
+  private readonly files = new Map<string, CachedFile>();
+  private readonly byPath = new Map<string, string>();
+  private readonly handles = new Map<number, Handle>();
+  private nextFd = 3;
+  private readonly idleTimers = new Map<CachedFile, NodeJS.Timeout>();
+  private readonly retryTimers = new Map<CachedFile, NodeJS.Timeout>();
+  private renewTimer: NodeJS.Timeout | null = null;
+  /** Background clean-ups in flight (shutdown waits for them). */
+  private readonly background = new Set<Promise<void>>();
+  private closing = false;
+  private readonly deps: PipelineDeps;
+  readonly readCache: ReadCache;
+  readonly chunker: Chunker;
+  private readonly log: Logger;
+
+  private constructor(
+    private readonly opts: Options,
+    private readonly meta: MetaPort,
+    private readonly chunks: ChunkPort,
+    private readonly store: CacheStore,
+    readonly holder: string,
+  ) {
+    this.log = logger('client', { holder });
+    this.chunker = makeChunker(opts.chunker);
+    this.readCache = new ReadCache(chunks, opts.readCacheMaxBytes);
+    this.deps = {
+      meta,
+      chunks,
+      readCache: this.readCache,
+      chunker: this.chunker,
+      holder,
+      leaseTtlMs: opts.leaseTtlMs,
+      parallelism: opts.commitParallelism,
+      putAttempts: opts.putAttempts,
+      retryBaseMs: opts.retryBaseMs,
+      closing: () => this.closing,
+      log: this.log,
+    };
+    store.onPressure = () => {
+      for (const f of this.files.values()) if (f.hasDirty()) this.kick(f);
+    };
+  }
+
+  /** Open the node's cache, recover every cached file and resume its pending commit. */
+  static async start(options: CairnFsOptions, ports: { meta: MetaPort; chunks: ChunkPort }): Promise<CairnFs> {
+    const opts = parseWith(cairnFsOptionsSchema, options, 'CairnFs options');
+    const store = new CacheStore(opts.cacheDir, opts.cacheMaxBytes, opts.cacheFullTimeoutMs);
+    const nodeId = await store.init();
+    const fs = new CairnFs(opts, ports.meta, ports.chunks, store, `client-${nodeId}`);
+    for (const dir of await store.listFileDirs()) {
+      try {
+        const f = await CachedFile.recover(dir, store);
+        fs.files.set(f.fileId, f);
+        fs.byPath.set(f.st.path, f.fileId);
+        fs.log.info({ path: f.st.path, state: f.state, pendingBytes: f.pendingBytes() }, 'recovered cached file');
+      } catch (err) {
+        fs.log.error({ dir, err: String(err) }, 'cached file could not be recovered; left in place');
+      }
+    }
+    for (const f of fs.files.values()) {
+      if (f.hasDirty() || f.st.commit !== null) fs.kick(f);
+    }
+    fs.renewTimer = setInterval(() => void fs.renewLeases(), Math.max(50, Math.floor(opts.leaseTtlMs / 3)));
+    fs.renewTimer.unref();
+    cacheBytes.set(store.usedBytes);
+    return fs;
+  }
+
+  get cacheUsedBytes(): number {
+    return this.store.usedBytes;
+  }
+
+  /** Cached files this node holds (path → commit state); for `cairn status`. */
+  cachedFiles(): CommitStatus[] {
+    return [...this.files.values()].map((f) => this.statusOf(f));
+  }
+
+  // ---------------------------------------------------------------- open / close
+
+  async open(path: string, o: OpenOptions = {}): Promise<number> {
+    this.checkOpen();
+    if (this.handles.size >= MAX_OPEN_HANDLES) throw new CairnError('EAGAIN', `${MAX_OPEN_HANDLES} handles are open; close some first`);
+    const write = o.write === true || o.create === true || o.truncate === true || o.append === true;
+    let file = this.cachedByPath(path);
+    if (file !== undefined && o.create === true && o.exclusive === true) throw new CairnError('EEXIST', `${path} exists`);
+    if (file === undefined) {
+      let attr = await this.meta.lookup(path);
+      if (attr === null) {
+        if (o.create !== true) throw new CairnError('ENOENT', `${path} does not exist`);
+        try {
+          attr = await this.meta.create(path, { mode: 0o644 });
+        } catch (err) {
+          if (!(err instanceof CairnError && err.code === 'EEXIST') || o.exclusive === true) throw err;
+          attr = await this.meta.lookup(path);
+          if (attr === null) throw new CairnError('ENOENT', `${path} vanished while it was being created; try again`);
+        }
+      } else if (o.create === true && o.exclusive === true) {
+        throw new CairnError('EEXIST', `${path} exists`);
+      }
+      file = this.files.get(attr.fileId);
+      if (file === undefined) {
+        file = CachedFile.fresh(this.store, {
+          fileId: attr.fileId,
+          path,
+          mode: attr.mode,
+          base: { version: attr.version, size: attr.size, extents: attr.extents },
+        });
+        file.mtimeMs = attr.mtimeMs;
+        file.state = 'clean';
+        this.files.set(attr.fileId, file);
+      }
+      this.byPath.set(path, attr.fileId);
+    }
+    const f = file;
+    if (write) {
+      try {
+        await f.lock.run(async () => {
+          await ensureLease(f, this.deps);
+        });
+      } catch (err) {
+        await this.forgetIfIdle(f);
+        throw err;
+      }
+    }
+    f.openCount += 1;
+    this.clearTimer(this.idleTimers, f);
+    const fd = this.nextFd++;
+    this.handles.set(fd, { file: f, pos: 0, write, append: o.append === true, mode: o.mode ?? this.opts.mode });
+    if (o.truncate === true) await this.truncate(fd, 0);
+    return fd;
+  }
+
+  async close(fd: number): Promise<void> {
+    const h = this.handle(fd);
+    try {
+      if (h.write && h.mode === 'strong') await this.commitWait(h.file, 'durable');
+    } finally {
+      this.handles.delete(fd);
+      h.file.openCount -= 1;
+      if (h.file.openCount === 0) this.afterLastClose(h.file);
+    }
+  }
+
+  // ---------------------------------------------------------------- data
+
+  async read(fd: number, length: number, position?: number): Promise<Buffer> {
+    const h = this.handle(fd);
+    checkRange(position ?? h.pos, length);
+    const at = position ?? h.pos;
+    const f = h.file;
+    const out = await f.lock.run(async () => {
+      const end = Math.min(f.size, at + length);
+      if (end <= at) return Buffer.alloc(0);
+      return f.read(at, end, this.readCache);
+    });
+    if (position === undefined) h.pos = at + out.length;
+    return out;
+  }
+
+  /** Write at `position` (or the handle's position; the end for append handles). Returns bytes written. */
+  async write(fd: number, data: Uint8Array, position?: number): Promise<number> {
+    const h = this.writable(fd);
+    checkRange(position ?? h.pos, data.length);
+    if (data.length === 0) return 0;
+    const f = h.file;
+    // Space first (may wait: back-pressure), then the journal append under the file's lock.
+    const records = Math.ceil(data.length / MAX_RECORD_PAYLOAD_BYTES);
+    await this.store.reserve(data.length + records * RECORD_HEADER_BYTES);
+    let at = 0;
+    try {
+      await f.lock.run(async () => {
+        at = h.append ? f.size : (position ?? h.pos);
+        checkRange(at, data.length);
+        await f.appendWrite(at, data);
+        f.setState(f.frozen !== null ? f.state : 'dirty');
+      });
+    } catch (err) {
+      this.store.release(data.length + records * RECORD_HEADER_BYTES);
+      throw err;
+    }
+    cacheBytes.set(this.store.usedBytes);
+    if (position === undefined || h.append) h.pos = at + data.length;
+    if (f.liveWrittenBytes >= this.opts.dirtyThresholdBytes) this.kick(f);
+    return data.length;
+  }
+
+  /** Write at the end of the file, whatever the handle's position. Returns the offset written at. */
+  async append(fd: number, data: Uint8Array): Promise<number> {
+    const h = this.writable(fd);
+    const wasAppend = h.append;
+    h.append = true;
+    try {
+      await this.write(fd, data);
+      return h.pos - data.length;
+    } finally {
+      h.append = wasAppend;
+    }
+  }
+
+  /** Set the size of an open file (by handle) or of a path. */
+  async truncate(target: number | string, size: number): Promise<void> {
+    checkRange(size, 0);
+    if (typeof target === 'string') {
+      const fd = await this.open(target, { write: true });
+      try {
+        await this.truncate(fd, size);
+      } finally {
+        await this.close(fd);
+      }
+      return;
+    }
+    const h = this.writable(target);
+    const f = h.file;
+    await this.store.reserve(RECORD_HEADER_BYTES);
+    try {
+      await f.lock.run(async () => {
+        await f.appendTruncate(size);
+        f.setState(f.frozen !== null ? f.state : 'dirty');
+      });
+    } catch (err) {
+      this.store.release(RECORD_HEADER_BYTES);
+      throw err;
+    }
+  }
+
+  /** weak: the cached writes are durable on this node's cache disk. strong: committed and durable. */
+  async flush(fd: number): Promise<void> {
+    const h = this.handle(fd);
+    if (h.mode === 'strong') {
+      await this.commitWait(h.file, 'durable');
+      return;
+    }
+    await h.file.lock.run(() => h.file.syncJournal());
+  }
+
+  async fsync(fd: number): Promise<void> {
+    await this.flush(fd);
+  }
+
+  // ---------------------------------------------------------------- commit
+
+  /**
+   * Commit a file now (by handle or path): `wait` 'none' returns at once, 'visible' once readers
+   * everywhere see the writes made before this call, 'durable' once they are fully stored.
+   */
+  async commit(target: number | string, wait: 'none' | 'visible' | 'durable' = 'durable'): Promise<CommitStatus> {
+    const f = typeof target === 'number' ? this.handle(target).file : this.cachedByPath(target);
+    if (f === undefined) {
+      const attr = await this.meta.lookup(target as string);
+      if (attr === null) throw new CairnError('ENOENT', `${String(target)} does not exist`);
+      return { path: attr.path, state: 'durable', pendingBytes: 0, version: attr.version, size: attr.size, error: null };
+    }
+    if (wait === 'none') {
+      this.kick(f);
+      return this.statusOf(f);
+    }
+    await this.commitWait(f, wait);
+    return this.statusOf(f);
+  }
+
+  /** Where the file's commit stands and how many bytes are still pending. */
+  async commitStatus(path: string): Promise<CommitStatus> {
+    const f = this.cachedByPath(path);
+    if (f !== undefined) return this.statusOf(f);
+    const attr = await this.meta.lookup(path);
+    if (attr === null) throw new CairnError('ENOENT', `${path} does not exist`);
+    return { path, state: 'durable', pendingBytes: 0, version: attr.version, size: attr.size, error: null };
+  }
+
+  async stat(path: string): Promise<Stat> {
+    const f = this.cachedByPath(path);
+    if (f !== undefined) {
+      return {
+        path,
+        size: f.size,
+        version: f.st.base.version,
+        mode: f.st.mode,
+        mtimeMs: f.mtimeMs,
+        state: f.state,
+        pendingBytes: f.pendingBytes(),
+      };
+    }
+    const attr = await this.meta.lookup(path);
+    if (attr === null) throw new CairnError('ENOENT', `${path} does not exist`);
+    return { path, size: attr.size, version: attr.version, mode: attr.mode, mtimeMs: attr.mtimeMs, state: 'durable', pendingBytes: 0 };
+  }
+
+  /** Stop background work and close journal files. Cached data stays on disk for the next start. */
+  async shutdown(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.renewTimer !== null) clearInterval(this.renewTimer);
+    for (const t of this.idleTimers.values()) clearTimeout(t);
+    for (const t of this.retryTimers.values()) clearTimeout(t);
+    this.idleTimers.clear();
+    this.retryTimers.clear();
+    this.store.close();
+    await Promise.allSettled([...this.files.values()].map((f) => f.running ?? Promise.resolve()));
+    await Promise.allSettled([...this.background]);
+    for (const f of this.files.values()) await f.closeSegments();
+    this.handles.clear();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private statusOf(f: CachedFile): CommitStatus {
+    return {
+      path: f.st.path,
+      state: f.state,
+      pendingBytes: f.pendingBytes(),
+      version: f.st.base.version,
+      size: f.size,
+      error: f.lastError === null ? null : f.lastError.toString(),
+    };
+  }
+
+  private cachedByPath(path: string): CachedFile | undefined {
+    const id = this.byPath.get(path);
+    return id === undefined ? undefined : this.files.get(id);
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new CairnError('ECANCELED', 'the file system is shut down');
+  }
+
+  private handle(fd: number): Handle {
+    this.checkOpen();
+    const h = this.handles.get(fd);
+    if (h === undefined) throw new CairnError('EINVAL', `file handle ${fd} is not open`);
+    return h;
+  }
+
+  private writable(fd: number): Handle {
+    const h = this.handle(fd);
+    if (!h.write) throw new CairnError('EACCES', `file handle ${fd} (${h.file.st.path}) was opened read-only`);
+    if (h.file.state === 'conflict') {
+      throw new CairnError('ECONFLICT', `${h.file.st.path} has a conflicting commit; its cached data is kept in ${h.file.dir}`);
+    }
+    return h;
+  }
+
+  private clearTimer(m: Map<CachedFile, NodeJS.Timeout>, f: CachedFile): void {
+    const t = m.get(f);
+    if (t !== undefined) clearTimeout(t);
+    m.delete(f);
+  }
+
+  private afterLastClose(f: CachedFile): void {
+    if (this.closing) return;
+    if (f.hasDirty()) {
+      this.clearTimer(this.idleTimers, f);
+      const t = setTimeout(() => {
+        this.idleTimers.delete(f);
+        this.kick(f);
+      }, this.opts.idleCommitDelayMs);
+      t.unref();
+      this.idleTimers.set(f, t);
+    } else if (f.running === null) {
+      this.forgetLater(f);
+    }
+  }
+
+  private forgetLater(f: CachedFile): void {
+    const p: Promise<void> = this.forgetIfIdle(f)
+      .catch((err: unknown) => this.log.warn({ path: f.st.path, err: String(err) }, 'dropping a clean cached file failed'))
+      .finally(() => this.background.delete(p));
+    this.background.add(p);
+  }
+
+  /** Drop a clean, unopened file from memory and disk, and give its lease back. */
+  private async forgetIfIdle(f: CachedFile): Promise<void> {
+    if (f.openCount > 0 || f.hasDirty() || f.running !== null || f.st.commit !== null || this.closing) return;
+    await f.lock.run(async () => {
+      if (f.openCount > 0 || f.hasDirty()) return;
+      const token = f.st.leaseToken;
+      await f.removeFromDisk();
+      this.files.delete(f.fileId);
+      if (this.byPath.get(f.st.path) === f.fileId) this.byPath.delete(f.st.path);
+      if (token !== null) {
+        f.st = { ...f.st, leaseToken: null };
+        await this.meta.releaseLease(f.fileId, token).catch((err: unknown) => {
+          this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
+        });
+      }
+    });
+    cacheBytes.set(this.store.usedBytes);
+  }
+
+  /** Start (or queue one more) commit of the file in the background. */
+  private kick(f: CachedFile): void {
+    if (this.closing) return;
+    this.clearTimer(this.retryTimers, f);
+    f.commitRequested = true;
+    if (f.running !== null) return;
+    if (f.state !== 'conflict') f.lastError = null;
+    f.running = this.commitLoop(f).finally(() => {
+      f.running = null;
+      if (!this.closing && f.openCount === 0 && !f.hasDirty()) this.forgetLater(f);
+    });
+  }
+
+  private async commitLoop(f: CachedFile): Promise<void> {
+    while (f.commitRequested && !this.closing) {
+      f.commitRequested = false;
+      try {
+        await runCommit(f, this.deps);
+        commitsTotal.inc({ result: 'ok' });
+        cacheBytes.set(this.store.usedBytes);
+        if (f.hasDirty() && f.liveWrittenBytes >= this.opts.dirtyThresholdBytes) f.commitRequested = true;
+      } catch (err) {
+        const e = err instanceof CairnError ? err : new CairnError('EIO', String(err));
+        commitsTotal.inc({ result: e.code });
+        if (this.closing) return;
+        this.log.warn({ path: f.st.path, err: e.toString() }, 'commit failed; the data stays in the cache');
+        if (e.code === 'ECONFLICT') {
+          f.setState('conflict', e);
+          return;
+        }
+        f.setState(f.st.commit?.state === 'visible' ? 'visible' : 'dirty', e);
+        const t = setTimeout(() => {
+          this.retryTimers.delete(f);
+          this.kick(f);
+        }, this.opts.retryBaseMs * 10);
+        t.unref();
+        this.retryTimers.set(f, t);
+        return;
+      }
+    }
+  }
+
+  /** Commit and wait until everything written before this call is visible / durable. */
+  private async commitWait(f: CachedFile, level: 'visible' | 'durable'): Promise<void> {
+    const target = f.writeSeq;
+    const reached = (): boolean => (level === 'durable' ? f.durableSeq : f.visibleSeq) >= target;
+    if (reached() && f.st.commit === null) return;
+    this.kick(f);
+    await f.waitFor(() => reached() || f.lastError !== null, this.opts.durableTimeoutMs, `commit to ${level}`);
+    if (!reached()) throw f.lastError ?? new CairnError('EIO', `${f.st.path}: commit failed`);
+  }
+
+  private async renewLeases(): Promise<void> {
+    for (const f of this.files.values()) {
+      const token = f.st.leaseToken;
+      if (token === null) continue;
+      try {
+        const lease = await this.meta.renewLease(f.fileId, token, this.opts.leaseTtlMs);
+        if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: lease.token };
+      } catch (err) {
+        this.log.warn({ path: f.st.path, err: String(err) }, 'lease renewal failed; the next commit takes a new lease');
+        if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: null };
+      }
+    }
+  }
+}
+
+function checkRange(offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || offset + length > MAX_FILE_OFFSET) {
+    throw new CairnError('EINVAL', `offset ${offset} and length ${length} must be non-negative integers within 2^53`);
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * The commit pipeline of one cached file — the design note's steps 3 and 4:
+ *
+ *   dirty ─seal→ committing: cut the frozen layer into chunks, hash them (SHA-256), store
+ *   their shards (ChunkPort) until each is readable; write the commit intent to state.json;
+ *   install the new layout with a compare-and-set on the version (MetaPort) → visible: readers
+ *   everywhere see it; wait until every new chunk has all its shards → markDurable → drop the
+ *   cache segments → durable.
+ *
+ * Crash safety: nothing a reader can see changes before the one compare-and-set, so a crash
+ * anywhere leaves the old version or the new one. The intent written before the CAS lets a
+ * restarted node tell whether its CAS happened (the file's layout equals the intent's) and
+ * resume from there; before the intent, recovery simply commits again from the journal.
+ * Failpoints (CAIRN_FAILPOINTS) sit between the steps; their names are FAILPOINTS below.
+ */
+import { randomBytes } from 'node:crypto';
+import { CairnError } from '../common/errors.js';
+import { failpoint } from '../common/failpoint.js';
+import type { Logger } from '../common/log.js';
+import { planCommit } from './plan.js';
+import { sha256Hex, type ReadCache } from './read-cache.js';
+import type { Chunker } from './chunker.js';
+import type { CachedFile, CommitIntent } from './cached-file.js';
+import type { ChunkPort, Extent, FileAttr, MetaPort, PutChunkResult } from './ports.js';
+
+export const FAILPOINTS = [
+  'client.before-hash',
+  'client.after-store',
+  'client.before-meta-commit',
+  'client.after-meta-commit',
+  'client.after-health',
+  'client.before-cache-drop',
+  'client.after-cache-drop',
+] as const;
+
+export interface PipelineDeps {
+  meta: MetaPort;
+  chunks: ChunkPort;
+  readCache: ReadCache;
+  chunker: Chunker;
+  holder: string;
+  leaseTtlMs: number;
+  /** Chunks hashed and stored at once (memory: this many × chunker.maxBytes). */
+  parallelism: number;
+  /** Attempts to make one chunk readable before the commit fails (it is retried later). */
+  putAttempts: number;
+  /** First wait between retries; doubles up to 16×. */
+  retryBaseMs: number;
+  /** True once the file system is closing: background waits stop. */
+  closing: () => boolean;
+  log: Logger;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
+  if (attr.size !== intent.newSize || attr.extents.length !== intent.extents.length) return false;
+  return attr.extents.every((e, i) => {
+    const x = intent.extents[i]!;
+    return e.offset === x.offset && e.length === x.length && e.chunkHash === x.chunkHash;
+  });
+}
+
+/** A lease for the file, acquired if we hold none. */
+export async function ensureLease(f: CachedFile, d: PipelineDeps): Promise<string> {
+  if (f.st.leaseToken !== null) return f.st.leaseToken;
+  const lease = await d.meta.acquireLease(f.fileId, d.holder, d.leaseTtlMs);
+  f.st = { ...f.st, leaseToken: lease.token };
+  return lease.token;
+}
+
+async function putReadable(hash: string, bytes: Buffer, d: PipelineDeps): Promise<PutChunkResult> {
+  let lastErr: unknown;
+  for (let attempt = 0; attempt < d.putAttempts; attempt++) {
+    if (attempt > 0) await sleep(d.retryBaseMs * 2 ** Math.min(attempt - 1, 4));
+    try {
+      const r = await d.chunks.putChunk(hash, bytes);
+      if (r.stored >= r.needed) return r;
+      lastErr = new CairnError('EIO', `only ${r.stored} of ${r.wanted} shards stored, ${r.needed} needed to read`);
+    } catch (err) {
+      lastErr = err;
+    }
+  }
+  throw new CairnError('EIO', `chunk ${hash.slice(0, 16)}… could not be stored readably after ${d.putAttempts} attempts: ${String(lastErr)}`);
+}
+
+/** Step 3a: cut, hash and store the frozen layer's new chunks. Returns the new layout. */
+async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: Extent[]; fresh: string[]; weak: Set<string> }> {
+  const frozen = f.frozen!;
+  const plan = planCommit(f.st.base.extents, frozen.all(), frozen.size);
+  const zero = Buffer.alloc(d.chunker.maxBytes);
+  const created: Extent[] = [];
+  const puts = new Map<string, Promise<PutChunkResult>>();
+  const weak = new Set<string>();
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown = null;
+
+  for (const region of plan.regions) {
+    let pos = region.start;
+    while (pos < region.end) {
+      if (failure !== null) throw failure;
+      const take = Math.min(d.chunker.maxBytes, region.end - pos);
+      const window = await f.readFrozen(pos, pos + take, d.readCache);
+      // A whole region no longer than one chunk stays one chunk: a small rewrite never splits.
+      const n = region.end - pos <= d.chunker.maxBytes ? take : d.chunker.cut(window);
+      const bytes = window.subarray(0, n);
+      const at = pos;
+      pos += n;
+      if (bytes.equals(zero.subarray(0, n))) continue; // all zeros: leave a hole
+      const hash = sha256Hex(bytes);
+      let put = puts.get(hash);
+      if (put === undefined) {
+        const own = Buffer.from(bytes); // window is reused by nobody, but keep the chunk independent of it
+        put = putReadable(hash, own, d);
+        puts.set(hash, put);
+        const job: Promise<void> = put.then(
+          (r) => {
+            if (r.stored < r.wanted) {
+              weak.add(hash);
+              d.readCache.insert(hash, own);
+            }
+          },
+          (err: unknown) => {
+            failure ??= err;
+          },
+        );
+        const tracked = job.finally(() => inflight.delete(tracked));
+        inflight.add(tracked);
+      }
+      const p = put;
+      created.push({ offset: at, length: n, chunkHash: hash, scheme: '', pg: 0 });
+      void p.catch(() => undefined);
+      while (inflight.size >= d.parallelism) await Promise.race(inflight);
+    }
+  }
+  await Promise.all(inflight);
+  if (failure !== null) throw failure;
+  for (const e of created) {
+    const r = await puts.get(e.chunkHash)!;
+    e.scheme = r.scheme;
+    e.pg = r.pg;
+  }
+  const extents = [...plan.kept, ...created].sort((a, b) => a.offset - b.offset);
+  return { extents, fresh: [...puts.keys()], weak };
+}
+
+/** Install the intent's layout. Returns the new version, or throws (conflict, unreachable metadata). */
+async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDeps): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const token = await ensureLease(f, d);
+    try {
+      const { version } = await d.meta.commitVersion({
+        fileId: f.fileId,
+        expectedVersion: intent.baseVersion,
+        leaseToken: token,
+        commitId: intent.commitId,
+        size: intent.newSize,
+        extents: intent.extents,
+        mtimeMs: intent.mtimeMs,
+      });
+      return version;
+    } catch (err) {
+      if (!(err instanceof CairnError)) throw err;
+      if (err.code === 'EFENCED' && attempt === 0) {
+        d.log.warn({ path: f.st.path }, 'write lease was lost before commit; taking a new one');
+        f.st = { ...f.st, leaseToken: null };
+        continue;
+      }
+      if (err.code === 'ECONFLICT') {
+        // Perhaps our own CAS landed and only the answer was lost.
+        const attr = await d.meta.getattr(f.fileId);
+        if (attr.version > intent.baseVersion && sameLayout(attr, intent)) return attr.version;
+      }
+      throw err;
+    }
+  }
+}
+
+/** Step 4: every fresh chunk reaches full health (all shards). Retries forever, backing off, until closing. */
+async function awaitFullHealth(f: CachedFile, intent: CommitIntent, weak: Set<string> | null, d: PipelineDeps): Promise<void> {
+  const byHash = new Map(intent.extents.map((e) => [e.chunkHash, e]));
+  for (const hash of intent.fresh) {
+    if (weak !== null && !weak.has(hash)) continue;
+    const ref = byHash.get(hash);
+    if (ref === undefined) continue;
+    for (let attempt = 0; ; attempt++) {
+      if (d.closing()) throw new CairnError('ECANCELED', `${f.st.path}: closed while waiting for full chunk health`);
+      try {
+        const h = await d.chunks.health(ref);
+        if (h.stored >= h.wanted) break;
+        const bytes = await d.readCache.get(ref);
+        const r = await d.chunks.putChunk(hash, bytes);
+        if (r.stored >= r.wanted) break;
+      } catch (err) {
+        d.log.warn({ path: f.st.path, chunk: hash.slice(0, 16), err: String(err) }, 'chunk not yet at full health');
+      }
+      await sleep(d.retryBaseMs * 2 ** Math.min(attempt, 6));
+    }
+  }
+}
+
+/**
+ * Run one commit of the file to the end (durable), or throw leaving everything recoverable.
+ * The caller makes sure only one runs per file at a time.
+ */
+export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
+  let intent = f.st.commit;
+  let weak: Set<string> | null = null;
+  let newVersion: number;
+
+  if (intent === null) {
+    const nothing = await f.lock.run(async () => {
+      if (f.frozen !== null) return false;
+      if (!f.hasDirty()) {
+        f.durableSeq = f.writeSeq;
+        f.visibleSeq = f.writeSeq;
+        return true;
+      }
+      f.seal();
+      return false;
+    });
+    if (nothing) {
+      f.setState(f.state === 'clean' ? 'clean' : 'durable');
+      return;
+    }
+    f.setState('committing');
+    await failpoint('client.before-hash');
+    const stored = await storeChunks(f, d);
+    weak = stored.weak;
+    await failpoint('client.after-store');
+    await ensureLease(f, d);
+    intent = {
+      commitId: randomBytes(16).toString('hex'),
+      sealedThrough: f.frozenThrough,
+      state: 'committing',
+      baseVersion: f.st.base.version,
+      newVersion: null,
+      newSize: f.frozen!.size,
+      extents: stored.extents,
+      fresh: stored.fresh,
+      mtimeMs: f.mtimeMs,
+    };
+    const i = intent;
+    await f.lock.run(async () => {
+      f.st = { ...f.st, commit: i };
+      await f.saveState();
+    });
+    await failpoint('client.before-meta-commit');
+    newVersion = await compareAndSet(f, intent, d);
+  } else if (intent.state === 'committing') {
+    // Restarted with an intent: did our compare-and-set happen?
+    f.setState('committing');
+    const attr = await d.meta.getattr(f.fileId);
+    if (attr.version === intent.baseVersion) {
+      newVersion = await compareAndSet(f, intent, d);
+    } else if (sameLayout(attr, intent)) {
+      newVersion = attr.version;
+    } else {
+      throw new CairnError(
+        'ECONFLICT',
+        `${f.st.path}: version ${attr.version} was installed by another writer after our base ${intent.baseVersion}; the cached data is kept in ${f.dir}`,
+      );
+    }
+  } else {
+    newVersion = intent.newVersion!;
+  }
+
+  if (intent.state !== 'visible') {
+    await failpoint('client.after-meta-commit');
+    const visible: CommitIntent = { ...intent, state: 'visible', newVersion };
+    intent = visible;
+    await f.lock.run(async () => {
+      f.st = { ...f.st, commit: visible };
+      await f.saveState();
+    });
+  }
+  f.visibleSeq = Math.max(f.visibleSeq, f.sealedSeq);
+  f.setState('visible');
+
+  await awaitFullHealth(f, intent, weak, d);
+  await failpoint('client.after-health');
+  await d.meta.markDurable(f.fileId, newVersion, intent.commitId);
+  await failpoint('client.before-cache-drop');
+  const done = intent;
+  await f.lock.run(() => f.dropCommitted(done, newVersion));
+  f.durableSeq = Math.max(f.durableSeq, f.sealedSeq);
+  await failpoint('client.after-cache-drop');
+  f.setState(f.hasDirty() ? 'dirty' : 'durable');
+}

@@ -1,0 +1,109 @@
+/**
+ * The two narrow interfaces the client needs from the layers below it: the metadata
+ * service (src/meta) and the chunk store (src/chunk). The client is written and tested
+ * against these; src/client/adapters.ts binds them to the real services. Nothing in
+ * src/client reaches around these ports.
+ */
+
+/** Hex SHA-256 of a chunk's bytes (64 lowercase hex characters). */
+export type ChunkHash = string;
+
+/** Where a stored chunk lives: enough for the chunk reader to find its shards. */
+export interface ChunkRef {
+  chunkHash: ChunkHash;
+  /** Chunk length in bytes. */
+  length: number;
+  /** Redundancy scheme as the chunk layer names it (e.g. "rs-2+1", "rep-3"). */
+  scheme: string;
+  /** Placement group (diskmap index) chosen when the chunk was written. */
+  pg: number;
+}
+
+/** One piece of a file version's layout: file bytes [offset, offset+length) are chunk bytes [0, length). */
+export interface Extent extends ChunkRef {
+  offset: number;
+}
+
+/** What the metadata service knows of one file version. Extents are sorted and never overlap; gaps read as zeros. */
+export interface FileAttr {
+  fileId: string;
+  path: string;
+  size: number;
+  version: number;
+  mode: number;
+  mtimeMs: number;
+  extents: Extent[];
+}
+
+export interface Lease {
+  /** Fencing token every commit under this lease must present. */
+  token: string;
+  /** Wall-clock expiry as the leader granted it (with its safety margin already taken off). */
+  expiresAtMs: number;
+}
+
+export interface CommitRequest {
+  fileId: string;
+  /** Compare-and-set: the version the new layout was computed against. */
+  expectedVersion: number;
+  leaseToken: string;
+  /** Chosen by the client and stored in the commit record, so a client that crashed can tell its own commit. */
+  commitId: string;
+  size: number;
+  extents: Extent[];
+  mtimeMs: number;
+}
+
+export type CommitRecordState = 'visible' | 'durable';
+
+export interface CommitRecord {
+  fileId: string;
+  version: number;
+  commitId: string;
+  state: CommitRecordState;
+}
+
+export interface MetaPort {
+  /** Resolve a path (linearizable); null when it does not exist. */
+  lookup(path: string): Promise<FileAttr | null>;
+  /** Create an empty regular file (version 0, no extents); EEXIST when the path exists. */
+  create(path: string, opts: { mode: number }): Promise<FileAttr>;
+  getattr(fileId: string): Promise<FileAttr>;
+  /** One writer per file: EBUSY while another holder's lease is live. */
+  acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease>;
+  /** EFENCED when the lease has expired or was taken over. */
+  renewLease(fileId: string, token: string, ttlMs: number): Promise<Lease>;
+  releaseLease(fileId: string, token: string): Promise<void>;
+  /** Install a new version: ECONFLICT when the file is no longer at expectedVersion, EFENCED for a dead lease. */
+  commitVersion(req: CommitRequest): Promise<{ version: number }>;
+  /** Record that every chunk of `version` reached full health. Idempotent. */
+  markDurable(fileId: string, version: number, commitId: string): Promise<void>;
+  /** The newest commit record of the file, or null when it never had one. */
+  commitStatus(fileId: string): Promise<CommitRecord | null>;
+}
+
+export interface ChunkHealth {
+  /** Shards (or replicas) stored. */
+  stored: number;
+  /** Shards (or replicas) the scheme wants. */
+  wanted: number;
+  /** Shards needed to read the chunk (k). */
+  needed: number;
+}
+
+export interface PutChunkResult extends ChunkHealth {
+  scheme: string;
+  pg: number;
+}
+
+export interface ChunkPort {
+  /**
+   * Store a chunk under its hash (placement from the diskmap). Resolves once every shard write
+   * has finished or failed, reporting how many landed. Idempotent: existing shards are kept.
+   */
+  putChunk(hash: ChunkHash, bytes: Buffer): Promise<PutChunkResult>;
+  /** Read a whole chunk, verified against its hash (degraded reads allowed). ECORRUPT/EIO, never wrong bytes. */
+  getChunk(ref: ChunkRef): Promise<Buffer>;
+  /** Current health of a stored chunk. */
+  health(ref: ChunkRef): Promise<ChunkHealth>;
+}
