@@ -12,8 +12,9 @@ import type { Diskmap, FailureSet } from './types.js';
  * full        — no group is degraded.
  * reduced     — some groups are degraded but every group can still store enough shards that a new
  *               write survives one more disk loss; writes continue.
- * unprotected — some group can store only the bare minimum (k shards, or 1 replica): a new write
- *               would survive no further loss; writes should wait for repair (refused by default).
+ * unprotected — some group can store only the bare minimum (k shards, or 1 replica): writes may
+ *               continue, but new data survives no further loss until repair, so commits (which
+ *               wait for full health) stay pending and strong-mode writers block.
  * blocked     — some group is lost: keys that map to it can be neither read nor written.
  */
 export type WriteState = 'full' | 'reduced' | 'unprotected' | 'blocked';
@@ -30,11 +31,14 @@ export interface FailureReport {
   readonly unreadableShare: number;
   /** Share of the key space in degraded groups (readable, needs repair). */
   readonly degradedShare: number;
+  /** True unless a group is lost: every group can still store at least k shards (or one replica). */
+  readonly writesMayContinue: boolean;
+  /** True when new writes still survive one more disk loss (state full or reduced). */
+  readonly newWritesProtected: boolean;
   /** Fewest shards still available in any group (of width). */
   readonly minShardsLeft: number;
   readonly width: number;
   readonly writeState: WriteState;
-  readonly writesMayContinue: boolean;
   /** One sentence per finding, for people. */
   readonly summary: readonly string[];
 }
@@ -49,7 +53,7 @@ export function analyzeFailure(diskmap: Diskmap, failed: FailureSet): FailureRep
   }
   const tol = toleranceOf(diskmap.scheme);
   const width = widthOf(diskmap.scheme);
-  const needForWrite = dataShardsOf(diskmap.scheme) + (diskmap.scheme.kind === 'ec' ? 1 : 1);
+  const needForWrite = dataShardsOf(diskmap.scheme) + 1;
   const V = diskmap.vslotGroup.length;
   const count = new Int32Array(diskmap.groups.length);
   for (let v = 0; v < V; v++) (count[diskmap.vslotGroup[v] as number] as number)++;
@@ -74,7 +78,7 @@ export function analyzeFailure(diskmap: Diskmap, failed: FailureSet): FailureRep
     }
   }
   const writeState: WriteState =
-    lost.length > 0 ? 'blocked' : degraded.length === 0 ? 'full' : minLeft >= needForWrite && (tol >= 1) ? 'reduced' : 'unprotected';
+    lost.length > 0 ? 'blocked' : degraded.length === 0 ? 'full' : minLeft >= needForWrite ? 'reduced' : 'unprotected';
   const pct = (x: number): string => `${(100 * x).toFixed(x > 0 && x < 0.001 ? 3 : 1)}%`;
   const summary: string[] = [];
   summary.push(`${keys.size} disk(s) failed; ${active} active group(s): ${active - degraded.length - lost.length} healthy, ${degraded.length} degraded, ${lost.length} lost`);
@@ -84,8 +88,8 @@ export function analyzeFailure(diskmap: Diskmap, failed: FailureSet): FailureRep
     {
       full: 'writes continue normally',
       reduced: 'writes continue; new data still survives one more disk loss',
-      unprotected: 'writes should wait: some groups can store only the minimum, so new data would survive no further loss (repair or add a disk first)',
-      blocked: 'writes to the lost groups fail; the rest of the key space still accepts writes only after the operator acknowledges the loss',
+      unprotected: 'writes may continue, but some groups can store only the minimum: new data survives no further loss, so commits wait for repair (repair or add a disk)',
+      blocked: 'writes that map to the lost groups fail; the system should stop accepting writes until the operator acknowledges the loss',
     }[writeState],
   );
   return {
@@ -100,7 +104,8 @@ export function analyzeFailure(diskmap: Diskmap, failed: FailureSet): FailureRep
     minShardsLeft: minLeft,
     width,
     writeState,
-    writesMayContinue: writeState === 'full' || writeState === 'reduced',
+    writesMayContinue: writeState !== 'blocked',
+    newWritesProtected: writeState === 'full' || writeState === 'reduced',
     summary,
   };
 }

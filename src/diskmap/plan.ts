@@ -434,7 +434,12 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   if (refusals.length > 0) return { diskmap: old, moves: [], keyMoves: [], refused: refusals, warnings: [] };
   const planner = new Planner(layout);
   planner.repair();
-  planner.drain();
+  try {
+    planner.drain();
+  } catch (err) {
+    if (err instanceof CairnError && err.code === 'ENOSPC') return { diskmap: old, moves: [], keyMoves: [], refused: [err.message], warnings: [] };
+    throw err;
+  }
   if (!old.unsafe) planner.grow(widthOf(old.scheme));
   // The slot table: grow it (which moves no key) if groups got too few slots each.
   let bits = old.vslotBits;
