@@ -8,3 +8,5 @@ export type RegisterCommand = (program: Command) => void;
 
 export const COMMANDS: RegisterCommand[] = [];
 COMMANDS.push((await import('./kv.js')).register);
+COMMANDS.push((await import('./chunk.js')).register);
+COMMANDS.push((await import('./diskmap.js')).register);
