@@ -125,14 +125,15 @@ export class Raft {
     }
     this.term = hardState.term;
     this.vote = hardState.vote;
-    this.log.committed = Math.max(hardState.commit, first - 1);
     const applied = opts.applied;
     if (applied < first - 1) {
       throw new CairnError('EINVAL', `raft: applied index ${applied} is below the snapshot index ${first - 1}; restore the state machine from the snapshot first`);
     }
-    if (applied > this.log.committed) {
-      throw new CairnError('ECORRUPT', `raft: applied index ${applied} is beyond the stored commit index ${this.log.committed}`);
+    if (applied > last) {
+      throw new CairnError('ECORRUPT', `raft: applied index ${applied} is beyond the last stored entry ${last}; the log lost synced entries`);
     }
+    // A commit index persisted without fsync may lag what was applied: applied implies committed.
+    this.log.committed = Math.max(hardState.commit, first - 1, applied);
     this.log.applied = applied;
 
     // The configuration is the snapshot's plus every conf change applied since.
