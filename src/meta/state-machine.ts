@@ -301,7 +301,7 @@ export class MetaStateMachine implements StateMachine {
           results.push(null);
           continue;
         }
-        assert(e.index === last.index + 1, `apply: entry ${e.index} follows ${last.index}`);
+        // Indexes only grow; a gap is legal (entries covered by Raft's bootstrap snapshot).
         last = { index: e.index, term: e.term };
         if (e.type !== EntryType.Normal || e.data.length === 0) {
           results.push(null);
@@ -348,16 +348,21 @@ export class MetaStateMachine implements StateMachine {
     });
   }
 
+  /**
+   * The state as a stream. The LevelDB snapshot is taken when the stream is first read, so
+   * the stream may hold a later state than `index` (never an earlier one): it carries its own
+   * applied index, and restore() accepts any snapshot at or past the one Raft asked for.
+   * Every apply batch is synced, so the state at `index` is already durable.
+   */
   async snapshot(): Promise<{ index: number; term: number; chunks: AsyncIterable<Uint8Array> }> {
-    return this.exclusive(async () => {
-      this.checkOpen();
-      const snap = this.db.snapshot();
-      const { index, term } = this.applied;
-      return { index, term, chunks: this.snapshotChunks(snap) };
-    });
+    this.checkOpen();
+    const { index, term } = this.applied;
+    return { index, term, chunks: this.snapshotChunks() };
   }
 
-  private async *snapshotChunks(snap: ReturnType<Db['snapshot']>): AsyncGenerator<Uint8Array> {
+  private async *snapshotChunks(): AsyncGenerator<Uint8Array> {
+    this.checkOpen();
+    const snap = this.db.snapshot();
     const hash = createHash('sha256');
     let count = 0;
     let parts: Buffer[] = [Buffer.from(SNAPSHOT_MAGIC)];
@@ -419,8 +424,8 @@ export class MetaStateMachine implements StateMachine {
         await readSnapshotInto(fresh, chunks);
         const applied = await fresh.get(K.applied);
         const a = applied === undefined ? undefined : (JSON.parse(applied) as { index: number; term: number });
-        if (a === undefined || a.index !== meta.index) {
-          throw new CairnError('ECORRUPT', `snapshot says applied index ${a?.index}, Raft says ${meta.index}`);
+        if (a === undefined || a.index < meta.index) {
+          throw new CairnError('ECORRUPT', `snapshot holds applied index ${a?.index}, older than the ${meta.index} Raft sent`);
         }
       } catch (err) {
         await fresh.close();

@@ -1,0 +1,450 @@
+/**
+ * MetaClient: the library every other part (the file API, the CLI, the chunk GC) uses to talk
+ * to the metadata service. It knows several endpoints and hides which node leads: a request
+ * that meets ENOTLEADER is retried on the leader it names; a node that cannot be reached is
+ * skipped for the next one. Reads are linearizable unless `{ serializable: true }`.
+ *
+ * Retries of writes: a write is retried after ENOTLEADER (it was not proposed) and after
+ * EUNAVAIL (the node could not be reached or was starting). EUNAVAIL after the request reached
+ * a node that then died can make a retried create report EEXIST, or a retried commit report
+ * ECONFLICT; commitStatus() tells whether the first attempt won.
+ *
+ * watch() is an async iterator of events that survives disconnects, leader changes and node
+ * restarts: it resumes from the last revision it saw, so no event is missed or repeated.
+ */
+import { CairnError } from '../common/errors.js';
+import { call, grpc, makeClient, serviceOf, fromServiceError } from '../rpc/grpc.js';
+import type { Ref, EntryRef, Extent } from './ops.js';
+import type { CommitRecord, DirEntry, EventKind, Inode, InodeType, WatchEvent } from './state-machine.js';
+import { LEASE_SAFETY_MARGIN_MS } from './state-machine.js';
+
+export type { Ref, EntryRef, Extent, CommitRecord, DirEntry, Inode, InodeType, WatchEvent, EventKind };
+
+/** A path string or a reference object. */
+export type Target = string | Ref;
+export type EntryTarget = string | EntryRef;
+
+export interface ReadOptions {
+  /** Read this node's state without the ReadIndex barrier (may be stale). */
+  serializable?: boolean;
+}
+
+export interface Attr extends Inode {}
+
+export interface LeaseGrant {
+  ino: number;
+  holder: string;
+  token: number;
+  ttlMs: number;
+  /** Local clock (Date.now()) before which the holder may rely on the lease: send time + ttl - margin. */
+  validUntilMs: number;
+}
+
+export interface MetaStatus {
+  nodeId: number;
+  leaderId: number;
+  leaderAddress: string;
+  role: string;
+  term: number;
+  applied: number;
+  revision: number;
+  firstRevision: number;
+  address: string;
+}
+
+export interface MetaClientOptions {
+  /** host:port of one or more nodes. */
+  endpoints: string[];
+  /** Deadline of one attempt. */
+  timeoutMs?: number;
+  /** Total time spent retrying a request across nodes before giving up. */
+  retryBudgetMs?: number;
+}
+
+const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
+
+function toWireRef(t: Target): Record<string, unknown> {
+  if (typeof t === 'string') return { path: t };
+  if ('ino' in t) return { ino: t.ino };
+  if ('path' in t) return { path: t.path };
+  return { parent: t.parent, name: t.name };
+}
+
+function attrFromWire(a: Record<string, unknown> | undefined): Attr {
+  const w = a ?? {};
+  const attr: Attr = {
+    ino: Number(w.ino), type: w.type as InodeType, mode: Number(w.mode), uid: Number(w.uid), gid: Number(w.gid),
+    size: Number(w.size), mtimeMs: Number(w.mtime_ms), ctimeMs: Number(w.ctime_ms), atimeMs: Number(w.atime_ms),
+    nlink: Number(w.nlink), version: Number(w.version), parent: Number(w.parent), name: String(w.name ?? ''),
+    xattrs: Number(w.xattrs ?? 0),
+  };
+  if (attr.type === 'symlink') attr.target = String(w.target ?? '');
+  return attr;
+}
+
+function recordFromWire(r: Record<string, unknown>): CommitRecord {
+  return {
+    ino: Number(r.ino), version: Number(r.version), state: r.state as CommitRecord['state'], fence: Number(r.fence),
+    size: Number(r.size), extents: Number(r.extents), revision: Number(r.revision), committedAtMs: Number(r.committed_at_ms),
+  };
+}
+
+function eventFromWire(e: Record<string, unknown>): WatchEvent {
+  const ev: WatchEvent = {
+    revision: Number(e.revision), kind: e.kind as EventKind, path: String(e.path), ino: Number(e.ino),
+    version: Number(e.version), nowMs: Number(e.now_ms),
+  };
+  if (typeof e.new_path === 'string' && e.new_path !== '') ev.newPath = e.new_path;
+  return ev;
+}
+
+type Wire = Record<string, unknown>;
+
+export class MetaClient {
+  private readonly endpoints: string[];
+  private readonly clients = new Map<string, grpc.Client>();
+  private current = 0;
+  private readonly timeoutMs: number;
+  private readonly retryBudgetMs: number;
+  private closed = false;
+
+  constructor(opts: MetaClientOptions) {
+    if (opts.endpoints.length === 0) throw new CairnError('EINVAL', 'MetaClient needs at least one endpoint');
+    this.endpoints = [...opts.endpoints];
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.retryBudgetMs = opts.retryBudgetMs ?? 30_000;
+  }
+
+  private client(addr: string): grpc.Client {
+    let c = this.clients.get(addr);
+    if (c === undefined) {
+      c = makeClient(serviceOf('meta.proto', 'cairn.meta.Meta'), addr);
+      this.clients.set(addr, c);
+    }
+    return c;
+  }
+
+  private endpoint(): string {
+    return this.endpoints[this.current % this.endpoints.length]!;
+  }
+
+  private useLeader(err: CairnError): boolean {
+    const addr = err.details?.leaderAddress;
+    if (typeof addr !== 'string' || addr === '') return false;
+    let i = this.endpoints.indexOf(addr);
+    if (i < 0) {
+      this.endpoints.push(addr);
+      i = this.endpoints.length - 1;
+    }
+    this.current = i;
+    return true;
+  }
+
+  /** One request with failover: ENOTLEADER → the named leader; EUNAVAIL/EAGAIN → next node. */
+  private async rpc(method: string, req: Wire): Promise<Wire> {
+    if (this.closed) throw new CairnError('ECANCELED', 'MetaClient is closed');
+    const deadline = Date.now() + this.retryBudgetMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call<Wire, Wire>(this.client(this.endpoint()), method, req, this.timeoutMs);
+      } catch (err) {
+        if (!(err instanceof CairnError)) throw err;
+        const retriable = err.code === 'ENOTLEADER' || err.code === 'EUNAVAIL' || err.code === 'EAGAIN';
+        if (!retriable || Date.now() > deadline || this.closed) throw err;
+        if (!(err.code === 'ENOTLEADER' && this.useLeader(err))) this.current++;
+        const pause = RETRY_BACKOFF_MS[Math.min(attempt, RETRY_BACKOFF_MS.length - 1)]!;
+        // Cycle through the nodes quickly first; back off once every node was tried.
+        if (attempt >= this.endpoints.length - 1) await new Promise((r) => setTimeout(r, pause));
+      }
+    }
+  }
+
+  // ---- reads
+
+  async stat(target: Target, opts: ReadOptions = {}): Promise<Attr> {
+    const r = await this.rpc('Getattr', { node: toWireRef(target), serializable: opts.serializable === true });
+    return attrFromWire(r.attr as Wire);
+  }
+
+  async lookup(parent: number, name: string, opts: ReadOptions = {}): Promise<Attr> {
+    const r = await this.rpc('Lookup', { parent, name, serializable: opts.serializable === true });
+    return attrFromWire(r.attr as Wire);
+  }
+
+  /** Attributes plus the current layout (extents) of a file. */
+  async layout(target: Target, opts: ReadOptions = {}): Promise<{ attr: Attr; version: number; extents: Extent[] }> {
+    const r = await this.rpc('Getattr', { node: toWireRef(target), serializable: opts.serializable === true, with_layout: true });
+    const extents = ((r.extents as Wire[] | undefined) ?? []).map((e) => ({
+      offset: Number(e.offset), length: Number(e.length), chunkHash: String(e.chunk_hash), scheme: String(e.scheme), pg: Number(e.pg),
+    }));
+    return { attr: attrFromWire(r.attr as Wire), version: Number(r.layout_version ?? 0), extents };
+  }
+
+  /** One page of a directory, in name order, after `after` (exclusive). */
+  async readdir(
+    dir: Target,
+    opts: ReadOptions & { after?: string; limit?: number } = {},
+  ): Promise<{ entries: DirEntry[]; more: boolean; nextAfter: string }> {
+    const r = await this.rpc('Readdir', {
+      dir: toWireRef(dir), after: opts.after ?? '', limit: opts.limit ?? 1000, serializable: opts.serializable === true,
+    });
+    const entries = ((r.entries as Wire[] | undefined) ?? []).map((e) => ({ name: String(e.name), ino: Number(e.ino), type: e.type as InodeType }));
+    return { entries, more: r.more === true, nextAfter: String(r.next_after ?? '') };
+  }
+
+  /** Every entry of a directory, page by page. */
+  async *readdirAll(dir: Target, opts: ReadOptions & { pageSize?: number } = {}): AsyncGenerator<DirEntry> {
+    let after = '';
+    for (;;) {
+      const page = await this.readdir(dir, { ...opts, after, limit: opts.pageSize ?? 1000 });
+      yield* page.entries;
+      if (!page.more) return;
+      after = page.nextAfter;
+    }
+  }
+
+  async readlink(target: Target, opts: ReadOptions = {}): Promise<string> {
+    return String((await this.rpc('Readlink', { node: toWireRef(target), serializable: opts.serializable === true })).target);
+  }
+
+  async getxattr(target: Target, name: string, opts: ReadOptions = {}): Promise<Buffer> {
+    return (await this.rpc('GetXattr', { node: toWireRef(target), name, serializable: opts.serializable === true })).value as Buffer;
+  }
+
+  async listxattr(target: Target, opts: ReadOptions = {}): Promise<string[]> {
+    return ((await this.rpc('ListXattr', { node: toWireRef(target), serializable: opts.serializable === true })).names as string[]) ?? [];
+  }
+
+  async commitStatus(ino: number, version: number, opts: ReadOptions = {}): Promise<CommitRecord> {
+    return recordFromWire(await this.rpc('CommitStatus', { ino, version, serializable: opts.serializable === true }));
+  }
+
+  async diskmapGet(opts: ReadOptions = {}): Promise<{ epoch: number; documentJson: string }> {
+    const r = await this.rpc('DiskmapGet', { serializable: opts.serializable === true });
+    return { epoch: Number(r.epoch), documentJson: String(r.document_json) };
+  }
+
+  async diskmapChange(epoch: number, opts: ReadOptions = {}): Promise<{ epoch: number; diffJson: string; revision: number; nowMs: number }> {
+    const r = await this.rpc('DiskmapChange', { epoch, serializable: opts.serializable === true });
+    return { epoch: Number(r.epoch), diffJson: String(r.diff_json), revision: Number(r.revision), nowMs: Number(r.now_ms) };
+  }
+
+  /** Status of the node currently used (or of `endpoint`). */
+  async status(endpoint?: string): Promise<MetaStatus> {
+    const r = endpoint
+      ? await call<Wire, Wire>(this.client(endpoint), 'Status', {}, this.timeoutMs)
+      : await this.rpc('Status', {});
+    return {
+      nodeId: Number(r.node_id), leaderId: Number(r.leader_id), leaderAddress: String(r.leader_address), role: String(r.role),
+      term: Number(r.term), applied: Number(r.applied), revision: Number(r.revision), firstRevision: Number(r.first_revision),
+      address: String(r.address),
+    };
+  }
+
+  // ---- namespace writes
+
+  async mkdir(at: EntryTarget, opts: { mode?: number; uid?: number; gid?: number } = {}): Promise<Attr> {
+    const r = await this.rpc('Mkdir', { at: toWireRef(at), mode: opts.mode ?? 0o755, uid: opts.uid ?? 0, gid: opts.gid ?? 0 });
+    return attrFromWire(r.attr as Wire);
+  }
+
+  /** Create a file; with exclusive false an existing file is returned (created: false). */
+  async create(
+    at: EntryTarget,
+    opts: { mode?: number; uid?: number; gid?: number; exclusive?: boolean } = {},
+  ): Promise<{ attr: Attr; created: boolean }> {
+    const r = await this.rpc('Create', {
+      at: toWireRef(at), mode: opts.mode ?? 0o644, uid: opts.uid ?? 0, gid: opts.gid ?? 0, exclusive: opts.exclusive ?? true,
+    });
+    return { attr: attrFromWire(r.attr as Wire), created: r.created === true };
+  }
+
+  async symlink(at: EntryTarget, target: string, opts: { uid?: number; gid?: number } = {}): Promise<Attr> {
+    const r = await this.rpc('Symlink', { at: toWireRef(at), target, uid: opts.uid ?? 0, gid: opts.gid ?? 0 });
+    return attrFromWire(r.attr as Wire);
+  }
+
+  /** A new name `at` for the existing file `node`. */
+  async link(node: Target, at: EntryTarget): Promise<Attr> {
+    return attrFromWire((await this.rpc('Link', { node: toWireRef(node), at: toWireRef(at) })).attr as Wire);
+  }
+
+  async unlink(at: EntryTarget): Promise<void> {
+    await this.rpc('Unlink', { at: toWireRef(at) });
+  }
+
+  async rmdir(at: EntryTarget): Promise<void> {
+    await this.rpc('Rmdir', { at: toWireRef(at) });
+  }
+
+  async rename(from: EntryTarget, to: EntryTarget, opts: { noReplace?: boolean } = {}): Promise<{ renamed: boolean; replaced: number }> {
+    const r = await this.rpc('Rename', { from: toWireRef(from), to: toWireRef(to), no_replace: opts.noReplace === true });
+    return { renamed: r.renamed === true, replaced: Number(r.replaced ?? 0) };
+  }
+
+  async setattr(
+    target: Target,
+    changes: { mode?: number; uid?: number; gid?: number; mtimeMs?: number; atimeMs?: number },
+  ): Promise<Attr> {
+    const r = await this.rpc('Setattr', {
+      node: toWireRef(target),
+      set_mode: changes.mode !== undefined, mode: changes.mode ?? 0,
+      set_uid: changes.uid !== undefined, uid: changes.uid ?? 0,
+      set_gid: changes.gid !== undefined, gid: changes.gid ?? 0,
+      set_mtime: changes.mtimeMs !== undefined, mtime_ms: changes.mtimeMs ?? 0,
+      set_atime: changes.atimeMs !== undefined, atime_ms: changes.atimeMs ?? 0,
+    });
+    return attrFromWire(r.attr as Wire);
+  }
+
+  async setxattr(target: Target, name: string, value: Uint8Array, flag: 'any' | 'create' | 'replace' = 'any'): Promise<void> {
+    await this.rpc('SetXattr', { node: toWireRef(target), name, value: Buffer.from(value), flag });
+  }
+
+  async removexattr(target: Target, name: string): Promise<void> {
+    await this.rpc('RemoveXattr', { node: toWireRef(target), name });
+  }
+
+  // ---- file versions, commits and leases
+
+  /**
+   * Install a new version of a file: compare-and-set on `expectedVersion` (ECONFLICT if another
+   * commit won), fenced by the write lease's token (EFENCED if the lease is gone or expired).
+   * The new version is `expectedVersion + 1` and is visible at once; its record says "visible"
+   * until markDurable().
+   */
+  async commitVersion(c: {
+    ino: number;
+    expectedVersion: number;
+    fence: number;
+    size: number;
+    extents: Extent[];
+    mtimeMs?: number;
+  }): Promise<{ attr: Attr; record: CommitRecord }> {
+    const r = await this.rpc('CommitVersion', {
+      ino: c.ino, expected_version: c.expectedVersion, fence: c.fence, size: c.size, mtime_ms: c.mtimeMs ?? 0,
+      extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+    });
+    return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };
+  }
+
+  /** Record that every shard of a version is stored at full health. */
+  async markDurable(ino: number, version: number): Promise<CommitRecord> {
+    return recordFromWire(await this.rpc('MarkDurable', { ino, version }));
+  }
+
+  /** Cut a file to `size` as a new version (CAS on expectedVersion; fence 0 when no lease is held). */
+  async truncate(target: Target, size: number, expectedVersion: number, fence = 0): Promise<{ attr: Attr; record: CommitRecord }> {
+    const r = await this.rpc('Truncate', { node: toWireRef(target), size, expected_version: expectedVersion, fence });
+    return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };
+  }
+
+  /** Take the write lease of a file (EBUSY while another holder has it). */
+  async leaseAcquire(ino: number, holder: string, ttlMs: number): Promise<LeaseGrant> {
+    const sentAt = Date.now();
+    return this.leaseGrant(await this.rpc('LeaseAcquire', { ino, holder, ttl_ms: ttlMs }), sentAt);
+  }
+
+  async leaseRenew(ino: number, holder: string, token: number, ttlMs: number): Promise<LeaseGrant> {
+    const sentAt = Date.now();
+    return this.leaseGrant(await this.rpc('LeaseRenew', { ino, holder, token, ttl_ms: ttlMs }), sentAt);
+  }
+
+  async leaseRelease(ino: number, holder: string, token: number): Promise<boolean> {
+    return (await this.rpc('LeaseRelease', { ino, holder, token })).released === true;
+  }
+
+  private leaseGrant(r: Wire, sentAt: number): LeaseGrant {
+    const ttlMs = Number(r.ttl_ms);
+    return {
+      ino: Number(r.ino), holder: String(r.holder), token: Number(r.token), ttlMs,
+      validUntilMs: sentAt + ttlMs - Math.min(LEASE_SAFETY_MARGIN_MS, ttlMs / 2),
+    };
+  }
+
+  /** Replace the diskmap: compare-and-set on its epoch (the document carries expectedEpoch + 1). */
+  async diskmapPropose(expectedEpoch: number, documentJson: string, diffJson = '{}'): Promise<{ epoch: number; revision: number }> {
+    const r = await this.rpc('DiskmapPropose', { expected_epoch: expectedEpoch, document_json: documentJson, diff_json: diffJson });
+    return { epoch: Number(r.epoch), revision: Number(r.revision) };
+  }
+
+  // ---- watch
+
+  /**
+   * Events under `path` ("/" for all) from `fromRevision` (0: from now on), in revision order.
+   * Reconnects to any endpoint after a failure and resumes after the last revision delivered.
+   * Ends when `signal` aborts; throws ECOMPACTED if the revision was compacted away.
+   * `onProgress` sees the revision up to which everything was delivered (to persist a resume point).
+   */
+  async *watch(
+    path: string,
+    opts: { fromRevision?: number; signal?: AbortSignal; onProgress?: (revision: number) => void } = {},
+  ): AsyncGenerator<WatchEvent> {
+    let next = opts.fromRevision ?? 0;
+    let failures = 0;
+    while (!opts.signal?.aborted && !this.closed) {
+      const queue: Array<Wire> = [];
+      let wake: (() => void) | undefined;
+      let ended: CairnError | null | undefined;
+      const stream = (this.client(this.endpoint()) as unknown as {
+        Watch(req: Wire): grpc.ClientReadableStream<Wire>;
+      }).Watch({ path, from_revision: next });
+      const onAbort = (): void => stream.cancel();
+      opts.signal?.addEventListener('abort', onAbort);
+      const signal = (): void => {
+        wake?.();
+        wake = undefined;
+      };
+      stream.on('data', (m: Wire) => {
+        queue.push(m);
+        // Bounded: stop reading while the consumer is behind.
+        if (queue.length >= 64) stream.pause();
+        signal();
+      });
+      stream.on('error', (e: grpc.ServiceError) => {
+        ended = fromServiceError(e);
+        signal();
+      });
+      stream.on('end', () => {
+        ended ??= null;
+        signal();
+      });
+      try {
+        for (;;) {
+          if (queue.length === 0) {
+            if (ended !== undefined) break;
+            await new Promise<void>((r) => (wake = r));
+            continue;
+          }
+          const m = queue.shift()!;
+          if (queue.length < 16) stream.resume();
+          failures = 0;
+          for (const w of (m.events as Wire[] | undefined) ?? []) {
+            const ev = eventFromWire(w);
+            if (next !== 0 && ev.revision < next) continue; // never repeat
+            next = ev.revision + 1;
+            yield ev;
+          }
+          const upTo = Number(m.revision ?? 0);
+          if (upTo + 1 > next) next = upTo + 1;
+          opts.onProgress?.(next - 1);
+        }
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort);
+        stream.cancel();
+      }
+      if (opts.signal?.aborted || this.closed) return;
+      if (ended && (ended.code === 'ECOMPACTED' || ended.code === 'EINVAL' || ended.code === 'ENAMETOOLONG')) throw ended;
+      // Disconnected: try the next node after a short pause.
+      this.current++;
+      failures++;
+      await new Promise((r) => setTimeout(r, RETRY_BACKOFF_MS[Math.min(failures, RETRY_BACKOFF_MS.length - 1)]));
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,483 @@
+/**
+ * The metadata gRPC service (proto/meta.proto), served by every node. Each request is
+ * validated with zod; writes become one Raft entry each (proposed through the Replicator,
+ * which forwards from a follower to the leader); reads are linearizable by default
+ * (ReadIndex on this node, then the local state machine) or serializable when asked.
+ *
+ * Lease and commit operations carry the proposer's clock, so they are accepted only on the
+ * leader (ENOTLEADER with the leader's address otherwise; MetaClient retries there): the
+ * leader's clock is the one that decides lease expiry.
+ */
+import { z } from 'zod';
+import { CairnError, fail } from '../common/errors.js';
+import { formatZodError } from '../common/config.js';
+import { logger } from '../common/log.js';
+import { counter, histogram } from '../common/metrics.js';
+import { grpc, serviceOf, toServiceError, unary } from '../rpc/grpc.js';
+import { encodeEntry, validateOp, type EntryRef, type Op, type Ref } from './ops.js';
+import type { Replicator } from './replicator.js';
+import type { ApplyResult, CommitRecord, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
+
+/** Largest encoded entry accepted from one request. */
+export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
+/** Events sent per watch message, and the bound on one watcher's unsent backlog. */
+const WATCH_BATCH = 256;
+/** How often the leader proposes the expiry of dead leases. */
+const LEASE_SWEEP_MS = 2_000;
+
+export interface NodeInfo {
+  nodeId: number;
+  address: string;
+  leaderId(): number;
+  leaderAddress(): string | undefined;
+  role(): string;
+  term(): number;
+}
+
+export interface MetaServiceOptions {
+  sm: MetaStateMachine;
+  /** The Raft node (or LocalReplicator); a function so the service can exist before Raft starts. */
+  replicator: () => Replicator | undefined;
+  node?: NodeInfo;
+  /** Check a diskmap document before proposing it (the diskmap module's parser). */
+  validateDiskmap?: (doc: unknown) => void;
+  nowMs?: () => number;
+}
+
+// ---------------------------------------------------------------- request schemas
+
+const u64 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const u32 = z.number().int().min(0).max(0xffff_ffff);
+const wireRef = z.object({ ino: u64, path: z.string().max(16_384), parent: u64, name: z.string().max(4096) }).partial();
+
+function toRef(r: z.infer<typeof wireRef> | null | undefined, what: string): Ref {
+  const ino = r?.ino ?? 0;
+  const path = r?.path ?? '';
+  const parent = r?.parent ?? 0;
+  const name = r?.name ?? '';
+  const forms = (ino > 0 ? 1 : 0) + (path !== '' ? 1 : 0) + (parent > 0 || name !== '' ? 1 : 0);
+  if (forms !== 1) fail('EINVAL', `${what}: give exactly one of ino, path, or parent and name`);
+  if (ino > 0) return { ino };
+  if (path !== '') return { path };
+  if (parent === 0) fail('EINVAL', `${what}: name without a parent`);
+  return { parent, name };
+}
+
+function toEntryRef(r: z.infer<typeof wireRef> | null | undefined, what: string): EntryRef {
+  const ref = toRef(r, what);
+  if ('ino' in ref) fail('EINVAL', `${what}: needs a path or a parent and name, not an inode`);
+  return ref;
+}
+
+const extentWire = z.object({ offset: u64, length: u64, chunk_hash: z.string(), scheme: z.string(), pg: u32 });
+
+const S = {
+  getattr: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false), with_layout: z.boolean().default(false) }),
+  lookup: z.object({ parent: u64, name: z.string().max(4096), serializable: z.boolean().default(false) }),
+  readdir: z.object({ dir: wireRef.nullish(), after: z.string().max(4096).default(''), limit: u32.default(0), serializable: z.boolean().default(false) }),
+  readlink: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false) }),
+  mkdir: z.object({ at: wireRef.nullish(), mode: u32, uid: u32, gid: u32 }),
+  create: z.object({ at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, exclusive: z.boolean() }),
+  symlink: z.object({ at: wireRef.nullish(), target: z.string(), uid: u32, gid: u32 }),
+  link: z.object({ node: wireRef.nullish(), at: wireRef.nullish() }),
+  remove: z.object({ at: wireRef.nullish() }),
+  rename: z.object({ from: wireRef.nullish(), to: wireRef.nullish(), no_replace: z.boolean().default(false) }),
+  setattr: z.object({
+    node: wireRef.nullish(),
+    set_mode: z.boolean().default(false), mode: u32.default(0),
+    set_uid: z.boolean().default(false), uid: u32.default(0),
+    set_gid: z.boolean().default(false), gid: u32.default(0),
+    set_mtime: z.boolean().default(false), mtime_ms: u64.default(0),
+    set_atime: z.boolean().default(false), atime_ms: u64.default(0),
+  }),
+  truncate: z.object({ node: wireRef.nullish(), size: u64, expected_version: u64, fence: u64 }),
+  xattrSet: z.object({ node: wireRef.nullish(), name: z.string(), value: z.instanceof(Buffer), flag: z.enum(['', 'any', 'create', 'replace']).default('') }),
+  xattrGet: z.object({ node: wireRef.nullish(), name: z.string().max(255), serializable: z.boolean().default(false) }),
+  xattrList: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false) }),
+  xattrRemove: z.object({ node: wireRef.nullish(), name: z.string() }),
+  commit: z.object({ ino: u64, expected_version: u64, fence: u64, size: u64, extents: z.array(extentWire).max(100_000), mtime_ms: u64.default(0) }),
+  commitStatus: z.object({ ino: u64, version: u64, serializable: z.boolean().default(false) }),
+  markDurable: z.object({ ino: u64, version: u64 }),
+  leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32 }),
+  leaseRenew: z.object({ ino: u64, holder: z.string(), token: u64, ttl_ms: u32 }),
+  leaseRelease: z.object({ ino: u64, holder: z.string(), token: u64 }),
+  diskmapGet: z.object({ serializable: z.boolean().default(false) }),
+  diskmapPropose: z.object({ expected_epoch: u64, document_json: z.string(), diff_json: z.string().default('') }),
+  diskmapChange: z.object({ epoch: u64, serializable: z.boolean().default(false) }),
+  watch: z.object({ path: z.string().max(8192).default(''), from_revision: u64.default(0) }),
+  status: z.object({}).passthrough(),
+};
+
+// ---------------------------------------------------------------- wire shapes
+
+export function attrToWire(i: Inode): Record<string, unknown> {
+  return {
+    ino: i.ino, type: i.type, mode: i.mode, uid: i.uid, gid: i.gid, size: i.size, mtime_ms: i.mtimeMs,
+    ctime_ms: i.ctimeMs, atime_ms: i.atimeMs, nlink: i.nlink, version: i.version, parent: i.parent,
+    name: i.name, target: i.target ?? '', xattrs: i.xattrs,
+  };
+}
+
+function recordToWire(c: CommitRecord): Record<string, unknown> {
+  return {
+    ino: c.ino, version: c.version, state: c.state, fence: c.fence, size: c.size, extents: c.extents,
+    revision: c.revision, committed_at_ms: c.committedAtMs,
+  };
+}
+
+function eventToWire(e: WatchEvent): Record<string, unknown> {
+  return {
+    revision: e.revision, kind: e.kind, path: e.path, new_path: e.newPath ?? '', ino: e.ino,
+    version: e.version, now_ms: e.nowMs,
+  };
+}
+
+/** Does an event concern the subtree at `path` ("" or "/" = everything)? */
+export function eventMatches(e: WatchEvent, path: string): boolean {
+  if (path === '' || path === '/') return true;
+  const under = (p: string | undefined): boolean => p !== undefined && (p === path || p.startsWith(`${path}/`));
+  return under(e.path) || under(e.newPath);
+}
+
+// ---------------------------------------------------------------- the service
+
+export class MetaService {
+  private readonly log = logger('meta-service');
+  private readonly sm: MetaStateMachine;
+  private readonly now: () => number;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly watchers = new Set<AbortController>();
+  private readonly opsTotal = counter('cairn_meta_ops_total', 'Metadata requests by method and outcome', ['method', 'outcome']);
+  private readonly latency = histogram('cairn_meta_request_seconds', 'Metadata request latency', ['method'], [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
+  ]);
+
+  constructor(private readonly opts: MetaServiceOptions) {
+    this.sm = opts.sm;
+    this.now = opts.nowMs ?? Date.now;
+  }
+
+  private replicator(): Replicator {
+    const r = this.opts.replicator();
+    if (r === undefined) fail('EUNAVAIL', 'the metadata service is starting; retry shortly');
+    return r;
+  }
+
+  private notLeader(): CairnError {
+    const n = this.opts.node;
+    const leader = n?.leaderId() ?? 0;
+    const addr = n?.leaderAddress();
+    return new CairnError(
+      'ENOTLEADER',
+      leader !== 0 ? `node ${n?.nodeId} is not the leader; node ${leader} at ${addr ?? '?'} is` : `node ${n?.nodeId} knows no leader yet; retry`,
+      { leader, ...(addr !== undefined ? { leaderAddress: addr } : {}) },
+    );
+  }
+
+  /** Replicate one operation; returns its result or throws its POSIX error. */
+  async propose(op: Op, leaderOnly = false): Promise<Record<string, unknown>> {
+    const r = this.replicator();
+    if (leaderOnly && r.isLeader !== undefined && !r.isLeader()) throw this.notLeader();
+    const valid = validateOp(op);
+    const data = encodeEntry(valid, this.now());
+    if (data.length > MAX_ENTRY_BYTES) fail('EINVAL', `request too large: ${data.length} bytes encoded, limit ${MAX_ENTRY_BYTES}`);
+    const res = (await r.propose(data)) as ApplyResult | null | undefined;
+    if (res === null || res === undefined) fail('EIO', `operation ${op.op} was applied without a result`);
+    if (!res.ok) throw new CairnError(res.code, res.message, res.details);
+    return res.value;
+  }
+
+  /** Linearizable unless serializable: wait until this node has applied everything committed. */
+  async barrier(serializable: boolean): Promise<void> {
+    if (!serializable) await this.replicator().readIndex();
+  }
+
+  /** Propose the expiry of leases dead past their margin (runs on the leader only). */
+  startLeaseSweeper(): void {
+    this.sweepTimer = setInterval(() => {
+      const r = this.opts.replicator();
+      if (r === undefined || (r.isLeader !== undefined && !r.isLeader())) return;
+      this.sm
+        .expiredLeases(this.now(), 1000)
+        .then(async (inos) => {
+          if (inos.length > 0) await this.propose({ op: 'leaseExpire', inos }, true);
+        })
+        .catch((err: unknown) => this.log.debug({ err: String(err) }, 'lease sweep skipped'));
+    }, LEASE_SWEEP_MS);
+    this.sweepTimer.unref();
+  }
+
+  /** Stop background work and end every watch stream. */
+  stop(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const w of this.watchers) w.abort();
+  }
+
+  private timed<S extends z.ZodType, Res>(
+    method: string,
+    schema: S,
+    fn: (req: z.infer<S>) => Promise<Res>,
+  ): grpc.handleUnaryCall<unknown, Res> {
+    return unary(schema, async (req) => {
+      const end = this.latency.startTimer({ method });
+      try {
+        const res = await fn(req);
+        this.opsTotal.inc({ method, outcome: 'ok' });
+        return res;
+      } catch (err) {
+        this.opsTotal.inc({ method, outcome: err instanceof CairnError ? err.code : 'EIO' });
+        throw err;
+      } finally {
+        end();
+      }
+    });
+  }
+
+  definition(): { service: grpc.ServiceDefinition; impl: grpc.UntypedServiceImplementation } {
+    const sm = this.sm;
+    const attrReply = (v: Record<string, unknown>): Record<string, unknown> => ({
+      attr: attrToWire(v.attr as Inode),
+      created: v.created === true,
+    });
+    const impl: grpc.UntypedServiceImplementation = {
+      Getattr: this.timed('getattr', S.getattr, async (q) => {
+        const ref = toRef(q.node, 'node');
+        await this.barrier(q.serializable);
+        const attr = await sm.getattr(ref);
+        if (!q.with_layout || attr.type !== 'file') return { attr: attrToWire(attr) };
+        const l = await sm.layout({ ino: attr.ino });
+        return {
+          attr: attrToWire(attr),
+          layout_version: l.version,
+          extents: l.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+        };
+      }),
+      Lookup: this.timed('lookup', S.lookup, async (q) => {
+        const ref = toRef({ parent: q.parent, name: q.name }, 'lookup');
+        validateRef(ref);
+        await this.barrier(q.serializable);
+        return { attr: attrToWire(await sm.getattr(ref)) };
+      }),
+      Readdir: this.timed('readdir', S.readdir, async (q) => {
+        const ref = toRef(q.dir, 'dir');
+        await this.barrier(q.serializable);
+        const page = await sm.readdir(ref, q.after, q.limit === 0 ? 1000 : q.limit);
+        const last = page.entries[page.entries.length - 1];
+        return { entries: page.entries, more: page.more, next_after: page.more && last ? last.name : '' };
+      }),
+      Readlink: this.timed('readlink', S.readlink, async (q) => {
+        const ref = toRef(q.node, 'node');
+        await this.barrier(q.serializable);
+        return { target: await sm.readlink(ref) };
+      }),
+      Mkdir: this.timed('mkdir', S.mkdir, async (q) =>
+        attrReply(await this.propose({ op: 'mkdir', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid })),
+      ),
+      Create: this.timed('create', S.create, async (q) =>
+        attrReply(
+          await this.propose({ op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive }),
+        ),
+      ),
+      Symlink: this.timed('symlink', S.symlink, async (q) =>
+        attrReply(await this.propose({ op: 'symlink', at: toEntryRef(q.at, 'at'), target: q.target, uid: q.uid, gid: q.gid })),
+      ),
+      Link: this.timed('link', S.link, async (q) =>
+        attrReply(await this.propose({ op: 'link', node: toRef(q.node, 'node'), at: toEntryRef(q.at, 'at') })),
+      ),
+      Unlink: this.timed('unlink', S.remove, async (q) => {
+        await this.propose({ op: 'unlink', at: toEntryRef(q.at, 'at') });
+        return {};
+      }),
+      Rmdir: this.timed('rmdir', S.remove, async (q) => {
+        await this.propose({ op: 'rmdir', at: toEntryRef(q.at, 'at') });
+        return {};
+      }),
+      Rename: this.timed('rename', S.rename, async (q) => {
+        const v = await this.propose({ op: 'rename', from: toEntryRef(q.from, 'from'), to: toEntryRef(q.to, 'to'), noReplace: q.no_replace });
+        return { renamed: v.renamed === true, replaced: (v.replaced as number | undefined) ?? 0 };
+      }),
+      Setattr: this.timed('setattr', S.setattr, async (q) => {
+        const op: Op = { op: 'setattr', node: toRef(q.node, 'node') };
+        if (q.set_mode) op.mode = q.mode & 0o7777;
+        if (q.set_uid) op.uid = q.uid;
+        if (q.set_gid) op.gid = q.gid;
+        if (q.set_mtime) op.mtimeMs = q.mtime_ms;
+        if (q.set_atime) op.atimeMs = q.atime_ms;
+        return attrReply(await this.propose(op));
+      }),
+      Truncate: this.timed('truncate', S.truncate, async (q) => {
+        const v = await this.propose(
+          { op: 'truncate', node: toRef(q.node, 'node'), size: q.size, expectedVersion: q.expected_version, fence: q.fence },
+          true,
+        );
+        return { attr: attrToWire(v.attr as Inode), record: recordToWire(v.record as CommitRecord) };
+      }),
+      SetXattr: this.timed('setxattr', S.xattrSet, async (q) => {
+        await this.propose({
+          op: 'setxattr', node: toRef(q.node, 'node'), name: q.name, valueB64: q.value.toString('base64'),
+          flag: q.flag === '' ? 'any' : q.flag,
+        });
+        return {};
+      }),
+      GetXattr: this.timed('getxattr', S.xattrGet, async (q) => {
+        const ref = toRef(q.node, 'node');
+        await this.barrier(q.serializable);
+        return { value: await sm.getxattr(ref, q.name) };
+      }),
+      ListXattr: this.timed('listxattr', S.xattrList, async (q) => {
+        const ref = toRef(q.node, 'node');
+        await this.barrier(q.serializable);
+        return { names: await sm.listxattr(ref) };
+      }),
+      RemoveXattr: this.timed('removexattr', S.xattrRemove, async (q) => {
+        await this.propose({ op: 'removexattr', node: toRef(q.node, 'node'), name: q.name });
+        return {};
+      }),
+      CommitVersion: this.timed('commit', S.commit, async (q) => {
+        const v = await this.propose(
+          {
+            op: 'commit', ino: q.ino, expectedVersion: q.expected_version, fence: q.fence, size: q.size,
+            extents: q.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunk_hash, scheme: e.scheme, pg: e.pg })),
+            ...(q.mtime_ms > 0 ? { mtimeMs: q.mtime_ms } : {}),
+          },
+          true,
+        );
+        return { attr: attrToWire(v.attr as Inode), record: recordToWire(v.record as CommitRecord) };
+      }),
+      CommitStatus: this.timed('commitStatus', S.commitStatus, async (q) => {
+        await this.barrier(q.serializable);
+        return recordToWire(await sm.commitStatus(q.ino, q.version));
+      }),
+      MarkDurable: this.timed('markDurable', S.markDurable, async (q) => {
+        const v = await this.propose({ op: 'markDurable', ino: q.ino, version: q.version });
+        return recordToWire(v.record as CommitRecord);
+      }),
+      LeaseAcquire: this.timed('leaseAcquire', S.leaseAcquire, async (q) => {
+        const v = await this.propose({ op: 'leaseAcquire', ino: q.ino, holder: q.holder, ttlMs: q.ttl_ms }, true);
+        return leaseReply(v);
+      }),
+      LeaseRenew: this.timed('leaseRenew', S.leaseRenew, async (q) => {
+        const v = await this.propose({ op: 'leaseRenew', ino: q.ino, holder: q.holder, token: q.token, ttlMs: q.ttl_ms }, true);
+        return leaseReply(v);
+      }),
+      LeaseRelease: this.timed('leaseRelease', S.leaseRelease, async (q) => {
+        const v = await this.propose({ op: 'leaseRelease', ino: q.ino, holder: q.holder, token: q.token });
+        return { released: v.released === true };
+      }),
+      DiskmapGet: this.timed('diskmapGet', S.diskmapGet, async (q) => {
+        await this.barrier(q.serializable);
+        const d = await sm.diskmap();
+        return { epoch: d.epoch, document_json: d.documentJson };
+      }),
+      DiskmapPropose: this.timed('diskmapPropose', S.diskmapPropose, async (q) => {
+        let doc: unknown;
+        try {
+          doc = JSON.parse(q.document_json);
+        } catch (err) {
+          fail('EINVAL', `diskmap document is not JSON: ${(err as Error).message}`);
+        }
+        if (typeof doc !== 'object' || doc === null || (doc as { epoch?: unknown }).epoch !== q.expected_epoch + 1) {
+          fail('EINVAL', `the proposed diskmap must carry epoch ${q.expected_epoch + 1} (expected epoch + 1)`);
+        }
+        this.opts.validateDiskmap?.(doc);
+        if (q.diff_json !== '') {
+          try {
+            JSON.parse(q.diff_json);
+          } catch {
+            fail('EINVAL', 'diskmap diff is not JSON');
+          }
+        }
+        const v = await this.propose({ op: 'diskmapPropose', expectedEpoch: q.expected_epoch, documentJson: q.document_json, diffJson: q.diff_json || '{}' });
+        return { epoch: v.epoch, revision: v.revision };
+      }),
+      DiskmapChange: this.timed('diskmapChange', S.diskmapChange, async (q) => {
+        await this.barrier(q.serializable);
+        const c = await sm.diskmapChange(q.epoch);
+        if (c === undefined) fail('ENOENT', `no diskmap change recorded for epoch ${q.epoch}`);
+        return { epoch: c.epoch, diff_json: c.diffJson, revision: c.revision, now_ms: c.nowMs };
+      }),
+      Watch: (call: grpc.ServerWritableStream<unknown, unknown>) => this.watch(call),
+      Status: this.timed('status', S.status, async () => {
+        const n = this.opts.node;
+        return {
+          node_id: n?.nodeId ?? 0, leader_id: n?.leaderId() ?? 0, leader_address: n?.leaderAddress() ?? '',
+          role: n?.role() ?? 'local', term: n?.term() ?? 0, applied: await sm.appliedIndex(), revision: sm.revision(),
+          first_revision: sm.firstRevision(), address: n?.address ?? '',
+        };
+      }),
+    };
+    return { service: serviceOf('meta.proto', 'cairn.meta.Meta').service, impl };
+  }
+
+  /**
+   * Server stream of events under a path from a revision: history first, then live events as
+   * they are applied here. Each message says up to which revision everything was delivered,
+   * so a client resumes anywhere (this node or another) from that revision + 1 without a gap
+   * or a repeat.
+   */
+  private watch(call: grpc.ServerWritableStream<unknown, unknown>): void {
+    const parsed = S.watch.safeParse(call.request);
+    const ac = new AbortController();
+    const end = (err?: unknown): void => {
+      this.watchers.delete(ac);
+      if (ac.signal.aborted && err === undefined) {
+        call.end();
+        return;
+      }
+      ac.abort();
+      if (err !== undefined) call.emit('error', toServiceError(err));
+      else call.end();
+    };
+    if (!parsed.success) {
+      end(new CairnError('EINVAL', formatZodError('request', parsed.error)));
+      return;
+    }
+    const q = parsed.data;
+    let path = q.path;
+    try {
+      if (path !== '' && path !== '/') {
+        validateRef({ path });
+        path = path.replace(/\/+$/, '');
+      }
+    } catch (err) {
+      end(err);
+      return;
+    }
+    this.watchers.add(ac);
+    call.on('cancelled', () => ac.abort());
+    call.on('close', () => ac.abort());
+    const sm = this.sm;
+    const writeMsg = (msg: unknown): Promise<void> =>
+      new Promise((resolve) => {
+        if (call.write(msg)) resolve();
+        else call.once('drain', () => resolve());
+      });
+    void (async () => {
+      let next = q.from_revision === 0 ? sm.revision() + 1 : q.from_revision;
+      // Tell the client where it stands at once (it may resume from here).
+      await writeMsg({ events: [], revision: next - 1 });
+      while (!ac.signal.aborted) {
+        const evs = await sm.events(next, WATCH_BATCH);
+        if (evs.length === 0) {
+          await sm.waitForRevision(next - 1, ac.signal);
+          continue;
+        }
+        const matched = evs.filter((e) => eventMatches(e, path)).map(eventToWire);
+        next = evs[evs.length - 1]!.revision + 1;
+        if (matched.length > 0 || sm.revision() < next) await writeMsg({ events: matched, revision: next - 1 });
+      }
+    })().then(
+      () => end(),
+      (err: unknown) => end(err),
+    );
+  }
+}
+
+function validateRef(ref: Ref): void {
+  validateOp({ op: 'setattr', node: ref });
+}
+
+function leaseReply(v: Record<string, unknown>): Record<string, unknown> {
+  const l = v.lease as Lease;
+  return { ino: l.ino, holder: l.holder, token: l.token, ttl_ms: v.ttlMs };
+}

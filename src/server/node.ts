@@ -1,0 +1,112 @@
+/**
+ * The Cairn node daemon (`cairn start --config FILE`): opens the metadata state machine under
+ * <dataDir>/meta, builds every service of NODE_SERVICES, starts the Raft node that serves
+ * them with its transport on config.listen, and exposes Prometheus metrics on
+ * config.metricsListen. stop() ends streams, stops Raft (which closes the state machine)
+ * and the metrics server.
+ */
+import { createServer, type Server } from 'node:http';
+import type { NodeConfig } from '../common/config.js';
+import { logger } from '../common/log.js';
+import { enableDefaultMetrics, registry } from '../common/metrics.js';
+import { RaftNode } from '../raft/node.js';
+import { MetaStateMachine } from '../meta/state-machine.js';
+import { NODE_SERVICES, type NodeContext, type NodeServiceFactory, type NodeServiceInstance } from './services.js';
+
+export interface CairnNode {
+  raft: RaftNode;
+  meta: MetaStateMachine;
+  /** The gRPC address the node serves on (after binding port 0). */
+  address: string;
+  metricsAddress: string | undefined;
+  stop(): Promise<void>;
+}
+
+export interface StartNodeOptions {
+  /** Start with an empty membership and wait to be added (not bootstrapping a new group). */
+  join?: boolean;
+  /** Services to run instead of NODE_SERVICES (tests). */
+  services?: NodeServiceFactory[];
+}
+
+export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): Promise<CairnNode> {
+  const log = logger('node', { node: cfg.nodeId });
+  const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir });
+  let raft: RaftNode | undefined;
+  const ctx: NodeContext = { cfg, meta, raft: () => raft, log };
+  const services: NodeServiceInstance[] = [];
+  let metrics: Server | undefined;
+  try {
+    for (const f of opts.services ?? NODE_SERVICES) services.push(await f(ctx));
+    raft = await RaftNode.start({
+      id: cfg.nodeId,
+      dataDir: cfg.dataDir,
+      listen: cfg.listen,
+      advertise: cfg.advertise,
+      peers: cfg.peers,
+      join: opts.join,
+      raft: cfg.raft,
+      stateMachine: meta,
+      services: services.flatMap((s) => s.definitions),
+    });
+    for (const s of services) s.started?.();
+    let metricsAddress: string | undefined;
+    if (cfg.metricsListen !== undefined) {
+      enableDefaultMetrics();
+      metrics = await serveMetrics(cfg.metricsListen);
+      const a = metrics.address();
+      metricsAddress = a !== null && typeof a === 'object' ? `${a.address}:${a.port}` : cfg.metricsListen;
+    }
+    log.info({ address: raft.listenAddress, services: services.map((s) => s.name), metrics: metricsAddress }, 'node started');
+    const r = raft;
+    const m = metrics;
+    let stopping: Promise<void> | undefined;
+    return {
+      raft: r,
+      meta,
+      address: r.listenAddress,
+      metricsAddress,
+      stop: () =>
+        (stopping ??= (async () => {
+          for (const s of services) await s.stop?.().catch(() => undefined);
+          await r.stop();
+          if (m) await new Promise<void>((res) => m.close(() => res()));
+          log.info('node stopped');
+        })()),
+    };
+  } catch (err) {
+    for (const s of services) await s.stop?.().catch(() => undefined);
+    if (raft) await raft.stop().catch(() => undefined);
+    else await meta.close().catch(() => undefined);
+    if (metrics) metrics.close();
+    throw err;
+  }
+}
+
+async function serveMetrics(address: string): Promise<Server> {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i);
+  const port = Number(address.slice(i + 1));
+  const srv = createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/metrics') {
+      registry.metrics().then(
+        (body) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(body);
+        },
+        (err: unknown) => {
+          res.writeHead(500);
+          res.end(String(err));
+        },
+      );
+      return;
+    }
+    res.writeHead(404);
+    res.end('not found: try /metrics\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => resolve());
+  });
+  return srv;
+}

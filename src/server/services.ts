@@ -1,0 +1,66 @@
+/**
+ * The services a Cairn node serves on its one gRPC address, besides the Raft transport.
+ * Adding a service to every node (the chunk service, the client daemon's API) is one more
+ * entry in NODE_SERVICES: a factory that gets the node's context and returns its gRPC
+ * definitions plus hooks for start-up and shutdown.
+ */
+import type { NodeConfig } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import type { grpc } from '../rpc/grpc.js';
+import type { RaftNode } from '../raft/node.js';
+import type { MetaStateMachine } from '../meta/state-machine.js';
+import { MetaService } from '../meta/service.js';
+
+export interface NodeContext {
+  cfg: NodeConfig;
+  /** The metadata state machine (open before any service starts). */
+  meta: MetaStateMachine;
+  /** The Raft node, once started (services are built before it, since Raft serves them). */
+  raft: () => RaftNode | undefined;
+  log: Logger;
+}
+
+export interface NodeServiceInstance {
+  name: string;
+  definitions: Array<{ service: grpc.ServiceDefinition; impl: grpc.UntypedServiceImplementation }>;
+  /** Called once Raft runs. */
+  started?(): void;
+  /** Called before Raft stops: end streams, stop timers. */
+  stop?(): Promise<void>;
+}
+
+export type NodeServiceFactory = (ctx: NodeContext) => Promise<NodeServiceInstance>;
+
+/** The metadata service (proto/meta.proto) on top of the node's Raft group. */
+export const metaServiceFactory: NodeServiceFactory = async (ctx) => {
+  const svc = new MetaService({
+    sm: ctx.meta,
+    replicator: ctx.raft,
+    node: {
+      nodeId: ctx.cfg.nodeId,
+      get address() {
+        return ctx.raft()?.listenAddress ?? ctx.cfg.advertise ?? ctx.cfg.listen;
+      },
+      leaderId: () => ctx.raft()?.leaderId() ?? 0,
+      leaderAddress: () => {
+        const r = ctx.raft();
+        if (r === undefined) return undefined;
+        const leader = r.leaderId();
+        if (leader === 0) return undefined;
+        if (leader === r.id) return r.listenAddress;
+        return r.status().peers[String(leader)];
+      },
+      role: () => String(ctx.raft()?.status().role ?? 'starting'),
+      term: () => ctx.raft()?.status().term ?? 0,
+    },
+  });
+  return {
+    name: 'meta',
+    definitions: [svc.definition()],
+    started: () => svc.startLeaseSweeper(),
+    stop: async () => svc.stop(),
+  };
+};
+
+/** Every service a node runs. Add one line per service. */
+export const NODE_SERVICES: NodeServiceFactory[] = [metaServiceFactory];
