@@ -2,3 +2,4 @@
 import type { BenchSuite } from './table.js';
 
 export const SUITES: BenchSuite[] = [];
+SUITES.push((await import('./chunk.js')).chunkSuite);

@@ -7,7 +7,7 @@
  */
 import { once } from 'node:events';
 import { CairnError, fail } from '../common/errors.js';
-import { grpc, call as unaryCall, fromServiceError, makeClient, serviceOf } from '../rpc/grpc.js';
+import { CLIENT_OPTIONS, grpc, call as unaryCall, fromServiceError, serviceOf } from '../rpc/grpc.js';
 import type { Ballot, SlotValue } from './format.js';
 import { payloadCrc } from './format.js';
 import type { DiskStatus, ListedShard, PutShardHead } from './store.js';
@@ -16,6 +16,7 @@ import {
   CHUNK_PROTO,
   CHUNK_SERVICE,
   ballotFromWire,
+  fastChunkDefinition,
   infoFromWire,
   keyToWire,
   valueFromWire,
@@ -29,6 +30,7 @@ export interface ChunkCallOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+const RECEIVE_WINDOW_BYTES = Number(process.env.RWIN ?? 16 * 1024 * 1024);
 
 export class ChunkClient {
   readonly address: string;
@@ -36,7 +38,13 @@ export class ChunkClient {
 
   constructor(address: string) {
     this.address = address;
-    this.client = makeClient(serviceOf(CHUNK_PROTO, CHUNK_SERVICE), address);
+    const ctor = grpc.makeGenericClientConstructor(
+      fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition,
+      'Chunk',
+    );
+    // A large HTTP/2 receive window: with the 64 KiB default a 1 MiB piece waits for many
+    // WINDOW_UPDATE round trips (measured: get throughput ×2 with 16 MiB).
+    this.client = new ctor(address, grpc.credentials.createInsecure(), { ...CLIENT_OPTIONS, 'grpc-node.flow_control_window': RECEIVE_WINDOW_BYTES });
   }
 
   close(): void {

@@ -15,6 +15,7 @@ import {
   CHUNK_PROTO,
   CHUNK_SERVICE,
   ballotFromWire,
+  fastChunkDefinition,
   getShardSchema,
   infoToWire,
   keyRequestSchema,
@@ -129,7 +130,12 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
   };
 }
 
+/** The service definition to register (bulk messages use the copy-light codec of wire.ts). */
+export function chunkServiceDefinition(): grpc.ServiceDefinition {
+  return fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition;
+}
+
 /** Start a gRPC server serving this store's chunk service on host:port (port 0: any free port). */
 export async function startChunkServer(address: string, store: ChunkStore): Promise<StartedServer> {
-  return startServer(address, [{ service: serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service, impl: chunkServiceImpl(store) }]);
+  return startServer(address, [{ service: chunkServiceDefinition(), impl: chunkServiceImpl(store) }]);
 }

@@ -144,7 +144,7 @@ export function parseShardFileName(bucket: string, file: string): ShardKey | und
 }
 
 function diskKeyOfLabel(l: DiskLabel): string {
-  return diskKeyOf(makeBucketId({ ...l, bucket: 0, incarnation: BigInt(`0x${l.incarnation}`) }));
+  return diskKeyOf(makeBucketId({ dc: l.dc, row: l.row, rack: l.rack, machine: l.machine, disk: l.disk, bucket: 0, incarnation: BigInt(`0x${l.incarnation}`) }));
 }
 
 async function readDiskLabel(path: string): Promise<DiskLabel> {
@@ -183,7 +183,7 @@ class KeyLock {
 }
 
 export class ChunkStore {
-  private readonly disksList: Disk[];
+  private disksList: Disk[];
   private readonly locks = new KeyLock();
 
   private constructor(disks: Disk[]) {
@@ -243,6 +243,25 @@ export class ChunkStore {
     return new ChunkStore(disks);
   }
 
+  /**
+   * Start serving one more disk (a new or replacement disk, formatted with formatDisk). A failed
+   * disk at the same path is replaced by it.
+   */
+  async addDisk(path: string): Promise<DiskStatus> {
+    const fresh = await ChunkStore.open([path]);
+    const d = fresh.disksList[0] as Disk;
+    if (d.failed !== undefined) fail('EUNAVAIL', `disk ${path} cannot be served: ${d.failed}`);
+    const clash = this.disksList.find((x) => x.diskKey === d.diskKey && x.failed === undefined);
+    if (clash !== undefined) fail('EEXIST', `disk ${d.diskKey} is already served from ${clash.path}`);
+    const at = this.disksList.findIndex((x) => x.path === path);
+    if (at >= 0) {
+      if ((this.disksList[at] as Disk).failed === undefined) fail('EEXIST', `disk ${path} is already served`);
+      this.disksList[at] = d;
+    } else this.disksList.push(d);
+    metrics.diskFailed.set({ disk: path }, 0);
+    return this.diskStatus().find((x) => x.path === path) as DiskStatus;
+  }
+
   /** Status of every disk, for DiskStatus and `cairn status`. */
   diskStatus(): DiskStatus[] {
     return this.disksList.map((d) => ({
@@ -265,7 +284,8 @@ export class ChunkStore {
   bucketIdOn(path: string, bucket: number): BucketId {
     const d = this.disksList.find((x) => x.path === path);
     if (d?.label === undefined) fail('ENOENT', `no readable disk at ${path}`);
-    return makeBucketId({ ...d.label, bucket, incarnation: BigInt(`0x${d.label.incarnation}`) });
+    const l = d.label;
+    return makeBucketId({ dc: l.dc, row: l.row, rack: l.rack, machine: l.machine, disk: l.disk, bucket, incarnation: BigInt(`0x${l.incarnation}`) });
   }
 
   /** Check every disk's label is still there and readable; mark the ones that are not. */
@@ -375,16 +395,28 @@ export class ChunkStore {
     const { disk } = this.diskFor(key.bucket);
     await this.createBucket(key.bucket);
     const path = this.shardPath(disk, key);
-    const existing = await this.tryReadHeader(disk, path, key);
+    let existing = await this.tryReadHeader(disk, path, key);
     if (existing.kind === 'ok') {
       const same = existing.info.payloadLength === head.payloadLength && existing.info.payloadCrc32 === head.payloadCrc32 && existing.info.chunkLength === head.chunkLength;
       if (same && head.repair !== true) {
-        for await (const _ of body) void _;
-        const now = new Date();
-        await utimes(path, now, now).catch(() => undefined);
-        return { created: false };
-      }
-      if (!same && head.repair !== true) {
+        // Refresh the mtime under the shard's lock, before acknowledging, so that GC (which
+        // checks the age under the same lock) cannot collect a shard a new commit relies on.
+        const touched = await this.locks.run(path, async () => {
+          const now = new Date();
+          try {
+            await utimes(path, now, now);
+            return true;
+          } catch (err) {
+            if (errnoCode(err) === 'ENOENT') return false;
+            throw await this.diskError(disk, err, `touching ${path}`);
+          }
+        });
+        if (touched) {
+          for await (const _ of body) void _;
+          return { created: false };
+        }
+        existing = { kind: 'missing' };
+      } else if (!same && head.repair !== true) {
         fail('ECONFLICT', `shard ${shardFileName(key)} in bucket ${key.bucket} already exists with different content; only a repair may replace it`);
       }
     }
@@ -572,14 +604,19 @@ export class ChunkStore {
     return { info: s.info, payload };
   }
 
-  /** Delete a shard durably. Returns whether it existed. */
-  async deleteShard(keyIn: ShardKey): Promise<boolean> {
+  /**
+   * Delete a shard durably. Returns whether it was deleted. With olderThanMs, the shard is kept
+   * (false) unless its mtime is before that time — checked under the shard's lock, which a
+   * deduplicating put also takes to refresh the mtime (see collectGarbage).
+   */
+  async deleteShard(keyIn: ShardKey, opts: { olderThanMs?: number } = {}): Promise<boolean> {
     const key = parseWith(shardKeySchema, keyIn, 'shard key');
     const { disk } = this.diskFor(key.bucket);
     const path = this.shardPath(disk, key);
     return this.locks.run(path, async () => {
       try {
-        await stat(path);
+        const st = await stat(path);
+        if (opts.olderThanMs !== undefined && st.mtimeMs >= opts.olderThanMs) return false;
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') {
           const e = await this.diskError(disk, err, `deleting ${path}`);

@@ -132,3 +132,84 @@ export function infoFromWire(w: unknown): ShardInfo & { mtimeMs: number } {
     mtimeMs: p.mtime_ms,
   };
 }
+
+// ---- a copy-light codec for the bulk messages ----
+//
+// PutShardRequest and GetShardResponse are a oneof of a small message (field 1) and a bytes
+// piece (field 2). Data pieces are encoded and decoded here by hand (tag 0x12, varint length,
+// bytes; decode returns a view, no copy); anything else goes through protobufjs as usual.
+
+const DATA_TAG = 0x12;
+
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+export function encodeDataPiece(data: Buffer): Buffer {
+  const vl = varintLength(data.length);
+  const out = Buffer.allocUnsafe(1 + vl + data.length);
+  out[0] = DATA_TAG;
+  let n = data.length;
+  let at = 1;
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[at++] = n;
+  data.copy(out, at);
+  return out;
+}
+
+/** Decode a message that is exactly one data piece; undefined if it is anything else. */
+export function decodeDataPiece(buf: Buffer): Buffer | undefined {
+  if (buf.length < 2 || buf[0] !== DATA_TAG) return undefined;
+  let len = 0;
+  let shift = 1;
+  let at = 1;
+  for (;;) {
+    if (at >= buf.length || at > 5) return undefined;
+    const b = buf[at++] as number;
+    len += (b & 0x7f) * shift;
+    shift *= 128;
+    if (b < 0x80) break;
+  }
+  if (at + len !== buf.length) return undefined;
+  return buf.subarray(at);
+}
+
+interface MethodDef {
+  requestSerialize: (v: unknown) => Buffer;
+  requestDeserialize: (b: Buffer) => unknown;
+  responseSerialize: (v: unknown) => Buffer;
+  responseDeserialize: (b: Buffer) => unknown;
+}
+
+function fastSerialize(orig: (v: unknown) => Buffer): (v: unknown) => Buffer {
+  return (v) => {
+    const d = (v as { data?: unknown }).data;
+    return d instanceof Buffer ? encodeDataPiece(d) : orig(v);
+  };
+}
+
+function fastDeserialize(orig: (b: Buffer) => unknown): (b: Buffer) => unknown {
+  return (b) => {
+    const d = decodeDataPiece(b);
+    return d !== undefined ? { part: 'data', data: d } : orig(b);
+  };
+}
+
+/** The chunk service definition with the bulk codecs swapped in (used by server and client). */
+export function fastChunkDefinition<T extends Record<string, unknown>>(def: T): T {
+  const put = def.PutShard as MethodDef;
+  const get = def.GetShard as MethodDef;
+  return {
+    ...def,
+    PutShard: { ...put, requestSerialize: fastSerialize(put.requestSerialize), requestDeserialize: fastDeserialize(put.requestDeserialize) },
+    GetShard: { ...get, responseSerialize: fastSerialize(get.responseSerialize), responseDeserialize: fastDeserialize(get.responseDeserialize) },
+  };
+}

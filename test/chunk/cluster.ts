@@ -75,3 +75,10 @@ export async function startCluster(nodeCount: number, disksPerNode = 1): Promise
     },
   };
 }
+
+/** The node serving a target. */
+export function nodeOf(cl: TestCluster, t: ShardTarget): TestNode {
+  const n = cl.nodes.find((x) => x.address === t.address);
+  if (n === undefined) throw new Error(`no node at ${t.address}`);
+  return n;
+}

@@ -1,0 +1,113 @@
+/**
+ * `cairn chunk …`: the chunk layer by hand (development, tests, benchmarks, recovery).
+ *   format  write a disk label on a directory (a new disk incarnation)
+ *   serve   run a chunk service over some disks until SIGTERM/SIGINT
+ *   disks   show the disk status of a running chunk service
+ *   scrub   verify every shard on local disks once (quarantines bad ones; no rebuild)
+ */
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { addressSchema } from '../../common/config.js';
+import { logger } from '../../common/log.js';
+import { printJson, printTable } from '../output.js';
+import { parseOptions } from '../usage.js';
+
+const byte = z.coerce.number().int().min(0).max(255);
+
+const formatSchema = z.object({
+  dc: byte.default(0),
+  row: byte.default(0),
+  rack: byte.default(0),
+  machine: byte,
+  disk: z.coerce.number().int().min(0).max(0xffff),
+  json: z.boolean().optional(),
+});
+
+const serveSchema = z.object({ listen: addressSchema, disk: z.array(z.string().min(1)).min(1) });
+const disksSchema = z.object({ address: addressSchema, json: z.boolean().optional() });
+const scrubSchema = z.object({
+  disk: z.array(z.string().min(1)).min(1),
+  rateMibS: z.coerce.number().positive().max(100_000).default(64),
+  json: z.boolean().optional(),
+});
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+export function register(program: Command): void {
+  const chunk = program.command('chunk').description('the object layer on this node\'s disks (development and recovery)');
+
+  chunk
+    .command('format <path>')
+    .description('label a directory (or mount point) as a Cairn disk with a fresh incarnation')
+    .requiredOption('--machine <n>', 'machine id (0..255)')
+    .requiredOption('--disk <n>', 'disk number within the machine (0..65535)')
+    .option('--dc <n>', 'datacenter id', '0')
+    .option('--row <n>', 'row id', '0')
+    .option('--rack <n>', 'rack id', '0')
+    .option('--json', 'print JSON')
+    .action(async (path: string, raw: unknown) => {
+      const o = parseOptions(formatSchema, raw);
+      const { ChunkStore } = await import('../../chunk/store.js');
+      const label = await ChunkStore.formatDisk(path, { dc: o.dc, row: o.row, rack: o.rack, machine: o.machine, disk: o.disk });
+      if (o.json === true) printJson({ path, label });
+      else process.stdout.write(`formatted ${path}: machine ${label.machine} disk ${label.disk} incarnation ${label.incarnation}\n`);
+    });
+
+  chunk
+    .command('serve')
+    .description('serve the chunk service over these disks until SIGTERM or SIGINT')
+    .requiredOption('--listen <host:port>', 'address to listen on (port 0: any free port)')
+    .requiredOption('--disk <path>', 'a formatted disk directory (repeat for more)', collect)
+    .action(async (raw: unknown) => {
+      const o = parseOptions(serveSchema, raw);
+      const { ChunkStore } = await import('../../chunk/store.js');
+      const { startChunkServer } = await import('../../chunk/service.js');
+      const log = logger('chunk-serve');
+      const store = await ChunkStore.open(o.disk);
+      const server = await startChunkServer(o.listen, store);
+      process.stdout.write(`${JSON.stringify({ ready: true, address: server.address, pid: process.pid, disks: store.diskStatus().map((d) => ({ path: d.path, state: d.state })) })}\n`);
+      await new Promise<void>((resolve) => {
+        const onSignal = (sig: string): void => {
+          log.info({ sig }, 'shutting down');
+          resolve();
+        };
+        process.once('SIGTERM', onSignal);
+        process.once('SIGINT', onSignal);
+      });
+      await server.stop();
+    });
+
+  chunk
+    .command('disks')
+    .description('disk status of a running chunk service')
+    .requiredOption('--address <host:port>', 'the chunk service')
+    .option('--json', 'print JSON')
+    .action(async (raw: unknown) => {
+      const o = parseOptions(disksSchema, raw);
+      const { ChunkClient } = await import('../../chunk/client.js');
+      const c = new ChunkClient(o.address);
+      try {
+        const disks = await c.diskStatus({ timeoutMs: 5000 });
+        if (o.json === true) printJson(disks);
+        else printTable(['path', 'disk', 'state', 'buckets', 'reason'], disks.map((d) => [d.path, d.diskKey, d.state, d.buckets, d.reason]));
+      } finally {
+        c.close();
+      }
+    });
+
+  chunk
+    .command('scrub')
+    .description('verify every shard on these local disks once; bad shards go to quarantine')
+    .requiredOption('--disk <path>', 'a formatted disk directory (repeat for more)', collect)
+    .option('--rate-mib-s <n>', 'read at most this many MiB per second', '64')
+    .option('--json', 'print JSON')
+    .action(async (raw: unknown) => {
+      const o = parseOptions(scrubSchema, raw);
+      const { ChunkStore } = await import('../../chunk/store.js');
+      const { Scrubber } = await import('../../chunk/scrub.js');
+      const store = await ChunkStore.open(o.disk);
+      const report = await new Scrubber(store, { rateBytesPerSec: o.rateMibS * 1024 * 1024 }).runOnce();
+      if (o.json === true) printJson(report);
+      else printTable(['checked', 'bytes', 'bad', 'quarantined', 'rebuilt'], [[report.shardsChecked, report.bytesChecked, report.bad, report.quarantined, report.rebuilt]]);
+    });
+}
