@@ -10,3 +10,5 @@ export const COMMANDS: RegisterCommand[] = [];
 COMMANDS.push((await import('./kv.js')).register);
 COMMANDS.push((await import('./chunk.js')).register);
 COMMANDS.push((await import('./diskmap.js')).register);
+COMMANDS.push((await import('./server.js')).register);
+COMMANDS.push((await import('./meta.js')).register);

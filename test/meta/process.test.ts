@@ -1,0 +1,88 @@
+/**
+ * Real processes: `cairn init` writes a 3-node local cluster, three `cairn start` daemons run
+ * it, and the namespace CLI (mkdir, ln, mv, ls, stat, watch, rm) works against it; the
+ * daemons stop cleanly on SIGTERM.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { freePort, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
+
+let base: { path: string; remove: () => Promise<void> };
+const procs: ChildProcess[] = [];
+let endpoints = '';
+
+function waitReady(p: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error(`node did not start: ${out}`)), 30_000);
+    p.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('"ready":true')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    p.once('exit', (code) => reject(new Error(`node exited with ${code}`)));
+  });
+}
+
+beforeAll(async () => {
+  base = await tempDir('cairn-meta-proc-');
+  // three consecutive free ports: pick a base whose next two are free too
+  let port = 0;
+  for (let tries = 0; tries < 20 && port === 0; tries++) {
+    const p = await freePort();
+    if (p < 65_000 && (await freePortIs(p + 1)) && (await freePortIs(p + 2))) port = p;
+  }
+  const init = await runCairn(['init', '--nodes', '3', '--dir', base.path, '--base-port', String(port), '--json']);
+  expect(init.code, init.stderr).toBe(0);
+  const nodes = (JSON.parse(init.stdout) as { nodes: Array<{ config: string; listen: string }> }).nodes;
+  endpoints = nodes.map((n) => n.listen).join(',');
+  for (const n of nodes) procs.push(spawnCairn(['start', '--config', n.config], { env: { CAIRN_LOG_LEVEL: 'warn' } }));
+  await Promise.all(procs.map(waitReady));
+});
+
+async function freePortIs(port: number): Promise<boolean> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+afterAll(async () => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+  await base?.remove();
+});
+
+describe('cairn start + namespace CLI', () => {
+  it('runs a 3-node cluster that the CLI can use', async () => {
+    const cli = (args: string[]): ReturnType<typeof runCairn> => runCairn([...args, '--endpoints', endpoints]);
+    expect((await cli(['mkdir', '-p', '/a/b/c'])).code).toBe(0);
+    expect((await cli(['ln', '-s', '/a/b', '/a/link'])).code).toBe(0);
+    expect((await cli(['mv', '/a/b', '/a/b2'])).code).toBe(0);
+    const ls = await cli(['ls', '/a', '--json']);
+    expect(ls.code, ls.stderr).toBe(0);
+    const names = (JSON.parse(ls.stdout) as Array<{ name: string; type: string }>).map((e) => `${e.name}:${e.type}`);
+    expect(names).toEqual(['b2:dir', 'link:symlink']);
+    const bad = await cli(['stat', '/a/b']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('ENOENT');
+    const watch = await cli(['watch', '/a', '--from', '1', '--count', '5', '--json']);
+    expect(watch.code, watch.stderr).toBe(0);
+    const evs = watch.stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; path: string; newPath?: string });
+    expect(evs.map((e) => `${e.kind} ${e.path}${e.newPath ? ` ${e.newPath}` : ''}`)).toEqual([
+      'mkdir /a', 'mkdir /a/b', 'mkdir /a/b/c', 'symlink /a/link', 'rename /a/b /a/b2',
+    ]);
+    expect((await cli(['rm', '-r', '/a'])).code).toBe(0);
+    expect((await cli(['ls', '/', '--json'])).stdout.trim()).toBe('[]');
+    // a usage error exits with 2
+    expect((await cli(['mkdir', 'relative/path'])).code).toBe(2);
+    // SIGTERM: clean exit
+    const exits = procs.map((p) => new Promise<number | null>((r) => p.once('exit', (c) => r(c))));
+    for (const p of procs) p.kill('SIGTERM');
+    expect(await Promise.all(exits)).toEqual([0, 0, 0]);
+  });
+});
