@@ -1,0 +1,110 @@
+/**
+ * `npm run jepsen -- --time 600 --nemesis all --seed S`: a fault-injection run against a real
+ * KV Raft cluster (see runner.ts and docs/jepsen-lite.md). Prints the run folder, the replay
+ * command, the faults as they happen and the verdict. Exit codes: 0 valid, 1 anomaly found
+ * (not linearizable, or the cluster did not converge), 2 usage error, 3 undecided check.
+ */
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CairnError } from '../../src/common/errors.js';
+import { REPO_ROOT } from '../helpers/env.js';
+import { NEMESIS_KINDS, type NemesisKind } from './nemesis.js';
+import { loadSchedule, runJepsen } from './runner.js';
+
+const USAGE = `usage: npm run jepsen -- [options]
+
+A fault-injection run: N cairn kv daemons behind fault proxies, a register workload,
+a seeded nemesis schedule, then convergence and linearizability checks.
+
+options:
+  --time S          run length in seconds (default 60)
+  --nemesis LIST    all | none | comma list of ${NEMESIS_KINDS.join(', ')} (default all)
+  --seed N          seed of the fault schedule and workload (default: random)
+  --nodes N         cluster size (default 3)
+  --clients N       concurrent clients (default 6)
+  --schedule FILE   replay a saved nemesis.json instead of making a schedule from the seed
+  --out DIR         parent of run folders (default .jepsen-runs in the repository)
+  --keep-data       keep the nodes' data dirs even when the run is valid
+  -h, --help        this text`;
+
+function usage(message: string): never {
+  process.stderr.write(`jepsen: ${message}\n\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function int(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) usage(`--${name} must be an integer in ${min}..${max}`);
+  return n;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        time: { type: 'string' },
+        nemesis: { type: 'string', default: 'all' },
+        seed: { type: 'string' },
+        nodes: { type: 'string' },
+        clients: { type: 'string' },
+        schedule: { type: 'string' },
+        out: { type: 'string' },
+        'keep-data': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    usage((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const timeS = int('time', v.time, 60, 5, 24 * 3600);
+  const seed = int('seed', v.seed, Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1);
+  const nodes = int('nodes', v.nodes, 3, 1, 9);
+  const clients = int('clients', v.clients, 6, 1, 64);
+  let kinds: NemesisKind[];
+  if (v.nemesis === 'all') kinds = [...NEMESIS_KINDS];
+  else if (v.nemesis === 'none') kinds = [];
+  else {
+    kinds = v.nemesis.split(',').map((k) => k.trim()) as NemesisKind[];
+    for (const k of kinds) if (!(NEMESIS_KINDS as readonly string[]).includes(k)) usage(`unknown nemesis ${JSON.stringify(k)}`);
+  }
+  try {
+    const schedule = v.schedule === undefined ? undefined : await loadSchedule(v.schedule);
+    const summary = await runJepsen({
+      seed: schedule?.seed ?? seed,
+      timeMs: schedule?.durationMs ?? timeS * 1000,
+      kinds: schedule?.kinds ?? kinds,
+      nodes: schedule?.nodes.length ?? nodes,
+      clients,
+      baseDir: v.out ?? join(REPO_ROOT, '.jepsen-runs'),
+      schedule,
+      keepData: v['keep-data'],
+      log: (line) => process.stdout.write(`${line}\n`),
+    });
+    process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${summary.linearizability.verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);
+    process.stdout.write(`replay: ${summary.replay}\n`);
+    if (summary.linearizability.verdict === 'unknown') return 3;
+    return summary.valid ? 0 : 1;
+  } catch (err) {
+    if (err instanceof CairnError) {
+      process.stderr.write(`jepsen: ${err.code}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`jepsen: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(70);
+  },
+);

@@ -1,0 +1,172 @@
+/**
+ * One fault-injection run, start to finish: make the run folder (.jepsen-runs/<time>-<seed>/), start
+ * the KV cluster behind fault proxies, run the register workload while the seeded nemesis schedule
+ * plays, heal everything, check convergence (every node answers and agrees within a bound), check the
+ * history for linearizability, and write history.jsonl, nemesis.json, summary.json, replay.txt and
+ * timeline.svg. Used by `npm run jepsen` (run.ts) and by the short run in npm test.
+ */
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError } from '../../src/common/errors.js';
+import { checkWithModel, formatResult, type CheckResult } from './checker/check.js';
+import { pairEvents, parseHistory } from './checker/history.js';
+import { KvCluster } from './kv-cluster.js';
+import { makeSchedule, parseSchedule, runSchedule, seededRandom, type AppliedAction, type NemesisKind, type Schedule } from './nemesis.js';
+import { HistoryRecorder } from './recorder.js';
+import { renderTimeline } from './timeline.js';
+import { finalReads, runRegisterWorkload, type WorkloadStats } from './workloads/register.js';
+
+export interface RunOptions {
+  readonly seed: number;
+  readonly timeMs: number;
+  readonly kinds: readonly NemesisKind[];
+  readonly nodes: number;
+  readonly clients: number;
+  /** Parent of run folders (default <repo>/.jepsen-runs). */
+  readonly baseDir: string;
+  /** Replay this saved schedule instead of making one from the seed. */
+  readonly schedule?: Schedule;
+  /** Fault and quiet lengths for generated schedules. */
+  readonly faultMs?: readonly [number, number];
+  readonly quietMs?: readonly [number, number];
+  /** Keep the nodes' data dirs in the run folder (default: removed when the run is valid). */
+  readonly keepData?: boolean;
+  /** How long the cluster may take to agree after healing. */
+  readonly convergeBoundMs?: number;
+  /** Check-history search budget. */
+  readonly checkDeadlineMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+export interface RunSummary {
+  readonly valid: boolean;
+  readonly runDir: string;
+  readonly seed: number;
+  readonly nodes: number;
+  readonly clients: number;
+  readonly nemeses: readonly NemesisKind[];
+  readonly durationMs: number;
+  readonly workload: WorkloadStats;
+  readonly faultsApplied: number;
+  readonly faultErrors: readonly string[];
+  readonly unexpectedExits: readonly string[];
+  readonly convergence: { readonly converged: boolean; readonly afterMs: number; readonly disagreements: readonly string[] };
+  readonly linearizability: { readonly verdict: CheckResult['verdict']; readonly operations: number; readonly checkMs: number; readonly report: string };
+  readonly replay: string;
+}
+
+function stamp(d = new Date()): string {
+  return d.toISOString().replace(/[:.]/g, '-');
+}
+
+/** The command that replays this run's fault schedule. */
+export function replayCommand(o: { timeMs: number; kinds: readonly string[]; seed: number; nodes: number; clients: number }, scheduleFile: string): string {
+  return `npm run jepsen -- --time ${Math.round(o.timeMs / 1000)} --nemesis ${o.kinds.length === 0 ? 'none' : o.kinds.join(',')} --seed ${o.seed} --nodes ${o.nodes} --clients ${o.clients} --schedule ${scheduleFile}`;
+}
+
+export async function runJepsen(o: RunOptions): Promise<RunSummary> {
+  const log = o.log ?? (() => undefined);
+  const runDir = join(o.baseDir, `${stamp()}-${o.seed}`);
+  await mkdir(runDir, { recursive: true });
+  const schedule =
+    o.schedule ??
+    makeSchedule({
+      seed: o.seed,
+      durationMs: o.timeMs,
+      nodes: Array.from({ length: o.nodes }, (_, i) => i + 1),
+      kinds: o.kinds,
+      faultMs: o.faultMs,
+      quietMs: o.quietMs,
+    });
+  if (schedule.nodes.length !== o.nodes) throw new CairnError('EINVAL', `the schedule is for ${schedule.nodes.length} nodes, the run has ${o.nodes}`);
+  const scheduleFile = join(runDir, 'nemesis.json');
+  await writeFile(scheduleFile, `${JSON.stringify(schedule, null, 2)}\n`);
+  const replay = replayCommand({ ...o, timeMs: schedule.durationMs }, scheduleFile);
+  await writeFile(join(runDir, 'replay.txt'), `${replay}\n`);
+  log(`run folder ${runDir}`);
+  log(`replay with: ${replay}`);
+
+  const recorder = new HistoryRecorder(join(runDir, 'history.jsonl'));
+  const cluster = await KvCluster.start({ nodes: o.nodes, dir: join(runDir, 'cluster') });
+  const unexpectedExits: string[] = [];
+  for (const id of cluster.ids) {
+    cluster.proc(id).onUnexpectedExit = (r) => {
+      unexpectedExits.push(`n${id} exited by itself (code ${r.code}, signal ${r.signal})`);
+      log(`n${id} exited unexpectedly (code ${r.code}, signal ${r.signal})`);
+    };
+  }
+  let applied: AppliedAction[] = [];
+  let stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
+  let convergence: RunSummary['convergence'] = { converged: false, afterMs: 0, disagreements: ['not reached'] };
+  const started = Date.now();
+  const startedNs = process.hrtime.bigint();
+  try {
+    const endpoints = new Map(cluster.ids.map((id) => [id, cluster.endpoint(id)]));
+    const stop = new AbortController();
+    const workload = runRegisterWorkload({ recorder, endpoints, clients: o.clients, rand: seededRandom(o.seed ^ 0x9e3779b9) }, stop.signal);
+    const stopTimer = setTimeout(() => stop.abort(), schedule.durationMs);
+    applied = await runSchedule(schedule, cluster, {
+      startMs: started,
+      signal: stop.signal,
+      onApplied: (a) => log(`${(a.atMs / 1000).toFixed(1)}s ${a.action.op}${'node' in a.action ? ` n${a.action.node}` : ''}${a.error ? ` FAILED: ${a.error}` : ''}`),
+    });
+    stats = await workload;
+    clearTimeout(stopTimer);
+    log(`workload done: ${stats.ok} ok, ${stats.fail} fail, ${stats.info} unknown`);
+    await cluster.healAll();
+    const keys = Array.from({ length: stats.keysUsed }, (_, k) => `r${k}`);
+    convergence = await finalReads({ recorder, endpoints, keys, firstProcess: 1_000_000 }, o.convergeBoundMs ?? 30_000);
+    log(`convergence: ${convergence.converged ? `all nodes agree after ${convergence.afterMs} ms` : `NOT converged: ${convergence.disagreements.join('; ')}`}`);
+  } finally {
+    await cluster.stop();
+    await recorder.close();
+  }
+
+  // Check the history as written to disk (exactly what check-history would read).
+  const checkStarted = Date.now();
+  const historyFile = join(runDir, 'history.jsonl');
+  const { events } = parseHistory(await readFile(historyFile, 'utf8'), historyFile, 'cairn');
+  const result = checkWithModel('register', pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
+  const checkMs = Date.now() - checkStarted;
+  const report = formatResult(result);
+  log(report);
+
+  await writeFile(join(runDir, 'timeline.svg'), renderTimeline(recorder.history, applied, startedNs, `seed ${o.seed}: ${result.verdict}`));
+  const faultErrors = applied.filter((a) => a.error !== undefined).map((a) => `${a.action.op}: ${a.error}`);
+  const summary: RunSummary = {
+    valid: result.verdict === 'linearizable' && convergence.converged,
+    runDir,
+    seed: o.seed,
+    nodes: o.nodes,
+    clients: o.clients,
+    nemeses: schedule.kinds,
+    durationMs: Date.now() - started,
+    workload: stats,
+    faultsApplied: applied.length,
+    faultErrors,
+    unexpectedExits,
+    convergence,
+    linearizability: { verdict: result.verdict, operations: result.operations.total, checkMs, report },
+    replay,
+  };
+  await writeFile(join(runDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  if (summary.valid && o.keepData !== true) await rm(join(runDir, 'cluster'), { recursive: true, force: true });
+  return summary;
+}
+
+/** Read a saved nemesis.json for --schedule. */
+export async function loadSchedule(file: string): Promise<Schedule> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CairnError('ENOENT', `cannot read schedule ${file}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new CairnError('EINVAL', `${file}: not JSON (${(err as Error).message})`);
+  }
+  return parseSchedule(json, file);
+}

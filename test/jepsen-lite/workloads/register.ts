@@ -1,0 +1,178 @@
+/**
+ * The register workload against the KV Raft group: each client is bound to one node and runs
+ * linearizable reads, writes and compare-and-set on a small rolling set of keys (a register per key),
+ * recording every invocation and completion. Outcomes:
+ *  - a read that errs is a `fail` (a read has no effect; the checker drops it);
+ *  - a write or cas that errs or times out is `info` (it may still happen): the client's process id
+ *    retires and the client goes on as a new process, as Jepsen does;
+ *  - a cas whose compare did not match is a `fail` without error: an observation for the checker.
+ * Values are small integers stored as decimal strings.
+ */
+import { KvClient } from '../../../src/raft/kv/client.js';
+import { CairnError } from '../../../src/common/errors.js';
+import type { HistoryRecorder } from '../recorder.js';
+import type { NodeId } from '../proxy.js';
+
+export interface RegisterWorkloadOptions {
+  readonly recorder: HistoryRecorder;
+  /** node id → client endpoint. */
+  readonly endpoints: ReadonlyMap<NodeId, string>;
+  readonly clients: number;
+  readonly rand: () => number;
+  /** Deadline of one request. */
+  readonly requestTimeoutMs?: number;
+  /** Keys in use at once; a key is retired after opsPerKey operations (keeps each key's history small). */
+  readonly keysAtOnce?: number;
+  readonly opsPerKey?: number;
+  /** Pause between a client's operations. */
+  readonly thinkMs?: number;
+  readonly values?: number;
+}
+
+export interface WorkloadStats {
+  ok: number;
+  fail: number;
+  info: number;
+  keysUsed: number;
+}
+
+/** Base pause after a failed request. */
+const ERROR_BACKOFF_MS = 100;
+
+function codeOf(err: unknown): string {
+  if (err instanceof CairnError) return err.code;
+  return err instanceof Error ? err.name : 'EIO';
+}
+
+function parseValue(v: Buffer | undefined): number | null {
+  if (v === undefined) return null;
+  const n = Number(v.toString('utf8'));
+  return Number.isInteger(n) ? n : null;
+}
+
+/** Run clients until `signal` aborts; resolves when every client has finished its last operation. */
+export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: AbortSignal): Promise<WorkloadStats> {
+  const timeoutMs = o.requestTimeoutMs ?? 1_000;
+  const keysAtOnce = o.keysAtOnce ?? 3;
+  const opsPerKey = o.opsPerKey ?? 200;
+  const thinkMs = o.thinkMs ?? 10;
+  const values = o.values ?? 5;
+  const nodes = [...o.endpoints.keys()];
+  const stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
+  let opsStarted = 0;
+  const keyFor = (): string => {
+    const generation = Math.floor(opsStarted / (opsPerKey * keysAtOnce));
+    const k = generation * keysAtOnce + Math.floor(o.rand() * keysAtOnce);
+    stats.keysUsed = Math.max(stats.keysUsed, k + 1);
+    return `r${k}`;
+  };
+  const value = (): number => Math.floor(o.rand() * values);
+
+  const client = async (c: number): Promise<void> => {
+    const node = nodes[c % nodes.length]!;
+    const kv = new KvClient([o.endpoints.get(node)!], timeoutMs);
+    let process_ = c;
+    let erred = false;
+    try {
+      while (!signal.aborted) {
+        opsStarted++;
+        const key = keyFor();
+        const r = o.rand();
+        if (r < 0.5) {
+          const h = o.recorder.invoke(process_, 'read', key, null);
+          try {
+            const v = await kv.get(key, true);
+            o.recorder.ok(h, parseValue(v), node);
+            stats.ok++;
+          } catch (err) {
+            o.recorder.fail(h, codeOf(err), node);
+            stats.fail++;
+            erred = true;
+          }
+        } else if (r < 0.75) {
+          const v = value();
+          const h = o.recorder.invoke(process_, 'write', key, v);
+          try {
+            await kv.put(key, Buffer.from(String(v)));
+            o.recorder.ok(h, v, node);
+            stats.ok++;
+          } catch (err) {
+            o.recorder.info(h, codeOf(err), node);
+            stats.info++;
+            process_ += o.clients;
+            erred = true;
+          }
+        } else {
+          const expected = value();
+          const next = value();
+          const h = o.recorder.invoke(process_, 'cas', key, [expected, next]);
+          try {
+            const res = await kv.cas(key, Buffer.from(String(expected)), Buffer.from(String(next)));
+            if (res.ok) {
+              o.recorder.ok(h, [expected, next], node);
+              stats.ok++;
+            } else {
+              o.recorder.fail(h, undefined, node);
+              stats.fail++;
+            }
+          } catch (err) {
+            o.recorder.info(h, codeOf(err), node);
+            stats.info++;
+            process_ += o.clients;
+            erred = true;
+          }
+        }
+        // After an error, back off so that a dead node's clients do not spin.
+        const pauseMs = erred ? ERROR_BACKOFF_MS + Math.floor(o.rand() * ERROR_BACKOFF_MS) : Math.floor(o.rand() * thinkMs * 2);
+        erred = false;
+        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      }
+    } finally {
+      kv.close();
+    }
+  };
+  await Promise.all(Array.from({ length: o.clients }, (_, c) => client(c)));
+  return stats;
+}
+
+/**
+ * After the faults healed: read every key through every node (linearizable reads, recorded in the
+ * history so the checker sees them) until all nodes answer and agree, or the bound passes.
+ */
+export async function finalReads(
+  o: { recorder: HistoryRecorder; endpoints: ReadonlyMap<NodeId, string>; keys: readonly string[]; firstProcess: number },
+  boundMs: number,
+): Promise<{ converged: boolean; afterMs: number; disagreements: string[] }> {
+  const started = Date.now();
+  const clients = new Map([...o.endpoints].map(([id, e]) => [id, new KvClient([e], 2_000)]));
+  let process_ = o.firstProcess;
+  let disagreements: string[] = [];
+  try {
+    for (;;) {
+      disagreements = [];
+      let allAnswered = true;
+      for (const key of o.keys) {
+        const seen = new Map<NodeId, number | null>();
+        for (const [id, kv] of clients) {
+          const h = o.recorder.invoke(process_, 'read', key, null);
+          try {
+            const v = parseValue(await kv.get(key, true));
+            o.recorder.ok(h, v, id);
+            seen.set(id, v);
+          } catch (err) {
+            o.recorder.fail(h, codeOf(err), id);
+            allAnswered = false;
+          }
+          process_++;
+        }
+        const distinct = new Set(seen.values());
+        if (distinct.size > 1) disagreements.push(`${key}: ${[...seen].map(([id, v]) => `n${id}=${v}`).join(' ')}`);
+      }
+      if (allAnswered && disagreements.length === 0) return { converged: true, afterMs: Date.now() - started, disagreements };
+      if (Date.now() - started > boundMs) return { converged: false, afterMs: Date.now() - started, disagreements };
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  } finally {
+    for (const c of clients.values()) c.close();
+  }
+}
