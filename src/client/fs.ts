@@ -123,6 +123,8 @@ export class CairnFs {
   private readonly idleTimers = new Map<CachedFile, NodeJS.Timeout>();
   private readonly retryTimers = new Map<CachedFile, NodeJS.Timeout>();
   private renewTimer: NodeJS.Timeout | null = null;
+  /** Cached files being removed from disk, by file id (an open of the same file waits). */
+  private readonly removing = new Map<string, Promise<void>>();
   /** Background clean-ups in flight (shutdown waits for them). */
   private readonly background = new Set<Promise<void>>();
   private closing = false;
@@ -177,6 +179,7 @@ export class CairnFs {
     }
     for (const f of fs.files.values()) {
       if (f.hasDirty() || f.st.commit !== null) fs.kick(f);
+      else fs.forgetLater(f); // crashed after its cache was dropped, before the directory went
     }
     fs.renewTimer = setInterval(() => void fs.renewLeases(), Math.max(50, Math.floor(opts.leaseTtlMs / 3)));
     fs.renewTimer.unref();
@@ -215,6 +218,8 @@ export class CairnFs {
       } else if (o.create === true && o.exclusive === true) {
         throw new CairnError('EEXIST', `${path} exists`);
       }
+      const gone = this.removing.get(attr.fileId);
+      if (gone !== undefined) await gone.catch(() => undefined);
       file = this.files.get(attr.fileId);
       if (file === undefined) {
         file = CachedFile.fresh(this.store, {
@@ -230,18 +235,20 @@ export class CairnFs {
       this.byPath.set(path, attr.fileId);
     }
     const f = file;
+    // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
+    f.openCount += 1;
+    this.clearTimer(this.idleTimers, f);
     if (write) {
       try {
         await f.lock.run(async () => {
           await ensureLease(f, this.deps);
         });
       } catch (err) {
-        await this.forgetIfIdle(f);
+        f.openCount -= 1;
+        if (f.openCount === 0) this.afterLastClose(f);
         throw err;
       }
     }
-    f.openCount += 1;
-    this.clearTimer(this.idleTimers, f);
     const fd = this.nextFd++;
     this.handles.set(fd, { file: f, pos: 0, write, append: o.append === true, mode: o.mode ?? this.opts.mode });
     if (o.truncate === true) await this.truncate(fd, 0);
@@ -489,16 +496,26 @@ export class CairnFs {
   private async forgetIfIdle(f: CachedFile): Promise<void> {
     if (f.openCount > 0 || f.hasDirty() || f.running !== null || f.st.commit !== null || this.closing) return;
     await f.lock.run(async () => {
-      if (f.openCount > 0 || f.hasDirty()) return;
-      const token = f.st.leaseToken;
-      await f.removeFromDisk();
+      if (f.openCount > 0 || f.hasDirty() || f.running !== null || this.files.get(f.fileId) !== f) return;
+      // Out of the maps in the same tick as the decision: an open from now on builds a new
+      // CachedFile, and waits (removing) until this one's directory is gone.
       this.files.delete(f.fileId);
       if (this.byPath.get(f.st.path) === f.fileId) this.byPath.delete(f.st.path);
-      if (token !== null) {
-        f.st = { ...f.st, leaseToken: null };
-        await this.meta.releaseLease(f.fileId, token).catch((err: unknown) => {
-          this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
-        });
+      const token = f.st.leaseToken;
+      const done = (async () => {
+        await f.removeFromDisk();
+        if (token !== null) {
+          f.st = { ...f.st, leaseToken: null };
+          await this.meta.releaseLease(f.fileId, token).catch((err: unknown) => {
+            this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
+          });
+        }
+      })();
+      this.removing.set(f.fileId, done);
+      try {
+        await done;
+      } finally {
+        if (this.removing.get(f.fileId) === done) this.removing.delete(f.fileId);
       }
     });
     cacheBytes.set(this.store.usedBytes);
