@@ -147,6 +147,88 @@ export class Layout {
    * `maxGroups` were made. Returns the ids of the new groups.
    */
   fillGreedy(width: number, maxGroups: number): number[] {
+    return this.level === 0 ? this.fillByDisk(width, maxGroups) : this.fillByDomain(width, maxGroups);
+  }
+
+  /**
+   * The greedy builder when shards are spread over domains (machines, racks, …): slot by slot,
+   * take the domain with the most free buckets per shard it already gives this group (at most
+   * `cap`), and in it the disk with the most free buckets. Ties: least recently used first.
+   */
+  private fillByDomain(width: number, maxGroups: number): number[] {
+    const lv = this.level;
+    const elig = this.disks.filter((d) => d.receiver && d.buckets - d.usedCount > 0);
+    const domIds = [...new Set(elig.map((d) => d.dom[lv] as number))];
+    const domIndex = new Map(domIds.map((id, i) => [id, i]));
+    const D = domIds.length;
+    const members: LDisk[][] = domIds.map(() => []);
+    for (const d of elig) (members[domIndex.get(d.dom[lv] as number) as number] as LDisk[]).push(d);
+    const domRem = new Float64Array(D);
+    const domLast = new Float64Array(D).fill(-1);
+    const rem = new Int32Array(this.disks.length);
+    const last = new Float64Array(this.disks.length).fill(-1);
+    for (const d of elig) {
+      rem[d.idx] = d.buckets - d.usedCount;
+      const di = domIndex.get(d.dom[lv] as number) as number;
+      domRem[di] = (domRem[di] as number) + (rem[d.idx] as number);
+    }
+    const created: number[] = [];
+    const taken = new Int32Array(D);
+    const picked: number[] = [];
+    let stamp = 0;
+    while (created.length < maxGroups) {
+      taken.fill(0);
+      picked.length = 0;
+      while (picked.length < width) {
+        let best = -1;
+        let bestDisk = -1;
+        for (let di = 0; di < D; di++) {
+          const t = taken[di] as number;
+          const r = domRem[di] as number;
+          if (t >= this.cap || r <= 0) continue;
+          if (best >= 0) {
+            const bt = taken[best] as number;
+            const br = domRem[best] as number;
+            const lhs = r * (bt + 1);
+            const rhs = br * (t + 1);
+            if (lhs < rhs || (lhs === rhs && (domLast[di] as number) >= (domLast[best] as number))) continue;
+          }
+          // The domain's best disk that fits (not yet in the group, lower levels within cap).
+          let cand = -1;
+          for (const d of members[di] as LDisk[]) {
+            const rd = rem[d.idx] as number;
+            if (rd <= 0 || picked.includes(d.idx)) continue;
+            if (cand >= 0) {
+              const rc = rem[cand] as number;
+              if (rd < rc || (rd === rc && (last[d.idx] as number) >= (last[cand] as number))) continue;
+            }
+            if (this.fits(picked, d.idx)) cand = d.idx;
+          }
+          if (cand < 0) continue;
+          best = di;
+          bestDisk = cand;
+        }
+        if (bestDisk < 0) break;
+        picked.push(bestDisk);
+        taken[best] = (taken[best] as number) + 1;
+      }
+      if (picked.length < width) break;
+      const g: LGroup = { disks: [...picked], buckets: [], retired: false };
+      for (const d of picked) {
+        g.buckets.push(this.alloc(d));
+        rem[d] = (rem[d] as number) - 1;
+        last[d] = stamp++;
+        const di = domIndex.get((this.disks[d] as LDisk).dom[lv] as number) as number;
+        domRem[di] = (domRem[di] as number) - 1;
+        domLast[di] = stamp;
+      }
+      created.push(this.groups.length);
+      this.groups.push(g);
+    }
+    return created;
+  }
+
+  private fillByDisk(width: number, maxGroups: number): number[] {
     const elig = this.disks.filter((d) => d.receiver && d.buckets - d.usedCount > 0);
     // Interleave machines: disk rank within its machine first, so consecutive disks differ in machine.
     const rank = new Map<number, number>();
