@@ -355,8 +355,10 @@ export class Raft {
     }
     if (ents.length === 0 && !sendIfEmpty) return false;
     if (pr.state === 'replicate' && ents.length > 0 && this.opts.maxInflightBytes > 0) {
-      // Keep the bytes in flight within the bound (the window may accept a partial batch).
+      // Keep the bytes in flight within the bound: send only what fits in the room left
+      // (a single entry larger than the bound goes alone, into an empty window).
       let room = this.opts.maxInflightBytes - pr.inflights.bytes;
+      if (pr.inflights.count() > 0 && entrySizeBytes(ents[0]!) > room) return false;
       let n = 0;
       while (n < ents.length && (n === 0 || entrySizeBytes(ents[n]!) <= room)) {
         room -= entrySizeBytes(ents[n]!);

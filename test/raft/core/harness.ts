@@ -4,6 +4,8 @@
  * in-memory network with per-link drops, in the spirit of etcd's raft paper tests.
  */
 import {
+  BOOTSTRAP_INDEX,
+  BOOTSTRAP_TERM,
   EntryType,
   MessageType,
   NONE,
@@ -128,10 +130,19 @@ export class Network {
   /** Hook to intercept a message: return false to drop it. */
   filter: ((m: Message) => boolean) | undefined;
 
-  constructor(ids: NodeId[], o: NodeOptions = {}, logs?: Map<NodeId, { log: Entry[]; term: number }>) {
+  /**
+   * Nodes `ids`, all voters. With `bootstrap`, each starts from the bootstrap snapshot at
+   * index 1 (as real clusters do, so that a joining node gets a snapshot); otherwise from an
+   * empty log at index 0 (as in the paper's figures), or from `logs`.
+   */
+  constructor(ids: NodeId[], o: NodeOptions & { bootstrap?: boolean } = {}, logs?: Map<NodeId, { log: Entry[]; term: number }>) {
+    const { bootstrap, ...opts } = o;
     for (const id of ids) {
       const l = logs?.get(id);
-      this.nodes.set(id, new TestNode(id, storageWith(ids, l?.log ?? [], l?.term ?? 0), o));
+      const storage = bootstrap
+        ? new MemoryStorage({ index: BOOTSTRAP_INDEX, term: BOOTSTRAP_TERM, conf: { voters: ids, learners: [] } })
+        : storageWith(ids, l?.log ?? [], l?.term ?? 0);
+      this.nodes.set(id, new TestNode(id, storage, { applied: bootstrap ? BOOTSTRAP_INDEX : 0, ...opts }));
     }
   }
 
@@ -169,10 +180,11 @@ export class Network {
       if (++guard > 200_000) throw new Error('network never quiets down');
       const m = queue.shift()!;
       this.trace.push(m);
-      if (this.cut.has(`${m.from}-${m.to}`) || this.dropTypes.has(m.type)) continue;
-      if (this.filter && !this.filter(m)) continue;
       const dst = this.nodes.get(m.to);
-      if (!dst) continue;
+      const lost = this.cut.has(`${m.from}-${m.to}`) || this.dropTypes.has(m.type) || (this.filter !== undefined && !this.filter(m)) || !dst;
+      // The transport reports the fate of every snapshot to its sender.
+      if (m.type === MessageType.Snap) this.nodes.get(m.from)?.rn.reportSnapshot(m.to, !lost);
+      if (lost) continue;
       dst.rn.step(m);
       queue.push(...dst.drain());
       for (const n of this.nodes.values()) if (n !== dst) queue.push(...n.drain());
@@ -208,3 +220,30 @@ export class Network {
 }
 
 export { makeMessage };
+
+/** One node on its own (no network): messages are read from its Ready by the test. */
+export function soloNode(
+  id: NodeId,
+  voters: NodeId[],
+  init: { log?: Entry[]; term?: number; vote?: NodeId; commit?: number; learners?: NodeId[] } = {},
+  o: NodeOptions = {},
+): TestNode {
+  const s = storageWith(voters, init.log ?? [], init.term ?? 0, init.learners ?? []);
+  s.setHardState({ term: init.term ?? 0, vote: init.vote ?? NONE, commit: init.commit ?? 0 });
+  return new TestNode(id, s, o);
+}
+
+/** Make a solo node leader of the next term: campaign and grant it every vote. */
+export function makeLeader(n: TestNode): void {
+  n.rn.campaign();
+  const term = n.raft.term;
+  for (const v of n.raft.voters) {
+    if (v === n.id) continue;
+    n.rn.step(makeMessage({ type: MessageType.VoteResp, from: v, to: n.id, term }));
+  }
+  if (n.raft.role !== Role.Leader) throw new Error('makeLeader: node did not become leader');
+}
+
+export function msg(m: Partial<Message> & Pick<Message, 'type' | 'from' | 'to'>): Message {
+  return makeMessage(m);
+}
