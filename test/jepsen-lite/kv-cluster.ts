@@ -8,6 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RaftConfig } from '../../src/common/config.js';
 import { CairnError } from '../../src/common/errors.js';
+import { KvClient } from '../../src/raft/kv/client.js';
 import { freePort } from '../helpers/env.js';
 import { loseDirectory, restoreDirectory, type NemesisTarget } from './nemesis.js';
 import { LinkNetwork, type Components, type NodeId } from './proxy.js';
@@ -116,6 +117,28 @@ export class KvCluster implements NemesisTarget {
 
   async heal(): Promise<void> {
     this.net.heal();
+  }
+
+  /** The leader most running nodes report (asked directly, not through the proxies). */
+  async leader(): Promise<NodeId | undefined> {
+    const votes = new Map<number, number>();
+    await Promise.all(
+      this.ids.map(async (id) => {
+        if (this.proc(id).state !== 'running') return;
+        const c = new KvClient([this.endpoint(id)], 1_000);
+        try {
+          const s = await c.status(0);
+          if (s.leader > 0) votes.set(s.leader, (votes.get(s.leader) ?? 0) + 1);
+        } catch {
+          // an unreachable node has no say
+        } finally {
+          c.close();
+        }
+      }),
+    );
+    let best: NodeId | undefined;
+    for (const [id, n] of votes) if (best === undefined || n > votes.get(best)!) best = id;
+    return best;
   }
 
   async loseDisk(node: NodeId): Promise<void> {

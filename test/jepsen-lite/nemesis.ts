@@ -20,6 +20,8 @@ export const actionSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('pause'), node: nodeId }),
   z.object({ op: z.literal('resume'), node: nodeId }),
   z.object({ op: z.literal('partition'), shape: z.enum(['majority-minority', 'isolate', 'bridge']), components: z.array(z.array(nodeId)) }),
+  /** Cut off whichever node leads when the action runs. */
+  z.object({ op: z.literal('isolate-leader') }),
   z.object({ op: z.literal('heal') }),
   z.object({ op: z.literal('lose-disk'), node: nodeId }),
   z.object({ op: z.literal('restore-disk'), node: nodeId }),
@@ -83,7 +85,11 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
         events.push({ atMs: t, action: { op: 'pause', node } }, { atMs: t + len, action: { op: 'resume', node } });
         break;
       case 'partition': {
-        const shape = pick(o.nodes.length >= 3 ? (['majority-minority', 'isolate', 'bridge'] as const) : (['isolate'] as const));
+        const shape = pick(o.nodes.length >= 3 ? (['majority-minority', 'isolate', 'bridge', 'isolate-leader'] as const) : (['isolate', 'isolate-leader'] as const));
+        if (shape === 'isolate-leader') {
+          events.push({ atMs: t, action: { op: 'isolate-leader' } }, { atMs: t + len, action: { op: 'heal' } });
+          break;
+        }
         const components: Components =
           shape === 'majority-minority'
             ? partitions.majorityMinority(o.nodes, rand)
@@ -118,6 +124,8 @@ export interface NemesisTarget {
   resume(node: NodeId): Promise<void>;
   partition(components: Components): Promise<void>;
   heal(): Promise<void>;
+  /** The node that leads now, if any (for leader-aimed faults). */
+  leader(): Promise<NodeId | undefined>;
   loseDisk(node: NodeId): Promise<void>;
   restoreDisk(node: NodeId): Promise<void>;
 }
@@ -128,11 +136,19 @@ export interface AppliedAction {
   readonly plannedAtMs: number;
   readonly action: NemesisAction;
   readonly error?: string;
+  /** What a leader-aimed action resolved to. */
+  readonly resolved?: string;
 }
 
-/** Apply one action to the target. */
-export async function applyAction(target: NemesisTarget, a: NemesisAction): Promise<void> {
+/** Apply one action to the target; returns what a leader-aimed action resolved to. */
+export async function applyAction(target: NemesisTarget, a: NemesisAction, nodes: readonly NodeId[] = []): Promise<string | void> {
   switch (a.op) {
+    case 'isolate-leader': {
+      const leader = await target.leader();
+      if (leader === undefined) throw new CairnError('EUNAVAIL', 'no leader to isolate');
+      await target.partition(partitions.isolate(nodes, leader));
+      return `isolated leader n${leader}`;
+    }
     case 'kill':
       return target.kill(a.node);
     case 'restart':
@@ -176,12 +192,19 @@ export async function runSchedule(
     if (opts.signal?.aborted === true) break;
     const atMs = Date.now() - opts.startMs;
     let error: string | undefined;
+    let resolved: string | void = undefined;
     try {
-      await applyAction(target, ev.action);
+      resolved = await applyAction(target, ev.action, schedule.nodes);
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
     }
-    const rec: AppliedAction = { atMs, plannedAtMs: ev.atMs, action: ev.action, ...(error === undefined ? {} : { error }) };
+    const rec: AppliedAction = {
+      atMs,
+      plannedAtMs: ev.atMs,
+      action: ev.action,
+      ...(error === undefined ? {} : { error }),
+      ...(typeof resolved === 'string' ? { resolved } : {}),
+    };
     applied.push(rec);
     opts.onApplied?.(rec);
   }
@@ -195,6 +218,8 @@ export function describeAction(a: NemesisAction): string {
       return `partition ${a.shape} ${a.components.map((c) => `{${c.join(',')}}`).join(' ')}`;
     case 'heal':
       return 'heal';
+    case 'isolate-leader':
+      return 'isolate leader';
     default:
       return `${a.op} n${a.node}`;
   }

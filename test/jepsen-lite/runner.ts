@@ -11,7 +11,7 @@ import { CairnError } from '../../src/common/errors.js';
 import { checkWithModel, formatResult, type CheckResult } from './checker/check.js';
 import { pairEvents, parseHistory } from './checker/history.js';
 import { KvCluster } from './kv-cluster.js';
-import { makeSchedule, parseSchedule, runSchedule, seededRandom, type AppliedAction, type NemesisKind, type Schedule } from './nemesis.js';
+import { describeAction, makeSchedule, parseSchedule, runSchedule, seededRandom, type AppliedAction, type NemesisKind, type Schedule } from './nemesis.js';
 import { HistoryRecorder } from './recorder.js';
 import { renderTimeline } from './timeline.js';
 import { finalReads, runRegisterWorkload, type WorkloadStats } from './workloads/register.js';
@@ -108,7 +108,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     applied = await runSchedule(schedule, cluster, {
       startMs: started,
       signal: stop.signal,
-      onApplied: (a) => log(`${(a.atMs / 1000).toFixed(1)}s ${a.action.op}${'node' in a.action ? ` n${a.action.node}` : ''}${a.error ? ` FAILED: ${a.error}` : ''}`),
+      onApplied: (a) => log(`${(a.atMs / 1000).toFixed(1)}s ${a.resolved ?? describeAction(a.action)}${a.error ? ` FAILED: ${a.error}` : ''}`),
     });
     stats = await workload;
     clearTimeout(stopTimer);

@@ -126,7 +126,7 @@ describe('nemesis schedules', () => {
       last = atMs;
       const n = 'node' in action ? action.node : 0;
       if (action.op === 'kill' || action.op === 'pause' || action.op === 'lose-disk') open.add(`${action.op}${n}`);
-      if (action.op === 'partition') open.add('partition');
+      if (action.op === 'partition' || action.op === 'isolate-leader') open.add('partition');
       if (action.op === 'restart') open.delete(`kill${n}`);
       if (action.op === 'resume') open.delete(`pause${n}`);
       if (action.op === 'restore-disk') open.delete(`lose-disk${n}`);
@@ -149,6 +149,7 @@ describe('nemesis schedules', () => {
       resume: async (n) => void calls.push(`resume${n}`),
       partition: async (c) => void calls.push(`partition${JSON.stringify(c)}`),
       heal: async () => void calls.push('heal'),
+      leader: async () => 2,
       loseDisk: async (n) => void calls.push(`lose${n}`),
       restoreDisk: async (n) => void calls.push(`restore${n}`),
     };
@@ -163,15 +164,18 @@ describe('nemesis schedules', () => {
         { atMs: 20, action: { op: 'restart' as const, node: 2 } },
         { atMs: 30, action: { op: 'partition' as const, shape: 'isolate' as const, components: [[1], [2]] } },
         { atMs: 40, action: { op: 'heal' as const } },
+        { atMs: 45, action: { op: 'isolate-leader' as const } },
+        { atMs: 50, action: { op: 'heal' as const } },
       ],
     };
     const applied = await runSchedule(schedule, target, { startMs: Date.now() });
-    expect(calls).toEqual(['kill2', 'restart2', 'partition[[1],[2]]', 'heal']);
-    expect(applied.map((a) => a.error)).toEqual([undefined, 'cannot pause', undefined, undefined, undefined]);
+    expect(calls).toEqual(['kill2', 'restart2', 'partition[[1],[2]]', 'heal', 'partition[[2],[1]]', 'heal']);
+    expect(applied.map((a) => a.error)).toEqual([undefined, 'cannot pause', undefined, undefined, undefined, undefined, undefined]);
+    expect(applied[5]!.resolved).toBe('isolated leader n2');
     await applyAction(target, { op: 'lose-disk', node: 1 });
     expect(calls.at(-1)).toBe('lose1');
     const windows = faultWindows(applied, 100);
-    expect(windows.map((w) => w.label)).toEqual(['kill n2', 'partition isolate {1} {2}', 'pause n1']);
+    expect(windows.map((w) => w.label)).toEqual(['kill n2', 'partition isolate {1} {2}', 'isolated leader n2', 'pause n1']);
   });
 });
 

@@ -28,13 +28,18 @@ export function faultWindows(applied: readonly AppliedAction[], endMs: number): 
     const undone = undo[act.op];
     if (undone !== undefined) {
       const key = `${undone}:${undone === 'partition' ? 0 : node}`;
+      const o2 = undone === 'partition' ? open.get('isolate-leader:0') : undefined;
+      if (o2 !== undefined) {
+        out.push({ fromMs: o2.fromMs, toMs: a.atMs, label: o2.label });
+        open.delete('isolate-leader:0');
+      }
       const o = open.get(key);
       if (o !== undefined) {
         out.push({ fromMs: o.fromMs, toMs: a.atMs, label: o.label });
         open.delete(key);
       }
     } else {
-      open.set(`${act.op}:${act.op === 'partition' ? 0 : node}`, { fromMs: a.atMs, label: describeAction(act) });
+      open.set(`${act.op}:${act.op === 'partition' || act.op === 'isolate-leader' ? 0 : node}`, { fromMs: a.atMs, label: a.resolved ?? describeAction(act) });
     }
   }
   for (const o of open.values()) out.push({ fromMs: o.fromMs, toMs: endMs, label: o.label });
