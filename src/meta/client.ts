@@ -411,6 +411,7 @@ export class MetaClient {
       });
       try {
         for (;;) {
+          if (opts.signal?.aborted || this.closed) return;
           if (queue.length === 0) {
             if (ended !== undefined) break;
             await new Promise<void>((r) => (wake = r));
@@ -420,6 +421,7 @@ export class MetaClient {
           if (queue.length < 16) stream.resume();
           failures = 0;
           for (const w of (m.events as Wire[] | undefined) ?? []) {
+            if (opts.signal?.aborted || this.closed) return;
             const ev = eventFromWire(w);
             if (next !== 0 && ev.revision < next) continue; // never repeat
             next = ev.revision + 1;
