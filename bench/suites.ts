@@ -3,3 +3,4 @@ import type { BenchSuite } from './table.js';
 
 export const SUITES: BenchSuite[] = [];
 SUITES.push((await import('./chunk.js')).chunkSuite);
+SUITES.push((await import('./client.js')).clientSuite);
