@@ -357,14 +357,16 @@ export class Raft {
     if (pr.state === 'replicate' && ents.length > 0 && this.opts.maxInflightBytes > 0) {
       // Keep the bytes in flight within the bound: send only what fits in the room left
       // (a single entry larger than the bound goes alone, into an empty window).
+      // When nothing fits, an empty append (if wanted) still carries the commit index and
+      // probes for lost appends: the follower rejects it if it misses entries.
       let room = this.opts.maxInflightBytes - pr.inflights.bytes;
-      if (pr.inflights.count() > 0 && entrySizeBytes(ents[0]!) > room) return false;
       let n = 0;
-      while (n < ents.length && (n === 0 || entrySizeBytes(ents[n]!) <= room)) {
+      while (n < ents.length && ((n === 0 && pr.inflights.count() === 0) || entrySizeBytes(ents[n]!) <= room)) {
         room -= entrySizeBytes(ents[n]!);
         n++;
       }
       if (n < ents.length) ents = ents.slice(0, n);
+      if (ents.length === 0 && !sendIfEmpty) return false;
     }
     let bytes = 0;
     for (const e of ents) bytes += entrySizeBytes(e);

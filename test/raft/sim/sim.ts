@@ -537,12 +537,15 @@ export class Simulation {
     const l = this.currentLeader();
     if (!l) return;
     const conf = l.rn!.status().conf;
+    // Usually asked of the leader; sometimes of another node, which forwards it.
+    const ups = this.upNodes();
+    const via = this.rng.chance(0.7) || ups.length === 0 ? l : this.rng.pick(ups);
     const options: (() => void)[] = [];
     const propose = (type: ConfChangeType, nodeId: NodeId) => () => {
       try {
-        l.rn!.proposeConfChange({ type, nodeId, context: new Uint8Array(0) });
+        via.rn!.proposeConfChange({ type, nodeId, context: new Uint8Array(0) });
         this.stats.confChanges++;
-        this.log(`propose ${ConfChangeType[type]} n${nodeId} on n${l.id}`);
+        this.log(`propose ${ConfChangeType[type]} n${nodeId} on n${via.id}`);
         if (type === ConfChangeType.AddLearner && !this.nodes.has(nodeId)) {
           // The new node starts empty and learns everything from the leader's snapshot.
           const sn = new SimNode(nodeId, new MemoryStorage(), []);
@@ -560,7 +563,7 @@ export class Simulation {
     if (conf.voters.length > 3) for (const id of conf.voters) options.push(propose(ConfChangeType.RemoveNode, id));
     if (options.length === 0) return;
     this.rng.pick(options)();
-    this.processReadies(l);
+    this.processReadies(via);
   }
 
   private snapshotNode(n: SimNode): void {
@@ -609,8 +612,8 @@ export class Simulation {
     const r = this.rng;
     if (r.chance(0.3)) this.propose();
     if (r.chance(0.25)) this.read();
-    if (r.chance(0.005)) this.transfer();
-    if (r.chance(0.006)) this.confChange();
+    if (r.chance(0.008)) this.transfer();
+    if (r.chance(0.015)) this.confChange();
     if (r.chance(0.02)) {
       const ups = this.upNodes();
       if (ups.length > 0) this.snapshotNode(r.pick(ups));
@@ -700,7 +703,8 @@ export class Simulation {
       .map((n) => {
         if (!n.rn) return `n${n.id}:down`;
         const s = n.rn.status();
-        return `n${n.id}:${s.role} t${s.term} lead${s.leader} commit${s.commit} applied${n.keys.length} last${s.lastIndex} voters[${s.conf.voters}] learners[${s.conf.learners}]`;
+        const prs = s.role === Role.Leader ? ` progress{${[...s.progress].map(([id, p]) => `${id}:${p.state} m${p.match} n${p.next} inf${p.inflight}${p.recentActive ? '' : ' inactive'}`).join(', ')}}` : '';
+        return `n${n.id}:${s.role} t${s.term} lead${s.leader} commit${s.commit} applied${n.keys.length} last${s.lastIndex} voters[${s.conf.voters}] learners[${s.conf.learners}]${prs}`;
       })
       .join(' | ');
   }
