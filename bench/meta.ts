@@ -86,7 +86,9 @@ async function startCluster(base: string): Promise<{ endpoints: string[]; childr
       config,
       JSON.stringify({ clusterName: 'bench', nodeId: id, listen: endpoints[i], peers, dataDir, cacheDir: join(dataDir, 'cache'), location: { machine: id } }),
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'kv', 'serve', '--config', config], {
+    // CAIRN_BENCH_NODE_ARGS: extra node flags for the servers (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+    const extra = (process.env.CAIRN_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...extra, '--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'kv', 'serve', '--config', config], {
       cwd: ROOT,
       env: { ...process.env, CAIRN_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],

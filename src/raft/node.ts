@@ -171,6 +171,7 @@ export class RaftNode {
   private reqSeq = 0;
   private readonly pending = new Map<number, Pending>();
   private confPending: number | undefined;
+  private confRetrying = false;
 
   private readSeq = 0;
   private readQueue: ReadWaiter[] = [];
@@ -404,12 +405,18 @@ export class RaftNode {
   async transferLeadership(to: NodeId, opts: { timeoutMs?: number } = {}): Promise<void> {
     this.checkRunning();
     if (!this.conf.voters.includes(to)) throw new CairnError('EINVAL', `node ${to} is not a voter`);
-    this.raw.transferLeadership(to);
-    this.kick();
-    const deadline = Date.now() + (opts.timeoutMs ?? this.cfg.electionTicks * this.cfg.tickMs * 4);
+    const electionMs = this.cfg.electionTicks * this.cfg.tickMs;
+    const deadline = Date.now() + (opts.timeoutMs ?? Math.max(5000, electionMs * 10));
+    let lastAskMs = 0;
     while (this.leader !== to) {
       this.checkRunning();
       if (Date.now() > deadline) throw new CairnError('ETIMEDOUT', `leadership did not move to node ${to} in time`);
+      // The core abandons a transfer after an election timeout (e.g. the target lagged): ask again.
+      if (Date.now() - lastAskMs > electionMs && this.raw.status().leadTransferee !== to) {
+        lastAskMs = Date.now();
+        this.raw.transferLeadership(to);
+        this.kick();
+      }
       await new Promise((r) => setTimeout(r, this.cfg.tickMs));
     }
   }
@@ -424,7 +431,20 @@ export class RaftNode {
     await this.idle.catch(() => undefined);
     while (this.running) await new Promise((r) => setTimeout(r, 5));
     this.transport?.close();
-    await this.server?.stop();
+    if (this.server !== undefined) {
+      // Peers keep streams open to us: give in-flight calls a moment, then cut them.
+      const srv = this.server.server;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          srv.forceShutdown();
+          resolve();
+        }, 200);
+        srv.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
     await this.storage?.close().catch(() => undefined);
     await this.sm.close().catch(() => undefined);
     this.log.info('raft node stopped');
@@ -463,23 +483,37 @@ export class RaftNode {
         new CairnError('ENOTLEADER', `node ${this.id} is not the leader; change membership on node ${this.leader}`, { leader: this.leader }),
       );
     }
-    if (this.confPending !== undefined && this.pending.has(this.confPending)) {
+    if (this.confPending !== undefined && (this.pending.has(this.confPending) || this.confRetrying)) {
       return Promise.reject(new CairnError('EBUSY', 'a membership change is already in progress; changes go one at a time'));
     }
     const req = ++this.reqSeq;
     const ctx: ConfContext = { proposer: this.id, req };
     if (address !== undefined) ctx.address = address;
     const cc: ConfChange = { type, nodeId, context: Buffer.from(JSON.stringify(ctx)) };
+    const deadlineMs = Date.now() + (timeoutMs ?? this.proposeTimeoutMs);
+    this.confPending = req;
     return new Promise<ConfState>((resolve, reject) => {
-      try {
-        this.raw.proposeConfChange(cc);
-      } catch (err) {
-        reject(this.mapCoreError(err));
-        return;
-      }
-      this.confPending = req;
-      this.pending.set(req, { resolve: resolve as (v: unknown) => void, reject, deadlineMs: Date.now() + (timeoutMs ?? this.proposeTimeoutMs) });
-      this.kick();
+      // A new leader accepts a change only after it committed an entry of its term (EBUSY
+      // until then): retry every tick until the deadline.
+      const attempt = (): void => {
+        this.confRetrying = false;
+        if (this.stopped) return reject(new CairnError('ECANCELED', `node ${this.id} is stopping`));
+        try {
+          this.raw.proposeConfChange(cc);
+        } catch (err) {
+          if (err instanceof CairnError && err.code === 'EBUSY' && Date.now() < deadlineMs) {
+            this.confRetrying = true;
+            setTimeout(attempt, this.cfg.tickMs);
+            return;
+          }
+          if (this.confPending === req) this.confPending = undefined;
+          reject(this.mapCoreError(err));
+          return;
+        }
+        this.pending.set(req, { resolve: resolve as (v: unknown) => void, reject, deadlineMs });
+        this.kick();
+      };
+      attempt();
     });
   }
 
@@ -635,6 +669,10 @@ export class RaftNode {
         this.leaderWaiters.clear();
       }
     }
+    // Nothing in a Ready that needs no fsync (only the commit index changed) is a
+    // precondition of its messages: send them first and keep the write off the critical path.
+    const sendFirst = !rd.mustSync;
+    if (sendFirst) this.transport.send(rd.messages);
     // 1. persist: an installed snapshot first reaches the state machine, then the log.
     if (rd.snapshot !== undefined) await this.installSnapshot(rd.snapshot.metadata.index, rd.snapshot.metadata.term);
     if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.hardState !== undefined) {
@@ -655,7 +693,7 @@ export class RaftNode {
       }
     }
     // 2. send
-    this.transport.send(rd.messages);
+    if (!sendFirst) this.transport.send(rd.messages);
     // 3. apply
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
     // 4. reads
