@@ -506,7 +506,7 @@ export class CairnFs {
         await f.removeFromDisk();
         if (token !== null) {
           f.st = { ...f.st, leaseToken: null };
-          await this.meta.releaseLease(f.fileId, token).catch((err: unknown) => {
+          await this.meta.releaseLease(f.fileId, this.holder, token).catch((err: unknown) => {
             this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
           });
         }
@@ -578,7 +578,7 @@ export class CairnFs {
       const token = f.st.leaseToken;
       if (token === null) continue;
       try {
-        const lease = await this.meta.renewLease(f.fileId, token, this.opts.leaseTtlMs);
+        const lease = await this.meta.renewLease(f.fileId, this.holder, token, this.opts.leaseTtlMs);
         if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: lease.token };
       } catch (err) {
         this.log.warn({ path: f.st.path, err: String(err) }, 'lease renewal failed; the next commit takes a new lease');

@@ -59,7 +59,8 @@ export type CommitRecordState = 'visible' | 'durable';
 export interface CommitRecord {
   fileId: string;
   version: number;
-  commitId: string;
+  /** The client's commit id when the service keeps it (src/meta does not yet: null). */
+  commitId: string | null;
   state: CommitRecordState;
 }
 
@@ -72,14 +73,14 @@ export interface MetaPort {
   /** One writer per file: EBUSY while another holder's lease is live. */
   acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease>;
   /** EFENCED when the lease has expired or was taken over. */
-  renewLease(fileId: string, token: string, ttlMs: number): Promise<Lease>;
-  releaseLease(fileId: string, token: string): Promise<void>;
+  renewLease(fileId: string, holder: string, token: string, ttlMs: number): Promise<Lease>;
+  releaseLease(fileId: string, holder: string, token: string): Promise<void>;
   /** Install a new version: ECONFLICT when the file is no longer at expectedVersion, EFENCED for a dead lease. */
   commitVersion(req: CommitRequest): Promise<{ version: number }>;
   /** Record that every chunk of `version` reached full health. Idempotent. */
   markDurable(fileId: string, version: number, commitId: string): Promise<void>;
-  /** The newest commit record of the file, or null when it never had one. */
-  commitStatus(fileId: string): Promise<CommitRecord | null>;
+  /** The commit record of one version of the file, or null when there is none. */
+  commitStatus(fileId: string, version: number): Promise<CommitRecord | null>;
 }
 
 export interface ChunkHealth {

@@ -103,7 +103,7 @@ describe('kill -9 at every failpoint of a strong-mode commit', () => {
     await eventually(async () => (await readdir(join(dir.path, 'cache', 'files'))).length === 0);
     expect((await committedContent('after-restart')).equals(B)).toBe(true);
     const attr = await ports().meta.lookup('/f');
-    expect((await ports().meta.commitStatus(attr!.fileId))!.state).toBe('durable');
+    expect((await ports().meta.commitStatus(attr!.fileId, attr!.version))!.state).toBe('durable');
   });
 });
 

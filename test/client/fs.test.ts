@@ -150,7 +150,7 @@ describe('commit', () => {
     expect(attr!.version).toBe(1);
     expect(attr!.size).toBe(data.length);
     expect(attr!.extents.map((e) => e.length)).toEqual([CHUNK, CHUNK, 5]);
-    expect((await meta.commitStatus(attr!.fileId))!.state).toBe('durable');
+    expect((await meta.commitStatus(attr!.fileId, attr!.version))!.state).toBe('durable');
     await eventually(async () => (await cachedFileDirs()).length === 0);
     // Another node (own cache dir) reads through the chunk store.
     const other = await start({}, 'cache-2');
@@ -261,7 +261,7 @@ describe('commit', () => {
     await fs.commit(fd, 'durable');
     expect((await fs.commitStatus('/h')).state).toBe('durable');
     const attr = await meta.lookup('/h');
-    expect((await meta.commitStatus(attr!.fileId))!.state).toBe('durable');
+    expect((await meta.commitStatus(attr!.fileId, attr!.version))!.state).toBe('durable');
     await fs.close(fd);
   });
 

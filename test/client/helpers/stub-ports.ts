@@ -103,7 +103,7 @@ export class StubMeta implements MetaPort {
     });
   }
 
-  async renewLease(fileId: string, token: string, ttlMs: number): Promise<Lease> {
+  async renewLease(fileId: string, _holder: string, token: string, ttlMs: number): Promise<Lease> {
     return this.tx((d) => {
       const l = d.leases[fileId];
       if (l === undefined || l.token !== token || l.expiresAtMs < Date.now()) throw new CairnError('EFENCED', 'lease lost');
@@ -112,7 +112,7 @@ export class StubMeta implements MetaPort {
     });
   }
 
-  async releaseLease(fileId: string, token: string): Promise<void> {
+  async releaseLease(fileId: string, _holder: string, token: string): Promise<void> {
     this.calls.push('releaseLease');
     await this.tx((d) => {
       if (d.leases[fileId]?.token === token) delete d.leases[fileId];
@@ -144,9 +144,10 @@ export class StubMeta implements MetaPort {
     });
   }
 
-  async commitStatus(fileId: string): Promise<CommitRecord | null> {
+  async commitStatus(fileId: string, version: number): Promise<CommitRecord | null> {
     const d = await this.load();
-    return d.commits[fileId] ?? null;
+    const c = d.commits[fileId];
+    return c !== undefined && c.version === version ? c : null;
   }
 
   /** Test hook: another writer installs a version behind the client's back. */

@@ -1,0 +1,163 @@
+/**
+ * The client's ports bound to the real services: MetaPort over src/meta's MetaClient (gRPC,
+ * leader failover) and ChunkPort over src/chunk's writer and reader, with placement from the
+ * diskmap (a chunk's group is groupForKey(diskmap, its SHA-256); shard i goes to the group's
+ * bucket i). Translation only: no policy lives here.
+ */
+import { CairnError } from '../common/errors.js';
+import type { MetaClient, Attr, Extent as MetaExtent } from '../meta/client.js';
+import type { ChunkClients } from '../chunk/client.js';
+import { writeChunk } from '../chunk/writer.js';
+import { readChunk } from '../chunk/reader.js';
+import { formatBucketId, parseSchemeTag, schemeTag, shardsNeeded, shardCount, type Scheme, type ShardTarget } from '../chunk/types.js';
+import { groupForKey, type BucketId, type Diskmap } from '../diskmap/index.js';
+import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, Extent, FileAttr, Lease, MetaPort, PutChunkResult } from './ports.js';
+
+function inoOf(fileId: string): number {
+  const ino = Number(fileId);
+  if (!Number.isSafeInteger(ino) || ino <= 0) throw new CairnError('EINVAL', `"${fileId}" is not an inode number`);
+  return ino;
+}
+
+function tokenOf(token: string): number {
+  const t = Number(token);
+  if (!Number.isSafeInteger(t) || t < 0) throw new CairnError('EINVAL', `"${token}" is not a lease token`);
+  return t;
+}
+
+function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[]): FileAttr {
+  if (attr.type !== 'file') throw new CairnError(attr.type === 'dir' ? 'EISDIR' : 'EINVAL', `${path} is not a regular file`);
+  return {
+    fileId: String(attr.ino),
+    path,
+    size: attr.size,
+    // The commit compares-and-sets on the inode's version: use that one.
+    version: attr.version,
+    mode: attr.mode,
+    mtimeMs: attr.mtimeMs,
+    extents: extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+  };
+}
+
+export class MetaAdapter implements MetaPort {
+  constructor(private readonly meta: MetaClient) {}
+
+  async lookup(path: string): Promise<FileAttr | null> {
+    try {
+      const l = await this.meta.layout(path);
+      return fileAttr(path, l.attr, l.extents);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async create(path: string, opts: { mode: number }): Promise<FileAttr> {
+    const { attr } = await this.meta.create(path, { mode: opts.mode, exclusive: true });
+    return fileAttr(path, attr, []);
+  }
+
+  async getattr(fileId: string): Promise<FileAttr> {
+    const l = await this.meta.layout({ ino: inoOf(fileId) });
+    return fileAttr(l.attr.name === '' ? `#${fileId}` : l.attr.name, l.attr, l.extents);
+  }
+
+  async acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease> {
+    const g = await this.meta.leaseAcquire(inoOf(fileId), holder, ttlMs);
+    return { token: String(g.token), expiresAtMs: g.validUntilMs };
+  }
+
+  async renewLease(fileId: string, holder: string, token: string, ttlMs: number): Promise<Lease> {
+    const g = await this.meta.leaseRenew(inoOf(fileId), holder, tokenOf(token), ttlMs);
+    return { token: String(g.token), expiresAtMs: g.validUntilMs };
+  }
+
+  async releaseLease(fileId: string, holder: string, token: string): Promise<void> {
+    await this.meta.leaseRelease(inoOf(fileId), holder, tokenOf(token));
+  }
+
+  async commitVersion(req: CommitRequest): Promise<{ version: number }> {
+    const { record } = await this.meta.commitVersion({
+      ino: inoOf(req.fileId),
+      expectedVersion: req.expectedVersion,
+      fence: tokenOf(req.leaseToken),
+      size: req.size,
+      extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+      mtimeMs: Math.floor(req.mtimeMs),
+    });
+    return { version: record.version };
+  }
+
+  async markDurable(fileId: string, version: number): Promise<void> {
+    await this.meta.markDurable(inoOf(fileId), version);
+  }
+
+  async commitStatus(fileId: string, version: number): Promise<CommitRecord | null> {
+    try {
+      const r = await this.meta.commitStatus(inoOf(fileId), version);
+      return { fileId, version: r.version, commitId: null, state: r.state === 'durable' ? 'durable' : 'visible' };
+    } catch (err) {
+      if (err instanceof CairnError && err.code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+}
+
+/** What the chunk adapter needs to place a chunk: the current diskmap and where each bucket is served. */
+export interface ChunkPlacement {
+  diskmap(): Diskmap;
+  /** host:port of the chunk service that holds this bucket's disk. */
+  addressOf(bucket: BucketId): string;
+}
+
+export class ChunkAdapter implements ChunkPort {
+  constructor(
+    private readonly clients: ChunkClients,
+    private readonly placement: ChunkPlacement,
+    private readonly timeoutMs = 30_000,
+  ) {}
+
+  private targets(dm: Diskmap, pg: number, scheme: Scheme): ShardTarget[] {
+    const g = dm.groups[pg];
+    if (g === undefined || g.retired) throw new CairnError('ESTALE', `placement group ${pg} is not in diskmap epoch ${dm.epoch}`);
+    if (g.buckets.length !== shardCount(scheme)) {
+      throw new CairnError('ESTALE', `placement group ${pg} has ${g.buckets.length} buckets, scheme ${schemeTag(scheme)} needs ${shardCount(scheme)}`);
+    }
+    return g.buckets.map((b) => ({ bucketId: b, address: this.placement.addressOf(b) }));
+  }
+
+  async putChunk(hash: string, bytes: Buffer): Promise<PutChunkResult> {
+    const dm = this.placement.diskmap();
+    const g = groupForKey(dm, Buffer.from(hash, 'hex'));
+    const scheme = dm.scheme as Scheme;
+    const r = await writeChunk(this.clients, bytes, scheme, this.targets(dm, g.id, scheme), {
+      hash,
+      diskmapEpoch: dm.epoch,
+      timeoutMs: this.timeoutMs,
+    });
+    return { stored: r.stored, wanted: r.wanted, needed: shardsNeeded(scheme), scheme: schemeTag(scheme), pg: g.id };
+  }
+
+  async getChunk(ref: ChunkRef): Promise<Buffer> {
+    const scheme = parseSchemeTag(ref.scheme);
+    return readChunk(this.clients, ref.chunkHash, scheme, this.targets(this.placement.diskmap(), ref.pg, scheme), { timeoutMs: this.timeoutMs });
+  }
+
+  async health(ref: ChunkRef): Promise<ChunkHealth> {
+    const scheme = parseSchemeTag(ref.scheme);
+    const targets = this.targets(this.placement.diskmap(), ref.pg, scheme);
+    const found = await Promise.all(
+      targets.map((t, index) =>
+        this.clients
+          .get(t.address)
+          .statShard({ bucket: formatBucketId(t.bucketId), hash: ref.chunkHash, scheme, index }, { timeoutMs: this.timeoutMs })
+          .then(
+            () => true,
+            () => false,
+          ),
+      ),
+    );
+    return { stored: found.filter(Boolean).length, wanted: targets.length, needed: shardsNeeded(scheme) };
+  }
+}
+
