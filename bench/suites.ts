@@ -4,3 +4,4 @@ import type { BenchSuite } from './table.js';
 export const SUITES: BenchSuite[] = [];
 SUITES.push((await import('./chunk.js')).chunkSuite);
 SUITES.push((await import('./client.js')).clientSuite);
+SUITES.push((await import('./meta-ops.js')).metaOpsSuite);

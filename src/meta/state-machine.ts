@@ -5,8 +5,8 @@
  * <dataDir>/meta, never held in the heap.
  *
  * Raft hands committed entries to apply() in order. One apply() call is one atomic LevelDB
- * batch (synced) holding the effects of all its entries plus the applied index, so a crash
- * never applies an entry twice or skips one. Entries are deterministic (see ops.ts): two
+ * batch holding the effects of all its entries plus the applied index, so a crash never
+ * applies an entry twice or skips one (see syncApply for when it is fsynced). Entries are deterministic (see ops.ts): two
  * state machines fed the same entries end with byte-identical databases.
  *
  * A failed operation (ENOENT, ECONFLICT, …) is a result, not an exception: it is applied as
@@ -129,6 +129,12 @@ export interface MetaStateMachineOptions {
   dataDir: string;
   /** Watch events kept before the oldest are compacted away. Must be equal on every node. */
   maxEvents?: number;
+  /**
+   * fsync every apply batch. Off by default: the Raft log already holds every committed entry
+   * durably, a batch lost in a power cut is lost together with its applied index (so Raft
+   * re-applies it), and snapshot() syncs before Raft may compact the log behind it.
+   */
+  syncApply?: boolean;
 }
 
 /** Commit records kept per file (older ones are dropped as new versions land). */
@@ -214,6 +220,7 @@ export class MetaStateMachine implements StateMachine {
   private db: Db;
   private readonly dbPath: string;
   private readonly maxEvents: number;
+  private readonly syncApply: boolean;
   private applied = { index: 0, term: 0 };
   private lastRev = 0;
   private firstRev = 1;
@@ -225,6 +232,7 @@ export class MetaStateMachine implements StateMachine {
   private constructor(private readonly dataDir: string, opts: MetaStateMachineOptions) {
     this.dbPath = join(dataDir, 'meta');
     this.maxEvents = opts.maxEvents ?? DEFAULT_MAX_EVENTS;
+    this.syncApply = opts.syncApply ?? false;
     assert(this.maxEvents >= 1, 'maxEvents >= 1');
     this.db = new ClassicLevel<string, string>(this.dbPath, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
   }
@@ -341,7 +349,7 @@ export class MetaStateMachine implements StateMachine {
         if (value === null) batch.del(key);
         else batch.put(key, value);
       }
-      await batch.write({ sync: true });
+      await batch.write({ sync: this.syncApply });
       this.applied = last;
       const grew = rev !== this.lastRev;
       this.lastRev = rev;
@@ -355,12 +363,16 @@ export class MetaStateMachine implements StateMachine {
    * The state as a stream. The LevelDB snapshot is taken when the stream is first read, so
    * the stream may hold a later state than `index` (never an earlier one): it carries its own
    * applied index, and restore() accepts any snapshot at or past the one Raft asked for.
-   * Every apply batch is synced, so the state at `index` is already durable.
    */
   async snapshot(): Promise<{ index: number; term: number; chunks: AsyncIterable<Uint8Array> }> {
-    this.checkOpen();
-    const { index, term } = this.applied;
-    return { index, term, chunks: this.snapshotChunks() };
+    return this.exclusive(async () => {
+      this.checkOpen();
+      const { index, term } = this.applied;
+      // Raft compacts its log up to a snapshot's index: make everything applied durable first
+      // (one synced write flushes LevelDB's sequential log, and every batch before it).
+      await this.db.put(K.applied, JSON.stringify(this.applied), { sync: true });
+      return { index, term, chunks: this.snapshotChunks() };
+    });
   }
 
   private async *snapshotChunks(): AsyncGenerator<Uint8Array> {

@@ -1,0 +1,167 @@
+/**
+ * Metadata operations on a 3-node cluster of real `cairn start` processes on 127.0.0.1:
+ * mkdir, create, stat (lookup + getattr, linearizable and serializable), readdir, rename and
+ * unlink through MetaClient, at 1 and 64 requests in flight — ops/s, p50 and p99 latency.
+ * Anchor (published): JuiceFS with etcd as its metadata engine creates about 1,800 files/s and
+ * takes 1.9 ms for a mkdir.
+ *
+ * Run alone: `npx tsx bench/meta-ops.ts [--quick]`; or as the "meta-ops" suite of `npm run bench`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
+import { report, type BenchSuite, type BenchTable } from './table.js';
+import { MetaClient } from '../src/meta/client.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+async function basePort(): Promise<number> {
+  for (let p = 21_000 + Math.floor(Math.random() * 20_000); ; p += 7) {
+    if ((await portFree(p)) && (await portFree(p + 1)) && (await portFree(p + 2))) return p;
+  }
+}
+
+function cairn(args: string[]): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, CAIRN_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
+
+async function run(child: ChildProcess): Promise<string> {
+  let out = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  if (code !== 0) throw new Error(`cairn exited with ${code}`);
+  return out;
+}
+
+async function waitReady(p: ChildProcess): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    p.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('"ready":true')) resolve();
+    });
+    p.once('exit', (c) => reject(new Error(`node exited with ${c}`)));
+  });
+}
+
+function pct(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** Run n operations with `conc` in flight; returns ops/s and latency percentiles in ms. */
+async function phase(n: number, conc: number, op: (i: number) => Promise<unknown>): Promise<{ opsPerSec: number; p50: number; p99: number }> {
+  const lat: number[] = [];
+  let next = 0;
+  const t0 = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= n) return;
+        const s = process.hrtime.bigint();
+        await op(i);
+        lat.push(Number(process.hrtime.bigint() - s) / 1e6);
+      }
+    }),
+  );
+  const sec = Number(process.hrtime.bigint() - t0) / 1e9;
+  lat.sort((a, b) => a - b);
+  return { opsPerSec: Math.round(n / sec), p50: +pct(lat, 0.5).toFixed(2), p99: +pct(lat, 0.99).toFixed(2) };
+}
+
+export const metaOpsSuite: BenchSuite = {
+  name: 'meta-ops',
+  async run({ quick }): Promise<BenchTable[]> {
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-meta-'));
+    const port = await basePort();
+    const procs: ChildProcess[] = [];
+    const rows: Array<Array<string | number>> = [];
+    try {
+      const init = JSON.parse(await run(cairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(port), '--json']))) as {
+        nodes: Array<{ config: string; listen: string }>;
+      };
+      for (const n of init.nodes) procs.push(cairn(['start', '--config', n.config]));
+      await Promise.all(procs.map(waitReady));
+      const endpoints = init.nodes.map((n) => n.listen);
+      const client = new MetaClient({ endpoints });
+      // find the leader so that writes do not pay a forwarding hop
+      for (;;) {
+        try {
+          const s = await client.status();
+          if (s.leaderAddress !== '') {
+            client.close();
+            break;
+          }
+        } catch {
+          /* not yet */
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const n = quick ? 400 : 3000;
+      for (const conc of [1, 64]) {
+        const c = new MetaClient({ endpoints });
+        const d = `/b${conc}`;
+        await c.mkdir(d);
+        const fileIno: number[] = [];
+        const dirIno = (await c.stat(d)).ino;
+        const add = (name: string, r: { opsPerSec: number; p50: number; p99: number }, count = n): void => {
+          rows.push([name, conc, count, r.opsPerSec, r.p50, r.p99]);
+        };
+        add('mkdir', await phase(n, conc, (i) => c.mkdir({ parent: dirIno, name: `d${i}` })));
+        add('create', await phase(n, conc, async (i) => {
+          fileIno[i] = (await c.create({ parent: dirIno, name: `f${i}` })).attr.ino;
+        }));
+        add('stat (lookup+getattr)', await phase(n, conc, (i) => c.lookup(dirIno, `f${i}`)));
+        add('stat serializable', await phase(n, conc, (i) => c.lookup(dirIno, `f${i}`, { serializable: true })));
+        const pages = Math.max(1, Math.floor(n / 10));
+        add('readdir (page of 100)', await phase(pages, conc, (i) => c.readdir({ ino: dirIno }, { limit: 100, after: `f${i}` })), pages);
+        add('rename', await phase(n, conc, (i) => c.rename({ parent: dirIno, name: `f${i}` }, { parent: dirIno, name: `r${i}` })));
+        add('unlink', await phase(n, conc, (i) => c.unlink({ parent: dirIno, name: `r${i}` })));
+        c.close();
+      }
+    } finally {
+      for (const p of procs) p.kill('SIGTERM');
+      await Promise.all(procs.map((p) => (p.exitCode === null ? new Promise((r) => p.once('exit', r)) : undefined)));
+      await rm(dir, { recursive: true, force: true });
+    }
+    return [
+      {
+        title: 'metadata operations, 3-node cluster (real processes, 127.0.0.1, fsync on)',
+        headers: ['operation', 'in flight', 'ops', 'ops/s', 'p50 ms', 'p99 ms'],
+        rows,
+        notes: [
+          'anchor: JuiceFS + etcd metadata engine, about 1,800 creates/s and 1.9 ms per mkdir (published figures)',
+          'client in one process; writes go to any node (forwarded to the leader), reads are linearizable unless marked',
+        ],
+      },
+    ];
+  },
+};
+
+const isMain = process.argv[1] !== undefined && /bench[\\/]meta-ops\.ts$/.test(process.argv[1]);
+if (isMain) {
+  const quick = process.argv.includes('--quick');
+  metaOpsSuite.run({ quick }).then(
+    (tables) => report('meta-ops', tables),
+    (err: unknown) => {
+      process.stderr.write(`${String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
