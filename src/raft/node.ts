@@ -18,6 +18,7 @@
  */
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
+import { randomInt } from 'node:crypto';
 import { RawNode } from './core/index.js';
 import { decodeConfChange } from './core/confchange.js';
 import { DiskStorage } from './storage.js';
@@ -174,6 +175,7 @@ export class RaftNode {
   private confRetrying = false;
 
   private readSeq = 0;
+  private readonly readNonce = randomInt(0, 0xffff_ffff);
   private readQueue: ReadWaiter[] = [];
   private readInFlight: { ctx: number; waiters: ReadWaiter[]; sentAtMs: number } | undefined;
   private readReady: Array<{ index: number; waiters: ReadWaiter[] }> = [];
@@ -582,10 +584,14 @@ export class RaftNode {
   private issueRead(): void {
     if (this.readInFlight !== undefined || this.readQueue.length === 0 || this.stopped) return;
     if (this.leader === 0) return; // wait for a leader (the tick retries)
+    // Read contexts are unique across the cluster and across restarts: node id, a random
+    // nonce of this run, and a sequence number.
     const ctx = ++this.readSeq;
-    const bytes = Buffer.allocUnsafe(8);
-    bytes.writeUInt32BE(Math.floor(ctx / 0x1_0000_0000), 0);
-    bytes.writeUInt32BE(ctx >>> 0, 4);
+    const bytes = Buffer.allocUnsafe(16);
+    bytes.writeUInt32BE(this.id, 0);
+    bytes.writeUInt32BE(this.readNonce, 4);
+    bytes.writeUInt32BE(Math.floor(ctx / 0x1_0000_0000), 8);
+    bytes.writeUInt32BE(ctx >>> 0, 12);
     const waiters = this.readQueue;
     this.readQueue = [];
     try {
@@ -698,7 +704,9 @@ export class RaftNode {
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
     // 4. reads
     for (const rs of rd.readStates) {
-      const ctx = rs.context.length === 8 ? Buffer.from(rs.context).readUInt32BE(0) * 0x1_0000_0000 + Buffer.from(rs.context).readUInt32BE(4) : -1;
+      const b = Buffer.from(rs.context.buffer, rs.context.byteOffset, rs.context.byteLength);
+      const mine = b.length === 16 && b.readUInt32BE(0) === this.id && b.readUInt32BE(4) === this.readNonce;
+      const ctx = mine ? b.readUInt32BE(8) * 0x1_0000_0000 + b.readUInt32BE(12) : -1;
       if (this.readInFlight !== undefined && this.readInFlight.ctx === ctx) {
         this.readReady.push({ index: rs.index, waiters: this.readInFlight.waiters });
         this.readInFlight = undefined;

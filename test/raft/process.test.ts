@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { KvClient, type KvStatus } from '../../src/raft/kv/client.js';
-import { eventually, freePort, spawnCairn, tempDir } from '../helpers/env.js';
+import { eventually, freePort, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
 
 interface Proc {
   id: number;
@@ -185,5 +185,13 @@ describe('KV Raft group of real processes', () => {
     await l2.client.put('x', Buffer.from('newer'));
     await kill(f, 'SIGCONT');
     expect((await f.client.get('x', true))?.toString()).toBe('newer');
+
+    // The CLI client: put through one endpoint, linearizable get through another.
+    const eps = procs.map((p) => p.address);
+    const put = await runCairn(['kv', 'put', 'cli', 'hello', '--endpoints', eps.join(',')]);
+    expect(put.code, put.stderr).toBe(0);
+    const got = await runCairn(['kv', 'get', 'cli', '--json', '--endpoints', [...eps].reverse().join(',')]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toEqual({ found: true, value: 'hello' });
   });
 });
