@@ -317,7 +317,8 @@ describe('recovery', () => {
 
 describe('cache space', () => {
   it('a writer waits while the cache is full and gets ENOSPC after the timeout; space comes back after commit', async () => {
-    const fs = await start({ cacheMaxBytes: 64 * KIB, cacheFullTimeoutMs: 300 });
+    // The timeout must outlast a commit on a loaded machine (the third write waits through one).
+    const fs = await start({ cacheMaxBytes: 64 * KIB, cacheFullTimeoutMs: 2_000 });
     let release!: () => void;
     chunks.gate = new Promise((r) => (release = r));
     const fd = await fs.open('/full', { create: true });
