@@ -33,6 +33,7 @@ import {
   type ConfChange,
   type ConfState,
   type Entry,
+  type HardState,
   type Message,
   type NodeId,
   type Ready,
@@ -181,6 +182,7 @@ export class RaftNode {
   private readReady: Array<{ index: number; waiters: ReadWaiter[] }> = [];
   private readonly leaderWaiters = new Set<() => void>();
 
+  private unsavedHard: HardState | undefined;
   private incomingSnap: { index: number; term: number; file: string } | undefined;
   private snapshotting = false;
 
@@ -433,6 +435,9 @@ export class RaftNode {
     await this.idle.catch(() => undefined);
     while (this.running) await new Promise((r) => setTimeout(r, 5));
     this.transport?.close();
+    if (this.unsavedHard !== undefined && this.fatal === undefined) {
+      await this.storage.persist({ entries: [], hardState: this.unsavedHard, sync: true }).catch(() => undefined);
+    }
     if (this.server !== undefined) {
       // Peers keep streams open to us: give in-flight calls a moment, then cut them.
       const srv = this.server.server;
@@ -681,11 +686,17 @@ export class RaftNode {
     if (sendFirst) this.transport.send(rd.messages);
     // 1. persist: an installed snapshot first reaches the state machine, then the log.
     if (rd.snapshot !== undefined) await this.installSnapshot(rd.snapshot.metadata.index, rd.snapshot.metadata.term);
-    if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.hardState !== undefined) {
+    // A hard state whose only change is the commit index is not needed for safety (after a
+    // restart the commit index is learnt again); it rides along with the next write instead
+    // of costing a LevelDB write of its own.
+    if (rd.hardState !== undefined) this.unsavedHard = rd.hardState;
+    if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
+      const hardState = this.unsavedHard;
+      this.unsavedHard = undefined;
       await this.storage.persist({
         snapshot: rd.snapshot?.metadata,
         entries: rd.entries,
-        hardState: rd.hardState,
+        hardState,
         sync: rd.mustSync,
       });
       if (rd.snapshot !== undefined) {
