@@ -16,6 +16,7 @@ import { counter, histogram } from '../common/metrics.js';
 import { grpc, serviceOf, toServiceError, unary } from '../rpc/grpc.js';
 import { encodeEntry, validateOp, type EntryRef, type Op, type Ref } from './ops.js';
 import type { Replicator } from './replicator.js';
+import { parseDiskmap } from '../diskmap/index.js';
 import type { ApplyResult, CommitRecord, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
 
 /** Largest encoded entry accepted from one request. */
@@ -39,7 +40,7 @@ export interface MetaServiceOptions {
   /** The Raft node (or LocalReplicator); a function so the service can exist before Raft starts. */
   replicator: () => Replicator | undefined;
   node?: NodeInfo;
-  /** Check a diskmap document before proposing it (the diskmap module's parser). */
+  /** Check a diskmap document before proposing it (default: the diskmap module's parseDiskmap). */
   validateDiskmap?: (doc: unknown) => void;
   nowMs?: () => number;
 }
@@ -379,7 +380,7 @@ export class MetaService {
         if (typeof doc !== 'object' || doc === null || (doc as { epoch?: unknown }).epoch !== q.expected_epoch + 1) {
           fail('EINVAL', `the proposed diskmap must carry epoch ${q.expected_epoch + 1} (expected epoch + 1)`);
         }
-        this.opts.validateDiskmap?.(doc);
+        (this.opts.validateDiskmap ?? ((d: unknown) => void parseDiskmap(d, 'proposed diskmap')))(doc);
         if (q.diff_json !== '') {
           try {
             JSON.parse(q.diff_json);

@@ -11,6 +11,7 @@ import { LocalReplicator } from '../../src/meta/replicator.js';
 import { MetaClient } from '../../src/meta/client.js';
 import { startServer, type StartedServer, call, makeClient, serviceOf } from '../../src/rpc/grpc.js';
 import { tempDir } from '../helpers/env.js';
+import { buildDiskmap, parseDiskmap, parseTopology, serializeDiskmap } from '../../src/diskmap/index.js';
 
 let dir: { path: string; remove: () => Promise<void> };
 let sm: MetaStateMachine;
@@ -121,12 +122,19 @@ describe('metadata service over gRPC', () => {
     expect(got).toEqual([from, from + 1, from + 2, from + 3, from + 4]);
   });
 
-  it('records diskmap changes by epoch', async () => {
+  it('records diskmap changes by epoch, validated by the diskmap parser', async () => {
+    const topo = parseTopology({ machines: [0, 1, 2].map((m) => ({ machine: m, disks: [{ disk: 0, capacity: '1TiB' }] })) });
+    const dm1 = buildDiskmap(topo, { bucketSizeBytes: 64 * 2 ** 30 });
+    expect(dm1.epoch).toBe(1);
     expect(await client.diskmapGet()).toEqual({ epoch: 0, documentJson: '' });
-    await expect(client.diskmapPropose(0, '{"epoch":2}')).rejects.toMatchObject({ code: 'EINVAL' });
-    await client.diskmapPropose(0, '{"epoch":1,"groups":[]}', '{"added":1}');
-    await expect(client.diskmapPropose(0, '{"epoch":1}')).rejects.toMatchObject({ code: 'ECONFLICT' });
-    expect((await client.diskmapGet()).epoch).toBe(1);
-    expect((await client.diskmapChange(1)).diffJson).toBe('{"added":1}');
+    // not a diskmap at all / the wrong epoch
+    await expect(client.diskmapPropose(0, '{"epoch":1,"groups":[]}')).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(client.diskmapPropose(1, serializeDiskmap(dm1))).rejects.toMatchObject({ code: 'EINVAL' });
+    await client.diskmapPropose(0, serializeDiskmap(dm1), '{"reason":"initial"}');
+    await expect(client.diskmapPropose(0, serializeDiskmap(dm1))).rejects.toMatchObject({ code: 'ECONFLICT' });
+    const got = await client.diskmapGet();
+    expect(got.epoch).toBe(1);
+    expect(parseDiskmap(got.documentJson).groups.length).toBe(dm1.groups.length);
+    expect((await client.diskmapChange(1)).diffJson).toBe('{"reason":"initial"}');
   });
 });
