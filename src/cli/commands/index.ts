@@ -12,3 +12,4 @@ COMMANDS.push((await import('./chunk.js')).register);
 COMMANDS.push((await import('./diskmap.js')).register);
 COMMANDS.push((await import('./server.js')).register);
 COMMANDS.push((await import('./meta.js')).register);
+COMMANDS.push((await import('./local.js')).register);

@@ -60,6 +60,27 @@ export function localClusterConfigs(o: z.infer<typeof initSchema>): Array<{ path
   });
 }
 
+/**
+ * Write the configs and directories of a local cluster (what `cairn init` and `cairn local up`
+ * do). Refuses to overwrite an existing config unless force is set.
+ */
+export async function writeLocalCluster(raw: z.input<typeof initSchema>): Promise<Array<{ path: string; config: NodeConfig }>> {
+  const o = initSchema.parse(raw);
+  const nodes = localClusterConfigs(o);
+  if (!o.force) {
+    for (const n of nodes) {
+      if (await exists(n.path)) throw new CairnError('EEXIST', `${n.path} exists; use --force to overwrite it`);
+    }
+  }
+  for (const n of nodes) {
+    await mkdirDurable(n.config.dataDir);
+    await mkdirDurable(n.config.cacheDir);
+    for (const d of n.config.disks) await mkdirDurable(d.path);
+    await writeFileDurable(n.path, `${JSON.stringify(n.config, null, 2)}\n`);
+  }
+  return nodes;
+}
+
 export function register(program: Command): void {
   program
     .command('start')
@@ -99,18 +120,7 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (raw: unknown) => {
       const o = parseOptions(initSchema, raw);
-      const nodes = localClusterConfigs(o);
-      if (!o.force) {
-        for (const n of nodes) {
-          if (await exists(n.path)) throw new CairnError('EEXIST', `${n.path} exists; use --force to overwrite it`);
-        }
-      }
-      for (const n of nodes) {
-        await mkdirDurable(n.config.dataDir);
-        await mkdirDurable(n.config.cacheDir);
-        for (const d of n.config.disks) await mkdirDurable(d.path);
-        await writeFileDurable(n.path, `${JSON.stringify(n.config, null, 2)}\n`);
-      }
+      const nodes = await writeLocalCluster(o);
       if (o.json) {
         printJson({ nodes: nodes.map((n) => ({ nodeId: n.config.nodeId, config: n.path, listen: n.config.listen })) });
         return;

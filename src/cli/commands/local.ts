@@ -1,0 +1,226 @@
+/**
+ * `cairn local up`: run a whole Cairn cluster on this machine, each node a real `cairn start`
+ * process on 127.0.0.1 with directory-backed disks under one folder (default ./.cairn-local).
+ * This is what `npm start` runs. It writes the configs on first use (as `cairn init` does),
+ * starts the nodes, waits for a leader, prints the cluster, and stops every node on Ctrl-C.
+ * With --smoke it checks the cluster end to end and exits (0 when every check passed).
+ */
+import type { Command } from 'commander';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { z } from 'zod';
+import { CairnError } from '../../common/errors.js';
+import { loadNodeConfig, type NodeConfig } from '../../common/config.js';
+import { MetaClient } from '../../meta/client.js';
+import { printJson, printTable } from '../output.js';
+import { parseOptions } from '../usage.js';
+import { writeLocalCluster } from './server.js';
+
+const upSchema = z.object({
+  dir: z.string().min(1),
+  nodes: z.coerce.number().int().min(1).max(9),
+  basePort: z.coerce.number().int().min(1024).max(65_000),
+  disks: z.coerce.number().int().min(1).max(16),
+  smoke: z.boolean().default(false),
+  json: z.boolean().default(false),
+  readyTimeoutMs: z.coerce.number().int().min(1000).max(600_000),
+});
+
+interface RunningNode {
+  config: NodeConfig;
+  configPath: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Start one `cairn start` child; resolves once it printed its ready line. */
+async function startNode(configPath: string, config: NodeConfig, logPath: string, timeoutMs: number): Promise<RunningNode> {
+  const script = process.argv[1];
+  if (script === undefined) throw new CairnError('EINVAL', 'cannot find the cairn entry script');
+  // The same node binary and loader flags as this process (tsx when run from source).
+  const child = spawn(process.execPath, [...process.execArgv, script, 'start', '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
+  const log = createWriteStream(logPath, { flags: 'a' });
+  child.stderr?.pipe(log);
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const ready = new Promise<void>((res, rej) => {
+    const rl = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => rej(new CairnError('ETIMEDOUT', `node ${config.nodeId} did not start within ${timeoutMs} ms (log: ${logPath})`)), timeoutMs);
+    rl.on('line', (line) => {
+      log.write(`${line}\n`);
+      if (line.includes('"ready":true')) {
+        clearTimeout(timer);
+        res();
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      rej(new CairnError('EIO', `node ${config.nodeId} exited with code ${code} before it was ready (log: ${logPath})`));
+    });
+  });
+  await ready;
+  return { config, configPath, child, exited };
+}
+
+async function stopAll(nodes: RunningNode[]): Promise<void> {
+  for (const n of nodes) if (n.child.exitCode === null) n.child.kill('SIGTERM');
+  await Promise.all(
+    nodes.map(async (n) => {
+      const t = setTimeout(() => n.child.kill('SIGKILL'), 15_000);
+      await n.exited;
+      clearTimeout(t);
+    }),
+  );
+}
+
+async function waitForLeader(meta: MetaClient, endpoints: string[], timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const s = await meta.status(endpoints[0]);
+      if (s.leaderId !== 0) return s.leaderId;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new CairnError('ETIMEDOUT', `no leader elected within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** End-to-end checks on a running cluster; each one says what it saw. */
+async function smokeChecks(meta: MetaClient, endpoints: string[]): Promise<Check[]> {
+  const checks: Check[] = [];
+  const check = async (name: string, fn: () => Promise<string>): Promise<void> => {
+    try {
+      checks.push({ name, ok: true, detail: await fn() });
+    } catch (err) {
+      checks.push({ name, ok: false, detail: err instanceof Error ? err.message : String(err) });
+    }
+  };
+  const dir = `/smoke-${process.pid}-${Date.now()}`;
+  await check('every node answers and agrees on the leader', async () => {
+    const st = await Promise.all(endpoints.map((e) => meta.status(e)));
+    const leaders = new Set(st.map((s) => s.leaderId));
+    if (leaders.size !== 1) throw new Error(`nodes disagree on the leader: ${[...leaders].join(', ')}`);
+    return `leader is node ${st[0]?.leaderId}, terms ${st.map((s) => s.term).join('/')}`;
+  });
+  await check('mkdir, then a linearizable read on every node sees it', async () => {
+    await meta.mkdir(dir);
+    for (const e of endpoints) {
+      const one = new MetaClient({ endpoints: [e] });
+      try {
+        const a = await one.stat(dir);
+        if (a.type !== 'dir') throw new Error(`${dir} on ${e} is a ${a.type}`);
+      } finally {
+        one.close();
+      }
+    }
+    return `${dir} visible on ${endpoints.length} nodes`;
+  });
+  await check('rmdir removes it', async () => {
+    await meta.rmdir(dir);
+    try {
+      await meta.stat(dir);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === 'ENOENT') return 'gone';
+      throw err;
+    }
+    throw new Error(`${dir} still exists`);
+  });
+  return checks;
+}
+
+export function register(program: Command): void {
+  const local = program.command('local').description('run a whole cluster on this machine (directory-backed disks)');
+  local
+    .command('up')
+    .description('start (and on first use create) a local cluster; Ctrl-C stops it')
+    .option('--dir <dir>', 'folder for the nodes\' configs, data, caches and disks', '.cairn-local')
+    .option('--nodes <n>', 'number of nodes', '3')
+    .option('--base-port <port>', 'gRPC port of node 1 (node i uses base + i - 1)', '7400')
+    .option('--disks <n>', 'directory disks per node', '1')
+    .option('--ready-timeout-ms <ms>', 'how long to wait for the nodes and a leader', '60000')
+    .option('--smoke', 'check the cluster end to end, stop it, and exit (0 when every check passed)')
+    .option('--json', 'print JSON')
+    .action(async (raw: unknown) => {
+      const o = parseOptions(upSchema, raw);
+      const dir = resolve(o.dir);
+      const configPaths = Array.from({ length: o.nodes }, (_, i) => join(dir, `node${i + 1}`, 'cairn.json'));
+      const have = await Promise.all(configPaths.map(exists));
+      if (!have.every(Boolean)) {
+        if (have.some(Boolean)) throw new CairnError('EEXIST', `${dir} holds some node configs but not all ${o.nodes}; remove it or pick another --dir`);
+        await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });
+      }
+      const configs = await Promise.all(configPaths.map((p) => loadNodeConfig(p)));
+      const nodes: RunningNode[] = [];
+      let onSignal: () => void = () => undefined;
+      const signalled = new Promise<void>((res) => (onSignal = res));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const endpoints = configs.map((c) => c.advertise ?? c.listen);
+      const meta = new MetaClient({ endpoints, timeoutMs: 5000, retryBudgetMs: 20_000 });
+      try {
+        // Start all nodes at once: a Raft group needs a quorum before any of them is useful.
+        const started = await Promise.allSettled(
+          configs.map((c, i) => startNode(configPaths[i]!, c, join(dir, `node${c.nodeId}`, 'node.log'), o.readyTimeoutMs)),
+        );
+        for (const s of started) if (s.status === 'fulfilled') nodes.push(s.value);
+        const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+        if (failed) throw failed.reason;
+        const leader = await waitForLeader(meta, endpoints, o.readyTimeoutMs);
+        const rows = await Promise.all(
+          nodes.map(async (n) => {
+            const s = await meta.status(n.config.listen).catch(() => undefined);
+            return [n.config.nodeId, n.config.listen, n.child.pid ?? '-', s?.role ?? '?', s?.term ?? '-', n.config.disks.length, n.configPath];
+          }),
+        );
+        if (o.smoke) {
+          const checks = await smokeChecks(meta, endpoints);
+          if (o.json) printJson({ leader, nodes: rows, checks });
+          else {
+            printTable(['node', 'listen', 'pid', 'role', 'term', 'disks', 'config'], rows);
+            process.stdout.write('\n');
+            printTable(['check', 'ok', 'detail'], checks.map((c) => [c.name, c.ok ? 'ok' : 'FAILED', c.detail]));
+          }
+          const bad = checks.filter((c) => !c.ok);
+          if (bad.length > 0) throw new CairnError('EIO', `${bad.length} of ${checks.length} smoke checks failed`);
+          return;
+        }
+        if (o.json) printJson({ leader, nodes: rows });
+        else {
+          printTable(['node', 'listen', 'pid', 'role', 'term', 'disks', 'config'], rows);
+          process.stdout.write(
+            `\nCairn is running (logs in ${dir}/node<N>/node.log). Try:\n` +
+              `  npm run cairn -- ls / --endpoints ${endpoints.join(',')}\n` +
+              `Ctrl-C stops every node.\n`,
+          );
+        }
+        await Promise.race([Promise.all(nodes.map((n) => n.exited)), signalled]);
+      } finally {
+        meta.close();
+        await stopAll(nodes);
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}
