@@ -21,6 +21,8 @@ options:
                      path (Cairn versioned path register: read/write/cas per path)
   --format FMT       auto (default), jepsen-kv, jepsen-etcd, cairn
   --timeout-s N      give up after N seconds (default 300): exit 3
+  --max-configs N    per-key bound on remembered configurations (default 2000000;
+                     bounds memory), then the key is undecided: exit 3
   --all-keys         after a key fails, keep checking the others
   --json             print the result as JSON
   -h, --help         this text
@@ -32,6 +34,7 @@ export interface CheckFileOptions {
   readonly format?: Format | 'auto';
   readonly deadlineMs?: number;
   readonly allKeys?: boolean;
+  readonly maxConfigs?: number;
 }
 
 /** Read, parse and check one history file. Throws CairnError(EINVAL/ENOENT) for bad input. */
@@ -44,7 +47,7 @@ export async function checkFile(file: string, opts: CheckFileOptions): Promise<C
     throw new CairnError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `cannot read ${file}: ${(err as Error).message}`);
   }
   const { events } = parseHistory(text, file, opts.format ?? 'auto');
-  return checkWithModel(opts.model, pairEvents(events), { deadlineMs: opts.deadlineMs, allKeys: opts.allKeys });
+  return checkWithModel(opts.model, pairEvents(events), { deadlineMs: opts.deadlineMs, allKeys: opts.allKeys, maxConfigs: opts.maxConfigs });
 }
 
 function usage(message: string): never {
@@ -64,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
         'timeout-s': { type: 'string', default: '300' },
         json: { type: 'boolean', default: false },
         'all-keys': { type: 'boolean', default: false },
+        'max-configs': { type: 'string', default: '2000000' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -82,11 +86,13 @@ export async function main(argv: string[]): Promise<number> {
   if (format !== 'auto' && !(FORMATS as readonly string[]).includes(format)) usage(`unknown format ${JSON.stringify(format)}`);
   const timeoutS = Number(values['timeout-s']);
   if (!Number.isFinite(timeoutS) || timeoutS <= 0) usage('--timeout-s must be a positive number');
+  const maxConfigs = Number(values['max-configs']);
+  if (!Number.isInteger(maxConfigs) || maxConfigs <= 0) usage('--max-configs must be a positive integer');
   if (positionals.length !== 1) usage(positionals.length === 0 ? 'a history FILE is required' : 'give exactly one FILE');
 
   let result: CheckResult;
   try {
-    result = await checkFile(positionals[0]!, { model: model as ModelName, format: format as Format | 'auto', deadlineMs: timeoutS * 1000, allKeys: values['all-keys'] });
+    result = await checkFile(positionals[0]!, { model: model as ModelName, format: format as Format | 'auto', deadlineMs: timeoutS * 1000, allKeys: values['all-keys'], maxConfigs });
   } catch (err) {
     if (err instanceof CairnError) {
       process.stderr.write(`check-history: ${err.code}: ${err.message}\n`);

@@ -170,7 +170,9 @@ export async function applyAction(target: NemesisTarget, a: NemesisAction, nodes
 
 /**
  * Run the schedule in real time from `startMs` (a Date.now() value). Actions are applied in order;
- * a failing action is recorded and the run goes on. Stops early when `signal` aborts.
+ * a failing action is recorded and the run goes on. When an action is slow (a restart waits for the
+ * node to be ready), every later action shifts by the delay, so each fault still lasts as long as
+ * planned. Stops early when `signal` aborts.
  */
 export async function runSchedule(
   schedule: Schedule,
@@ -178,19 +180,13 @@ export async function runSchedule(
   opts: { startMs: number; signal?: AbortSignal; onApplied?: (a: AppliedAction) => void },
 ): Promise<AppliedAction[]> {
   const applied: AppliedAction[] = [];
+  let lagMs = 0;
   for (const ev of schedule.events) {
-    const wait = opts.startMs + ev.atMs - Date.now();
-    if (wait > 0) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, wait);
-        opts.signal?.addEventListener('abort', () => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    const wait = opts.startMs + ev.atMs + lagMs - Date.now();
+    if (wait > 0) await sleepUnlessAborted(wait, opts.signal);
     if (opts.signal?.aborted === true) break;
     const atMs = Date.now() - opts.startMs;
+    lagMs = Math.max(lagMs, atMs - ev.atMs);
     let error: string | undefined;
     let resolved: string | void = undefined;
     try {
@@ -198,6 +194,7 @@ export async function runSchedule(
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
     }
+    lagMs = Math.max(lagMs, Date.now() - opts.startMs - ev.atMs);
     const rec: AppliedAction = {
       atMs,
       plannedAtMs: ev.atMs,
@@ -209,6 +206,18 @@ export async function runSchedule(
     opts.onApplied?.(rec);
   }
   return applied;
+}
+
+function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** A short text for a timeline label or a log line. */

@@ -50,7 +50,10 @@ export class HistoryRecorder {
     this.out = file === undefined ? undefined : createWriteStream(file, { flags: 'a' });
   }
 
+  private closed = false;
+
   private push(line: HistoryLine): void {
+    if (this.closed) throw new CairnError('ECANCELED', 'the history recorder is closed');
     if (this.lines.length >= this.eventsMax) throw new CairnError('ENOSPC', `history is full (${this.eventsMax} events); shorten the run`);
     this.lines.push(line);
     this.out?.write(`${JSON.stringify(line)}\n`);
@@ -106,6 +109,8 @@ export class HistoryRecorder {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     const out = this.out;
     if (out !== undefined) await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
   }

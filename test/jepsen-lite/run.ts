@@ -24,6 +24,8 @@ options:
   --clients N       concurrent clients (default 6)
   --schedule FILE   replay a saved nemesis.json instead of making a schedule from the seed
   --out DIR         parent of run folders (default .jepsen-runs in the repository)
+  --reads MODE      linearizable (default) or serializable (a known-weak mode: stale
+                    reads under partitions show that the checker catches anomalies)
   --keep-data       keep the nodes' data dirs even when the run is valid
   -h, --help        this text`;
 
@@ -53,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
         schedule: { type: 'string' },
         out: { type: 'string' },
         'keep-data': { type: 'boolean', default: false },
+        reads: { type: 'string', default: 'linearizable' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -68,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
   const seed = int('seed', v.seed, Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1);
   const nodes = int('nodes', v.nodes, 3, 1, 9);
   const clients = int('clients', v.clients, 6, 1, 64);
+  if (v.reads !== 'linearizable' && v.reads !== 'serializable') usage('--reads must be linearizable or serializable');
   let kinds: NemesisKind[];
   if (v.nemesis === 'all') kinds = [...NEMESIS_KINDS];
   else if (v.nemesis === 'none') kinds = [];
@@ -86,6 +90,7 @@ async function main(argv: string[]): Promise<number> {
       baseDir: v.out ?? join(REPO_ROOT, '.jepsen-runs'),
       schedule,
       keepData: v['keep-data'],
+      reads: v.reads,
       log: (line) => process.stdout.write(`${line}\n`),
     });
     process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${summary.linearizability.verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);

@@ -36,6 +36,8 @@ export interface RunOptions {
   /** Check-history search budget. */
   readonly checkDeadlineMs?: number;
   readonly log?: (line: string) => void;
+  /** Read mode of the workload (serializable = a known-weak mode to see the checker catch stale reads). */
+  readonly reads?: 'linearizable' | 'serializable';
 }
 
 export interface RunSummary {
@@ -55,13 +57,24 @@ export interface RunSummary {
   readonly replay: string;
 }
 
+/** Workload time after the last fault was undone. */
+const QUIET_TAIL_MS = 2_000;
+/** Beyond twice the planned time, the schedule is cut short. */
+const HARD_CAP_EXTRA_MS = 60_000;
+
 function stamp(d = new Date()): string {
   return d.toISOString().replace(/[:.]/g, '-');
 }
 
 /** The command that replays this run's fault schedule. */
-export function replayCommand(o: { timeMs: number; kinds: readonly string[]; seed: number; nodes: number; clients: number }, scheduleFile: string): string {
-  return `npm run jepsen -- --time ${Math.round(o.timeMs / 1000)} --nemesis ${o.kinds.length === 0 ? 'none' : o.kinds.join(',')} --seed ${o.seed} --nodes ${o.nodes} --clients ${o.clients} --schedule ${scheduleFile}`;
+export function replayCommand(
+  o: { timeMs: number; kinds: readonly string[]; seed: number; nodes: number; clients: number; reads?: string },
+  scheduleFile: string,
+): string {
+  return (
+    `npm run jepsen -- --time ${Math.round(o.timeMs / 1000)} --nemesis ${o.kinds.length === 0 ? 'none' : o.kinds.join(',')} ` +
+    `--seed ${o.seed} --nodes ${o.nodes} --clients ${o.clients}${o.reads === 'serializable' ? ' --reads serializable' : ''} --schedule ${scheduleFile}`
+  );
 }
 
 export async function runJepsen(o: RunOptions): Promise<RunSummary> {
@@ -100,24 +113,35 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   let convergence: RunSummary['convergence'] = { converged: false, afterMs: 0, disagreements: ['not reached'] };
   const started = Date.now();
   const startedNs = process.hrtime.bigint();
+  const stop = new AbortController();
   try {
     const endpoints = new Map(cluster.ids.map((id) => [id, cluster.endpoint(id)]));
-    const stop = new AbortController();
-    const workload = runRegisterWorkload({ recorder, endpoints, clients: o.clients, rand: seededRandom(o.seed ^ 0x9e3779b9) }, stop.signal);
-    const stopTimer = setTimeout(() => stop.abort(), schedule.durationMs);
+    const workload = runRegisterWorkload(
+      { recorder, endpoints, clients: o.clients, rand: seededRandom(o.seed ^ 0x9e3779b9), reads: o.reads },
+      stop.signal,
+    );
+    workload.catch(() => undefined); // awaited below; this only keeps an early failure from being 'unhandled'
+    // The schedule plays to its end even when slow actions (restarts) delay it, within a hard cap;
+    // the workload runs until the planned time has passed and the last fault has been undone for a while.
+    const hardStop = new AbortController();
+    const hardTimer = setTimeout(() => hardStop.abort(), schedule.durationMs * 2 + HARD_CAP_EXTRA_MS);
     applied = await runSchedule(schedule, cluster, {
       startMs: started,
-      signal: stop.signal,
+      signal: hardStop.signal,
       onApplied: (a) => log(`${(a.atMs / 1000).toFixed(1)}s ${a.resolved ?? describeAction(a.action)}${a.error ? ` FAILED: ${a.error}` : ''}`),
     });
+    clearTimeout(hardTimer);
+    const endMs = Math.max(schedule.durationMs, Date.now() - started + QUIET_TAIL_MS);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + endMs - Date.now())));
+    stop.abort();
     stats = await workload;
-    clearTimeout(stopTimer);
     log(`workload done: ${stats.ok} ok, ${stats.fail} fail, ${stats.info} unknown`);
     await cluster.healAll();
     const keys = Array.from({ length: stats.keysUsed }, (_, k) => `r${k}`);
     convergence = await finalReads({ recorder, endpoints, keys, firstProcess: 1_000_000 }, o.convergeBoundMs ?? 30_000);
     log(`convergence: ${convergence.converged ? `all nodes agree after ${convergence.afterMs} ms` : `NOT converged: ${convergence.disagreements.join('; ')}`}`);
   } finally {
+    stop.abort();
     await cluster.stop();
     await recorder.close();
   }

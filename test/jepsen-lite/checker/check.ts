@@ -60,7 +60,7 @@ export interface CheckResult {
 const CONTEXT_BEFORE = 3;
 const CONCURRENT_MAX = 20;
 const SLICE_STEPS = 20_000;
-const DEFAULT_MAX_CONFIGS = 5_000_000;
+const DEFAULT_MAX_CONFIGS = 2_000_000;
 
 /** Check a paired history against a model. */
 export function checkHistory<S, I, O>(model: HistoryModel<S, I, O>, history: readonly PairedOp[], options: CheckOptions = {}): CheckResult {

@@ -27,6 +27,11 @@ export interface RegisterWorkloadOptions {
   /** Pause between a client's operations. */
   readonly thinkMs?: number;
   readonly values?: number;
+  /**
+   * 'linearizable' (default) reads through ReadIndex. 'serializable' reads the serving node's local
+   * state: a deliberately weak mode that shows the harness catching stale reads under partitions.
+   */
+  readonly reads?: 'linearizable' | 'serializable';
 }
 
 export interface WorkloadStats {
@@ -81,7 +86,7 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
         if (r < 0.5) {
           const h = o.recorder.invoke(process_, 'read', key, null);
           try {
-            const v = await kv.get(key, true);
+            const v = await kv.get(key, o.reads !== 'serializable');
             o.recorder.ok(h, parseValue(v), node);
             stats.ok++;
           } catch (err) {
