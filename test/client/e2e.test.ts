@@ -9,30 +9,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { nodeConfigSchema } from '../../src/common/config.js';
-import { startNode, type CairnNode } from '../../src/server/node.js';
-import { MetaClient } from '../../src/meta/client.js';
-import { formatBucketId } from '../../src/chunk/types.js';
-import type { Diskmap, BucketId } from '../../src/diskmap/index.js';
 import { CairnFs } from '../../src/client/index.js';
-import { MetaAdapter, ChunkAdapter } from '../../src/client/adapters.js';
-import { eventually, freePort, tempDir } from '../helpers/env.js';
-import { startCluster, type TestCluster } from '../chunk/cluster.js';
+import { eventually, tempDir } from '../helpers/env.js';
+import { startRealServices, type RealServices } from './helpers/real-services.js';
 
 const CHUNK = 256 * 1024;
 
 let base: { path: string; remove: () => Promise<void> };
-const nodes: CairnNode[] = [];
-let chunkCluster: TestCluster;
-let metaClient: MetaClient;
-let meta: MetaAdapter;
-let chunks: ChunkAdapter;
+let svc: RealServices;
 const started: CairnFs[] = [];
 
 async function client(cache: string, mode: 'weak' | 'strong' = 'weak'): Promise<CairnFs> {
   const fs = await CairnFs.start(
     { cacheDir: join(base.path, cache), mode, chunker: { kind: 'fixed', sizeBytes: CHUNK }, retryBaseMs: 20, idleCommitDelayMs: 100, durableTimeoutMs: 30_000 },
-    { meta, chunks },
+    { meta: svc.meta, chunks: svc.chunks },
   );
   started.push(fs);
   return fs;
@@ -40,60 +30,12 @@ async function client(cache: string, mode: 'weak' | 'strong' = 'weak'): Promise<
 
 beforeAll(async () => {
   base = await tempDir('cairn-client-e2e-');
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const peers = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
-  for (let i = 0; i < 3; i++) {
-    const dir = join(base.path, `meta${i + 1}`);
-    const cfg = nodeConfigSchema.parse({
-      clusterName: 'client-e2e',
-      nodeId: i + 1,
-      listen: peers[i]!.address,
-      peers,
-      dataDir: join(dir, 'data'),
-      cacheDir: join(dir, 'cache'),
-      location: { machine: i },
-      raft: { tickMs: 20, electionTicks: 10, heartbeatTicks: 2 },
-    });
-    nodes.push(await startNode(cfg));
-  }
-  await eventually(() => nodes.some((n) => n.raft.isLeader()), 20_000);
-  metaClient = new MetaClient({ endpoints: peers.map((p) => p.address) });
-  meta = new MetaAdapter(metaClient);
-
-  chunkCluster = await startCluster(3);
-  const targets = chunkCluster.targets(3);
-  const addressOf = new Map(targets.map((t) => [formatBucketId(t.bucketId), t.address]));
-  // One placement group over the three servers' disks; every key maps to it (vslotBits 0).
-  const diskmap = {
-    format: 1,
-    epoch: 1,
-    topology: { name: 'e2e', machines: [] },
-    bucketSizeBytes: 64 * 1024 * 1024,
-    dataClass: 'hdd',
-    scheme: { kind: 'ec', k: 2, m: 1 },
-    failureDomain: 'machine',
-    maxShardsPerDomain: 1,
-    unsafe: false,
-    groups: [{ id: 0, buckets: targets.map((t) => t.bucketId), retired: false }],
-    vslotBits: 0,
-    vslotGroup: new Uint32Array([0]),
-    diff: null,
-  } satisfies Diskmap;
-  chunks = new ChunkAdapter(chunkCluster.clients, {
-    diskmap: () => diskmap,
-    addressOf: (b: BucketId) => {
-      const a = addressOf.get(formatBucketId(b));
-      if (a === undefined) throw new Error(`no server for bucket ${formatBucketId(b)}`);
-      return a;
-    },
-  }, 10_000);
+  svc = await startRealServices(base.path);
 }, 60_000);
 
 afterAll(async () => {
   for (const fs of started.splice(0)) await fs.shutdown();
-  metaClient?.close?.();
-  await chunkCluster?.close();
-  await Promise.all(nodes.map((n) => n.stop()));
+  await svc?.close();
   await base?.remove();
 });
 
@@ -104,10 +46,10 @@ describe('client pipeline against the real metadata cluster and chunk servers', 
     const fd = await fs.open('/e2e-strong', { create: true });
     await fs.write(fd, data);
     await fs.close(fd);
-    const l1 = await metaClient.layout('/e2e-strong');
+    const l1 = await svc.metaClient.layout('/e2e-strong');
     expect(l1.attr.size).toBe(data.length);
     expect(l1.extents.map((e) => e.length)).toEqual([CHUNK, CHUNK, CHUNK, 1000]);
-    expect((await metaClient.commitStatus(l1.attr.ino, l1.attr.version)).state).toBe('durable');
+    expect((await svc.metaClient.commitStatus(l1.attr.ino, l1.attr.version)).state).toBe('durable');
 
     const reader = await client('b');
     const r = await reader.open('/e2e-strong');
@@ -119,7 +61,7 @@ describe('client pipeline against the real metadata cluster and chunk servers', 
     await fs.write(fd2, page, CHUNK + 8192);
     await fs.append(fd2, Buffer.from('appended'));
     await fs.close(fd2);
-    const l2 = await metaClient.layout('/e2e-strong');
+    const l2 = await svc.metaClient.layout('/e2e-strong');
     const changed = l2.extents.filter((e) => !l1.extents.some((o) => o.offset === e.offset && o.chunkHash === e.chunkHash));
     expect(changed.map((e) => e.offset)).toEqual([CHUNK, 3 * CHUNK + 1000]);
     page.copy(data, CHUNK + 8192);
@@ -139,30 +81,30 @@ describe('client pipeline against the real metadata cluster and chunk servers', 
       await fs.close(fd);
     }
     await eventually(async () => (await fs.commitStatus('/e2e-w1')).pendingBytes === 0 && (await fs.commitStatus('/e2e-w2')).pendingBytes === 0, 30_000);
-    const a = await metaClient.layout('/e2e-w1');
-    const b = await metaClient.layout('/e2e-w2');
+    const a = await svc.metaClient.layout('/e2e-w1');
+    const b = await svc.metaClient.layout('/e2e-w2');
     expect(a.extents.map((e) => e.chunkHash)).toEqual(b.extents.map((e) => e.chunkHash));
-    await eventually(async () => (await metaClient.commitStatus(b.attr.ino, b.attr.version)).state === 'durable', 30_000);
+    await eventually(async () => (await svc.metaClient.commitStatus(b.attr.ino, b.attr.version)).state === 'durable', 30_000);
   });
 
   it('a chunk server lost during a commit: visible (readable from k shards) but not durable until it is back', async () => {
     const fs = await client('e');
-    await chunkCluster.stopNode(2);
+    await svc.chunkCluster.stopNode(2);
     const data = randomBytes(CHUNK + 5);
     const fd = await fs.open('/e2e-degraded', { create: true });
     await fs.write(fd, data);
     const st = await fs.commit(fd, 'visible');
     expect(st.state).toBe('visible');
-    const l = await metaClient.layout('/e2e-degraded');
+    const l = await svc.metaClient.layout('/e2e-degraded');
     expect(l.attr.size).toBe(data.length);
-    expect((await metaClient.commitStatus(l.attr.ino, l.attr.version)).state).toBe('visible');
+    expect((await svc.metaClient.commitStatus(l.attr.ino, l.attr.version)).state).toBe('visible');
     const reader = await client('f');
     const r = await reader.open('/e2e-degraded');
     expect((await reader.read(r, 2 * CHUNK, 0)).equals(data)).toBe(true);
     await reader.close(r);
-    await chunkCluster.startNode(2);
+    await svc.chunkCluster.startNode(2);
     await fs.commit(fd, 'durable');
-    expect((await metaClient.commitStatus(l.attr.ino, l.attr.version)).state).toBe('durable');
+    expect((await svc.metaClient.commitStatus(l.attr.ino, l.attr.version)).state).toBe('durable');
     await fs.close(fd);
   });
 });
