@@ -37,6 +37,7 @@ export function movementBetween(old: Diskmap, next: Diskmap): MovementStats {
   const bn = buckets(next);
   const so = 2 ** (bits - old.vslotBits);
   const sn = 2 ** (bits - next.vslotBits);
+  const replicas = old.scheme.kind === 'replica' && next.scheme.kind === 'replica';
   let moved = 0;
   let local = 0;
   let shards = 0;
@@ -51,8 +52,10 @@ export function movementBetween(old: Diskmap, next: Diskmap): MovementStats {
       shards++;
       heldNew[b[i] as number] = (heldNew[b[i] as number] as number) + 1;
       if (i < a.length) heldOld[a[i] as number] = (heldOld[a[i] as number] as number) + 1;
-      if (a[i] !== b[i]) moved++;
-      else if (go !== gn || (bo[go] as number[])[i] !== (bn[gn] as number[])[i]) local++;
+      // Replicas are interchangeable: a copy already on that disk (any position) stays.
+      const j = replicas ? a.indexOf(b[i] as number) : a[i] === b[i] ? i : -1;
+      if (j < 0) moved++;
+      else if (go !== gn || (bo[go] as number[])[j] !== (bn[gn] as number[])[i]) local++;
     }
   }
   let minimum = 0;

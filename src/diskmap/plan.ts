@@ -17,7 +17,7 @@ import { CairnError } from '../common/errors.js';
 import { diskKeyOf } from './bucket-id.js';
 import { initialVslots, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS, VSLOTS_PER_GROUP } from './build.js';
 import { groupBound, Layout, levelIndex, type LGroup } from './layout.js';
-import { widthOf } from './redundancy.js';
+import { chooseRedundancy, schemeText, widthOf } from './redundancy.js';
 import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
 import type { Diskmap, DiskState, KeyMove, SlotMove, Topology, TopologyDisk } from './types.js';
 
@@ -110,7 +110,45 @@ class Planner {
   /** For a new group: the groups whose keys it should take first (same disks in the old map). */
   readonly donorHint = new Map<number, number[]>();
 
-  constructor(readonly layout: Layout) {}
+  /** Each group's disks before this plan (shard i on oldDisks[g][i]); -1 for lost slots. */
+  private readonly oldDisks: number[][];
+
+  constructor(
+    readonly layout: Layout,
+    /** Replicas are interchangeable: a copy on the same disk at another position need not move. */
+    readonly replicas: boolean,
+  ) {
+    this.oldDisks = layout.groups.map((g) => [...g.disks]);
+  }
+
+  /**
+   * Donors for group B, most shared disks (same position; any position for replicas) first:
+   * keys taken from them keep those shards where they are.
+   */
+  private donorsByOverlap(B: number, isDonor: (g: number) => boolean): number[] {
+    const disks = (this.layout.groups[B] as LGroup).disks;
+    if (this.index === undefined) {
+      this.index = new Map();
+      this.oldDisks.forEach((ds, g) =>
+        ds.forEach((d, i) => {
+          if (d < 0) return;
+          const k = this.replicas ? d : d * 64 + i;
+          const l = this.index?.get(k);
+          if (l === undefined) this.index?.set(k, [g]);
+          else l.push(g);
+        }),
+      );
+    }
+    const overlap = new Map<number, number>();
+    disks.forEach((d, i) => {
+      for (const g of this.index?.get(this.replicas ? d : d * 64 + i) ?? []) {
+        if (g !== B && isDonor(g)) overlap.set(g, (overlap.get(g) ?? 0) + 1);
+      }
+    });
+    return [...overlap.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map(([g]) => g);
+  }
+
+  private index: Map<number, number[]> | undefined;
 
   private moveSlot(g: number, i: number, to: number, kind: 'move' | 'repair'): void {
     const lg = this.layout.groups[g] as LGroup;
@@ -214,9 +252,22 @@ class Planner {
     let unitNo = 0;
     for (const t of order) {
       for (let u = 0; u < t.units && need > 0; u++) {
-        if (!this.growUnit(t.members, t.original, unitNo++)) break;
+        if (!this.growUnit(t.k, t.members, t.original, unitNo++)) break;
         need--;
       }
+    }
+    // Quotas that could not be met: any combination that still fits, largest first.
+    while (need > 0) {
+      let made = false;
+      order.sort((a, b) => b.members.length - a.members.length);
+      for (const t of order) {
+        if (need === 0) break;
+        if (this.growUnit(t.k, t.members, t.original, unitNo++)) {
+          need--;
+          made = true;
+        }
+      }
+      if (!made) break;
     }
     // Whatever capacity is left (e.g. combinations that were too small): plain greedy groups.
     if (need > 0) {
@@ -226,6 +277,18 @@ class Planner {
         lg.disks.forEach((d, i) => this.moves.push({ kind: 'new', group: g, index: i, from: null, to: L.bucketIdOf(d, lg.buckets[i] as number) }));
         this.addedGroups.push(g);
       }
+    }
+  }
+
+  /** Say so when active disks keep free buckets that no group can use. */
+  reportUnused(width: number): void {
+    const L = this.layout;
+    let spare = 0;
+    for (const d of L.disks) if (d.receiver) spare += L.free(d.idx);
+    if (spare >= width) {
+      this.warnings.push(
+        `${spare} bucket(s) on active disks stay unused: more groups would break the rule of at most ${L.cap} shard(s) per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'} or need more disks of that size; add capacity to other ${['disks', 'machines', 'racks', 'rows', 'dcs'][L.level] ?? 'domains'}`,
+      );
     }
   }
 
@@ -269,8 +332,14 @@ class Planner {
   }
 
   /** One new group from a template combination; false when it does not fit. */
-  private growUnit(members: number[], original: readonly number[], unitNo: number): boolean {
+  private growUnit(key: string, members: number[], original: readonly number[], unitNo: number): boolean {
     const L = this.layout;
+    // Members whose shards were moved by earlier units no longer have the combination's disks.
+    const same = (g: number): boolean => {
+      const lg = L.groups[g] as LGroup;
+      return !lg.retired && lg.disks.join(',') === key;
+    };
+    while (members.length > 0 && !same(members[0] as number)) members.shift();
     const A = members[0];
     if (A === undefined) return false;
     const S = [...(L.groups[A] as LGroup).disks];
@@ -310,7 +379,7 @@ class Planner {
       };
       let mover: { g: number; i: number; to: number } | undefined;
       let sib = siblings.shift();
-      while (sib !== undefined && room.some((r) => r.g === sib)) sib = siblings.shift();
+      while (sib !== undefined && (room.some((r) => r.g === sib) || !same(sib))) sib = siblings.shift();
       if (sib !== undefined) {
         const to = target(sib, i);
         if (to >= 0) mover = { g: sib, i, to };
@@ -392,7 +461,9 @@ class Planner {
     };
     for (const B of needers) {
       let want = (target[B] as number) - (count[B] as number);
-      for (const A of this.donorHint.get(B) ?? []) {
+      const hint = this.donorHint.get(B) ?? [];
+      const ranked = this.donorsByOverlap(B, (g) => surplus(g) > 0);
+      for (const A of [...hint, ...ranked]) {
         if (want === 0) break;
         const n = Math.min(want, surplus(A));
         if (n > 0) {
@@ -432,7 +503,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   const refusals: string[] = [];
   const layout = loadLayout(old, newTopology, refusals);
   if (refusals.length > 0) return { diskmap: old, moves: [], keyMoves: [], refused: refusals, warnings: [] };
-  const planner = new Planner(layout);
+  const planner = new Planner(layout, old.scheme.kind === 'replica');
   planner.repair();
   try {
     planner.drain();
@@ -440,7 +511,18 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     if (err instanceof CairnError && err.code === 'ENOSPC') return { diskmap: old, moves: [], keyMoves: [], refused: [err.message], warnings: [] };
     throw err;
   }
-  if (!old.unsafe) planner.grow(widthOf(old.scheme));
+  planner.grow(widthOf(old.scheme));
+  planner.reportUnused(widthOf(old.scheme));
+  try {
+    const rec = chooseRedundancy(newTopology, { bucketSizeBytes: old.bucketSizeBytes, dataClass: old.dataClass }).chosen;
+    if (JSON.stringify(rec.scheme) !== JSON.stringify(old.scheme) || rec.failureDomain !== old.failureDomain) {
+      planner.warnings.push(
+        `for this topology the rule would now choose ${schemeText(rec.scheme)} per ${rec.failureDomain} (the map keeps ${schemeText(old.scheme)} per ${old.failureDomain}); changing the scheme re-encodes all data and is never automatic`,
+      );
+    }
+  } catch {
+    // No recommendation (e.g. one disk left): nothing to add.
+  }
   // The slot table: grow it (which moves no key) if groups got too few slots each.
   let bits = old.vslotBits;
   let table = old.vslotGroup;

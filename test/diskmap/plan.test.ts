@@ -1,0 +1,284 @@
+/**
+ * Change planning: growth is automatic and moves close to the minimum, removal and shrinking are
+ * refused until drained, a drain empties the disk, failed disks are repaired, every change is a
+ * new epoch with its diff, and keys move only to where they must.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  analyzeFailure,
+  buildDiskmap,
+  diskEntries,
+  diskLabel,
+  movementBetween,
+  parseDiskmap,
+  parseTopology,
+  planChange,
+  planDrain,
+  planRepair,
+  serializeDiskmap,
+  topologyToJson,
+  vslotOf,
+  widthOf,
+  type Diskmap,
+  type Topology,
+} from '../../src/diskmap/index.js';
+import { diskKeyOf } from '../../src/diskmap/bucket-id.js';
+import { BUCKET, evenTopologyArb, slotsPerDisk, topo, topologyArb } from './gen.js';
+
+const opts = { bucketSizeBytes: BUCKET };
+const tryBuild = (t: Topology): Diskmap | undefined => {
+  try {
+    return buildDiskmap(t, opts);
+  } catch {
+    return undefined;
+  }
+};
+
+/** Invariants every diskmap must keep, whatever the change. */
+function checkInvariants(dm: Diskmap): void {
+  const w = widthOf(dm.scheme);
+  const bad: string[] = [];
+  const seen = new Set<string>();
+  for (const g of dm.groups) {
+    if (g.retired) continue;
+    if (g.buckets.length !== w) bad.push(`group ${g.id} has ${g.buckets.length} buckets`);
+    if (new Set(g.buckets.map(diskKeyOf)).size !== g.buckets.length) bad.push(`group ${g.id} repeats a disk`);
+    for (const b of g.buckets) {
+      const k = `${diskKeyOf(b)}#${b.bucket}`;
+      if (seen.has(k)) bad.push(`bucket ${k} in two groups`);
+      seen.add(k);
+    }
+  }
+  for (let v = 0; v < dm.vslotGroup.length; v++) {
+    if (dm.groups[dm.vslotGroup[v] as number]?.retired !== false) bad.push(`slot ${v} points at a retired or missing group`);
+  }
+  // Single-disk survival.
+  for (const e of diskEntries(dm.topology)) {
+    if (e.d.state === 'failed' || e.d.state === 'removed') continue;
+    if (analyzeFailure(dm, { disks: [diskLabel(e)] }).lostGroups.length > 0) bad.push(`losing ${diskLabel(e)} loses data`);
+  }
+  expect(bad.slice(0, 5)).toEqual([]);
+  expect(serializeDiskmap(parseDiskmap(serializeDiskmap(dm)))).toBe(serializeDiskmap(dm));
+}
+
+/** The topology plus disks: on a new machine, or appended to the first one. */
+function grown(ms: number[][], add: number[], newMachine: boolean): number[][] {
+  const out = ms.map((m) => [...m]);
+  if (newMachine) out.push(add);
+  else (out[0] as number[]).push(...add);
+  return out;
+}
+
+describe('growth', () => {
+  it('is applied automatically: new epoch, diff, invariants kept, keys move only to new groups', () => {
+    fc.assert(
+      fc.property(topologyArb, fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 4 }), fc.boolean(), (ms, add, newMachine) => {
+        const old = tryBuild(topo(ms));
+        if (old === undefined) return;
+        const p = planChange(old, topo(grown(ms, add, newMachine)));
+        expect(p.refused).toBeUndefined();
+        const dm = p.diskmap;
+        expect(dm.epoch).toBe(old.epoch + 1);
+        expect(dm.diff?.fromEpoch).toBe(old.epoch);
+        expect(dm.diff?.addedDisks.length).toBe(add.length);
+        expect(dm.scheme).toEqual(old.scheme);
+        checkInvariants(dm);
+        const added = new Set(dm.diff?.addedGroups);
+        expect(dm.groups.length).toBe(old.groups.length + added.size);
+        // A key changes group only to go to a new group.
+        const shift = dm.vslotBits - old.vslotBits;
+        let strayKeys = 0;
+        for (let v = 0; v < dm.vslotGroup.length; v++) {
+          const before = old.vslotGroup[v >>> shift] as number;
+          const after = dm.vslotGroup[v] as number;
+          if (before !== after && !added.has(after)) strayKeys++;
+        }
+        expect(strayKeys).toBe(0);
+        // Bucket moves of existing groups only go to disks that gained room (new or with spare buckets).
+        const oldUsed = slotsPerDisk(old);
+        const oldKeys = new Set(diskEntries(old.topology).map((e) => e.key));
+        for (const m of p.moves) {
+          if (m.kind !== 'move') continue;
+          const to = diskKeyOf(m.to);
+          const cap = Math.floor((diskEntries(dm.topology).find((e) => e.key === to)?.d.capacityBytes ?? 0) / BUCKET);
+          expect(!oldKeys.has(to) || (oldUsed.get(to) ?? 0) < cap).toBe(true);
+        }
+        // Whatever the shape, the plan never moves more than a few times the minimum.
+        const mv = movementBetween(old, dm);
+        expect(mv.movedShare).toBeLessThanOrEqual(4 * mv.minimumShare + 1e-9);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('moves within 10% of the minimum for typical growth (median over equal-disk clusters)', () => {
+    const ratios: number[] = [];
+    fc.assert(
+      fc.property(evenTopologyArb, fc.integer({ min: 1, max: 4 }), fc.boolean(), (ms, n, newMachine) => {
+        const old = tryBuild(topo(ms));
+        if (old === undefined) return;
+        const size = ms[0]?.[0] as number;
+        const dm = planChange(old, topo(grown(ms, Array(n).fill(size), newMachine))).diskmap;
+        const mv = movementBetween(old, dm);
+        if (mv.minimumShare > 0) ratios.push(mv.movedShare / mv.minimumShare);
+      }),
+      { numRuns: 40 },
+    );
+    ratios.sort((a, b) => a - b);
+    expect(ratios.length).toBeGreaterThan(20);
+    expect(ratios[Math.floor(ratios.length / 2)]).toBeLessThanOrEqual(1.1);
+  });
+
+  it.each([
+    ['3-disk box + 1 disk', [[40, 40, 40]], [[40, 40, 40, 40]]],
+    ['3-disk box + 3 disks', [[40, 40, 40]], [[40, 40, 40, 40, 40, 40]]],
+    ['3 machines x 2 + a machine', [[40, 40], [40, 40], [40, 40]], [[40, 40], [40, 40], [40, 40], [40, 40]]],
+    ['3 machines x 2 + a disk each', [[40, 40], [40, 40], [40, 40]], [[40, 40, 40], [40, 40, 40], [40, 40, 40]]],
+    ['4 machines x 6 + a machine', Array.from({ length: 4 }, () => Array(6).fill(40)), Array.from({ length: 5 }, () => Array(6).fill(40))],
+    ['12-disk box + 12 disks', [Array(12).fill(40)], [Array(24).fill(40)]],
+  ])('%s moves about C/(T+C), within 10%% of the minimum', (_n, before, after) => {
+    const old = buildDiskmap(topo(before), opts);
+    const p = planChange(old, topo(after));
+    const mv = movementBetween(old, p.diskmap);
+    const T = before.flat().reduce((a, b) => a + b, 0);
+    const C = after.flat().reduce((a, b) => a + b, 0) - T;
+    expect(mv.movedShare).toBeLessThanOrEqual(mv.minimumShare * 1.1);
+    expect(Math.abs(mv.movedShare - C / (T + C))).toBeLessThan(0.1 * (C / (T + C)));
+    // The new buckets are used (all but less than two groups' worth).
+    const used = [...slotsPerDisk(p.diskmap).values()].reduce((a, b) => a + b, 0);
+    expect(after.flat().reduce((a, b) => a + b, 0) - used).toBeLessThan(2 * widthOf(old.scheme));
+  });
+
+  it('the same change planned twice gives the same document', () => {
+    const old = buildDiskmap(topo([[30, 30, 30]]), opts);
+    const a = planChange(old, topo([[30, 30, 30, 30]]));
+    const b = planChange(parseDiskmap(serializeDiskmap(old)), topo([[30, 30, 30, 30]]));
+    expect(serializeDiskmap(b.diskmap)).toBe(serializeDiskmap(a.diskmap));
+  });
+
+  it('an unchanged topology keeps the epoch', () => {
+    const old = buildDiskmap(topo([[30, 30, 30]]), opts);
+    const p = planChange(old, old.topology);
+    expect(p.diskmap).toBe(old);
+    expect(p.moves).toEqual([]);
+  });
+
+  it('says when new capacity cannot be used under the failure-domain rule', () => {
+    const before = Array.from({ length: 4 }, () => Array(6).fill(40));
+    const old = buildDiskmap(topo(before), opts);
+    const after = before.map((m, i) => (i === 0 ? [...m, 40] : m));
+    const p = planChange(old, topo(after));
+    expect(p.warnings.join(' ')).toMatch(/stay unused/);
+  });
+});
+
+describe('removal, shrinking, drain', () => {
+  const base = (): Diskmap => buildDiskmap(topo([[30, 30, 30, 30]]), opts);
+
+  it('refuses to remove a disk that holds buckets, naming it', () => {
+    const old = base();
+    const p = planChange(old, topo([[30, 30, 30]]));
+    expect(p.refused?.join(' ')).toMatch(/disk m0\/3 .* holds \d+ bucket\(s\).*drain it first/);
+    expect(p.diskmap).toBe(old);
+    const json = topologyToJson(old.topology);
+    ((json.machines[0] as { disks: { state?: string }[] }).disks[3] as { state?: string }).state = 'removed';
+    expect(planChange(old, parseTopology(json)).refused).toBeDefined();
+  });
+
+  it('refuses to shrink a disk below the buckets in use', () => {
+    const old = base();
+    expect(planChange(old, topo([[30, 30, 30, 10]])).refused?.join(' ')).toMatch(/shrank/);
+  });
+
+  it('a drain moves everything off the disk; then removing it is accepted', () => {
+    // Spare room first: a fifth disk, so the drain can move buckets instead of retiring groups.
+    const grownMap = planChange(base(), topo([[30, 30, 30, 30, 30]])).diskmap;
+    const p = planDrain(grownMap, 'm0/1');
+    expect(p.refused).toBeUndefined();
+    const dm = p.diskmap;
+    expect(dm.epoch).toBe(grownMap.epoch + 1);
+    const drained = diskEntries(dm.topology).find((e) => diskLabel(e) === 'm0/1');
+    expect(drained?.d.state).toBe('draining');
+    expect(slotsPerDisk(dm).get(drained?.key as string) ?? 0).toBe(0);
+    expect(p.moves.length).toBeGreaterThan(0);
+    for (const m of p.moves) expect(diskKeyOf(m.from ?? m.to)).toBe(drained?.key);
+    checkInvariants(dm);
+    // Now the disk can go.
+    const json = topologyToJson(dm.topology);
+    (json.machines[0] as { disks: unknown[] }).disks.splice(1, 1);
+    const removed = planChange(dm, parseTopology(json));
+    expect(removed.refused).toBeUndefined();
+    expect(removed.diskmap.epoch).toBe(dm.epoch + 1);
+    expect(removed.diskmap.diff?.removedDisks).toEqual([drained?.key]);
+  });
+
+  it('a drain of a full map retires groups and hands their keys to the others', () => {
+    const old = buildDiskmap(topo([[30, 30, 30, 30]]), { ...opts, scheme: { kind: 'ec', k: 2, m: 1 } });
+    expect(old.groups.length).toBe(40); // every bucket used
+    const p = planDrain(old, 'm0/0');
+    expect(p.refused).toBeUndefined();
+    expect(p.diskmap.diff?.retiredGroups.length).toBeGreaterThan(0);
+    expect(p.warnings.join(' ')).toMatch(/retired/);
+    checkInvariants(p.diskmap);
+  });
+
+  it('a drain that cannot fit is refused, not half-applied', () => {
+    const old = buildDiskmap(topo([[30, 30, 30]]), opts); // 2+1 on exactly 3 disks
+    const p = planDrain(old, 'm0/0');
+    expect(p.refused?.join(' ')).toMatch(/cannot drain m0\/0/);
+    expect(p.diskmap).toBe(old);
+  });
+});
+
+describe('failed disks', () => {
+  it('groups on a failed disk are degraded and repaired onto free buckets', () => {
+    // 4+2 over 3 machines (at most 2 shards per machine): a third disk in machine m0 cannot be used
+    // by new groups, so it is spare room — exactly what a repair inside m0 needs.
+    const base = buildDiskmap(topo([[20, 20], [20, 20], [20, 20]]), opts);
+    const withSpare = planChange(base, topo([[20, 20, 20], [20, 20], [20, 20]])).diskmap;
+    expect(withSpare.groups.length).toBe(base.groups.length);
+    const before = analyzeFailure(withSpare, { disks: ['m0/0'] });
+    expect(before.writeState).toBe('reduced');
+    expect(before.degradedGroups.length).toBeGreaterThan(0);
+    expect(before.lostGroups).toEqual([]);
+    const p = planRepair(withSpare, 'm0/0');
+    const failedKey = diskEntries(p.diskmap.topology).find((e) => diskLabel(e) === 'm0/0')?.key as string;
+    expect(p.moves.filter((m) => m.kind === 'repair').length).toBeGreaterThan(0);
+    for (const m of p.moves.filter((x) => x.kind === 'repair')) expect(diskKeyOf(m.from as never)).toBe(failedKey);
+    const left = p.diskmap.groups.filter((g) => g.buckets.some((b) => diskKeyOf(b) === failedKey)).length;
+    // Whatever could not be placed is reported, the rest no longer uses the failed disk.
+    expect(left).toBe(0);
+    expect(p.warnings.join(' ')).not.toMatch(/cannot be repaired/);
+    checkInvariants(p.diskmap);
+    expect(analyzeFailure(p.diskmap, {}).degradedGroups).toEqual([]);
+  });
+
+  it('a replacement disk (same slot, new incarnation) receives the lost buckets', () => {
+    const t1 = parseTopology({ machines: [{ name: 'b', machine: 0, disks: [0, 1, 2].map((d) => ({ disk: d, capacity: 30 * BUCKET, incarnation: `a${d}` })) }] });
+    const old = buildDiskmap(t1, opts);
+    const failed = planRepair(old, 'b/1');
+    expect(failed.warnings.join(' ')).toMatch(/cannot be repaired/); // nowhere to go yet
+    const t2 = parseTopology({
+      machines: [{ name: 'b', machine: 0, disks: [0, 1, 2].map((d) => ({ disk: d, capacity: 30 * BUCKET, incarnation: d === 1 ? 'b1' : `a${d}` })) }],
+    });
+    const p = planChange(failed.diskmap, t2);
+    expect(p.refused).toBeUndefined();
+    expect(p.moves.every((m) => m.kind === 'repair')).toBe(true);
+    expect(p.moves.length).toBe(old.groups.length);
+    checkInvariants(p.diskmap);
+    expect(analyzeFailure(p.diskmap, { disks: [] }).degradedGroups).toEqual([]);
+  });
+});
+
+describe('addressing across epochs', () => {
+  it('the slot of a key does not depend on the map, only its group does', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.integer({ min: 8, max: 22 }), (key, bits) => {
+        const v = vslotOf(key, bits);
+        expect(vslotOf(key, bits + 1) >>> 1).toBe(v);
+      }),
+      { numRuns: 100 },
+    );
+  });
+});
