@@ -62,6 +62,9 @@ export interface MetaClientOptions {
 }
 
 const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
+const READ_METHODS: ReadonlySet<string> = new Set([
+  'Getattr', 'Lookup', 'Readdir', 'Readlink', 'GetXattr', 'ListXattr', 'CommitStatus', 'DiskmapGet', 'DiskmapChange', 'Status',
+]);
 
 function toWireRef(t: Target): Record<string, unknown> {
   if (typeof t === 'string') return { path: t };
@@ -149,7 +152,11 @@ export class MetaClient {
         return await call<Wire, Wire>(this.client(this.endpoint()), method, req, this.timeoutMs);
       } catch (err) {
         if (!(err instanceof CairnError)) throw err;
-        const retriable = err.code === 'ENOTLEADER' || err.code === 'EUNAVAIL' || err.code === 'EAGAIN';
+        // Reads may also move on from a node that is stopping or too slow; writes may not
+        // (the entry may still commit there).
+        const retriable =
+          err.code === 'ENOTLEADER' || err.code === 'EUNAVAIL' || err.code === 'EAGAIN' ||
+          (READ_METHODS.has(method) && (err.code === 'ECANCELED' || err.code === 'ETIMEDOUT'));
         if (!retriable || Date.now() > deadline || this.closed) throw err;
         if (!(err.code === 'ENOTLEADER' && this.useLeader(err))) this.current++;
         const pause = RETRY_BACKOFF_MS[Math.min(attempt, RETRY_BACKOFF_MS.length - 1)]!;
