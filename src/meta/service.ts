@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { CairnError, fail } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 import { logger } from '../common/log.js';
-import { counter, histogram } from '../common/metrics.js';
+import { counter, gauge, histogram } from '../common/metrics.js';
 import { grpc, serviceOf, toServiceError, unary } from '../rpc/grpc.js';
 import { encodeEntry, validateOp, type EntryRef, type Op, type Ref } from './ops.js';
 import type { Replicator } from './replicator.js';
@@ -23,7 +23,7 @@ import type { ApplyResult, CommitRecord, Inode, Lease, MetaStateMachine, WatchEv
 export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
 /** Events sent per watch message, and the bound on one watcher's unsent backlog. */
 const WATCH_BATCH = 256;
-/** How often the leader proposes the expiry of dead leases. */
+/** How often the leader proposes the expiry of dead leases (default). */
 const LEASE_SWEEP_MS = 2_000;
 
 export interface NodeInfo {
@@ -43,6 +43,8 @@ export interface MetaServiceOptions {
   /** Check a diskmap document before proposing it (default: the diskmap module's parseDiskmap). */
   validateDiskmap?: (doc: unknown) => void;
   nowMs?: () => number;
+  /** How often the leader looks for expired leases to remove (default 2 s). */
+  leaseSweepMs?: number;
 }
 
 // ---------------------------------------------------------------- request schemas
@@ -149,6 +151,7 @@ export class MetaService {
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly watchers = new Set<AbortController>();
   private readonly opsTotal = counter('cairn_meta_ops_total', 'Metadata requests by method and outcome', ['method', 'outcome']);
+  private readonly revisionGauge = gauge('cairn_meta_revision', 'Last metadata revision applied on this node');
   private readonly latency = histogram('cairn_meta_request_seconds', 'Metadata request latency', ['method'], [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
   ]);
@@ -204,7 +207,7 @@ export class MetaService {
           if (inos.length > 0) await this.propose({ op: 'leaseExpire', inos }, true);
         })
         .catch((err: unknown) => this.log.debug({ err: String(err) }, 'lease sweep skipped'));
-    }, LEASE_SWEEP_MS);
+    }, this.opts.leaseSweepMs ?? LEASE_SWEEP_MS);
     this.sweepTimer.unref();
   }
 
@@ -224,6 +227,7 @@ export class MetaService {
       try {
         const res = await fn(req);
         this.opsTotal.inc({ method, outcome: 'ok' });
+        this.revisionGauge.set(this.sm.revision());
         return res;
       } catch (err) {
         this.opsTotal.inc({ method, outcome: err instanceof CairnError ? err.code : 'EIO' });

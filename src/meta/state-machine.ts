@@ -228,6 +228,8 @@ export class MetaStateMachine implements StateMachine {
   private readonly revListeners = new Set<() => void>();
   private readonly log = logger('meta-sm');
   private closed = false;
+  /** True while restore() swaps the database: local reads answer EUNAVAIL (clients go elsewhere). */
+  private restoring = false;
 
   private constructor(private readonly dataDir: string, opts: MetaStateMachineOptions) {
     this.dbPath = join(dataDir, 'meta');
@@ -448,15 +450,25 @@ export class MetaStateMachine implements StateMachine {
         throw err;
       }
       await fresh.close();
-      await writeFile(join(this.dataDir, 'RESTORE_READY'), String(meta.index));
-      await fsyncDir(this.dataDir);
-      await this.db.close();
-      await finishRestore(this.dataDir);
-      this.db = new ClassicLevel<string, string>(this.dbPath, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
-      await this.openDb();
+      this.restoring = true;
+      try {
+        await this.swapIn(meta.index);
+      } finally {
+        this.restoring = false;
+      }
       this.log.info({ index: meta.index, revision: this.lastRev }, 'restored metadata snapshot');
       for (const l of [...this.revListeners]) l();
     });
+  }
+
+  /** Mark the new database ready (durably), then swap it in place of the current one. */
+  private async swapIn(index: number): Promise<void> {
+    await writeFile(join(this.dataDir, 'RESTORE_READY'), String(index));
+    await fsyncDir(this.dataDir);
+    await this.db.close();
+    await finishRestore(this.dataDir);
+    this.db = new ClassicLevel<string, string>(this.dbPath, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+    await this.openDb();
   }
 
   async close(): Promise<void> {
@@ -470,6 +482,7 @@ export class MetaStateMachine implements StateMachine {
 
   private checkOpen(): void {
     if (this.closed) fail('EUNAVAIL', 'metadata state machine is closed');
+    if (this.restoring) fail('EUNAVAIL', 'this node is installing a metadata snapshot; retry on another node or shortly');
   }
 
   // ---------------------------------------------------------------- reads (local state)

@@ -10,7 +10,7 @@ import { MetaService } from '../../src/meta/service.js';
 import { LocalReplicator } from '../../src/meta/replicator.js';
 import { MetaClient } from '../../src/meta/client.js';
 import { startServer, type StartedServer, call, makeClient, serviceOf } from '../../src/rpc/grpc.js';
-import { tempDir } from '../helpers/env.js';
+import { eventually, tempDir } from '../helpers/env.js';
 import { buildDiskmap, parseDiskmap, parseTopology, serializeDiskmap } from '../../src/diskmap/index.js';
 
 let dir: { path: string; remove: () => Promise<void> };
@@ -23,7 +23,8 @@ beforeAll(async () => {
   dir = await tempDir('cairn-meta-svc-');
   sm = await MetaStateMachine.open({ dataDir: dir.path, maxEvents: 50 });
   const rep = new LocalReplicator(sm);
-  svc = new MetaService({ sm, replicator: () => rep });
+  svc = new MetaService({ sm, replicator: () => rep, leaseSweepMs: 100 });
+  svc.startLeaseSweeper();
   server = await startServer('127.0.0.1:0', [svc.definition()]);
   client = new MetaClient({ endpoints: [server.address] });
 });
@@ -100,6 +101,23 @@ describe('metadata service over gRPC', () => {
     let count = 0;
     for await (const _ of client.readdirAll('/s', { pageSize: 4 })) count++;
     expect(count).toBe(26);
+  });
+
+  it('keeps an unlinked file while its lease lives and frees it when the lease expires', async () => {
+    const { attr } = await client.create('/open-file');
+    const lease = await client.leaseAcquire(attr.ino, 'w', 200);
+    await client.unlink('/open-file');
+    expect((await client.stat({ ino: attr.ino })).nlink).toBe(0);
+    // the leader's sweep removes the lease after expiry + safety margin, and the orphan with it
+    await eventually(async () => {
+      try {
+        await client.stat({ ino: attr.ino });
+        return false;
+      } catch (err) {
+        return (err as { code?: string }).code === 'ESTALE';
+      }
+    }, 10_000);
+    await expect(client.leaseRenew(attr.ino, 'w', lease.token, 200)).rejects.toMatchObject({ code: 'EFENCED' });
   });
 
   it('answers a watch from a compacted revision with ECOMPACTED', async () => {
