@@ -13,7 +13,7 @@ import {
   type LogStorage,
   type Snapshot,
 } from '../types.js';
-import { limitSize } from './log.js';
+import { entrySizeBytes } from './log.js';
 import { cloneConf } from './confchange.js';
 
 export interface MemoryStorageInit {
@@ -77,7 +77,16 @@ export class MemoryStorage implements LogStorage {
     const off = this.offset();
     if (lo <= off) throw new CompactedError(lo);
     if (hi > this.lastIndex() + 1) throw new UnavailableError(hi - 1);
-    return limitSize(this.ents.slice(lo - off, hi - off), maxBytes);
+    if (lo >= hi) return [];
+    // Walk only as far as the size limit allows (at least one entry).
+    let end = lo - off + 1;
+    let size = entrySizeBytes(this.ents[lo - off]!);
+    while (end < hi - off) {
+      size += entrySizeBytes(this.ents[end]!);
+      if (size > maxBytes) break;
+      end++;
+    }
+    return this.ents.slice(lo - off, end);
   }
 
   snapshot(): Snapshot {

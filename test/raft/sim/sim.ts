@@ -162,7 +162,7 @@ export class Simulation {
     this.checkQuorum = r.chance(0.6);
     this.electionTicks = 10 + r.int(6);
     this.heartbeatTicks = 1 + r.int(3);
-    this.maxSizePerMsgBytes = r.pick([64, 256, 4096]);
+    this.maxSizePerMsgBytes = r.pick([1, 64, 256, 4096]);
     this.maxInflightMsgs = r.pick([1, 2, 4, 64]);
     this.maxInflightBytes = r.pick([0, 128, 1024]);
     const voters = Array.from({ length: cfg.nodes }, (_, i) => i + 1);
@@ -597,6 +597,10 @@ export class Simulation {
     if (r.chance(0.006)) {
       const ups = this.upNodes();
       if (ups.length > 0) this.crash(r.pick(ups), 'at random');
+    }
+    if (r.chance(0.004)) {
+      const l = this.currentLeader();
+      if (l) this.crash(l, 'the leader');
     }
     for (const n of this.nodes.values()) {
       if (!n.up && r.chance(0.05)) this.start(n);
