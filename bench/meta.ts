@@ -29,13 +29,15 @@ const { values } = parseArgs({
     ops: { type: 'string', default: 'put,get-lin,get-ser' },
     procs: { type: 'string', default: '1' },
     keys: { type: 'string', default: '10000' },
+    'max-other': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   process.stdout.write(
     'usage: npm run bench:meta -- [--quick] [--duration S] [--warmup S] [--conc 1,16,128] [--ops put,get-lin,get-ser] [--procs N] [--keys N]\n' +
-      '  --quick: 3 s per phase instead of 10 s\n',
+      '  --quick: 3 s per phase instead of 10 s\n' +
+      '  --max-other X: shared-machine guard of kvbench: wait for quiet and re-run (up to 3 times) a phase whose foreign load exceeded X cores\n',
   );
   process.exit(0);
 }
@@ -198,6 +200,7 @@ try {
     '--value-size', '256',
     '--procs', values.procs!,
     '--out', out,
+    ...(values['max-other'] !== undefined ? ['--max-other', values['max-other'], '--phase-retries', '3', '--quiet-max-s', '120'] : []),
   ]);
   rows = (JSON.parse(await readFile(out, 'utf8')) as { rows: Row[] }).rows;
 } finally {
