@@ -111,6 +111,10 @@ interface Handle {
 
 /** Open handles per file system (every table has a bound). */
 export const MAX_OPEN_HANDLES = 65_536;
+/** One read returns at most this many bytes (a short read, as POSIX allows); memory stays bounded. */
+export const MAX_READ_BYTES = 64 * 1024 * 1024;
+/** Lease renewals sent at once. */
+const RENEW_PARALLELISM = 8;
 
 const commitsTotal = counter('cairn_client_commits_total', 'Commits finished by the client', ['result']);
 const cacheBytes = gauge('cairn_client_cache_bytes', 'Bytes of journal in the write cache');
@@ -274,7 +278,7 @@ export class CairnFs {
     const at = position ?? h.pos;
     const f = h.file;
     const out = await f.lock.run(async () => {
-      const end = Math.min(f.size, at + length);
+      const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
       if (end <= at) return Buffer.alloc(0);
       return f.read(at, end, this.readCache);
     });
@@ -573,17 +577,30 @@ export class CairnFs {
     if (!reached()) throw f.lastError ?? new CairnError('EIO', `${f.st.path}: commit failed`);
   }
 
+  private renewing = false;
+
+  /** Renew the lease of every file that holds one, a few at a time; a failure drops the token. */
   private async renewLeases(): Promise<void> {
-    for (const f of this.files.values()) {
-      const token = f.st.leaseToken;
-      if (token === null) continue;
-      try {
-        const lease = await this.meta.renewLease(f.fileId, this.holder, token, this.opts.leaseTtlMs);
-        if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: lease.token };
-      } catch (err) {
-        this.log.warn({ path: f.st.path, err: String(err) }, 'lease renewal failed; the next commit takes a new lease');
-        if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: null };
-      }
+    if (this.renewing || this.closing) return;
+    this.renewing = true;
+    try {
+      const queue = [...this.files.values()].filter((f) => f.st.leaseToken !== null);
+      const worker = async (): Promise<void> => {
+        for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
+          const token = f.st.leaseToken;
+          if (token === null || this.closing) continue;
+          try {
+            const lease = await this.meta.renewLease(f.fileId, this.holder, token, this.opts.leaseTtlMs);
+            if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: lease.token };
+          } catch (err) {
+            this.log.warn({ path: f.st.path, err: String(err) }, 'lease renewal failed; the next commit takes a new lease');
+            if (f.st.leaseToken === token) f.st = { ...f.st, leaseToken: null };
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: RENEW_PARALLELISM }, worker));
+    } finally {
+      this.renewing = false;
     }
   }
 }
