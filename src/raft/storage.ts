@@ -55,6 +55,20 @@ const markSchema = z.object({ index: z.number().int().min(0), term: z.number().i
 const snapMetaSchema = z.object({ index: z.number().int().min(0), term: z.number().int().min(0), conf: confStateSchema });
 const peersSchema = z.record(z.string().regex(/^\d+$/), z.string().min(1));
 
+/**
+ * The core probes past the end of the log on every append (matchTerm); building a stack trace
+ * for each of those expected errors is costly, so they are made without one.
+ */
+function cheap<E extends Error>(make: () => E): E {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return make();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 export function entryKey(index: number): Buffer {
   const k = Buffer.allocUnsafe(9);
   k[0] = ENTRY_PREFIX;
@@ -231,15 +245,15 @@ export class DiskStorage implements LogStorage {
   }
 
   term(i: number): number {
-    if (i < this.mark.index) throw new CompactedError(i);
+    if (i < this.mark.index) throw cheap(() => new CompactedError(i));
     if (i === this.mark.index) return this.mark.term;
-    if (i > this.lastIndex()) throw new UnavailableError(i);
+    if (i > this.lastIndex()) throw cheap(() => new UnavailableError(i));
     return this.terms[i - this.mark.index - 1]!;
   }
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
-    if (lo <= this.mark.index) throw new CompactedError(lo);
-    if (hi > this.lastIndex() + 1) throw new UnavailableError(hi - 1);
+    if (lo <= this.mark.index) throw cheap(() => new CompactedError(lo));
+    if (hi > this.lastIndex() + 1) throw cheap(() => new UnavailableError(hi - 1));
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i < hi; i++) {
