@@ -17,6 +17,8 @@ A fault-injection run: N cairn kv daemons behind fault proxies, a register workl
 a seeded nemesis schedule, then convergence and linearizability checks.
 
 options:
+  --workload W      register (KV Raft group, cairn kv serve; default) or
+                    path (versioned paths on the metadata service, cairn start)
   --time S          run length in seconds (default 60)
   --nemesis LIST    all | none | comma list of ${NEMESIS_KINDS.join(', ')} (default all)
   --seed N          seed of the fault schedule and workload (default: random)
@@ -56,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
         out: { type: 'string' },
         'keep-data': { type: 'boolean', default: false },
         reads: { type: 'string', default: 'linearizable' },
+        workload: { type: 'string', default: 'register' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -72,6 +75,7 @@ async function main(argv: string[]): Promise<number> {
   const nodes = int('nodes', v.nodes, 3, 1, 9);
   const clients = int('clients', v.clients, 6, 1, 64);
   if (v.reads !== 'linearizable' && v.reads !== 'serializable') usage('--reads must be linearizable or serializable');
+  if (v.workload !== 'register' && v.workload !== 'path') usage('--workload must be register or path');
   let kinds: NemesisKind[];
   if (v.nemesis === 'all') kinds = [...NEMESIS_KINDS];
   else if (v.nemesis === 'none') kinds = [];
@@ -91,6 +95,7 @@ async function main(argv: string[]): Promise<number> {
       schedule,
       keepData: v['keep-data'],
       reads: v.reads,
+      workload: v.workload,
       log: (line) => process.stdout.write(`${line}\n`),
     });
     process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${summary.linearizability.verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);

@@ -10,11 +10,12 @@ import { join } from 'node:path';
 import { CairnError } from '../../src/common/errors.js';
 import { checkWithModel, formatResult, type CheckResult } from './checker/check.js';
 import { pairEvents, parseHistory } from './checker/history.js';
-import { KvCluster } from './kv-cluster.js';
+import { Cluster } from './cluster.js';
 import { describeAction, makeSchedule, parseSchedule, runSchedule, seededRandom, type AppliedAction, type NemesisKind, type Schedule } from './nemesis.js';
 import { HistoryRecorder } from './recorder.js';
 import { renderTimeline } from './timeline.js';
 import { finalReads, runRegisterWorkload, type WorkloadStats } from './workloads/register.js';
+import { finalPathReads, runPathWorkload, setupPaths } from './workloads/path.js';
 
 export interface RunOptions {
   readonly seed: number;
@@ -38,11 +39,16 @@ export interface RunOptions {
   readonly log?: (line: string) => void;
   /** Read mode of the workload (serializable = a known-weak mode to see the checker catch stale reads). */
   readonly reads?: 'linearizable' | 'serializable';
+  /** register: the KV Raft group (`cairn kv serve`); path: versioned paths on the metadata service (`cairn start`). */
+  readonly workload?: WorkloadName;
 }
+
+export type WorkloadName = 'register' | 'path';
 
 export interface RunSummary {
   readonly valid: boolean;
   readonly runDir: string;
+  readonly workloadName: WorkloadName;
   readonly seed: number;
   readonly nodes: number;
   readonly clients: number;
@@ -57,6 +63,8 @@ export interface RunSummary {
   readonly replay: string;
 }
 
+/** Process ids of the final reads, above any client's. */
+const FINAL_READ_PROCESS_FIRST = 1_000_000;
 /** Workload time after the last fault was undone. */
 const QUIET_TAIL_MS = 2_000;
 /** Beyond twice the planned time, the schedule is cut short. */
@@ -68,11 +76,11 @@ function stamp(d = new Date()): string {
 
 /** The command that replays this run's fault schedule. */
 export function replayCommand(
-  o: { timeMs: number; kinds: readonly string[]; seed: number; nodes: number; clients: number; reads?: string },
+  o: { timeMs: number; kinds: readonly string[]; seed: number; nodes: number; clients: number; reads?: string; workload?: string },
   scheduleFile: string,
 ): string {
   return (
-    `npm run jepsen -- --time ${Math.round(o.timeMs / 1000)} --nemesis ${o.kinds.length === 0 ? 'none' : o.kinds.join(',')} ` +
+    `npm run jepsen -- --workload ${o.workload ?? 'register'} --time ${Math.round(o.timeMs / 1000)} --nemesis ${o.kinds.length === 0 ? 'none' : o.kinds.join(',')} ` +
     `--seed ${o.seed} --nodes ${o.nodes} --clients ${o.clients}${o.reads === 'serializable' ? ' --reads serializable' : ''} --schedule ${scheduleFile}`
   );
 }
@@ -100,7 +108,8 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   log(`replay with: ${replay}`);
 
   const recorder = new HistoryRecorder(join(runDir, 'history.jsonl'));
-  const cluster = await KvCluster.start({ nodes: o.nodes, dir: join(runDir, 'cluster') });
+  const workloadName = o.workload ?? 'register';
+  const cluster = await Cluster.start({ daemon: workloadName === 'path' ? 'meta' : 'kv', nodes: o.nodes, dir: join(runDir, 'cluster') });
   const unexpectedExits: string[] = [];
   for (const id of cluster.ids) {
     cluster.proc(id).onUnexpectedExit = (r) => {
@@ -114,12 +123,14 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const started = Date.now();
   const startedNs = process.hrtime.bigint();
   const stop = new AbortController();
+  const endpoints = new Map(cluster.ids.map((id) => [id, cluster.endpoint(id)]));
   try {
-    const endpoints = new Map(cluster.ids.map((id) => [id, cluster.endpoint(id)]));
-    const workload = runRegisterWorkload(
-      { recorder, endpoints, clients: o.clients, rand: seededRandom(o.seed ^ 0x9e3779b9), reads: o.reads },
-      stop.signal,
-    );
+    if (workloadName === 'path') await setupPaths(endpoints);
+    const rand = seededRandom(o.seed ^ 0x9e3779b9);
+    const workload =
+      workloadName === 'path'
+        ? runPathWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal)
+        : runRegisterWorkload({ recorder, endpoints, clients: o.clients, rand, reads: o.reads }, stop.signal);
     workload.catch(() => undefined); // awaited below; this only keeps an early failure from being 'unhandled'
     // The schedule plays to its end even when slow actions (restarts) delay it, within a hard cap;
     // the workload runs until the planned time has passed and the last fault has been undone for a while.
@@ -137,8 +148,14 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     stats = await workload;
     log(`workload done: ${stats.ok} ok, ${stats.fail} fail, ${stats.info} unknown`);
     await cluster.healAll();
-    const keys = Array.from({ length: stats.keysUsed }, (_, k) => `r${k}`);
-    convergence = await finalReads({ recorder, endpoints, keys, firstProcess: 1_000_000 }, o.convergeBoundMs ?? 30_000);
+    const boundMs = o.convergeBoundMs ?? 30_000;
+    convergence =
+      workloadName === 'path'
+        ? await finalPathReads({ recorder, endpoints, files: stats.keysUsed, firstProcess: FINAL_READ_PROCESS_FIRST }, boundMs)
+        : await finalReads(
+            { recorder, endpoints, keys: Array.from({ length: stats.keysUsed }, (_, k) => `r${k}`), firstProcess: FINAL_READ_PROCESS_FIRST },
+            boundMs,
+          );
     log(`convergence: ${convergence.converged ? `all nodes agree after ${convergence.afterMs} ms` : `NOT converged: ${convergence.disagreements.join('; ')}`}`);
   } finally {
     stop.abort();
@@ -150,7 +167,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const checkStarted = Date.now();
   const historyFile = join(runDir, 'history.jsonl');
   const { events } = parseHistory(await readFile(historyFile, 'utf8'), historyFile, 'cairn');
-  const result = checkWithModel('register', pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
+  const result = checkWithModel(workloadName === 'path' ? 'path' : 'register', pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
   const checkMs = Date.now() - checkStarted;
   const report = formatResult(result);
   log(report);
@@ -160,6 +177,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const summary: RunSummary = {
     valid: result.verdict === 'linearizable' && convergence.converged,
     runDir,
+    workloadName,
     seed: o.seed,
     nodes: o.nodes,
     clients: o.clients,

@@ -1,20 +1,33 @@
 /**
- * A cluster of real `cairn kv serve` daemons (the trivial Raft key-value group, src/raft/kv) for
- * fault-injection runs: N processes with their own data dirs and ports, whose peer addresses point at
- * per-link fault proxies (proxy.ts), supervised (supervisor.ts), and exposed as a NemesisTarget.
- * Clients talk to each node directly (partitions cut node-to-node links, as in Jepsen).
+ * A cluster of real Cairn daemons for fault-injection runs — `cairn kv serve` (the trivial Raft
+ * key-value group, src/raft/kv) or `cairn start` (the metadata node, src/server) — N processes with
+ * their own data dirs and ports, whose peer addresses point at per-link fault proxies (proxy.ts),
+ * supervised (supervisor.ts), and exposed as a NemesisTarget. Clients talk to each node directly
+ * (partitions cut node-to-node links, as in Jepsen).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RaftConfig } from '../../src/common/config.js';
 import { CairnError } from '../../src/common/errors.js';
 import { KvClient } from '../../src/raft/kv/client.js';
+import { MetaClient } from '../../src/meta/client.js';
 import { freePort } from '../helpers/env.js';
 import { loseDirectory, restoreDirectory, type NemesisTarget } from './nemesis.js';
 import { LinkNetwork, type Components, type NodeId } from './proxy.js';
 import { Supervisor, cairnCommand, type SupervisedProcess } from './supervisor.js';
 
-export interface KvClusterOptions {
+const STATUS_TIMEOUT_MS = 1_000;
+
+/** Which daemon the nodes run. */
+export type Daemon = 'kv' | 'meta';
+
+const DAEMON_ARGS: Record<Daemon, (configFile: string) => string[]> = {
+  kv: (f) => ['kv', 'serve', '--config', f],
+  meta: (f) => ['start', '--config', f],
+};
+
+export interface ClusterOptions {
+  readonly daemon?: Daemon;
   readonly nodes: number;
   /** Where node data dirs, configs and logs go. */
   readonly dir: string;
@@ -25,8 +38,9 @@ export interface KvClusterOptions {
 /** Raft timing for runs on a small shared machine: elections in about a second. */
 export const RUN_RAFT_DEFAULTS: Partial<RaftConfig> = { tickMs: 50, electionTicks: 20, heartbeatTicks: 2 };
 
-export class KvCluster implements NemesisTarget {
+export class Cluster implements NemesisTarget {
   private constructor(
+    readonly daemon: Daemon,
     readonly ids: readonly NodeId[],
     private readonly listen: ReadonlyMap<NodeId, string>,
     readonly net: LinkNetwork,
@@ -35,14 +49,14 @@ export class KvCluster implements NemesisTarget {
     private readonly readyTimeoutMs: number,
   ) {}
 
-  static async start(o: KvClusterOptions): Promise<KvCluster> {
-    if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9) throw new CairnError('EINVAL', 'a kv cluster has 1..9 nodes');
+  static async start(o: ClusterOptions): Promise<Cluster> {
+    if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9) throw new CairnError('EINVAL', 'a cluster has 1..9 nodes');
     const ids = Array.from({ length: o.nodes }, (_, i) => i + 1);
     const listen = new Map<NodeId, string>();
     for (const id of ids) listen.set(id, `127.0.0.1:${await freePort()}`);
     const net = await LinkNetwork.create(ids, (id) => listen.get(id)!);
     const supervisor = new Supervisor();
-    const cluster = new KvCluster(ids, listen, net, supervisor, o.dir, o.readyTimeoutMs ?? 60_000);
+    const cluster = new Cluster(o.daemon ?? 'kv', ids, listen, net, supervisor, o.dir, o.readyTimeoutMs ?? 60_000);
     try {
       for (const id of ids) {
         const nodeDir = join(o.dir, `n${id}`);
@@ -60,7 +74,7 @@ export class KvCluster implements NemesisTarget {
         };
         const configFile = join(nodeDir, 'config.json');
         await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
-        const { command, args } = cairnCommand(['kv', 'serve', '--config', configFile]);
+        const { command, args } = cairnCommand(DAEMON_ARGS[o.daemon ?? 'kv'](configFile));
         supervisor.add({
           name: `n${id}`,
           command,
@@ -125,20 +139,31 @@ export class KvCluster implements NemesisTarget {
     await Promise.all(
       this.ids.map(async (id) => {
         if (this.proc(id).state !== 'running') return;
-        const c = new KvClient([this.endpoint(id)], 1_000);
-        try {
-          const s = await c.status(0);
-          if (s.leader > 0) votes.set(s.leader, (votes.get(s.leader) ?? 0) + 1);
-        } catch {
-          // an unreachable node has no say
-        } finally {
-          c.close();
-        }
+        const leader = await this.leaderSeenBy(id).catch(() => 0); // an unreachable node has no say
+        if (leader > 0) votes.set(leader, (votes.get(leader) ?? 0) + 1);
       }),
     );
     let best: NodeId | undefined;
     for (const [id, n] of votes) if (best === undefined || n > votes.get(best)!) best = id;
     return best;
+  }
+
+  /** The leader node `id` knows of (0: none). */
+  private async leaderSeenBy(id: NodeId): Promise<number> {
+    if (this.daemon === 'kv') {
+      const c = new KvClient([this.endpoint(id)], STATUS_TIMEOUT_MS);
+      try {
+        return (await c.status(0)).leader;
+      } finally {
+        c.close();
+      }
+    }
+    const c = new MetaClient({ endpoints: [this.endpoint(id)], timeoutMs: STATUS_TIMEOUT_MS, retryBudgetMs: 0 });
+    try {
+      return (await c.status(this.endpoint(id))).leaderId;
+    } finally {
+      c.close();
+    }
   }
 
   async loseDisk(node: NodeId): Promise<void> {

@@ -1,0 +1,182 @@
+/**
+ * The path-register workload against the metadata service (`cairn start` nodes): each file
+ * /jepsen/pN is a versioned register — its value is the file size, its version the layout version
+ * (0 = never written, value nil). Each client is bound to one node and runs
+ *  - read: a linearizable Getattr → {value, version};
+ *  - cas: Truncate(size = new value, expected_version) → ok with the new version, or ECONFLICT.
+ * The CAS usually expects the version the client last saw of that file (read-then-CAS), sometimes a
+ * random nearby one. Checked with the `path` model. Outcomes as in the register workload: failed reads
+ * are dropped, CAS errors other than ECONFLICT are unknown (`info`, the process retires), ECONFLICT is
+ * the observation "not at that version".
+ */
+import { MetaClient } from '../../../src/meta/client.js';
+import { CairnError } from '../../../src/common/errors.js';
+import type { HistoryRecorder } from '../recorder.js';
+import type { NodeId } from '../proxy.js';
+import type { WorkloadStats } from './register.js';
+
+export const PATH_DIR = '/jepsen';
+
+export interface PathWorkloadOptions {
+  readonly recorder: HistoryRecorder;
+  readonly endpoints: ReadonlyMap<NodeId, string>;
+  readonly clients: number;
+  readonly rand: () => number;
+  readonly requestTimeoutMs?: number;
+  readonly filesAtOnce?: number;
+  readonly opsPerFile?: number;
+  readonly thinkMs?: number;
+  readonly values?: number;
+}
+
+/** Base pause after a failed request. */
+const ERROR_BACKOFF_MS = 100;
+
+function codeOf(err: unknown): string {
+  if (err instanceof CairnError) return err.code;
+  return err instanceof Error ? err.name : 'EIO';
+}
+
+export function pathOf(k: number): string {
+  return `${PATH_DIR}/p${k}`;
+}
+
+function client(endpoint: string, timeoutMs: number): MetaClient {
+  // One node per client, and a short retry budget: the workload records what it saw, it does not hide it.
+  return new MetaClient({ endpoints: [endpoint], timeoutMs, retryBudgetMs: timeoutMs });
+}
+
+/** Make the directory the files live in (retrying while the cluster elects a leader). */
+export async function setupPaths(endpoints: ReadonlyMap<NodeId, string>, boundMs = 30_000): Promise<void> {
+  const c = new MetaClient({ endpoints: [...endpoints.values()], timeoutMs: 2_000, retryBudgetMs: boundMs });
+  try {
+    await c.mkdir(PATH_DIR).catch((err: unknown) => {
+      if (!(err instanceof CairnError && err.code === 'EEXIST')) throw err;
+    });
+  } finally {
+    c.close();
+  }
+}
+
+export async function runPathWorkload(o: PathWorkloadOptions, signal: AbortSignal): Promise<WorkloadStats> {
+  const timeoutMs = o.requestTimeoutMs ?? 1_000;
+  const filesAtOnce = o.filesAtOnce ?? 3;
+  const opsPerFile = o.opsPerFile ?? 200;
+  const thinkMs = o.thinkMs ?? 10;
+  const values = o.values ?? 5;
+  const nodes = [...o.endpoints.keys()];
+  const stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
+  let opsStarted = 0;
+  const fileFor = (): number => {
+    const generation = Math.floor(opsStarted / (opsPerFile * filesAtOnce));
+    const k = generation * filesAtOnce + Math.floor(o.rand() * filesAtOnce);
+    stats.keysUsed = Math.max(stats.keysUsed, k + 1);
+    return k;
+  };
+
+  const run = async (c: number): Promise<void> => {
+    const node = nodes[c % nodes.length]!;
+    const meta = client(o.endpoints.get(node)!, timeoutMs);
+    const ensured = new Set<number>();
+    const lastVersion = new Map<number, number>();
+    let process_ = c;
+    try {
+      while (!signal.aborted) {
+        opsStarted++;
+        const k = fileFor();
+        const path = pathOf(k);
+        let erred = false;
+        if (!ensured.has(k)) {
+          // Open-or-create (not part of the history: a fresh file is the model's initial state).
+          try {
+            await meta.create(path, { exclusive: false });
+            ensured.add(k);
+          } catch {
+            erred = true;
+          }
+        } else if (o.rand() < 0.5) {
+          const h = o.recorder.invoke(process_, 'read', path, null);
+          try {
+            const a = await meta.stat(path);
+            o.recorder.ok(h, { value: a.version === 0 ? null : a.size, version: a.version }, node);
+            lastVersion.set(k, a.version);
+            stats.ok++;
+          } catch (err) {
+            o.recorder.fail(h, codeOf(err), node);
+            stats.fail++;
+            erred = true;
+          }
+        } else {
+          const seen = lastVersion.get(k) ?? 0;
+          const expectedVersion = o.rand() < 0.8 ? seen : Math.max(0, seen + Math.floor(o.rand() * 3) - 1);
+          const value = Math.floor(o.rand() * values);
+          const h = o.recorder.invoke(process_, 'cas', path, [expectedVersion, value]);
+          try {
+            const r = await meta.truncate(path, value, expectedVersion);
+            o.recorder.ok(h, { version: r.record.version }, node);
+            lastVersion.set(k, r.record.version);
+            stats.ok++;
+          } catch (err) {
+            if (err instanceof CairnError && err.code === 'ECONFLICT') {
+              o.recorder.fail(h, 'ECONFLICT', node);
+              stats.fail++;
+              const current = err.details?.currentVersion;
+              if (typeof current === 'number') lastVersion.set(k, current);
+            } else {
+              o.recorder.info(h, codeOf(err), node);
+              stats.info++;
+              process_ += o.clients;
+              erred = true;
+            }
+          }
+        }
+        const pauseMs = erred ? ERROR_BACKOFF_MS + Math.floor(o.rand() * ERROR_BACKOFF_MS) : Math.floor(o.rand() * thinkMs * 2);
+        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      }
+    } finally {
+      meta.close();
+    }
+  };
+  await Promise.all(Array.from({ length: o.clients }, (_, c) => run(c)));
+  return stats;
+}
+
+/** After healing: stat every file through every node (recorded) until all answer and agree. */
+export async function finalPathReads(
+  o: { recorder: HistoryRecorder; endpoints: ReadonlyMap<NodeId, string>; files: number; firstProcess: number },
+  boundMs: number,
+): Promise<{ converged: boolean; afterMs: number; disagreements: string[] }> {
+  const started = Date.now();
+  const clients = new Map([...o.endpoints].map(([id, e]) => [id, client(e, 2_000)]));
+  let process_ = o.firstProcess;
+  let disagreements: string[] = [];
+  try {
+    for (;;) {
+      disagreements = [];
+      let allAnswered = true;
+      for (let k = 0; k < o.files; k++) {
+        const path = pathOf(k);
+        const seen = new Map<NodeId, string>();
+        for (const [id, meta] of clients) {
+          const h = o.recorder.invoke(process_++, 'read', path, null);
+          try {
+            const a = await meta.stat(path);
+            o.recorder.ok(h, { value: a.version === 0 ? null : a.size, version: a.version }, id);
+            seen.set(id, `${a.size}@v${a.version}`);
+          } catch (err) {
+            o.recorder.fail(h, codeOf(err), id);
+            // A file no client managed to create is absent everywhere: that is agreement.
+            if (err instanceof CairnError && err.code === 'ENOENT') seen.set(id, 'absent');
+            else allAnswered = false;
+          }
+        }
+        if (new Set(seen.values()).size > 1) disagreements.push(`${path}: ${[...seen].map(([id, v]) => `n${id}=${v}`).join(' ')}`);
+      }
+      if (allAnswered && disagreements.length === 0) return { converged: true, afterMs: Date.now() - started, disagreements };
+      if (Date.now() - started > boundMs) return { converged: false, afterMs: Date.now() - started, disagreements };
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  } finally {
+    for (const c of clients.values()) c.close();
+  }
+}
