@@ -147,7 +147,7 @@ export const metaOpsSuite: BenchSuite = {
         rows,
         notes: [
           'anchor: JuiceFS + etcd metadata engine, about 1,800 creates/s and 1.9 ms per mkdir (published figures)',
-          'client in one process; writes go to any node (forwarded to the leader), reads are linearizable unless marked',
+          'client in one process; writes go to the leader (followers redirect), reads are linearizable unless marked',
         ],
       },
     ];

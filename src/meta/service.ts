@@ -4,9 +4,10 @@
  * which forwards from a follower to the leader); reads are linearizable by default
  * (ReadIndex on this node, then the local state machine) or serializable when asked.
  *
- * Lease and commit operations carry the proposer's clock, so they are accepted only on the
- * leader (ENOTLEADER with the leader's address otherwise; MetaClient retries there): the
- * leader's clock is the one that decides lease expiry.
+ * Writes are accepted on the leader; a follower answers ENOTLEADER with the leader's address
+ * (MetaClient retries there) unless forwardWrites is set. Lease and commit operations are
+ * leader-only in any case: they carry the proposer's clock, and the leader's clock is the one
+ * that decides lease expiry.
  */
 import { z } from 'zod';
 import { CairnError, fail } from '../common/errors.js';
@@ -43,6 +44,13 @@ export interface MetaServiceOptions {
   /** Check a diskmap document before proposing it (default: the diskmap module's parseDiskmap). */
   validateDiskmap?: (doc: unknown) => void;
   nowMs?: () => number;
+  /**
+   * Let a follower propose writes itself (Raft forwards them to the leader). Off by default:
+   * a follower answers ENOTLEADER with the leader's address and MetaClient goes there, which
+   * saves a hop and fails fast when the leader is gone (a forwarded proposal to a dead leader
+   * is lost silently and only times out).
+   */
+  forwardWrites?: boolean;
   /** How often the leader looks for expired leases to remove (default 2 s). */
   leaseSweepMs?: number;
 }
@@ -181,7 +189,7 @@ export class MetaService {
   /** Replicate one operation; returns its result or throws its POSIX error. */
   async propose(op: Op, leaderOnly = false): Promise<Record<string, unknown>> {
     const r = this.replicator();
-    if (leaderOnly && r.isLeader !== undefined && !r.isLeader()) throw this.notLeader();
+    if ((leaderOnly || !this.opts.forwardWrites) && r.isLeader !== undefined && !r.isLeader()) throw this.notLeader();
     const valid = validateOp(op);
     const data = encodeEntry(valid, this.now());
     if (data.length > MAX_ENTRY_BYTES) fail('EINVAL', `request too large: ${data.length} bytes encoded, limit ${MAX_ENTRY_BYTES}`);

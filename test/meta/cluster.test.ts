@@ -81,7 +81,7 @@ describe('metadata service on a 3-node cluster', () => {
         const a = await toFollower.stat(`/lin/f${i}`);
         expect(a.type).toBe('file');
       }
-      // a write through the follower (forwarded by Raft)
+      // a write sent to the follower (redirected to the leader by the client)
       const d = await toFollower.mkdir('/lin/sub', { mode: 0o700 });
       expect((await toLeader.stat('/lin/sub')).ino).toBe(d.ino);
       // a lease through the follower: the client is redirected to the leader
