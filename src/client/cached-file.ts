@@ -112,6 +112,8 @@ export class CachedFile {
   liveWrittenBytes = 0;
   /** Another commit run was asked for while one was running. */
   commitRequested = false;
+  /** Commit runs that failed in a row (drives the retry back-off). */
+  commitFailures = 0;
   /** Listeners woken on every state change (commit waiters). */
   private readonly listeners = new Set<() => void>();
 

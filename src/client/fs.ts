@@ -113,6 +113,8 @@ interface Handle {
 export const MAX_OPEN_HANDLES = 65_536;
 /** One read returns at most this many bytes (a short read, as POSIX allows); memory stays bounded. */
 export const MAX_READ_BYTES = 64 * 1024 * 1024;
+/** Longest wait before a failed commit is tried again (it doubles from 10 × retryBaseMs). */
+const MAX_COMMIT_RETRY_MS = 60_000;
 /** Lease renewals sent at once. */
 const RENEW_PARALLELISM = 8;
 
@@ -543,6 +545,7 @@ export class CairnFs {
       f.commitRequested = false;
       try {
         await runCommit(f, this.deps);
+        f.commitFailures = 0;
         commitsTotal.inc({ result: 'ok' });
         cacheBytes.set(this.store.usedBytes);
         if (f.hasDirty() && f.liveWrittenBytes >= this.opts.dirtyThresholdBytes) f.commitRequested = true;
@@ -556,10 +559,12 @@ export class CairnFs {
           return;
         }
         f.setState(f.st.commit?.state === 'visible' ? 'visible' : 'dirty', e);
+        f.commitFailures += 1;
+        const delayMs = Math.min(MAX_COMMIT_RETRY_MS, this.opts.retryBaseMs * 10 * 2 ** Math.min(f.commitFailures - 1, 10));
         const t = setTimeout(() => {
           this.retryTimers.delete(f);
           this.kick(f);
-        }, this.opts.retryBaseMs * 10);
+        }, delayMs);
         t.unref();
         this.retryTimers.set(f, t);
         return;

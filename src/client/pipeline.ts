@@ -110,7 +110,7 @@ async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: E
       const hash = sha256Hex(bytes);
       let put = puts.get(hash);
       if (put === undefined) {
-        const own = Buffer.from(bytes); // window is reused by nobody, but keep the chunk independent of it
+        const own = bytes; // a view of this iteration's window, which nothing else holds
         put = putReadable(hash, own, d);
         puts.set(hash, put);
         const job: Promise<void> = put.then(

@@ -87,6 +87,35 @@ describe('client pipeline against the real metadata cluster and chunk servers', 
     await eventually(async () => (await svc.metaClient.commitStatus(b.attr.ino, b.attr.version)).state === 'durable', 30_000);
   });
 
+  it('readers on another node during a commit see the old or the new version, never a mix', async () => {
+    const fs = await client('g');
+    const A = randomBytes(6 * CHUNK);
+    const fd = await fs.open('/e2e-concurrent', { create: true });
+    await fs.write(fd, A);
+    await fs.commit(fd, 'durable');
+    const B = Buffer.from(A);
+    for (let i = 0; i < 6; i += 2) randomBytes(4096).copy(B, i * CHUNK + 100); // three chunks change
+    await fs.write(fd, B.subarray(0, 6 * CHUNK), 0);
+    const reader = await client('h');
+    let done = false;
+    const seen = { a: 0, b: 0 };
+    const reads = (async () => {
+      while (!done || seen.b === 0) {
+        const r = await reader.open('/e2e-concurrent');
+        const got = await reader.read(r, 7 * CHUNK, 0);
+        await reader.close(r);
+        if (got.equals(A)) seen.a++;
+        else if (got.equals(B)) seen.b++;
+        else throw new Error('a reader saw a mix of two versions');
+      }
+    })();
+    await fs.commit(fd, 'durable');
+    done = true;
+    await reads;
+    expect(seen.b).toBeGreaterThan(0);
+    await fs.close(fd);
+  });
+
   it('a chunk server lost during a commit: visible (readable from k shards) but not durable until it is back', async () => {
     const fs = await client('e');
     await svc.chunkCluster.stopNode(2);
