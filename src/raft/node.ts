@@ -812,6 +812,14 @@ export class RaftNode {
     try {
       const snap = await this.sm.snapshot(); // makes the state at snap.index durable; chunks are not read here
       if (snap.index <= last || snap.index > this.storage.lastIndex()) return;
+      // The stored commit index must not fall below the snapshot: after a restart the core
+      // resumes at min(applied, commit), which must not be compacted away.
+      if (this.unsavedHard !== undefined) {
+        const hardState = this.unsavedHard;
+        this.unsavedHard = undefined;
+        await this.storage.persist({ entries: [], hardState, sync: true });
+      }
+      if (this.storage.hardState().commit < snap.index) return;
       const compactTo = Math.max(0, snap.index - this.cfg.compactionMarginEntries);
       await this.storage.createSnapshot({ index: snap.index, term: this.storage.term(snap.index), conf: this.conf }, compactTo);
       this.log.info({ index: snap.index, compactTo }, 'snapshot taken, log compacted');
