@@ -172,7 +172,16 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const report = formatResult(result);
   log(report);
 
-  await writeFile(join(runDir, 'timeline.svg'), renderTimeline(recorder.history, applied, startedNs, `seed ${o.seed}: ${result.verdict}`));
+  await writeFile(
+    join(runDir, 'timeline.svg'),
+    renderTimeline(
+      recorder.history,
+      applied,
+      startedNs,
+      `${workloadName} seed ${o.seed}: ${result.verdict}`,
+      (p) => (p >= FINAL_READ_PROCESS_FIRST ? 'final reads' : `client ${p % o.clients}`),
+    ),
+  );
   const faultErrors = applied.filter((a) => a.error !== undefined).map((a) => `${a.action.op}: ${a.error}`);
   const summary: RunSummary = {
     valid: result.verdict === 'linearizable' && convergence.converged,

@@ -46,12 +46,21 @@ export function faultWindows(applied: readonly AppliedAction[], endMs: number): 
   return out;
 }
 
-/** Render the SVG. `startNs` is the run's time zero on the monotonic clock. */
-export function renderTimeline(history: readonly HistoryLine[], applied: readonly AppliedAction[], startNs: bigint, title: string): string {
+/**
+ * Render the SVG. `startNs` is the run's time zero on the monotonic clock. `rowOf` names the row of a
+ * process (default: one row per process id; a run maps retired processes back to their client).
+ */
+export function renderTimeline(
+  history: readonly HistoryLine[],
+  applied: readonly AppliedAction[],
+  startNs: bigint,
+  title: string,
+  rowOf: (process: number) => string = (p) => `p${p}`,
+): string {
   const ms = (t: string): number => Number(BigInt(t) - startNs) / 1e6;
   const invokes = new Map<number, HistoryLine>();
   const bars: { row: number; from: number; to: number; type: string; label: string }[] = [];
-  const rows = new Map<number, number>();
+  const rows = new Map<string, number>();
   let endMs = 0;
   for (const l of history) {
     endMs = Math.max(endMs, ms(l.time_ns));
@@ -62,7 +71,7 @@ export function renderTimeline(history: readonly HistoryLine[], applied: readonl
     const inv = invokes.get(l.process);
     if (inv === undefined) continue;
     invokes.delete(l.process);
-    const c = l.process; // one row per process id (a retired process's successor gets its own)
+    const c = rowOf(l.process);
     if (!rows.has(c)) rows.set(c, rows.size);
     if (bars.length < BARS_MAX) {
       bars.push({
@@ -88,7 +97,7 @@ export function renderTimeline(history: readonly HistoryLine[], applied: readonl
       `<text x="${(x(w.fromMs) + 2).toFixed(1)}" y="${MARGIN_TOP_PX - 2}">${esc(w.label)}</text>`,
     );
   }
-  for (const [p, row] of rows) parts.push(`<text x="4" y="${MARGIN_TOP_PX + row * ROW_PX + 10}">p${p}</text>`);
+  for (const [name, row] of rows) parts.push(`<text x="4" y="${MARGIN_TOP_PX + row * ROW_PX + 10}">${esc(name)}</text>`);
   for (const b of bars) {
     parts.push(
       `<rect x="${x(b.from).toFixed(1)}" y="${MARGIN_TOP_PX + b.row * ROW_PX + 2}" width="${Math.max(1, (b.to - b.from) * scale).toFixed(1)}" height="${ROW_PX - 4}" fill="${colour[b.type] ?? '#607d8b'}"><title>${esc(b.label)}</title></rect>`,
