@@ -59,6 +59,7 @@ export class RaftLog {
 
   /** Term of entry i, or 0 when it is compacted or beyond the log. */
   termOrZero(i: number): number {
+    if (i < this.firstIndex() - 1 || i > this.lastIndex()) return 0;
     try {
       return this.term(i);
     } catch (err) {
@@ -72,6 +73,7 @@ export class RaftLog {
   }
 
   matchTerm(i: number, t: number): boolean {
+    if (i < this.firstIndex() - 1 || i > this.lastIndex()) return false; // without throwing: this is hot
     try {
       return this.term(i) === t;
     } catch (err) {

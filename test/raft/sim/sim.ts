@@ -65,8 +65,15 @@ const MAX_NODE_ID = 9;
 const NETWORK_CAPACITY = 20_000;
 const HEAL_TICKS_MAX = 4000;
 
+const keyCache = new WeakMap<Entry, string>();
+
 function entryKey(e: Entry): string {
-  return `${e.term}:${e.type}:${dec.decode(e.data)}`;
+  let k = keyCache.get(e);
+  if (k === undefined) {
+    k = `${e.term}:${e.type}:${dec.decode(e.data)}`;
+    keyCache.set(e, k);
+  }
+  return k;
 }
 
 interface PendingRead {
