@@ -287,6 +287,12 @@ export class Simulation {
       }
       if (!dst || !dst.up || !this.linkUp(m.from, m.to)) {
         if (m.snapshot) this.scheduleSnapReport(m, false);
+        // Sometimes the transport notices and tells the sender the peer is unreachable.
+        const sender = this.nodes.get(m.from);
+        if (sender?.rn && this.rng.chance(0.2)) {
+          sender.rn.reportUnreachable(m.to);
+          this.processReadies(sender);
+        }
         continue;
       }
       this.stats.messages++;
