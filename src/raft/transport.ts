@@ -19,6 +19,8 @@ const RaftService = serviceOf('raft.proto', 'cairn.raft.Raft');
 
 /** Batches queued on one peer's stream before further messages are dropped. */
 export const DEFAULT_MAX_QUEUED_BATCHES = 1024;
+/** Bytes of entries queued on one peer's stream before further messages are dropped. */
+export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 /** After a stream to a peer fails, messages to it are dropped for this long. */
 export const PEER_BACKOFF_MS = 100;
 /** Snapshot chunks are at most this big on the wire. */
@@ -60,6 +62,8 @@ interface Peer {
   address: string;
   client: grpc.Client;
   stream: grpc.ClientWritableStream<unknown> | undefined;
+  /** Entry bytes written to the stream and not yet handed to the network. */
+  queuedBytes: number;
   downUntilMs: number;
   snapshotting: boolean;
 }
@@ -195,6 +199,7 @@ export class Transport {
       address,
       client: makeClient(RaftService, address),
       stream: undefined,
+      queuedBytes: 0,
       downUntilMs: 0,
       snapshotting: false,
     });
@@ -246,7 +251,10 @@ export class Transport {
         (v: unknown) => RaftService.service.Send!.requestSerialize(v),
         (b: Buffer) => RaftService.service.Send!.responseDeserialize(b),
         (err: grpc.ServiceError | null) => {
-          if (p.stream === stream) p.stream = undefined;
+          if (p.stream === stream) {
+            p.stream = undefined;
+            p.queuedBytes = 0;
+          }
           if (err !== null && !this.closed) {
             p.downUntilMs = Date.now() + PEER_BACKOFF_MS;
             this.log.debug({ peer: to, err: err.details }, 'message stream to peer failed');
@@ -258,11 +266,16 @@ export class Transport {
       p.stream = stream;
     }
     const s = p.stream;
-    if (s.writableLength >= this.maxQueuedBatches) {
+    let bytes = 0;
+    for (const m of list) for (const e of m.entries) bytes += e.data.length;
+    if (s.writableLength >= this.maxQueuedBatches || (bytes > 0 && p.queuedBytes + bytes > DEFAULT_MAX_QUEUED_BYTES)) {
       this.unreachable(to);
       return;
     }
-    s.write({ from: this.opts.id, from_address: this.opts.address, messages: list.map(toWire) });
+    p.queuedBytes += bytes;
+    s.write({ from: this.opts.id, from_address: this.opts.address, messages: list.map(toWire) }, () => {
+      if (p.stream === s) p.queuedBytes -= bytes;
+    });
   }
 
   private serveSend(call: grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>): void {
