@@ -193,16 +193,20 @@ export class Layout {
             const rhs = br * (t + 1);
             if (lhs < rhs || (lhs === rhs && (domLast[di] as number) >= (domLast[best] as number))) continue;
           }
-          // The domain's best disk that fits (not yet in the group, lower levels within cap).
+          // The domain's best disk that fits (not yet in the group; lower levels within cap —
+          // only checked when the domain is above machine level).
           let cand = -1;
+          const checkLower = lv > 1;
           for (const d of members[di] as LDisk[]) {
-            const rd = rem[d.idx] as number;
-            if (rd <= 0 || picked.includes(d.idx)) continue;
+            const x = d.idx;
+            const rd = rem[x] as number;
+            if (rd <= 0) continue;
             if (cand >= 0) {
               const rc = rem[cand] as number;
-              if (rd < rc || (rd === rc && (last[d.idx] as number) >= (last[cand] as number))) continue;
+              if (rd < rc || (rd === rc && (last[x] as number) >= (last[cand] as number))) continue;
             }
-            if (this.fits(picked, d.idx)) cand = d.idx;
+            if (picked.includes(x) || (checkLower && !this.fits(picked, x))) continue;
+            cand = x;
           }
           if (cand < 0) continue;
           best = di;

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';
-import { diskKeyOf, formatBucketId, parseBucketId, type BucketId } from './bucket-id.js';
+import { bucketId, parseBucketId, type BucketId } from './bucket-id.js';
 import { widthOf } from './redundancy.js';
 import { diskEntries, parseTopology, topologyToJson, type TopologyFile } from './topology.js';
 import type { Diskmap, DiskmapDiff, PlacementGroup, Scheme } from './types.js';
@@ -60,7 +60,8 @@ export const diskmapJsonSchema = z.object({
   failureDomain: z.enum(DOMAIN_LEVELS),
   maxShardsPerDomain: z.number().int().min(1).max(32),
   unsafe: z.boolean(),
-  groups: z.array(z.object({ id: z.number().int().min(0), buckets: z.array(bucketText), retired: z.boolean().default(false) })),
+  /** Bucket ids as text; parsed and checked by parseDiskmap (faster than a zod transform per id). */
+  groups: z.array(z.object({ id: z.number().int().min(0), buckets: z.array(z.string()), retired: z.boolean().default(false) })),
   vslotBits: z.number().int().min(0).max(30),
   /** Run-length encoded slot table: [runLength, group, runLength, group, …]. */
   vslotRuns: z.array(z.number().int().min(0)),
@@ -69,7 +70,21 @@ export const diskmapJsonSchema = z.object({
 
 export type DiskmapJson = Omit<z.input<typeof diskmapJsonSchema>, 'topology'> & { topology: TopologyFile };
 
-const text = (b: BucketId): string => formatBucketId(b);
+const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+const hex4 = (v: number): string => (HEX2[v >>> 8] as string) + (HEX2[v & 0xff] as string);
+
+/** formatBucketId, with the incarnation text cached (a map has few disks and many buckets). */
+function textFormatter(): (b: BucketId) => string {
+  const inc = new Map<bigint, string>();
+  return (b) => {
+    let i = inc.get(b.incarnation);
+    if (i === undefined) {
+      i = b.incarnation.toString(16).padStart(16, '0');
+      inc.set(b.incarnation, i);
+    }
+    return `${HEX2[b.dc] as string}${HEX2[b.row] as string}${HEX2[b.rack] as string}${HEX2[b.machine] as string}-${hex4(b.disk)}-${hex4(b.bucket)}-${i}`;
+  };
+}
 
 function encodeRuns(table: Uint32Array): number[] {
   const runs: number[] = [];
@@ -87,6 +102,7 @@ function encodeRuns(table: Uint32Array): number[] {
 /** The JSON value of a diskmap (stringify it as you like). */
 export function diskmapToJson(dm: Diskmap): DiskmapJson {
   const diff: DiskmapDiff | null = dm.diff;
+  const text = textFormatter();
   return {
     format: 1,
     epoch: dm.epoch,
@@ -138,20 +154,41 @@ export function parseDiskmap(input: string | unknown, source = 'diskmap'): Diskm
   const topology = parseTopology(j.topology, `${source}: topology`);
   const scheme: Scheme = j.scheme;
   const width = widthOf(scheme);
-  const known = new Set(diskEntries(topology).map((e) => e.key));
+  // Disks by the text of their bucket ids without the bucket number: "DDRRKKMM-DDDD" + "IIII…".
+  const known = new Map<string, { key: string; incarnation: bigint }>();
+  for (const e of diskEntries(topology)) {
+    const m = e.machine;
+    known.set(`${HEX2[m.dc] as string}${HEX2[m.row] as string}${HEX2[m.rack] as string}${HEX2[m.machine] as string}-${hex4(e.d.disk)}/${e.d.incarnation.toString(16).padStart(16, '0')}`, {
+      key: e.key,
+      incarnation: e.d.incarnation,
+    });
+  }
+  const TEXT = /^([0-9a-f]{8}-[0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{16})$/;
   const groups: PlacementGroup[] = j.groups.map((g, i) => {
     if (g.id !== i) corrupt(source, `groups.${i}.id: expected ${i}, got ${g.id} (ids are dense)`);
     if (g.retired ? g.buckets.length !== 0 : g.buckets.length !== width) {
       corrupt(source, `groups.${i}.buckets: ${g.retired ? 'a retired group has no buckets' : `expected ${width} buckets for ${JSON.stringify(scheme)}, got ${g.buckets.length}`}`);
     }
     const disks = new Set<string>();
-    g.buckets.forEach((b, s) => {
-      const k = diskKeyOf(b);
-      if (!known.has(k)) corrupt(source, `groups.${i}.buckets.${s}: disk ${k} is not in the topology`);
-      if (disks.has(k)) corrupt(source, `groups.${i}.buckets.${s}: disk ${k} appears twice in the group`);
-      disks.add(k);
+    const ids = g.buckets.map((t, s): BucketId => {
+      const m = TEXT.exec(t);
+      if (m === null) corrupt(source, `groups.${i}.buckets.${s}: "${t.slice(0, 64)}" is not a bucket id (DDRRKKMM-DDDD-BBBB-IIIIIIIIIIIIIIII)`);
+      const disk = known.get(`${m[1] as string}/${m[3] as string}`);
+      if (disk === undefined) corrupt(source, `groups.${i}.buckets.${s}: bucket ${t} is on a disk that is not in the topology`);
+      if (disks.has(disk.key)) corrupt(source, `groups.${i}.buckets.${s}: disk ${disk.key} appears twice in the group`);
+      disks.add(disk.key);
+      const p = m[1] as string;
+      return bucketId({
+        dc: parseInt(p.slice(0, 2), 16),
+        row: parseInt(p.slice(2, 4), 16),
+        rack: parseInt(p.slice(4, 6), 16),
+        machine: parseInt(p.slice(6, 8), 16),
+        disk: parseInt(p.slice(9, 13), 16),
+        bucket: parseInt(m[2] as string, 16),
+        incarnation: disk.incarnation,
+      });
     });
-    return Object.freeze({ id: i, buckets: Object.freeze(g.buckets), retired: g.retired });
+    return Object.freeze({ id: i, buckets: Object.freeze(ids), retired: g.retired });
   });
   const V = 2 ** j.vslotBits;
   if (j.vslotRuns.length % 2 !== 0) corrupt(source, 'vslotRuns: expected [runLength, group] pairs');
