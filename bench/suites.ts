@@ -5,3 +5,4 @@ export const SUITES: BenchSuite[] = [];
 SUITES.push((await import('./chunk.js')).chunkSuite);
 SUITES.push((await import('./client.js')).clientSuite);
 SUITES.push((await import('./meta-ops.js')).metaOpsSuite);
+SUITES.push((await import('./diskmap.js')).diskmapSuite);
