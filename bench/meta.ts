@@ -210,23 +210,56 @@ try {
 
 const etcd = await etcdPublished();
 const etcdLive = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' }).stdout.trim();
+// etcd side by side from the same run, when it is installed (the anchor's own scripts start and stop it).
+let live: Map<string, Row> | undefined;
+let liveNote = 'etcd is not on PATH: no live etcd run (the published figures stand in).';
+if (etcdLive !== '') {
+  const base = '/tmp/anchors/etcd';
+  try {
+    spawnSync('mkdir', ['-p', base]);
+    const started = spawnSync('bash', [join(ANCHOR_DIR, 'start-cluster.sh')], { encoding: 'utf8' });
+    if (started.status !== 0) throw new Error(`start-cluster.sh failed: ${started.stderr}`);
+    await new Promise((r) => setTimeout(r, 3000));
+    const pids = (await readFile(join(base, 'pids'), 'utf8')).split('\n').filter(Boolean).join(',');
+    const out = join(tmpdir(), `cairn-bench-etcd-${process.pid}.json`);
+    await runKvbench([
+      '--adapter', join(ANCHOR_DIR, 'adapter-etcd.js'),
+      '--endpoints', '127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379',
+      '--pids', pids, '--duration', String(durationS), '--warmup', values.warmup!, '--conc', values.conc!, '--ops', values.ops!,
+      '--keys', values.keys!, '--value-size', '256', '--procs', values.procs!, '--out', out,
+    ]);
+    live = new Map((JSON.parse(await readFile(out, 'utf8')) as { rows: Row[] }).rows.map((r) => [`${r.op}@${r.C}`, r]));
+    await rm(out, { force: true });
+    liveNote = `etcd live: ${etcdLive}, same options, same run.`;
+  } catch (err) {
+    liveNote = `etcd found at ${etcdLive} but the live run failed: ${(err as Error).message}`;
+  } finally {
+    spawnSync('bash', [join(ANCHOR_DIR, 'stop-cluster.sh')]);
+  }
+}
 const cpuPerOp = (r: Row): number => (r.opsPerSec > 0 ? (r.serverCores * 1000) / r.opsPerSec : NaN);
 const table: BenchTable = {
   title: `Cairn KV Raft group (3 processes) vs etcd 3.4 — ${durationS} s per phase, 256 B values, 10k keys, ${values.procs} client process(es)`,
   headers: [
     'op', 'C', 'cairn ops/s', 'p50 ms', 'p99 ms', 'srv CPU/op ms', 'srv cores', 'cli cores', 'errors',
     'etcd ops/s', 'etcd p50', 'etcd p99', 'etcd 2-proc ops/s', 'etcd CPU/op ms',
+    ...(live !== undefined ? ['etcd live ops/s', 'etcd live p50', 'etcd live CPU/op ms'] : []),
   ],
   rows: rows.map((r) => {
     const e = etcd.get(`${r.op}@${r.C}`);
     return [
       r.op, r.C, Math.round(r.opsPerSec), r.p50.toFixed(2), r.p99.toFixed(2), cpuPerOp(r).toFixed(3), r.serverCores, r.clientCores,
       r.errors + r.misses, e?.run1, e?.p50, e?.p99, e?.run3, e?.cpuMs,
+      ...(live !== undefined
+        ? ((l: Row | undefined) => [l === undefined ? undefined : Math.round(l.opsPerSec), l?.p50.toFixed(2), l === undefined ? undefined : cpuPerOp(l).toFixed(3)])(
+            live.get(`${r.op}@${r.C}`),
+          )
+        : []),
     ];
   }),
   notes: [
     'etcd columns: published figures of the anchor on this machine (run1, 1 client process; run3 with 2) from ' + join(ANCHOR_DIR, 'RESULTS.md'),
-    etcdLive === '' ? 'etcd is not on PATH: no live etcd run (the published figures stand in).' : `etcd found at ${etcdLive}: run the anchor's start-cluster.sh + kvbench for a live side-by-side.`,
+    liveNote,
     'srv CPU/op = CPU time of the 3 server processes per operation (lower is better; the fairest cross-system figure on 2 shared cores).',
     'The machine is shared: foreign load shows in the JSON (otherCores); rerun before drawing conclusions from a single run.',
   ],
