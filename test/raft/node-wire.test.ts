@@ -116,6 +116,8 @@ describe('a node receiving malformed messages', () => {
     await expect(sendBatch({ from: 2, messages: [{ ...good(), type: MessageType.Hup }] })).rejects.toMatchObject({ code: 'EINVAL' });
     // A message from a higher term that is well-formed but from a stranger does not crash it either.
     await sendBatch({ from: 5, messages: [{ ...good(), from: 5, term: 1 }] });
+    // A malformed command that got committed is an error result, not a crash.
+    expect(await node.propose(Buffer.from([9, 0, 1, 65]))).toMatchObject({ op: 'error', message: expect.stringContaining('unknown op') });
     const r = await node.propose(encodeCommand({ op: 'put', key: 'still', value: Buffer.from('alive') }));
     expect(r).toEqual({ op: 'put' });
     expect(sm.get('still')?.toString()).toBe('alive');

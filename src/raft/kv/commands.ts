@@ -21,7 +21,8 @@ export type KvCommand =
 export type KvResult =
   | { op: 'put' }
   | { op: 'delete'; deleted: boolean }
-  | { op: 'cas'; ok: boolean; current: Buffer | null };
+  | { op: 'cas'; ok: boolean; current: Buffer | null }
+  | { op: 'error'; message: string };
 
 function keyBytes(key: string): Buffer {
   const k = Buffer.from(key, 'utf8');

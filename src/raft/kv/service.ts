@@ -35,7 +35,8 @@ export function kvService(
     impl: {
       Put: unary(putSchema, async (req) => {
         const n = node();
-        await n.propose(encodeCommand({ op: 'put', key: req.key, value: req.value }));
+        const r = (await n.propose(encodeCommand({ op: 'put', key: req.key, value: req.value }))) as KvResult;
+        if (r.op === 'error') throw new CairnError('EIO', `kv: ${r.message}`);
         return { node: n.id };
       }),
       Get: unary(getSchema, async (req) => {
@@ -48,7 +49,7 @@ export function kvService(
         const r = (await node().propose(
           encodeCommand({ op: 'cas', key: req.key, expect: req.expect_absent ? null : req.expect, value: req.value }),
         )) as KvResult;
-        if (r.op !== 'cas') throw new CairnError('EIO', 'kv: unexpected result for cas');
+        if (r.op !== 'cas') throw new CairnError('EIO', `kv: unexpected result for cas (${r.op === 'error' ? r.message : r.op})`);
         return { ok: r.ok, found: r.current !== null, current: r.current ?? Buffer.alloc(0) };
       }),
       Delete: unary(delSchema, async (req) => {

@@ -103,7 +103,15 @@ export class KvStateMachine implements StateMachine {
         results.push(undefined);
         continue;
       }
-      const c = decodeCommand(e.data);
+      let c: ReturnType<typeof decodeCommand>;
+      try {
+        c = decodeCommand(e.data);
+      } catch (err) {
+        // A malformed command is committed everywhere alike: it becomes an error result on
+        // every node (deterministic), not a crash of every node.
+        results.push({ op: 'error', message: (err as Error).message });
+        continue;
+      }
       const k = dataKey(c.key);
       if (c.op === 'put') {
         batch.put(k, c.value);
