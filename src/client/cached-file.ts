@@ -5,6 +5,8 @@
  * recoverable after kill -9.
  *
  * Layers, top first:  live  →  frozen (being committed, may be absent)  →  base extents.
+ * Mutations hold `lock`; reads do not (journal records never move, and segments are deleted
+ * only once no read is in flight), so a slow chunk fetch does not hold up writers.
  * Journal segments [firstSegment .. frozenThrough] belong to the frozen layer, later ones
  * to the live layer; a commit that becomes durable deletes its segments and moves the
  * base up to the new version.
@@ -114,6 +116,9 @@ export class CachedFile {
   commitRequested = false;
   /** Commit runs that failed in a row (drives the retry back-off). */
   commitFailures = 0;
+  /** Reads in flight (they run without the lock; segments are deleted only when none is). */
+  private readers = 0;
+  private readersGone: Array<() => void> = [];
   /** Listeners woken on every state change (commit waiters). */
   private readonly listeners = new Set<() => void>();
 
@@ -247,6 +252,8 @@ export class CachedFile {
     await this.saveState();
     this.frozen = null;
     this.frozenThrough = 0;
+    // Reads that started before the base moved may still use the old segments.
+    await this.noReaders();
     let freed = 0;
     for (const [n, s] of [...this.segments]) {
       if (n > intent.sealedThrough) continue;
@@ -263,6 +270,7 @@ export class CachedFile {
 
   /** Remove the whole cache directory (nothing dirty, no handle open). */
   async removeFromDisk(): Promise<void> {
+    await this.noReaders();
     let freed = 0;
     for (const s of this.segments.values()) {
       freed += s.sizeBytes;
@@ -289,8 +297,18 @@ export class CachedFile {
   async read(start: number, end: number, readCache: ReadCache): Promise<Buffer> {
     const out = Buffer.alloc(end - start);
     const layers = this.frozen ? [this.live, this.frozen] : [this.live];
-    await this.fill(out, start, start, end, layers, 0, this.st.base.extents, readCache);
+    this.readers += 1;
+    try {
+      await this.fill(out, start, start, end, layers, 0, this.st.base.extents, readCache);
+    } finally {
+      this.readers -= 1;
+      if (this.readers === 0) for (const wake of this.readersGone.splice(0)) wake();
+    }
     return out;
+  }
+
+  private async noReaders(): Promise<void> {
+    while (this.readers > 0) await new Promise<void>((r) => this.readersGone.push(r));
   }
 
   /** Bytes [start, end) as the frozen layer over the base sees them (what the running commit stores). */

@@ -279,11 +279,8 @@ export class CairnFs {
     checkRange(position ?? h.pos, length);
     const at = position ?? h.pos;
     const f = h.file;
-    const out = await f.lock.run(async () => {
-      const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
-      if (end <= at) return Buffer.alloc(0);
-      return f.read(at, end, this.readCache);
-    });
+    const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
+    const out = end <= at ? Buffer.alloc(0) : await f.read(at, end, this.readCache);
     if (position === undefined) h.pos = at + out.length;
     return out;
   }

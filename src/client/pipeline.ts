@@ -110,15 +110,17 @@ async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: E
       const hash = sha256Hex(bytes);
       let put = puts.get(hash);
       if (put === undefined) {
-        const own = bytes; // a view of this iteration's window, which nothing else holds
+        // A view of this iteration's window (nothing else holds it); copied when it is much
+        // shorter than the window, so the read cache does not pin a whole window for a small chunk.
+        const own = n * 2 < window.length ? Buffer.from(bytes) : bytes;
         put = putReadable(hash, own, d);
         puts.set(hash, put);
         const job: Promise<void> = put.then(
           (r) => {
-            if (r.stored < r.wanted) {
-              weak.add(hash);
-              d.readCache.insert(hash, own);
-            }
+            if (r.stored < r.wanted) weak.add(hash);
+            // Read-your-writes after the cache is dropped: the bytes just stored are verified by
+            // construction (we hashed them), so the read cache may keep them.
+            d.readCache.insert(hash, own);
           },
           (err: unknown) => {
             failure ??= err;
