@@ -63,14 +63,19 @@ describe('cairn start + namespace CLI', () => {
     expect((await cli(['mkdir', '-p', '/a/b/c'])).code).toBe(0);
     expect((await cli(['ln', '-s', '/a/b', '/a/link'])).code).toBe(0);
     expect((await cli(['mv', '/a/b', '/a/b2'])).code).toBe(0);
-    const ls = await cli(['ls', '/a', '--json']);
+    // independent reads in parallel: each CLI run is a process start
+    const [ls, bad, watch, usage] = await Promise.all([
+      cli(['ls', '/a', '--json']),
+      cli(['stat', '/a/b']),
+      cli(['watch', '/a', '--from', '1', '--count', '5', '--json']),
+      cli(['mkdir', 'relative/path']),
+    ]);
     expect(ls.code, ls.stderr).toBe(0);
     const names = (JSON.parse(ls.stdout) as Array<{ name: string; type: string }>).map((e) => `${e.name}:${e.type}`);
     expect(names).toEqual(['b2:dir', 'link:symlink']);
-    const bad = await cli(['stat', '/a/b']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('ENOENT');
-    const watch = await cli(['watch', '/a', '--from', '1', '--count', '5', '--json']);
+    expect(usage.code).toBe(2); // a usage error
     expect(watch.code, watch.stderr).toBe(0);
     const evs = watch.stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; path: string; newPath?: string });
     expect(evs.map((e) => `${e.kind} ${e.path}${e.newPath ? ` ${e.newPath}` : ''}`)).toEqual([
@@ -78,8 +83,6 @@ describe('cairn start + namespace CLI', () => {
     ]);
     expect((await cli(['rm', '-r', '/a'])).code).toBe(0);
     expect((await cli(['ls', '/', '--json'])).stdout.trim()).toBe('[]');
-    // a usage error exits with 2
-    expect((await cli(['mkdir', 'relative/path'])).code).toBe(2);
     // SIGTERM: clean exit
     const exits = procs.map((p) => new Promise<number | null>((r) => p.once('exit', (c) => r(c))));
     for (const p of procs) p.kill('SIGTERM');
