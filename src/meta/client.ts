@@ -64,6 +64,7 @@ export interface MetaClientOptions {
 const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
 const READ_METHODS: ReadonlySet<string> = new Set([
   'Getattr', 'Lookup', 'Readdir', 'Readlink', 'GetXattr', 'ListXattr', 'CommitStatus', 'DiskmapGet', 'DiskmapChange', 'Status',
+  'ScanLayouts',
 ]);
 
 function toWireRef(t: Target): Record<string, unknown> {
@@ -234,6 +235,28 @@ export class MetaClient {
   async diskmapChange(epoch: number, opts: ReadOptions = {}): Promise<{ epoch: number; diffJson: string; revision: number; nowMs: number }> {
     const r = await this.rpc('DiskmapChange', { epoch, serializable: opts.serializable === true });
     return { epoch: Number(r.epoch), diffJson: String(r.diff_json), revision: Number(r.revision), nowMs: Number(r.now_ms) };
+  }
+
+  /**
+   * The current layout of every file, in inode order, page by page: what the chunk garbage
+   * collector must keep. Older versions are not listed (GC keeps a grace period for them).
+   */
+  async *scanLayouts(opts: ReadOptions & { pageSize?: number } = {}): AsyncGenerator<{ ino: number; version: number; extents: Extent[] }> {
+    let after = 0;
+    for (;;) {
+      const r = await this.rpc('ScanLayouts', { after_ino: after, limit: opts.pageSize ?? 1000, serializable: opts.serializable === true });
+      for (const l of (r.layouts as Wire[] | undefined) ?? []) {
+        yield {
+          ino: Number(l.ino),
+          version: Number(l.version),
+          extents: ((l.extents as Wire[] | undefined) ?? []).map((e) => ({
+            offset: Number(e.offset), length: Number(e.length), chunkHash: String(e.chunk_hash), scheme: String(e.scheme), pg: Number(e.pg),
+          })),
+        };
+      }
+      after = Number(r.next_after_ino ?? 0);
+      if (after === 0) return;
+    }
   }
 
   /** Status of the node currently used (or of `endpoint`). */

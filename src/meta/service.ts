@@ -115,6 +115,7 @@ const S = {
   diskmapGet: z.object({ serializable: z.boolean().default(false) }),
   diskmapPropose: z.object({ expected_epoch: u64, document_json: z.string(), diff_json: z.string().default('') }),
   diskmapChange: z.object({ epoch: u64, serializable: z.boolean().default(false) }),
+  scanLayouts: z.object({ after_ino: u64.default(0), limit: u32.default(0), serializable: z.boolean().default(false) }),
   watch: z.object({ path: z.string().max(8192).default(''), from_revision: u64.default(0) }),
   status: z.object({}).passthrough(),
 };
@@ -408,6 +409,20 @@ export class MetaService {
         const c = await sm.diskmapChange(q.epoch);
         if (c === undefined) fail('ENOENT', `no diskmap change recorded for epoch ${q.epoch}`);
         return { epoch: c.epoch, diff_json: c.diffJson, revision: c.revision, now_ms: c.nowMs };
+      }),
+      ScanLayouts: this.timed('scanLayouts', S.scanLayouts, async (q) => {
+        await this.barrier(q.serializable);
+        const limit = q.limit === 0 ? 1000 : q.limit;
+        const rows = await sm.scanLayouts(q.after_ino, limit);
+        const last = rows[rows.length - 1];
+        return {
+          layouts: rows.map((r) => ({
+            ino: r.ino,
+            version: r.version,
+            extents: r.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+          })),
+          next_after_ino: rows.length === Math.min(limit, 10_000) && last ? last.ino : 0,
+        };
       }),
       Watch: (call: grpc.ServerWritableStream<unknown, unknown>) => this.watch(call),
       Status: this.timed('status', S.status, async () => {

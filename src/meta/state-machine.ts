@@ -539,6 +539,17 @@ export class MetaStateMachine implements StateMachine {
     return (await r.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
   }
 
+  /**
+   * Current layouts of files in inode order after `afterIno`, at most `limit`: what the chunk
+   * garbage collector must keep (older versions are not listed; GC keeps a grace period).
+   */
+  async scanLayouts(afterIno: number, limit: number): Promise<Array<{ ino: number } & Layout>> {
+    this.checkOpen();
+    const n = Math.max(1, Math.min(limit, READDIR_MAX_LIMIT));
+    const rows = await this.db.iterator({ gt: K.layout(afterIno), lt: prefixEnd('f:'), limit: n }).all();
+    return rows.map(([k, v]) => ({ ino: parseInt(k.slice(2), 16), ...(JSON.parse(v) as Layout) }));
+  }
+
   async getxattr(ref: Ref, name: string): Promise<Buffer> {
     const r = this.reader();
     const i = await r.resolve(ref);

@@ -91,6 +91,10 @@ describe('metadata service over gRPC', () => {
     expect(t.attr).toMatchObject({ size: 10, version: 2 });
     expect((await client.layout('/s/f')).extents).toEqual([{ ...ext[0], length: 10 }]);
     expect(await client.leaseRelease(attr.ino, 'me', lease.token)).toBe(true);
+    // the GC's view: current layouts of all files
+    const all: Array<{ ino: number; version: number }> = [];
+    for await (const l of client.scanLayouts({ pageSize: 1 })) all.push({ ino: l.ino, version: l.version });
+    expect(all).toContainEqual({ ino: attr.ino, version: 2 });
     // readdir pages
     for (let i = 0; i < 25; i++) await client.create(`/s/n${String(i).padStart(2, '0')}`);
     const p1 = await client.readdir('/s', { limit: 10 });
