@@ -101,6 +101,10 @@ export class DirtyLayer {
     return n;
   }
 
+  get entryCount(): number {
+    return this.entries.length;
+  }
+
   isEmpty(): boolean {
     return this.entries.length === 0;
   }

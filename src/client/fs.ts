@@ -115,6 +115,12 @@ export const MAX_OPEN_HANDLES = 65_536;
 export const MAX_READ_BYTES = 64 * 1024 * 1024;
 /** Longest wait before a failed commit is tried again (it doubles from 10 × retryBaseMs). */
 const MAX_COMMIT_RETRY_MS = 60_000;
+/**
+ * Dirty ranges one file's live layer may hold in memory. A writer past it starts a commit and
+ * waits for it to seal the layer (ENOSPC after cacheFullTimeoutMs), so tiny scattered writes
+ * cannot grow the index without bound.
+ */
+export const MAX_LAYER_ENTRIES = 1_000_000;
 /** Lease renewals sent at once. */
 const RENEW_PARALLELISM = 8;
 
@@ -291,6 +297,12 @@ export class CairnFs {
     checkRange(position ?? h.pos, data.length);
     if (data.length === 0) return 0;
     const f = h.file;
+    if (f.live.entryCount >= MAX_LAYER_ENTRIES) {
+      this.kick(f);
+      await f.waitFor(() => f.live.entryCount < MAX_LAYER_ENTRIES, this.opts.cacheFullTimeoutMs, 'a commit to make room in the dirty index').catch(() => {
+        throw new CairnError('ENOSPC', `${f.st.path} holds ${MAX_LAYER_ENTRIES} separate dirty ranges and no commit made room in time`);
+      });
+    }
     // Space first (may wait: back-pressure), then the journal append under the file's lock.
     const records = Math.ceil(data.length / MAX_RECORD_PAYLOAD_BYTES);
     await this.store.reserve(data.length + records * RECORD_HEADER_BYTES);

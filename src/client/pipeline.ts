@@ -219,6 +219,7 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
         return true;
       }
       f.seal();
+      f.setState('committing'); // wakes writers waiting for the live layer to empty
       return false;
     });
     if (nothing) {
