@@ -84,7 +84,18 @@ export class ChunkClient {
    * Read a shard, whole (checked against its CRC-32 here) or a range of its payload (the server
    * checks the whole payload's CRC before sending a range).
    */
-  getShard(key: ShardKey, opts: ChunkCallOptions & { offset?: number; length?: number } = {}): Promise<{ info: ShardInfo; data: Buffer }> {
+  getShard(
+    key: ShardKey,
+    opts: ChunkCallOptions & {
+      offset?: number;
+      length?: number;
+      /** Check a whole-shard read against its CRC-32 here (default true; the reader verifies the chunk hash instead). */
+      verifyCrc?: boolean;
+      /** Where to put the bytes: called with the shard's info; return a buffer of exactly the length read, or undefined for a new one. */
+      into?: (info: ShardInfo, length: number) => Buffer | undefined;
+    } = {},
+  ): Promise<{ info: ShardInfo; data: Buffer }> {
+    const verifyCrc = opts.verifyCrc !== false;
     return new Promise((resolve, reject) => {
       const fn = (this.client as unknown as Record<string, Function>).GetShard as Function;
       const stream = fn.call(
@@ -114,7 +125,9 @@ export class ChunkClient {
             }
             const want = opts.length !== undefined && opts.length > 0 ? opts.length : info.payloadLength - (opts.offset ?? 0);
             if (want < 0 || want > MAX_CHUNK_BYTES) throw new CairnError('EIO', `${this.address}: GetShard announced ${want} bytes`);
-            buf = Buffer.allocUnsafe(want);
+            const given = opts.into?.(info, want);
+            if (given !== undefined && given.length !== want) throw new CairnError('EINVAL', `getShard: destination of ${given.length} bytes for ${want}`);
+            buf = given ?? Buffer.allocUnsafe(want);
             return;
           }
           const d = msg.data;
@@ -122,7 +135,7 @@ export class ChunkClient {
           if (at + d.length > buf.length) throw new CairnError('ECORRUPT', `${this.address}: GetShard sent more bytes than announced`);
           d.copy(buf, at);
           at += d.length;
-          crc = payloadCrc(d, crc);
+          if (verifyCrc) crc = payloadCrc(d, crc);
         } catch (err) {
           bad(err instanceof CairnError ? err : new CairnError('EIO', String(err)));
         }
@@ -138,7 +151,7 @@ export class ChunkClient {
         if (info === undefined || buf === undefined) return reject(new CairnError('EIO', `${this.address}: GetShard ended without data`));
         if (at !== buf.length) return reject(new CairnError('ECORRUPT', `${this.address}: GetShard ended after ${at} of ${buf.length} bytes`));
         const whole = (opts.offset ?? 0) === 0 && at === info.payloadLength;
-        if (whole && crc !== info.payloadCrc32) {
+        if (whole && verifyCrc && crc !== info.payloadCrc32) {
           return reject(new CairnError('ECORRUPT', `${this.address}: shard ${key.bucket}/${key.hash.slice(0, 12)}….${key.index} failed its CRC-32 check (bit rot or damage in transit)`));
         }
         resolve({ info, data: buf });

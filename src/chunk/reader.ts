@@ -12,6 +12,7 @@ import { CairnError } from '../common/errors.js';
 import { counter } from '../common/metrics.js';
 import type { ChunkClients } from './client.js';
 import { joinDataShards, reconstructShards } from './codec.js';
+import { payloadCrc } from './format.js';
 import { checkTargets, formatBucketId, schemeTag, shardCount, type Scheme, type ShardInfo, type ShardTarget } from './types.js';
 
 const metrics = {
@@ -97,9 +98,15 @@ async function fetchShard(
   targets: readonly ShardTarget[],
   index: number,
   timeoutMs: number,
+  into?: (info: ShardInfo, length: number) => Buffer | undefined,
 ): Promise<{ info: ShardInfo; data: Buffer }> {
   const t = targets[index] as ShardTarget;
-  return clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs });
+  // The chunk hash verifies everything; per-shard CRCs are checked only to find a culprit.
+  return clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into });
+}
+
+function crcOk(s: { info: ShardInfo; data: Buffer }): boolean {
+  return payloadCrc(s.data) === s.info.payloadCrc32;
 }
 
 async function readReplicas(
@@ -112,8 +119,8 @@ async function readReplicas(
   const problems: ShardProblem[] = [];
   for (let i = 0; i < targets.length; i++) {
     try {
-      const { data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000);
-      if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash`);
+      const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000);
+      if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
       return { data, degraded: problems.length > 0, problems };
     } catch (err) {
       problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
@@ -136,13 +143,24 @@ async function readEc(
   const good = new Map<number, { info: ShardInfo; data: Buffer }>();
   const problems: ShardProblem[] = [];
   let next = 0;
+  // Data shards land side by side in one buffer, so that the chunk is a view of it (no join copy).
+  let contiguous: Buffer | undefined;
+  let shardBytes = -1;
+  const into = (i: number) => (info: ShardInfo, length: number): Buffer | undefined => {
+    if (i >= k || info.payloadLength !== length) return undefined;
+    if (contiguous === undefined) {
+      shardBytes = length;
+      contiguous = Buffer.allocUnsafe(length * k);
+    }
+    return length === shardBytes ? contiguous.subarray(i * length, (i + 1) * length) : undefined;
+  };
   const fetchMore = async (count: number): Promise<void> => {
     const batch: number[] = [];
     while (batch.length < count && next < n) batch.push(next++);
     await Promise.all(
       batch.map(async (i) => {
         try {
-          good.set(i, await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000));
+          good.set(i, await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, into(i)));
         } catch (err) {
           problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
         }
@@ -186,15 +204,21 @@ async function readEc(
     const first = [...good.keys()].sort((a, b) => a - b).slice(0, k);
     const chunk = await tryDecode(first);
     if (chunk !== undefined) return { data: chunk, degraded: first.some((i) => i >= k), problems };
-    // Some shard passed its CRC but is wrong (or headers disagree): fetch the rest, try other subsets.
+    // Something is wrong: drop shards that fail their CRC-32, fetch the rest, try other subsets.
     await fetchMore(n - next);
+    for (const [i, s] of [...good]) {
+      if (!crcOk(s)) {
+        good.delete(i);
+        problems.push({ index: i, target: targets[i] as ShardTarget, error: new CairnError('ECORRUPT', `shard ${i} failed its CRC-32 check (bit rot or damage in transit)`) });
+      }
+    }
     let tried = 0;
     for (const subset of subsets([...good.keys()].sort((a, b) => a - b), k)) {
       if (++tried > MAX_SUBSETS_TRIED) break;
       const c = await tryDecode(subset);
       if (c !== undefined) {
         for (const i of good.keys()) {
-          if (!subset.includes(i)) problems.push({ index: i, target: targets[i] as ShardTarget, error: new CairnError('ECORRUPT', `shard ${i} is not consistent with the verified chunk`) });
+          if (!subset.includes(i) && !problems.some((p) => p.index === i)) problems.push({ index: i, target: targets[i] as ShardTarget, error: new CairnError('ECORRUPT', `shard ${i} is not consistent with the verified chunk`) });
         }
         return { data: c, degraded: true, problems };
       }

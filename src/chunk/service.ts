@@ -14,7 +14,9 @@ import { MAX_CHUNK_BYTES, PIECE_BYTES } from './types.js';
 import {
   CHUNK_PROTO,
   CHUNK_SERVICE,
+  PIECE_HEADROOM_BYTES,
   ballotFromWire,
+  encodeDataPieceInPlace,
   fastChunkDefinition,
   getShardSchema,
   infoToWire,
@@ -85,11 +87,12 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
       const parsed = getShardSchema.safeParse(call.request);
       if (!parsed.success) throw einval('GetShard', parsed.error);
       const r = parsed.data;
-      const s = await store.openShard(r.key, { offset: r.offset, length: r.length });
+      const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES });
       call.write({ info: infoToWire(s.info) });
       for await (const piece of s.pieces) {
         if (call.cancelled) return;
-        if (!call.write({ data: piece })) await once(call, 'drain');
+        // Framed in the headroom the store left in front of the piece: no copy.
+        if (!call.write({ encoded: encodeDataPieceInPlace(piece) })) await once(call, 'drain');
       }
       call.end();
     })().catch((err: unknown) => {
@@ -135,7 +138,36 @@ export function chunkServiceDefinition(): grpc.ServiceDefinition {
   return fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition;
 }
 
+/** HTTP/2 receive window the chunk server grants each connection and stream. */
+export const SERVER_RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
+const MAX_FRAME_BYTES = 1024 * 1024;
+
+/**
+ * Widen the HTTP/2 receive windows of a grpc-js server. grpc-js offers no server option for it,
+ * and with HTTP/2's 64 KiB default a shard upload stalls on WINDOW_UPDATE round trips (the
+ * sender may have only 64 KiB in flight per connection). This reaches the http2 servers that
+ * grpc-js keeps privately; if that changes, it does nothing and uploads are merely slower.
+ */
+export function widenReceiveWindows(server: grpc.Server, bytes = SERVER_RECEIVE_WINDOW_BYTES): boolean {
+  const h2 = (server as unknown as { http2Servers?: Map<import('node:events').EventEmitter, unknown> }).http2Servers;
+  if (!(h2 instanceof Map)) return false;
+  for (const s of h2.keys()) {
+    s.on('session', (session: import('node:http2').Http2Session) => {
+      try {
+        session.setLocalWindowSize(bytes);
+        // Larger frames too: fewer, bigger 'data' events for 1 MiB pieces.
+        session.settings({ initialWindowSize: Math.min(bytes, 2 ** 31 - 1), maxFrameSize: MAX_FRAME_BYTES });
+      } catch {
+        // A session closing as it opens: nothing to widen.
+      }
+    });
+  }
+  return true;
+}
+
 /** Start a gRPC server serving this store's chunk service on host:port (port 0: any free port). */
 export async function startChunkServer(address: string, store: ChunkStore): Promise<StartedServer> {
-  return startServer(address, [{ service: chunkServiceDefinition(), impl: chunkServiceImpl(store) }]);
+  const started = await startServer(address, [{ service: chunkServiceDefinition(), impl: chunkServiceImpl(store) }]);
+  widenReceiveWindows(started.server);
+  return started;
 }

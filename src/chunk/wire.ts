@@ -189,10 +189,34 @@ interface MethodDef {
   responseDeserialize: (b: Buffer) => unknown;
 }
 
+/** Room to leave in front of a piece so that it can be framed in place (tag + 5-byte varint). */
+export const PIECE_HEADROOM_BYTES = 6;
+
+/**
+ * Frame a data piece in place: `piece` must be a view into a buffer it owns, with
+ * PIECE_HEADROOM_BYTES free in front of it. Returns the encoded message (no copy).
+ */
+export function encodeDataPieceInPlace(piece: Buffer): Buffer {
+  let n = piece.length;
+  const varint: number[] = [];
+  while (n >= 0x80) {
+    varint.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  varint.push(n);
+  const start = piece.byteOffset - 1 - varint.length;
+  if (start < 0) return encodeDataPiece(piece);
+  const out = Buffer.from(piece.buffer, start, 1 + varint.length + piece.length);
+  out[0] = DATA_TAG;
+  for (let i = 0; i < varint.length; i++) out[1 + i] = varint[i] as number;
+  return out;
+}
+
 function fastSerialize(orig: (v: unknown) => Buffer): (v: unknown) => Buffer {
   return (v) => {
-    const d = (v as { data?: unknown }).data;
-    return d instanceof Buffer ? encodeDataPiece(d) : orig(v);
+    const m = v as { data?: unknown; encoded?: unknown };
+    if (m.encoded instanceof Buffer) return m.encoded;
+    return m.data instanceof Buffer ? encodeDataPiece(m.data) : orig(v);
   };
 }
 

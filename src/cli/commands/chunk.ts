@@ -23,7 +23,9 @@ const formatSchema = z.object({
   json: z.boolean().optional(),
 });
 
-const serveSchema = z.object({ listen: addressSchema, disk: z.array(z.string().min(1)).min(1) });
+/** host:port where port 0 (any free port) is allowed. */
+const listenSchema = z.string().regex(/^[A-Za-z0-9.\-_:[\]]+:\d{1,5}$/, 'must be host:port').refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) < 65536, 'port must be 0..65535');
+const serveSchema = z.object({ listen: listenSchema, disk: z.array(z.string().min(1)).min(1) });
 const disksSchema = z.object({ address: addressSchema, json: z.boolean().optional() });
 const scrubSchema = z.object({
   disk: z.array(z.string().min(1)).min(1),
