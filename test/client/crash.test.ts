@@ -107,6 +107,29 @@ describe('kill -9 at every failpoint of a strong-mode commit', () => {
   });
 });
 
+describe('kill -9 after a strong fsync returned', () => {
+  it('the acknowledged version is never lost: a crash in the next commit leaves B or C, and restart gives C', async () => {
+    const A = contentA();
+    const B = applyAll(A, mutationsB());
+    const C = applyAll(B, [{ kind: 'write', offset: CHUNK, data: pseudoRandom('C', 3 * CHUNK) }]);
+    const setup = await startFs('setup');
+    const fd = await setup.open('/f', { create: true, mode: 'strong' });
+    await setup.write(fd, A, 0);
+    await setup.close(fd);
+    const r = await runChild(['strong-two', join(dir.path, 'cache'), dir.path], {
+      CAIRN_FAILPOINTS: 'client.after-store=crash@2',
+      CAIRN_LOG_LEVEL: 'silent',
+    });
+    expect(r.signal, r.stderr.slice(-2000)).toBe('SIGKILL');
+    expect(r.stdout).toContain('durable\n');
+    expect(r.stdout).not.toContain('durable C');
+    expect((await committedContent('after-crash')).equals(B)).toBe(true);
+    await startFs('cache');
+    await eventually(async () => (await readdir(join(dir.path, 'cache', 'files'))).length === 0);
+    expect((await committedContent('after-restart')).equals(C)).toBe(true);
+  });
+});
+
 describe('kill -9 during weak writes', () => {
   it('every write acknowledged before the kill is in the cache after restart and gets committed', async () => {
     let acked = -1;
