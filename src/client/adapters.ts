@@ -11,7 +11,7 @@ import { writeChunk } from '../chunk/writer.js';
 import { readChunk } from '../chunk/reader.js';
 import { formatBucketId, parseSchemeTag, schemeTag, shardsNeeded, shardCount, type Scheme, type ShardTarget } from '../chunk/types.js';
 import { groupForKey, type BucketId, type Diskmap } from '../diskmap/index.js';
-import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, Extent, FileAttr, Lease, MetaPort, PutChunkResult } from './ports.js';
+import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, FileAttr, Lease, MetaPort, PutChunkResult } from './ports.js';
 
 function inoOf(fileId: string): number {
   const ino = Number(fileId);

@@ -18,7 +18,7 @@ import { CairnError, errnoCode } from '../common/errors.js';
 import { mkdirDurable, writeFileDurable, fsyncDir } from '../common/durable.js';
 import { parseWith } from '../common/config.js';
 import { DirtyLayer } from './extent-map.js';
-import { SegmentWriter, replaySegment, REC_TRUNCATE, REC_WRITE, RECORD_HEADER_BYTES, MAX_RECORD_PAYLOAD_BYTES } from './journal.js';
+import { SegmentWriter, replaySegment, REC_TRUNCATE, REC_WRITE, MAX_RECORD_PAYLOAD_BYTES } from './journal.js';
 import type { CacheStore } from './cache-store.js';
 import type { Extent } from './ports.js';
 import type { ReadCache } from './read-cache.js';
@@ -420,4 +420,3 @@ export class CachedFile {
   }
 }
 
-export { RECORD_HEADER_BYTES };

@@ -148,7 +148,7 @@ export class CairnFs {
   private constructor(
     private readonly opts: Options,
     private readonly meta: MetaPort,
-    private readonly chunks: ChunkPort,
+    chunks: ChunkPort,
     private readonly store: CacheStore,
     readonly holder: string,
   ) {
