@@ -32,7 +32,7 @@ const build = (ms: number[][], racks?: number): Diskmap | undefined => {
   }
 };
 
-const RUNS = 60;
+const RUNS = 40;
 
 describe('placement groups', () => {
   it('every group has width distinct disks, at most cap per failure domain', () => {

@@ -112,6 +112,9 @@ describe('growth', () => {
     );
   });
 
+  // Measured: about 68% of random equal-disk growths are within 10% of the minimum (the rest
+  // mostly small additions to maps of small disk combinations, see docs/diskmap.md); 150 runs make
+  // the median check stable (the chance of a false failure is far below one in a thousand).
   it('moves within 10% of the minimum for typical growth (median over equal-disk clusters)', () => {
     const ratios: number[] = [];
     fc.assert(
@@ -123,10 +126,10 @@ describe('growth', () => {
         const mv = movementBetween(old, dm);
         if (mv.minimumShare > 0) ratios.push(mv.movedShare / mv.minimumShare);
       }),
-      { numRuns: 40 },
+      { numRuns: 150 },
     );
     ratios.sort((a, b) => a - b);
-    expect(ratios.length).toBeGreaterThan(20);
+    expect(ratios.length).toBeGreaterThan(60);
     expect(ratios[Math.floor(ratios.length / 2)]).toBeLessThanOrEqual(1.1);
   });
 
