@@ -315,6 +315,56 @@ describe('recovery', () => {
   });
 });
 
+describe('recovery of damaged state', () => {
+  it('a cached file whose state.json is not valid is left in place and the rest starts', async () => {
+    const fs1 = await start();
+    for (const p of ['/ok', '/bad']) {
+      const fd = await fs1.open(p, { create: true });
+      await fs1.write(fd, Buffer.from(p));
+      await fs1.flush(fd);
+    }
+    await fs1.shutdown();
+    const dirs = await cachedFileDirs();
+    expect(dirs.length).toBe(2);
+    const { readFile, writeFile } = await import('node:fs/promises');
+    let damaged = '';
+    for (const d of dirs) {
+      const sp = join(dir.path, 'cache', 'files', d, 'state.json');
+      const st = JSON.parse(await readFile(sp, 'utf8')) as { path: string };
+      if (st.path === '/bad') {
+        await writeFile(sp, JSON.stringify({ ...st, base: { version: -1 } }));
+        damaged = d;
+      }
+    }
+    const fs2 = await start();
+    expect(fs2.cachedFiles().map((c) => c.path)).toEqual(['/ok']);
+    await fs2.commit('/ok', 'durable');
+    expect((await cachedFileDirs()).includes(damaged)).toBe(true);
+  });
+});
+
+describe('leases', () => {
+  it('a second writer on another node gets EBUSY while the first holds the write lease; a reader does not', async () => {
+    const a = await start();
+    const b = await start({}, 'cache-b');
+    const fd = await a.open('/lease', { create: true });
+    await expect(b.open('/lease', { write: true })).rejects.toMatchObject({ code: 'EBUSY' });
+    const r = await b.open('/lease');
+    await b.close(r);
+    await a.write(fd, Buffer.from('x'));
+    await a.close(fd);
+    await a.commit('/lease', 'durable');
+    await eventually(async () => {
+      try {
+        await b.close(await b.open('/lease', { write: true }));
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  });
+});
+
 describe('cache space', () => {
   it('a writer waits while the cache is full and gets ENOSPC after the timeout; space comes back after commit', async () => {
     // The timeout must outlast a commit on a loaded machine (the third write waits through one).
