@@ -7,12 +7,13 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
+import { tmpdir, loadavg } from 'node:os';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import { ChunkStore } from '../src/chunk/store.js';
 import { bucketId } from '../src/diskmap/bucket-id.js';
+import { startChunkServer } from '../src/chunk/service.js';
 import { ChunkClients } from '../src/chunk/client.js';
 import { writeChunk } from '../src/chunk/writer.js';
 import { readChunk } from '../src/chunk/reader.js';
@@ -79,24 +80,60 @@ async function spawnServer(diskPath: string): Promise<ServerProc> {
   return { address, diskPath, child };
 }
 
-async function cairn(root: string, chunks: number, scheme: Scheme): Promise<{ writeS: number; readS: number }> {
-  const n = scheme.kind === 'ec' ? scheme.k + scheme.m : scheme.n;
-  const procs: ServerProc[] = [];
-  const targets: ShardTarget[] = [];
-  const clients = new ChunkClients();
+interface Servers {
+  addresses: string[];
+  /** Incarnation label of each server's disk. */
+  labels: Array<{ machine: number; incarnation: string }>;
+  stop(): Promise<void>;
+}
+
+/** Three chunk servers, each its own process (as on real nodes) or all in this process. */
+async function startServers(root: string, mode: 'processes' | 'in-process'): Promise<Servers> {
+  const addresses: string[] = [];
+  const labels: Array<{ machine: number; incarnation: string }> = [];
+  const stops: Array<() => Promise<void>> = [];
   try {
     for (let i = 0; i < 3; i++) {
       const p = join(root, `node${i}`);
       const label = await ChunkStore.formatDisk(p, { dc: 0, row: 0, rack: 0, machine: i + 1, disk: 0 });
-      procs.push(await spawnServer(p));
-      void label;
+      labels.push(label);
+      if (mode === 'processes') {
+        const s = await spawnServer(p);
+        addresses.push(s.address);
+        stops.push(async () => {
+          s.child.kill('SIGTERM');
+          await new Promise((r) => s.child.once('exit', r));
+        });
+      } else {
+        const s = await startChunkServer('127.0.0.1:0', await ChunkStore.open([p]));
+        addresses.push(s.address);
+        stops.push(() => s.stop());
+      }
     }
+  } catch (err) {
+    for (const stop of stops) await stop();
+    throw err;
+  }
+  return {
+    addresses,
+    labels,
+    stop: async () => {
+      for (const stop of stops) await stop();
+    },
+  };
+}
+
+async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<{ writeS: number; readS: number }> {
+  const n = scheme.kind === 'ec' ? scheme.k + scheme.m : scheme.n;
+  const servers = await startServers(root, mode);
+  const clients = new ChunkClients();
+  try {
+    const targets: ShardTarget[] = [];
     for (let i = 0; i < n; i++) {
-      const s = procs[i % 3] as ServerProc;
-      const label = JSON.parse(await readFile(join(s.diskPath, 'cairn-disk.json'), 'utf8')) as { machine: number; incarnation: string };
+      const label = servers.labels[i % 3] as { machine: number; incarnation: string };
       targets.push({
         bucketId: bucketId({ dc: 0, row: 0, rack: 0, machine: label.machine, disk: 0, bucket: 1 + Math.floor(i / 3), incarnation: BigInt(`0x${label.incarnation}`) }),
-        address: s.address,
+        address: servers.addresses[i % 3] as string,
       });
     }
     const data = Array.from({ length: chunks }, () => randomBytes(CHUNK_BYTES));
@@ -121,10 +158,7 @@ async function cairn(root: string, chunks: number, scheme: Scheme): Promise<{ wr
     return { writeS: Number(t1 - t0) / 1e9, readS: Number(t2 - t1) / 1e9 };
   } finally {
     clients.close();
-    for (const p of procs) {
-      p.child.kill('SIGTERM');
-      await new Promise((r) => p.child.once('exit', r));
-    }
+    await servers.stop();
   }
 }
 
@@ -139,30 +173,36 @@ export const chunkSuite: BenchSuite = {
       { kind: 'replica', n: 3 },
     ];
     const mbps = (bytes: number, s: number): number => Math.round(bytes / s / 1e6);
+    const loadBefore = loadavg()[0] ?? 0;
     try {
       for (const scheme of schemes) {
         const tag = scheme.kind === 'ec' ? `EC ${scheme.k}+${scheme.m}` : `replica ${scheme.n}`;
         const userBytes = chunks * CHUNK_BYTES;
-        const r = await raw(join(root, `raw-${tag.replace(/\W/g, '')}`), chunks, scheme);
-        const c = await cairn(join(root, `cairn-${tag.replace(/\W/g, '')}`), chunks, scheme);
+        const r = await raw(join(root, 'raw'), chunks, scheme);
         await rm(root, { recursive: true, force: true });
         const limitW = mbps(userBytes, r.writeS);
         const limitR = mbps(userBytes, r.readS);
-        const putW = mbps(userBytes, c.writeS);
-        const getR = mbps(userBytes, c.readS);
-        rows.push([tag, 'put', putW, limitW, `${Math.round((100 * putW) / limitW)}%`]);
-        rows.push([tag, 'get', getR, limitR, `${Math.round((100 * getR) / limitR)}%`]);
+        for (const mode of ['processes', 'in-process'] as const) {
+          const c = await cairn(join(root, 'cairn'), chunks, scheme, mode);
+          await rm(root, { recursive: true, force: true });
+          const putW = mbps(userBytes, c.writeS);
+          const getR = mbps(userBytes, c.readS);
+          rows.push([tag, mode, 'put', putW, limitW, `${Math.round((100 * putW) / limitW)}%`]);
+          rows.push([tag, mode, 'get', getR, limitR, `${Math.round((100 * getR) / limitR)}%`]);
+        }
       }
     } finally {
       await rm(root, { recursive: true, force: true });
     }
     const table: BenchTable = {
       title: `chunk put/get, ${chunks} × 4 MiB chunks, ${IN_FLIGHT} in flight, 3 chunk servers on 127.0.0.1 (MB/s of chunk data)`,
-      headers: ['scheme', 'op', 'cairn MB/s', 'limit MB/s', 'of limit'],
+      headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit'],
       rows,
       notes: [
         'limit = plain fs on the same file system writing (write+fsync) / reading the same shard files the scheme stores, in the same parallelism, expressed per byte of chunk data (i.e. after redundancy overhead)',
-        'each chunk server is its own process (`cairn chunk serve`), the client (hashing, Reed–Solomon, verification) another; all share this 2-core machine; reads come from the page cache in both columns',
+        'servers "processes": each chunk server is its own process (`cairn chunk serve`), as on real nodes; "in-process": the three servers share the client\'s process and thread',
+        'everything shares this 2-core machine; reads come from the page cache in both columns',
+        `1-minute load average when the suite started: ${loadBefore.toFixed(1)} (other work on the machine skews every column)`,
       ],
     };
     return [table];

@@ -138,6 +138,14 @@ export function chunkServiceDefinition(): grpc.ServiceDefinition {
   return fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition;
 }
 
+/**
+ * The chunk service as an entry for startServer (for a node daemon hosting several services on
+ * one gRPC server). Call widenReceiveWindows(server) after starting it, or uploads are slower.
+ */
+export function chunkService(store: ChunkStore): { service: grpc.ServiceDefinition; impl: grpc.UntypedServiceImplementation } {
+  return { service: chunkServiceDefinition(), impl: chunkServiceImpl(store) };
+}
+
 /** HTTP/2 receive window the chunk server grants each connection and stream. */
 export const SERVER_RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 const MAX_FRAME_BYTES = 1024 * 1024;
