@@ -76,8 +76,8 @@ export enum MessageType {
   PreVote = 'PreVote',
   PreVoteResp = 'PreVoteResp',
   Snap = 'Snap',
-  Heartbeat = 'Heartbeat',
-  HeartbeatResp = 'HeartbeatResp',
+  Heartbeat = 'Heartbeat', // `index`: the leader's tick when sent (lease reads)
+  HeartbeatResp = 'HeartbeatResp', // `index`: echoes the heartbeat's
   Unreachable = 'Unreachable', // local: report from transport
   SnapStatus = 'SnapStatus', // local: report from transport
   CheckQuorum = 'CheckQuorum', // local
@@ -212,6 +212,19 @@ export interface RaftOptions {
   random: () => number;
   /** Bound on bytes of committed entries handed out in one Ready (default 8 MiB). */
   maxCommittedBytesPerReady?: number;
+  /**
+   * Lease reads (off by default; needs checkQuorum): the leader answers ReadIndex without a
+   * heartbeat round while a majority acknowledged a heartbeat sent less than `leaseTicks`
+   * ago. Clock assumption: between any two nodes, electionTicks on one clock always last
+   * longer in real time than leaseTicks on the other (e.g. the default electionTicks/2
+   * tolerates clocks that run up to twice as fast as each other). The driver must tick by a
+   * monotonic clock and deliver the ticks it missed (after a GC pause or SIGSTOP): a leader
+   * whose ticks stop while real time goes on would serve stale reads. Followers keep their
+   * side of the lease across restarts by refusing votes for electionTicks after they start.
+   */
+  leaseReads?: boolean;
+  /** Lease length in ticks, in [1, electionTicks); default floor(electionTicks / 2). */
+  leaseTicks?: number;
 }
 
 /**

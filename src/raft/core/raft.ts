@@ -90,6 +90,14 @@ export class Raft {
 
   electionElapsed = 0;
   heartbeatElapsed = 0;
+  /** Ticks since this node started: the clock of the lease. */
+  tickCount = 0;
+  /** Leader, lease reads: per voter, the tick at which the newest acknowledged heartbeat was sent. */
+  private ackSentTick = new Map<NodeId, number>();
+  /** Leader, lease reads: a TimeoutNow went out in this term, so another node may win past the leases. */
+  private timeoutNowSent = false;
+  /** Lease length in ticks (0: lease reads off). */
+  readonly leaseTicks: number;
   randomizedElectionTimeout = 0;
   readonly electionTimeout: number;
   readonly heartbeatTimeout: number;
@@ -115,6 +123,15 @@ export class Raft {
     this.electionTimeout = opts.electionTicks;
     this.heartbeatTimeout = opts.heartbeatTicks;
     this.maxCommittedBytesPerReady = opts.maxCommittedBytesPerReady ?? DEFAULT_MAX_COMMITTED_BYTES_PER_READY;
+    if (opts.leaseReads) {
+      if (!opts.checkQuorum) throw new CairnError('EINVAL', 'raft: lease reads need checkQuorum (the followers\' side of the lease)');
+      this.leaseTicks = opts.leaseTicks ?? Math.floor(opts.electionTicks / 2);
+      if (this.leaseTicks < 1 || this.leaseTicks >= opts.electionTicks) {
+        throw new CairnError('EINVAL', `raft: leaseTicks must be in [1, electionTicks) (got ${this.leaseTicks})`);
+      }
+    } else {
+      this.leaseTicks = 0;
+    }
     this.log = new RaftLog(opts.storage);
 
     const { hardState, conf } = opts.storage.initialState();
@@ -253,6 +270,8 @@ export class Raft {
     this.readOnly = new ReadOnly(MAX_PENDING_READS);
     this.pendingReadIndexMessages = [];
     this.readRoundInFlight = false;
+    this.ackSentTick = new Map();
+    this.timeoutNowSent = false;
   }
 
   becomeFollower(term: number, lead: NodeId): void {
@@ -295,6 +314,7 @@ export class Raft {
   // ---------------------------------------------------------------- ticks
 
   tick(): void {
+    this.tickCount++;
     if (this.role === Role.Leader) this.tickHeartbeat();
     else this.tickElection();
   }
@@ -403,7 +423,8 @@ export class Raft {
     const pr = this.prs.get(to)!;
     // Never tell a follower to commit past what it is known to hold.
     const commit = Math.min(pr.match, this.log.committed);
-    this.send(makeMessage({ type: MessageType.Heartbeat, to, commit, context: ctx }));
+    // `index` carries the tick the heartbeat was sent at; the answer echoes it (lease reads).
+    this.send(makeMessage({ type: MessageType.Heartbeat, to, commit, context: ctx, index: this.tickCount }));
   }
 
   private bcastHeartbeat(): void {
@@ -417,6 +438,7 @@ export class Raft {
   }
 
   private sendTimeoutNow(to: NodeId): void {
+    this.timeoutNowSent = true;
     this.send(makeMessage({ type: MessageType.TimeoutNow, to }));
   }
 
@@ -471,8 +493,25 @@ export class Raft {
     }
   }
 
+  /**
+   * Lease reads: a majority of voters acknowledged a heartbeat sent at tick S, and each of
+   * them refuses to vote for another node until an election timeout after it received it
+   * (check-quorum), so no other leader can exist before S + electionTicks on their clocks.
+   * The lease ends earlier, at S + leaseTicks on ours: valid while clocks drift less than
+   * that margin. Never during a leadership transfer (a forced election ignores leases).
+   */
+  leaseValid(): boolean {
+    if (this.leaseTicks === 0 || this.role !== Role.Leader) return false;
+    if (this.leadTransferee !== NONE || this.timeoutNowSent || !this.committedEntryInCurrentTerm()) return false;
+    const sent: number[] = [];
+    for (const id of this.voters) sent.push(id === this.id ? this.tickCount : (this.ackSentTick.get(id) ?? -Infinity));
+    sent.sort((a, b) => b - a);
+    const start = sent[Math.floor(sent.length / 2)]!;
+    return this.tickCount < start + this.leaseTicks;
+  }
+
   private handleReadIndexOnLeader(m: Message): void {
-    if (this.voters.size === 1 && this.voters.has(this.id)) {
+    if ((this.voters.size === 1 && this.voters.has(this.id)) || this.leaseValid()) {
       this.readIndexResponse(m, this.log.committed);
       return;
     }
@@ -564,7 +603,11 @@ export class Raft {
     } else if (m.term > this.term) {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const force = bytesEqual(m.context, CAMPAIGN_TRANSFER);
-        const inLease = this.opts.checkQuorum && this.lead !== NONE && this.electionElapsed < this.electionTimeout;
+        // With lease reads, a node that just (re)started may have acknowledged a leader's
+        // heartbeat before it went down: it keeps that promise for an election timeout.
+        const inLease =
+          this.opts.checkQuorum &&
+          ((this.lead !== NONE && this.electionElapsed < this.electionTimeout) || (this.leaseTicks > 0 && this.tickCount < this.electionTimeout));
         if (!force && inLease) return; // leader lease: we heard from a live leader recently
       }
       if (m.type === MessageType.PreVote) {
@@ -758,6 +801,9 @@ export class Raft {
       }
       case MessageType.HeartbeatResp: {
         pr.recentActive = true;
+        if (this.leaseTicks > 0 && m.index > (this.ackSentTick.get(m.from) ?? -1) && m.index <= this.tickCount) {
+          this.ackSentTick.set(m.from, m.index);
+        }
         pr.probeSent = false;
         if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
@@ -896,7 +942,7 @@ export class Raft {
 
   private handleHeartbeat(m: Message): void {
     this.log.commitTo(m.commit);
-    this.send(makeMessage({ type: MessageType.HeartbeatResp, to: m.from, context: m.context }));
+    this.send(makeMessage({ type: MessageType.HeartbeatResp, to: m.from, context: m.context, index: m.index }));
   }
 
   private handleSnapshot(m: Message): void {

@@ -133,7 +133,9 @@ export class Simulation {
   private readonly dupP: number;
   private readonly maxDelay: number;
   private readonly preVote: boolean;
-  private readonly checkQuorum: boolean;
+  private readonly checkQuorum: boolean = false;
+  /** Lease reads: then clocks do not drift (the lease's clock assumption holds exactly). */
+  private readonly leaseReads: boolean;
   private readonly electionTicks: number;
   private readonly heartbeatTicks: number;
   private readonly maxSizePerMsgBytes: number;
@@ -167,6 +169,8 @@ export class Simulation {
     this.maxDelay = 1 + r.int(4);
     this.preVote = r.chance(0.6);
     this.checkQuorum = r.chance(0.6);
+    this.leaseReads = r.chance(0.3);
+    if (this.leaseReads) this.checkQuorum = true;
     this.electionTicks = 10 + r.int(6);
     this.heartbeatTicks = 1 + r.int(3);
     this.maxSizePerMsgBytes = r.pick([1, 64, 256, 4096]);
@@ -215,6 +219,7 @@ export class Simulation {
       checkQuorum: this.checkQuorum,
       random: () => nodeRng.next(),
       maxCommittedBytesPerReady: 512,
+      leaseReads: this.leaseReads,
     });
     this.log(`start n${n.id} (incarnation ${n.incarnation}, applied ${n.keys.length}, last ${n.storage.lastIndex()})`);
   }
@@ -406,6 +411,12 @@ export class Simulation {
         this.leaderOfTerm.set(r.term, n.id);
         this.stats.leaders++;
         this.log(`n${n.id} is leader of term ${r.term}`);
+        // Lease safety: no older leader may still hold a valid read lease now.
+        for (const o of this.nodes.values()) {
+          if (o !== n && o.rn && o.rn.raft.term < r.term && o.rn.raft.leaseValid()) {
+            this.fail(`lease safety: n${n.id} leads term ${r.term} while n${o.id} (term ${o.rn.raft.term}) still holds a read lease`);
+          }
+        }
         // Leader completeness: every entry committed in an earlier term is in this log.
         const first = r.log.firstIndex();
         for (const [index, term] of this.commitTermAt) {
@@ -425,7 +436,7 @@ export class Simulation {
       // Record what this leader commits, with its term.
       const commit = r.log.committed;
       if (rd.hardState && commit > 0) {
-        for (let i = Math.max(1, r.log.firstIndex()); i <= commit; i++) {
+        for (let i = Math.max(1, r.log.firstIndex(), this.maxCommitSeen + 1); i <= commit; i++) {
           if (!this.commitTermAt.has(i)) {
             this.commitTermAt.set(i, r.term);
             const key = entryKey(r.log.slice(i, i + 1, Number.MAX_SAFE_INTEGER)[0]!);
@@ -642,7 +653,7 @@ export class Simulation {
   private tickAll(): void {
     for (const n of this.nodes.values()) {
       if (!n.rn) continue;
-      if (this.faultsOn && this.rng.chance(0.1)) continue; // clocks drift
+      if (this.faultsOn && !this.leaseReads && this.rng.chance(0.1)) continue; // clocks drift
       n.rn.tick();
       this.processReadies(n);
     }
