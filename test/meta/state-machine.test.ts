@@ -8,6 +8,8 @@ import { MetaStateMachine, LEASE_SAFETY_MARGIN_MS, type ApplyResult, type Inode 
 import { encodeEntry, type Op } from '../../src/meta/ops.js';
 import { EntryType, type Entry } from '../../src/raft/types.js';
 import { tempDir } from '../helpers/env.js';
+import { cp, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -302,6 +304,30 @@ describe('durability and determinism', () => {
     expect(await h2.sm.dump()).toEqual(await h1.sm.dump());
     const after: Inode = await h2.sm.getattr({ path: '/after' });
     expect(after.type).toBe('file');
+  });
+});
+
+describe('restore after a crash', () => {
+  it('finishes a swap that was marked ready and drops one that was not', async () => {
+    const src = await openSm();
+    await ok(src, mkdir('/from-snapshot'));
+    const want = await src.sm.dump();
+    await src.sm.close();
+    // a crash after the new database was written and marked ready, before the swap
+    const dst = await tempDir('cairn-meta-swap-');
+    cleanups.push(dst.remove);
+    await cp(join(src.dir, 'meta'), join(dst.path, 'meta.new'), { recursive: true });
+    await writeFile(join(dst.path, 'RESTORE_READY'), '3');
+    const sm = await MetaStateMachine.open({ dataDir: dst.path });
+    expect(await sm.dump()).toEqual(want);
+    await sm.close();
+    // a crash while the new database was still being written (no marker): it is discarded
+    await cp(join(src.dir, 'meta'), join(dst.path, 'meta.new'), { recursive: true });
+    await rm(join(dst.path, 'meta'), { recursive: true });
+    const fresh = await MetaStateMachine.open({ dataDir: dst.path });
+    cleanups.push(() => fresh.close());
+    await expect(fresh.getattr({ path: '/from-snapshot' })).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(stat(join(dst.path, 'meta.new'))).rejects.toThrow();
   });
 });
 
