@@ -24,6 +24,8 @@ import type { ApplyResult, CommitRecord, Inode, Lease, MetaStateMachine, WatchEv
 export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
 /** Events sent per watch message, and the bound on one watcher's unsent backlog. */
 const WATCH_BATCH = 256;
+/** Watch streams one node serves at a time; more get EAGAIN. */
+export const MAX_WATCHERS = 1024;
 /** How often the leader proposes the expiry of dead leases (default). */
 const LEASE_SWEEP_MS = 2_000;
 
@@ -469,6 +471,10 @@ export class MetaService {
       }
     } catch (err) {
       end(err);
+      return;
+    }
+    if (this.watchers.size >= MAX_WATCHERS) {
+      end(new CairnError('EAGAIN', `node serves ${this.watchers.size} watch streams already; retry later or on another node`));
       return;
     }
     this.watchers.add(ac);
