@@ -5,7 +5,7 @@
  * Internal to src/diskmap; other layers see only the Diskmap document.
  */
 import { assert } from '../common/errors.js';
-import { bucketId, type BucketId } from './bucket-id.js';
+import type { BucketId } from './bucket-id.js';
 import { diskEntries, type DiskEntry } from './topology.js';
 import type { DiskClass, DomainLevel, Topology } from './types.js';
 import { DOMAIN_LEVELS } from './types.js';
@@ -100,7 +100,7 @@ export class Layout {
   /** Mark a specific bucket used (when loading an existing map). */
   take(d: number, b: number): void {
     const disk = this.disks[d] as LDisk;
-    assert(b < disk.buckets && disk.used[b] === 0, `bucket ${b} of ${disk.entry.key} taken twice or out of range`);
+    if (!(b < disk.buckets && disk.used[b] === 0)) assert(false, `bucket ${b} of ${disk.entry.key} taken twice or out of range`);
     disk.used[b] = 1;
     disk.usedCount++;
   }
@@ -131,7 +131,10 @@ export class Layout {
 
   bucketIdOf(d: number, b: number): BucketId {
     const e = (this.disks[d] as LDisk).entry;
-    return bucketId({ dc: e.machine.dc, row: e.machine.row, rack: e.machine.rack, machine: e.machine.machine, disk: e.d.disk, bucket: b, incarnation: e.d.incarnation });
+    const m = e.machine;
+    // The location was validated with the topology and b < buckets ≤ 65536: no second check.
+    if (!(b >= 0 && b < MAX_BUCKETS_PER_DISK)) assert(false, `bucket number ${b} out of range`);
+    return Object.freeze({ dc: m.dc, row: m.row, rack: m.rack, machine: m.machine, disk: e.d.disk, bucket: b, incarnation: e.d.incarnation });
   }
 
   activeGroups(): number {
@@ -174,30 +177,38 @@ export class Layout {
     }
     const created: number[] = [];
     const taken = new Int32Array(D);
+    const excluded = new Uint8Array(D);
     const picked: number[] = [];
     let stamp = 0;
     while (created.length < maxGroups) {
       taken.fill(0);
       picked.length = 0;
+      excluded.fill(0);
       while (picked.length < width) {
+        // The best domain first (cheap), then its best disk; a domain with no fitting disk is
+        // left out for the rest of this group.
         let best = -1;
         let bestDisk = -1;
-        for (let di = 0; di < D; di++) {
-          const t = taken[di] as number;
-          const r = domRem[di] as number;
-          if (t >= this.cap || r <= 0) continue;
-          if (best >= 0) {
-            const bt = taken[best] as number;
-            const br = domRem[best] as number;
-            const lhs = r * (bt + 1);
-            const rhs = br * (t + 1);
-            if (lhs < rhs || (lhs === rhs && (domLast[di] as number) >= (domLast[best] as number))) continue;
+        for (;;) {
+          best = -1;
+          for (let di = 0; di < D; di++) {
+            const t = taken[di] as number;
+            const r = domRem[di] as number;
+            if (t >= this.cap || r <= 0 || excluded[di] === 1) continue;
+            if (best >= 0) {
+              const bt = taken[best] as number;
+              const br = domRem[best] as number;
+              const lhs = r * (bt + 1);
+              const rhs = br * (t + 1);
+              if (lhs < rhs || (lhs === rhs && (domLast[di] as number) >= (domLast[best] as number))) continue;
+            }
+            best = di;
           }
-          // The domain's best disk that fits (not yet in the group; lower levels within cap —
-          // only checked when the domain is above machine level).
+          if (best < 0) break;
+          // Not yet in the group; lower levels within cap (checked above machine level only).
           let cand = -1;
           const checkLower = lv > 1;
-          for (const d of members[di] as LDisk[]) {
+          for (const d of members[best] as LDisk[]) {
             const x = d.idx;
             const rd = rem[x] as number;
             if (rd <= 0) continue;
@@ -208,9 +219,11 @@ export class Layout {
             if (picked.includes(x) || (checkLower && !this.fits(picked, x))) continue;
             cand = x;
           }
-          if (cand < 0) continue;
-          best = di;
-          bestDisk = cand;
+          if (cand >= 0) {
+            bestDisk = cand;
+            break;
+          }
+          excluded[best] = 1;
         }
         if (bestDisk < 0) break;
         picked.push(bestDisk);

@@ -14,9 +14,9 @@
  *    to the new capacity, which is the minimum (about C/(T+C) of it).
  */
 import { CairnError } from '../common/errors.js';
-import { diskKeyOf } from './bucket-id.js';
+import { diskKeyOf, type BucketId } from './bucket-id.js';
 import { initialVslots, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS, VSLOTS_PER_GROUP } from './build.js';
-import { groupBound, Layout, levelIndex, type LGroup } from './layout.js';
+import { groupBound, Layout, levelIndex, type LDisk, type LGroup } from './layout.js';
 import { chooseRedundancy, schemeText, widthOf } from './redundancy.js';
 import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
 import type { Diskmap, DiskState, KeyMove, SlotMove, Topology, TopologyDisk } from './types.js';
@@ -48,11 +48,23 @@ function loadLayout(old: Diskmap, topology: Topology, refusals: string[]): Layou
   }
   const gone = new Map<string, number>();
   const shrunk = new Map<string, number>();
+  // Disk index by incarnation, checked against the location (diskKeyOf per bucket is slow).
+  const byInc = new Map<bigint, number[]>();
+  for (const d of layout.disks) {
+    const l = byInc.get(d.entry.d.incarnation);
+    if (l === undefined) byInc.set(d.entry.d.incarnation, [d.idx]);
+    else l.push(d.idx);
+  }
+  const find = (b: BucketId): number | undefined =>
+    byInc.get(b.incarnation)?.find((i) => {
+      const e = (layout.disks[i] as LDisk).entry;
+      return e.d.disk === b.disk && e.machine.machine === b.machine && e.machine.rack === b.rack && e.machine.row === b.row && e.machine.dc === b.dc;
+    });
   for (const g of old.groups) {
     const lg: LGroup = { disks: [], buckets: [], retired: g.retired };
     for (const b of g.buckets) {
-      const key = diskKeyOf(b);
-      const idx = layout.byKey.get(key);
+      const idx = find(b);
+      const key = idx === undefined ? diskKeyOf(b) : (layout.disks[idx] as LDisk).entry.key;
       const wasFailed = oldState.get(key)?.state === 'failed';
       const disk = idx === undefined ? undefined : layout.disks[idx];
       if (disk === undefined || disk.entry.d.state === 'failed' || b.bucket >= disk.buckets) {

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';
-import { bucketId, parseBucketId, type BucketId } from './bucket-id.js';
+import { parseBucketId, type BucketId } from './bucket-id.js';
 import { widthOf } from './redundancy.js';
 import { diskEntries, parseTopology, topologyToJson, type TopologyFile } from './topology.js';
 import type { Diskmap, DiskmapDiff, PlacementGroup, Scheme } from './types.js';
@@ -75,14 +75,19 @@ const hex4 = (v: number): string => (HEX2[v >>> 8] as string) + (HEX2[v & 0xff] 
 
 /** formatBucketId, with the incarnation text cached (a map has few disks and many buckets). */
 function textFormatter(): (b: BucketId) => string {
-  const inc = new Map<bigint, string>();
+  // Per disk (incarnation + location) the text before and after the bucket number.
+  const cache = new Map<bigint, { b: BucketId; head: string; tail: string }>();
   return (b) => {
-    let i = inc.get(b.incarnation);
-    if (i === undefined) {
-      i = b.incarnation.toString(16).padStart(16, '0');
-      inc.set(b.incarnation, i);
+    let c = cache.get(b.incarnation);
+    if (c === undefined || c.b.disk !== b.disk || c.b.machine !== b.machine || c.b.rack !== b.rack || c.b.row !== b.row || c.b.dc !== b.dc) {
+      c = {
+        b,
+        head: `${HEX2[b.dc] as string}${HEX2[b.row] as string}${HEX2[b.rack] as string}${HEX2[b.machine] as string}-${hex4(b.disk)}-`,
+        tail: `-${b.incarnation.toString(16).padStart(16, '0')}`,
+      };
+      cache.set(b.incarnation, c);
     }
-    return `${HEX2[b.dc] as string}${HEX2[b.row] as string}${HEX2[b.rack] as string}${HEX2[b.machine] as string}-${hex4(b.disk)}-${hex4(b.bucket)}-${i}`;
+    return c.head + hex4(b.bucket) + c.tail;
   };
 }
 
@@ -155,12 +160,13 @@ export function parseDiskmap(input: string | unknown, source = 'diskmap'): Diskm
   const scheme: Scheme = j.scheme;
   const width = widthOf(scheme);
   // Disks by the text of their bucket ids without the bucket number: "DDRRKKMM-DDDD" + "IIII…".
-  const known = new Map<string, { key: string; incarnation: bigint }>();
+  const known = new Map<string, { key: string; incarnation: bigint; loc: { dc: number; row: number; rack: number; machine: number; disk: number } }>();
   for (const e of diskEntries(topology)) {
     const m = e.machine;
     known.set(`${HEX2[m.dc] as string}${HEX2[m.row] as string}${HEX2[m.rack] as string}${HEX2[m.machine] as string}-${hex4(e.d.disk)}/${e.d.incarnation.toString(16).padStart(16, '0')}`, {
       key: e.key,
       incarnation: e.d.incarnation,
+      loc: { dc: m.dc, row: m.row, rack: m.rack, machine: m.machine, disk: e.d.disk },
     });
   }
   const TEXT = /^([0-9a-f]{8}-[0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{16})$/;
@@ -177,16 +183,9 @@ export function parseDiskmap(input: string | unknown, source = 'diskmap'): Diskm
       if (disk === undefined) corrupt(source, `groups.${i}.buckets.${s}: bucket ${t} is on a disk that is not in the topology`);
       if (disks.has(disk.key)) corrupt(source, `groups.${i}.buckets.${s}: disk ${disk.key} appears twice in the group`);
       disks.add(disk.key);
-      const p = m[1] as string;
-      return bucketId({
-        dc: parseInt(p.slice(0, 2), 16),
-        row: parseInt(p.slice(2, 4), 16),
-        rack: parseInt(p.slice(4, 6), 16),
-        machine: parseInt(p.slice(6, 8), 16),
-        disk: parseInt(p.slice(9, 13), 16),
-        bucket: parseInt(m[2] as string, 16),
-        incarnation: disk.incarnation,
-      });
+      // Every field is in range by construction (hex digits of the right width, a known disk).
+      const l = disk.loc;
+      return Object.freeze({ dc: l.dc, row: l.row, rack: l.rack, machine: l.machine, disk: l.disk, bucket: parseInt(m[2] as string, 16), incarnation: disk.incarnation });
     });
     return Object.freeze({ id: i, buckets: Object.freeze(ids), retired: g.retired });
   });
