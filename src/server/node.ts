@@ -27,11 +27,13 @@ export interface StartNodeOptions {
   join?: boolean;
   /** Services to run instead of NODE_SERVICES (tests). */
   services?: NodeServiceFactory[];
+  /** Options of the metadata state machine (tests: a small watch log). */
+  meta?: { maxEvents?: number; syncApply?: boolean };
 }
 
 export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): Promise<CairnNode> {
   const log = logger('node', { node: cfg.nodeId });
-  const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir });
+  const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir, ...opts.meta });
   let raft: RaftNode | undefined;
   const ctx: NodeContext = { cfg, meta, raft: () => raft, log };
   const services: NodeServiceInstance[] = [];

@@ -9,7 +9,7 @@ import type { Logger } from '../common/log.js';
 import type { grpc } from '../rpc/grpc.js';
 import type { RaftNode } from '../raft/node.js';
 import type { MetaStateMachine } from '../meta/state-machine.js';
-import { MetaService } from '../meta/service.js';
+import { MetaService, type MetaServiceOptions } from '../meta/service.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -32,8 +32,16 @@ export interface NodeServiceInstance {
 export type NodeServiceFactory = (ctx: NodeContext) => Promise<NodeServiceInstance>;
 
 /** The metadata service (proto/meta.proto) on top of the node's Raft group. */
-export const metaServiceFactory: NodeServiceFactory = async (ctx) => {
+export const metaServiceFactory: NodeServiceFactory = (ctx) => metaServiceWith({})(ctx);
+
+/** The metadata service with extra options (tests: a faster lease sweep). */
+export function metaServiceWith(extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites'>): NodeServiceFactory {
+  return async (ctx) => metaInstance(ctx, extra);
+}
+
+function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites'>): NodeServiceInstance {
   const svc = new MetaService({
+    ...extra,
     sm: ctx.meta,
     replicator: ctx.raft,
     node: {
@@ -60,7 +68,7 @@ export const metaServiceFactory: NodeServiceFactory = async (ctx) => {
     started: () => svc.startLeaseSweeper(),
     stop: async () => svc.stop(),
   };
-};
+}
 
 /** Every service a node runs. Add one line per service. */
 export const NODE_SERVICES: NodeServiceFactory[] = [metaServiceFactory];

@@ -1,39 +1,47 @@
 /**
- * The metadata gRPC service and MetaClient over real gRPC on 127.0.0.1, on a one-node
- * LocalReplicator (the Raft-backed paths are in cluster.test.ts): request validation with
+ * The metadata gRPC service and MetaClient over real gRPC on 127.0.0.1, on a one-voter Raft
+ * group started by startNode (3-node behaviour is in cluster.test.ts): request validation with
  * POSIX error names, attributes, xattrs, truncate, pagination over the wire, and the watch
  * stream's ECOMPACTED answer.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MetaStateMachine } from '../../src/meta/state-machine.js';
-import { MetaService } from '../../src/meta/service.js';
-import { LocalReplicator } from '../../src/meta/replicator.js';
+import { join } from 'node:path';
+import type { MetaStateMachine } from '../../src/meta/state-machine.js';
 import { MetaClient } from '../../src/meta/client.js';
-import { startServer, type StartedServer, call, makeClient, serviceOf } from '../../src/rpc/grpc.js';
-import { eventually, tempDir } from '../helpers/env.js';
+import { nodeConfigSchema } from '../../src/common/config.js';
+import { startNode, type CairnNode } from '../../src/server/node.js';
+import { metaServiceWith } from '../../src/server/services.js';
+import { call, makeClient, serviceOf } from '../../src/rpc/grpc.js';
+import { eventually, freePort, tempDir } from '../helpers/env.js';
 import { buildDiskmap, parseDiskmap, parseTopology, serializeDiskmap } from '../../src/diskmap/index.js';
 
 let dir: { path: string; remove: () => Promise<void> };
+let node: CairnNode;
 let sm: MetaStateMachine;
-let svc: MetaService;
-let server: StartedServer;
 let client: MetaClient;
 
 beforeAll(async () => {
   dir = await tempDir('cairn-meta-svc-');
-  sm = await MetaStateMachine.open({ dataDir: dir.path, maxEvents: 50 });
-  const rep = new LocalReplicator(sm);
-  svc = new MetaService({ sm, replicator: () => rep, leaseSweepMs: 100 });
-  svc.startLeaseSweeper();
-  server = await startServer('127.0.0.1:0', [svc.definition()]);
-  client = new MetaClient({ endpoints: [server.address] });
+  const address = `127.0.0.1:${await freePort()}`;
+  const cfg = nodeConfigSchema.parse({
+    clusterName: 'svc',
+    nodeId: 1,
+    listen: address,
+    peers: [{ id: 1, address }],
+    dataDir: join(dir.path, 'data'),
+    cacheDir: join(dir.path, 'cache'),
+    location: { machine: 0 },
+    raft: { tickMs: 20, electionTicks: 10, heartbeatTicks: 2 },
+  });
+  node = await startNode(cfg, { services: [metaServiceWith({ leaseSweepMs: 100 })], meta: { maxEvents: 50 } });
+  sm = node.meta;
+  client = new MetaClient({ endpoints: [address] });
+  await eventually(() => node.raft.isLeader());
 });
 
 afterAll(async () => {
   client?.close();
-  svc?.stop();
-  await server?.stop();
-  await sm?.close();
+  await node?.stop();
   await dir?.remove();
 });
 
@@ -54,7 +62,7 @@ describe('metadata service over gRPC', () => {
     // 255 bytes is fine
     await client.mkdir(`/v/${'é'.repeat(127)}x`);
     // a Ref with two forms at once, or none
-    const raw = makeClient(serviceOf('meta.proto', 'cairn.meta.Meta'), server.address);
+    const raw = makeClient(serviceOf('meta.proto', 'cairn.meta.Meta'), node.address);
     try {
       await expect(call(raw, 'Getattr', { node: { ino: 1, path: '/' } })).rejects.toMatchObject({ code: 'EINVAL' });
       await expect(call(raw, 'Getattr', {})).rejects.toMatchObject({ code: 'EINVAL' });
