@@ -30,7 +30,7 @@ export interface ChunkCallOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
-const RECEIVE_WINDOW_BYTES = Number(process.env.RWIN ?? 16 * 1024 * 1024);
+const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export class ChunkClient {
   readonly address: string;
