@@ -117,6 +117,13 @@ export class Cluster implements NemesisTarget {
     await p.start(this.readyTimeoutMs);
   }
 
+  async restartDead(): Promise<void> {
+    for (const id of this.ids) {
+      const p = this.proc(id);
+      if (p.state === 'exited' || p.state === 'stopped') await p.start(this.readyTimeoutMs);
+    }
+  }
+
   async pause(node: NodeId): Promise<void> {
     this.proc(node).pause();
   }

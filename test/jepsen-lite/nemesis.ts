@@ -17,6 +17,10 @@ const nodeId = z.number().int().positive();
 export const actionSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('kill'), node: nodeId }),
   z.object({ op: z.literal('restart'), node: nodeId }),
+  /** kill -9 whichever node leads when the action runs; undone by restart-dead. */
+  z.object({ op: z.literal('kill-leader') }),
+  /** Start every node that is not running. */
+  z.object({ op: z.literal('restart-dead') }),
   z.object({ op: z.literal('pause'), node: nodeId }),
   z.object({ op: z.literal('resume'), node: nodeId }),
   z.object({ op: z.literal('partition'), shape: z.enum(['majority-minority', 'isolate', 'bridge']), components: z.array(z.array(nodeId)) }),
@@ -79,7 +83,8 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
     const node = pick(o.nodes);
     switch (kind) {
       case 'kill':
-        events.push({ atMs: t, action: { op: 'kill', node } }, { atMs: t + len, action: { op: 'restart', node } });
+        if (rand() < 0.5) events.push({ atMs: t, action: { op: 'kill', node } }, { atMs: t + len, action: { op: 'restart', node } });
+        else events.push({ atMs: t, action: { op: 'kill-leader' } }, { atMs: t + len, action: { op: 'restart-dead' } });
         break;
       case 'pause':
         events.push({ atMs: t, action: { op: 'pause', node } }, { atMs: t + len, action: { op: 'resume', node } });
@@ -120,6 +125,8 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
 export interface NemesisTarget {
   kill(node: NodeId): Promise<void>;
   restart(node: NodeId): Promise<void>;
+  /** Start every node that is not running. */
+  restartDead(): Promise<void>;
   pause(node: NodeId): Promise<void>;
   resume(node: NodeId): Promise<void>;
   partition(components: Components): Promise<void>;
@@ -143,6 +150,14 @@ export interface AppliedAction {
 /** Apply one action to the target; returns what a leader-aimed action resolved to. */
 export async function applyAction(target: NemesisTarget, a: NemesisAction, nodes: readonly NodeId[] = []): Promise<string | void> {
   switch (a.op) {
+    case 'kill-leader': {
+      const leader = await target.leader();
+      if (leader === undefined) throw new CairnError('EUNAVAIL', 'no leader to kill');
+      await target.kill(leader);
+      return `killed leader n${leader}`;
+    }
+    case 'restart-dead':
+      return target.restartDead();
     case 'isolate-leader': {
       const leader = await target.leader();
       if (leader === undefined) throw new CairnError('EUNAVAIL', 'no leader to isolate');
@@ -229,6 +244,10 @@ export function describeAction(a: NemesisAction): string {
       return 'heal';
     case 'isolate-leader':
       return 'isolate leader';
+    case 'kill-leader':
+      return 'kill leader';
+    case 'restart-dead':
+      return 'restart dead nodes';
     default:
       return `${a.op} n${a.node}`;
   }

@@ -9,7 +9,7 @@ import { tempDir } from '../helpers/env.js';
 import { makeSchedule } from './nemesis.js';
 import { runJepsen, type RunSummary } from './runner.js';
 
-const SEED = 7;
+const SEED = 21;
 const TIME_MS = 15_000;
 
 describe('jepsen-lite: path registers on the metadata service under faults', () => {
@@ -29,6 +29,7 @@ describe('jepsen-lite: path registers on the metadata service under faults', () 
   it('applies kills and partitions, and the history of versioned paths is linearizable and converges', () => {
     const ops = new Set(schedule.events.map((e) => e.action.op));
     expect(ops).toContain('kill');
+    expect(ops).toContain('kill-leader');
     expect([...ops].some((op) => op === 'partition' || op === 'isolate-leader')).toBe(true);
     expect(summary.faultErrors).toEqual([]);
     expect(summary.workloadName).toBe('path');

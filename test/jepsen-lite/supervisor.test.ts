@@ -126,6 +126,8 @@ describe('nemesis schedules', () => {
       last = atMs;
       const n = 'node' in action ? action.node : 0;
       if (action.op === 'kill' || action.op === 'pause' || action.op === 'lose-disk') open.add(`${action.op}${n}`);
+      if (action.op === 'kill-leader') open.add('kill-leader');
+      if (action.op === 'restart-dead') open.delete('kill-leader');
       if (action.op === 'partition' || action.op === 'isolate-leader') open.add('partition');
       if (action.op === 'restart') open.delete(`kill${n}`);
       if (action.op === 'resume') open.delete(`pause${n}`);
@@ -143,6 +145,7 @@ describe('nemesis schedules', () => {
     const target: NemesisTarget = {
       kill: async (n) => void calls.push(`kill${n}`),
       restart: async (n) => void calls.push(`restart${n}`),
+      restartDead: async () => void calls.push('restart-dead'),
       pause: async () => {
         throw new Error('cannot pause');
       },
@@ -166,16 +169,19 @@ describe('nemesis schedules', () => {
         { atMs: 40, action: { op: 'heal' as const } },
         { atMs: 45, action: { op: 'isolate-leader' as const } },
         { atMs: 50, action: { op: 'heal' as const } },
+        { atMs: 55, action: { op: 'kill-leader' as const } },
+        { atMs: 60, action: { op: 'restart-dead' as const } },
       ],
     };
     const applied = await runSchedule(schedule, target, { startMs: Date.now() });
-    expect(calls).toEqual(['kill2', 'restart2', 'partition[[1],[2]]', 'heal', 'partition[[2],[1]]', 'heal']);
-    expect(applied.map((a) => a.error)).toEqual([undefined, 'cannot pause', undefined, undefined, undefined, undefined, undefined]);
+    expect(calls).toEqual(['kill2', 'restart2', 'partition[[1],[2]]', 'heal', 'partition[[2],[1]]', 'heal', 'kill2', 'restart-dead']);
+    expect(applied.map((a) => a.error)).toEqual([undefined, 'cannot pause', undefined, undefined, undefined, undefined, undefined, undefined, undefined]);
+    expect(applied[7]!.resolved).toBe('killed leader n2');
     expect(applied[5]!.resolved).toBe('isolated leader n2');
     await applyAction(target, { op: 'lose-disk', node: 1 });
     expect(calls.at(-1)).toBe('lose1');
     const windows = faultWindows(applied, 100);
-    expect(windows.map((w) => w.label)).toEqual(['kill n2', 'partition isolate {1} {2}', 'isolated leader n2', 'pause n1']);
+    expect(windows.map((w) => w.label)).toEqual(['kill n2', 'partition isolate {1} {2}', 'isolated leader n2', 'killed leader n2', 'pause n1']);
   });
 });
 

@@ -21,13 +21,13 @@ function esc(s: string): string {
 export function faultWindows(applied: readonly AppliedAction[], endMs: number): { fromMs: number; toMs: number; label: string }[] {
   const out: { fromMs: number; toMs: number; label: string }[] = [];
   const open = new Map<string, { fromMs: number; label: string }>();
-  const undo: Record<string, string> = { restart: 'kill', resume: 'pause', heal: 'partition', 'restore-disk': 'lose-disk' };
+  const undo: Record<string, string> = { restart: 'kill', resume: 'pause', heal: 'partition', 'restore-disk': 'lose-disk', 'restart-dead': 'kill-leader' };
   for (const a of applied) {
     const act = a.action;
     const node = 'node' in act ? act.node : 0;
     const undone = undo[act.op];
     if (undone !== undefined) {
-      const key = `${undone}:${undone === 'partition' ? 0 : node}`;
+      const key = `${undone}:${undone === 'partition' || undone === 'kill-leader' ? 0 : node}`;
       const o2 = undone === 'partition' ? open.get('isolate-leader:0') : undefined;
       if (o2 !== undefined) {
         out.push({ fromMs: o2.fromMs, toMs: a.atMs, label: o2.label });
@@ -39,7 +39,7 @@ export function faultWindows(applied: readonly AppliedAction[], endMs: number): 
         open.delete(key);
       }
     } else {
-      open.set(`${act.op}:${act.op === 'partition' || act.op === 'isolate-leader' ? 0 : node}`, { fromMs: a.atMs, label: a.resolved ?? describeAction(act) });
+      open.set(`${act.op}:${act.op === 'partition' || act.op === 'isolate-leader' || act.op === 'kill-leader' ? 0 : node}`, { fromMs: a.atMs, label: a.resolved ?? describeAction(act) });
     }
   }
   for (const o of open.values()) out.push({ fromMs: o.fromMs, toMs: endMs, label: o.label });
