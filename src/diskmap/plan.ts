@@ -189,6 +189,7 @@ class Planner {
   /** Rebuild every lost slot (disk -1) on a disk with a free bucket. */
   repair(): void {
     const L = this.layout;
+    const unrepaired: string[] = [];
     L.groups.forEach((lg, g) => {
       if (lg.retired) return;
       lg.disks.forEach((d, i) => {
@@ -196,17 +197,44 @@ class Planner {
         const others = without(lg.disks, i);
         const r = bestReceiver(L, others, (x) => L.free(x));
         if (r < 0) {
-          this.warnings.push(`group ${g} shard ${i} cannot be repaired: no active disk with a free bucket fits the placement rule; add or replace a disk`);
+          unrepaired.push(`${g}/${i}`);
           return;
         }
         this.moveSlot(g, i, r, 'repair');
       });
     });
+    if (unrepaired.length > 0) {
+      const shown = unrepaired.slice(0, 8).join(', ');
+      this.warnings.push(
+        `${unrepaired.length} lost shard(s) cannot be repaired (group/shard ${shown}${unrepaired.length > 8 ? ', …' : ''}): no active disk with a free bucket fits the placement rule; add or replace a disk`,
+      );
+    }
   }
 
   /** Move every slot off draining disks; retire groups when the rest is full. */
-  drain(): void {
+  drain(width: number): void {
     const L = this.layout;
+    const draining = L.disks.filter((d) => d.entry.d.state === 'draining').map((d) => d.idx);
+    if (draining.length === 0) return;
+    // Retire up front as many groups as the remaining disks cannot hold (those on the draining
+    // disks first), so the drain does not retire more than it must and growth re-create them.
+    const targetG = groupBound(
+      L.disks.filter((d) => d.receiver && d.buckets > 0),
+      width,
+      L.level,
+      L.cap,
+    );
+    if (targetG === 0) {
+      throw new CairnError('ENOSPC', `cannot drain ${draining.map((d) => diskLabel((L.disks[d] as LDisk).entry)).join(', ')}: the other disks cannot hold even one placement group`);
+    }
+    let excess = L.activeGroups() - targetG;
+    for (let g = 0; g < L.groups.length && excess > 0; g++) {
+      const lg = L.groups[g] as LGroup;
+      if (!lg.retired && lg.disks.some((d) => draining.includes(d))) {
+        this.retire(g);
+        excess--;
+      }
+    }
     for (const disk of L.disks) {
       if (disk.entry.d.state !== 'draining') continue;
       for (let g = 0; g < L.groups.length; g++) {
@@ -218,6 +246,7 @@ class Planner {
           this.moveSlot(g, i, r, 'move');
           continue;
         }
+        if (this.chainMove(g, i)) continue;
         if (L.activeGroups() <= 1) {
           throw new CairnError('ENOSPC', `cannot drain ${diskLabel(disk.entry)}: the other disks cannot hold even one placement group`);
         }
@@ -227,6 +256,32 @@ class Planner {
     if (this.retiredGroups.length > 0) {
       this.warnings.push(`the drain retired ${this.retiredGroups.length} placement group(s): usable capacity shrinks; make sure the data fits before applying`);
     }
+  }
+
+  /**
+   * Slot (g, i) fits no disk with a free bucket. Make room with one extra move: some disk Y that
+   * fits g is full, but a group h on Y can move its shard from Y to a disk Z with a free bucket;
+   * then g's shard goes to Y. Costs one more bucket copy, far less than retiring a group.
+   */
+  private chainMove(g: number, i: number): boolean {
+    const L = this.layout;
+    const lg = L.groups[g] as LGroup;
+    const others = without(lg.disks, i);
+    for (const Y of L.disks) {
+      if (!Y.receiver || L.free(Y.idx) > 0 || !L.fits(others, Y.idx)) continue;
+      for (let h = 0; h < L.groups.length; h++) {
+        if (h === g) continue;
+        const hg = L.groups[h] as LGroup;
+        const p = hg.disks.indexOf(Y.idx);
+        if (hg.retired || p < 0) continue;
+        const Z = bestReceiver(L, without(hg.disks, p), (x) => L.free(x));
+        if (Z < 0) continue;
+        this.moveSlot(h, p, Z, 'move');
+        this.moveSlot(g, i, Y.idx, 'move');
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Use free buckets on active disks for new groups (see the header comment). */
@@ -518,23 +573,14 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   const planner = new Planner(layout, old.scheme.kind === 'replica');
   planner.repair();
   try {
-    planner.drain();
+    planner.drain(widthOf(old.scheme));
   } catch (err) {
     if (err instanceof CairnError && err.code === 'ENOSPC') return { diskmap: old, moves: [], keyMoves: [], refused: [err.message], warnings: [] };
     throw err;
   }
   planner.grow(widthOf(old.scheme));
   planner.reportUnused(widthOf(old.scheme));
-  try {
-    const rec = chooseRedundancy(newTopology, { bucketSizeBytes: old.bucketSizeBytes, dataClass: old.dataClass }).chosen;
-    if (JSON.stringify(rec.scheme) !== JSON.stringify(old.scheme) || rec.failureDomain !== old.failureDomain) {
-      planner.warnings.push(
-        `for this topology the rule would now choose ${schemeText(rec.scheme)} per ${rec.failureDomain} (the map keeps ${schemeText(old.scheme)} per ${old.failureDomain}); changing the scheme re-encodes all data and is never automatic`,
-      );
-    }
-  } catch {
-    // No recommendation (e.g. one disk left): nothing to add.
-  }
+  if (stateDiff(old.topology, newTopology).added.length > 0) recommendScheme(old, newTopology, planner.warnings);
   // The slot table: grow it (which moves no key) if groups got too few slots each.
   let bits = old.vslotBits;
   let table = old.vslotGroup;
@@ -570,6 +616,21 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   };
   const diskmap = toDiskmap(layout, { epoch: old.epoch + 1, scheme: old.scheme, unsafe: old.unsafe, diff }, bits, table);
   return { diskmap, moves: planner.moves, keyMoves, warnings: planner.warnings };
+}
+
+/** After growth: say so when the rule would now choose another scheme or failure domain. */
+function recommendScheme(old: Diskmap, topology: Topology, warnings: string[]): void {
+  let rec;
+  try {
+    rec = chooseRedundancy(topology, { bucketSizeBytes: old.bucketSizeBytes, dataClass: old.dataClass }).chosen;
+  } catch {
+    return; // no recommendation (e.g. one usable disk)
+  }
+  if (JSON.stringify(rec.scheme) !== JSON.stringify(old.scheme) || rec.failureDomain !== old.failureDomain) {
+    warnings.push(
+      `for this topology the rule would now choose ${schemeText(rec.scheme)} per ${rec.failureDomain} (the map keeps ${schemeText(old.scheme)} per ${old.failureDomain}); changing the scheme re-encodes all data and is never automatic`,
+    );
+  }
 }
 
 function describe(sd: ReturnType<typeof stateDiff>): string {

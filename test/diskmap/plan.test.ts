@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import {
   analyzeFailure,
   buildDiskmap,
+  chooseRedundancy,
   diskEntries,
   diskLabel,
   movementBetween,
@@ -223,6 +224,17 @@ describe('removal, shrinking, drain', () => {
     expect(p.refused).toBeUndefined();
     expect(p.diskmap.diff?.retiredGroups.length).toBeGreaterThan(0);
     expect(p.warnings.join(' ')).toMatch(/retired/);
+    checkInvariants(p.diskmap);
+  });
+
+  it('a drain retires only the groups the other disks cannot hold, and re-creates none', () => {
+    const before = Array.from({ length: 4 }, () => Array(6).fill(20)); // 12+4, at most 4 per machine
+    const old = buildDiskmap(topo(before), opts);
+    const p = planDrain(old, 'm2/3');
+    expect(p.refused).toBeUndefined();
+    const bound = chooseRedundancy(topo([...before.slice(0, 2), Array(5).fill(20), before[3] as number[]]), { ...opts, scheme: old.scheme }).chosen.groups;
+    expect(p.diskmap.groups.filter((g) => !g.retired).length).toBe(bound);
+    expect(p.diskmap.diff?.addedGroups).toEqual([]);
     checkInvariants(p.diskmap);
   });
 
