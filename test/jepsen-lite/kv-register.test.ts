@@ -52,7 +52,7 @@ describe('jepsen-lite: register workload on the KV Raft group under faults', () 
     expect(summary.unexpectedExits).toEqual([]);
     expect(summary.valid).toBe(true);
     // The workload did real work through the faults.
-    expect(summary.workload.ok).toBeGreaterThan(100);
+    expect(summary.workload.ok).toBeGreaterThan(50);
   });
 
   it('the run folder holds the history, the schedule, the summary, the timeline and the replay command', () => {

@@ -147,11 +147,23 @@ export interface AppliedAction {
   readonly resolved?: string;
 }
 
+/** How long a leader-aimed action waits for an election in progress to end. */
+const LEADER_WAIT_MS = 5_000;
+
+async function findLeader(target: NemesisTarget): Promise<NodeId | undefined> {
+  const deadline = Date.now() + LEADER_WAIT_MS;
+  for (;;) {
+    const leader = await target.leader();
+    if (leader !== undefined || Date.now() > deadline) return leader;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 /** Apply one action to the target; returns what a leader-aimed action resolved to. */
 export async function applyAction(target: NemesisTarget, a: NemesisAction, nodes: readonly NodeId[] = []): Promise<string | void> {
   switch (a.op) {
     case 'kill-leader': {
-      const leader = await target.leader();
+      const leader = await findLeader(target);
       if (leader === undefined) throw new CairnError('EUNAVAIL', 'no leader to kill');
       await target.kill(leader);
       return `killed leader n${leader}`;
@@ -159,7 +171,7 @@ export async function applyAction(target: NemesisTarget, a: NemesisAction, nodes
     case 'restart-dead':
       return target.restartDead();
     case 'isolate-leader': {
-      const leader = await target.leader();
+      const leader = await findLeader(target);
       if (leader === undefined) throw new CairnError('EUNAVAIL', 'no leader to isolate');
       await target.partition(partitions.isolate(nodes, leader));
       return `isolated leader n${leader}`;
