@@ -4,18 +4,19 @@
  *
  *  - Removing or shrinking a disk that still holds buckets is refused: drain it first.
  *  - A failed disk's slots are rebuilt on disks with free buckets ("repair" moves).
- *  - A draining disk's slots are moved to disks with free buckets; when none fit, groups on it
- *    are retired and their keys handed to the others.
+ *  - A draining disk: the groups the remaining disks cannot hold are retired (keys handed to the
+ *    others); its other slots move to disks with free buckets (with one chained move if needed).
  *  - Added capacity is used automatically. A new group B is made from an existing group A of a
  *    frequent disk combination by putting one of its shards on the new disk; the buckets B needs
  *    on A's other disks are freed by moving shards of A's siblings to the new disk. B's keys come
  *    from the groups of that same combination, so their shards stay on the same disks (a copy
  *    inside one disk) except the one that lands on the new disk: data crosses disks only to go
- *    to the new capacity, which is the minimum (about C/(T+C) of it).
+ *    to the new capacity — the minimum, about C/(T+C) — as long as the combination has enough
+ *    groups to give B its share (docs/diskmap.md has the measured cases where it has not).
  */
 import { CairnError } from '../common/errors.js';
 import { diskKeyOf, type BucketId } from './bucket-id.js';
-import { initialVslots, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS, VSLOTS_PER_GROUP } from './build.js';
+import { toDiskmap, vslotBitsFor, MAX_VSLOT_BITS } from './build.js';
 import { groupBound, Layout, levelIndex, type LDisk, type LGroup } from './layout.js';
 import { chooseRedundancy, schemeText, widthOf } from './redundancy.js';
 import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
@@ -594,8 +595,6 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   } else {
     table = Uint32Array.from(table);
   }
-  void VSLOTS_PER_GROUP;
-  void initialVslots;
   const keyMoves = planner.rebalance(table);
   const sd = stateDiff(old.topology, newTopology);
   const changed =
