@@ -31,6 +31,11 @@ export interface ReadOptions {
 
 export interface Attr extends Inode {}
 
+/** A directory entry; `attr` is set when the listing was asked `withAttrs`. */
+export interface DirEntryPlus extends DirEntry {
+  attr?: Attr;
+}
+
 export interface LeaseGrant {
   ino: number;
   holder: string;
@@ -189,19 +194,25 @@ export class MetaClient {
   }
 
   /** One page of a directory, in name order, after `after` (exclusive). */
+  /** One page of a directory; with `withAttrs` every entry carries `attr` (readdirplus). */
   async readdir(
     dir: Target,
-    opts: ReadOptions & { after?: string; limit?: number } = {},
-  ): Promise<{ entries: DirEntry[]; more: boolean; nextAfter: string }> {
+    opts: ReadOptions & { after?: string; limit?: number; withAttrs?: boolean } = {},
+  ): Promise<{ entries: DirEntryPlus[]; more: boolean; nextAfter: string }> {
     const r = await this.rpc('Readdir', {
       dir: toWireRef(dir), after: opts.after ?? '', limit: opts.limit ?? 1000, serializable: opts.serializable === true,
+      with_attrs: opts.withAttrs === true,
     });
-    const entries = ((r.entries as Wire[] | undefined) ?? []).map((e) => ({ name: String(e.name), ino: Number(e.ino), type: e.type as InodeType }));
+    const entries = ((r.entries as Wire[] | undefined) ?? []).map((e) => {
+      const d: DirEntryPlus = { name: String(e.name), ino: Number(e.ino), type: e.type as InodeType };
+      if (e.attr !== null && e.attr !== undefined && opts.withAttrs === true) d.attr = attrFromWire(e.attr as Wire);
+      return d;
+    });
     return { entries, more: r.more === true, nextAfter: String(r.next_after ?? '') };
   }
 
   /** Every entry of a directory, page by page. */
-  async *readdirAll(dir: Target, opts: ReadOptions & { pageSize?: number } = {}): AsyncGenerator<DirEntry> {
+  async *readdirAll(dir: Target, opts: ReadOptions & { pageSize?: number; withAttrs?: boolean } = {}): AsyncGenerator<DirEntryPlus> {
     let after = '';
     for (;;) {
       const page = await this.readdir(dir, { ...opts, after, limit: opts.pageSize ?? 1000 });

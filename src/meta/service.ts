@@ -87,7 +87,10 @@ const extentWire = z.object({ offset: u64, length: u64, chunk_hash: z.string(), 
 const S = {
   getattr: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false), with_layout: z.boolean().default(false) }),
   lookup: z.object({ parent: u64, name: z.string().max(4096), serializable: z.boolean().default(false) }),
-  readdir: z.object({ dir: wireRef.nullish(), after: z.string().max(4096).default(''), limit: u32.default(0), serializable: z.boolean().default(false) }),
+  readdir: z.object({
+    dir: wireRef.nullish(), after: z.string().max(4096).default(''), limit: u32.default(0),
+    serializable: z.boolean().default(false), with_attrs: z.boolean().default(false),
+  }),
   readlink: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false) }),
   mkdir: z.object({ at: wireRef.nullish(), mode: u32, uid: u32, gid: u32 }),
   create: z.object({ at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, exclusive: z.boolean() }),
@@ -277,9 +280,13 @@ export class MetaService {
       Readdir: this.timed('readdir', S.readdir, async (q) => {
         const ref = toRef(q.dir, 'dir');
         await this.barrier(q.serializable);
-        const page = await sm.readdir(ref, q.after, q.limit === 0 ? 1000 : q.limit);
+        const page = await sm.readdir(ref, q.after, q.limit === 0 ? 1000 : q.limit, q.with_attrs);
         const last = page.entries[page.entries.length - 1];
-        return { entries: page.entries, more: page.more, next_after: page.more && last ? last.name : '' };
+        return {
+          entries: page.entries.map((e) => ({ name: e.name, ino: e.ino, type: e.type, ...(e.attr ? { attr: attrToWire(e.attr) } : {}) })),
+          more: page.more,
+          next_after: page.more && last ? last.name : '',
+        };
       }),
       Readlink: this.timed('readlink', S.readlink, async (q) => {
         const ref = toRef(q.node, 'node');

@@ -512,18 +512,40 @@ export class MetaStateMachine implements StateMachine {
   }
 
   /** Directory listing in name order, starting after `after` (exclusive), at most `limit` entries. */
-  async readdir(ref: Ref, after: string, limit: number): Promise<{ entries: DirEntry[]; more: boolean }> {
-    const dir = await this.reader().resolve(ref);
-    if (dir.type !== 'dir') fail('ENOTDIR', `inode ${dir.ino} is not a directory`);
-    const n = Math.max(1, Math.min(limit, READDIR_MAX_LIMIT));
-    const prefix = K.direntPrefix(dir.ino);
-    const it = this.db.iterator({ gt: prefix + after, lt: prefixEnd(prefix), limit: n + 1 });
-    const rows = await it.all();
-    const entries = rows.slice(0, n).map(([k, v]) => {
-      const d = JSON.parse(v) as { ino: number; type: InodeType };
-      return { name: k.slice(prefix.length), ino: d.ino, type: d.type };
-    });
-    return { entries, more: rows.length > n };
+  /**
+   * Directory listing in name order, starting after `after` (exclusive), at most `limit`
+   * entries; with `withAttrs` each entry carries its inode's attributes, read from the same
+   * database snapshot as the listing (readdirplus).
+   */
+  async readdir(
+    ref: Ref,
+    after: string,
+    limit: number,
+    withAttrs = false,
+  ): Promise<{ entries: Array<DirEntry & { attr?: Inode }>; more: boolean }> {
+    this.checkOpen();
+    const snap = this.db.snapshot();
+    try {
+      const r = new ApplyCtx(new Tx(this.db, undefined, snap), 0, this.lastRev);
+      const dir = await r.resolve(ref);
+      if (dir.type !== 'dir') fail('ENOTDIR', `inode ${dir.ino} is not a directory`);
+      const n = Math.max(1, Math.min(limit, READDIR_MAX_LIMIT));
+      const prefix = K.direntPrefix(dir.ino);
+      const rows = await this.db.iterator({ gt: prefix + after, lt: prefixEnd(prefix), limit: n + 1, snapshot: snap }).all();
+      const entries: Array<DirEntry & { attr?: Inode }> = [];
+      for (const [k, v] of rows.slice(0, n)) {
+        const d = JSON.parse(v) as { ino: number; type: InodeType };
+        const e: DirEntry & { attr?: Inode } = { name: k.slice(prefix.length), ino: d.ino, type: d.type };
+        if (withAttrs) {
+          const a = await r.inode(d.ino);
+          if (a !== undefined) e.attr = a;
+        }
+        entries.push(e);
+      }
+      return { entries, more: rows.length > n };
+    } finally {
+      await snap.close();
+    }
   }
 
   async readlink(ref: Ref): Promise<string> {

@@ -113,6 +113,10 @@ describe('metadata service over gRPC', () => {
     let count = 0;
     for await (const _ of client.readdirAll('/s', { pageSize: 4 })) count++;
     expect(count).toBe(26);
+    // readdirplus: attributes ride along
+    const plus = await client.readdir('/s', { limit: 2, withAttrs: true });
+    expect(plus.entries[0]).toMatchObject({ name: 'f', attr: { ino: attr.ino, size: 10, version: 2 } });
+    expect(p1.entries[0]!.attr).toBeUndefined();
   });
 
   it('keeps an unlinked file while its lease lives and frees it when the lease expires', async () => {

@@ -95,8 +95,9 @@ export function register(program: Command): void {
       const rows: Array<{ name: string; attr?: Attr; type: string; ino: number }> = [];
       if (a.type !== 'dir') rows.push({ name: p, attr: a, type: a.type, ino: a.ino });
       else {
-        for await (const e of c.readdirAll({ ino: a.ino }, { serializable })) {
-          rows.push({ name: e.name, type: e.type, ino: e.ino, ...(raw.long === true || o.json ? { attr: await c.stat({ ino: e.ino }, { serializable }) } : {}) });
+        const withAttrs = raw.long === true || o.json;
+        for await (const e of c.readdirAll({ ino: a.ino }, { serializable, withAttrs })) {
+          rows.push({ name: e.name, type: e.type, ino: e.ino, ...(e.attr ? { attr: e.attr } : {}) });
         }
       }
       if (o.json) printJson(rows.map((r) => ({ name: r.name, ...r.attr })));
