@@ -79,3 +79,21 @@ describe('redundancy rule', () => {
     expect(chooseRedundancy(tbTopo([[6, 6, 6]]), { ...opts, scheme: { kind: 'replica', n: 3 } }).chosen.scheme).toEqual({ kind: 'replica', n: 3 });
   });
 });
+
+describe('example topologies (examples/topologies)', () => {
+  it.each([
+    ['three-disk-box.json', { kind: 'ec', k: 2, m: 1 }, 'disk'],
+    ['uneven-1-1-6.json', { kind: 'replica', n: 2 }, 'disk'],
+    ['three-machines-two-disks.json', { kind: 'ec', k: 4, m: 2 }, 'machine'],
+    ['four-machines-24-disks.json', { kind: 'ec', k: 12, m: 4 }, 'machine'],
+  ])('%s builds with %j per %s', async (file, scheme, domain) => {
+    const { readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { REPO_ROOT } = await import('../helpers/env.js');
+    const { parseTopology } = await import('../../src/diskmap/index.js');
+    const path = join(REPO_ROOT, 'examples', 'topologies', file);
+    const dm = buildDiskmap(parseTopology(JSON.parse(await readFile(path, 'utf8')), path));
+    expect(dm.scheme).toEqual(scheme);
+    expect(dm.failureDomain).toBe(domain);
+  });
+});
