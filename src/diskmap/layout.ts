@@ -4,11 +4,14 @@
  * check, the capacity bound used to compare redundancy candidates, and the greedy group builder.
  * Internal to src/diskmap; other layers see only the Diskmap document.
  */
-import { assert } from '../common/errors.js';
+import { assert, CairnError } from '../common/errors.js';
 import type { BucketId } from './bucket-id.js';
 import { diskEntries, type DiskEntry } from './topology.js';
 import type { DiskClass, DomainLevel, Topology } from './types.js';
 import { DOMAIN_LEVELS } from './types.js';
+
+/** Bound on the buckets of one map (memory and planning time grow with it): 244 PiB of 64 GiB buckets. */
+export const MAX_TOTAL_BUCKETS = 4_000_000;
 
 /** Bucket numbers are 16 bits: a disk holds at most this many buckets, the rest is unused. */
 export const MAX_BUCKETS_PER_DISK = 0x10000;
@@ -59,9 +62,14 @@ export class Layout {
     public cap: number,
   ) {
     const ids: Map<string, number>[] = DOMAIN_LEVELS.map(() => new Map());
+    let total = 0;
     for (const e of diskEntries(topology)) {
       if (e.d.class !== dataClass || e.d.state === 'removed') continue;
       const buckets = bucketsOf(e.d.capacityBytes, bucketSizeBytes);
+      total += buckets;
+      if (total > MAX_TOTAL_BUCKETS) {
+        throw new CairnError('EINVAL', `topology "${topology.name}" has more than ${MAX_TOTAL_BUCKETS} buckets of ${bucketSizeBytes} bytes: use a larger bucket size`);
+      }
       const dom = new Int32Array(5);
       e.domains.forEach((s, lv) => {
         const m = ids[lv] as Map<string, number>;

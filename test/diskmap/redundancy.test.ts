@@ -74,6 +74,11 @@ describe('redundancy rule', () => {
     }
   });
 
+  it('a map has a bounded number of buckets', () => {
+    const t = topo([Array(70).fill(1)]); // 70 disks of ~1 MiB: with 1-byte buckets each holds 65,536
+    expect(() => buildDiskmap(t, { bucketSizeBytes: 1 })).toThrow(/more than 4000000 buckets .* larger bucket size/);
+  });
+
   it('a forced scheme that does not fit is refused', () => {
     expect(() => chooseRedundancy(tbTopo([[6, 6, 6]]), { ...opts, scheme: { kind: 'ec', k: 4, m: 2 } })).toThrow(/no redundancy scheme fits/);
     expect(chooseRedundancy(tbTopo([[6, 6, 6]]), { ...opts, scheme: { kind: 'replica', n: 3 } }).chosen.scheme).toEqual({ kind: 'replica', n: 3 });
