@@ -34,6 +34,7 @@ import {
   type ConfState,
   type Entry,
   type HardState,
+  MessageType,
   type Message,
   type NodeId,
   type Ready,
@@ -100,6 +101,9 @@ interface ReadWaiter {
   reject: (e: Error) => void;
   deadlineMs: number;
 }
+
+/** Messages that acknowledge durable state: never sent before the Ready is persisted. */
+const MUST_FOLLOW_PERSIST: ReadonlySet<MessageType> = new Set([MessageType.AppResp, MessageType.VoteResp, MessageType.PreVoteResp]);
 
 const ENVELOPE_MAGIC = 0xca;
 const ENVELOPE_BYTES = 13;
@@ -680,10 +684,28 @@ export class RaftNode {
         this.leaderWaiters.clear();
       }
     }
-    // Nothing in a Ready that needs no fsync (only the commit index changed) is a
-    // precondition of its messages: send them first and keep the write off the critical path.
-    const sendFirst = !rd.mustSync;
-    if (sendFirst) this.transport.send(rd.messages);
+    // Messages that may go out before this Ready is persisted:
+    //  - all of them when nothing needs an fsync (only the commit index changed);
+    //  - on the leader, when its term and vote are already durable: it writes its own entries
+    //    in parallel with replicating them (raft thesis §10.2.1; etcd does the same). This is
+    //    safe because the loop is serial: an entry can count as committed only through acks
+    //    that arrive while this Ready's write is in flight, and nothing that reveals the commit
+    //    (applied results, commit indexes, read states) leaves before the next Ready — which is
+    //    taken only once this write is durable.
+    // Acknowledgements (AppResp, VoteResp, PreVoteResp) always wait for the fsync.
+    const stored = this.storage.hardState();
+    const termVoteDurable = rd.hardState === undefined || (rd.hardState.term === stored.term && rd.hardState.vote === stored.vote);
+    const leaderNow = (rd.softState?.role ?? this.role) === 'leader';
+    let late: Message[] = rd.messages;
+    if (!rd.mustSync) {
+      this.transport.send(rd.messages);
+      late = [];
+    } else if (leaderNow && termVoteDurable && rd.snapshot === undefined && rd.messages.length > 0) {
+      const early: Message[] = [];
+      late = [];
+      for (const m of rd.messages) (MUST_FOLLOW_PERSIST.has(m.type) ? late : early).push(m);
+      this.transport.send(early);
+    }
     // 1. persist: an installed snapshot first reaches the state machine, then the log.
     if (rd.snapshot !== undefined) await this.installSnapshot(rd.snapshot.metadata.index, rd.snapshot.metadata.term);
     // A hard state whose only change is the commit index is not needed for safety (after a
@@ -709,8 +731,8 @@ export class RaftNode {
         await this.storage.setPeers(this.peers);
       }
     }
-    // 2. send
-    if (!sendFirst) this.transport.send(rd.messages);
+    // 2. send what had to wait for the write
+    this.transport.send(late);
     // 3. apply
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
     // 4. reads
