@@ -70,5 +70,17 @@ function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSw
   };
 }
 
+/**
+ * The chunk service (proto/chunk.proto) over the node's configured disks. A disk that is
+ * missing or not formatted is served as failed (the store reports it), not fatal.
+ */
+export const chunkServiceFactory: NodeServiceFactory = async (ctx) => {
+  if (ctx.cfg.disks.length === 0) return { name: 'chunk (no disks)', definitions: [] };
+  const { ChunkStore } = await import('../chunk/store.js');
+  const { chunkService } = await import('../chunk/service.js');
+  const store = await ChunkStore.open(ctx.cfg.disks.map((d) => d.path));
+  return { name: 'chunk', definitions: [chunkService(store)] };
+};
+
 /** Every service a node runs. Add one line per service. */
-export const NODE_SERVICES: NodeServiceFactory[] = [metaServiceFactory];
+export const NODE_SERVICES: NodeServiceFactory[] = [metaServiceFactory, chunkServiceFactory];

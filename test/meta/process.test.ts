@@ -9,6 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { freePort, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
 import { MetaClient } from '../../src/meta/client.js';
+import { call, makeClient, serviceOf } from '../../src/rpc/grpc.js';
 
 let base: { path: string; remove: () => Promise<void> };
 const procs: ChildProcess[] = [];
@@ -97,6 +98,14 @@ describe('cairn start + namespace CLI', () => {
     ]);
     expect((await cli(['rm', '-r', '/a'])).code).toBe(0);
     expect((await cli(['ls', '/', '--json'])).stdout.trim()).toBe('[]');
+    // the same daemon serves the chunk service over the disks `cairn init` formatted
+    const chunk = makeClient(serviceOf('chunk.proto', 'cairn.chunk.Chunk'), endpoints.split(',')[0]!);
+    try {
+      const ds = await call<object, { disks: Array<{ state: string }> }>(chunk, 'DiskStatus', {});
+      expect(ds.disks.map((d) => d.state)).toEqual(['ok']);
+    } finally {
+      chunk.close();
+    }
     // kill -9 every node: every acknowledged write survives the restart
     const client = new MetaClient({ endpoints: endpoints.split(',') });
     try {
