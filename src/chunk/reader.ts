@@ -26,7 +26,53 @@ const MAX_SUBSETS_TRIED = 256;
 export interface ReadChunkOptions {
   /** A byte range of the chunk; default the whole chunk. */
   range?: { offset: number; length: number };
+  /** Deadline of each shard fetch. */
   timeoutMs?: number;
+  /**
+   * When the shards needed have not all arrived after this long, ask one more target (a paused
+   * or overloaded node then costs this delay, not the whole deadline). Default 2000 ms.
+   */
+  hedgeAfterMs?: number;
+}
+
+const DEFAULT_HEDGE_AFTER_MS = 2000;
+
+/**
+ * Run fetches over `count` targets in index order until `need` have succeeded: `need` at first,
+ * one more for each failure, and one more every hedgeAfterMs while some are still missing.
+ * Resolves once `need` succeeded or every target has answered; late answers are ignored.
+ */
+function gather(count: number, need: number, hedgeAfterMs: number, fetch: (i: number) => Promise<void>, succeeded: () => number, from = 0): Promise<number> {
+  return new Promise((resolve) => {
+    let next = from;
+    let inflight = 0;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      if (timer !== undefined) clearInterval(timer);
+      resolve(next);
+    };
+    const start = (i: number): void => {
+      inflight++;
+      fetch(i).finally(() => {
+        inflight--;
+        if (done) return;
+        pump();
+      });
+    };
+    const pump = (): void => {
+      if (succeeded() >= need) return finish();
+      while (succeeded() + inflight < need && next < count) start(next++);
+      if (inflight === 0 && next >= count) finish();
+    };
+    timer = setInterval(() => {
+      if (!done && succeeded() < need && next < count) start(next++);
+    }, Math.max(1, hedgeAfterMs));
+    timer.unref();
+    pump();
+  });
 }
 
 export interface ShardProblem {
@@ -117,15 +163,23 @@ async function readReplicas(
   opts: ReadChunkOptions,
 ): Promise<ReadChunkResult> {
   const problems: ShardProblem[] = [];
-  for (let i = 0; i < targets.length; i++) {
-    try {
-      const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000);
-      if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
-      return { data, degraded: problems.length > 0, problems };
-    } catch (err) {
-      problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
-    }
-  }
+  let found: Buffer | undefined;
+  await gather(
+    targets.length,
+    1,
+    opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS,
+    async (i) => {
+      try {
+        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000);
+        if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
+        found ??= data;
+      } catch (err) {
+        problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
+      }
+    },
+    () => (found === undefined ? 0 : 1),
+  );
+  if (found !== undefined) return { data: found, degraded: problems.length > 0, problems: [...problems] };
   throw new CairnError('ECORRUPT', `chunk ${hash.slice(0, 16)}… (${schemeTag(scheme)}): no replica could be read and verified (${problems.map((p) => `${p.index}: ${p.error.code}`).join(', ')})`, {
     problems: problems.map((p) => ({ index: p.index, code: p.error.code })),
   });
@@ -154,22 +208,21 @@ async function readEc(
     }
     return length === shardBytes ? contiguous.subarray(i * length, (i + 1) * length) : undefined;
   };
-  const fetchMore = async (count: number): Promise<void> => {
-    const batch: number[] = [];
-    while (batch.length < count && next < n) batch.push(next++);
-    await Promise.all(
-      batch.map(async (i) => {
-        try {
-          good.set(i, await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, into(i)));
-        } catch (err) {
-          problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
-        }
-      }),
-    );
+  let settled = false;
+  const fetchOne = async (i: number): Promise<void> => {
+    try {
+      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, into(i));
+      // A shard that arrives after the answer was decided is not used (nor recorded).
+      if (!settled) good.set(i, s);
+    } catch (err) {
+      if (!settled) problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
+    }
   };
-  // Data shards first (no decoding needed when all are there), then parity as needed.
-  await fetchMore(k);
-  while (good.size < k && next < n) await fetchMore(k - good.size);
+  // Data shards first (no decoding needed when all are there), then parity as needed, with hedging.
+  next = await gather(n, k, opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS, fetchOne, () => good.size);
+  const fetchMore = async (): Promise<void> => {
+    next = await gather(n, n, opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS, fetchOne, () => good.size + problems.length, next);
+  };
 
   const tryDecode = async (indexes: number[]): Promise<Buffer | undefined> => {
     const first = good.get(indexes[0] as number);
@@ -203,9 +256,12 @@ async function readEc(
   if (good.size >= k) {
     const first = [...good.keys()].sort((a, b) => a - b).slice(0, k);
     const chunk = await tryDecode(first);
-    if (chunk !== undefined) return { data: chunk, degraded: first.some((i) => i >= k), problems };
+    if (chunk !== undefined) {
+      settled = true;
+      return { data: chunk, degraded: first.some((i) => i >= k), problems: [...problems] };
+    }
     // Something is wrong: drop shards that fail their CRC-32, fetch the rest, try other subsets.
-    await fetchMore(n - next);
+    await fetchMore();
     for (const [i, s] of [...good]) {
       if (!crcOk(s)) {
         good.delete(i);
@@ -220,10 +276,12 @@ async function readEc(
         for (const i of good.keys()) {
           if (!subset.includes(i) && !problems.some((p) => p.index === i)) problems.push({ index: i, target: targets[i] as ShardTarget, error: new CairnError('ECORRUPT', `shard ${i} is not consistent with the verified chunk`) });
         }
-        return { data: c, degraded: true, problems };
+        settled = true;
+        return { data: c, degraded: true, problems: [...problems] };
       }
     }
   }
+  settled = true;
   throw new CairnError(
     'ECORRUPT',
     `chunk ${hash.slice(0, 16)}… (${schemeTag(scheme)}): could not read and verify it from ${good.size} usable shards of the ${k} needed (${problems

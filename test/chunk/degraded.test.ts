@@ -69,3 +69,29 @@ describe('degraded reads', () => {
     expect((err as CairnError).code).toBe('ECORRUPT');
   });
 });
+
+describe('a paused node', () => {
+  it('reads hedge around a target that accepts connections but never answers', async () => {
+    // A "paused" node: TCP accepts, nothing else. Without hedging the read would wait for the
+    // (2-minute) shard deadline and this test would hit its own timeout.
+    const { createServer } = await import('node:net');
+    const sockets: import('node:net').Socket[] = [];
+    const hung = createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+    const port = (hung.address() as import('node:net').AddressInfo).port;
+    try {
+      for (const scheme of [{ kind: 'ec', k: 2, m: 1 }, { kind: 'replica', n: 3 }] as Scheme[]) {
+        const targets = cl.targets(3, 777);
+        const data = randomBytes(70_000);
+        const w = await writeChunk(cl.clients, data, scheme, targets);
+        expect(w.failed).toEqual([]);
+        const withHung = [{ ...targets[0]!, address: `127.0.0.1:${port}` }, targets[1]!, targets[2]!];
+        const r = await readChunkDetailed(cl.clients, w.hash, scheme, withHung, { timeoutMs: 120_000, hedgeAfterMs: 300 });
+        expect(r.data.equals(data)).toBe(true);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => hung.close(r));
+    }
+  });
+});
