@@ -5,12 +5,12 @@
  * damaged on disk or on the way is an ECORRUPT here, never data. ChunkClients pools one client
  * per address.
  */
-import { once } from 'node:events';
 import { CairnError, fail } from '../common/errors.js';
 import { CLIENT_OPTIONS, grpc, call as unaryCall, fromServiceError, serviceOf } from '../rpc/grpc.js';
 import type { Ballot, SlotValue } from './format.js';
 import { payloadCrc } from './format.js';
 import type { DiskStatus, ListedShard, PutShardHead } from './store.js';
+import { drainOrClose } from './types.js';
 import { MAX_CHUNK_BYTES, PIECE_BYTES, parseWithKey, type ShardInfo, type ShardKey } from './types.js';
 import {
   CHUNK_PROTO,
@@ -72,8 +72,9 @@ export class ChunkClient {
           },
         });
         for (let at = 0; at < payload.length; at += PIECE_BYTES) {
-          if (stream.destroyed) return;
-          if (!stream.write({ data: payload.subarray(at, Math.min(payload.length, at + PIECE_BYTES)) })) await once(stream, 'drain');
+          if (stream.destroyed || stream.writableEnded) return;
+          // Wait for room, or for the call to end (a server that refused the shard stops reading).
+          if (!stream.write({ data: payload.subarray(at, Math.min(payload.length, at + PIECE_BYTES)) })) await drainOrClose(stream);
         }
         stream.end();
       })().catch(() => stream.end());

@@ -4,13 +4,12 @@
  * both ways (a paused request stream, awaited 'drain' on responses), so memory stays bounded
  * whatever the shard size.
  */
-import { once } from 'node:events';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 import { grpc, serviceOf, startServer, toServiceError, unary, type StartedServer } from '../rpc/grpc.js';
 import type { ChunkStore } from './store.js';
-import { MAX_CHUNK_BYTES, PIECE_BYTES } from './types.js';
+import { MAX_CHUNK_BYTES, PIECE_BYTES, drainOrClose } from './types.js';
 import {
   CHUNK_PROTO,
   CHUNK_SERVICE,
@@ -90,9 +89,9 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
       const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES });
       call.write({ info: infoToWire(s.info) });
       for await (const piece of s.pieces) {
-        if (call.cancelled) return;
+        if (call.cancelled || call.destroyed || call.writableEnded) return;
         // Framed in the headroom the store left in front of the piece: no copy.
-        if (!call.write({ encoded: encodeDataPieceInPlace(piece) })) await once(call, 'drain');
+        if (!call.write({ encoded: encodeDataPieceInPlace(piece) })) await drainOrClose(call);
       }
       call.end();
     })().catch((err: unknown) => {

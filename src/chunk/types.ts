@@ -124,3 +124,21 @@ export function parseWithKey(schema: z.ZodType<ShardKey>, v: unknown): ShardKey 
   if (!r.success) throw new CairnError('EIO', `a chunk server sent an invalid shard key: ${r.error.message}`);
   return r.data;
 }
+
+/**
+ * Wait until a writable stream can take more ('drain') or has ended ('close', 'error'). Every
+ * listener is removed afterwards, and an error is not rethrown (the stream's owner sees it).
+ */
+export function drainOrClose(stream: import('node:events').EventEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      stream.off('error', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+    stream.on('error', done);
+  });
+}
