@@ -403,6 +403,11 @@ export class MetaClient {
     };
   }
 
+  /** Write (replace) a node's registry record: a JSON object, one Raft entry. */
+  async nodeRegister(nodeId: number, recordJson: string): Promise<void> {
+    await this.rpc('NodeRegister', { node_id: nodeId, record_json: recordJson });
+  }
+
   /** Replace the diskmap: compare-and-set on its epoch (the document carries expectedEpoch + 1). */
   async diskmapPropose(expectedEpoch: number, documentJson: string, diffJson = '{}'): Promise<{ epoch: number; revision: number }> {
     const r = await this.rpc('DiskmapPropose', { expected_epoch: expectedEpoch, document_json: documentJson, diff_json: diffJson });

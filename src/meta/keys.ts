@@ -18,6 +18,7 @@
  *   g:doc                the diskmap {epoch, documentJson}
  *   g:h:<epoch>          diskmap change record {epoch, diffJson, revision, nowMs}
  *   w:<rev>              watch event
+ *   n:<nodeId>           node registry record (opaque JSON written by src/server/registry.ts)
  */
 
 export function hex(n: number): string {
@@ -45,6 +46,8 @@ export const K = {
   diskmapHistory: (epoch: number): string => `g:h:${hex(epoch)}`,
   event: (rev: number): string => `w:${hex(rev)}`,
   eventPrefix: 'w:',
+  node: (nodeId: number): string => `n:${hex(nodeId)}`,
+  nodePrefix: 'n:',
 } as const;
 
 /** The smallest key greater than every key that starts with prefix (prefix ends in a byte < 0xff). */

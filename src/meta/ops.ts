@@ -22,6 +22,8 @@ export const XATTR_VALUE_MAX_BYTES = 64 * 1024;
 export const EXTENTS_MAX = 100_000;
 /** Largest symlink target. */
 export const SYMLINK_MAX_BYTES = 4096;
+/** Largest node registry record accepted (JSON bytes). */
+export const NODE_RECORD_MAX_BYTES = 1024 * 1024;
 /** Largest diskmap document accepted (JSON bytes). */
 export const DISKMAP_MAX_BYTES = 32 * 1024 * 1024;
 export const ROOT_INO = 1;
@@ -169,6 +171,8 @@ export const opSchema = z.discriminatedUnion('op', [
       diffJson: z.string().max(DISKMAP_MAX_BYTES),
     })
     .strict(),
+  // The node registry (src/server/registry.ts): one opaque JSON record per node id, replaced whole.
+  z.object({ op: z.literal('nodeRegister'), nodeId: u32.min(1), recordJson: z.string().min(2).max(NODE_RECORD_MAX_BYTES) }).strict(),
 ]);
 export type Op = z.infer<typeof opSchema>;
 export type OpName = Op['op'];

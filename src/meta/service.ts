@@ -121,6 +121,7 @@ const S = {
   diskmapPropose: z.object({ expected_epoch: u64, document_json: z.string(), diff_json: z.string().default('') }),
   diskmapChange: z.object({ epoch: u64, serializable: z.boolean().default(false) }),
   scanLayouts: z.object({ after_ino: u64.default(0), limit: u32.default(0), serializable: z.boolean().default(false) }),
+  nodeRegister: z.object({ node_id: u32.min(1), record_json: z.string().min(2) }),
   watch: z.object({ path: z.string().max(8192).default(''), from_revision: u64.default(0) }),
   status: z.object({}).passthrough(),
 };
@@ -412,6 +413,17 @@ export class MetaService {
         }
         const v = await this.propose({ op: 'diskmapPropose', expectedEpoch: q.expected_epoch, documentJson: q.document_json, diffJson: q.diff_json || '{}' });
         return { epoch: v.epoch, revision: v.revision };
+      }),
+      NodeRegister: this.timed('nodeRegister', S.nodeRegister, async (q) => {
+        let rec: unknown;
+        try {
+          rec = JSON.parse(q.record_json);
+        } catch {
+          fail('EINVAL', 'node record is not JSON');
+        }
+        if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) fail('EINVAL', 'node record must be a JSON object');
+        await this.propose({ op: 'nodeRegister', nodeId: q.node_id, recordJson: q.record_json });
+        return {};
       }),
       DiskmapChange: this.timed('diskmapChange', S.diskmapChange, async (q) => {
         await this.barrier(q.serializable);

@@ -625,6 +625,13 @@ export class MetaStateMachine implements StateMachine {
     return (await this.reader().tx.getJson<DiskmapRecord>(K.diskmap)) ?? { epoch: 0, documentJson: '' };
   }
 
+  /** Every node registry record (opaque JSON, validated by its reader), in node id order. */
+  async nodeRecords(): Promise<Array<{ nodeId: number; recordJson: string }>> {
+    this.checkOpen();
+    const rows = await this.db.iterator({ gt: K.nodePrefix, lt: prefixEnd(K.nodePrefix), limit: 65_536 }).all();
+    return rows.map(([k, v]) => ({ nodeId: parseInt(k.slice(K.nodePrefix.length), 16), recordJson: v }));
+  }
+
   async diskmapChange(epoch: number): Promise<DiskmapChange | undefined> {
     return this.reader().tx.getJson<DiskmapChange>(K.diskmapHistory(epoch));
   }
@@ -1124,6 +1131,10 @@ class ApplyCtx {
         this.emit('diskmap', '', 0, epoch);
         this.tx.putJson(K.diskmapHistory(epoch), { epoch, diffJson: op.diffJson, revision: this.rev, nowMs: this.nowMs } satisfies DiskmapChange);
         return { epoch, revision: this.rev };
+      }
+      case 'nodeRegister': {
+        this.tx.put(K.node(op.nodeId), op.recordJson);
+        return {};
       }
     }
   }
