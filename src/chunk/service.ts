@@ -86,11 +86,13 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
       const parsed = getShardSchema.safeParse(call.request);
       if (!parsed.success) throw einval('GetShard', parsed.error);
       const r = parsed.data;
-      const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES });
+      // One piece buffer per call, reused: grpc-js copies a message into its frame synchronously
+      // inside write() (serializeMessage), so the piece is free again when write() returns.
+      const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES, reuseBuffer: true });
       call.write({ info: infoToWire(s.info) });
       for await (const piece of s.pieces) {
         if (call.cancelled || call.destroyed || call.writableEnded) return;
-        // Framed in the headroom the store left in front of the piece: no copy.
+        // Framed in the headroom the store left in front of the piece: no copy of ours.
         if (!call.write({ encoded: encodeDataPieceInPlace(piece) })) await drainOrClose(call);
       }
       call.end();

@@ -525,7 +525,17 @@ export class ChunkStore {
    * PIECE_BYTES. Whole reads are verified by the receiver against info.payloadCrc32 (end to end);
    * a range read (or verify: true) makes the store check the whole payload's CRC first.
    */
-  async openShard(keyIn: ShardKey, range: { offset?: number; length?: number; verify?: boolean; headroomBytes?: number } = {}): Promise<ShardReadStream> {
+  async openShard(
+    keyIn: ShardKey,
+    range: {
+      offset?: number;
+      length?: number;
+      verify?: boolean;
+      headroomBytes?: number;
+      /** Yield every piece in the same buffer: the consumer must be done with a piece before asking for the next. */
+      reuseBuffer?: boolean;
+    } = {},
+  ): Promise<ShardReadStream> {
     const key = parseWith(shardKeySchema, keyIn, 'shard key');
     const { disk } = this.diskFor(key.bucket);
     const path = this.shardPath(disk, key);
@@ -554,14 +564,15 @@ export class ChunkStore {
       }
     }
     metrics.ops.inc({ op: 'get', result: 'ok' });
-    return { info, length, pieces: this.readRange(disk, path, offset, length, range.headroomBytes ?? 0) };
+    return { info, length, pieces: this.readRange(disk, path, offset, length, range.headroomBytes ?? 0, range.reuseBuffer === true) };
   }
 
   /**
    * Pieces of a file range. With headroom, each piece is a view into its own buffer with that
    * many free bytes in front (the service frames pieces there without copying them).
    */
-  private async *readRange(disk: Disk, path: string, offset: number, length: number, headroom = 0): AsyncGenerator<Buffer> {
+  private async *readRange(disk: Disk, path: string, offset: number, length: number, headroom = 0, reuse = false): AsyncGenerator<Buffer> {
+    let shared: Buffer | undefined;
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
@@ -572,7 +583,11 @@ export class ChunkStore {
       let at = 0;
       while (at < length) {
         const n = Math.min(PIECE_BYTES, length - at);
-        const buf = headroom > 0 ? Buffer.allocUnsafeSlow(headroom + n).subarray(headroom) : Buffer.allocUnsafe(n);
+        let buf: Buffer;
+        if (reuse) {
+          shared ??= Buffer.allocUnsafeSlow(headroom + Math.min(PIECE_BYTES, length));
+          buf = shared.subarray(headroom, headroom + n);
+        } else buf = headroom > 0 ? Buffer.allocUnsafeSlow(headroom + n).subarray(headroom) : Buffer.allocUnsafe(n);
         let got = 0;
         while (got < n) {
           let r: number;
