@@ -98,11 +98,11 @@ describe('cairn start + namespace CLI', () => {
     ]);
     expect((await cli(['rm', '-r', '/a'])).code).toBe(0);
     expect((await cli(['ls', '/', '--json'])).stdout.trim()).toBe('[]');
-    // the same daemon serves the chunk service over the disks `cairn init` formatted
+    // the same daemon serves the chunk service over the disk `cairn init` configured
     const chunk = makeClient(serviceOf('chunk.proto', 'cairn.chunk.Chunk'), endpoints.split(',')[0]!);
     try {
-      const ds = await call<object, { disks: Array<{ state: string }> }>(chunk, 'DiskStatus', {});
-      expect(ds.disks.map((d) => d.state)).toEqual(['ok']);
+      const ds = await call<object, { disks: Array<{ path: string }> }>(chunk, 'DiskStatus', {});
+      expect(ds.disks.map((d) => d.path)).toEqual([join(base.path, 'node1', 'disk0')]);
     } finally {
       chunk.close();
     }

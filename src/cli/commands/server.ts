@@ -60,16 +60,6 @@ export function localClusterConfigs(o: z.infer<typeof initSchema>): Array<{ path
   });
 }
 
-/** Label a new disk directory for the chunk store (a disk that already has a label is left alone). */
-async function formatIfBlank(path: string, loc: { dc: number; row: number; rack: number; machine: number; disk: number }): Promise<void> {
-  const { ChunkStore } = await import('../../chunk/store.js');
-  try {
-    await ChunkStore.formatDisk(path, loc);
-  } catch (err) {
-    if (!(err instanceof CairnError && err.code === 'EEXIST')) throw err;
-  }
-}
-
 /**
  * Write the configs and directories of a local cluster (what `cairn init` and `cairn local up`
  * do). Refuses to overwrite an existing config unless force is set.
@@ -85,10 +75,9 @@ export async function writeLocalCluster(raw: z.input<typeof initSchema>): Promis
   for (const n of nodes) {
     await mkdirDurable(n.config.dataDir);
     await mkdirDurable(n.config.cacheDir);
-    for (const d of n.config.disks) {
-      await mkdirDurable(d.path);
-      await formatIfBlank(d.path, { ...n.config.location, disk: d.disk });
-    }
+    // Disks are labelled by the node itself on its first start (src/server), which remembers
+    // what it formatted: an unmounted disk is then reported, never silently re-formatted.
+    for (const d of n.config.disks) await mkdirDurable(d.path);
     await writeFileDurable(n.path, `${JSON.stringify(n.config, null, 2)}\n`);
   }
   return nodes;
