@@ -86,9 +86,9 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
       const parsed = getShardSchema.safeParse(call.request);
       if (!parsed.success) throw einval('GetShard', parsed.error);
       const r = parsed.data;
-      // One piece buffer per call, reused: grpc-js copies a message into its frame synchronously
-      // inside write() (serializeMessage), so the piece is free again when write() returns.
-      const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES, reuseBuffer: true });
+      // A fresh buffer per piece: call.write() may queue the message (Writable buffering) and
+      // serialize it later, so a piece buffer must not be reused (measured: reuse corrupts reads).
+      const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES });
       call.write({ info: infoToWire(s.info) });
       for await (const piece of s.pieces) {
         if (call.cancelled || call.destroyed || call.writableEnded) return;

@@ -532,7 +532,10 @@ export class ChunkStore {
       length?: number;
       verify?: boolean;
       headroomBytes?: number;
-      /** Yield every piece in the same buffer: the consumer must be done with a piece before asking for the next. */
+      /**
+       * Yield every piece in the same buffer: the consumer must be completely done with a piece
+       * (no queued writes holding it) before asking for the next. For in-process consumers.
+       */
       reuseBuffer?: boolean;
     } = {},
   ): Promise<ShardReadStream> {
