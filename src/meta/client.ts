@@ -194,11 +194,15 @@ export class MetaClient {
   }
 
   /** One page of a directory, in name order, after `after` (exclusive). */
-  /** One page of a directory; with `withAttrs` every entry carries `attr` (readdirplus). */
+  /**
+   * One page of a directory; with `withAttrs` every entry carries `attr` (readdirplus).
+   * `revision`: the page reflects every change up to it, so list then watch from revision + 1
+   * (of the first page, for a listing of several pages) and no change is missed.
+   */
   async readdir(
     dir: Target,
     opts: ReadOptions & { after?: string; limit?: number; withAttrs?: boolean } = {},
-  ): Promise<{ entries: DirEntryPlus[]; more: boolean; nextAfter: string }> {
+  ): Promise<{ entries: DirEntryPlus[]; more: boolean; nextAfter: string; revision: number }> {
     const r = await this.rpc('Readdir', {
       dir: toWireRef(dir), after: opts.after ?? '', limit: opts.limit ?? 1000, serializable: opts.serializable === true,
       with_attrs: opts.withAttrs === true,
@@ -208,7 +212,7 @@ export class MetaClient {
       if (e.attr !== null && e.attr !== undefined && opts.withAttrs === true) d.attr = attrFromWire(e.attr as Wire);
       return d;
     });
-    return { entries, more: r.more === true, nextAfter: String(r.next_after ?? '') };
+    return { entries, more: r.more === true, nextAfter: String(r.next_after ?? ''), revision: Number(r.revision ?? 0) };
   }
 
   /** Every entry of a directory, page by page. */

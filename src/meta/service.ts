@@ -287,6 +287,7 @@ export class MetaService {
           entries: page.entries.map((e) => ({ name: e.name, ino: e.ino, type: e.type, ...(e.attr ? { attr: attrToWire(e.attr) } : {}) })),
           more: page.more,
           next_after: page.more && last ? last.name : '',
+          revision: page.revision,
         };
       }),
       Readlink: this.timed('readlink', S.readlink, async (q) => {

@@ -522,7 +522,7 @@ export class MetaStateMachine implements StateMachine {
     after: string,
     limit: number,
     withAttrs = false,
-  ): Promise<{ entries: Array<DirEntry & { attr?: Inode }>; more: boolean }> {
+  ): Promise<{ entries: Array<DirEntry & { attr?: Inode }>; more: boolean; revision: number }> {
     this.checkOpen();
     const snap = this.db.snapshot();
     try {
@@ -542,7 +542,9 @@ export class MetaStateMachine implements StateMachine {
         }
         entries.push(e);
       }
-      return { entries, more: rows.length > n };
+      // The revision of the same snapshot: list, then watch from revision + 1, and miss nothing.
+      const revision = Number((await r.tx.get(K.rev)) ?? '0');
+      return { entries, more: rows.length > n, revision };
     } finally {
       await snap.close();
     }

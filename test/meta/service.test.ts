@@ -117,6 +117,18 @@ describe('metadata service over gRPC', () => {
     const plus = await client.readdir('/s', { limit: 2, withAttrs: true });
     expect(plus.entries[0]).toMatchObject({ name: 'f', attr: { ino: attr.ino, size: 10, version: 2 } });
     expect(p1.entries[0]!.attr).toBeUndefined();
+    // list, then watch from the listing's revision + 1: the next change is the first event
+    const listed = await client.readdir('/s', { limit: 1 });
+    const ac = new AbortController();
+    const first = (async () => {
+      for await (const ev of client.watch('/s', { fromRevision: listed.revision + 1, signal: ac.signal })) {
+        ac.abort();
+        return ev;
+      }
+      return undefined;
+    })();
+    await client.create('/s/after-listing');
+    expect(await first).toMatchObject({ kind: 'create', path: '/s/after-listing', revision: listed.revision + 1 });
   });
 
   it('keeps an unlinked file while its lease lives and frees it when the lease expires', async () => {
