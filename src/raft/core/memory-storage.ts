@@ -144,6 +144,8 @@ export class MemoryStorage implements LogStorage {
     if (off > this.ents.length) {
       throw new CairnError('EINVAL', `raft storage: missing log entries [last ${this.lastIndex()}, append at ${es[0]!.index}]`);
     }
-    this.ents = this.ents.slice(0, off).concat(es);
+    // In place: appending at the end is the common case and must not copy the log.
+    if (off < this.ents.length) this.ents.length = off;
+    for (const e of es) this.ents.push(e);
   }
 }
