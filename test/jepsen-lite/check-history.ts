@@ -1,5 +1,5 @@
 /**
- * `npm run check-history -- --model register|kv|path FILE [--format auto|jepsen-kv|jepsen-etcd|cairn]`
+ * `npm run check-history -- --model register|kv|path|dir FILE [--format auto|jepsen-kv|jepsen-etcd|cairn]`
  * Checks one recorded history for linearizability and prints `linearizable` or `not linearizable`
  * (with the smallest failing window it can show). Exit codes: 0 linearizable, 1 not linearizable,
  * 2 usage error or unreadable/malformed file, 3 undecided (the search budget ran out).
@@ -12,13 +12,14 @@ import { checkWithModel, formatResult, type CheckResult } from './checker/check.
 import { FORMATS, pairEvents, parseHistory, type Format } from './checker/history.js';
 import { MODELS, type ModelName } from './checker/models.js';
 
-const USAGE = `usage: npm run check-history -- --model register|kv|path FILE [options]
+const USAGE = `usage: npm run check-history -- --model register|kv|path|dir FILE [options]
 
 Checks a recorded history for linearizability.
 
 options:
   --model NAME       register (read/write/cas), kv (get/put/append per key),
-                     path (Cairn versioned path register: read/write/cas per path)
+                     path (Cairn versioned path register: read/write/cas per path),
+                     dir (names in a directory: create/unlink/rename/readdir per directory)
   --format FMT       auto (default), jepsen-kv, jepsen-etcd, cairn
   --timeout-s N      give up after N seconds (default 300): exit 3
   --max-configs N    per-key bound on remembered configurations (default 2000000;
@@ -81,7 +82,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const model = values.model;
   if (model === undefined) usage('--model is required');
-  if (!(model in MODELS)) usage(`unknown model ${JSON.stringify(model)} (register, kv or path)`);
+  if (!(model in MODELS)) usage(`unknown model ${JSON.stringify(model)} (register, kv, path or dir)`);
   const format = values.format;
   if (format !== 'auto' && !(FORMATS as readonly string[]).includes(format)) usage(`unknown format ${JSON.stringify(format)}`);
   const timeoutS = Number(values['timeout-s']);

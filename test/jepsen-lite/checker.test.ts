@@ -298,6 +298,88 @@ describe('path model (a Cairn path as a versioned register)', () => {
   });
 });
 
+describe('dir model (names in one directory)', () => {
+  // For the dir model a failed operation carries its error code as the observation.
+  const hd = (rows: [process: number, f: string, value: unknown, call: number, ret: number | null, outcome: 'ok' | 'fail' | 'unknown', out?: unknown, error?: string][]): PairedOp[] =>
+    rows.map(([process, f, value, call, ret, outcome, out, error]) => ({
+      process: String(process),
+      f,
+      key: '/d',
+      invokeValue: value,
+      outcome,
+      completionValue: out,
+      error,
+      call: BigInt(call),
+      ret: ret === null ? undefined : BigInt(ret),
+      callAt: `t${call}`,
+      retAt: ret === null ? 'never' : `t${ret}`,
+    }));
+
+  it('exclusive create, rename without replace and readdir agree with one order', () => {
+    expect(
+      checkWithModel(
+        'dir',
+        hd([
+          [0, 'create', 'a', 0, 1, 'ok'],
+          [1, 'create', 'a', 2, 3, 'fail', undefined, 'EEXIST'],
+          [0, 'rename', ['a', 'b'], 4, 8, 'ok'],
+          [1, 'readdir', null, 5, 6, 'ok', ['a']], // overlaps the rename: before it
+          [2, 'unlink', 'a', 9, 10, 'fail', undefined, 'ENOENT'],
+          [2, 'readdir', null, 11, 12, 'ok', ['b']],
+        ]),
+      ).verdict,
+    ).toBe('linearizable');
+  });
+
+  it('two exclusive creates of one name cannot both succeed', () => {
+    expect(
+      checkWithModel(
+        'dir',
+        hd([
+          [0, 'create', 'a', 0, 5, 'ok'],
+          [1, 'create', 'a', 1, 6, 'ok'],
+        ]),
+      ).verdict,
+    ).toBe('not linearizable');
+  });
+
+  it('a name that was renamed away is not listed afterwards, and ENOENT is an observation', () => {
+    expect(
+      checkWithModel(
+        'dir',
+        hd([
+          [0, 'create', 'a', 0, 1, 'ok'],
+          [0, 'rename', ['a', 'b'], 2, 3, 'ok'],
+          [1, 'readdir', null, 4, 5, 'ok', ['a', 'b']],
+        ]),
+      ).verdict,
+    ).toBe('not linearizable');
+    expect(
+      checkWithModel(
+        'dir',
+        hd([
+          [0, 'create', 'a', 0, 1, 'ok'],
+          [1, 'unlink', 'a', 2, 3, 'fail', undefined, 'ENOENT'],
+        ]),
+      ).verdict,
+    ).toBe('not linearizable');
+  });
+
+  it('an unknown-outcome create may appear later; a failure for another reason is no effect', () => {
+    expect(
+      checkWithModel(
+        'dir',
+        hd([
+          [0, 'create', 'a', 0, null, 'unknown'],
+          [1, 'readdir', null, 1, 2, 'ok', []],
+          [1, 'unlink', 'x', 3, 4, 'fail', undefined, 'EUNAVAIL'],
+          [1, 'readdir', null, 5, 6, 'ok', ['a']],
+        ]),
+      ).verdict,
+    ).toBe('linearizable');
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Random small histories: the search agrees with a brute force over all orders.
 

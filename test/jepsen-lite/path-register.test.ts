@@ -10,7 +10,7 @@ import { makeSchedule } from './nemesis.js';
 import { runJepsen, type RunSummary } from './runner.js';
 
 const SEED = 21;
-const TIME_MS = 15_000;
+const TIME_MS = 15_000; // the seed's three faults need the whole window
 
 describe('jepsen-lite: path registers on the metadata service under faults', () => {
   let dir: { path: string; remove: () => Promise<void> };

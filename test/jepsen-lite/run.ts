@@ -17,8 +17,9 @@ A fault-injection run: N cairn kv daemons behind fault proxies, a register workl
 a seeded nemesis schedule, then convergence and linearizability checks.
 
 options:
-  --workload W      register (KV Raft group, cairn kv serve; default) or
-                    path (versioned paths on the metadata service, cairn start)
+  --workload W      register (KV Raft group, cairn kv serve; default),
+                    path (versioned paths on the metadata service, cairn start), or
+                    dir (directory entries on the metadata service, cairn start)
   --time S          run length in seconds (default 60)
   --nemesis LIST    all | none | comma list of ${NEMESIS_KINDS.join(', ')} (default all)
   --seed N          seed of the fault schedule and workload (default: random)
@@ -75,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
   const nodes = int('nodes', v.nodes, 3, 1, 9);
   const clients = int('clients', v.clients, 6, 1, 64);
   if (v.reads !== 'linearizable' && v.reads !== 'serializable') usage('--reads must be linearizable or serializable');
-  if (v.workload !== 'register' && v.workload !== 'path') usage('--workload must be register or path');
+  if (v.workload !== 'register' && v.workload !== 'path' && v.workload !== 'dir') usage('--workload must be register, path or dir');
   let kinds: NemesisKind[];
   if (v.nemesis === 'all') kinds = [...NEMESIS_KINDS];
   else if (v.nemesis === 'none') kinds = [];

@@ -16,6 +16,8 @@ import { HistoryRecorder } from './recorder.js';
 import { renderTimeline } from './timeline.js';
 import { finalReads, runRegisterWorkload, type WorkloadStats } from './workloads/register.js';
 import { finalPathReads, runPathWorkload, setupPaths } from './workloads/path.js';
+import { finalDirReads, runDirWorkload, setupDirs } from './workloads/dir.js';
+import type { ModelName } from './checker/models.js';
 
 export interface RunOptions {
   readonly seed: number;
@@ -39,11 +41,17 @@ export interface RunOptions {
   readonly log?: (line: string) => void;
   /** Read mode of the workload (serializable = a known-weak mode to see the checker catch stale reads). */
   readonly reads?: 'linearizable' | 'serializable';
-  /** register: the KV Raft group (`cairn kv serve`); path: versioned paths on the metadata service (`cairn start`). */
+  /**
+   * register: the KV Raft group (`cairn kv serve`); path: versioned paths, dir: directory entries,
+   * both on the metadata service (`cairn start`).
+   */
   readonly workload?: WorkloadName;
 }
 
-export type WorkloadName = 'register' | 'path';
+export type WorkloadName = 'register' | 'path' | 'dir';
+
+/** The checker model of each workload. */
+const MODEL_OF: Record<WorkloadName, ModelName> = { register: 'register', path: 'path', dir: 'dir' };
 
 export interface RunSummary {
   readonly valid: boolean;
@@ -109,7 +117,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
 
   const recorder = new HistoryRecorder(join(runDir, 'history.jsonl'));
   const workloadName = o.workload ?? 'register';
-  const cluster = await Cluster.start({ daemon: workloadName === 'path' ? 'meta' : 'kv', nodes: o.nodes, dir: join(runDir, 'cluster') });
+  const cluster = await Cluster.start({ daemon: workloadName === 'register' ? 'kv' : 'meta', nodes: o.nodes, dir: join(runDir, 'cluster') });
   const unexpectedExits: string[] = [];
   for (const id of cluster.ids) {
     cluster.proc(id).onUnexpectedExit = (r) => {
@@ -126,11 +134,14 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const endpoints = new Map(cluster.ids.map((id) => [id, cluster.endpoint(id)]));
   try {
     if (workloadName === 'path') await setupPaths(endpoints);
+    if (workloadName === 'dir') await setupDirs(endpoints);
     const rand = seededRandom(o.seed ^ 0x9e3779b9);
     const workload =
       workloadName === 'path'
         ? runPathWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal)
-        : runRegisterWorkload({ recorder, endpoints, clients: o.clients, rand, reads: o.reads }, stop.signal);
+        : workloadName === 'dir'
+          ? runDirWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal)
+          : runRegisterWorkload({ recorder, endpoints, clients: o.clients, rand, reads: o.reads }, stop.signal);
     workload.catch(() => undefined); // awaited below; this only keeps an early failure from being 'unhandled'
     // The schedule plays to its end even when slow actions (restarts) delay it, within a hard cap;
     // the workload runs until the planned time has passed and the last fault has been undone for a while.
@@ -152,7 +163,9 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     convergence =
       workloadName === 'path'
         ? await finalPathReads({ recorder, endpoints, files: stats.keysUsed, firstProcess: FINAL_READ_PROCESS_FIRST }, boundMs)
-        : await finalReads(
+        : workloadName === 'dir'
+          ? await finalDirReads({ recorder, endpoints, dirs: stats.keysUsed, firstProcess: FINAL_READ_PROCESS_FIRST }, boundMs)
+          : await finalReads(
             { recorder, endpoints, keys: Array.from({ length: stats.keysUsed }, (_, k) => `r${k}`), firstProcess: FINAL_READ_PROCESS_FIRST },
             boundMs,
           );
@@ -167,7 +180,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const checkStarted = Date.now();
   const historyFile = join(runDir, 'history.jsonl');
   const { events } = parseHistory(await readFile(historyFile, 'utf8'), historyFile, 'cairn');
-  const result = checkWithModel(workloadName === 'path' ? 'path' : 'register', pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
+  const result = checkWithModel(MODEL_OF[workloadName], pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
   const checkMs = Date.now() - checkStarted;
   const report = formatResult(result);
   log(report);

@@ -6,7 +6,7 @@
  * it can explain, the operations overlapping it, and the states the key could have been in.
  */
 import type { HistoryModel } from './models.js';
-import { kvModel, pathModel, registerModel, showValue, type ModelName } from './models.js';
+import { dirModel, kvModel, pathModel, registerModel, showValue, type ModelName } from './models.js';
 import type { PairedOp } from './history.js';
 import { LinearizationSearch, type Operation } from './wgl.js';
 
@@ -222,5 +222,7 @@ export function checkWithModel(name: ModelName, history: readonly PairedOp[], op
       return checkHistory(kvModel, history, options);
     case 'path':
       return checkHistory(pathModel, history, options);
+    case 'dir':
+      return checkHistory(dirModel, history, options);
   }
 }

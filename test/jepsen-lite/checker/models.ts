@@ -4,7 +4,8 @@
  *  - register: one value (JSON scalar, starts null) with read, write and cas [expected new];
  *  - kv: one string per key (starts ""), with get, put and append (Knossos/Porcupine kv);
  *  - path: a Cairn path as a versioned register — read returns {value, version}, write sets the
- *    value and bumps the version, cas {expectedVersion, value} does so only at that version.
+ *    value and bumps the version, cas {expectedVersion, value} does so only at that version;
+ *  - dir: the names in one directory, with create (exclusive), unlink, rename (no replace) and readdir.
  * Operations on different keys are independent; the caller checks each key on its own.
  */
 import { CairnError } from '../../../src/common/errors.js';
@@ -297,5 +298,100 @@ export const pathModel: HistoryModel<PathState, PathInput, PathOutput> = {
   },
 };
 
-export const MODELS = { register: registerModel, kv: kvModel, path: pathModel } as const;
+// ---------------------------------------------------------------------------------------------
+// dir: the set of names in one directory. Every operation's result is a function of the state:
+// create → ok (added) | exists; unlink → ok (removed) | absent; rename from→to (no replace) →
+// absent (no source; checked first, as the metadata service does) | exists (target taken) | ok (moved).
+
+export type DirState = readonly string[];
+export type DirInput =
+  | { readonly f: 'create' | 'unlink'; readonly name: string }
+  | { readonly f: 'rename'; readonly from: string; readonly to: string }
+  | { readonly f: 'readdir' };
+export type DirOutput = 'ok' | 'exists' | 'absent' | readonly string[];
+
+const DIR_ERRORS: Readonly<Record<string, DirOutput>> = { EEXIST: 'exists', ENOENT: 'absent' };
+
+function dirName(op: RawOp, v: unknown, what: string): string {
+  if (typeof v !== 'string' || v === '' || v.includes('/') || v.includes('\n')) throw bad(op, `${what} must be a file name, got ${showValue(v)}`);
+  return v;
+}
+
+function dirInput(op: RawOp): DirInput {
+  switch (op.f) {
+    case 'create':
+    case 'unlink':
+      return { f: op.f, name: dirName(op, op.invokeValue, 'the name') };
+    case 'rename': {
+      const v = op.invokeValue;
+      if (!Array.isArray(v) || v.length !== 2) throw bad(op, `rename needs [from to], got ${showValue(v)}`);
+      return { f: 'rename', from: dirName(op, v[0], 'from'), to: dirName(op, v[1], 'to') };
+    }
+    case 'readdir':
+      return { f: 'readdir' };
+    default:
+      throw bad(op, 'the dir model knows create, unlink, rename and readdir');
+  }
+}
+
+function dirApply(state: DirState, input: Exclude<DirInput, { f: 'readdir' }>): { result: DirOutput; next: DirState } {
+  const has = (n: string): boolean => state.includes(n);
+  switch (input.f) {
+    case 'create':
+      return has(input.name) ? { result: 'exists', next: state } : { result: 'ok', next: [...state, input.name].sort() };
+    case 'unlink':
+      return has(input.name) ? { result: 'ok', next: state.filter((n) => n !== input.name) } : { result: 'absent', next: state };
+    case 'rename':
+      if (!has(input.from)) return { result: 'absent', next: state };
+      if (input.from === input.to) return { result: 'ok', next: state };
+      if (has(input.to)) return { result: 'exists', next: state };
+      return { result: 'ok', next: [...state.filter((n) => n !== input.from), input.to].sort() };
+  }
+}
+
+export const dirModel: HistoryModel<DirState, DirInput, DirOutput> = {
+  name: 'dir',
+  init: () => [],
+  step(state, input, output) {
+    if (input.f === 'readdir') {
+      if (output === undefined) return state;
+      return Array.isArray(output) && output.length === state.length && output.every((n, i) => n === state[i]) ? state : undefined;
+    }
+    const { result, next } = dirApply(state, input);
+    return output === undefined || output === result ? next : undefined;
+  },
+  key: (s) => s.join('\n'),
+  describe(input, output) {
+    const out = output === undefined ? '?' : Array.isArray(output) ? `[${output.join(' ')}]` : String(output);
+    switch (input.f) {
+      case 'readdir':
+        return `readdir -> ${out}`;
+      case 'rename':
+        return `rename ${input.from} ${input.to} -> ${out}`;
+      default:
+        return `${input.f} ${input.name} -> ${out}`;
+    }
+  },
+  ok(op) {
+    const input = dirInput(op);
+    if (input.f !== 'readdir') return { drop: false, input, output: 'ok' };
+    const v = op.completionValue;
+    if (!Array.isArray(v)) throw bad(op, `readdir returns a list of names, got ${showValue(v)}`);
+    return { drop: false, input, output: v.map((n) => dirName(op, n, 'a listed name')).sort() };
+  },
+  failed(op) {
+    const input = dirInput(op);
+    const observed = op.error === undefined ? undefined : DIR_ERRORS[op.error];
+    // EEXIST/ENOENT say what the directory held; any other failure is a plain no-effect.
+    if (input.f !== 'readdir' && observed !== undefined) return { drop: false, input, output: observed };
+    return DROP;
+  },
+  unknown(op) {
+    const input = dirInput(op);
+    if (input.f === 'readdir') return DROP;
+    return { drop: false, input, output: undefined };
+  },
+};
+
+export const MODELS = { register: registerModel, kv: kvModel, path: pathModel, dir: dirModel } as const;
 export type ModelName = keyof typeof MODELS;
