@@ -61,7 +61,7 @@ export class Unstable {
     if (ents.length === 0) return;
     const after = ents[0]!.index;
     if (after === this.offset + this.entries.length) {
-      this.entries = this.entries.concat(ents);
+      for (const e of ents) this.entries.push(e); // in place: many proposals may arrive per Ready
     } else if (after <= this.offset) {
       // The log is replaced from `after` on; the caller's storage truncates its copy too.
       this.offset = after;
