@@ -54,6 +54,46 @@ export const raftConfigSchema = z
     path: ['electionTicks'],
   });
 
+/**
+ * What the node daemon runs besides Raft and meta (src/server): the diskmap controller, the file
+ * service's write cache, and the background chunk GC and scrub. Every field has a default, so
+ * the section may be left out.
+ */
+export const daemonConfigSchema = z.object({
+  /**
+   * Bucket size of the first diskmap this cluster builds (later epochs keep it). Default: the
+   * largest power of two ≤ (smallest disk / 16), at most 64 GiB and at least 1 MiB.
+   */
+  bucketSizeBytes: z.number().int().min(1 << 20).optional(),
+  /** How often the leader's diskmap controller and every node's cluster view refresh. */
+  controllerIntervalMs: z.number().int().min(50).max(600_000).default(1_000),
+  file: z
+    .object({
+      /** Commit mode of uploads that do not say (cairn put --strong overrides). */
+      mode: z.enum(['weak', 'strong']).default('weak'),
+      cacheMaxBytes: z.number().int().min(1 << 20).default(1024 * 1024 * 1024),
+      chunkSizeBytes: z.number().int().min(4096).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+      idleCommitDelayMs: z.number().int().min(0).default(2_000),
+    })
+    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000 })),
+  gc: z
+    .object({
+      enabled: z.boolean().default(true),
+      intervalMs: z.number().int().min(100).default(10 * 60_000),
+      /** Unreferenced shards younger than this are kept (a commit in flight is never collected). */
+      graceMs: z.number().int().min(0).default(60 * 60_000),
+    })
+    .default(() => ({ enabled: true, intervalMs: 10 * 60_000, graceMs: 60 * 60_000 })),
+  scrub: z
+    .object({
+      enabled: z.boolean().default(true),
+      intervalMs: z.number().int().min(100).default(60 * 60_000),
+      rateBytesPerSec: z.number().int().min(1).default(32 * 1024 * 1024),
+    })
+    .default(() => ({ enabled: true, intervalMs: 60 * 60_000, rateBytesPerSec: 32 * 1024 * 1024 })),
+});
+export type DaemonConfig = z.infer<typeof daemonConfigSchema>;
+
 export const nodeConfigSchema = z.object({
   clusterName: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes'),
   nodeId: nodeIdSchema,
@@ -79,6 +119,7 @@ export const nodeConfigSchema = z.object({
   raft: raftConfigSchema.default(() => raftConfigSchema.parse({})),
   /** Prometheus /metrics on this address, if set. */
   metricsListen: addressSchema.optional(),
+  daemon: daemonConfigSchema.default(() => daemonConfigSchema.parse({})),
 });
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
