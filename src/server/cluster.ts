@@ -1,0 +1,233 @@
+/**
+ * The cluster side of a node daemon (one NodeServiceFactory, no gRPC of its own):
+ *  - registers the node (address, location, disks with capacity/class/incarnation) in the
+ *    registry once Raft runs, retrying until it lands;
+ *  - on the Raft leader, runs the diskmap controller every `daemon.controllerIntervalMs`;
+ *  - keeps a ClusterView (the current diskmap and registry, read from the local replica) that
+ *    the file service's ChunkAdapter places chunks with: bucket → machine location → address;
+ *  - runs chunk GC (referenced chunks from the metadata's current layouts, with a grace period)
+ *    and a throttled scrub, with metrics.
+ */
+import { CairnError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { counter, gauge } from '../common/metrics.js';
+import { MetaClient } from '../meta/client.js';
+import { ChunkClients } from '../chunk/client.js';
+import { collectGarbage } from '../chunk/gc.js';
+import { Scrubber } from '../chunk/scrub.js';
+import type { ChunkStore } from '../chunk/store.js';
+import { groupForKey, type BucketId, type Diskmap } from '../diskmap/index.js';
+import type { Scheme as ChunkScheme } from '../chunk/types.js';
+import { addressResolver, listNodes, registerNode, type NodeRecord, type RegistrySource } from './registry.js';
+import { controllerStep, loadDiskmap } from './diskmap-controller.js';
+import { chunkStoreOf } from './chunk-node.js';
+import type { NodeContext, NodeServiceFactory } from './services.js';
+
+const metrics = {
+  gcRuns: counter('cairn_node_gc_runs_total', 'Chunk GC passes run by the node daemon, by result', ['result']),
+  gcReferenced: gauge('cairn_node_gc_referenced_chunks', 'Chunks referenced by current file layouts at the last GC pass'),
+  registered: gauge('cairn_node_registered', 'Whether this node\'s registry record is written (1) or not yet (0)'),
+};
+
+/** The node's current picture of the cluster: the diskmap and where each bucket is served. */
+export class ClusterView {
+  private dm: Diskmap | undefined;
+  private epoch = 0;
+  private nodes: NodeRecord[] = [];
+  private resolve: (b: BucketId) => string = () => {
+    throw new CairnError('EUNAVAIL', 'no node registry read yet');
+  };
+
+  constructor(
+    private readonly src: RegistrySource,
+    private readonly readDiskmap: () => Promise<{ epoch: number; documentJson: string }>,
+    private readonly log: Logger,
+  ) {}
+
+  /** Re-read the diskmap (when its epoch moved) and the registry. */
+  async refresh(): Promise<void> {
+    const rec = await this.readDiskmap();
+    if (rec.epoch !== this.epoch) {
+      this.dm = loadDiskmap(rec);
+      this.epoch = rec.epoch;
+      this.log.info({ epoch: rec.epoch }, 'diskmap loaded');
+    }
+    this.nodes = await listNodes(this.src, this.log);
+    this.resolve = addressResolver(this.nodes);
+  }
+
+  /** The current diskmap; EAGAIN while the cluster has none yet. */
+  diskmap(): Diskmap {
+    if (this.dm === undefined) throw new CairnError('EAGAIN', 'the cluster has no diskmap yet: waiting for every initial node to register its disks');
+    return this.dm;
+  }
+
+  hasDiskmap(): boolean {
+    return this.dm !== undefined;
+  }
+
+  addressOf(b: BucketId): string {
+    return this.resolve(b);
+  }
+
+  registry(): readonly NodeRecord[] {
+    return this.nodes;
+  }
+}
+
+export interface ClusterParts {
+  view: ClusterView;
+  clients: ChunkClients;
+  /** A MetaClient that tries this node first, then its peers (closed when the cluster part stops). */
+  meta: MetaClient;
+  /** This node's address first, then its peers: for services that need their own MetaClient. */
+  endpoints: string[];
+  store: ChunkStore;
+}
+
+const parts = new WeakMap<NodeContext, ClusterParts>();
+
+/** The cluster parts of a node (for services listed after clusterFactory in NODE_SERVICES). */
+export function clusterPartsOf(ctx: NodeContext): ClusterParts {
+  const p = parts.get(ctx);
+  if (p === undefined) throw new CairnError('EINVAL', 'clusterFactory must come before the services that use it in NODE_SERVICES');
+  return p;
+}
+
+function nodeRecord(ctx: NodeContext, store: ChunkStore, address: string): NodeRecord {
+  const status = store.diskStatus();
+  return {
+    v: 1,
+    nodeId: ctx.cfg.nodeId,
+    address,
+    location: { dc: ctx.cfg.location.dc, row: ctx.cfg.location.row, rack: ctx.cfg.location.rack, machine: ctx.cfg.location.machine },
+    disks: ctx.cfg.disks.map((d) => {
+      const s = status.find((x) => x.path === d.path);
+      return {
+        disk: s?.label?.disk ?? d.disk,
+        path: d.path,
+        capacityBytes: d.capacityBytes,
+        class: d.class,
+        incarnation: s?.label?.incarnation ?? '',
+        state: s?.state === 'ok' ? ('ok' as const) : ('failed' as const),
+        reason: (s?.reason ?? 'not opened').slice(0, 2000),
+      };
+    }),
+    registeredAtMs: Date.now(),
+  };
+}
+
+export const clusterFactory: NodeServiceFactory = async (ctx) => {
+  const store = chunkStoreOf(ctx);
+  const cfg = ctx.cfg;
+  const log = ctx.log.child({ component: 'cluster' });
+  const self = cfg.advertise ?? cfg.listen;
+  const endpoints = [self, ...cfg.peers.map((p) => p.address).filter((a) => a !== self)];
+  const meta = new MetaClient({ endpoints, timeoutMs: 5_000, retryBudgetMs: 10_000 });
+  const clients = new ChunkClients();
+  const src: RegistrySource = () => ctx.meta.nodeRecords();
+  const view = new ClusterView(src, () => ctx.meta.diskmap(), log);
+  parts.set(ctx, { view, clients, meta, store, endpoints });
+
+  const timers: NodeJS.Timeout[] = [];
+  let stopped = false;
+  const running = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    running.add(p);
+    void p.finally(() => running.delete(p)).catch(() => undefined);
+    return p;
+  };
+  let registered = false;
+  let stepping = false;
+  const d = cfg.daemon;
+
+  const tick = async (): Promise<void> => {
+    if (stopped || stepping) return;
+    stepping = true;
+    try {
+      const raft = ctx.raft();
+      if (!registered && raft !== undefined) {
+        await registerNode(meta, nodeRecord(ctx, store, raft.listenAddress));
+        registered = true;
+        metrics.registered.set(1);
+        log.info({ disks: store.diskStatus().map((s) => `${s.path}:${s.state}`) }, 'node registered');
+      }
+      if (raft?.isLeader() === true) {
+        const nodes = await listNodes(src, log);
+        await controllerStep(meta, nodes, { initialPeers: cfg.peers.map((p) => p.id), bucketSizeBytes: d.bucketSizeBytes, clusterName: cfg.clusterName }, log);
+      }
+      await view.refresh();
+    } catch (err) {
+      const code = err instanceof CairnError ? err.code : 'EIO';
+      // Before a leader exists every step fails; say so quietly.
+      if (code === 'EUNAVAIL' || code === 'ENOTLEADER' || code === 'ETIMEDOUT' || code === 'EAGAIN') log.debug({ err: String(err) }, 'cluster step postponed');
+      else log.warn({ err: String(err) }, 'cluster step failed; retrying');
+    } finally {
+      stepping = false;
+    }
+  };
+
+  const gcPass = async (): Promise<void> => {
+    const raft = ctx.raft();
+    if (raft === undefined) return;
+    try {
+      await raft.readIndex({ timeoutMs: 10_000 });
+      // The chunks of every current layout (a set: bounded by the number of live chunks).
+      const referenced = new Set<string>();
+      let after = 0;
+      for (;;) {
+        const rows = await ctx.meta.scanLayouts(after, 1000);
+        for (const r of rows) for (const e of r.extents) referenced.add(e.chunkHash);
+        if (rows.length < 1000) break;
+        after = (rows[rows.length - 1] as { ino: number }).ino;
+      }
+      metrics.gcReferenced.set(referenced.size);
+      const report = await collectGarbage(store, {
+        graceMs: d.gc.graceMs,
+        isReferenced: async (hashes) => new Set(hashes.filter((h) => referenced.has(h))),
+      });
+      metrics.gcRuns.inc({ result: 'ok' });
+      if (report.deleted > 0) log.info({ deleted: report.deleted, bytesFreed: report.bytesFreed, scanned: report.scanned }, 'chunk GC pass');
+    } catch (err) {
+      metrics.gcRuns.inc({ result: 'error' });
+      log.warn({ err: String(err) }, 'chunk GC pass failed');
+    }
+  };
+
+  const scrubber = new Scrubber(store, {
+    rateBytesPerSec: d.scrub.rateBytesPerSec,
+    clients,
+    checkPeers: false,
+    locate: async (hash, scheme) => {
+      if (!view.hasDiskmap()) return undefined;
+      const dm = view.diskmap();
+      const g = groupForKey(dm, Buffer.from(hash, 'hex'));
+      if (JSON.stringify(dm.scheme) !== JSON.stringify(scheme)) return undefined;
+      return { scheme: scheme as ChunkScheme, targets: g.buckets.map((b) => ({ bucketId: b, address: view.addressOf(b) })) };
+    },
+  });
+
+  return {
+    name: 'cluster',
+    definitions: [],
+    started: () => {
+      void track(tick());
+      timers.push(setInterval(() => void track(tick()), d.controllerIntervalMs));
+      if (d.gc.enabled) timers.push(setInterval(() => void track(gcPass()), d.gc.intervalMs));
+      if (d.scrub.enabled) {
+        // The first pass after one interval, not at start-up (a restart should not cost a full read).
+        timers.push(setTimeout(() => scrubber.start(d.scrub.intervalMs), d.scrub.intervalMs));
+      }
+      for (const t of timers) t.unref();
+    },
+    stop: async () => {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      await scrubber.stop();
+      await Promise.allSettled([...running]);
+      meta.close();
+      clients.close();
+    },
+  };
+};
+
