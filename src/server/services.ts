@@ -10,6 +10,9 @@ import type { grpc } from '../rpc/grpc.js';
 import type { RaftNode } from '../raft/node.js';
 import type { MetaStateMachine } from '../meta/state-machine.js';
 import { MetaService, type MetaServiceOptions } from '../meta/service.js';
+import { chunkNodeFactory } from './chunk-node.js';
+import { clusterFactory } from './cluster.js';
+import { fileServiceFactory } from './file-service.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -71,16 +74,19 @@ function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSw
 }
 
 /**
- * The chunk service (proto/chunk.proto) over the node's configured disks. A disk that is
- * missing or not formatted is served as failed (the store reports it), not fatal.
+ * The chunk service (proto/chunk.proto) over the node's configured disks: formats a disk on the
+ * node's first start (or opens one `cairn init` labelled), serves a missing or unreadable disk as
+ * failed. See src/server/chunk-node.ts.
  */
-export const chunkServiceFactory: NodeServiceFactory = async (ctx) => {
-  if (ctx.cfg.disks.length === 0) return { name: 'chunk (no disks)', definitions: [] };
-  const { ChunkStore } = await import('../chunk/store.js');
-  const { chunkService } = await import('../chunk/service.js');
-  const store = await ChunkStore.open(ctx.cfg.disks.map((d) => d.path));
-  return { name: 'chunk', definitions: [chunkService(store)] };
-};
+export const chunkServiceFactory: NodeServiceFactory = chunkNodeFactory;
 
 /** Every service a node runs. Add one line per service. */
-export const NODE_SERVICES: NodeServiceFactory[] = [metaServiceFactory, chunkServiceFactory];
+export const NODE_SERVICES: NodeServiceFactory[] = [
+  metaServiceFactory,
+  // The chunk service over this node's disks (formats them on first start).
+  chunkServiceFactory,
+  // Registry, diskmap controller (on the leader), cluster view, chunk GC and scrub; needs the chunk store.
+  clusterFactory,
+  // The node's CairnFs (write cache + commit pipeline) over gRPC; needs the cluster view.
+  fileServiceFactory,
+];

@@ -1,0 +1,201 @@
+/**
+ * FileClient: the client of a node's file service (proto/file.proto), used by the CLI, the
+ * local smoke check and tests. Uploads and downloads stream in pieces of ≤ 1 MiB with
+ * backpressure both ways, so memory stays bounded whatever the file size.
+ */
+import { once } from 'node:events';
+import { CairnError } from '../common/errors.js';
+import { call, fromServiceError, grpc, makeClient, serviceOf } from '../rpc/grpc.js';
+import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-service.js';
+
+export interface PutResult {
+  path: string;
+  size: number;
+  version: number;
+  state: string;
+  pendingBytes: number;
+}
+
+export interface FileStat {
+  path: string;
+  size: number;
+  version: number;
+  mode: number;
+  mtimeMs: number;
+  state: string;
+  pendingBytes: number;
+}
+
+export interface CommitStatusInfo {
+  path: string;
+  state: string;
+  pendingBytes: number;
+  version: number;
+  size: number;
+  error: string;
+}
+
+export interface ClusterDisk {
+  path: string;
+  disk: number;
+  capacityBytes: number;
+  class: string;
+  incarnation: string;
+  state: string;
+  reason: string;
+  inDiskmap: boolean;
+}
+
+export interface ClusterNode {
+  nodeId: number;
+  address: string;
+  location: string;
+  role: string;
+  term: number;
+  disks: ClusterDisk[];
+}
+
+export interface ClusterInfo {
+  answeredBy: number;
+  leaderId: number;
+  term: number;
+  diskmapEpoch: number;
+  scheme: string;
+  failureDomain: string;
+  groups: number;
+  bucketSizeBytes: number;
+  nodes: ClusterNode[];
+  cachedFiles: CommitStatusInfo[];
+}
+
+type Wire = Record<string, unknown>;
+
+function statusFrom(w: Wire): CommitStatusInfo {
+  return {
+    path: String(w.path), state: String(w.state), pendingBytes: Number(w.pending_bytes), version: Number(w.version), size: Number(w.size), error: String(w.error ?? ''),
+  };
+}
+
+function statFrom(w: Wire): FileStat {
+  return {
+    path: String(w.path), size: Number(w.size), version: Number(w.version), mode: Number(w.mode), mtimeMs: Number(w.mtime_ms), state: String(w.state),
+    pendingBytes: Number(w.pending_bytes),
+  };
+}
+
+/** Cut any byte source into pieces of at most FILE_PIECE_BYTES. */
+async function* pieces(src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Buffer> {
+  for await (const b of src) {
+    const buf = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+    for (let at = 0; at < buf.length; at += FILE_PIECE_BYTES) yield buf.subarray(at, Math.min(buf.length, at + FILE_PIECE_BYTES));
+  }
+}
+
+export class FileClient {
+  private readonly client: grpc.Client;
+
+  constructor(
+    readonly address: string,
+    private readonly timeoutMs = 10 * 60_000,
+  ) {
+    this.client = makeClient(serviceOf(FILE_PROTO, FILE_SERVICE), address);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** Upload a whole file; `onBytes` sees the bytes sent so far. */
+  put(
+    path: string,
+    data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    opts: { mode?: 'strong' | 'weak'; mkdirs?: boolean; sizeHint?: number; onBytes?: (sent: number) => void } = {},
+  ): Promise<PutResult> {
+    return new Promise<PutResult>((resolve, reject) => {
+      const fn = (this.client as unknown as Record<string, Function>).Put as Function;
+      let failed = false;
+      const stream = fn.call(this.client, { deadline: Date.now() + this.timeoutMs }, (err: grpc.ServiceError | null, r: Wire) => {
+        if (err) {
+          failed = true;
+          reject(fromServiceError(err));
+        } else resolve({ path: String(r.path), size: Number(r.size), version: Number(r.version), state: String(r.state), pendingBytes: Number(r.pending_bytes) });
+      }) as grpc.ClientWritableStream<Wire>;
+      (async () => {
+        stream.write({ head: { path, mode: opts.mode ?? '', mkdirs: opts.mkdirs === true, size_hint: opts.sizeHint ?? 0 } });
+        let sent = 0;
+        for await (const p of pieces(data)) {
+          if (failed) return;
+          if (!stream.write({ data: p })) await once(stream, 'drain');
+          sent += p.length;
+          opts.onBytes?.(sent);
+        }
+        stream.end();
+      })().catch((err: unknown) => {
+        stream.cancel();
+        reject(err instanceof CairnError ? err : new CairnError('EIO', `reading the upload failed: ${(err as Error).message}`));
+      });
+    });
+  }
+
+  /** Download: the file's stat first, then its bytes (or a range) as an async iterable of pieces. */
+  async get(path: string, opts: { offset?: number; length?: number } = {}): Promise<{ stat: FileStat; data: AsyncGenerator<Buffer> }> {
+    const fn = (this.client as unknown as Record<string, Function>).Get as Function;
+    const stream = fn.call(this.client, { path, offset: opts.offset ?? 0, length: opts.length ?? 0 }, { deadline: Date.now() + this.timeoutMs }) as grpc.ClientReadableStream<Wire>;
+    const it = stream[Symbol.asyncIterator]() as AsyncIterator<Wire>;
+    const next = async (): Promise<IteratorResult<Wire>> => {
+      try {
+        return await it.next();
+      } catch (err) {
+        throw fromServiceError(err as grpc.ServiceError);
+      }
+    };
+    const first = await next();
+    if (first.done === true || first.value.stat === null || first.value.stat === undefined) {
+      stream.cancel();
+      throw new CairnError('EIO', `Get ${path}: the server sent no stat first`);
+    }
+    const stat = statFrom(first.value.stat as Wire);
+    async function* data(): AsyncGenerator<Buffer> {
+      try {
+        for (;;) {
+          const n = await next();
+          if (n.done === true) return;
+          const d = n.value.data;
+          if (!(d instanceof Buffer)) throw new CairnError('EIO', `Get ${path}: a message after the stat carried no data`);
+          if (d.length > 0) yield d;
+        }
+      } finally {
+        stream.cancel();
+      }
+    }
+    return { stat, data: data() };
+  }
+
+  async commit(path: string, wait: 'none' | 'visible' | 'durable' = 'durable'): Promise<CommitStatusInfo> {
+    return statusFrom(await call<Wire, Wire>(this.client, 'Commit', { path, wait }, this.timeoutMs));
+  }
+
+  async commitStatus(path: string): Promise<CommitStatusInfo> {
+    return statusFrom(await call<Wire, Wire>(this.client, 'CommitStatus', { path }, 30_000));
+  }
+
+  async stat(path: string): Promise<FileStat> {
+    return statFrom(await call<Wire, Wire>(this.client, 'Stat', { path }, 30_000));
+  }
+
+  async cluster(): Promise<ClusterInfo> {
+    const r = await call<Wire, Wire>(this.client, 'Cluster', {}, 30_000);
+    return {
+      answeredBy: Number(r.answered_by), leaderId: Number(r.leader_id), term: Number(r.term), diskmapEpoch: Number(r.diskmap_epoch),
+      scheme: String(r.scheme), failureDomain: String(r.failure_domain), groups: Number(r.groups), bucketSizeBytes: Number(r.bucket_size_bytes),
+      nodes: ((r.nodes as Wire[] | undefined) ?? []).map((n) => ({
+        nodeId: Number(n.node_id), address: String(n.address), location: String(n.location), role: String(n.role), term: Number(n.term),
+        disks: ((n.disks as Wire[] | undefined) ?? []).map((d) => ({
+          path: String(d.path), disk: Number(d.disk), capacityBytes: Number(d.capacity_bytes), class: String(d.class), incarnation: String(d.incarnation),
+          state: String(d.state), reason: String(d.reason), inDiskmap: d.in_diskmap === true,
+        })),
+      })),
+      cachedFiles: ((r.cached_files as Wire[] | undefined) ?? []).map(statusFrom),
+    };
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * The file service of a node daemon (proto/file.proto): the node's one CairnFs — its write cache
+ * in cfg.cacheDir and its commit pipeline (src/client) over MetaAdapter + ChunkAdapter — served
+ * to the CLI and other programs over gRPC.
+ *
+ *  - Put (client stream): a whole file, uploaded atomically. The bytes go to a hidden sibling
+ *    (`.<name>.put-<random>`) through the cache; once its commit is visible (weak) or durable
+ *    (strong) the sibling is renamed over the target, so readers see the old file or the whole
+ *    new one, never a cut upload. A failed upload unlinks the sibling.
+ *  - Get (server stream): stat, then the bytes (a range if asked) in pieces of ≤ 1 MiB, read
+ *    through CairnFs (dirty cached data first, then verified chunks).
+ *  - Commit / CommitStatus / Stat: the client API's calls by path.
+ *  - Cluster: the picture `cairn status` prints (nodes, leader, term, diskmap, disks).
+ *
+ * Memory stays bounded whatever the file size: one piece in flight each way, with backpressure
+ * (the request stream is pulled one message at a time; responses wait for 'drain').
+ */
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { CairnError } from '../common/errors.js';
+import { formatZodError } from '../common/config.js';
+import { logger } from '../common/log.js';
+import { counter } from '../common/metrics.js';
+import { grpc, serviceOf, toServiceError, unary } from '../rpc/grpc.js';
+import { CairnFs, MetaAdapter, ChunkAdapter, type CommitStatus, type Stat } from '../client/index.js';
+import { splitPath } from '../meta/ops.js';
+import { MetaClient } from '../meta/client.js';
+import { schemeText, diskEntries } from '../diskmap/index.js';
+import { clusterPartsOf } from './cluster.js';
+import type { NodeContext, NodeServiceFactory } from './services.js';
+
+export const FILE_PROTO = 'file.proto';
+export const FILE_SERVICE = 'cairn.file.Files';
+/** Largest data piece in either direction. */
+export const FILE_PIECE_BYTES = 1024 * 1024;
+
+const metrics = {
+  bytes: counter('cairn_file_bytes_total', 'File bytes through the file service, by direction', ['dir']),
+  calls: counter('cairn_file_calls_total', 'File service calls, by method and result', ['method', 'result']),
+};
+
+const pathSchema = z.string().min(1).max(4096).superRefine((p, ctx) => {
+  try {
+    if (splitPath(p).length === 0) ctx.addIssue({ code: 'custom', message: 'the root is not a file' });
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+const u64 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+export const putHeadSchema = z.object({
+  path: pathSchema,
+  mode: z.enum(['strong', 'weak', '']).default(''),
+  mkdirs: z.boolean().default(false),
+  size_hint: u64.default(0),
+});
+export const getSchema = z.object({ path: pathSchema, offset: u64.default(0), length: u64.default(0) });
+export const pathRequestSchema = z.object({ path: pathSchema });
+export const commitSchema = z.object({ path: pathSchema, wait: z.enum(['none', 'visible', 'durable', '']).default('') });
+
+function einval(what: string, err: z.ZodError): CairnError {
+  return new CairnError('EINVAL', formatZodError(what, err));
+}
+
+function statusToWire(s: CommitStatus, path = s.path): Record<string, unknown> {
+  return { path, state: s.state, pending_bytes: s.pendingBytes, version: s.version, size: s.size, error: s.error ?? '' };
+}
+
+function statToWire(s: Stat, path = s.path): Record<string, unknown> {
+  return { path, size: s.size, version: s.version, mode: s.mode, mtime_ms: s.mtimeMs, state: s.state, pending_bytes: s.pendingBytes };
+}
+
+function parentOf(path: string): { dir: string; base: string } {
+  const parts = splitPath(path);
+  const base = parts[parts.length - 1] as string;
+  return { dir: `/${parts.slice(0, -1).join('/')}`, base };
+}
+
+interface PutMsg {
+  head?: unknown;
+  data?: Buffer;
+}
+
+export class FileService {
+  private readonly log = logger('file-service');
+
+  constructor(
+    readonly fs: CairnFs,
+    private readonly ctx: NodeContext,
+    private readonly meta: MetaClient,
+  ) {}
+
+  /** mkdir -p of a directory path. */
+  private async mkdirs(dir: string): Promise<void> {
+    let cur = '';
+    for (const p of splitPath(dir)) {
+      cur += `/${p}`;
+      try {
+        await this.meta.mkdir(cur);
+      } catch (err) {
+        if (!(err instanceof CairnError && err.code === 'EEXIST')) throw err;
+      }
+    }
+  }
+
+  /** The upload of a whole file (see the header): returns the status once the put is done. */
+  async put(head: z.infer<typeof putHeadSchema>, body: AsyncIterable<Buffer>): Promise<Record<string, unknown>> {
+    const mode = head.mode === '' ? this.ctx.cfg.daemon.file.mode : head.mode;
+    const { dir, base } = parentOf(head.path);
+    if (head.mkdirs) await this.mkdirs(dir);
+    const existing = await this.meta.stat(head.path).catch((err: unknown) => {
+      if (err instanceof CairnError && err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (existing !== undefined && existing.type !== 'file') throw new CairnError(existing.type === 'dir' ? 'EISDIR' : 'EINVAL', `${head.path} exists and is not a regular file`);
+    const tmp = `${dir === '/' ? '' : dir}/.${base.slice(0, 100)}.put-${randomBytes(6).toString('hex')}`;
+    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode });
+    let size = 0;
+    let closed = false;
+    try {
+      for await (const piece of body) {
+        size += await this.fs.write(fd, piece, size);
+        metrics.bytes.inc({ dir: 'in' }, piece.length);
+      }
+      closed = true;
+      // strong: close returns once the commit is durable; weak: wait until it is visible.
+      await this.fs.close(fd);
+      if (mode === 'weak') await this.fs.commit(tmp, 'visible');
+      await this.meta.rename(tmp, head.path);
+    } catch (err) {
+      if (!closed) {
+        await this.fs.truncate(fd, 0).catch(() => undefined);
+        await this.fs.close(fd).catch(() => undefined);
+      }
+      await this.meta.unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    // Bind the final path to the cached file, so status by path sees a commit still running.
+    const rfd = await this.fs.open(head.path);
+    await this.fs.close(rfd);
+    const st = await this.fs.commitStatus(head.path);
+    return { path: head.path, size, version: st.version, state: st.state, pending_bytes: st.pendingBytes };
+  }
+
+  impl(): grpc.UntypedServiceImplementation {
+    const put = (call: grpc.ServerReadableStream<PutMsg, unknown>, callback: grpc.sendUnaryData<unknown>): void => {
+      const it = call[Symbol.asyncIterator]() as AsyncIterator<PutMsg>;
+      (async () => {
+        const first = await it.next();
+        if (first.done === true || first.value.head === null || first.value.head === undefined) throw new CairnError('EINVAL', 'Put: the first message must carry the head');
+        if (first.value.data !== undefined && first.value.data.length > 0) throw new CairnError('EINVAL', 'Put: the head message carries no data');
+        const parsed = putHeadSchema.safeParse(first.value.head);
+        if (!parsed.success) throw einval('Put head', parsed.error);
+        async function* body(): AsyncGenerator<Buffer> {
+          for (;;) {
+            const n = await it.next();
+            if (n.done === true) return;
+            const d = n.value.data;
+            if ((n.value.head !== null && n.value.head !== undefined) || !(d instanceof Buffer)) throw new CairnError('EINVAL', 'Put: messages after the head carry data only');
+            if (d.length > FILE_PIECE_BYTES) throw new CairnError('EINVAL', `Put: data piece of ${d.length} bytes exceeds ${FILE_PIECE_BYTES}`);
+            if (d.length > 0) yield d;
+          }
+        }
+        return this.put(parsed.data, body());
+      })().then(
+        (r) => {
+          metrics.calls.inc({ method: 'put', result: 'ok' });
+          callback(null, r);
+        },
+        (err: unknown) => {
+          metrics.calls.inc({ method: 'put', result: err instanceof CairnError ? err.code : 'error' });
+          if (!(err instanceof CairnError)) this.log.error({ err: String(err) }, 'put failed');
+          callback(toServiceError(err));
+        },
+      );
+    };
+
+    const get = (call: grpc.ServerWritableStream<unknown, unknown>): void => {
+      (async () => {
+        const parsed = getSchema.safeParse(call.request);
+        if (!parsed.success) throw einval('Get', parsed.error);
+        const q = parsed.data;
+        const fd = await this.fs.open(q.path);
+        try {
+          const st = await this.fs.stat(q.path);
+          call.write({ stat: statToWire(st, q.path) });
+          const end = q.length === 0 ? st.size : Math.min(st.size, q.offset + q.length);
+          let pos = q.offset;
+          while (pos < end && !call.cancelled) {
+            const piece = await this.fs.read(fd, Math.min(FILE_PIECE_BYTES, end - pos), pos);
+            if (piece.length === 0) break;
+            pos += piece.length;
+            metrics.bytes.inc({ dir: 'out' }, piece.length);
+            if (!call.write({ data: piece })) await once(call, 'drain');
+          }
+        } finally {
+          await this.fs.close(fd);
+        }
+        call.end();
+        metrics.calls.inc({ method: 'get', result: 'ok' });
+      })().catch((err: unknown) => {
+        metrics.calls.inc({ method: 'get', result: err instanceof CairnError ? err.code : 'error' });
+        if (!call.cancelled) call.emit('error', toServiceError(err));
+      });
+    };
+
+    return {
+      Put: put,
+      Get: get,
+      Commit: unary(commitSchema, async (q) => statusToWire(await this.fs.commit(q.path, q.wait === '' ? 'durable' : q.wait), q.path)),
+      CommitStatus: unary(pathRequestSchema, async (q) => statusToWire(await this.fs.commitStatus(q.path), q.path)),
+      Stat: unary(pathRequestSchema, async (q) => statToWire(await this.fs.stat(q.path), q.path)),
+      Cluster: unary(z.object({}).loose(), async () => this.cluster()),
+    };
+  }
+
+  /** Nodes, leader, term, diskmap and disks as this node sees them (live disk states asked of each node). */
+  async cluster(): Promise<Record<string, unknown>> {
+    const { view, clients } = clusterPartsOf(this.ctx);
+    const raft = this.ctx.raft();
+    const st = raft?.status();
+    const dm = view.hasDiskmap() ? view.diskmap() : undefined;
+    const inMap = new Set(dm === undefined ? [] : diskEntries(dm.topology).map((e) => `${e.machine.dc}.${e.machine.row}.${e.machine.rack}.${e.machine.machine}/${e.d.disk}/${e.d.incarnation.toString(16).padStart(16, '0')}`));
+    const nodes = await Promise.all(
+      view.registry().map(async (n) => {
+        const loc = `${n.location.dc}.${n.location.row}.${n.location.rack}.${n.location.machine}`;
+        const live = await clients
+          .get(n.address)
+          .diskStatus({ timeoutMs: 2_000 })
+          .catch(() => undefined);
+        const role = raft !== undefined && n.nodeId === raft.id ? String(st?.role ?? '') : raft?.leaderId() === n.nodeId ? 'leader' : live === undefined ? 'unreachable' : 'follower';
+        return {
+          node_id: n.nodeId,
+          address: n.address,
+          location: loc,
+          role,
+          term: n.nodeId === raft?.id ? (st?.term ?? 0) : 0,
+          disks: n.disks.map((d) => {
+            const l = live?.find((x) => x.path === d.path);
+            return {
+              path: d.path,
+              disk: d.disk,
+              capacity_bytes: d.capacityBytes,
+              class: d.class,
+              incarnation: d.incarnation,
+              state: l?.state ?? (live === undefined ? `${d.state} (registered)` : d.state),
+              reason: l?.reason ?? d.reason,
+              in_diskmap: inMap.has(`${loc}/${d.disk}/${d.incarnation}`),
+            };
+          }),
+        };
+      }),
+    );
+    return {
+      answered_by: this.ctx.cfg.nodeId,
+      leader_id: raft?.leaderId() ?? 0,
+      term: st?.term ?? 0,
+      diskmap_epoch: dm?.epoch ?? 0,
+      scheme: dm === undefined ? '' : schemeText(dm.scheme),
+      failure_domain: dm?.failureDomain ?? '',
+      groups: dm?.groups.filter((g) => !g.retired).length ?? 0,
+      bucket_size_bytes: dm?.bucketSizeBytes ?? 0,
+      nodes,
+      cached_files: this.fs.cachedFiles().map((s) => statusToWire(s)),
+    };
+  }
+}
+
+export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
+  const { view, clients, endpoints } = clusterPartsOf(ctx);
+  // Its own MetaClient: the cache's lease releases at shutdown run after the cluster part stopped.
+  const meta = new MetaClient({ endpoints, timeoutMs: 5_000, retryBudgetMs: 20_000 });
+  const f = ctx.cfg.daemon.file;
+  const fs = await CairnFs.start(
+    {
+      cacheDir: ctx.cfg.cacheDir,
+      mode: f.mode,
+      chunker: { kind: 'fixed', sizeBytes: f.chunkSizeBytes },
+      cacheMaxBytes: f.cacheMaxBytes,
+      idleCommitDelayMs: f.idleCommitDelayMs,
+    },
+    {
+      meta: new MetaAdapter(meta),
+      chunks: new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }),
+    },
+  );
+  const svc = new FileService(fs, ctx, meta);
+  return {
+    name: 'file',
+    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }],
+    stop: async () => {
+      await fs.shutdown();
+      meta.close();
+    },
+  };
+};

@@ -1,0 +1,180 @@
+/**
+ * A whole cluster of node daemons in this process (startNode, real gRPC on 127.0.0.1, real
+ * LevelDB and directory disks): registration, the diskmap built by the leader's controller, a
+ * file stored through one node and read back through another, restarts that keep disks and the
+ * map, growth by a disk added to one node's config, and bad file-service requests.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NodeConfig } from '../../src/common/config.js';
+import { startNode, type CairnNode } from '../../src/server/node.js';
+import { FileClient } from '../../src/server/file-client.js';
+import { call, makeClient, serviceOf, type grpc } from '../../src/rpc/grpc.js';
+import { CairnError } from '../../src/common/errors.js';
+import { eventually, tempDir } from '../helpers/env.js';
+import { clusterConfigs, DISK_BYTES, randomPieces, startAll, waitForDiskmap } from './helpers.js';
+
+const MIB = 1024 * 1024;
+
+async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const b of src) out.push(b);
+  return Buffer.concat(out);
+}
+
+async function sha256Of(src: AsyncIterable<Buffer>): Promise<{ hex: string; bytes: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const b of src) {
+    h.update(b);
+    bytes += b.length;
+  }
+  return { hex: h.digest('hex'), bytes };
+}
+
+describe('a 3-node cluster of daemons', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let cfgs: NodeConfig[];
+  let nodes: CairnNode[];
+  const clients: FileClient[] = [];
+  const fc = (i: number): FileClient => {
+    const c = new FileClient(cfgs[i]!.listen);
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    dir = await tempDir('cairn-server-');
+    cfgs = await clusterConfigs(dir.path, 3);
+    nodes = await startAll(cfgs);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await dir.remove();
+  }, 60_000);
+
+  it('registers every node and builds one diskmap holding every disk', async () => {
+    const c = await waitForDiskmap(fc(1));
+    expect(c.diskmapEpoch).toBe(1);
+    expect(c.nodes.map((n) => n.nodeId)).toEqual([1, 2, 3]);
+    for (const n of c.nodes) {
+      expect(n.disks).toHaveLength(1);
+      expect(n.disks[0]!.state).toBe('ok');
+      expect(n.disks[0]!.inDiskmap).toBe(true);
+      expect(n.disks[0]!.capacityBytes).toBe(DISK_BYTES);
+    }
+    expect(c.scheme).not.toBe('');
+    expect(c.groups).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('stores a multi-chunk file through node 1 (strong) and reads it back byte for byte through node 3', async () => {
+    await waitForDiskmap(fc(0));
+    const size = 5 * MIB + 12_345;
+    const want = await sha256Of(randomPieces(size, 7));
+    const put = await fc(0).put('/dir/a/file.bin', randomPieces(size, 7), { mode: 'strong', mkdirs: true });
+    expect(put.size).toBe(size);
+    expect(put.state).toBe('durable');
+    const got = await fc(2).get('/dir/a/file.bin');
+    expect(got.stat.size).toBe(size);
+    const seen = await sha256Of(got.data);
+    expect(seen).toEqual(want);
+    // A range read through node 2.
+    const range = await fc(1).get('/dir/a/file.bin', { offset: MIB - 10, length: 20 });
+    const rbytes = await collect(range.data);
+    let all = Buffer.alloc(0);
+    for await (const b of randomPieces(MIB + 10, 7)) all = Buffer.concat([all, b]);
+    expect(rbytes.equals(all.subarray(MIB - 10, MIB + 10))).toBe(true);
+    const st = await fc(2).commitStatus('/dir/a/file.bin');
+    expect(st.state).toBe('durable');
+    expect(st.pendingBytes).toBe(0);
+  }, 120_000);
+
+  it('a weak put becomes visible at once and durable with commit --wait durable', async () => {
+    const put = await fc(1).put('/weak.txt', [Buffer.from('hello weak world\n')], { mode: 'weak' });
+    expect(['visible', 'durable', 'committing']).toContain(put.state);
+    const c = await fc(1).commit('/weak.txt', 'durable');
+    expect(c.state).toBe('durable');
+    const got = await fc(0).get('/weak.txt');
+    expect((await collect(got.data)).toString()).toBe('hello weak world\n');
+  }, 60_000);
+
+  it('answers bad requests with EINVAL and keeps serving', async () => {
+    const c = fc(0);
+    const bad = async (p: Promise<unknown>): Promise<string> => {
+      try {
+        await p;
+      } catch (err) {
+        return err instanceof CairnError ? err.code : String(err);
+      }
+      return 'no error';
+    };
+    expect(await bad(c.stat('relative/path'))).toBe('EINVAL');
+    expect(await bad(c.stat('/a/../b'))).toBe('EINVAL');
+    expect(await bad(c.commit('/x', 'bogus' as 'durable'))).toBe('EINVAL');
+    expect(await bad(c.get('/'))).toBe('EINVAL');
+    expect(await bad(c.put('/', [Buffer.from('x')]))).toBe('EINVAL');
+    expect(await bad(c.put('/dir', [Buffer.from('x')]))).toBe('EISDIR');
+    expect(await bad(c.stat('/no/such/file'))).toBe('ENOENT');
+    // A raw stream whose first message is data, not the head.
+    const raw = makeClient<grpc.Client>(serviceOf('file.proto', 'cairn.file.Files'), cfgs[0]!.listen);
+    const code = await new Promise<string>((resolve) => {
+      const s = (raw as unknown as { Put: Function }).Put({}, (err: grpc.ServiceError | null) => resolve(err ? String(err.metadata.get('cairn-code')[0]) : 'no error'));
+      s.write({ data: Buffer.from('no head') });
+      s.end();
+    });
+    raw.close();
+    expect(code).toBe('EINVAL');
+    // Oversized piece.
+    const raw2 = makeClient<grpc.Client>(serviceOf('file.proto', 'cairn.file.Files'), cfgs[0]!.listen);
+    const code2 = await new Promise<string>((resolve) => {
+      const s = (raw2 as unknown as { Put: Function }).Put({}, (err: grpc.ServiceError | null) => resolve(err ? String(err.metadata.get('cairn-code')[0]) : 'no error'));
+      s.write({ head: { path: '/big', mode: 'strong' } });
+      s.write({ data: Buffer.alloc(2 * MIB) });
+      s.end();
+    });
+    raw2.close();
+    expect(code2).toBe('EINVAL');
+    expect(await call(makeClient<grpc.Client>(serviceOf('file.proto', 'cairn.file.Files'), cfgs[0]!.listen), 'Stat', { path: 42 }).catch((e: CairnError) => e.code)).toBe('EINVAL');
+    // The failed upload left nothing behind, and the node still serves.
+    expect(await bad(c.stat('/big'))).toBe('ENOENT');
+    expect((await c.stat('/weak.txt')).size).toBe(17);
+  }, 60_000);
+
+  it('a restarted node keeps its disks (same incarnation) and the diskmap stays at its epoch', async () => {
+    const before = await waitForDiskmap(fc(0));
+    const label = JSON.parse(await readFile(join(cfgs[1]!.disks[0]!.path, 'cairn-disk.json'), 'utf8')) as { incarnation: string };
+    await nodes[1]!.stop();
+    nodes[1] = await startNode(cfgs[1]!);
+    const after = await eventually(async () => {
+      const c = await fc(1).cluster();
+      return c.leaderId !== 0 && c.diskmapEpoch > 0 ? c : undefined;
+    }, 30_000);
+    const label2 = JSON.parse(await readFile(join(cfgs[1]!.disks[0]!.path, 'cairn-disk.json'), 'utf8')) as { incarnation: string };
+    expect(label2.incarnation).toBe(label.incarnation);
+    // Give the controller several rounds to (wrongly) change the map.
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await fc(0).cluster()).diskmapEpoch).toBe(before.diskmapEpoch);
+    expect(after.nodes.find((n) => n.nodeId === 2)!.disks[0]!.incarnation).toBe(label.incarnation);
+    // The file is still readable through the restarted node.
+    const got = await fc(1).get('/weak.txt');
+    expect((await collect(got.data)).toString()).toBe('hello weak world\n');
+  }, 90_000);
+
+  it('a disk added to one node\'s config grows the diskmap by one epoch, automatically', async () => {
+    const before = await waitForDiskmap(fc(0));
+    await nodes[2]!.stop();
+    const c3 = cfgs[2]!;
+    cfgs[2] = { ...c3, disks: [...c3.disks, { path: join(dir.path, 'node3', 'disk1'), disk: 1, capacityBytes: DISK_BYTES, class: 'hdd' }] };
+    nodes[2] = await startNode(cfgs[2]!);
+    const grown = await waitForDiskmap(fc(0), before.diskmapEpoch + 1);
+    expect(grown.diskmapEpoch).toBe(before.diskmapEpoch + 1);
+    const n3 = grown.nodes.find((n) => n.nodeId === 3)!;
+    expect(n3.disks.map((d) => d.inDiskmap)).toEqual([true, true]);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await fc(0).cluster()).diskmapEpoch).toBe(before.diskmapEpoch + 1);
+  }, 90_000);
+});
