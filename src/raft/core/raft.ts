@@ -562,9 +562,15 @@ export class Raft {
     const isVoter = this.voters.has(cc.nodeId);
     const isLearner = this.learners.has(cc.nodeId);
     switch (cc.type) {
-      case ConfChangeType.AddNode:
+      case ConfChangeType.AddNode: {
         if (isVoter) throw new CairnError('EEXIST', `raft: node ${cc.nodeId} is already a voter`);
+        const pr = this.prs.get(cc.nodeId);
+        if (isLearner && pr && pr.state !== 'replicate') {
+          // A voter that holds nothing weakens the quorum: promote once it follows the log.
+          throw new CairnError('EBUSY', `raft: learner ${cc.nodeId} has not caught up with the log yet (match ${pr.match}); retry once it has`);
+        }
         break;
+      }
       case ConfChangeType.AddLearner:
         if (isVoter || isLearner) throw new CairnError('EEXIST', `raft: node ${cc.nodeId} is already a member`);
         break;
@@ -594,8 +600,10 @@ export class Raft {
   // ---------------------------------------------------------------- step
 
   step(m: Message): void {
-    if ((m.type === MessageType.Vote || m.type === MessageType.PreVote) && !this.voters.has(m.from)) {
-      // A node that is not a voter here (removed, or not yet known) cannot disrupt us.
+    if ((m.type === MessageType.Vote || m.type === MessageType.PreVote) && this.voters.size > 0 && !this.voters.has(m.from)) {
+      // A node that is not a voter here (removed, or not yet known) cannot disrupt us. A node
+      // that knows no configuration yet (joining, before its first snapshot) does vote: it may
+      // already be a voter whose vote the cluster needs.
       return;
     }
     if (m.term === 0) {

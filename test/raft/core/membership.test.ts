@@ -139,6 +139,40 @@ describe('membership', () => {
     expect(net.node(3).appliedData()).toEqual(['still fine']);
   });
 
+  it('a learner is promoted only once it follows the log', () => {
+    const net = withJoiner();
+    net.campaign(1);
+    net.cutLink(1, 4); // 4 never hears from the leader
+    net.node(1).rn.proposeConfChange(cc(ConfChangeType.AddLearner, 4));
+    net.deliver();
+    net.tickAll(2);
+    expect(() => net.node(1).rn.proposeConfChange(cc(ConfChangeType.AddNode, 4))).toThrowError(expect.objectContaining({ code: 'EBUSY' }));
+    net.heal();
+    net.tickAll(3);
+    net.node(1).rn.proposeConfChange(cc(ConfChangeType.AddNode, 4));
+    net.deliver();
+    net.tickAll(2);
+    expect(net.node(4).rn.status().conf.voters).toEqual([1, 2, 3, 4]);
+  });
+
+  it('a new voter that has not received anything yet still votes, so the cluster is not stuck', () => {
+    const net = withJoiner();
+    net.campaign(1);
+    net.cutLink(1, 4);
+    net.node(1).rn.proposeConfChange(cc(ConfChangeType.AddNode, 4)); // straight to voter: quorum is 3 of 4
+    net.deliver();
+    net.tickAll(2);
+    expect(net.node(2).rn.status().conf.voters).toEqual([1, 2, 3, 4]);
+    expect(net.node(4).rn.status().conf.voters).toEqual([]);
+    // The leader is lost: 2 and 3 need node 4's vote, though 4 knows no configuration yet.
+    net.isolate(1);
+    for (let i = 0; i < 60 && ![2, 3].some((id) => net.node(id).raft.role === Role.Leader); i++) net.tickAll(1);
+    const l = [2, 3].find((id) => net.node(id).raft.role === Role.Leader);
+    expect(l).toBeDefined();
+    net.tickAll(3);
+    expect(net.node(4).rn.status().conf.voters).toEqual([1, 2, 3, 4]); // caught up by snapshot
+  });
+
   it('messages from a stale id are ignored by the leader', () => {
     const net = new Network([1, 2, 3]);
     net.campaign(1);

@@ -570,7 +570,7 @@ export class Simulation {
         via.rn!.proposeConfChange({ type, nodeId, context: new Uint8Array(0) });
         this.stats.confChanges++;
         this.log(`propose ${ConfChangeType[type]} n${nodeId} on n${via.id}`);
-        if (type === ConfChangeType.AddLearner && !this.nodes.has(nodeId)) {
+        if (!this.nodes.has(nodeId)) {
           // The new node starts empty and learns everything from the leader's snapshot.
           const sn = new SimNode(nodeId, new MemoryStorage(), []);
           this.nodes.set(nodeId, sn);
@@ -581,7 +581,10 @@ export class Simulation {
         if (!this.tolerated(err)) throw err;
       }
     };
-    if (this.nextNodeId <= MAX_NODE_ID) options.push(propose(ConfChangeType.AddLearner, this.nextNodeId));
+    if (this.nextNodeId <= MAX_NODE_ID) {
+      options.push(propose(ConfChangeType.AddLearner, this.nextNodeId));
+      if (this.rng.chance(0.3)) options.push(propose(ConfChangeType.AddNode, this.nextNodeId)); // straight to voter
+    }
     for (const id of conf.learners) options.push(propose(ConfChangeType.AddNode, id));
     for (const id of conf.learners) options.push(propose(ConfChangeType.RemoveNode, id));
     if (conf.voters.length > 3) for (const id of conf.voters) options.push(propose(ConfChangeType.RemoveNode, id));
