@@ -13,3 +13,4 @@ COMMANDS.push((await import('./diskmap.js')).register);
 COMMANDS.push((await import('./server.js')).register);
 COMMANDS.push((await import('./meta.js')).register);
 COMMANDS.push((await import('./local.js')).register);
+COMMANDS.push((await import('./files.js')).register);

@@ -1,0 +1,226 @@
+/**
+ * `cairn put | get | cat | commit | status`: files through a node daemon's file service
+ * (proto/file.proto, src/server/file-service.ts). The CLI is a client of the same API every
+ * program uses; the node it talks to owns the write cache and runs the commit.
+ *
+ * The node: --endpoint host:port, else $CAIRN_ENDPOINT, else the first of $CAIRN_ENDPOINTS, else
+ * 127.0.0.1:7400 (node 1 of `cairn local up`). Transfers larger than a few MiB show a progress
+ * bar on stderr when stderr is a terminal.
+ */
+import type { Command } from 'commander';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, stat, unlink } from 'node:fs/promises';
+import { once } from 'node:events';
+import { dirname, basename, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import cliProgress from 'cli-progress';
+import { CairnError } from '../../common/errors.js';
+import { addressSchema } from '../../common/config.js';
+import { FileClient } from '../../server/file-client.js';
+import { formatBytes, printJson, printTable } from '../output.js';
+import { parseOptions, usageError } from '../usage.js';
+
+/** Transfers at least this large get a progress bar (on a terminal). */
+const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
+
+const base = {
+  endpoint: addressSchema,
+  json: z.boolean().default(false),
+};
+
+function endpointOf(raw: { endpoint?: string }): string {
+  return raw.endpoint ?? process.env.CAIRN_ENDPOINT ?? process.env.CAIRN_ENDPOINTS?.split(',')[0] ?? '127.0.0.1:7400';
+}
+
+function remotePath(p: string): string {
+  if (!p.startsWith('/')) throw usageError(`remote path must be absolute (start with /): ${JSON.stringify(p)}`);
+  return p;
+}
+
+function progress(totalBytes: number, label: string): { update(n: number): void; stop(): void } {
+  if (!process.stderr.isTTY || totalBytes < PROGRESS_MIN_BYTES) return { update: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: `${label} [{bar}] {percentage}% | {done} of {all} | {speed}`,
+      hideCursor: true,
+      clearOnComplete: true,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const t0 = Date.now();
+  const fmt = (n: number): Record<string, string> => ({
+    done: formatBytes(n),
+    all: formatBytes(totalBytes),
+    speed: `${formatBytes(Math.round(n / Math.max(0.001, (Date.now() - t0) / 1000)))}/s`,
+  });
+  bar.start(totalBytes, 0, fmt(0));
+  return {
+    update: (n) => bar.update(n, fmt(n)),
+    stop: () => bar.stop(),
+  };
+}
+
+async function withClient<T>(endpoint: string, fn: (c: FileClient) => Promise<T>): Promise<T> {
+  const c = new FileClient(endpoint);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+const putSchema = z.object({ ...base, strong: z.boolean().default(false), weak: z.boolean().default(false), mkdirs: z.boolean().default(true) });
+const getSchema = z.object({ ...base, offset: z.coerce.number().int().min(0).default(0), length: z.coerce.number().int().min(0).default(0) });
+const commitSchema = z.object({ ...base, wait: z.enum(['none', 'visible', 'durable']).default('durable') });
+const statusSchema = z.object(base);
+
+export function register(program: Command): void {
+  const endpointOpt = (c: Command): Command =>
+    c.option('--endpoint <host:port>', 'node to talk to (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)').option('--json', 'print JSON');
+
+  endpointOpt(
+    program
+      .command('put')
+      .description('upload a local file (- for stdin) to REMOTE; readers see the old file or the whole new one')
+      .argument('<local>', 'local file, or - for stdin')
+      .argument('<remote>', 'absolute path in Cairn')
+      .option('--strong', 'return once the file is durable (every shard stored)')
+      .option('--weak', 'return once the new version is visible (the default of the node, unless it is strong)')
+      .option('--no-mkdirs', 'fail if the parent directory does not exist'),
+  ).action(async (local: string, remote: string, raw: { endpoint?: string }) => {
+    const o = parseOptions(putSchema, { ...raw, endpoint: endpointOf(raw) });
+    if (o.strong && o.weak) throw usageError('give --strong or --weak, not both');
+    const path = remotePath(remote);
+    let size = 0;
+    if (local !== '-') {
+      const st = await stat(local).catch(() => undefined);
+      if (st === undefined) throw new CairnError('ENOENT', `${local}: no such local file`);
+      if (!st.isFile()) throw new CairnError('EINVAL', `${local} is not a regular file`);
+      size = st.size;
+    }
+    const src = local === '-' ? process.stdin : createReadStream(local, { highWaterMark: 1024 * 1024 });
+    const bar = progress(size, `put ${basename(path)}`);
+    const r = await withClient(o.endpoint, (c) =>
+      c.put(path, src, { mode: o.strong ? 'strong' : o.weak ? 'weak' : undefined, mkdirs: o.mkdirs, sizeHint: size, onBytes: (n) => bar.update(n) }),
+    ).finally(() => bar.stop());
+    if (o.json) printJson(r);
+    else process.stdout.write(`${r.path}: ${formatBytes(r.size)}, version ${r.version}, ${r.state}${r.pendingBytes > 0 ? ` (${formatBytes(r.pendingBytes)} pending)` : ''}\n`);
+  });
+
+  endpointOpt(
+    program
+      .command('get')
+      .description('download REMOTE to a local file (- for stdout); the local file appears whole or not at all')
+      .argument('<remote>', 'absolute path in Cairn')
+      .argument('<local>', 'local file, or - for stdout')
+      .option('--offset <bytes>', 'start at this byte', '0')
+      .option('--length <bytes>', 'at most this many bytes (0: to the end)', '0'),
+  ).action(async (remote: string, local: string, raw: { endpoint?: string }) => {
+    const o = parseOptions(getSchema, { ...raw, endpoint: endpointOf(raw) });
+    const path = remotePath(remote);
+    await withClient(o.endpoint, async (c) => {
+      const { stat: st, data } = await c.get(path, { offset: o.offset, length: o.length });
+      const total = o.length === 0 ? Math.max(0, st.size - o.offset) : Math.min(o.length, Math.max(0, st.size - o.offset));
+      const toStdout = local === '-';
+      const tmp = toStdout ? '' : join(dirname(local), `.${basename(local)}.cairn-get-${randomBytes(4).toString('hex')}`);
+      const out = toStdout ? process.stdout : createWriteStream(tmp, { flags: 'wx' });
+      const bar = progress(total, `get ${basename(path)}`);
+      let n = 0;
+      try {
+        for await (const piece of data) {
+          if (!out.write(piece)) await once(out, 'drain');
+          n += piece.length;
+          bar.update(n);
+        }
+        if (!toStdout) {
+          const ws = out as ReturnType<typeof createWriteStream>;
+          await new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res())));
+          await rename(tmp, local);
+        }
+      } catch (err) {
+        if (!toStdout) {
+          (out as ReturnType<typeof createWriteStream>).destroy();
+          await unlink(tmp).catch(() => undefined);
+        }
+        throw err;
+      } finally {
+        bar.stop();
+      }
+      if (n !== total) throw new CairnError('EIO', `${path}: got ${n} bytes, expected ${total}`);
+      if (!toStdout) {
+        if (o.json) printJson({ path, local, bytes: n, version: st.version, state: st.state });
+        else process.stderr.write(`${path} → ${local}: ${formatBytes(n)}, version ${st.version}\n`);
+      }
+    });
+  });
+
+  program
+    .command('cat')
+    .description('print REMOTE to stdout')
+    .argument('<remote>', 'absolute path in Cairn')
+    .option('--endpoint <host:port>', 'node to talk to (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)')
+    .action(async (remote: string, raw: { endpoint?: string }) => {
+      const o = parseOptions(z.object({ endpoint: addressSchema }), { endpoint: endpointOf(raw) });
+      const path = remotePath(remote);
+      await withClient(o.endpoint, async (c) => {
+        const { data } = await c.get(path);
+        for await (const piece of data) if (!process.stdout.write(piece)) await once(process.stdout, 'drain');
+      });
+    });
+
+  endpointOpt(
+    program
+      .command('commit')
+      .description("commit REMOTE's cached writes on the node now and wait for them")
+      .argument('<remote>', 'absolute path in Cairn')
+      .option('--wait <state>', 'none | visible | durable', 'durable'),
+  ).action(async (remote: string, raw: { endpoint?: string }) => {
+    const o = parseOptions(commitSchema, { ...raw, endpoint: endpointOf(raw) });
+    const s = await withClient(o.endpoint, (c) => c.commit(remotePath(remote), o.wait));
+    if (o.json) printJson(s);
+    else process.stdout.write(`${s.path}: ${s.state}, version ${s.version}, ${formatBytes(s.size)}${s.pendingBytes > 0 ? `, ${formatBytes(s.pendingBytes)} pending` : ''}${s.error ? ` (last error: ${s.error})` : ''}\n`);
+  });
+
+  endpointOpt(
+    program
+      .command('status')
+      .description('the cluster (nodes, leader, term, diskmap, disks) or, with a path, the commit state of a file')
+      .argument('[remote]', 'absolute path in Cairn'),
+  ).action(async (remote: string | undefined, raw: { endpoint?: string }) => {
+    const o = parseOptions(statusSchema, { ...raw, endpoint: endpointOf(raw) });
+    await withClient(o.endpoint, async (c) => {
+      if (remote !== undefined) {
+        const s = await c.commitStatus(remotePath(remote));
+        if (o.json) printJson(s);
+        else printTable(['path', 'state', 'version', 'size', 'pending', 'error'], [[s.path, s.state, s.version, formatBytes(s.size), formatBytes(s.pendingBytes), s.error || '-']]);
+        return;
+      }
+      const cl = await c.cluster();
+      if (o.json) {
+        printJson(cl);
+        return;
+      }
+      process.stdout.write(
+        `leader: node ${cl.leaderId || '-'}  term: ${cl.term}  answered by: node ${cl.answeredBy}\n` +
+          (cl.diskmapEpoch === 0
+            ? 'diskmap: none yet (waiting for every initial node to register)\n'
+            : `diskmap: epoch ${cl.diskmapEpoch}, ${cl.scheme} per ${cl.failureDomain}, ${cl.groups} placement groups, buckets of ${formatBytes(cl.bucketSizeBytes)}\n`) +
+          '\n',
+      );
+      printTable(
+        ['node', 'address', 'location', 'role', 'disk', 'capacity', 'state', 'in map', 'path'],
+        cl.nodes.flatMap((n) =>
+          n.disks.length === 0
+            ? [[n.nodeId, n.address, n.location, n.role, '-', '-', '-', '-', '-']]
+            : n.disks.map((d) => [n.nodeId, n.address, n.location, n.role, d.disk, formatBytes(d.capacityBytes), d.state, d.inDiskmap ? 'yes' : 'no', d.path]),
+        ),
+      );
+      if (cl.cachedFiles.length > 0) {
+        process.stdout.write(`\nfiles in node ${cl.answeredBy}'s write cache:\n`);
+        printTable(['path', 'state', 'pending'], cl.cachedFiles.map((f) => [f.path, f.state, formatBytes(f.pendingBytes)]));
+      }
+    });
+  });
+}
