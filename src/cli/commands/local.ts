@@ -15,6 +15,8 @@ import { z } from 'zod';
 import { CairnError } from '../../common/errors.js';
 import { loadNodeConfig, type NodeConfig } from '../../common/config.js';
 import { MetaClient } from '../../meta/client.js';
+import { FileClient } from '../../server/file-client.js';
+import { createHash, randomBytes } from 'node:crypto';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
 import { writeLocalCluster } from './server.js';
@@ -108,7 +110,7 @@ interface Check {
 }
 
 /** End-to-end checks on a running cluster; each one says what it saw. */
-async function smokeChecks(meta: MetaClient, endpoints: string[]): Promise<Check[]> {
+async function smokeChecks(meta: MetaClient, endpoints: string[], configs: NodeConfig[]): Promise<Check[]> {
   const checks: Check[] = [];
   const check = async (name: string, fn: () => Promise<string>): Promise<void> => {
     try {
@@ -147,7 +149,80 @@ async function smokeChecks(meta: MetaClient, endpoints: string[]): Promise<Check
     }
     throw new Error(`${dir} still exists`);
   });
+  await fileChecks(check, meta, endpoints, configs);
   return checks;
+}
+
+/** The data path: the diskmap covers every disk; a strong put through node 1 reads back through node 3. */
+async function fileChecks(
+  check: (name: string, fn: () => Promise<string>) => Promise<void>,
+  meta: MetaClient,
+  endpoints: string[],
+  configs: NodeConfig[],
+): Promise<void> {
+  const first = new FileClient(endpoints[0]!);
+  const last = new FileClient(endpoints[endpoints.length - 1]!);
+  const dir = `/smoke-files-${process.pid}-${Date.now()}`;
+  const path = `${dir}/random.bin`;
+  const sizeBytes = 10 * 1024 * 1024 + 4321;
+  // Deterministic content from one random seed, generated piece by piece (never held whole).
+  const seed = randomBytes(32);
+  const pieces = function* (): Generator<Buffer> {
+    for (let i = 0, at = 0; at < sizeBytes; i++, at += 1024 * 1024) {
+      const n = Math.min(1024 * 1024, sizeBytes - at);
+      const out = Buffer.alloc(n);
+      for (let o = 0, j = 0; o < n; o += 32, j++) createHash('sha256').update(seed).update(`${i}:${j}`).digest().copy(out, o);
+      yield out;
+    }
+  };
+  try {
+    await check('the diskmap exists and every node\'s disks are in it', async () => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const c = await first.cluster().catch(() => undefined);
+        const disks = c?.nodes.flatMap((n) => n.disks) ?? [];
+        const want = configs.reduce((s, x) => s + x.disks.length, 0);
+        if (c !== undefined && c.diskmapEpoch > 0 && disks.length === want && disks.every((d) => d.inDiskmap && d.state === 'ok')) {
+          return `epoch ${c.diskmapEpoch}, ${c.scheme} per ${c.failureDomain}, ${c.groups} groups over ${disks.length} disks on ${c.nodes.length} nodes`;
+        }
+        if (Date.now() > deadline) throw new Error(c === undefined ? 'no answer from node 1' : `epoch ${c.diskmapEpoch}, ${disks.filter((d) => d.inDiskmap).length} of ${want} disks in the map`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    });
+    let wantHash = '';
+    await check(`put ${(sizeBytes / 1024 / 1024).toFixed(1)} MiB of random bytes (strong) through node ${configs[0]!.nodeId}`, async () => {
+      const h = createHash('sha256');
+      for (const p of pieces()) h.update(p);
+      wantHash = h.digest('hex');
+      const t0 = Date.now();
+      const r = await first.put(path, pieces(), { mode: 'strong', mkdirs: true });
+      if (r.size !== sizeBytes) throw new Error(`stored ${r.size} bytes, sent ${sizeBytes}`);
+      if (r.state !== 'durable') throw new Error(`strong put returned in state ${r.state}`);
+      return `${path}: version ${r.version}, ${r.state} in ${Date.now() - t0} ms`;
+    });
+    await check(`get it back through node ${configs[configs.length - 1]!.nodeId}: same sha256`, async () => {
+      const { data } = await last.get(path);
+      const h = createHash('sha256');
+      let n = 0;
+      for await (const b of data) {
+        h.update(b);
+        n += b.length;
+      }
+      const got = h.digest('hex');
+      if (n !== sizeBytes || got !== wantHash) throw new Error(`got ${n} bytes with sha256 ${got.slice(0, 16)}…, want ${sizeBytes} with ${wantHash.slice(0, 16)}…`);
+      return `${n} bytes, sha256 ${got.slice(0, 16)}…`;
+    });
+    await check('status shows it durable', async () => {
+      const s = await last.commitStatus(path);
+      if (s.state !== 'durable' || s.pendingBytes !== 0) throw new Error(`state ${s.state}, ${s.pendingBytes} bytes pending`);
+      return `state ${s.state}, version ${s.version}, nothing pending`;
+    });
+  } finally {
+    await meta.unlink(path).catch(() => undefined);
+    await meta.rmdir(dir).catch(() => undefined);
+    first.close();
+    last.close();
+  }
 }
 
 export function register(program: Command): void {
@@ -195,7 +270,7 @@ export function register(program: Command): void {
           }),
         );
         if (o.smoke) {
-          const checks = await smokeChecks(meta, endpoints);
+          const checks = await smokeChecks(meta, endpoints, configs);
           if (o.json) printJson({ leader, nodes: rows, checks });
           else {
             printTable(['node', 'listen', 'pid', 'role', 'term', 'disks', 'config'], rows);
