@@ -3,7 +3,7 @@
  * deterministic Raft simulator over many seeds; a failing seed prints the command that
  * replays it exactly (and, with --trace, the last events before the failure).
  */
-import { runSimulation, SimFailure, type SimStats } from './sim.js';
+import { nodesForSeed, runSimulation, SimFailure, type SimStats } from './sim.js';
 
 interface Args {
   seeds: number;
@@ -41,11 +41,6 @@ function parseArgs(argv: string[]): Args {
     }
   }
   return a;
-}
-
-/** The node count a seed runs with when --nodes is not given: 3 and 5 alternate. */
-export function nodesForSeed(seed: number): number {
-  return seed % 2 === 0 ? 5 : 3;
 }
 
 function main(): void {

@@ -4,15 +4,11 @@
  * the durability check after healing. A failure names the command that replays the seed.
  */
 import { describe, expect, it } from 'vitest';
-import { runSimulation, SimFailure } from './sim.js';
+import { nodesForSeed, runSimulation, SimFailure } from './sim.js';
 
 const SEEDS = 500;
 const STEPS = 500;
 const BATCH = 100;
-
-function nodesForSeed(seed: number): number {
-  return seed % 2 === 0 ? 5 : 3;
-}
 
 describe('raft simulator', () => {
   for (let start = 1; start <= SEEDS; start += BATCH) {

@@ -113,6 +113,11 @@ interface InFlight {
   snapReport?: boolean;
 }
 
+/** The node count a seed runs with when none is given: 3 and 5 alternate. */
+export function nodesForSeed(seed: number): number {
+  return seed % 2 === 0 ? 5 : 3;
+}
+
 export function runSimulation(cfg: SimConfig): SimStats {
   return new Simulation(cfg).run();
 }
