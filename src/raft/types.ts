@@ -131,7 +131,9 @@ export interface ReadState {
  * What the caller must do, in this order:
  *  1. persist `snapshot` (if any), `entries` and `hardState` (if any) — with fsync when
  *     `mustSync`. Entries replace any stored entries from their first index on;
- *  2. send `messages` (only after step 1: they may depend on it). Never addressed to self;
+ *  2. send `messages` (only after step 1: they may depend on it). Never addressed to self.
+ *     For every Snap message the transport later calls RawNode.reportSnapshot(to, ok): the
+ *     leader sends nothing more to that follower until it hears;
  *  3. if `snapshot`: restore the state machine from it; then apply `committedEntries` in
  *     order (for an EntryType.ConfChange entry: decodeConfChange(data), then
  *     RawNode.applyConfChange(cc)). An entry with empty data is a leader's no-op;
