@@ -14,7 +14,7 @@ import { FileClient } from '../../src/server/file-client.js';
 import { call, makeClient, serviceOf, type grpc } from '../../src/rpc/grpc.js';
 import { CairnError } from '../../src/common/errors.js';
 import { eventually, tempDir } from '../helpers/env.js';
-import { clusterConfigs, DISK_BYTES, randomPieces, startAll, waitForDiskmap } from './helpers.js';
+import { clusterConfigs, countShardFiles, DISK_BYTES, randomPieces, startAll, waitForDiskmap } from './helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -47,7 +47,8 @@ describe('a 3-node cluster of daemons', () => {
 
   beforeAll(async () => {
     dir = await tempDir('cairn-server-');
-    cfgs = await clusterConfigs(dir.path, 3);
+    // GC every 500 ms with a 10 s grace period (a commit in flight is never that old here).
+    cfgs = await clusterConfigs(dir.path, 3, 1, { intervalMs: 500, graceMs: 10_000 });
     nodes = await startAll(cfgs);
   }, 60_000);
 
@@ -176,5 +177,21 @@ describe('a 3-node cluster of daemons', () => {
     expect(n3.disks.map((d) => d.inDiskmap)).toEqual([true, true]);
     await new Promise((r) => setTimeout(r, 1_000));
     expect((await fc(0).cluster()).diskmapEpoch).toBe(before.diskmapEpoch + 1);
+  }, 90_000);
+
+  it('chunk GC deletes the shards of a replaced file after the grace period and keeps the live ones', async () => {
+    const disks = () => cfgs.flatMap((c) => c.disks.map((d) => d.path));
+    const before = await countShardFiles(disks());
+    await fc(0).put('/gc/f.bin', randomPieces(2 * MIB, 11), { mode: 'strong', mkdirs: true });
+    const withOld = await countShardFiles(disks());
+    expect(withOld).toBeGreaterThan(before);
+    await fc(0).put('/gc/f.bin', randomPieces(2 * MIB, 12), { mode: 'strong' });
+    const withBoth = await countShardFiles(disks());
+    expect(withBoth).toBeGreaterThan(withOld);
+    // The old version's shards go once they are past the grace period; the new ones stay.
+    await eventually(async () => (await countShardFiles(disks())) <= withBoth - (withOld - before), 60_000, 500);
+    const want = await sha256Of(randomPieces(2 * MIB, 12));
+    expect(await sha256Of((await fc(2).get('/gc/f.bin')).data)).toEqual(want);
+    expect(await sha256Of((await fc(1).get('/dir/a/file.bin')).data)).toEqual(await sha256Of(randomPieces(5 * MIB + 12_345, 7)));
   }, 90_000);
 });

@@ -11,7 +11,7 @@ import { eventually, freePort } from '../helpers/env.js';
 
 export const DISK_BYTES = 256 * 1024 * 1024;
 
-export async function clusterConfigs(dir: string, n: number, disksPerNode = 1): Promise<NodeConfig[]> {
+export async function clusterConfigs(dir: string, n: number, disksPerNode = 1, gc?: { intervalMs: number; graceMs: number }): Promise<NodeConfig[]> {
   const ports: number[] = [];
   for (let i = 0; i < n; i++) ports.push(await freePort());
   const peers = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
@@ -29,7 +29,7 @@ export async function clusterConfigs(dir: string, n: number, disksPerNode = 1): 
       daemon: {
         controllerIntervalMs: 200,
         file: { idleCommitDelayMs: 100, chunkSizeBytes: 1024 * 1024 },
-        gc: { enabled: false },
+        gc: gc === undefined ? { enabled: false } : { enabled: true, ...gc },
         scrub: { enabled: false },
       },
     }),
@@ -64,4 +64,18 @@ export async function* randomPieces(total: number, seed: number): AsyncGenerator
     }
     yield b.subarray(0, n);
   }
+}
+
+/** Shard files on a set of disk directories (what GC may delete). */
+export async function countShardFiles(diskPaths: string[]): Promise<number> {
+  const { readdir } = await import('node:fs/promises');
+  let n = 0;
+  for (const d of diskPaths) {
+    for (const b of await readdir(d).catch(() => [] as string[])) {
+      for (const hh of await readdir(join(d, b, 'shards')).catch(() => [] as string[])) {
+        n += (await readdir(join(d, b, 'shards', hh)).catch(() => [] as string[])).length;
+      }
+    }
+  }
+  return n;
 }
