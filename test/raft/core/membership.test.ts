@@ -115,6 +115,32 @@ describe('membership', () => {
     expect(net.node(l).raft.term).toBe(term);
   });
 
+  it('a membership change replaces the leader: add a node, promote it, remove the old leader', () => {
+    const net = withJoiner({ checkQuorum: true, preVote: true });
+    net.campaign(1);
+    net.propose(1, 'a');
+    const change = (c: ConfChange) => {
+      const l = [...net.nodes.values()].find((n) => n.raft.role === Role.Leader)!;
+      l.rn.proposeConfChange(c);
+      net.deliver();
+      net.tickAll(3);
+    };
+    change(cc(ConfChangeType.AddLearner, 4));
+    change(cc(ConfChangeType.AddNode, 4));
+    change(cc(ConfChangeType.RemoveNode, 1));
+    const leaders = [...net.nodes.values()].filter((n) => n.raft.role === Role.Leader);
+    expect(leaders.length).toBe(1);
+    expect(leaders[0]!.id).not.toBe(1);
+    net.propose(leaders[0]!.id, 'b');
+    net.tickAll(2);
+    for (const id of [2, 3, 4]) {
+      expect(net.node(id).rn.status().conf).toEqual({ voters: [2, 3, 4], learners: [] });
+      // Node 4 started from the bootstrap snapshot and got both through the log.
+      expect(net.node(id).appliedData()).toEqual(['a', 'b']);
+      expect(net.node(id).raft.log.committed).toBe(leaders[0]!.raft.log.committed);
+    }
+  });
+
   it('a removed node that missed its removal cannot disrupt the cluster', () => {
     const net = new Network([1, 2, 3, 4]); // no pre-vote, no check-quorum: only the member check protects
     net.campaign(1);
