@@ -16,7 +16,7 @@ import { ChunkClients } from '../chunk/client.js';
 import { collectGarbage } from '../chunk/gc.js';
 import { Scrubber } from '../chunk/scrub.js';
 import type { ChunkStore } from '../chunk/store.js';
-import { groupForKey, type BucketId, type Diskmap } from '../diskmap/index.js';
+import { formatBucketId, groupForKey, type BucketId, type Diskmap, type PlacementGroup } from '../diskmap/index.js';
 import type { Scheme as ChunkScheme } from '../chunk/types.js';
 import { addressResolver, listNodes, registerNode, type NodeRecord, type RegistrySource } from './registry.js';
 import { controllerStep, loadDiskmap } from './diskmap-controller.js';
@@ -32,6 +32,8 @@ const metrics = {
 /** The node's current picture of the cluster: the diskmap and where each bucket is served. */
 export class ClusterView {
   private dm: Diskmap | undefined;
+  /** bucket text → group, built on first use per epoch. */
+  private byBucket: Map<string, PlacementGroup> | undefined;
   private epoch = 0;
   private nodes: NodeRecord[] = [];
   private resolve: (b: BucketId) => string = () => {
@@ -49,6 +51,7 @@ export class ClusterView {
     const rec = await this.readDiskmap();
     if (rec.epoch !== this.epoch) {
       this.dm = loadDiskmap(rec);
+      this.byBucket = undefined;
       this.epoch = rec.epoch;
       this.log.info({ epoch: rec.epoch }, 'diskmap loaded');
     }
@@ -60,6 +63,16 @@ export class ClusterView {
   diskmap(): Diskmap {
     if (this.dm === undefined) throw new CairnError('EAGAIN', 'the cluster has no diskmap yet: waiting for every initial node to register its disks');
     return this.dm;
+  }
+
+  /** The placement group a bucket (text form) belongs to in the current map, if any. */
+  groupOfBucket(bucket: string): PlacementGroup | undefined {
+    if (this.dm === undefined) return undefined;
+    if (this.byBucket === undefined) {
+      this.byBucket = new Map();
+      for (const g of this.dm.groups) if (!g.retired) for (const b of g.buckets) this.byBucket.set(formatBucketId(b), g);
+    }
+    return this.byBucket.get(bucket);
   }
 
   hasDiskmap(): boolean {
@@ -198,11 +211,13 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     rateBytesPerSec: d.scrub.rateBytesPerSec,
     clients,
     checkPeers: false,
-    locate: async (hash, scheme) => {
+    // The shard's own bucket names its group (a bucket belongs to one group); the key's group
+    // under the current map is only the fallback, since growth may have moved the key since.
+    locate: async (hash, scheme, bucket) => {
       if (!view.hasDiskmap()) return undefined;
       const dm = view.diskmap();
-      const g = groupForKey(dm, Buffer.from(hash, 'hex'));
       if (JSON.stringify(dm.scheme) !== JSON.stringify(scheme)) return undefined;
+      const g = view.groupOfBucket(bucket) ?? groupForKey(dm, Buffer.from(hash, 'hex'));
       return { scheme: scheme as ChunkScheme, targets: g.buckets.map((b) => ({ bucketId: b, address: view.addressOf(b) })) };
     },
   });
