@@ -17,7 +17,7 @@ import { collectGarbage } from '../chunk/gc.js';
 import { Scrubber } from '../chunk/scrub.js';
 import type { ChunkStore } from '../chunk/store.js';
 import { formatBucketId, groupForKey, type BucketId, type Diskmap, type PlacementGroup } from '../diskmap/index.js';
-import type { Scheme as ChunkScheme } from '../chunk/types.js';
+import { schemeEquals, type Scheme as ChunkScheme } from '../chunk/types.js';
 import { addressResolver, listNodes, registerNode, type NodeRecord, type RegistrySource } from './registry.js';
 import { controllerStep, loadDiskmap } from './diskmap-controller.js';
 import { chunkStoreOf } from './chunk-node.js';
@@ -216,7 +216,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     locate: async (hash, scheme, bucket) => {
       if (!view.hasDiskmap()) return undefined;
       const dm = view.diskmap();
-      if (JSON.stringify(dm.scheme) !== JSON.stringify(scheme)) return undefined;
+      if (!schemeEquals(dm.scheme as ChunkScheme, scheme)) return undefined;
       const g = view.groupOfBucket(bucket) ?? groupForKey(dm, Buffer.from(hash, 'hex'));
       return { scheme: scheme as ChunkScheme, targets: g.buckets.map((b) => ({ bucketId: b, address: view.addressOf(b) })) };
     },

@@ -13,6 +13,7 @@ import { startNode, type CairnNode } from '../../src/server/node.js';
 import { FileClient } from '../../src/server/file-client.js';
 import { call, makeClient, serviceOf, type grpc } from '../../src/rpc/grpc.js';
 import { CairnError } from '../../src/common/errors.js';
+import { SHARD_HEADER_BYTES } from '../../src/chunk/format.js';
 import { eventually, tempDir } from '../helpers/env.js';
 import { clusterConfigs, countShardFiles, DISK_BYTES, randomPieces, startAll, waitForDiskmap } from './helpers.js';
 
@@ -48,7 +49,8 @@ describe('a 3-node cluster of daemons', () => {
   beforeAll(async () => {
     dir = await tempDir('cairn-server-');
     // GC every 500 ms with a 10 s grace period (a commit in flight is never that old here).
-    cfgs = await clusterConfigs(dir.path, 3, 1, { intervalMs: 500, graceMs: 10_000 });
+    // Scrub every second, unthrottled for the test's few MiB.
+    cfgs = await clusterConfigs(dir.path, 3, 1, { intervalMs: 500, graceMs: 10_000 }, { intervalMs: 1_000, rateBytesPerSec: 1 << 30 });
     nodes = await startAll(cfgs);
   }, 60_000);
 
@@ -193,5 +195,42 @@ describe('a 3-node cluster of daemons', () => {
     const want = await sha256Of(randomPieces(2 * MIB, 12));
     expect(await sha256Of((await fc(2).get('/gc/f.bin')).data)).toEqual(want);
     expect(await sha256Of((await fc(1).get('/dir/a/file.bin')).data)).toEqual(await sha256Of(randomPieces(5 * MIB + 12_345, 7)));
+  }, 90_000);
+
+  it('scrub in the daemon quarantines a corrupted shard and rebuilds it from the others', async () => {
+    const { readdir, writeFile: wf, readFile: rf } = await import('node:fs/promises');
+    await fc(0).put('/scrub/f.bin', randomPieces(MIB, 21), { mode: 'strong', mkdirs: true });
+    // The file is one 1 MiB chunk (1 MiB chunker): its hash names its shards. Flip a byte of the
+    // shard on node 1's disk near its end (in the payload).
+    const chunkHash = (await sha256Of(randomPieces(MIB, 21))).hex;
+    const disk = cfgs[0]!.disks[0]!.path;
+    let victim = '';
+    for (const b of await readdir(disk)) {
+      const hh = join(disk, b, 'shards', chunkHash.slice(0, 2));
+      for (const f of await readdir(hh).catch(() => [] as string[])) if (f.startsWith(chunkHash)) victim = join(hh, f);
+    }
+    expect(victim).not.toBe('');
+    const good = await rf(victim);
+    const bad = Buffer.from(good);
+    bad[bad.length - 1] = (bad[bad.length - 1]! ^ 0xff) & 0xff;
+    await wf(victim, bad);
+    const quarantined = async (): Promise<number> => {
+      let n = 0;
+      const walk = async (d: string): Promise<void> => {
+        for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+          if (e.isDirectory()) await walk(join(d, e.name));
+          else n++;
+        }
+      };
+      await walk(join(disk, 'quarantine'));
+      return n;
+    };
+    await eventually(async () => (await quarantined()) > 0, 30_000, 200);
+    // Rebuilt in place: the same payload again (the header is new: it records when it was written).
+    await eventually(async () => {
+      const now = await rf(victim).catch(() => Buffer.alloc(0));
+      return now.length === good.length && now.subarray(SHARD_HEADER_BYTES).equals(good.subarray(SHARD_HEADER_BYTES));
+    }, 30_000, 200);
+    expect(await sha256Of((await fc(1).get('/scrub/f.bin')).data)).toEqual(await sha256Of(randomPieces(MIB, 21)));
   }, 90_000);
 });

@@ -11,7 +11,13 @@ import { eventually, freePort } from '../helpers/env.js';
 
 export const DISK_BYTES = 256 * 1024 * 1024;
 
-export async function clusterConfigs(dir: string, n: number, disksPerNode = 1, gc?: { intervalMs: number; graceMs: number }): Promise<NodeConfig[]> {
+export async function clusterConfigs(
+  dir: string,
+  n: number,
+  disksPerNode = 1,
+  gc?: { intervalMs: number; graceMs: number },
+  scrub?: { intervalMs: number; rateBytesPerSec: number },
+): Promise<NodeConfig[]> {
   const ports: number[] = [];
   for (let i = 0; i < n; i++) ports.push(await freePort());
   const peers = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
@@ -30,7 +36,7 @@ export async function clusterConfigs(dir: string, n: number, disksPerNode = 1, g
         controllerIntervalMs: 200,
         file: { idleCommitDelayMs: 100, chunkSizeBytes: 1024 * 1024 },
         gc: gc === undefined ? { enabled: false } : { enabled: true, ...gc },
-        scrub: { enabled: false },
+        scrub: scrub === undefined ? { enabled: false } : { enabled: true, ...scrub },
       },
     }),
   );
