@@ -5,6 +5,9 @@
  *  - on the Raft leader, runs the diskmap controller every `daemon.controllerIntervalMs`;
  *  - keeps a ClusterView (the current diskmap and registry, read from the local replica) that
  *    the file service's ChunkAdapter places chunks with: bucket → machine location → address;
+ *  - executes the slot moves of every new diskmap epoch for the buckets it holds (src/server/
+ *    mover.ts; the last epoch done is kept in <dataDir>/mover.json, and the latest epoch's moves
+ *    are run again with every GC pass for writers that still used the older map);
  *  - runs chunk GC (referenced chunks from the metadata's current layouts, with a grace period)
  *    and a throttled scrub, with metrics.
  */
@@ -21,6 +24,10 @@ import { schemeEquals, type Scheme as ChunkScheme } from '../chunk/types.js';
 import { addressResolver, listNodes, registerNode, type NodeRecord, type RegistrySource } from './registry.js';
 import { controllerStep, loadDiskmap } from './diskmap-controller.js';
 import { chunkStoreOf } from './chunk-node.js';
+import { executeMoves, movesOfDiff } from './mover.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileDurable } from '../common/durable.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
 
 const metrics = {
@@ -170,6 +177,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
         await controllerStep(meta, nodes, { initialPeers: cfg.peers.map((p) => p.id), bucketSizeBytes: d.bucketSizeBytes, clusterName: cfg.clusterName }, log);
       }
       await view.refresh();
+      if (view.hasDiskmap() && view.diskmap().epoch > movedEpoch) void track(runMover(false));
     } catch (err) {
       const code = err instanceof CairnError ? err.code : 'EIO';
       // Before a leader exists every step fails; say so quietly.
@@ -177,6 +185,42 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       else log.warn({ err: String(err) }, 'cluster step failed; retrying');
     } finally {
       stepping = false;
+    }
+  };
+
+  // ---- the data mover
+  const moverFile = join(cfg.dataDir, 'mover.json');
+  let movedEpoch = await readFile(moverFile, 'utf8').then(
+    (t) => {
+      const v = (JSON.parse(t) as { epoch?: unknown }).epoch;
+      return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
+    },
+    () => 0,
+  );
+  let moving = false;
+  const moveEpoch = async (e: number): Promise<boolean> => {
+    if (e < 2) return true;
+    const change = await ctx.meta.diskmapChange(e);
+    if (change === undefined) return true;
+    const r = await executeMoves(movesOfDiff(change.diffJson, log), e, store, clients, (b) => view.addressOf(b), log);
+    return r.failed === 0;
+  };
+  /** Run the moves of every epoch not done yet (all = also the latest again). */
+  const runMover = async (again: boolean): Promise<void> => {
+    if (moving || !view.hasDiskmap()) return;
+    moving = true;
+    try {
+      const current = view.diskmap().epoch;
+      if (again && movedEpoch === current) await moveEpoch(current);
+      while (movedEpoch < current) {
+        if (!(await moveEpoch(movedEpoch + 1))) return; // retried on the next tick
+        movedEpoch += 1;
+        await writeFileDurable(moverFile, `${JSON.stringify({ epoch: movedEpoch })}\n`);
+      }
+    } catch (err) {
+      log.warn({ err: String(err) }, 'data mover pass failed; retrying');
+    } finally {
+      moving = false;
     }
   };
 
@@ -200,6 +244,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
         isReferenced: async (hashes) => new Set(hashes.filter((h) => referenced.has(h))),
       });
       metrics.gcRuns.inc({ result: 'ok' });
+      await runMover(true);
       if (report.deleted > 0) log.info({ deleted: report.deleted, bytesFreed: report.bytesFreed, scanned: report.scanned }, 'chunk GC pass');
     } catch (err) {
       metrics.gcRuns.inc({ result: 'error' });

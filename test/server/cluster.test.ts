@@ -6,7 +6,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { loadDiskmap } from '../../src/server/diskmap-controller.js';
+import { formatBucketId } from '../../src/diskmap/index.js';
+import { registry } from '../../src/common/metrics.js';
 import { join } from 'node:path';
 import type { NodeConfig } from '../../src/common/config.js';
 import { startNode, type CairnNode } from '../../src/server/node.js';
@@ -167,7 +170,7 @@ describe('a 3-node cluster of daemons', () => {
     expect((await collect(got.data)).toString()).toBe('hello weak world\n');
   }, 90_000);
 
-  it('a disk added to one node\'s config grows the diskmap by one epoch, automatically', async () => {
+  it('a disk added to one node\'s config grows the diskmap by one epoch, automatically; the data mover executes later slot moves', async () => {
     const before = await waitForDiskmap(fc(0));
     await nodes[2]!.stop();
     const c3 = cfgs[2]!;
@@ -179,7 +182,41 @@ describe('a 3-node cluster of daemons', () => {
     expect(n3.disks.map((d) => d.inDiskmap)).toEqual([true, true]);
     await new Promise((r) => setTimeout(r, 1_000));
     expect((await fc(0).cluster()).diskmapEpoch).toBe(before.diskmapEpoch + 1);
-  }, 90_000);
+    // A second disk on the other two machines too: now the planner moves group slots onto the
+    // new disks, and the data mover executes those moves: every shard of the file stored before
+    // the growth ends up in the bucket its group names now (full health, not degraded).
+    for (const i of [0, 1]) {
+      await nodes[i]!.stop();
+      const c = cfgs[i]!;
+      cfgs[i] = { ...c, disks: [...c.disks, { path: join(dir.path, `node${i + 1}`, 'disk1'), disk: 1, capacityBytes: DISK_BYTES, class: 'hdd' }] };
+      nodes[i] = await startNode(cfgs[i]!);
+    }
+    const all = await eventually(async () => {
+      const c = await fc(2).cluster();
+      return c.nodes.every((n) => n.disks.length === 2 && n.disks.every((d) => d.inDiskmap)) ? c : undefined;
+    }, 30_000, 200);
+    expect(all.diskmapEpoch).toBeGreaterThan(before.diskmapEpoch + 1);
+    const dm = loadDiskmap(await nodes[0]!.meta.diskmap())!;
+    expect(dm.epoch).toBe(all.diskmapEpoch);
+    const layout = await nodes[0]!.meta.layout({ path: '/dir/a/file.bin' });
+    const diskPaths = cfgs.flatMap((c) => c.disks.map((d) => d.path));
+    const where = async (bucket: string, name: string): Promise<boolean> => {
+      for (const d of diskPaths) if (await stat(join(d, bucket, 'shards', name.slice(0, 2), name)).then(() => true, () => false)) return true;
+      return false;
+    };
+    await eventually(async () => {
+      for (const e of layout.extents) {
+        const g = dm.groups[e.pg]!;
+        for (let i = 0; i < g.buckets.length; i++) {
+          if (!(await where(formatBucketId(g.buckets[i]!), `${e.chunkHash}.${e.scheme}.${i}`))) return false;
+        }
+      }
+      return true;
+    }, 30_000, 200);
+    const moved = (await registry.getSingleMetric('cairn_mover_shards_moved_total')?.get())?.values.reduce((a, v) => a + v.value, 0) ?? 0;
+    expect(moved).toBeGreaterThan(0);
+    expect(await sha256Of((await fc(2).get('/dir/a/file.bin')).data)).toEqual(await sha256Of(randomPieces(5 * MIB + 12_345, 7)));
+  }, 120_000);
 
   it('chunk GC deletes the shards of a replaced file after the grace period and keeps the live ones', async () => {
     const disks = () => cfgs.flatMap((c) => c.disks.map((d) => d.path));
@@ -203,11 +240,18 @@ describe('a 3-node cluster of daemons', () => {
     // The file is one 1 MiB chunk (1 MiB chunker): its hash names its shards. Flip a byte of the
     // shard on node 1's disk near its end (in the payload).
     const chunkHash = (await sha256Of(randomPieces(MIB, 21))).hex;
-    const disk = cfgs[0]!.disks[0]!.path;
     let victim = '';
-    for (const b of await readdir(disk)) {
-      const hh = join(disk, b, 'shards', chunkHash.slice(0, 2));
-      for (const f of await readdir(hh).catch(() => [] as string[])) if (f.startsWith(chunkHash)) victim = join(hh, f);
+    let disk = '';
+    for (const d of cfgs[0]!.disks.map((x) => x.path)) {
+      for (const b of await readdir(d)) {
+        const hh = join(d, b, 'shards', chunkHash.slice(0, 2));
+        for (const f of await readdir(hh).catch(() => [] as string[])) {
+          if (f.startsWith(chunkHash)) {
+            victim = join(hh, f);
+            disk = d;
+          }
+        }
+      }
     }
     expect(victim).not.toBe('');
     const good = await rf(victim);
