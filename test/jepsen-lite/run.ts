@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { CairnError } from '../../src/common/errors.js';
 import { REPO_ROOT } from '../helpers/env.js';
 import { NEMESIS_KINDS, type NemesisKind } from './nemesis.js';
-import { loadSchedule, runJepsen } from './runner.js';
+import { WORKLOAD_NAMES, loadSchedule, runJepsen, type WorkloadName } from './runner.js';
 
 const USAGE = `usage: npm run jepsen -- [options]
 
@@ -19,7 +19,9 @@ a seeded nemesis schedule, then convergence and linearizability checks.
 options:
   --workload W      register (KV Raft group, cairn kv serve; default),
                     path (versioned paths on the metadata service, cairn start), or
-                    dir (directory entries on the metadata service, cairn start)
+                    dir (directory entries on the metadata service, cairn start), or
+                    watch (the metadata watch feed: writers change paths while
+                    watchers hop between nodes and resume by revision)
   --time S          run length in seconds (default 60)
   --nemesis LIST    all | none | comma list of ${NEMESIS_KINDS.join(', ')} (default all)
   --seed N          seed of the fault schedule and workload (default: random)
@@ -76,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
   const nodes = int('nodes', v.nodes, 3, 1, 9);
   const clients = int('clients', v.clients, 6, 1, 64);
   if (v.reads !== 'linearizable' && v.reads !== 'serializable') usage('--reads must be linearizable or serializable');
-  if (v.workload !== 'register' && v.workload !== 'path' && v.workload !== 'dir') usage('--workload must be register, path or dir');
+  if (!(WORKLOAD_NAMES as readonly string[]).includes(v.workload)) usage(`--workload must be one of ${WORKLOAD_NAMES.join(', ')}`);
   let kinds: NemesisKind[];
   if (v.nemesis === 'all') kinds = [...NEMESIS_KINDS];
   else if (v.nemesis === 'none') kinds = [];
@@ -96,10 +98,11 @@ async function main(argv: string[]): Promise<number> {
       schedule,
       keepData: v['keep-data'],
       reads: v.reads,
-      workload: v.workload,
+      workload: v.workload as WorkloadName,
       log: (line) => process.stdout.write(`${line}\n`),
     });
-    process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${summary.linearizability.verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);
+    const verdict = summary.checks !== undefined ? `${summary.checks.name} ${summary.checks.valid ? 'valid' : 'invalid'}` : summary.linearizability.verdict;
+    process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);
     process.stdout.write(`replay: ${summary.replay}\n`);
     if (summary.linearizability.verdict === 'unknown') return 3;
     return summary.valid ? 0 : 1;

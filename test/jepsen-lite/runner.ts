@@ -17,6 +17,9 @@ import { renderTimeline } from './timeline.js';
 import { finalReads, runRegisterWorkload, type WorkloadStats } from './workloads/register.js';
 import { finalPathReads, runPathWorkload, setupPaths } from './workloads/path.js';
 import { finalDirReads, runDirWorkload, setupDirs } from './workloads/dir.js';
+import { WATCHER_PROCESS_FIRST, saveWatchData, setupWatch, startWatchWorkload, writesOfHistory, type WatchWorkload } from './workloads/watch.js';
+import { checkWatch, formatWatchResult, type WatchCheckInput } from './checker/watch.js';
+import type { HistoryLine } from './recorder.js';
 import type { ModelName } from './checker/models.js';
 
 export interface RunOptions {
@@ -48,10 +51,11 @@ export interface RunOptions {
   readonly workload?: WorkloadName;
 }
 
-export type WorkloadName = 'register' | 'path' | 'dir';
+export type WorkloadName = 'register' | 'path' | 'dir' | 'watch';
+export const WORKLOAD_NAMES: readonly WorkloadName[] = ['register', 'path', 'dir', 'watch'];
 
-/** The checker model of each workload. */
-const MODEL_OF: Record<WorkloadName, ModelName> = { register: 'register', path: 'path', dir: 'dir' };
+/** The checker model of each workload (watch has its own checker, checker/watch.ts). */
+const MODEL_OF: Record<Exclude<WorkloadName, 'watch'>, ModelName> = { register: 'register', path: 'path', dir: 'dir' };
 
 export interface RunSummary {
   readonly valid: boolean;
@@ -67,7 +71,10 @@ export interface RunSummary {
   readonly faultErrors: readonly string[];
   readonly unexpectedExits: readonly string[];
   readonly convergence: { readonly converged: boolean; readonly afterMs: number; readonly disagreements: readonly string[] };
-  readonly linearizability: { readonly verdict: CheckResult['verdict']; readonly operations: number; readonly checkMs: number; readonly report: string };
+  /** For workloads checked by another checker (watch): verdict 'not checked', the report says why. */
+  readonly linearizability: { readonly verdict: CheckResult['verdict'] | 'not checked'; readonly operations: number; readonly checkMs: number; readonly report: string };
+  /** The workload's own checks beyond linearizability (watch: the feed checker). */
+  readonly checks?: { readonly name: string; readonly valid: boolean; readonly report: string };
   readonly replay: string;
 }
 
@@ -128,6 +135,8 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   let applied: AppliedAction[] = [];
   let stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
   let convergence: RunSummary['convergence'] = { converged: false, afterMs: 0, disagreements: ['not reached'] };
+  let watchWorkload: WatchWorkload | undefined;
+  let watchInput: Omit<WatchCheckInput, 'writes'> | undefined;
   const started = Date.now();
   const startedNs = process.hrtime.bigint();
   const stop = new AbortController();
@@ -135,14 +144,18 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   try {
     if (workloadName === 'path') await setupPaths(endpoints);
     if (workloadName === 'dir') await setupDirs(endpoints);
+    const watchFrom = workloadName === 'watch' ? await setupWatch(endpoints) : 0;
     const rand = seededRandom(o.seed ^ 0x9e3779b9);
+    watchWorkload = workloadName === 'watch' ? startWatchWorkload({ recorder, endpoints, clients: o.clients, rand, fromRevision: watchFrom }) : undefined;
     const workload =
-      workloadName === 'path'
+      watchWorkload !== undefined
+        ? watchWorkload.stopWriters.bind(watchWorkload)
+        : workloadName === 'path'
         ? runPathWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal)
         : workloadName === 'dir'
           ? runDirWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal)
           : runRegisterWorkload({ recorder, endpoints, clients: o.clients, rand, reads: o.reads }, stop.signal);
-    workload.catch(() => undefined); // awaited below; this only keeps an early failure from being 'unhandled'
+    if (typeof workload !== 'function') workload.catch(() => undefined); // awaited below; this only keeps an early failure from being 'unhandled'
     // The schedule plays to its end even when slow actions (restarts) delay it, within a hard cap;
     // the workload runs until the planned time has passed and the last fault has been undone for a while.
     const hardStop = new AbortController();
@@ -156,11 +169,16 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     const endMs = Math.max(schedule.durationMs, Date.now() - started + QUIET_TAIL_MS);
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + endMs - Date.now())));
     stop.abort();
-    stats = await workload;
+    stats = typeof workload === 'function' ? await workload() : await workload;
     log(`workload done: ${stats.ok} ok, ${stats.fail} fail, ${stats.info} unknown`);
     await cluster.healAll();
     const boundMs = o.convergeBoundMs ?? 30_000;
-    convergence =
+    if (watchWorkload !== undefined) {
+      const f = await watchWorkload.finish(boundMs);
+      watchInput = f.input;
+      await saveWatchData(join(runDir, 'watch.json'), f.input);
+      convergence = { converged: f.converged, afterMs: f.afterMs, disagreements: f.disagreements };
+    } else convergence =
       workloadName === 'path'
         ? await finalPathReads({ recorder, endpoints, files: stats.keysUsed, firstProcess: FINAL_READ_PROCESS_FIRST }, boundMs)
         : workloadName === 'dir'
@@ -179,11 +197,22 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   // Check the history as written to disk (exactly what check-history would read).
   const checkStarted = Date.now();
   const historyFile = join(runDir, 'history.jsonl');
-  const { events } = parseHistory(await readFile(historyFile, 'utf8'), historyFile, 'cairn');
-  const result = checkWithModel(MODEL_OF[workloadName], pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
-  const checkMs = Date.now() - checkStarted;
-  const report = formatResult(result);
-  log(report);
+  const historyText = await readFile(historyFile, 'utf8');
+  let linearizability: RunSummary['linearizability'];
+  let checks: RunSummary['checks'];
+  if (workloadName === 'watch') {
+    // The watch feed has no register-like model: its own checker reads history.jsonl and watch.json.
+    const lines = historyText.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as HistoryLine);
+    const input = watchInput ?? { root: '', fromRevision: 1, targetRevision: 0, watchers: [], references: [], maxEvents: 1 };
+    const r = checkWatch({ ...input, writes: writesOfHistory(lines) });
+    checks = { name: 'watch feed', valid: r.valid && watchInput !== undefined, report: formatWatchResult(r) };
+    linearizability = { verdict: 'not checked', operations: lines.length, checkMs: Date.now() - checkStarted, report: checks.report };
+  } else {
+    const { events } = parseHistory(historyText, historyFile, 'cairn');
+    const result = checkWithModel(MODEL_OF[workloadName], pairEvents(events), { deadlineMs: o.checkDeadlineMs ?? 300_000 });
+    linearizability = { verdict: result.verdict, operations: result.operations.total, checkMs: Date.now() - checkStarted, report: formatResult(result) };
+  }
+  log(linearizability.report);
 
   await writeFile(
     join(runDir, 'timeline.svg'),
@@ -191,13 +220,13 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
       recorder.history,
       applied,
       startedNs,
-      `${workloadName} seed ${o.seed}: ${result.verdict}`,
-      (p) => (p >= FINAL_READ_PROCESS_FIRST ? 'final reads' : `client ${p % o.clients}`),
+      `${workloadName} seed ${o.seed}: ${checks !== undefined ? (checks.valid ? 'valid' : 'INVALID') : linearizability.verdict}`,
+      (p) => (p >= FINAL_READ_PROCESS_FIRST ? 'final reads' : p >= WATCHER_PROCESS_FIRST ? `watcher ${p - WATCHER_PROCESS_FIRST}` : `client ${p % o.clients}`),
     ),
   );
   const faultErrors = applied.filter((a) => a.error !== undefined).map((a) => `${a.action.op}: ${a.error}`);
   const summary: RunSummary = {
-    valid: result.verdict === 'linearizable' && convergence.converged,
+    valid: (checks !== undefined ? checks.valid : linearizability.verdict === 'linearizable') && convergence.converged,
     runDir,
     workloadName,
     seed: o.seed,
@@ -210,7 +239,8 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     faultErrors,
     unexpectedExits,
     convergence,
-    linearizability: { verdict: result.verdict, operations: result.operations.total, checkMs, report },
+    linearizability,
+    ...(checks === undefined ? {} : { checks }),
     replay,
   };
   await writeFile(join(runDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
