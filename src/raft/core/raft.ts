@@ -628,8 +628,10 @@ export class Raft {
         this.becomeFollower(m.term, NONE);
       }
     } else if (m.term < this.term) {
-      if ((this.opts.checkQuorum || this.opts.preVote) && (m.type === MessageType.Heartbeat || m.type === MessageType.App)) {
-        // Tell a stale leader about the new term, or it may never step down.
+      if ((this.opts.checkQuorum || this.opts.preVote || !this.promotable()) && (m.type === MessageType.Heartbeat || m.type === MessageType.App)) {
+        // Tell a stale leader about the new term, or it may never step down (and a node that
+        // never campaigns, e.g. a joining one that adopted a removed node's term, would never
+        // be heard from again).
         this.send(makeMessage({ type: MessageType.AppResp, to: m.from }));
       } else if (m.type === MessageType.PreVote) {
         this.send(makeMessage({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true }));

@@ -199,6 +199,25 @@ describe('membership', () => {
     expect(net.node(4).rn.status().conf.voters).toEqual([1, 2, 3, 4]); // caught up by snapshot
   });
 
+  it('a joining voter that adopted a removed node\'s higher term is still brought in', () => {
+    const net = withJoiner(); // no pre-vote, no check-quorum
+    net.campaign(1);
+    net.cutLink(1, 4);
+    net.node(1).rn.proposeConfChange(cc(ConfChangeType.AddNode, 4));
+    net.deliver();
+    net.tickAll(2);
+    // A removed node (id 9, unknown here) campaigns at term 50; node 4 knows no conf and votes.
+    net.node(4).rn.step(msg({ type: MessageType.Vote, from: 9, to: 4, term: 50, index: 100, logTerm: 40 }));
+    net.node(4).drain();
+    expect(net.node(4).raft.term).toBe(50);
+    net.heal();
+    net.tickAll(60);
+    expect(net.node(4).rn.status().conf.voters).toEqual([1, 2, 3, 4]);
+    const leaders = [...net.nodes.values()].filter((n) => n.raft.role === Role.Leader);
+    expect(leaders.length).toBe(1);
+    expect(leaders[0]!.raft.term).toBeGreaterThan(50);
+  });
+
   it('messages from a stale id are ignored by the leader', () => {
     const net = new Network([1, 2, 3]);
     net.campaign(1);
