@@ -33,7 +33,15 @@ export interface ClusterOptions {
   readonly dir: string;
   readonly raft?: Partial<RaftConfig>;
   readonly readyTimeoutMs?: number;
+  /** Chunk disks per node (directories beside the data dir; `cairn start` only), each `diskBytes`. */
+  readonly disksPerNode?: number;
+  readonly diskBytes?: number;
+  /** The config's `daemon` section (`cairn start` only). */
+  readonly daemonConfig?: Record<string, unknown>;
 }
+
+/** Capacity of a test disk when none is given. */
+const DISK_BYTES_DEFAULT = 256 * 1024 * 1024;
 
 /** Raft timing for runs on a small shared machine: elections in about a second. */
 export const RUN_RAFT_DEFAULTS: Partial<RaftConfig> = { tickMs: 50, electionTicks: 20, heartbeatTicks: 2 };
@@ -71,7 +79,12 @@ export class Cluster implements NemesisTarget {
           cacheDir: join(nodeDir, 'cache'),
           location: { machine: id },
           raft: { ...RUN_RAFT_DEFAULTS, ...o.raft },
+          ...(o.disksPerNode === undefined
+            ? {}
+            : { disks: Array.from({ length: o.disksPerNode }, (_, d) => ({ path: join(nodeDir, `disk${d}`), disk: d, capacityBytes: o.diskBytes ?? DISK_BYTES_DEFAULT })) }),
+          ...(o.daemonConfig === undefined ? {} : { daemon: o.daemonConfig }),
         };
+        for (let d = 0; d < (o.disksPerNode ?? 0); d++) await mkdir(join(nodeDir, `disk${d}`), { recursive: true });
         const configFile = join(nodeDir, 'config.json');
         await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
         const { command, args } = cairnCommand(DAEMON_ARGS[o.daemon ?? 'kv'](configFile));

@@ -21,7 +21,9 @@ options:
                     path (versioned paths on the metadata service, cairn start), or
                     dir (directory entries on the metadata service, cairn start), or
                     watch (the metadata watch feed: writers change paths while
-                    watchers hop between nodes and resume by revision)
+                    watchers hop between nodes and resume by revision), or
+                    files (strong-mode uploads through the file service, read back
+                    by SHA-256 through every node after healing)
   --time S          run length in seconds (default 60)
   --nemesis LIST    all | none | comma list of ${NEMESIS_KINDS.join(', ')} (default all)
   --seed N          seed of the fault schedule and workload (default: random)

@@ -1,9 +1,10 @@
 /**
  * One fault-injection run, start to finish: make the run folder (.jepsen-runs/<time>-<seed>/), start
- * the KV cluster behind fault proxies, run the register workload while the seeded nemesis schedule
+ * the cluster behind fault proxies, run the chosen workload while the seeded nemesis schedule
  * plays, heal everything, check convergence (every node answers and agrees within a bound), check the
- * history for linearizability, and write history.jsonl, nemesis.json, summary.json, replay.txt and
- * timeline.svg. Used by `npm run jepsen` (run.ts) and by the short run in npm test.
+ * history (linearizability for register/path/dir; the feed checker for watch; durability by SHA-256
+ * for files), and write history.jsonl, nemesis.json, summary.json, replay.txt and timeline.svg
+ * (plus watch.json for watch). Used by `npm run jepsen` (run.ts) and by the short run in npm test.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,6 +20,8 @@ import { finalPathReads, runPathWorkload, setupPaths } from './workloads/path.js
 import { finalDirReads, runDirWorkload, setupDirs } from './workloads/dir.js';
 import { WATCHER_PROCESS_FIRST, saveWatchData, setupWatch, startWatchWorkload, writesOfHistory, type WatchWorkload } from './workloads/watch.js';
 import { checkWatch, formatWatchResult, type WatchCheckInput } from './checker/watch.js';
+import { FILES_DAEMON_CONFIG, finalFileReads, putsOfHistory, runFilesWorkload, setupFiles } from './workloads/files.js';
+import { checkFiles, formatFilesResult, type FileRead } from './checker/files.js';
 import type { HistoryLine } from './recorder.js';
 import type { ModelName } from './checker/models.js';
 
@@ -51,11 +54,11 @@ export interface RunOptions {
   readonly workload?: WorkloadName;
 }
 
-export type WorkloadName = 'register' | 'path' | 'dir' | 'watch';
-export const WORKLOAD_NAMES: readonly WorkloadName[] = ['register', 'path', 'dir', 'watch'];
+export type WorkloadName = 'register' | 'path' | 'dir' | 'watch' | 'files';
+export const WORKLOAD_NAMES: readonly WorkloadName[] = ['register', 'path', 'dir', 'watch', 'files'];
 
-/** The checker model of each workload (watch has its own checker, checker/watch.ts). */
-const MODEL_OF: Record<Exclude<WorkloadName, 'watch'>, ModelName> = { register: 'register', path: 'path', dir: 'dir' };
+/** The checker model of each workload (watch and files have their own checkers, checker/watch.ts and checker/files.ts). */
+const MODEL_OF: Record<Exclude<WorkloadName, 'watch' | 'files'>, ModelName> = { register: 'register', path: 'path', dir: 'dir' };
 
 export interface RunSummary {
   readonly valid: boolean;
@@ -124,7 +127,12 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
 
   const recorder = new HistoryRecorder(join(runDir, 'history.jsonl'));
   const workloadName = o.workload ?? 'register';
-  const cluster = await Cluster.start({ daemon: workloadName === 'register' ? 'kv' : 'meta', nodes: o.nodes, dir: join(runDir, 'cluster') });
+  const cluster = await Cluster.start({
+    daemon: workloadName === 'register' ? 'kv' : 'meta',
+    nodes: o.nodes,
+    dir: join(runDir, 'cluster'),
+    ...(workloadName === 'files' ? { disksPerNode: 1, diskBytes: 512 * 1024 * 1024, daemonConfig: FILES_DAEMON_CONFIG } : {}),
+  });
   const unexpectedExits: string[] = [];
   for (const id of cluster.ids) {
     cluster.proc(id).onUnexpectedExit = (r) => {
@@ -137,6 +145,8 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   let convergence: RunSummary['convergence'] = { converged: false, afterMs: 0, disagreements: ['not reached'] };
   let watchWorkload: WatchWorkload | undefined;
   let watchInput: Omit<WatchCheckInput, 'writes'> | undefined;
+  let filePaths: string[] = [];
+  let fileReads: FileRead[] | undefined;
   const started = Date.now();
   const startedNs = process.hrtime.bigint();
   const stop = new AbortController();
@@ -145,11 +155,17 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     if (workloadName === 'path') await setupPaths(endpoints);
     if (workloadName === 'dir') await setupDirs(endpoints);
     const watchFrom = workloadName === 'watch' ? await setupWatch(endpoints) : 0;
+    if (workloadName === 'files') await setupFiles(endpoints);
     const rand = seededRandom(o.seed ^ 0x9e3779b9);
     watchWorkload = workloadName === 'watch' ? startWatchWorkload({ recorder, endpoints, clients: o.clients, rand, fromRevision: watchFrom }) : undefined;
     const workload =
       watchWorkload !== undefined
         ? watchWorkload.stopWriters.bind(watchWorkload)
+        : workloadName === 'files'
+        ? runFilesWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal).then((r) => {
+          filePaths = r.paths;
+          return { ok: r.ok, fail: r.fail, info: r.info, keysUsed: r.keysUsed };
+        })
         : workloadName === 'path'
         ? runPathWorkload({ recorder, endpoints, clients: o.clients, rand }, stop.signal)
         : workloadName === 'dir'
@@ -178,6 +194,10 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
       watchInput = f.input;
       await saveWatchData(join(runDir, 'watch.json'), f.input);
       convergence = { converged: f.converged, afterMs: f.afterMs, disagreements: f.disagreements };
+    } else if (workloadName === 'files') {
+      const f = await finalFileReads({ recorder, endpoints, paths: filePaths, firstProcess: FINAL_READ_PROCESS_FIRST }, Math.max(boundMs, 60_000));
+      fileReads = f.reads;
+      convergence = { converged: f.converged, afterMs: f.afterMs, disagreements: f.disagreements.slice(0, 50) };
     } else convergence =
       workloadName === 'path'
         ? await finalPathReads({ recorder, endpoints, files: stats.keysUsed, firstProcess: FINAL_READ_PROCESS_FIRST }, boundMs)
@@ -200,7 +220,13 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   const historyText = await readFile(historyFile, 'utf8');
   let linearizability: RunSummary['linearizability'];
   let checks: RunSummary['checks'];
-  if (workloadName === 'watch') {
+  if (workloadName === 'files') {
+    // Durability: every acknowledged upload reads back byte for byte (by SHA-256) through every node.
+    const lines = historyText.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as HistoryLine);
+    const r = checkFiles(putsOfHistory(lines), fileReads ?? [], cluster.ids);
+    checks = { name: 'files', valid: r.valid && fileReads !== undefined, report: formatFilesResult(r) };
+    linearizability = { verdict: 'not checked', operations: lines.length, checkMs: Date.now() - checkStarted, report: checks.report };
+  } else if (workloadName === 'watch') {
     // The watch feed has no register-like model: its own checker reads history.jsonl and watch.json.
     const lines = historyText.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as HistoryLine);
     const input = watchInput ?? { root: '', fromRevision: 1, targetRevision: 0, watchers: [], references: [], maxEvents: 1 };

@@ -1,0 +1,119 @@
+/**
+ * The files checker: given every strong-mode upload a client made (its bytes' SHA-256, its outcome)
+ * and what each node served for each path after the faults healed, decide durability (an
+ * acknowledged file reads back byte for byte, as its last acknowledged upload or a later-or-unknown
+ * one) and convergence (every node serves the same bytes). Pure logic, no I/O.
+ */
+
+export interface FilePut {
+  readonly path: string;
+  readonly process: number;
+  /** ok: acknowledged (committed in strong mode); info: unknown; fail: certainly not applied. */
+  readonly outcome: 'ok' | 'info' | 'fail';
+  readonly size: number;
+  readonly sha256: string;
+  readonly invokeNs: bigint;
+  readonly completeNs?: bigint;
+}
+
+export interface FileRead {
+  readonly path: string;
+  readonly node: number;
+  /** ok: bytes read (their size and hash); absent: ENOENT; error: no answer within the bound. */
+  readonly outcome: 'ok' | 'absent' | 'error';
+  readonly size?: number;
+  readonly sha256?: string;
+  readonly error?: string;
+}
+
+export interface FilesCheckResult {
+  readonly valid: boolean;
+  readonly anomalies: readonly string[];
+  readonly stats: {
+    readonly files: number;
+    readonly puts: number;
+    readonly acknowledged: number;
+    readonly unknown: number;
+    readonly reads: number;
+    readonly bytesVerified: number;
+  };
+}
+
+const SHOWN_MAX = 20;
+
+export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[], nodes: readonly number[]): FilesCheckResult {
+  const anomalies: string[] = [];
+  let hidden = 0;
+  const add = (t: string): void => {
+    if (anomalies.length < SHOWN_MAX) anomalies.push(t);
+    else hidden++;
+  };
+  const putsByPath = new Map<string, FilePut[]>();
+  for (const p of puts) {
+    const list = putsByPath.get(p.path) ?? [];
+    list.push(p);
+    putsByPath.set(p.path, list);
+  }
+  const readsByPath = new Map<string, FileRead[]>();
+  for (const r of reads) {
+    const list = readsByPath.get(r.path) ?? [];
+    list.push(r);
+    readsByPath.set(r.path, list);
+  }
+  let bytesVerified = 0;
+  for (const [path, list] of putsByPath) {
+    const oks = list.filter((p) => p.outcome === 'ok' && p.completeNs !== undefined);
+    const lastOk = oks.reduce<FilePut | undefined>((a, b) => (a === undefined || b.completeNs! > a.completeNs! ? b : a), undefined);
+    // An unknown upload may take effect any time after its invocation, so after the last acknowledged one too.
+    const acceptable = new Map<string, FilePut>();
+    if (lastOk !== undefined) acceptable.set(lastOk.sha256, lastOk);
+    for (const p of list) if (p.outcome === 'info') acceptable.set(p.sha256, p);
+    const describe = (): string => (lastOk !== undefined ? `the last acknowledged upload (${lastOk.size} bytes, sha256 ${lastOk.sha256.slice(0, 16)}…, process ${lastOk.process})` : 'no acknowledged upload');
+    const rs = readsByPath.get(path) ?? [];
+    for (const node of nodes) {
+      const r = rs.find((x) => x.node === node);
+      if (r === undefined) {
+        if (lastOk !== undefined) add(`${path}: never read through n${node}`);
+        continue;
+      }
+      if (r.outcome === 'error') add(`${path}: n${node} did not serve it after healing (${r.error ?? 'error'}); expected ${describe()}`);
+      else if (r.outcome === 'absent') {
+        if (lastOk !== undefined) add(`${path}: acknowledged file lost — n${node} says ENOENT; expected ${describe()}`);
+      } else {
+        const match = acceptable.get(r.sha256 ?? '');
+        if (match === undefined) {
+          const older = list.find((p) => p.sha256 === r.sha256);
+          add(
+            `${path}: n${node} served ${r.size} bytes (sha256 ${(r.sha256 ?? '').slice(0, 16)}…) ` +
+              (older !== undefined ? `of an upload overwritten by a later acknowledged one (process ${older.process}, ${older.outcome}); ` : 'that no upload wrote; ') +
+              `expected ${describe()}`,
+          );
+        } else if (match.size !== r.size) add(`${path}: n${node} served ${r.size} bytes with the hash of a ${match.size}-byte upload`);
+        else bytesVerified += r.size ?? 0;
+      }
+    }
+    const answers = new Set(rs.filter((r) => r.outcome !== 'error').map((r) => (r.outcome === 'ok' ? r.sha256 : 'absent')));
+    if (answers.size > 1) add(`${path}: nodes disagree after healing: ${rs.map((r) => `n${r.node}=${r.outcome === 'ok' ? `${r.sha256?.slice(0, 12)}…` : r.outcome}`).join(' ')}`);
+  }
+  for (const path of readsByPath.keys()) if (!putsByPath.has(path)) add(`${path}: read but never written (harness error)`);
+  if (hidden > 0) anomalies.push(`… and ${hidden} more`);
+  return {
+    valid: anomalies.length === 0,
+    anomalies,
+    stats: {
+      files: putsByPath.size,
+      puts: puts.length,
+      acknowledged: puts.filter((p) => p.outcome === 'ok').length,
+      unknown: puts.filter((p) => p.outcome === 'info').length,
+      reads: reads.length,
+      bytesVerified,
+    },
+  };
+}
+
+export function formatFilesResult(r: FilesCheckResult): string {
+  const s = r.stats;
+  const head = `${r.valid ? 'valid' : 'INVALID'}: files; ${s.files} files, ${s.puts} strong uploads (${s.acknowledged} acknowledged, ${s.unknown} unknown), ` +
+    `${s.reads} final reads, ${s.bytesVerified} bytes verified by SHA-256`;
+  return [head, ...r.anomalies].join('\n');
+}
