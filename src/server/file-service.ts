@@ -225,17 +225,19 @@ export class FileService {
     const nodes = await Promise.all(
       view.registry().map(async (n) => {
         const loc = `${n.location.dc}.${n.location.row}.${n.location.rack}.${n.location.machine}`;
-        const live = await clients
-          .get(n.address)
-          .diskStatus({ timeoutMs: 2_000 })
-          .catch(() => undefined);
-        const role = raft !== undefined && n.nodeId === raft.id ? String(st?.role ?? '') : raft?.leaderId() === n.nodeId ? 'leader' : live === undefined ? 'unreachable' : 'follower';
+        const [live, ms] = await Promise.all([
+          clients
+            .get(n.address)
+            .diskStatus({ timeoutMs: 2_000 })
+            .catch(() => undefined),
+          this.meta.status(n.address).catch(() => undefined),
+        ]);
         return {
           node_id: n.nodeId,
           address: n.address,
           location: loc,
-          role,
-          term: n.nodeId === raft?.id ? (st?.term ?? 0) : 0,
+          role: ms?.role ?? 'unreachable',
+          term: ms?.term ?? 0,
           disks: n.disks.map((d) => {
             const l = live?.find((x) => x.path === d.path);
             return {

@@ -67,6 +67,12 @@ describe('a 3-node cluster of daemons', () => {
     const c = await waitForDiskmap(fc(1));
     expect(c.diskmapEpoch).toBe(1);
     expect(c.nodes.map((n) => n.nodeId)).toEqual([1, 2, 3]);
+    // Each node's own role and term, asked of each node (retried: a node may be busy or in an election).
+    const roles = await eventually(async () => {
+      const now = await fc(1).cluster();
+      return now.nodes.every((n) => ['leader', 'follower'].includes(n.role) && n.term > 0) ? now.nodes.map((n) => n.role) : undefined;
+    }, 20_000, 200);
+    expect(roles.filter((r) => r === 'leader').length).toBeLessThanOrEqual(1);
     for (const n of c.nodes) {
       expect(n.disks).toHaveLength(1);
       expect(n.disks[0]!.state).toBe('ok');

@@ -286,6 +286,9 @@ export function register(program: Command): void {
           printTable(['node', 'listen', 'pid', 'role', 'term', 'disks', 'config'], rows);
           process.stdout.write(
             `\nCairn is running (logs in ${dir}/node<N>/node.log). Try:\n` +
+              `  npm run cairn -- status --endpoint ${endpoints[0]}\n` +
+              `  npm run cairn -- put README.md /docs/README.md --strong --endpoint ${endpoints[0]}\n` +
+              `  npm run cairn -- cat /docs/README.md --endpoint ${endpoints[endpoints.length - 1]}\n` +
               `  npm run cairn -- ls / --endpoints ${endpoints.join(',')}\n` +
               `Ctrl-C stops every node.\n`,
           );
