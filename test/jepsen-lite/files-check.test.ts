@@ -45,6 +45,12 @@ describe('files checker', () => {
     expect(short.anomalies.join('\n')).toContain('9 bytes with the hash of a 10-byte upload');
   });
 
+  it('names a strong upload acknowledged before it was durable', () => {
+    const early = [...puts.slice(0, 2), { ...put('/f/b', 'b1', 2), state: 'visible' }, puts[3]!];
+    const r = checkFiles(early, [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', undefined)], NODES);
+    expect(r.anomalies.join('\n')).toContain('acknowledged in state visible, not durable');
+  });
+
   it('names a node that did not answer and nodes that disagree', () => {
     const reads = [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', undefined)];
     reads[0] = { path: '/f/a', node: 1, outcome: 'error', error: 'EUNAVAIL' };

@@ -14,6 +14,8 @@ export interface FilePut {
   readonly sha256: string;
   readonly invokeNs: bigint;
   readonly completeNs?: bigint;
+  /** For acknowledged uploads: the commit state the service reported (strong mode promises `durable`). */
+  readonly state?: string;
 }
 
 export interface FileRead {
@@ -61,6 +63,11 @@ export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[],
     readsByPath.set(r.path, list);
   }
   let bytesVerified = 0;
+  for (const p of puts) {
+    if (p.outcome === 'ok' && p.state !== undefined && p.state !== 'durable') {
+      add(`${p.path}: a strong upload (process ${p.process}) was acknowledged in state ${p.state}, not durable`);
+    }
+  }
   for (const [path, list] of putsByPath) {
     const oks = list.filter((p) => p.outcome === 'ok' && p.completeNs !== undefined);
     const lastOk = oks.reduce<FilePut | undefined>((a, b) => (a === undefined || b.completeNs! > a.completeNs! ? b : a), undefined);

@@ -197,7 +197,9 @@ export function putsOfHistory(lines: readonly HistoryLine[]): FilePut[] {
       const inv = pending.get(l.process);
       if (inv === undefined) continue;
       pending.delete(l.process);
-      puts.push(make(inv, l.type, l.type === 'ok' ? BigInt(l.time_ns) : undefined));
+      const put = make(inv, l.type, l.type === 'ok' ? BigInt(l.time_ns) : undefined);
+      const state = l.type === 'ok' ? (l.value as { state?: unknown } | undefined)?.state : undefined;
+      puts.push(typeof state === 'string' ? { ...put, state } : put);
     }
   }
   for (const inv of pending.values()) puts.push(make(inv, 'info'));
