@@ -209,10 +209,29 @@ export class FileService {
       Put: put,
       Get: get,
       Commit: unary(commitSchema, async (q) => statusToWire(await this.fs.commit(q.path, q.wait === '' ? 'durable' : q.wait), q.path)),
-      CommitStatus: unary(pathRequestSchema, async (q) => statusToWire(await this.fs.commitStatus(q.path), q.path)),
+      CommitStatus: unary(pathRequestSchema, async (q) => statusToWire(await this.commitStatus(q.path), q.path)),
       Stat: unary(pathRequestSchema, async (q) => statToWire(await this.fs.stat(q.path), q.path)),
       Cluster: unary(z.object({}).loose(), async () => this.cluster()),
     };
+  }
+
+  /**
+   * The commit state of a path. This node's cache knows its own commits; for a file it does not
+   * cache, the metadata's commit record of the current version says visible or durable (a commit
+   * run by another node may still be storing shards: then all its bytes count as pending).
+   */
+  async commitStatus(path: string): Promise<CommitStatus> {
+    const local = await this.fs.commitStatus(path);
+    if (local.state !== 'durable' || this.fs.cachedFiles().some((f) => f.path === path)) return local;
+    const attr = await this.meta.stat(path);
+    if (attr.type !== 'file' || attr.version === 0) return local;
+    try {
+      const rec = await this.meta.commitStatus(attr.ino, attr.version);
+      if (rec.state !== 'durable') return { ...local, state: 'visible', pendingBytes: attr.size, version: attr.version, size: attr.size };
+    } catch (err) {
+      if (!(err instanceof CairnError && err.code === 'ENOENT')) throw err;
+    }
+    return local;
   }
 
   /** Nodes, leader, term, diskmap and disks as this node sees them (live disk states asked of each node). */
