@@ -51,6 +51,17 @@ describe('files checker', () => {
     expect(r.anomalies.join('\n')).toContain('acknowledged in state visible, not durable');
   });
 
+  it('names a stale read through another node right after an acknowledged upload', () => {
+    const finals = [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', undefined)];
+    const rb = { path: '/f/a', node: 2, process: 600_000, expected: 'a2', invokeNs: 16n };
+    expect(checkFiles(puts, finals, NODES, [{ ...rb, outcome: 'ok', sha256: 'a2', size: 10 }]).valid).toBe(true);
+    expect(checkFiles(puts, finals, NODES, [{ ...rb, outcome: 'ok', sha256: 'a1', size: 10 }]).anomalies.join('\n')).toContain('stale read — n2 served an older version');
+    expect(checkFiles(puts, finals, NODES, [{ ...rb, outcome: 'absent' }]).anomalies.join('\n')).toContain('stale read — n2 said ENOENT');
+    // An earlier upload with unknown outcome may land late.
+    const withLate = [put('/f/a', 'a0', 0, 'info'), ...puts];
+    expect(checkFiles(withLate, finals, NODES, [{ ...rb, outcome: 'ok', sha256: 'a0', size: 10 }]).valid).toBe(true);
+  });
+
   it('names a node that did not answer and nodes that disagree', () => {
     const reads = [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', undefined)];
     reads[0] = { path: '/f/a', node: 1, outcome: 'error', error: 'EUNAVAIL' };

@@ -20,7 +20,7 @@ import { finalPathReads, runPathWorkload, setupPaths } from './workloads/path.js
 import { finalDirReads, runDirWorkload, setupDirs } from './workloads/dir.js';
 import { WATCHER_PROCESS_FIRST, saveWatchData, setupWatch, startWatchWorkload, writesOfHistory, type WatchWorkload } from './workloads/watch.js';
 import { checkWatch, formatWatchResult, type WatchCheckInput } from './checker/watch.js';
-import { FILES_DAEMON_CONFIG, finalFileReads, putsOfHistory, runFilesWorkload, setupFiles } from './workloads/files.js';
+import { FILES_DAEMON_CONFIG, READBACK_PROCESS_FIRST, finalFileReads, putsOfHistory, readbacksOfHistory, runFilesWorkload, setupFiles } from './workloads/files.js';
 import { checkFiles, formatFilesResult, type FileRead } from './checker/files.js';
 import type { HistoryLine } from './recorder.js';
 import type { ModelName } from './checker/models.js';
@@ -223,7 +223,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
   if (workloadName === 'files') {
     // Durability: every acknowledged upload reads back byte for byte (by SHA-256) through every node.
     const lines = historyText.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as HistoryLine);
-    const r = checkFiles(putsOfHistory(lines), fileReads ?? [], cluster.ids);
+    const r = checkFiles(putsOfHistory(lines), fileReads ?? [], cluster.ids, readbacksOfHistory(lines));
     checks = { name: 'files', valid: r.valid && fileReads !== undefined, report: formatFilesResult(r) };
     linearizability = { verdict: 'not checked', operations: lines.length, checkMs: Date.now() - checkStarted, report: checks.report };
   } else if (workloadName === 'watch') {
@@ -247,7 +247,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
       applied,
       startedNs,
       `${workloadName} seed ${o.seed}: ${checks !== undefined ? (checks.valid ? 'valid' : 'INVALID') : linearizability.verdict}`,
-      (p) => (p >= FINAL_READ_PROCESS_FIRST ? 'final reads' : p >= WATCHER_PROCESS_FIRST ? `watcher ${p - WATCHER_PROCESS_FIRST}` : `client ${p % o.clients}`),
+      (p) => (p >= FINAL_READ_PROCESS_FIRST ? 'final reads' : p >= READBACK_PROCESS_FIRST ? `readback ${p - READBACK_PROCESS_FIRST}` : p >= WATCHER_PROCESS_FIRST ? `watcher ${p - WATCHER_PROCESS_FIRST}` : `client ${p % o.clients}`),
     ),
   );
   const faultErrors = applied.filter((a) => a.error !== undefined).map((a) => `${a.action.op}: ${a.error}`);

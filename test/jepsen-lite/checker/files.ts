@@ -28,6 +28,20 @@ export interface FileRead {
   readonly error?: string;
 }
 
+/** A read through another node right after an acknowledged upload, while the faults go on. */
+export interface FileReadback {
+  readonly path: string;
+  readonly node: number;
+  readonly process: number;
+  /** SHA-256 of the upload just acknowledged. */
+  readonly expected: string;
+  readonly invokeNs: bigint;
+  /** ok: these bytes; absent: ENOENT. (Reads that failed otherwise are not checked: unavailability.) */
+  readonly outcome: 'ok' | 'absent';
+  readonly size?: number;
+  readonly sha256?: string;
+}
+
 export interface FilesCheckResult {
   readonly valid: boolean;
   readonly anomalies: readonly string[];
@@ -37,13 +51,14 @@ export interface FilesCheckResult {
     readonly acknowledged: number;
     readonly unknown: number;
     readonly reads: number;
+    readonly readbacks: number;
     readonly bytesVerified: number;
   };
 }
 
 const SHOWN_MAX = 20;
 
-export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[], nodes: readonly number[]): FilesCheckResult {
+export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[], nodes: readonly number[], readbacks: readonly FileReadback[] = []): FilesCheckResult {
   const anomalies: string[] = [];
   let hidden = 0;
   const add = (t: string): void => {
@@ -103,6 +118,16 @@ export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[],
     if (answers.size > 1) add(`${path}: nodes disagree after healing: ${rs.map((r) => `n${r.node}=${r.outcome === 'ok' ? `${r.sha256?.slice(0, 12)}…` : r.outcome}`).join(' ')}`);
   }
   for (const path of readsByPath.keys()) if (!putsByPath.has(path)) add(`${path}: read but never written (harness error)`);
+  // Reads right after an acknowledged upload, through another node: that upload's bytes (or an
+  // earlier upload with unknown outcome that landed late) — never ENOENT, never older bytes.
+  for (const rb of readbacks) {
+    const late = (putsByPath.get(rb.path) ?? []).filter((p) => p.outcome === 'info' && p.invokeNs < rb.invokeNs).map((p) => p.sha256);
+    if (rb.outcome === 'absent') add(`${rb.path}: stale read — n${rb.node} said ENOENT right after the upload was acknowledged (process ${rb.process})`);
+    else if (rb.sha256 !== rb.expected && !late.includes(rb.sha256 ?? '')) {
+      const older = (putsByPath.get(rb.path) ?? []).find((p) => p.sha256 === rb.sha256);
+      add(`${rb.path}: stale read — n${rb.node} served ${older !== undefined ? 'an older version' : 'bytes no upload wrote'} (${rb.size} bytes) right after the upload was acknowledged (process ${rb.process})`);
+    } else bytesVerified += rb.size ?? 0;
+  }
   if (hidden > 0) anomalies.push(`… and ${hidden} more`);
   return {
     valid: anomalies.length === 0,
@@ -113,6 +138,7 @@ export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[],
       acknowledged: puts.filter((p) => p.outcome === 'ok').length,
       unknown: puts.filter((p) => p.outcome === 'info').length,
       reads: reads.length,
+      readbacks: readbacks.length,
       bytesVerified,
     },
   };
@@ -121,6 +147,6 @@ export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[],
 export function formatFilesResult(r: FilesCheckResult): string {
   const s = r.stats;
   const head = `${r.valid ? 'valid' : 'INVALID'}: files; ${s.files} files, ${s.puts} strong uploads (${s.acknowledged} acknowledged, ${s.unknown} unknown), ` +
-    `${s.reads} final reads, ${s.bytesVerified} bytes verified by SHA-256`;
+    `${s.readbacks} reads through another node during the faults, ${s.reads} final reads, ${s.bytesVerified} bytes verified by SHA-256`;
   return [head, ...r.anomalies].join('\n');
 }

@@ -9,7 +9,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { CairnError } from '../../../src/common/errors.js';
 import { FileClient } from '../../../src/server/file-client.js';
-import type { FilePut, FileRead } from '../checker/files.js';
+import type { FilePut, FileRead, FileReadback } from '../checker/files.js';
 import type { HistoryLine, HistoryRecorder, OpHandle } from '../recorder.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
@@ -21,6 +21,10 @@ const PUT_TIMEOUT_MS_DEFAULT = 15_000;
 /** Most uploads are small; some span several chunks. */
 const SMALL_BYTES_MAX = 32 * 1024;
 const LARGE_BYTES_MAX = 1024 * 1024;
+/** Share of acknowledged uploads read back at once through another node. */
+const READBACK_SHARE = 0.25;
+/** Process ids of those reads: client c uses READBACK_PROCESS_FIRST + c (one at a time). */
+export const READBACK_PROCESS_FIRST = 600_000;
 /** Files one client may overwrite (its most recent ones). */
 const OWN_FILES_KEPT = 16;
 
@@ -75,6 +79,8 @@ export async function runFilesWorkload(o: FilesWorkloadOptions, signal: AbortSig
   const run = async (c: number): Promise<void> => {
     const node = nodes[c % nodes.length]!;
     const files = new FileClient(o.endpoints.get(node)!, o.putTimeoutMs ?? PUT_TIMEOUT_MS_DEFAULT);
+    const otherNode = nodes[(c + 1) % nodes.length]!;
+    const other = new FileClient(o.endpoints.get(otherNode)!, o.putTimeoutMs ?? PUT_TIMEOUT_MS_DEFAULT);
     const own: string[] = [];
     let process_ = c;
     let n = 0;
@@ -98,6 +104,15 @@ export async function runFilesWorkload(o: FilesWorkloadOptions, signal: AbortSig
           if (r.size !== size) throw new CairnError('EIO', `the service reports ${r.size} bytes stored of ${size}`);
           o.recorder.ok(h, { size, sha256: hash, version: r.version, state: r.state }, node);
           stats.ok++;
+          if (o.rand() < READBACK_SHARE) {
+            // Strong means committed: any other node must serve these bytes now.
+            const rb = o.recorder.invoke(READBACK_PROCESS_FIRST + c, 'readback', path, { expected: hash });
+            try {
+              o.recorder.ok(rb, await readWhole(other, path), otherNode);
+            } catch (err) {
+              o.recorder.fail(rb, codeOf(err), otherNode);
+            }
+          }
         } catch (err) {
           o.recorder.info(h, codeOf(err), node);
           stats.info++;
@@ -110,6 +125,7 @@ export async function runFilesWorkload(o: FilesWorkloadOptions, signal: AbortSig
       }
     } finally {
       files.close();
+      other.close();
     }
   };
   await Promise.all(Array.from({ length: o.clients }, (_, c) => run(c)));
@@ -204,4 +220,26 @@ export function putsOfHistory(lines: readonly HistoryLine[]): FilePut[] {
   }
   for (const inv of pending.values()) puts.push(make(inv, 'info'));
   return puts;
+}
+
+/** The reads through another node right after an acknowledged upload (ENOENT kept; other failures are unavailability). */
+export function readbacksOfHistory(lines: readonly HistoryLine[]): FileReadback[] {
+  const pending = new Map<number, HistoryLine>();
+  const out: FileReadback[] = [];
+  for (const l of lines) {
+    if (l.f !== 'readback') continue;
+    if (l.type === 'invoke') {
+      pending.set(l.process, l);
+      continue;
+    }
+    const inv = pending.get(l.process);
+    if (inv === undefined) continue;
+    pending.delete(l.process);
+    const base = { path: inv.key ?? '', node: l.node ?? 0, process: l.process, expected: (inv.value as { expected: string }).expected, invokeNs: BigInt(inv.time_ns) };
+    if (l.type === 'ok') {
+      const v = l.value as { size: number; sha256: string };
+      out.push({ ...base, outcome: 'ok', size: v.size, sha256: v.sha256 });
+    } else if (l.error === 'ENOENT') out.push({ ...base, outcome: 'absent' });
+  }
+  return out;
 }
