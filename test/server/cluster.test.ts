@@ -226,6 +226,8 @@ describe('a 3-node cluster of daemons', () => {
 
   it('chunk GC deletes the shards of a replaced file after the grace period and keeps the live ones', async () => {
     const disks = () => cfgs.flatMap((c) => c.disks.map((d) => d.path));
+    // A file that stays: its shards must survive every GC pass.
+    await fc(1).put('/gc/keep.bin', randomPieces(MIB + 5, 13), { mode: 'strong', mkdirs: true });
     const before = await countShardFiles(disks());
     await fc(0).put('/gc/f.bin', randomPieces(2 * MIB, 11), { mode: 'strong', mkdirs: true });
     const withOld = await countShardFiles(disks());
@@ -237,7 +239,7 @@ describe('a 3-node cluster of daemons', () => {
     await eventually(async () => (await countShardFiles(disks())) <= withBoth - (withOld - before), 60_000, 500);
     const want = await sha256Of(randomPieces(2 * MIB, 12));
     expect(await sha256Of((await fc(2).get('/gc/f.bin')).data)).toEqual(want);
-    expect(await sha256Of((await fc(1).get('/dir/a/file.bin')).data)).toEqual(await sha256Of(randomPieces(5 * MIB + 12_345, 7)));
+    expect(await sha256Of((await fc(1).get('/gc/keep.bin')).data)).toEqual(await sha256Of(randomPieces(MIB + 5, 13)));
   }, 90_000);
 
   it('scrub in the daemon quarantines a corrupted shard and rebuilds it from the others', async () => {
