@@ -1,7 +1,7 @@
 /**
  * The watch-feed workload against the metadata service: writers make changes under
  * /jepsen-watch/pK (exclusive creates of fresh names, truncates at the version they know,
- * unlinks), each change with an identity its watch event must carry; watchers follow one prefix
+ * renames to fresh names, often into another prefix, unlinks), each change with an identity its watch event must carry; watchers follow one prefix
  * each (or the whole root) with MetaClient.watch(), drop their stream every second or so and
  * resume from the last revision they were given on a different node. After healing, the
  * watchers must catch up to the leader's revision, and every node serves the root's event log
@@ -142,7 +142,7 @@ export function startWatchWorkload(o: WatchWorkloadOptions): WatchWorkload {
             } else unknown(h, err);
             erred = true;
           }
-        } else if (r < 0.75) {
+        } else if (r < 0.6) {
           const i = Math.floor(o.rand() * files.length);
           const f = files[i]!;
           const id = `truncate ${f.path}@${f.version + 1}`;
@@ -157,6 +157,23 @@ export function startWatchWorkload(o: WatchWorkloadOptions): WatchWorkload {
             // Even ECONFLICT is ambiguous: a retried attempt conflicts with its own first attempt.
             unknown(h, err);
             files.splice(i, 1); // its version is unknown now: leave the file alone
+            erred = true;
+          }
+        } else if (r < 0.8) {
+          // Rename to a fresh name, usually into another prefix: both prefixes' watchers must see it.
+          const i = Math.floor(o.rand() * files.length);
+          const f = files.splice(i, 1)[0]!;
+          const j = Math.floor(o.rand() * WATCH_PREFIXES);
+          const to = `${prefixOf(j)}/c${c}-${nextName++}`;
+          const id = `rename ${f.path} -> ${to}`;
+          const h = o.recorder.invoke(process_, 'rename', f.path, id);
+          try {
+            await meta.rename(f.path, to, { noReplace: true });
+            o.recorder.ok(h, id, node);
+            stats.ok++;
+            live[j]!.push({ path: to, version: f.version });
+          } catch (err) {
+            unknown(h, err); // ENOENT/EEXIST too: a retry after the first attempt was applied
             erred = true;
           }
         } else {
@@ -339,7 +356,7 @@ export function writesOfHistory(lines: readonly HistoryLine[]): FeedWrite[] {
   const pending = new Map<number, HistoryLine>();
   const writes: FeedWrite[] = [];
   for (const l of lines) {
-    if (l.f !== 'create' && l.f !== 'truncate' && l.f !== 'unlink') continue;
+    if (l.f !== 'create' && l.f !== 'truncate' && l.f !== 'unlink' && l.f !== 'rename') continue;
     if (l.type === 'invoke') {
       pending.set(l.process, l);
       continue;
