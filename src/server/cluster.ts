@@ -6,8 +6,8 @@
  *  - keeps a ClusterView (the current diskmap and registry, read from the local replica) that
  *    the file service's ChunkAdapter places chunks with: bucket → machine location → address;
  *  - executes the slot moves of every new diskmap epoch for the buckets it holds (src/server/
- *    mover.ts; the last epoch done is kept in <dataDir>/mover.json, and the latest epoch's moves
- *    are run again with every GC pass for writers that still used the older map);
+ *    mover.ts; the last epoch done is kept in <dataDir>/mover.json, and the last 16 epochs' moves
+ *    are run again with every GC pass for writers that still used an older map);
  *  - runs chunk GC (referenced chunks from the metadata's current layouts, with a grace period)
  *    and a throttled scrub, with metrics.
  */
@@ -55,15 +55,20 @@ export class ClusterView {
 
   /** Re-read the diskmap (when its epoch moved) and the registry. */
   async refresh(): Promise<void> {
+    // Registry first: every disk of a map is registered before the map is proposed, so a map
+    // read after the registry never names a node the registry read missed. Both are installed
+    // together (no await in between), so readers never see a new map with an old registry.
+    const nodes = await listNodes(this.src, this.log);
     const rec = await this.readDiskmap();
+    const dm = rec.epoch !== this.epoch ? loadDiskmap(rec) : this.dm;
+    this.nodes = nodes;
+    this.resolve = addressResolver(nodes);
     if (rec.epoch !== this.epoch) {
-      this.dm = loadDiskmap(rec);
+      this.dm = dm;
       this.byBucket = undefined;
       this.epoch = rec.epoch;
       this.log.info({ epoch: rec.epoch }, 'diskmap loaded');
     }
-    this.nodes = await listNodes(this.src, this.log);
-    this.resolve = addressResolver(this.nodes);
   }
 
   /** The current diskmap; EAGAIN while the cluster has none yet. */
@@ -106,6 +111,9 @@ export interface ClusterParts {
 }
 
 const parts = new WeakMap<NodeContext, ClusterParts>();
+
+/** How many past epochs' moves each GC pass runs again (cheap: listing emptied buckets). */
+const MOVER_RERUN_EPOCHS = 16;
 
 /** The cluster parts of a node (for services listed after clusterFactory in NODE_SERVICES). */
 export function clusterPartsOf(ctx: NodeContext): ClusterParts {
@@ -202,16 +210,24 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     if (e < 2) return true;
     const change = await ctx.meta.diskmapChange(e);
     if (change === undefined) return true;
-    const r = await executeMoves(movesOfDiff(change.diffJson, log), e, store, clients, (b) => view.addressOf(b), log);
+    const dm = view.diskmap();
+    const holderOf = (g: number, i: number): string | undefined => {
+      const b = dm.groups[g]?.buckets[i];
+      return b === undefined ? undefined : formatBucketId(b);
+    };
+    const r = await executeMoves(movesOfDiff(change.diffJson, log), dm.epoch, store, clients, (b) => view.addressOf(b), holderOf, log);
     return r.failed === 0;
   };
-  /** Run the moves of every epoch not done yet (all = also the latest again). */
+  /**
+   * Run the moves of every epoch not done yet; with `again`, also those of the last
+   * MOVER_RERUN_EPOCHS epochs (shards a writer with an older map put into a bucket since left).
+   */
   const runMover = async (again: boolean): Promise<void> => {
     if (moving || !view.hasDiskmap()) return;
     moving = true;
     try {
       const current = view.diskmap().epoch;
-      if (again && movedEpoch === current) await moveEpoch(current);
+      if (again) for (let e = Math.max(2, movedEpoch - MOVER_RERUN_EPOCHS + 1); e <= movedEpoch; e++) await moveEpoch(e);
       while (movedEpoch < current) {
         if (!(await moveEpoch(movedEpoch + 1))) return; // retried on the next tick
         movedEpoch += 1;

@@ -1,9 +1,11 @@
 /**
- * The data mover: executes the slot moves of a new diskmap epoch for the buckets this node holds.
- * A move `{kind: 'move', group, index, from, to}` says shard `index` of every chunk of `group` now
- * lives in bucket `to`: each shard found in `from` on this node is copied to `to` (on whichever
- * node serves it; a put of an existing identical shard is a no-op), and deleted from `from` only
- * once the copy is acknowledged (durable). Moves of kind 'repair' (the source is lost) and 'new'
+ * The data mover: executes the slot moves of diskmap epochs for the buckets this node holds.
+ * A move `{kind: 'move', group, index, from, to}` says shard `index` of every chunk of `group`
+ * leaves bucket `from`: each shard found in `from` on this node is copied to the bucket that holds
+ * slot (group, index) in the CURRENT map (that is `to`, or where later epochs moved it on — so a
+ * chain of moves processed late or out of order still ends in the right place, and a slot moved
+ * back to `from` is left alone), on whichever node serves it (a put of an existing identical
+ * shard is a no-op), and deleted from `from` only once the copy is acknowledged (durable). Moves of kind 'repair' (the source is lost) and 'new'
  * (filled by new writes) are not copies and are left to repair and to writers.
  *
  * Idempotent, so it is safe to run again: after a restart, and periodically for the latest epoch
@@ -48,20 +50,26 @@ export interface MoveReport {
   failed: number;
 }
 
-/** Copy-then-delete every shard of this node's `from` buckets (one epoch's moves). */
+/**
+ * Copy-then-delete every shard of this node's `from` buckets (one epoch's moves) to the current
+ * holder of its slot (`holderOf(group, index)`, bucket text; undefined: the slot is gone, skip).
+ */
 export async function executeMoves(
   moves: readonly SlotMoveText[],
   epoch: number,
   store: ChunkStore,
   clients: ChunkClients,
   addressOf: (b: BucketId) => string,
+  holderOf: (group: number, index: number) => string | undefined,
   log: Logger,
 ): Promise<MoveReport> {
   const report: MoveReport = { moved: 0, failed: 0 };
   const mine = new Set(store.buckets());
   for (const m of moves) {
     if (m.kind !== 'move' || m.from === null || !mine.has(m.from)) continue;
-    const to = parseBucketId(m.to);
+    const toText = holderOf(m.group, m.index);
+    if (toText === undefined || toText === m.from) continue;
+    const to = parseBucketId(toText);
     let after = '';
     for (;;) {
       const page = await store.listBucket(m.from, after, 1000);
@@ -70,7 +78,7 @@ export async function executeMoves(
         try {
           const { info, payload } = await store.readShard(s.key);
           await clients.get(addressOf(to)).putShard(
-            { key: { ...s.key, bucket: m.to }, payloadLength: payload.length, chunkLength: info.chunkLength, payloadCrc32: info.payloadCrc32, diskmapEpoch: epoch },
+            { key: { ...s.key, bucket: toText }, payloadLength: payload.length, chunkLength: info.chunkLength, payloadCrc32: info.payloadCrc32, diskmapEpoch: epoch },
             payload,
             { timeoutMs: 60_000 },
           );
@@ -80,7 +88,7 @@ export async function executeMoves(
         } catch (err) {
           report.failed++;
           metrics.failed.inc();
-          log.warn({ from: m.from, to: m.to, hash: s.key.hash, err: String(err) }, 'shard move failed; retried on the next pass');
+          log.warn({ from: m.from, to: toText, hash: s.key.hash, err: String(err) }, 'shard move failed; retried on the next pass');
         }
       }
       if (page.next === '') break;
