@@ -54,13 +54,13 @@ describe('cairn put / get / cat / commit / status', () => {
     const local = join(dir.path, 'in.bin');
     const data = randomBytes(3 * 1024 * 1024 + 77);
     await writeFile(local, data);
-    // The cluster first needs its diskmap: status --json shows it.
+    // The cluster first needs its diskmap (and a leader: an election may run meanwhile): status --json shows it.
     let cluster: { diskmapEpoch: number; leaderId: number; nodes: Array<{ disks: Array<{ inDiskmap: boolean }> }> } | undefined;
     for (let i = 0; i < 100; i++) {
       const st = await runCairn(['status', '--json', '--endpoint', endpoints[0]!]);
       if (st.code === 0) {
         cluster = JSON.parse(st.stdout) as typeof cluster;
-        if (cluster!.diskmapEpoch > 0) break;
+        if (cluster!.diskmapEpoch > 0 && cluster!.leaderId > 0) break;
       }
       await new Promise((r) => setTimeout(r, 300));
     }
