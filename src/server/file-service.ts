@@ -15,7 +15,6 @@
  * Memory stays bounded whatever the file size: one piece in flight each way, with backpressure
  * (the request stream is pulled one message at a time; responses wait for 'drain').
  */
-import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
@@ -75,6 +74,22 @@ function parentOf(path: string): { dir: string; base: string } {
   const parts = splitPath(path);
   const base = parts[parts.length - 1] as string;
   return { dir: `/${parts.slice(0, -1).join('/')}`, base };
+}
+
+/** Wait for a response stream to drain, or to be cancelled by the client (never hang on a gone client). */
+function drainOrCancel(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  if (call.cancelled) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      call.off('drain', done);
+      call.off('cancelled', done);
+      call.off('close', done);
+      resolve();
+    };
+    call.on('drain', done);
+    call.on('cancelled', done);
+    call.on('close', done);
+  });
 }
 
 interface PutMsg {
@@ -192,7 +207,7 @@ export class FileService {
             if (piece.length === 0) break;
             pos += piece.length;
             metrics.bytes.inc({ dir: 'out' }, piece.length);
-            if (!call.write({ data: piece })) await once(call, 'drain');
+            if (!call.write({ data: piece })) await drainOrCancel(call);
           }
         } finally {
           await this.fs.close(fd);
