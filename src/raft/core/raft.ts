@@ -633,8 +633,10 @@ export class Raft {
         // never campaigns, e.g. a joining one that adopted a removed node's term, would never
         // be heard from again).
         this.send(makeMessage({ type: MessageType.AppResp, to: m.from }));
-      } else if (m.type === MessageType.PreVote) {
-        this.send(makeMessage({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true }));
+      } else if (m.type === MessageType.PreVote || m.type === MessageType.Vote) {
+        // Reject with our term, so a candidate that fell behind in terms catches up (§5.1);
+        // else a cluster could wait on a voter whose term it never learns.
+        this.send(makeMessage({ type: voteRespType(m.type), to: m.from, term: this.term, reject: true }));
       }
       return;
     }

@@ -30,10 +30,13 @@ describe('terms (§5.1)', () => {
     expect(n.raft.term).toBe(5);
     expect(n.raft.lead).toBe(NONE);
     expect(n.raft.log.lastIndex()).toBe(0);
+    expect(n.drain()).toEqual([]); // with neither pre-vote nor check-quorum, a stale append gets no answer
     n.rn.step(msg({ type: MessageType.Vote, from: 2, to: 1, term: 4, index: 10, logTerm: 4 }));
     expect(n.raft.vote).toBe(NONE);
-    // With neither pre-vote nor check-quorum on, nothing at all is answered.
-    expect(n.drain().filter((m) => m.type !== MessageType.AppResp)).toEqual([]);
+    expect(n.raft.term).toBe(5);
+    // A stale candidate is refused and told the current term, so that it can catch up.
+    const out = n.drain();
+    expect(out.map((m) => [m.type, m.to, m.term, m.reject])).toEqual([[MessageType.VoteResp, 2, 5, true]]);
   });
 });
 
@@ -97,6 +100,19 @@ describe('voting (§5.2, §5.4.1)', () => {
       expect(n.raft.role).toBe(r.role);
     });
   }
+
+  it('a candidate behind in terms learns the voter\'s term from the refusal and wins next time', () => {
+    const net = new Network([1, 2], {}, new Map([
+      [1, { log: entriesOfTerms([1, 1]), term: 3 }],
+      [2, { log: entriesOfTerms([1]), term: 10 }],
+    ]));
+    net.campaign(1); // asks for term 4; node 2 is at 10
+    expect(net.node(1).raft.term).toBe(10);
+    expect(net.node(1).raft.role).toBe(Role.Follower);
+    net.campaign(1);
+    expect(net.node(1).raft.role).toBe(Role.Leader);
+    expect(net.node(1).raft.term).toBe(11);
+  });
 
   it('a follower campaigns after its election timeout; randomized timeouts rarely collide', () => {
     // etcd's TestFollowersElectionTimeoutNonconflict: how often do two followers time out at once?

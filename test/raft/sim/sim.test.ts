@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { nodesForSeed, runSimulation, SimFailure } from './sim.js';
 
 const SEEDS = 500;
-const STEPS = 500;
+const STEPS = 400;
 const BATCH = 100;
 
 describe('raft simulator', () => {
