@@ -63,7 +63,13 @@ export async function openNodeDisks(cfg: NodeConfig, log: Logger): Promise<Chunk
   for (const d of cfg.disks) {
     if (known.has(d.path)) continue;
     if (await exists(join(d.path, DISK_LABEL_FILE))) {
-      // Formatted by someone else (cairn chunk format, or a re-created data dir): open it as is.
+      // Formatted by someone else (cairn init, cairn chunk format, or a re-created data dir):
+      // open it as is, and remember it, so that it is never formatted again if it goes missing.
+      const label = await readFile(join(d.path, DISK_LABEL_FILE), 'utf8')
+        .then((t) => String((JSON.parse(t) as { incarnation?: unknown }).incarnation ?? ''))
+        .catch(() => '');
+      formatted.disks.push({ path: d.path, disk: d.disk, incarnation: label });
+      await writeFileDurable(file, `${JSON.stringify(formatted, null, 2)}\n`);
       known.add(d.path);
       continue;
     }
