@@ -62,6 +62,17 @@ describe('files checker', () => {
     expect(checkFiles(withLate, finals, NODES, [{ ...rb, outcome: 'ok', sha256: 'a0', size: 10 }]).valid).toBe(true);
   });
 
+  it('warns of an upload that answered a definite error yet took effect, without failing the run', () => {
+    const misreported = [...puts.slice(0, 3), { ...put('/f/c', 'c1', 3, 'info'), error: 'ENOENT' }];
+    const r = checkFiles(misreported, [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', 'c1')], NODES);
+    expect(r.valid).toBe(true);
+    expect(r.warnings.join('\n')).toContain('/f/c: the upload of process 3 answered ENOENT, yet its 10 bytes are the file');
+    expect(formatFilesResult(r)).toContain('warning: /f/c');
+    // EUNAVAIL is an honest unknown: no warning.
+    const honest = [...puts.slice(0, 3), { ...put('/f/c', 'c1', 3, 'info'), error: 'EUNAVAIL' }];
+    expect(checkFiles(honest, [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', 'c1')], NODES).warnings).toEqual([]);
+  });
+
   it('names a node that did not answer and nodes that disagree', () => {
     const reads = [...readAll('/f/a', 'a2'), ...readAll('/f/b', 'b1'), ...readAll('/f/c', undefined)];
     reads[0] = { path: '/f/a', node: 1, outcome: 'error', error: 'EUNAVAIL' };

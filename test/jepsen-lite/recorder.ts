@@ -22,6 +22,8 @@ export interface HistoryLine {
   readonly time_ns: string;
   /** The node that served the request, when known. */
   readonly node?: number;
+  /** The error's sentence, when a workload keeps it (the checker ignores it). */
+  readonly message?: string;
 }
 
 /** A pending operation, returned by invoke() and passed to exactly one completion. */
@@ -68,7 +70,7 @@ export class HistoryRecorder {
     return h;
   }
 
-  private complete(h: OpHandle, type: Exclude<HistoryType, 'invoke'>, value: unknown, error: string | undefined, node: number | undefined): void {
+  private complete(h: OpHandle, type: Exclude<HistoryType, 'invoke'>, value: unknown, error: string | undefined, node: number | undefined, message?: string): void {
     if (h.done) throw new CairnError('EINVAL', `process ${h.process}: ${h.f} completed twice`);
     h.done = true;
     this.pendingByProcess.delete(h.process);
@@ -81,6 +83,7 @@ export class HistoryRecorder {
       ...(error === undefined ? {} : { error }),
       time_ns: process.hrtime.bigint().toString(),
       ...(node === undefined ? {} : { node }),
+      ...(message === undefined ? {} : { message }),
     });
   }
 
@@ -95,8 +98,8 @@ export class HistoryRecorder {
   }
 
   /** Unknown outcome (timeout, crash): it may happen later or never. The process must retire. */
-  info(h: OpHandle, error?: string, node?: number): void {
-    this.complete(h, 'info', h.value, error, node);
+  info(h: OpHandle, error?: string, node?: number, message?: string): void {
+    this.complete(h, 'info', h.value, error, node, message);
   }
 
   get history(): readonly HistoryLine[] {

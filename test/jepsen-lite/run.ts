@@ -106,6 +106,7 @@ async function main(argv: string[]): Promise<number> {
     const verdict = summary.checks !== undefined ? `${summary.checks.name} ${summary.checks.valid ? 'valid' : 'invalid'}` : summary.linearizability.verdict;
     process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);
     process.stdout.write(`replay: ${summary.replay}\n`);
+    if ((summary.checks?.warnings?.length ?? 0) > 0) process.stdout.write(`${summary.checks!.warnings!.length} warning(s): see the report above and summary.json\n`);
     if (summary.linearizability.verdict === 'unknown') return 3;
     return summary.valid ? 0 : 1;
   } catch (err) {

@@ -77,7 +77,7 @@ export interface RunSummary {
   /** For workloads checked by another checker (watch): verdict 'not checked', the report says why. */
   readonly linearizability: { readonly verdict: CheckResult['verdict'] | 'not checked'; readonly operations: number; readonly checkMs: number; readonly report: string };
   /** The workload's own checks beyond linearizability (watch: the feed checker). */
-  readonly checks?: { readonly name: string; readonly valid: boolean; readonly report: string };
+  readonly checks?: { readonly name: string; readonly valid: boolean; readonly report: string; readonly warnings?: readonly string[] };
   readonly replay: string;
 }
 
@@ -224,7 +224,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
     // Durability: every acknowledged upload reads back byte for byte (by SHA-256) through every node.
     const lines = historyText.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as HistoryLine);
     const r = checkFiles(putsOfHistory(lines), fileReads ?? [], cluster.ids, readbacksOfHistory(lines));
-    checks = { name: 'files', valid: r.valid && fileReads !== undefined, report: formatFilesResult(r) };
+    checks = { name: 'files', valid: r.valid && fileReads !== undefined, report: formatFilesResult(r), warnings: r.warnings };
     linearizability = { verdict: 'not checked', operations: lines.length, checkMs: Date.now() - checkStarted, report: checks.report };
   } else if (workloadName === 'watch') {
     // The watch feed has no register-like model: its own checker reads history.jsonl and watch.json.

@@ -16,7 +16,16 @@ export interface FilePut {
   readonly completeNs?: bigint;
   /** For acknowledged uploads: the commit state the service reported (strong mode promises `durable`). */
   readonly state?: string;
+  /** For uploads that failed: the error code the service answered. */
+  readonly error?: string;
 }
+
+/**
+ * Error codes that tell a caller the upload did not happen (unlike EUNAVAIL or ETIMEDOUT). The
+ * harness still treats every failed upload as unknown; one of these that took effect anyway is
+ * reported as a misreported outcome (a warning: nothing acknowledged was lost).
+ */
+export const DEFINITE_ERRORS: ReadonlySet<string> = new Set(['ENOENT', 'EEXIST', 'EINVAL', 'EISDIR', 'ENOTDIR', 'EACCES', 'EPERM', 'ECONFLICT', 'ENOSPC', 'EFBIG', 'ENAMETOOLONG']);
 
 export interface FileRead {
   readonly path: string;
@@ -45,6 +54,8 @@ export interface FileReadback {
 export interface FilesCheckResult {
   readonly valid: boolean;
   readonly anomalies: readonly string[];
+  /** Findings that break no durability promise (an upload that answered a definite error yet took effect). */
+  readonly warnings: readonly string[];
   readonly stats: {
     readonly files: number;
     readonly puts: number;
@@ -118,6 +129,14 @@ export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[],
     if (answers.size > 1) add(`${path}: nodes disagree after healing: ${rs.map((r) => `n${r.node}=${r.outcome === 'ok' ? `${r.sha256?.slice(0, 12)}…` : r.outcome}`).join(' ')}`);
   }
   for (const path of readsByPath.keys()) if (!putsByPath.has(path)) add(`${path}: read but never written (harness error)`);
+  const warnings: string[] = [];
+  for (const p of puts) {
+    if (p.outcome === 'ok' || p.error === undefined || !DEFINITE_ERRORS.has(p.error)) continue;
+    const landed = (readsByPath.get(p.path) ?? []).filter((r) => r.outcome === 'ok' && r.sha256 === p.sha256);
+    if (landed.length > 0) {
+      warnings.push(`${p.path}: the upload of process ${p.process} answered ${p.error}, yet its ${p.size} bytes are the file (read through ${landed.map((r) => `n${r.node}`).join(', ')}): a misreported failure`);
+    }
+  }
   // Reads right after an acknowledged upload, through another node: that upload's bytes (or an
   // earlier upload with unknown outcome that landed late) — never ENOENT, never older bytes.
   for (const rb of readbacks) {
@@ -132,6 +151,7 @@ export function checkFiles(puts: readonly FilePut[], reads: readonly FileRead[],
   return {
     valid: anomalies.length === 0,
     anomalies,
+    warnings,
     stats: {
       files: putsByPath.size,
       puts: puts.length,
@@ -148,5 +168,5 @@ export function formatFilesResult(r: FilesCheckResult): string {
   const s = r.stats;
   const head = `${r.valid ? 'valid' : 'INVALID'}: files; ${s.files} files, ${s.puts} strong uploads (${s.acknowledged} acknowledged, ${s.unknown} unknown), ` +
     `${s.readbacks} reads through another node during the faults, ${s.reads} final reads, ${s.bytesVerified} bytes verified by SHA-256`;
-  return [head, ...r.anomalies].join('\n');
+  return [head, ...r.anomalies, ...r.warnings.map((w) => `warning: ${w}`)].join('\n');
 }

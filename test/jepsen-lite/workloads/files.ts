@@ -78,9 +78,10 @@ export async function runFilesWorkload(o: FilesWorkloadOptions, signal: AbortSig
   const thinkMs = o.thinkMs ?? 20;
   const run = async (c: number): Promise<void> => {
     const node = nodes[c % nodes.length]!;
-    const files = new FileClient(o.endpoints.get(node)!, o.putTimeoutMs ?? PUT_TIMEOUT_MS_DEFAULT);
+    const putTimeoutMs = o.putTimeoutMs ?? PUT_TIMEOUT_MS_DEFAULT;
+    let files = new FileClient(o.endpoints.get(node)!, putTimeoutMs);
     const otherNode = nodes[(c + 1) % nodes.length]!;
-    const other = new FileClient(o.endpoints.get(otherNode)!, o.putTimeoutMs ?? PUT_TIMEOUT_MS_DEFAULT);
+    let other = new FileClient(o.endpoints.get(otherNode)!, putTimeoutMs);
     const own: string[] = [];
     let process_ = c;
     let n = 0;
@@ -111,10 +112,19 @@ export async function runFilesWorkload(o: FilesWorkloadOptions, signal: AbortSig
               o.recorder.ok(rb, await readWhole(other, path), otherNode);
             } catch (err) {
               o.recorder.fail(rb, codeOf(err), otherNode);
+              if (codeOf(err) === 'EUNAVAIL') {
+                other.close();
+                other = new FileClient(o.endpoints.get(otherNode)!, putTimeoutMs);
+              }
             }
           }
         } catch (err) {
-          o.recorder.info(h, codeOf(err), node);
+          o.recorder.info(h, codeOf(err), node, err instanceof Error ? err.message.slice(0, 300) : undefined);
+          if (codeOf(err) === 'EUNAVAIL') {
+            // A fresh channel: grpc-js backs off reconnecting for many seconds after a node restarts.
+            files.close();
+            files = new FileClient(o.endpoints.get(node)!, putTimeoutMs);
+          }
           stats.info++;
           process_ += o.clients;
           erred = true;
@@ -213,7 +223,8 @@ export function putsOfHistory(lines: readonly HistoryLine[]): FilePut[] {
       const inv = pending.get(l.process);
       if (inv === undefined) continue;
       pending.delete(l.process);
-      const put = make(inv, l.type, l.type === 'ok' ? BigInt(l.time_ns) : undefined);
+      const made = make(inv, l.type, l.type === 'ok' ? BigInt(l.time_ns) : undefined);
+      const put = l.type !== 'ok' && l.error !== undefined ? { ...made, error: l.error } : made;
       const state = l.type === 'ok' ? (l.value as { state?: unknown } | undefined)?.state : undefined;
       puts.push(typeof state === 'string' ? { ...put, state } : put);
     }
