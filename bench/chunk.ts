@@ -82,6 +82,8 @@ async function spawnServer(diskPath: string): Promise<ServerProc> {
 
 interface Servers {
   addresses: string[];
+  /** Process ids of the servers when they run as their own processes (for their CPU time). */
+  pids: number[];
   /** Incarnation label of each server's disk. */
   labels: Array<{ machine: number; incarnation: string }>;
   stop(): Promise<void>;
@@ -91,6 +93,7 @@ interface Servers {
 async function startServers(root: string, mode: 'processes' | 'in-process'): Promise<Servers> {
   const addresses: string[] = [];
   const labels: Array<{ machine: number; incarnation: string }> = [];
+  const pids: number[] = [];
   const stops: Array<() => Promise<void>> = [];
   try {
     for (let i = 0; i < 3; i++) {
@@ -100,6 +103,7 @@ async function startServers(root: string, mode: 'processes' | 'in-process'): Pro
       if (mode === 'processes') {
         const s = await spawnServer(p);
         addresses.push(s.address);
+        if (s.child.pid !== undefined) pids.push(s.child.pid);
         stops.push(async () => {
           s.child.kill('SIGTERM');
           await new Promise((r) => s.child.once('exit', r));
@@ -116,6 +120,7 @@ async function startServers(root: string, mode: 'processes' | 'in-process'): Pro
   }
   return {
     addresses,
+    pids,
     labels,
     stop: async () => {
       for (const stop of stops) await stop();
@@ -123,7 +128,34 @@ async function startServers(root: string, mode: 'processes' | 'in-process'): Pro
   };
 }
 
-async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<{ writeS: number; readS: number }> {
+/** CPU time (user + system) of other processes, ms, from /proc/<pid>/stat (clock ticks of 10 ms). */
+async function procCpuMs(pids: number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  }
+  return ticks * 10;
+}
+
+function ownCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+interface CairnRun {
+  writeS: number;
+  readS: number;
+  /** CPU ms of this process (client; plus the servers in-process) during puts and gets. */
+  clientPutMs: number;
+  clientGetMs: number;
+  /** CPU ms of the server processes (0 in-process). */
+  serverPutMs: number;
+  serverGetMs: number;
+}
+
+async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<CairnRun> {
   const n = scheme.kind === 'ec' ? scheme.k + scheme.m : scheme.n;
   const servers = await startServers(root, mode);
   const clients = new ChunkClients();
@@ -140,6 +172,8 @@ async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'proces
     const hashes: string[] = [];
     // Warm-up: connections and bucket directories.
     await writeChunk(clients, randomBytes(1024), scheme, targets);
+    const c0 = ownCpuMs();
+    const s0 = await procCpuMs(servers.pids);
     const t0 = process.hrtime.bigint();
     await pool(
       data.map((d, i) => ({ d, i })),
@@ -151,11 +185,22 @@ async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'proces
       },
     );
     const t1 = process.hrtime.bigint();
+    const c1 = ownCpuMs();
+    const s1 = await procCpuMs(servers.pids);
     await pool(hashes, IN_FLIGHT, async (h) => {
       await readChunk(clients, h, scheme, targets);
     });
     const t2 = process.hrtime.bigint();
-    return { writeS: Number(t1 - t0) / 1e9, readS: Number(t2 - t1) / 1e9 };
+    const c2 = ownCpuMs();
+    const s2 = await procCpuMs(servers.pids);
+    return {
+      writeS: Number(t1 - t0) / 1e9,
+      readS: Number(t2 - t1) / 1e9,
+      clientPutMs: c1 - c0,
+      clientGetMs: c2 - c1,
+      serverPutMs: s1 - s0,
+      serverGetMs: s2 - s1,
+    };
   } finally {
     clients.close();
     await servers.stop();
@@ -187,8 +232,9 @@ export const chunkSuite: BenchSuite = {
           await rm(root, { recursive: true, force: true });
           const putW = mbps(userBytes, c.writeS);
           const getR = mbps(userBytes, c.readS);
-          rows.push([tag, mode, 'put', putW, limitW, `${Math.round((100 * putW) / limitW)}%`]);
-          rows.push([tag, mode, 'get', getR, limitR, `${Math.round((100 * getR) / limitR)}%`]);
+          const perMb = (ms: number): string => (mode === 'in-process' && ms === 0 ? '-' : (ms / (userBytes / 1e6)).toFixed(1));
+          rows.push([tag, mode, 'put', putW, limitW, `${Math.round((100 * putW) / limitW)}%`, perMb(c.clientPutMs), mode === 'processes' ? perMb(c.serverPutMs) : '-']);
+          rows.push([tag, mode, 'get', getR, limitR, `${Math.round((100 * getR) / limitR)}%`, perMb(c.clientGetMs), mode === 'processes' ? perMb(c.serverGetMs) : '-']);
         }
       }
     } finally {
@@ -196,11 +242,12 @@ export const chunkSuite: BenchSuite = {
     }
     const table: BenchTable = {
       title: `chunk put/get, ${chunks} × 4 MiB chunks, ${IN_FLIGHT} in flight, 3 chunk servers on 127.0.0.1 (MB/s of chunk data)`,
-      headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit'],
+      headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit', 'client CPU ms/MB', 'servers CPU ms/MB'],
       rows,
       notes: [
         'limit = plain fs on the same file system writing (write+fsync) / reading the same shard files the scheme stores, in the same parallelism, expressed per byte of chunk data (i.e. after redundancy overhead)',
         'servers "processes": each chunk server is its own process (`cairn chunk serve`), as on real nodes; "in-process": the three servers share the client\'s process and thread',
+        'CPU ms/MB: CPU time (user + system) per MB of chunk data, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together',
         'everything shares this 2-core machine; reads come from the page cache in both columns',
         `1-minute load average when the suite started: ${loadBefore.toFixed(1)} (other work on the machine skews every column)`,
       ],

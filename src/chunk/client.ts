@@ -16,6 +16,7 @@ import {
   CHUNK_PROTO,
   CHUNK_SERVICE,
   ballotFromWire,
+  decodeGetFirst,
   fastChunkDefinition,
   infoFromWire,
   keyToWire,
@@ -73,8 +74,9 @@ export class ChunkClient {
         });
         for (let at = 0; at < payload.length; at += PIECE_BYTES) {
           if (stream.destroyed || stream.writableEnded) return;
-          // Wait for room, or for the call to end (a server that refused the shard stops reading).
-          if (!stream.write({ data: payload.subarray(at, Math.min(payload.length, at + PIECE_BYTES)) })) await drainOrClose(stream);
+          // Raw framing (wire.ts): the piece is the message. Wait for room, or for the call to
+          // end (a server that refused the shard stops reading).
+          if (!stream.write(payload.subarray(at, Math.min(payload.length, at + PIECE_BYTES)))) await drainOrClose(stream);
         }
         stream.end();
       })().catch(() => stream.end());
@@ -103,7 +105,7 @@ export class ChunkClient {
         this.client,
         { key: keyToWire(key), offset: opts.offset ?? 0, length: opts.length ?? 0 },
         { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) },
-      ) as grpc.ClientReadableStream<{ info?: unknown; data?: Buffer }>;
+      ) as grpc.ClientReadableStream<Buffer>;
       let info: ShardInfo | undefined;
       let buf: Buffer | undefined;
       let at = 0;
@@ -115,12 +117,12 @@ export class ChunkClient {
         reject(err);
         stream.cancel();
       };
-      stream.on('data', (msg: { info?: unknown; data?: Buffer }) => {
+      // Raw framing (wire.ts): the first message is the protobuf shard info, every later one payload bytes.
+      stream.on('data', (msg: Buffer) => {
         if (settled) return;
         try {
           if (info === undefined) {
-            if (msg.info === undefined || msg.info === null) throw new CairnError('EIO', `${this.address}: GetShard stream did not start with the shard info`);
-            info = infoFromWire(msg.info);
+            info = infoFromWire(decodeGetFirst(msg));
             if (info.hash !== key.hash || info.index !== key.index || info.bucket !== key.bucket) {
               throw new CairnError('ECORRUPT', `${this.address}: GetShard returned a different shard`);
             }
@@ -131,7 +133,7 @@ export class ChunkClient {
             buf = given ?? Buffer.allocUnsafe(want);
             return;
           }
-          const d = msg.data;
+          const d = msg;
           if (!(d instanceof Buffer) || buf === undefined) throw new CairnError('EIO', `${this.address}: GetShard sent a message without data`);
           if (at + d.length > buf.length) throw new CairnError('ECORRUPT', `${this.address}: GetShard sent more bytes than announced`);
           d.copy(buf, at);

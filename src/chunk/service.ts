@@ -13,9 +13,8 @@ import { MAX_CHUNK_BYTES, PIECE_BYTES, drainOrClose } from './types.js';
 import {
   CHUNK_PROTO,
   CHUNK_SERVICE,
-  PIECE_HEADROOM_BYTES,
   ballotFromWire,
-  encodeDataPieceInPlace,
+  decodePutFirst,
   fastChunkDefinition,
   getShardSchema,
   infoToWire,
@@ -33,11 +32,6 @@ import {
 /** Largest data piece the server accepts in one PutShard message. */
 const MAX_PIECE_BYTES = 4 * PIECE_BYTES;
 
-interface PutMsg {
-  part?: 'head' | 'data';
-  head?: unknown;
-  data?: Buffer;
-}
 
 function einval(what: string, err: z.ZodError): CairnError {
   return new CairnError('EINVAL', formatZodError(what, err));
@@ -45,8 +39,9 @@ function einval(what: string, err: z.ZodError): CairnError {
 
 /** The service implementation for a store (add it to any gRPC server with startServer). */
 export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplementation {
-  const putShard = (call: grpc.ServerReadableStream<PutMsg, unknown>, callback: grpc.sendUnaryData<unknown>): void => {
-    const it = call[Symbol.asyncIterator]() as AsyncIterator<PutMsg>;
+  const putShard = (call: grpc.ServerReadableStream<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>): void => {
+    // Raw framing (wire.ts): the first message is the protobuf head, every later one payload bytes.
+    const it = call[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     let done = false;
     const finish = (err: unknown, res?: unknown): void => {
       if (done) return;
@@ -56,8 +51,8 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
     };
     (async () => {
       const first = await it.next();
-      if (first.done === true || first.value.part !== 'head') throw new CairnError('EINVAL', 'PutShard: the first message must be the head');
-      const parsed = putHeadSchema.safeParse(first.value.head);
+      if (first.done === true) throw new CairnError('EINVAL', 'PutShard: the first message must be the head');
+      const parsed = putHeadSchema.safeParse(decodePutFirst(first.value));
       if (!parsed.success) throw einval('PutShard head', parsed.error);
       const h = parsed.data;
       if (h.payload_length > MAX_CHUNK_BYTES) throw new CairnError('EINVAL', `PutShard: payload of ${h.payload_length} bytes exceeds ${MAX_CHUNK_BYTES}`);
@@ -65,8 +60,8 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
         for (;;) {
           const n = await it.next();
           if (n.done === true) return;
-          const d = n.value.data;
-          if (n.value.part !== 'data' || !(d instanceof Buffer)) throw new CairnError('EINVAL', 'PutShard: messages after the head must be data');
+          const d = n.value;
+          if (!(d instanceof Buffer)) throw new CairnError('EINVAL', 'PutShard: messages after the head must be data');
           if (d.length > MAX_PIECE_BYTES) throw new CairnError('EINVAL', `PutShard: data piece of ${d.length} bytes exceeds ${MAX_PIECE_BYTES}`);
           yield d;
         }
@@ -88,12 +83,12 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
       const r = parsed.data;
       // A fresh buffer per piece: call.write() may queue the message (Writable buffering) and
       // serialize it later, so a piece buffer must not be reused (measured: reuse corrupts reads).
-      const s = await store.openShard(r.key, { offset: r.offset, length: r.length, headroomBytes: PIECE_HEADROOM_BYTES });
+      const s = await store.openShard(r.key, { offset: r.offset, length: r.length });
       call.write({ info: infoToWire(s.info) });
       for await (const piece of s.pieces) {
         if (call.cancelled || call.destroyed || call.writableEnded) return;
-        // Framed in the headroom the store left in front of the piece: no copy of ours.
-        if (!call.write({ encoded: encodeDataPieceInPlace(piece) })) await drainOrClose(call);
+        // Raw framing (wire.ts): the piece is the message, no copy of ours.
+        if (!call.write(piece)) await drainOrClose(call);
       }
       call.end();
     })().catch((err: unknown) => {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { startCluster, type TestCluster } from './cluster.js';
 import { grpc, serviceOf, call, fromServiceError, CLIENT_OPTIONS } from '../../src/rpc/grpc.js';
-import { CHUNK_PROTO, CHUNK_SERVICE, keyToWire } from '../../src/chunk/wire.js';
+import { CHUNK_PROTO, CHUNK_SERVICE, fastChunkDefinition, keyToWire } from '../../src/chunk/wire.js';
 import { writeChunk } from '../../src/chunk/writer.js';
 import { payloadCrc } from '../../src/chunk/format.js';
 import { formatBucketId } from '../../src/diskmap/bucket-id.js';
@@ -15,7 +15,9 @@ let raw: grpc.Client;
 let bucket: string;
 beforeAll(async () => {
   cl = await startCluster(1, 1);
-  const ctor = serviceOf(CHUNK_PROTO, CHUNK_SERVICE);
+  // The service's own wire definition: protobuf for the first message, raw bytes for data pieces.
+  const def = fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition;
+  const ctor = grpc.makeGenericClientConstructor(def, 'Chunk');
   raw = new ctor(cl.nodes[0]!.address, grpc.credentials.createInsecure(), CLIENT_OPTIONS);
   bucket = formatBucketId(cl.targets(1, 3)[0]!.bucketId);
 });
@@ -77,15 +79,17 @@ describe('chunk service validation', () => {
     expect(await code(rawPut([{ data: Buffer.from('abcd') }]))).toBe('EINVAL');
     expect(await code(rawPut([{ head: { ...head, key: { ...head.key, hash: 'nope' } } }]))).toBe('EINVAL');
     expect(await code(rawPut([{ head: { ...head, payload_length: 2 ** 40 } }]))).toBe('EINVAL');
-    expect(await code(rawPut([{ head }, { data: Buffer.from('abcdef') }]))).toBe('EINVAL'); // longer than declared
-    expect(await code(rawPut([{ head }, { data: Buffer.from('ab') }]))).toBe('EINVAL'); // shorter than declared
+    expect(await code(rawPut([Buffer.from('garbage, not a protobuf head')]))).toBe('EINVAL');
+    expect(await code(rawPut([{ head }, Buffer.from('abcdef')]))).toBe('EINVAL'); // longer than declared
+    expect(await code(rawPut([{ head }, Buffer.from('ab')]))).toBe('EINVAL'); // shorter than declared
     expect(await code(rawPut([{ head }, { head }]))).toBe('EINVAL');
-    expect(await code(rawPut([{ head }, { data: Buffer.from('abce') }]))).toBe('ECORRUPT'); // CRC mismatch
+    expect(await code(rawPut([{ head }, { data: Buffer.from('abcd') }]))).toBe('EINVAL'); // a protobuf data piece is not the raw bytes
+    expect(await code(rawPut([{ head }, Buffer.from('abce')]))).toBe('ECORRUPT'); // CRC mismatch
     expect(await code(call(raw, 'StatShard', { key: keyToWire(goodKey()) }))).toBe('ENOENT');
     expect(await code(rawGet({ key: { ...keyToWire(goodKey()), hash: 'zz' } }))).toBe('EINVAL');
     expect(await code(rawGet({}))).toBe('EINVAL');
     // A good put, then an out-of-range GetShard.
-    expect(await code(rawPut([{ head }, { data: Buffer.from('abcd') }]))).toBe('ok');
+    expect(await code(rawPut([{ head }, Buffer.from('abcd')]))).toBe('ok');
     expect(await code(rawGet({ key: keyToWire(goodKey()), offset: 3, length: 5 }))).toBe('EINVAL');
     // The server still serves after all that.
     const st = await cl.clients.get(cl.nodes[0]!.address).statShard(goodKey(), { verify: true });
