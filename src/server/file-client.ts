@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import { CairnError } from '../common/errors.js';
 import { call, fromServiceError, grpc, makeClient, serviceOf } from '../rpc/grpc.js';
-import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-service.js';
+import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 
 export interface PutResult {
   path: string;

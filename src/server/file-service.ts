@@ -28,11 +28,9 @@ import { MetaClient } from '../meta/client.js';
 import { schemeText, diskEntries } from '../diskmap/index.js';
 import { clusterPartsOf } from './cluster.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
+import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 
-export const FILE_PROTO = 'file.proto';
-export const FILE_SERVICE = 'cairn.file.Files';
-/** Largest data piece in either direction. */
-export const FILE_PIECE_BYTES = 1024 * 1024;
+export { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE };
 
 const metrics = {
   bytes: counter('cairn_file_bytes_total', 'File bytes through the file service, by direction', ['dir']),
