@@ -140,7 +140,7 @@ export class FileService {
       // strong: close returns once the commit is durable; weak: wait until it is visible.
       await this.fs.close(fd);
       if (mode === 'weak') await this.fs.commit(tmp, 'visible');
-      await this.meta.rename(tmp, head.path);
+      await this.renameOver(tmp, head.path);
     } catch (err) {
       if (!closed) {
         await this.fs.truncate(fd, 0).catch(() => undefined);
@@ -154,6 +154,24 @@ export class FileService {
     await this.fs.close(rfd);
     const st = await this.fs.commitStatus(head.path);
     return { path: head.path, size, version: st.version, state: st.state, pending_bytes: st.pendingBytes };
+  }
+
+  /**
+   * Rename the uploaded sibling over the target. MetaClient retries a rename whose answer was lost
+   * (a leader change); when the first attempt was applied the retry finds no sibling (ENOENT): the
+   * target then holds the sibling's inode, and that is success, not a failed upload.
+   */
+  private async renameOver(tmp: string, path: string): Promise<void> {
+    const ino = (await this.meta.stat(tmp)).ino;
+    try {
+      await this.meta.rename(tmp, path);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === 'ENOENT') {
+        const now = await this.meta.stat(path).catch(() => undefined);
+        if (now?.ino === ino) return;
+      }
+      throw err;
+    }
   }
 
   impl(): grpc.UntypedServiceImplementation {
