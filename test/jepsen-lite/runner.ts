@@ -40,6 +40,8 @@ export interface RunOptions {
   readonly quietMs?: readonly [number, number];
   /** Keep the nodes' data dirs in the run folder (default: removed when the run is valid). */
   readonly keepData?: boolean;
+  /** Workload time after the last fault was undone (default QUIET_TAIL_MS). */
+  readonly quietTailMs?: number;
   /** How long the cluster may take to agree after healing. */
   readonly convergeBoundMs?: number;
   /** Check-history search budget. */
@@ -182,7 +184,7 @@ export async function runJepsen(o: RunOptions): Promise<RunSummary> {
       onApplied: (a) => log(`${(a.atMs / 1000).toFixed(1)}s ${a.resolved ?? describeAction(a.action)}${a.error ? ` FAILED: ${a.error}` : ''}`),
     });
     clearTimeout(hardTimer);
-    const endMs = Math.max(schedule.durationMs, Date.now() - started + QUIET_TAIL_MS);
+    const endMs = Math.max(schedule.durationMs, Date.now() - started + (o.quietTailMs ?? QUIET_TAIL_MS));
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + endMs - Date.now())));
     stop.abort();
     stats = typeof workload === 'function' ? await workload() : await workload;
