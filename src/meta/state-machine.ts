@@ -230,6 +230,15 @@ export class MetaStateMachine implements StateMachine {
   private closed = false;
   /** True while restore() swaps the database: local reads answer EUNAVAIL (clients go elsewhere). */
   private restoring = false;
+  /**
+   * The last apply batch's LevelDB write. apply() returns its results as soon as the batch is
+   * handed to LevelDB (the reply to the proposer need not wait for a write that is not fsynced
+   * anyway: the committed Raft entry is the durable record, and it is re-applied after a crash);
+   * every local read and the next apply, snapshot, restore or close wait for it first, so no
+   * reader on this node ever sees a state older than what apply() reported. A failed write
+   * fails every later call (the node then stops, as before).
+   */
+  private writing: Promise<void> = Promise.resolve();
 
   private constructor(private readonly dataDir: string, opts: MetaStateMachineOptions) {
     this.dbPath = join(dataDir, 'meta');
@@ -281,6 +290,7 @@ export class MetaStateMachine implements StateMachine {
     this.lock = new Promise<void>((r) => (release = r));
     await prev;
     try {
+      await this.writing;
       return await fn();
     } finally {
       release();
@@ -351,7 +361,9 @@ export class MetaStateMachine implements StateMachine {
         if (value === null) batch.del(key);
         else batch.put(key, value);
       }
-      await batch.write({ sync: this.syncApply });
+      const written = batch.write({ sync: this.syncApply });
+      written.catch(() => undefined); // observed by whoever awaits this.writing next
+      this.writing = written;
       this.applied = last;
       const grew = rev !== this.lastRev;
       this.lastRev = rev;
@@ -487,6 +499,11 @@ export class MetaStateMachine implements StateMachine {
 
   // ---------------------------------------------------------------- reads (local state)
 
+  /** Wait until the last applied batch is in the database (reads call this first). */
+  private async settled(): Promise<void> {
+    await this.writing;
+  }
+
   private reader(): ApplyCtx {
     this.checkOpen();
     return new ApplyCtx(new Tx(this.db), 0, this.lastRev);
@@ -503,10 +520,12 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async getattr(ref: Ref): Promise<Inode> {
+    await this.settled();
     return this.reader().resolve(ref);
   }
 
   async pathOf(ino: number): Promise<string> {
+    await this.settled();
     const r = this.reader();
     return r.pathOfInode(await r.resolve({ ino }));
   }
@@ -523,6 +542,7 @@ export class MetaStateMachine implements StateMachine {
     limit: number,
     withAttrs = false,
   ): Promise<{ entries: Array<DirEntry & { attr?: Inode }>; more: boolean; revision: number }> {
+    await this.settled();
     this.checkOpen();
     const snap = this.db.snapshot();
     try {
@@ -551,12 +571,14 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async readlink(ref: Ref): Promise<string> {
+    await this.settled();
     const i = await this.reader().resolve(ref);
     if (i.type !== 'symlink') fail('EINVAL', `inode ${i.ino} is not a symbolic link`);
     return i.target ?? '';
   }
 
   async layout(ref: Ref): Promise<Layout> {
+    await this.settled();
     const r = this.reader();
     const i = await r.resolve(ref);
     if (i.type !== 'file') fail(i.type === 'dir' ? 'EISDIR' : 'EINVAL', `inode ${i.ino} is not a regular file`);
@@ -568,6 +590,7 @@ export class MetaStateMachine implements StateMachine {
    * garbage collector must keep (older versions are not listed; GC keeps a grace period).
    */
   async scanLayouts(afterIno: number, limit: number): Promise<Array<{ ino: number } & Layout>> {
+    await this.settled();
     this.checkOpen();
     const n = Math.max(1, Math.min(limit, READDIR_MAX_LIMIT));
     const rows = await this.db.iterator({ gt: K.layout(afterIno), lt: prefixEnd('f:'), limit: n }).all();
@@ -575,6 +598,7 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async getxattr(ref: Ref, name: string): Promise<Buffer> {
+    await this.settled();
     const r = this.reader();
     const i = await r.resolve(ref);
     const v = await r.tx.get(K.xattr(i.ino, name));
@@ -583,6 +607,7 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async listxattr(ref: Ref): Promise<string[]> {
+    await this.settled();
     const r = this.reader();
     const i = await r.resolve(ref);
     const prefix = K.xattrPrefix(i.ino);
@@ -590,6 +615,7 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async commitStatus(ino: number, version: number): Promise<CommitRecord> {
+    await this.settled();
     const r = this.reader();
     const i = await r.tx.getJson<Inode>(K.inode(ino));
     if (i === undefined) fail('ESTALE', `inode ${ino} does not exist (removed?)`);
@@ -609,11 +635,13 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async lease(ino: number): Promise<Lease | undefined> {
+    await this.settled();
     return this.reader().tx.getJson<Lease>(K.lease(ino));
   }
 
   /** Leases whose expiry (plus the safety margin) has passed at nowMs: for the leader's sweep. */
   async expiredLeases(nowMs: number, limit: number): Promise<number[]> {
+    await this.settled();
     const out: number[] = [];
     for await (const v of this.db.values({ gte: K.leasePrefix, lt: prefixEnd(K.leasePrefix) })) {
       const l = JSON.parse(v) as Lease;
@@ -624,22 +652,26 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async diskmap(): Promise<DiskmapRecord> {
+    await this.settled();
     return (await this.reader().tx.getJson<DiskmapRecord>(K.diskmap)) ?? { epoch: 0, documentJson: '' };
   }
 
   /** Every node registry record (opaque JSON, validated by its reader), in node id order. */
   async nodeRecords(): Promise<Array<{ nodeId: number; recordJson: string }>> {
+    await this.settled();
     this.checkOpen();
     const rows = await this.db.iterator({ gt: K.nodePrefix, lt: prefixEnd(K.nodePrefix), limit: 65_536 }).all();
     return rows.map(([k, v]) => ({ nodeId: parseInt(k.slice(K.nodePrefix.length), 16), recordJson: v }));
   }
 
   async diskmapChange(epoch: number): Promise<DiskmapChange | undefined> {
+    await this.settled();
     return this.reader().tx.getJson<DiskmapChange>(K.diskmapHistory(epoch));
   }
 
   /** Watch events with revision >= fromRev, in order, at most `limit`. ECOMPACTED if fromRev is gone. */
   async events(fromRev: number, limit: number): Promise<WatchEvent[]> {
+    await this.settled();
     this.checkOpen();
     const from = Math.max(1, fromRev);
     if (from < this.firstRev) {
@@ -668,6 +700,7 @@ export class MetaStateMachine implements StateMachine {
 
   /** Every key and value, for tests that compare two state machines. */
   async dump(): Promise<Array<[string, string]>> {
+    await this.settled();
     return this.db.iterator().all();
   }
 }
