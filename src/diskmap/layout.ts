@@ -152,6 +152,53 @@ export class Layout {
   }
 
   /**
+   * Each disk's home shard position (-1: none yet): the position it took in the first group it
+   * joined. Groups put their disks at their home positions where they can, so groups over
+   * overlapping disks also agree position by position. That is what lets growth hand keys from
+   * an old group to a new one without moving shards between old disks (shard i of a key stays
+   * on the disk of position i): the greedy order alone rotates a disk through every position.
+   */
+  private home: Int32Array | undefined;
+
+  /** Order a new group's disks: home positions first, the rest in the free positions in order. */
+  aligned(picked: readonly number[]): number[] {
+    if (this.home === undefined) {
+      this.home = new Int32Array(this.disks.length).fill(-1);
+      // Loaded maps: a disk's home is its most frequent position in the existing groups.
+      const w = this.groups.find((g) => !g.retired)?.disks.length ?? 0;
+      if (w > 0) {
+        const count = new Int32Array(this.disks.length * w);
+        for (const g of this.groups) {
+          g.disks.forEach((d, i) => {
+            if (d >= 0 && i < w) count[d * w + i] = (count[d * w + i] as number) + 1;
+          });
+        }
+        for (let d = 0; d < this.disks.length; d++) {
+          let best = -1;
+          for (let i = 0; i < w; i++) if ((count[d * w + i] as number) > 0 && (best < 0 || (count[d * w + i] as number) > (count[d * w + best] as number))) best = i;
+          this.home[d] = best;
+        }
+      }
+    }
+    const home = this.home;
+    const w = picked.length;
+    const out = new Array<number>(w).fill(-1);
+    const rest: number[] = [];
+    for (const d of picked) {
+      const h = home[d] as number;
+      if (h >= 0 && h < w && out[h] === -1) out[h] = d;
+      else rest.push(d);
+    }
+    let p = 0;
+    for (const d of rest) {
+      while (out[p] !== -1) p++;
+      out[p] = d;
+      if ((home[d] as number) < 0) home[d] = p;
+    }
+    return out;
+  }
+
+  /**
    * Greedy builder: repeatedly form a group from the eligible disks with the most free buckets
    * (ties: the least recently used first, so equal disks rotate through the same few disk
    * combinations — few copysets), under the placement constraint. Stops when no group fits or
@@ -238,8 +285,8 @@ export class Layout {
         taken[best] = (taken[best] as number) + 1;
       }
       if (picked.length < width) break;
-      const g: LGroup = { disks: [...picked], buckets: [], retired: false };
-      for (const d of picked) {
+      const g: LGroup = { disks: this.aligned(picked), buckets: [], retired: false };
+      for (const d of g.disks) {
         g.buckets.push(this.alloc(d));
         rem[d] = (rem[d] as number) - 1;
         last[d] = stamp++;
@@ -306,8 +353,8 @@ export class Layout {
         }
       }
       if (picked.length < width) break;
-      const g: LGroup = { disks: [...picked], buckets: [], retired: false };
-      for (const d of picked) {
+      const g: LGroup = { disks: this.aligned(picked), buckets: [], retired: false };
+      for (const d of g.disks) {
         g.buckets.push(this.alloc(d));
         const r = rem[d] as number;
         unlink(d, r);

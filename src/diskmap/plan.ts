@@ -123,6 +123,9 @@ class Planner {
   /** For a new group: the groups whose keys it should take first (same disks in the old map). */
   readonly donorHint = new Map<number, number[]>();
 
+  /** 1 for disks that held no bucket before this plan (new capacity). */
+  private readonly fresh: Uint8Array;
+
   /** Each group's disks before this plan (shard i on oldDisks[g][i]); -1 for lost slots. */
   private readonly oldDisks: number[][];
 
@@ -132,6 +135,7 @@ class Planner {
     readonly replicas: boolean,
   ) {
     this.oldDisks = layout.groups.map((g) => [...g.disks]);
+    this.fresh = Uint8Array.from(layout.disks, (d) => (d.usedCount === 0 ? 1 : 0));
   }
 
   /**
@@ -442,7 +446,9 @@ class Planner {
       const target = (g: number, p: number): number => {
         const sd = (L.groups[g] as LGroup).disks;
         const others = without(sd, p);
-        const to = fr(R) > 0 && L.fits(others, R) ? R : bestReceiver(L, others, fr);
+        // Only to a disk that held nothing before (new capacity): a shard moved between two old
+        // disks is data that crosses disks for nothing.
+        const to = fr(R) > 0 && L.fits(others, R) ? R : bestReceiver(L, others, (x) => (this.fresh[x] === 1 ? fr(x) : 0));
         return to >= 0 && !sd.includes(to) ? to : -1;
       };
       let mover: { g: number; i: number; to: number } | undefined;

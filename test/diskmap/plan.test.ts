@@ -105,19 +105,23 @@ describe('growth', () => {
           const cap = Math.floor((diskEntries(dm.topology).find((e) => e.key === to)?.d.capacityBytes ?? 0) / BUCKET);
           expect(!oldKeys.has(to) || (oldUsed.get(to) ?? 0) < cap).toBe(true);
         }
-        // Whatever the shape, the plan never moves more than a few times the minimum.
+        // Whatever the shape, the plan never moves much more than the minimum (measured worst
+        // over 1,346 random uneven growths: 1.73×; docs/diskmap.md).
         const mv = movementBetween(old, dm);
-        expect(mv.movedShare).toBeLessThanOrEqual(4 * mv.minimumShare + 1e-9);
+        expect(mv.movedShare).toBeLessThanOrEqual(2.5 * mv.minimumShare + 1e-9);
       }),
       { numRuns: 40 },
     );
   });
 
-  // Measured: about 68% of random equal-disk growths are within 10% of the minimum (the rest
-  // mostly small additions to maps of small disk combinations, see docs/diskmap.md); 150 runs make
-  // the median check stable (the chance of a false failure is far below one in a thousand).
-  it('moves within 10% of the minimum for typical growth (median over equal-disk clusters)', () => {
-    const ratios: number[] = [];
+  // Equal disks with the disk as failure domain: every growth within 10% of the minimum (measured
+  // over 4 × 300 seeds: every case 1.00×). Spread over machines the bound is not met yet (about
+  // 80% of growths by a new machine, none of the growths inside an existing machine, worst seen
+  // 1.86×; docs/diskmap.md, "Movement"): there the median must stay within 10% and every case
+  // within 2.5×.
+  it('moves within 10% of the minimum on equal-disk growth (every case per disk, median per machine)', () => {
+    const byMachine: number[] = [];
+    let perDisk = 0;
     fc.assert(
       fc.property(evenTopologyArb, fc.integer({ min: 1, max: 4 }), fc.boolean(), (ms, n, newMachine) => {
         const old = tryBuild(topo(ms));
@@ -125,13 +129,20 @@ describe('growth', () => {
         const size = ms[0]?.[0] as number;
         const dm = planChange(old, topo(grown(ms, Array(n).fill(size), newMachine))).diskmap;
         const mv = movementBetween(old, dm);
-        if (mv.minimumShare > 0) ratios.push(mv.movedShare / mv.minimumShare);
+        if (old.failureDomain === 'disk') {
+          perDisk++;
+          expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare + 1e-9);
+        } else {
+          expect(mv.movedShare).toBeLessThanOrEqual(2.5 * mv.minimumShare + 1e-9);
+          if (mv.minimumShare > 0) byMachine.push(mv.movedShare / mv.minimumShare);
+        }
       }),
       { numRuns: 150 },
     );
-    ratios.sort((a, b) => a - b);
-    expect(ratios.length).toBeGreaterThan(60);
-    expect(ratios[Math.floor(ratios.length / 2)]).toBeLessThanOrEqual(1.1);
+    byMachine.sort((a, b) => a - b);
+    expect(perDisk).toBeGreaterThan(10);
+    expect(byMachine.length).toBeGreaterThan(40);
+    expect(byMachine[Math.floor(byMachine.length / 2)]).toBeLessThanOrEqual(1.1);
   });
 
   it.each([
@@ -141,6 +152,8 @@ describe('growth', () => {
     ['3 machines x 2 + a disk each', [[40, 40], [40, 40], [40, 40]], [[40, 40, 40], [40, 40, 40], [40, 40, 40]]],
     ['4 machines x 6 + a machine', Array.from({ length: 4 }, () => Array(6).fill(40)), Array.from({ length: 5 }, () => Array(6).fill(40))],
     ['12-disk box + 12 disks', [Array(12).fill(40)], [Array(24).fill(40)]],
+    // 1.42× before shards kept their positions across groups (docs/diskmap.md, "Movement").
+    ['12-disk box + 1 disk', [Array(12).fill(40)], [Array(13).fill(40)]],
   ])('%s moves about C/(T+C), within 10%% of the minimum', (_n, before, after) => {
     const old = buildDiskmap(topo(before), opts);
     const p = planChange(old, topo(after));
