@@ -124,6 +124,8 @@ interface Disk {
   failed: string | undefined;
   failedAtMs: number;
   knownBuckets: Set<string>;
+  /** Shard directories (`<bucket>/shards/<hh>`) this store has made durable: no mkdir per put. */
+  knownShardDirs: Set<string>;
 }
 
 const SHARD_NAME_RE = /^([0-9a-f]{64})\.((?:ec\d{1,2}\+\d{1,2})|(?:r\d{1,2}))\.(\d{1,2})$/;
@@ -161,6 +163,15 @@ async function readDiskLabel(path: string): Promise<DiskLabel> {
     throw new CairnError('ECORRUPT', `disk ${path}: label ${DISK_LABEL_FILE} is not valid JSON`);
   }
   return parseWith(diskLabelSchema, json, `${path}/${DISK_LABEL_FILE}`);
+}
+
+/** Write all of buf at position (a positional write may be short). */
+async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + off);
+    off += bytesWritten;
+  }
 }
 
 /** Simple per-key mutex: operations on one shard or slot run one at a time. */
@@ -222,7 +233,7 @@ export class ChunkStore {
   static async open(paths: readonly string[]): Promise<ChunkStore> {
     const disks: Disk[] = [];
     for (const path of paths) {
-      const d: Disk = { path, label: undefined, diskKey: '', failed: undefined, failedAtMs: 0, knownBuckets: new Set() };
+      const d: Disk = { path, label: undefined, diskKey: '', failed: undefined, failedAtMs: 0, knownBuckets: new Set(), knownShardDirs: new Set() };
       try {
         d.label = await readDiskLabel(path);
         d.diskKey = diskKeyOfLabel(d.label);
@@ -432,19 +443,24 @@ export class ChunkStore {
     let fh: FileHandle | undefined;
     try {
       fh = await open(tmp, 'wx');
-      await fh.write(encodeShardHeader(info), 0, SHARD_HEADER_BYTES, 0);
+      // The header goes out with the first piece (one writev, one thread-pool round trip less).
+      let header: Buffer | undefined = encodeShardHeader(info);
       let at = 0;
       let crc = 0;
       for await (const piece of body) {
         if (at + piece.length > head.payloadLength) fail('EINVAL', `shard body is longer than the declared ${head.payloadLength} bytes`);
         crc = payloadCrc(piece, crc);
         let off = 0;
-        while (off < piece.length) {
-          const { bytesWritten } = await fh.write(piece, off, piece.length - off, SHARD_HEADER_BYTES + at + off);
-          off += bytesWritten;
+        if (header !== undefined) {
+          const { bytesWritten } = await fh.writev([header, piece], 0);
+          header = undefined;
+          if (bytesWritten < SHARD_HEADER_BYTES) await writeAll(fh, encodeShardHeader(info).subarray(bytesWritten), bytesWritten);
+          off = Math.max(0, bytesWritten - SHARD_HEADER_BYTES);
         }
+        await writeAll(fh, piece.subarray(off), SHARD_HEADER_BYTES + at + off);
         at += piece.length;
       }
+      if (header !== undefined) await writeAll(fh, header, 0);
       if (at !== head.payloadLength) fail('EINVAL', `shard body has ${at} bytes, the header declared ${head.payloadLength}`);
       if (crc !== (head.payloadCrc32 >>> 0)) fail('ECORRUPT', `shard ${shardFileName(key)} arrived damaged (CRC-32 mismatch); resend it`);
       await fh.sync();
@@ -452,9 +468,23 @@ export class ChunkStore {
       fh = undefined;
       await this.locks.run(path, async () => {
         const dir = join(disk.path, key.bucket, 'shards', key.hash.slice(0, 2));
-        await mkdirDurable(dir);
+        if (!disk.knownShardDirs.has(dir)) {
+          await mkdirDurable(dir);
+          disk.knownShardDirs.add(dir);
+        }
         if (existing.kind !== 'missing') await this.quarantineFile(disk, key.bucket, path, head.repair === true ? 'replaced-by-repair' : 'replaced-corrupt');
-        await rename(tmp, path);
+        try {
+          await rename(tmp, path);
+        } catch (err) {
+          // The directory went away behind our back (removed by hand): forget it, make it again.
+          if (errnoCode(err) !== 'ENOENT') throw err;
+          disk.knownShardDirs.delete(dir);
+          // Only below an existing bucket: never recreate a vanished disk's tree.
+          await stat(join(disk.path, key.bucket, 'shards'));
+          await mkdirDurable(dir);
+          disk.knownShardDirs.add(dir);
+          await rename(tmp, path);
+        }
         await fsyncDir(dir);
       });
       metrics.bytes.inc({ dir: 'in' }, head.payloadLength);
@@ -537,6 +567,8 @@ export class ChunkStore {
        * (no queued writes holding it) before asking for the next. For in-process consumers.
        */
       reuseBuffer?: boolean;
+      /** Where to read each piece (n bytes); default a fresh buffer. The consumer owns the result. */
+      allocate?: (n: number) => Buffer;
     } = {},
   ): Promise<ShardReadStream> {
     const key = parseWith(shardKeySchema, keyIn, 'shard key');
@@ -567,14 +599,14 @@ export class ChunkStore {
       }
     }
     metrics.ops.inc({ op: 'get', result: 'ok' });
-    return { info, length, pieces: this.readRange(disk, path, offset, length, range.headroomBytes ?? 0, range.reuseBuffer === true) };
+    return { info, length, pieces: this.readRange(disk, path, offset, length, range.headroomBytes ?? 0, range.reuseBuffer === true, range.allocate) };
   }
 
   /**
    * Pieces of a file range. With headroom, each piece is a view into its own buffer with that
    * many free bytes in front (the service frames pieces there without copying them).
    */
-  private async *readRange(disk: Disk, path: string, offset: number, length: number, headroom = 0, reuse = false): AsyncGenerator<Buffer> {
+  private async *readRange(disk: Disk, path: string, offset: number, length: number, headroom = 0, reuse = false, allocate?: (n: number) => Buffer): AsyncGenerator<Buffer> {
     let shared: Buffer | undefined;
     let fh: FileHandle;
     try {
@@ -590,6 +622,9 @@ export class ChunkStore {
         if (reuse) {
           shared ??= Buffer.allocUnsafeSlow(headroom + Math.min(PIECE_BYTES, length));
           buf = shared.subarray(headroom, headroom + n);
+        } else if (allocate !== undefined) {
+          buf = allocate(n);
+          if (buf.length !== n) fail('EINVAL', `openShard: allocate(${n}) returned ${buf.length} bytes`);
         } else buf = headroom > 0 ? Buffer.allocUnsafeSlow(headroom + n).subarray(headroom) : Buffer.allocUnsafe(n);
         let got = 0;
         while (got < n) {
