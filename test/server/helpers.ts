@@ -73,13 +73,13 @@ export async function* randomPieces(total: number, seed: number): AsyncGenerator
 }
 
 /** Shard files on a set of disk directories (what GC may delete). */
-export async function countShardFiles(diskPaths: string[]): Promise<number> {
+export async function countShardFiles(diskPaths: string[], match: (name: string) => boolean = () => true): Promise<number> {
   const { readdir } = await import('node:fs/promises');
   let n = 0;
   for (const d of diskPaths) {
     for (const b of await readdir(d).catch(() => [] as string[])) {
       for (const hh of await readdir(join(d, b, 'shards')).catch(() => [] as string[])) {
-        n += (await readdir(join(d, b, 'shards', hh)).catch(() => [] as string[])).length;
+        n += (await readdir(join(d, b, 'shards', hh)).catch(() => [] as string[])).filter(match).length;
       }
     }
   }
