@@ -484,6 +484,8 @@ export class MetaStateMachine implements StateMachine {
   }
 
   async close(): Promise<void> {
+    // A failed last write must not keep the database open (later calls get EUNAVAIL instead).
+    this.writing = this.writing.catch(() => undefined);
     await this.exclusive(async () => {
       if (this.closed) return;
       this.closed = true;
