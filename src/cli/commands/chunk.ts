@@ -11,6 +11,7 @@ import { addressSchema } from '../../common/config.js';
 import { logger } from '../../common/log.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
+import { untilSignal } from '../signals.js';
 
 const byte = z.coerce.number().int().min(0).max(255);
 
@@ -68,14 +69,7 @@ export function register(program: Command): void {
       const store = await ChunkStore.open(o.disk);
       const server = await startChunkServer(o.listen, store);
       process.stdout.write(`${JSON.stringify({ ready: true, address: server.address, pid: process.pid, disks: store.diskStatus().map((d) => ({ path: d.path, state: d.state })) })}\n`);
-      await new Promise<void>((resolve) => {
-        const onSignal = (sig: string): void => {
-          log.info({ sig }, 'shutting down');
-          resolve();
-        };
-        process.once('SIGTERM', onSignal);
-        process.once('SIGINT', onSignal);
-      });
+      await untilSignal(log);
       await server.stop();
     });
 

@@ -3,14 +3,15 @@
  * group (`cairn diskmap …`, `cairn put …`). Add a group by adding a line here.
  */
 import type { Command } from 'commander';
+import { register as kv } from './kv.js';
+import { register as chunk } from './chunk.js';
+import { register as diskmap } from './diskmap.js';
+import { register as server } from './server.js';
+import { register as meta } from './meta.js';
+import { register as local } from './local.js';
+import { register as files } from './files.js';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [];
-COMMANDS.push((await import('./kv.js')).register);
-COMMANDS.push((await import('./chunk.js')).register);
-COMMANDS.push((await import('./diskmap.js')).register);
-COMMANDS.push((await import('./server.js')).register);
-COMMANDS.push((await import('./meta.js')).register);
-COMMANDS.push((await import('./local.js')).register);
-COMMANDS.push((await import('./files.js')).register);
+// Order is the order of `cairn --help`: everyday commands first, development tools last.
+export const COMMANDS: RegisterCommand[] = [local, server, files, meta, diskmap, chunk, kv];

@@ -10,6 +10,7 @@ import { CairnError } from '../../common/errors.js';
 import { logger } from '../../common/log.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
+import { untilSignal } from '../signals.js';
 
 const endpointsSchema = z.object({
   endpoints: z
@@ -52,14 +53,7 @@ export function register(program: Command): void {
       const log = logger('kv-serve', { node: cfg.nodeId });
       const n = await startKvNode(cfg, { join: raw.join === true });
       process.stdout.write(`${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.node.listenAddress, pid: process.pid })}\n`);
-      await new Promise<void>((resolve) => {
-        const onSignal = (sig: string): void => {
-          log.info({ sig }, 'shutting down');
-          resolve();
-        };
-        process.once('SIGTERM', onSignal);
-        process.once('SIGINT', onSignal);
-      });
+      await untilSignal(log);
       await n.stop();
     });
 

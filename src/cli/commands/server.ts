@@ -12,6 +12,7 @@ import { mkdirDurable, writeFileDurable } from '../../common/durable.js';
 import { logger } from '../../common/log.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
+import { untilSignal } from '../signals.js';
 
 const initSchema = z.object({
   nodes: z.coerce.number().int().min(1).max(9),
@@ -97,14 +98,7 @@ export function register(program: Command): void {
       process.stdout.write(
         `${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.address, metrics: n.metricsAddress ?? null, pid: process.pid })}\n`,
       );
-      await new Promise<void>((res) => {
-        const onSignal = (sig: string): void => {
-          log.info({ sig }, 'shutting down');
-          res();
-        };
-        process.once('SIGTERM', onSignal);
-        process.once('SIGINT', onSignal);
-      });
+      await untilSignal(log);
       await n.stop();
     });
 
