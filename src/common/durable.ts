@@ -3,7 +3,7 @@
  * directory entry that names it is fsynced too. Everything that acknowledges a write to
  * someone (Raft log, shard files, write cache, config) goes through these helpers.
  */
-import { open, rename, mkdir, unlink } from 'node:fs/promises';
+import { open, rename, mkdir, unlink, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, basename, join } from 'node:path';
 
@@ -61,4 +61,14 @@ export async function unlinkDurable(path: string): Promise<void> {
     throw err;
   }
   await fsyncDir(dirname(path));
+}
+
+/** True when something exists at the path (any error counts as "no"). */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

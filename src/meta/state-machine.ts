@@ -14,10 +14,10 @@
  */
 import { ClassicLevel } from 'classic-level';
 import { createHash } from 'node:crypto';
-import { rename, rm, stat, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, assert, fail, type ErrorCode } from '../common/errors.js';
-import { fsyncDir, mkdirDurable, unlinkDurable } from '../common/durable.js';
+import { fsyncDir, mkdirDurable, unlinkDurable, pathExists } from '../common/durable.js';
 import { logger } from '../common/log.js';
 import type { Entry, SnapshotMetadata, StateMachine } from '../raft/types.js';
 import { EntryType } from '../raft/types.js';
@@ -720,14 +720,14 @@ async function finishRestore(dataDir: string): Promise<void> {
   const cur = join(dataDir, 'meta');
   const next = join(dataDir, 'meta.new');
   const old = join(dataDir, 'meta.old');
-  if (!(await exists(marker))) {
+  if (!(await pathExists(marker))) {
     // A restore that never reached its marker: the half-written copy is garbage.
     await rm(next, { recursive: true, force: true });
     return;
   }
-  if (await exists(next)) {
+  if (await pathExists(next)) {
     await rm(old, { recursive: true, force: true });
-    if (await exists(cur)) await rename(cur, old);
+    if (await pathExists(cur)) await rename(cur, old);
     await rename(next, cur);
     await fsyncDir(dataDir);
   }
@@ -735,14 +735,6 @@ async function finishRestore(dataDir: string): Promise<void> {
   await rm(old, { recursive: true, force: true });
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function readSnapshotInto(db: Db, chunks: AsyncIterable<Uint8Array>): Promise<void> {
   const hash = createHash('sha256');

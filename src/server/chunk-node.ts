@@ -9,11 +9,11 @@
  * of being silently formatted again under a new incarnation.
  */
 import { join } from 'node:path';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';
-import { writeFileDurable, mkdirDurable } from '../common/durable.js';
+import { writeFileDurable, mkdirDurable, pathExists } from '../common/durable.js';
 import type { Logger } from '../common/log.js';
 import { ChunkStore } from '../chunk/store.js';
 import { DISK_LABEL_FILE } from '../chunk/format.js';
@@ -28,12 +28,6 @@ const formattedSchema = z.object({
 });
 type Formatted = z.infer<typeof formattedSchema>;
 
-async function exists(p: string): Promise<boolean> {
-  return stat(p).then(
-    () => true,
-    () => false,
-  );
-}
 
 async function readFormatted(file: string): Promise<Formatted> {
   let text: string;
@@ -62,7 +56,7 @@ export async function openNodeDisks(cfg: NodeConfig, log: Logger): Promise<Chunk
   const known = new Set(formatted.disks.map((d) => d.path));
   for (const d of cfg.disks) {
     if (known.has(d.path)) continue;
-    if (await exists(join(d.path, DISK_LABEL_FILE))) {
+    if (await pathExists(join(d.path, DISK_LABEL_FILE))) {
       // Formatted by someone else (cairn init, cairn chunk format, or a re-created data dir):
       // open it as is, and remember it, so that it is never formatted again if it goes missing.
       const label = await readFile(join(d.path, DISK_LABEL_FILE), 'utf8')

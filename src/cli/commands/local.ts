@@ -8,7 +8,6 @@
 import type { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
@@ -20,6 +19,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
 import { writeLocalCluster } from './server.js';
+import { pathExists } from '../../common/durable.js';
 
 const upSchema = z.object({
   dir: z.string().min(1),
@@ -38,14 +38,6 @@ interface RunningNode {
   exited: Promise<number | null>;
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Start one `cairn start` child; resolves once it printed its ready line. */
 async function startNode(configPath: string, config: NodeConfig, logPath: string, timeoutMs: number): Promise<RunningNode> {
@@ -241,7 +233,7 @@ export function register(program: Command): void {
       const o = parseOptions(upSchema, raw);
       const dir = resolve(o.dir);
       const configPaths = Array.from({ length: o.nodes }, (_, i) => join(dir, `node${i + 1}`, 'cairn.json'));
-      const have = await Promise.all(configPaths.map(exists));
+      const have = await Promise.all(configPaths.map(pathExists));
       if (!have.every(Boolean)) {
         if (have.some(Boolean)) throw new CairnError('EEXIST', `${dir} holds some node configs but not all ${o.nodes}; remove it or pick another --dir`);
         await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });

@@ -4,11 +4,10 @@
  */
 import type { Command } from 'commander';
 import { join, resolve } from 'node:path';
-import { stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { loadNodeConfig, nodeConfigSchema, type NodeConfig } from '../../common/config.js';
 import { CairnError } from '../../common/errors.js';
-import { mkdirDurable, writeFileDurable } from '../../common/durable.js';
+import { mkdirDurable, writeFileDurable, pathExists } from '../../common/durable.js';
 import { logger } from '../../common/log.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
@@ -26,14 +25,6 @@ const initSchema = z.object({
   json: z.boolean().default(false),
 });
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The configs of an n-node cluster on 127.0.0.1 (one machine per node in the topology). */
 export function localClusterConfigs(o: z.infer<typeof initSchema>): Array<{ path: string; config: NodeConfig }> {
@@ -70,7 +61,7 @@ export async function writeLocalCluster(raw: z.input<typeof initSchema>): Promis
   const nodes = localClusterConfigs(o);
   if (!o.force) {
     for (const n of nodes) {
-      if (await exists(n.path)) throw new CairnError('EEXIST', `${n.path} exists; use --force to overwrite it`);
+      if (await pathExists(n.path)) throw new CairnError('EEXIST', `${n.path} exists; use --force to overwrite it`);
     }
   }
   for (const n of nodes) {

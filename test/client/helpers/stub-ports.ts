@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { CairnError, errnoCode } from '../../../src/common/errors.js';
 import { writeFileDurable } from '../../../src/common/durable.js';
+import { Mutex } from '../../../src/client/cached-file.js';
 import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, FileAttr, Lease, MetaPort, PutChunkResult } from '../../../src/client/ports.js';
 
 interface MetaDoc {
@@ -22,20 +23,6 @@ interface MetaDoc {
   commits: Record<string, CommitRecord>;
 }
 
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    const prev = this.tail;
-    let release!: () => void;
-    this.tail = new Promise<void>((r) => (release = r));
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
-}
 
 export class StubMeta implements MetaPort {
   private readonly lock = new Mutex();
