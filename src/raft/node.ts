@@ -444,17 +444,7 @@ export class RaftNode {
     }
     if (this.server !== undefined) {
       // Peers keep streams open to us: give in-flight calls a moment, then cut them.
-      const srv = this.server.server;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          srv.forceShutdown();
-          resolve();
-        }, 200);
-        srv.tryShutdown(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await this.server.stop(200);
     }
     await this.storage?.close().catch(() => undefined);
     await this.sm.close().catch(() => undefined);

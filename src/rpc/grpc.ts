@@ -3,7 +3,9 @@
  * every request validated with zod before a handler sees it, and errors carried as a
  * POSIX-style code (metadata "cairn-code") plus a readable message.
  *
- * Servers bind to an explicit host:port (port 0 picks a free one, for tests).
+ * Servers bind to an explicit host:port (port 0 picks a free one, for tests). The same port also
+ * speaks the lane (src/rpc/lane.ts), Cairn's own framing of the same services: `call()` and
+ * the stream helpers below use it for clients made with `makeClient`, unless CAIRN_RPC=grpc.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -12,6 +14,7 @@ import { dirname, join } from 'node:path';
 import type { z } from 'zod';
 import { CairnError, isErrorCode, type ErrorCode } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
+import { laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc } from './lane.js';
 
 export { grpc };
 
@@ -130,10 +133,14 @@ export interface StartedServer {
   server: grpc.Server;
   port: number;
   address: string;
-  stop(): Promise<void>;
+  /** Stop accepting; let open calls finish for up to graceMs (default 2 s), then cut them. */
+  stop(graceMs?: number): Promise<void>;
 }
 
-/** Start a gRPC server on host:port with the given services (port 0: any free port). */
+/**
+ * Start a server on host:port with the given services (port 0: any free port). The port speaks
+ * gRPC and the lane; both run the same handlers.
+ */
 export async function startServer(
   address: string,
   services: Array<{ service: grpc.ServiceDefinition; impl: grpc.UntypedServiceImplementation }>,
@@ -143,25 +150,35 @@ export async function startServer(
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
   for (const s of services) server.addService(s.service, s.impl);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-  });
-  const host = address.slice(0, address.lastIndexOf(':'));
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i);
+  const wanted = Number(address.slice(i + 1));
+  if (!(i > 0 && Number.isInteger(wanted) && wanted >= 0 && wanted < 65536)) {
+    throw new CairnError('EINVAL', `listen address ${JSON.stringify(address)} is not host:port`);
+  }
+  const listener = await listenLaneAndGrpc(host.replace(/^\[|\]$/g, ''), wanted, laneMethods(services), (socket) =>
+    injector.injectConnection(socket),
+  );
+  let stopping: Promise<void> | undefined;
   return {
     server,
-    port,
-    address: `${host}:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      }),
+    port: listener.port,
+    address: `${host}:${listener.port}`,
+    stop: (graceMs = 2000) =>
+      (stopping ??= Promise.all([
+        listener.close(graceMs),
+        new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, graceMs);
+          server.tryShutdown(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        }),
+      ]).then(() => injector.destroy())),
   };
 }
 
@@ -175,22 +192,69 @@ export const CLIENT_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 2_000,
 };
 
+const clientAddress = new WeakMap<grpc.Client, string>();
+
 /** Make a client for a service at an address (insecure; Cairn runs on a trusted cluster network). */
 export function makeClient<C extends grpc.Client>(ctor: grpc.ServiceClientConstructor, address: string): C {
-  return new ctor(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS) as unknown as C;
+  const c = new ctor(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS) as unknown as C;
+  clientAddress.set(c, address);
+  return c;
+}
+
+type ClientMethod = Function & Partial<grpc.MethodDefinition<unknown, unknown>>;
+
+function methodOf(client: grpc.Client, method: string): ClientMethod | undefined {
+  const fn = (client as unknown as Record<string, ClientMethod>)[method];
+  return typeof fn === 'function' ? fn : undefined;
+}
+
+/** The lane address of a client, when its calls should go over the lane. */
+function laneOf(client: grpc.Client, fn: ClientMethod): string | undefined {
+  if (!laneEnabled() || typeof fn.path !== 'string' || fn.requestSerialize === undefined) return undefined;
+  return clientAddress.get(client);
 }
 
 /** Call a unary method as a promise with a deadline; errors come back as CairnError. */
 export function call<Req, Res>(client: grpc.Client, method: string, req: Req, timeoutMs = 5000): Promise<Res> {
+  const fn = methodOf(client, method);
+  if (fn === undefined) return Promise.reject(new CairnError('EINVAL', `no rpc method ${method}`));
+  const lane = laneOf(client, fn);
+  if (lane !== undefined) return laneUnary(lane, fn as grpc.MethodDefinition<unknown, unknown>, req, timeoutMs) as Promise<Res>;
   return new Promise<Res>((resolve, reject) => {
-    const fn = (client as unknown as Record<string, Function>)[method];
-    if (typeof fn !== 'function') {
-      reject(new CairnError('EINVAL', `no rpc method ${method}`));
-      return;
-    }
     fn.call(client, req, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: Res) => {
       if (err) reject(fromServiceError(err));
       else resolve(res);
     });
   });
+}
+
+/** What a client-streaming call returns: grpc-js's ClientWritableStream, or the lane's same shape. */
+export type ClientStreamCall = import('node:stream').Writable & { cancel(): void };
+/** What a server-streaming call returns: grpc-js's ClientReadableStream, or the lane's same shape. */
+export type ServerStreamCall = import('node:stream').Readable & { cancel(): void };
+
+/**
+ * Open a client-streaming call (write messages, end(); the callback gets the reply or a
+ * grpc ServiceError, to turn into a CairnError with fromServiceError).
+ */
+export function openClientStream(
+  client: grpc.Client,
+  method: string,
+  opts: { deadline?: Date | number },
+  callback: (err: grpc.ServiceError | null, value?: unknown) => void,
+): ClientStreamCall {
+  const fn = methodOf(client, method);
+  if (fn === undefined) throw new CairnError('EINVAL', `no rpc method ${method}`);
+  const lane = laneOf(client, fn);
+  if (lane !== undefined) return laneClientStream(lane, fn as grpc.MethodDefinition<unknown, unknown>, opts, callback);
+  return fn.call(client, opts, callback) as ClientStreamCall;
+}
+
+/** Open a server-streaming call ('data' per message, 'end', 'error' with a grpc ServiceError). */
+export function openServerStream(client: grpc.Client, method: string, req: unknown, opts: { deadline?: Date | number } = {}): ServerStreamCall {
+  const fn = methodOf(client, method);
+  if (fn === undefined) throw new CairnError('EINVAL', `no rpc method ${method}`);
+  const lane = laneOf(client, fn);
+  if (lane !== undefined) return laneServerStream(lane, fn as grpc.MethodDefinition<unknown, unknown>, req, opts);
+  return fn.call(client, req, opts) as ServerStreamCall;
 }
