@@ -10,7 +10,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { grpc, makeClient, serviceOf, toServiceError } from '../rpc/grpc.js';
+import { grpc, makeClient, openClientStream, serviceOf, toServiceError, type ClientStreamCall } from '../rpc/grpc.js';
 import { CairnError } from '../common/errors.js';
 import { logger, type Logger } from '../common/log.js';
 import { EntryType, MessageType, type Entry, type Message, type NodeId, type SnapshotMetadata } from './types.js';
@@ -61,7 +61,7 @@ interface Peer {
   id: NodeId;
   address: string;
   client: grpc.Client;
-  stream: grpc.ClientWritableStream<unknown> | undefined;
+  stream: ClientStreamCall | undefined;
   /** Entry bytes written to the stream and not yet handed to the network. */
   queuedBytes: number;
   downUntilMs: number;
@@ -246,10 +246,10 @@ export class Transport {
       return;
     }
     if (p.stream === undefined) {
-      const stream = p.client.makeClientStreamRequest(
-        '/cairn.raft.Raft/Send',
-        (v: unknown) => RaftService.service.Send!.requestSerialize(v),
-        (b: Buffer) => RaftService.service.Send!.responseDeserialize(b),
+      const stream: ClientStreamCall = openClientStream(
+        p.client,
+        'Send',
+        {},
         (err: grpc.ServiceError | null) => {
           if (p.stream === stream) {
             p.stream = undefined;
@@ -261,7 +261,7 @@ export class Transport {
             this.unreachable(to);
           }
         },
-      ) as grpc.ClientWritableStream<unknown>;
+      );
       stream.on('error', () => undefined);
       p.stream = stream;
     }
@@ -327,15 +327,10 @@ export class Transport {
     try {
       const chunks = await this.handler.snapshotChunks();
       ok = await new Promise<boolean>((resolve, reject) => {
-        const stream = p.client.makeClientStreamRequest(
-          '/cairn.raft.Raft/InstallSnapshot',
-          (v: unknown) => RaftService.service.InstallSnapshot!.requestSerialize(v),
-          (b: Buffer) => RaftService.service.InstallSnapshot!.responseDeserialize(b),
-          (err: grpc.ServiceError | null, ack: unknown) => {
-            if (err !== null) reject(new Error(err.details));
-            else resolve((ack as { ok?: boolean }).ok === true);
-          },
-        ) as grpc.ClientWritableStream<unknown>;
+        const stream = openClientStream(p.client, 'InstallSnapshot', {}, (err: grpc.ServiceError | null, ack: unknown) => {
+          if (err !== null) reject(new Error(err.details));
+          else resolve((ack as { ok?: boolean }).ok === true);
+        });
         stream.on('error', () => undefined);
         const pump = async (): Promise<void> => {
           const peers = [...this.peers.values()].map((x) => ({ id: x.id, address: x.address }));
