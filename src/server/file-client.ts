@@ -5,7 +5,7 @@
  */
 import { once } from 'node:events';
 import { CairnError } from '../common/errors.js';
-import { call, fromServiceError, grpc, makeClient, serviceOf } from '../rpc/grpc.js';
+import { call, fromServiceError, grpc, makeClient, openClientStream, openServerStream, serviceOf } from '../rpc/grpc.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 
 export interface PutResult {
@@ -112,14 +112,14 @@ export class FileClient {
     opts: { mode?: 'strong' | 'weak'; mkdirs?: boolean; sizeHint?: number; onBytes?: (sent: number) => void } = {},
   ): Promise<PutResult> {
     return new Promise<PutResult>((resolve, reject) => {
-      const fn = (this.client as unknown as Record<string, Function>).Put as Function;
       let failed = false;
-      const stream = fn.call(this.client, { deadline: Date.now() + this.timeoutMs }, (err: grpc.ServiceError | null, r: Wire) => {
+      const stream = openClientStream(this.client, 'Put', { deadline: Date.now() + this.timeoutMs }, (err: grpc.ServiceError | null, v?: unknown) => {
+        const r = v as Wire;
         if (err) {
           failed = true;
           reject(fromServiceError(err));
         } else resolve({ path: String(r.path), size: Number(r.size), version: Number(r.version), state: String(r.state), pendingBytes: Number(r.pending_bytes) });
-      }) as grpc.ClientWritableStream<Wire>;
+      });
       (async () => {
         stream.write({ head: { path, mode: opts.mode ?? '', mkdirs: opts.mkdirs === true, size_hint: opts.sizeHint ?? 0 } });
         let sent = 0;
@@ -139,8 +139,7 @@ export class FileClient {
 
   /** Download: the file's stat first, then its bytes (or a range) as an async iterable of pieces. */
   async get(path: string, opts: { offset?: number; length?: number } = {}): Promise<{ stat: FileStat; data: AsyncGenerator<Buffer> }> {
-    const fn = (this.client as unknown as Record<string, Function>).Get as Function;
-    const stream = fn.call(this.client, { path, offset: opts.offset ?? 0, length: opts.length ?? 0 }, { deadline: Date.now() + this.timeoutMs }) as grpc.ClientReadableStream<Wire>;
+    const stream = openServerStream(this.client, 'Get', { path, offset: opts.offset ?? 0, length: opts.length ?? 0 }, { deadline: Date.now() + this.timeoutMs });
     const it = stream[Symbol.asyncIterator]() as AsyncIterator<Wire>;
     const next = async (): Promise<IteratorResult<Wire>> => {
       try {
