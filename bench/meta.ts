@@ -5,6 +5,8 @@
  * bench/adapters/cairn-kv.cjs with the etcd anchor's options (256 B puts on 10k keys,
  * linearizable and serializable gets, 1/16/128 in flight), stops the group, and prints the
  * figures beside etcd's published ones (RESULTS.md of the anchor), server CPU per op included.
+ * `--transport lane|grpc|both` picks how the benchmark client talks to the servers (the lane,
+ * like Cairn's own clients, by default; plain grpc-js to compare).
  */
 import { parseArgs } from 'node:util';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -30,6 +32,7 @@ const { values } = parseArgs({
     procs: { type: 'string', default: '1' },
     keys: { type: 'string', default: '10000' },
     'max-other': { type: 'string' },
+    transport: { type: 'string', default: 'lane' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -37,6 +40,7 @@ if (values.help) {
   process.stdout.write(
     'usage: npm run bench:meta -- [--quick] [--duration S] [--warmup S] [--conc 1,16,128] [--ops put,get-lin,get-ser] [--procs N] [--keys N]\n' +
       '  --quick: 3 s per phase instead of 10 s\n' +
+      '  --transport lane|grpc|both: the client adapter speaks the lane (Cairn\'s own clients, default), plain grpc-js, or both in turn\n' +
       '  --max-other X: shared-machine guard of kvbench: wait for quiet and re-run (up to 3 times) a phase whose foreign load exceeded X cores\n',
   );
   process.exit(0);
@@ -44,6 +48,11 @@ if (values.help) {
 const durationS = Number(values.duration ?? (values.quick ? 3 : 10));
 if (!Number.isFinite(durationS) || durationS <= 0) {
   process.stderr.write('--duration must be a positive number of seconds\n');
+  process.exit(2);
+}
+const transports = values.transport === 'both' ? ['lane', 'grpc'] : [values.transport!];
+if (!transports.every((t) => t === 'lane' || t === 'grpc')) {
+  process.stderr.write('--transport must be lane, grpc or both\n');
   process.exit(2);
 }
 if (!existsSync(KVBENCH)) {
@@ -144,9 +153,9 @@ async function stopCluster(children: ChildProcess[]): Promise<void> {
   );
 }
 
-function runKvbench(args: string[]): Promise<void> {
+function runKvbench(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [KVBENCH, ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    const c = spawn(process.execPath, [KVBENCH, ...args], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
     c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`kvbench exited with ${code}`))));
   });
 }
@@ -183,30 +192,37 @@ const stopOnSignal = (): void => {
 };
 process.once('SIGINT', stopOnSignal);
 process.once('SIGTERM', stopOnSignal);
-let rows: Row[];
+/** Rows of one kvbench run per client transport, measured against the same group. */
+const rowsBy = new Map<string, Row[]>();
 try {
   const c = await startCluster(base);
   children = c.children;
-  const out = join(base, 'cairn.json');
-  await runKvbench([
-    '--adapter', join(ROOT, 'bench', 'adapters', 'cairn-kv.cjs'),
-    '--endpoints', c.endpoints.join(','),
-    '--pids', children.map((x) => x.pid).join(','),
-    '--duration', String(durationS),
-    '--warmup', values.warmup!,
-    '--conc', values.conc!,
-    '--ops', values.ops!,
-    '--keys', values.keys!,
-    '--value-size', '256',
-    '--procs', values.procs!,
-    '--out', out,
-    ...(values['max-other'] !== undefined ? ['--max-other', values['max-other'], '--phase-retries', '3', '--quiet-max-s', '120'] : []),
-  ]);
-  rows = (JSON.parse(await readFile(out, 'utf8')) as { rows: Row[] }).rows;
+  for (const transport of transports) {
+    const out = join(base, `cairn-${transport}.json`);
+    await runKvbench(
+      [
+        '--adapter', join(ROOT, 'bench', 'adapters', 'cairn-kv.cjs'),
+        '--endpoints', c.endpoints.join(','),
+        '--pids', children.map((x) => x.pid).join(','),
+        '--duration', String(durationS),
+        '--warmup', values.warmup!,
+        '--conc', values.conc!,
+        '--ops', values.ops!,
+        '--keys', values.keys!,
+        '--value-size', '256',
+        '--procs', values.procs!,
+        '--out', out,
+        ...(values['max-other'] !== undefined ? ['--max-other', values['max-other'], '--phase-retries', '3', '--quiet-max-s', '120'] : []),
+      ],
+      { ...process.env, CAIRN_BENCH_KV_TRANSPORT: transport },
+    );
+    rowsBy.set(transport, (JSON.parse(await readFile(out, 'utf8')) as { rows: Row[] }).rows);
+  }
 } finally {
   await stopCluster(children);
   await rm(base, { recursive: true, force: true });
 }
+const rows: Array<Row & { transport: string }> = [...rowsBy].flatMap(([t, rs]) => rs.map((r) => ({ ...r, transport: t === 'lane' ? 'lane' : 'grpc-js' })));
 
 const etcd = await etcdPublished();
 const etcdLive = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' }).stdout.trim();
@@ -241,14 +257,14 @@ const cpuPerOp = (r: Row): number => (r.opsPerSec > 0 ? (r.serverCores * 1000) /
 const table: BenchTable = {
   title: `Cairn KV Raft group (3 processes) vs etcd 3.4 — ${durationS} s per phase, 256 B values, 10k keys, ${values.procs} client process(es)`,
   headers: [
-    'op', 'C', 'cairn ops/s', 'p50 ms', 'p99 ms', 'srv CPU/op ms', 'srv cores', 'cli cores', 'errors',
+    'op', 'C', 'client rpc', 'cairn ops/s', 'p50 ms', 'p99 ms', 'srv CPU/op ms', 'srv cores', 'cli cores', 'other cores', 'errors',
     'etcd ops/s', 'etcd p50', 'etcd p99', 'etcd 2-proc ops/s', 'etcd CPU/op ms',
     ...(live !== undefined ? ['etcd live ops/s', 'etcd live p50', 'etcd live CPU/op ms'] : []),
   ],
   rows: rows.map((r) => {
     const e = etcd.get(`${r.op}@${r.C}`);
     return [
-      r.op, r.C, Math.round(r.opsPerSec), r.p50.toFixed(2), r.p99.toFixed(2), cpuPerOp(r).toFixed(3), r.serverCores, r.clientCores,
+      r.op, r.C, r.transport, Math.round(r.opsPerSec), r.p50.toFixed(2), r.p99.toFixed(2), cpuPerOp(r).toFixed(3), r.serverCores, r.clientCores, r.otherCores,
       r.errors + r.misses, e?.run1, e?.p50, e?.p99, e?.run3, e?.cpuMs,
       ...(live !== undefined
         ? ((l: Row | undefined) => [l === undefined ? undefined : Math.round(l.opsPerSec), l?.p50.toFixed(2), l === undefined ? undefined : cpuPerOp(l).toFixed(3)])(
@@ -258,6 +274,7 @@ const table: BenchTable = {
     ];
   }),
   notes: [
+    'client rpc: how the benchmark client reached the servers — lane (Cairn\'s own framing, what Cairn\'s clients use) or grpc-js (plain gRPC); the servers and their Raft peers use the lane either way.',
     'etcd columns: published figures of the anchor on this machine (run1, 1 client process; run3 with 2) from ' + join(ANCHOR_DIR, 'RESULTS.md'),
     liveNote,
     'srv CPU/op = CPU time of the 3 server processes per operation (lower is better; the fairest cross-system figure on 2 shared cores).',
