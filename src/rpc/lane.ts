@@ -50,6 +50,8 @@ export const MAX_CALLS_PER_CONNECTION = 4096;
 /** Idle stream connections kept per address for reuse. */
 const MAX_IDLE_STREAM_CONNECTIONS = 8;
 const MAX_ERROR_JSON_BYTES = 64 * 1024;
+/** A new connection must say which protocol it speaks within this time. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 const log = logger('lane');
 
@@ -544,7 +546,10 @@ export async function listenLaneAndGrpc(
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     let head: Buffer = Buffer.alloc(0);
+    // A connection that says nothing does not hold a socket for ever.
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
     const onData = (chunk: Buffer): void => {
+      socket.setTimeout(0);
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
       if (head[0] !== FIRST_MAGIC_BYTE) {
         // Not ours: an HTTP/2 (gRPC) connection. Give grpc-js the socket with what was read.
