@@ -20,6 +20,10 @@
  *   OK     server → client  the reply (unary, client stream) or the end of a server stream
  *   ERR    server → client  JSON {code, message, details?}: a CairnError
  *   CANCEL client → server  the client gave up on the call
+ *   PING / PONG             liveness: a client that hears nothing on a connection for
+ *                           5 s sends PING (call id 0); the server answers PONG; no frame at
+ *                           all for 20 s closes the connection
+ *                           (a peer gone without a FIN or RST, e.g. a cut network)
  *
  * Unary calls share one connection per address (multiplexed by call id). A streaming call gets
  * a connection of its own for its lifetime, so TCP's flow control is the stream's: a reader
@@ -41,6 +45,8 @@ const T_END = 3;
 const T_OK = 4;
 const T_ERR = 5;
 const T_CANCEL = 6;
+const T_PING = 7;
+const T_PONG = 8;
 
 const HEADER_BYTES = 9;
 /** Largest frame either side accepts: the largest gRPC message plus room for the path. */
@@ -50,6 +56,20 @@ export const MAX_CALLS_PER_CONNECTION = 4096;
 /** Idle stream connections kept per address for reuse. */
 const MAX_IDLE_STREAM_CONNECTIONS = 8;
 const MAX_ERROR_JSON_BYTES = 64 * 1024;
+/** Keepalive of client connections (see PING above); connections made later use new settings. */
+const keepaliveSettings = {
+  /** Silence on a client connection after which it sends a PING. */
+  intervalMs: 5_000,
+  /** Silence after which a client connection is considered dead and closed. */
+  timeoutMs: 20_000,
+};
+
+/** Change the keepalive of connections made from now on (tests use short times). */
+export function setLaneKeepalive(s: { intervalMs: number; timeoutMs: number }): void {
+  if (!(s.intervalMs > 0 && s.timeoutMs > s.intervalMs)) throw new CairnError('EINVAL', 'lane keepalive: need 0 < intervalMs < timeoutMs');
+  keepaliveSettings.intervalMs = s.intervalMs;
+  keepaliveSettings.timeoutMs = s.timeoutMs;
+}
 /** A new connection must say which protocol it speaks within this time. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -326,6 +346,10 @@ export class LaneServerConnection {
   private frame(type: number, id: number, payload: Buffer): void {
     if (type === T_CALL) {
       this.start(id, payload);
+      return;
+    }
+    if (type === T_PING) {
+      writeFrame(this.socket, T_PONG, id, undefined);
       return;
     }
     const c = this.calls.get(id);
@@ -618,12 +642,29 @@ class LaneClientConnection {
   paused = false;
   onDead: (() => void) | undefined;
 
+  private lastHeardMs = Date.now();
+  private readonly keepalive: NodeJS.Timeout;
+
   private constructor(
     readonly socket: net.Socket,
     readonly address: string,
   ) {
-    this.reader = new FrameReader((t, id, p) => this.pending.get(id)?.onFrame(t, p));
+    this.reader = new FrameReader((t, id, p) => {
+      if (t !== T_PONG) this.pending.get(id)?.onFrame(t, p);
+    });
+    const { intervalMs, timeoutMs } = keepaliveSettings;
+    this.keepalive = setInterval(() => {
+      // A socket we paused ourselves (a slow reader of a stream) cannot hear the PONG.
+      if (this.paused) this.lastHeardMs = Date.now();
+      const silentMs = Date.now() - this.lastHeardMs;
+      if (silentMs >= timeoutMs) {
+        log.warn({ peer: address, silentMs }, 'lane: peer silent, closing the connection');
+        this.close(new CairnError('EUNAVAIL', `lane: ${address} silent for ${silentMs} ms`));
+      } else if (silentMs >= intervalMs) writeFrame(socket, T_PING, 0, undefined);
+    }, Math.max(10, Math.floor(intervalMs / 2)));
+    this.keepalive.unref();
     socket.on('data', (chunk: Buffer) => {
+      this.lastHeardMs = Date.now();
       try {
         this.reader.push(chunk);
       } catch (err) {
@@ -710,6 +751,7 @@ class LaneClientConnection {
   close(err: CairnError): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.keepalive);
     this.socket.destroy();
     const calls = [...this.pending.values()];
     this.pending.clear();

@@ -20,7 +20,7 @@ import {
   unary,
   type StartedServer,
 } from '../../src/rpc/grpc.js';
-import { LANE_MAGIC, closeAllLanes } from '../../src/rpc/lane.js';
+import { LANE_MAGIC, closeAllLanes, setLaneKeepalive } from '../../src/rpc/lane.js';
 
 const json = {
   serialize: (v: unknown): Buffer => Buffer.from(JSON.stringify(v)),
@@ -230,6 +230,31 @@ describe('the lane alone', () => {
     expect((down as CairnError).code).toBe('EUNAVAIL');
     server = await startServer(`127.0.0.1:${port}`, [{ service: definition, impl }]);
     await expect(call(client, 'Echo', { text: 'two' })).resolves.toEqual({ text: 'TWO' });
+  });
+
+  it('closes a connection whose peer falls silent, and keeps one that answers its pings', async () => {
+    setLaneKeepalive({ intervalMs: 50, timeoutMs: 300 });
+    try {
+      // A healthy server stays connected through many keepalive periods.
+      await expect(call(client, 'Echo', { text: 'a' })).resolves.toEqual({ text: 'A' });
+      await new Promise((r) => setTimeout(r, 700));
+      await expect(call(client, 'Echo', { text: 'slow', delayMs: 600 }, 5000)).resolves.toEqual({ text: 'SLOW' });
+      // A peer that completes the handshake and then says nothing (a cut network).
+      const mute = net.createServer((s) => {
+        s.on('error', () => undefined);
+        s.once('data', () => s.write(LANE_MAGIC));
+      });
+      await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+      const port = (mute.address() as net.AddressInfo).port;
+      const m = makeClient(Client as unknown as grpc.ServiceClientConstructor, `127.0.0.1:${port}`);
+      const err = await call(m, 'Echo', { text: 'void' }, 30_000).catch((e: unknown) => e);
+      expect((err as CairnError).code).toBe('ETIMEDOUT');
+      expect((err as CairnError).message).toContain('silent');
+      m.close();
+      await new Promise<void>((r) => mute.close(() => r()));
+    } finally {
+      setLaneKeepalive({ intervalMs: 5_000, timeoutMs: 20_000 });
+    }
   });
 
   it('leaves no stream handler running after the test streams', () => {
