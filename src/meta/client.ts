@@ -9,11 +9,17 @@
  * a node that then died can make a retried create report EEXIST, or a retried commit report
  * ECONFLICT; commitStatus() tells whether the first attempt won.
  *
+ * Coalescing: namespace writes that callers have in flight at the same moment (issued during
+ * one turn of the event loop) go to the node as one Batch request, which the node proposes as
+ * one Raft entry; each write still applies atomically, in the order it was issued, and gets
+ * its own result or error, exactly as if it had been sent alone. A write issued while nothing
+ * else is pending goes alone, as its own RPC (no added wait). `batchWrites: false` turns it off.
+ *
  * watch() is an async iterator of events that survives disconnects, leader changes and node
  * restarts: it resumes from the last revision it saw, so no event is missed or repeated.
  */
-import { CairnError } from '../common/errors.js';
-import { call, grpc, makeClient, serviceOf, fromServiceError } from '../rpc/grpc.js';
+import { CairnError, isErrorCode } from '../common/errors.js';
+import { call, grpc, makeClient, openServerStream, serviceOf, fromServiceError } from '../rpc/grpc.js';
 import type { Ref, EntryRef, Extent } from './ops.js';
 import type { CommitRecord, DirEntry, EventKind, Inode, InodeType, WatchEvent } from './state-machine.js';
 import { LEASE_SAFETY_MARGIN_MS } from './state-machine.js';
@@ -64,6 +70,33 @@ export interface MetaClientOptions {
   timeoutMs?: number;
   /** Total time spent retrying a request across nodes before giving up. */
   retryBudgetMs?: number;
+  /** Coalesce concurrent namespace writes into Batch requests (default true). */
+  batchWrites?: boolean;
+}
+
+/** Writes one Batch request carries at most (the node accepts 1024). */
+export const MAX_BATCH_WRITES = 512;
+
+/** The writes that may be coalesced: their BatchOp field and where their reply sits in a BatchResult. */
+const BATCHABLE: Readonly<Record<string, { field: string; slot?: 'attr' | 'rename' | 'record' }>> = {
+  Mkdir: { field: 'mkdir', slot: 'attr' },
+  Create: { field: 'create', slot: 'attr' },
+  Symlink: { field: 'symlink', slot: 'attr' },
+  Link: { field: 'link', slot: 'attr' },
+  Unlink: { field: 'unlink' },
+  Rmdir: { field: 'rmdir' },
+  Rename: { field: 'rename', slot: 'rename' },
+  Setattr: { field: 'setattr', slot: 'attr' },
+  SetXattr: { field: 'set_xattr' },
+  RemoveXattr: { field: 'remove_xattr' },
+  MarkDurable: { field: 'mark_durable', slot: 'record' },
+};
+
+interface QueuedWrite {
+  method: string;
+  req: Record<string, unknown>;
+  resolve: (r: Record<string, unknown>) => void;
+  reject: (e: unknown) => void;
 }
 
 const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
@@ -116,12 +149,17 @@ export class MetaClient {
   private readonly timeoutMs: number;
   private readonly retryBudgetMs: number;
   private closed = false;
+  private readonly batchWrites: boolean;
+  /** Writes issued during this turn of the event loop (at most MAX_BATCH_WRITES). */
+  private queued: QueuedWrite[] = [];
+  private flushScheduled = false;
 
   constructor(opts: MetaClientOptions) {
     if (opts.endpoints.length === 0) throw new CairnError('EINVAL', 'MetaClient needs at least one endpoint');
     this.endpoints = [...opts.endpoints];
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.retryBudgetMs = opts.retryBudgetMs ?? 30_000;
+    this.batchWrites = opts.batchWrites ?? true;
   }
 
   private client(addr: string): grpc.Client {
@@ -149,8 +187,68 @@ export class MetaClient {
     return true;
   }
 
+  /** One request; a batchable write waits for the end of this turn of the event loop to be coalesced. */
+  private rpc(method: string, req: Wire): Promise<Wire> {
+    if (!this.batchWrites || BATCHABLE[method] === undefined) return this.send(method, req);
+    if (this.closed) return Promise.reject(new CairnError('ECANCELED', 'MetaClient is closed'));
+    return new Promise<Wire>((resolve, reject) => {
+      this.queued.push({ method, req, resolve, reject });
+      if (this.queued.length >= MAX_BATCH_WRITES) this.flush();
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          this.flush();
+        });
+      }
+    });
+  }
+
+  /** Send the queued writes: alone if there is one, else as one Batch (results[i] answers ops[i]). */
+  private flush(): void {
+    const writes = this.queued;
+    this.queued = [];
+    if (writes.length === 0) return;
+    if (writes.length === 1) {
+      const w = writes[0]!;
+      this.send(w.method, w.req).then(w.resolve, w.reject);
+      return;
+    }
+    const ops = writes.map((w) => ({ [BATCHABLE[w.method]!.field]: w.req }));
+    this.send('Batch', { ops }).then(
+      (reply) => {
+        const results = (reply.results as Wire[] | undefined) ?? [];
+        writes.forEach((w, i) => {
+          const r = results[i];
+          if (r === undefined) {
+            w.reject(new CairnError('EIO', `the Batch reply has ${results.length} results for ${writes.length} writes`));
+            return;
+          }
+          const code = typeof r.code === 'string' ? r.code : '';
+          if (code !== '') {
+            let details: Record<string, unknown> | undefined;
+            if (typeof r.details_json === 'string' && r.details_json !== '') {
+              try {
+                details = JSON.parse(r.details_json) as Record<string, unknown>;
+              } catch {
+                details = undefined;
+              }
+            }
+            w.reject(new CairnError(isErrorCode(code) ? code : 'EIO', String(r.message ?? ''), details));
+            return;
+          }
+          const slot = BATCHABLE[w.method]!.slot;
+          w.resolve(slot === undefined ? {} : ((r[slot] as Wire | null | undefined) ?? {}));
+        });
+      },
+      (err: unknown) => {
+        for (const w of writes) w.reject(err);
+      },
+    );
+  }
+
   /** One request with failover: ENOTLEADER → the named leader; EUNAVAIL/EAGAIN → next node. */
-  private async rpc(method: string, req: Wire): Promise<Wire> {
+  private async send(method: string, req: Wire): Promise<Wire> {
     if (this.closed) throw new CairnError('ECANCELED', 'MetaClient is closed');
     const deadline = Date.now() + this.retryBudgetMs;
     for (let attempt = 0; ; attempt++) {
@@ -436,9 +534,7 @@ export class MetaClient {
       const queue: Array<Wire> = [];
       let wake: (() => void) | undefined;
       let ended: CairnError | null | undefined;
-      const stream = (this.client(this.endpoint()) as unknown as {
-        Watch(req: Wire): grpc.ClientReadableStream<Wire>;
-      }).Watch({ path, from_revision: next });
+      const stream = openServerStream(this.client(this.endpoint()), 'Watch', { path, from_revision: next });
       const onAbort = (): void => stream.cancel();
       opts.signal?.addEventListener('abort', onAbort);
       const signal = (): void => {
@@ -496,6 +592,7 @@ export class MetaClient {
 
   close(): void {
     this.closed = true;
+    for (const w of this.queued.splice(0)) w.reject(new CairnError('ECANCELED', 'MetaClient is closed'));
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
   }

@@ -1,12 +1,10 @@
 /**
- * The metadata operations as Raft entries: one zod schema per operation, the encoding of an
- * entry's bytes, and the validation of names and paths shared by the service and the state
- * machine.
+ * The metadata operations: one zod schema per operation (every request is checked with it
+ * before it is proposed), and the validation of names and paths shared by the service, the
+ * entry decoder and the state machine. The bytes of an entry are entry.ts's job.
  *
- * Every entry is deterministic: it carries the proposer's clock reading (`nowMs`) and every
- * value the state machine needs; apply never reads a clock or randomness. Entries are JSON
- * (compact field names are not worth the loss of readability yet); every entry is validated
- * again when it is applied, so a corrupt or foreign entry becomes an EINVAL result, not a crash.
+ * Every operation is deterministic: its entry carries the proposer's clock reading (`nowMs`)
+ * and every value the state machine needs; apply never reads a clock or randomness.
  */
 import { z } from 'zod';
 import { CairnError, fail } from '../common/errors.js';
@@ -177,29 +175,9 @@ export const opSchema = z.discriminatedUnion('op', [
 export type Op = z.infer<typeof opSchema>;
 export type OpName = Op['op'];
 
-/** An entry: one operation plus the proposer's clock reading, the only time apply uses. */
+/** A format-1 entry (JSON): one operation plus the proposer's clock reading. Still decoded (entry.ts). */
 export const entrySchema = z.object({ v: z.literal(1), nowMs: timeMs, op: opSchema }).strict();
 export type MetaEntry = z.infer<typeof entrySchema>;
-
-export function encodeEntry(op: Op, nowMs: number): Uint8Array {
-  const e: MetaEntry = { v: 1, nowMs: Math.floor(nowMs), op };
-  return utf8.encode(JSON.stringify(e));
-}
-
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
-
-/** Decode and validate an entry's bytes; a bad entry is an EINVAL CairnError. */
-export function decodeEntry(data: Uint8Array): MetaEntry {
-  let json: unknown;
-  try {
-    json = JSON.parse(utf8Decoder.decode(data));
-  } catch (err) {
-    throw new CairnError('EINVAL', `metadata entry is not valid JSON: ${(err as Error).message}`);
-  }
-  const r = entrySchema.safeParse(json);
-  if (!r.success) throw new CairnError('EINVAL', formatZodError('metadata entry', r.error));
-  return r.data;
-}
 
 /** Check an operation before proposing it (the same schema apply uses). */
 export function validateOp(op: unknown): Op {

@@ -15,13 +15,20 @@ import { formatZodError } from '../common/config.js';
 import { logger } from '../common/log.js';
 import { counter, gauge, histogram } from '../common/metrics.js';
 import { grpc, serviceOf, toServiceError, unary } from '../rpc/grpc.js';
-import { encodeEntry, validateOp, type EntryRef, type Op, type Ref } from './ops.js';
+import { validateOp, type EntryRef, type Op, type Ref } from './ops.js';
+import { encodeEntryOps, encodeOp } from './entry.js';
 import type { Replicator } from './replicator.js';
 import { parseDiskmap } from '../diskmap/index.js';
-import type { ApplyResult, CommitRecord, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
+import type { ApplyResult, CommitRecord, EntryResult, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
 
 /** Largest encoded entry accepted from one request. */
 export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
+/** Operations one Batch request may carry. */
+export const MAX_BATCH_OPS = 1024;
+/** Operations coalesced into one Raft entry (bounded by MAX_ENTRY_BYTES too). */
+export const MAX_OPS_PER_PROPOSAL = 1024;
+/** Bytes of one entry's header (entry.ts) on top of its operation records. */
+const ENTRY_HEADER_BYTES = 17;
 /** Events sent per watch message, and the bound on one watcher's unsent backlog. */
 const WATCH_BATCH = 256;
 /** Watch streams one node serves at a time; more get EAGAIN. */
@@ -123,6 +130,7 @@ const S = {
   scanLayouts: z.object({ after_ino: u64.default(0), limit: u32.default(0), serializable: z.boolean().default(false) }),
   nodeRegister: z.object({ node_id: u32.min(1), record_json: z.string().min(2) }),
   watch: z.object({ path: z.string().max(8192).default(''), from_revision: u64.default(0) }),
+  batch: z.object({ ops: z.array(z.record(z.string(), z.unknown())).max(MAX_BATCH_OPS) }),
   status: z.object({}).passthrough(),
 };
 
@@ -157,6 +165,98 @@ export function eventMatches(e: WatchEvent, path: string): boolean {
   return under(e.path) || under(e.newPath);
 }
 
+// ---------------------------------------------------------------- writes
+
+/**
+ * The namespace writes that may travel in a Batch: per method, the request schema, the
+ * operation a request becomes, and the reply built from the operation's result. The single
+ * RPCs and Batch use the same table, so a batched write is the same operation as a lone one.
+ */
+interface WriteMethod {
+  /** Name of the BatchOp field and of the latency metric. */
+  field: string;
+  schema: z.ZodType;
+  toOp(q: never): Op;
+  reply(v: Record<string, unknown>): Record<string, unknown>;
+  /** Where the reply goes in a BatchResult. */
+  slot?: 'attr' | 'rename' | 'record';
+}
+
+const attrReply = (v: Record<string, unknown>): Record<string, unknown> => ({
+  attr: attrToWire(v.attr as Inode),
+  created: v.created === true,
+});
+const emptyReply = (): Record<string, unknown> => ({});
+
+function write<S extends z.ZodType>(
+  field: string,
+  schema: S,
+  toOp: (q: z.infer<S>) => Op,
+  reply: (v: Record<string, unknown>) => Record<string, unknown>,
+  slot?: WriteMethod['slot'],
+): WriteMethod {
+  return { field, schema, toOp: toOp as (q: never) => Op, reply, ...(slot ? { slot } : {}) };
+}
+
+export const WRITE_METHODS: Record<string, WriteMethod> = {
+  Mkdir: write('mkdir', S.mkdir, (q) => ({ op: 'mkdir', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid }), attrReply, 'attr'),
+  Create: write(
+    'create', S.create,
+    (q) => ({ op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive }),
+    attrReply, 'attr',
+  ),
+  Symlink: write('symlink', S.symlink, (q) => ({ op: 'symlink', at: toEntryRef(q.at, 'at'), target: q.target, uid: q.uid, gid: q.gid }), attrReply, 'attr'),
+  Link: write('link', S.link, (q) => ({ op: 'link', node: toRef(q.node, 'node'), at: toEntryRef(q.at, 'at') }), attrReply, 'attr'),
+  Unlink: write('unlink', S.remove, (q) => ({ op: 'unlink', at: toEntryRef(q.at, 'at') }), emptyReply),
+  Rmdir: write('rmdir', S.remove, (q) => ({ op: 'rmdir', at: toEntryRef(q.at, 'at') }), emptyReply),
+  Rename: write(
+    'rename', S.rename,
+    (q) => ({ op: 'rename', from: toEntryRef(q.from, 'from'), to: toEntryRef(q.to, 'to'), noReplace: q.no_replace }),
+    (v) => ({ renamed: v.renamed === true, replaced: (v.replaced as number | undefined) ?? 0 }), 'rename',
+  ),
+  Setattr: write(
+    'setattr', S.setattr,
+    (q) => {
+      const op: Op = { op: 'setattr', node: toRef(q.node, 'node') };
+      if (q.set_mode) op.mode = q.mode & 0o7777;
+      if (q.set_uid) op.uid = q.uid;
+      if (q.set_gid) op.gid = q.gid;
+      if (q.set_mtime) op.mtimeMs = q.mtime_ms;
+      if (q.set_atime) op.atimeMs = q.atime_ms;
+      return op;
+    },
+    attrReply, 'attr',
+  ),
+  SetXattr: write(
+    'set_xattr', S.xattrSet,
+    (q) => ({
+      op: 'setxattr', node: toRef(q.node, 'node'), name: q.name, valueB64: q.value.toString('base64'),
+      flag: q.flag === '' ? 'any' : q.flag,
+    }),
+    emptyReply,
+  ),
+  RemoveXattr: write('remove_xattr', S.xattrRemove, (q) => ({ op: 'removexattr', node: toRef(q.node, 'node'), name: q.name }), emptyReply),
+  MarkDurable: write('mark_durable', S.markDurable, (q) => ({ op: 'markDurable', ino: q.ino, version: q.version }), (v) => recordToWire(v.record as CommitRecord), 'record'),
+};
+
+const WRITE_BY_FIELD = new Map(Object.values(WRITE_METHODS).map((m) => [m.field, m]));
+
+function valueOf(res: ApplyResult): Record<string, unknown> {
+  if (!res.ok) throw new CairnError(res.code, res.message, res.details);
+  return res.value;
+}
+
+function errorSlot(err: unknown): Record<string, unknown> {
+  const e = err instanceof CairnError ? err : new CairnError('EIO', String(err));
+  return { code: e.code, message: e.message, details_json: e.details === undefined ? '' : JSON.stringify(e.details) };
+}
+
+interface ProposalGroup {
+  records: Buffer[];
+  bytes: number;
+  waiters: Array<{ count: number; resolve: (r: ApplyResult[]) => void; reject: (e: unknown) => void }>;
+}
+
 // ---------------------------------------------------------------- the service
 
 export class MetaService {
@@ -165,6 +265,8 @@ export class MetaService {
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly watchers = new Set<AbortController>();
+  /** Operations waiting for the end of this turn of the event loop to be proposed as one entry. */
+  private group: ProposalGroup | undefined;
   private readonly opsTotal = counter('cairn_meta_ops_total', 'Metadata requests by method and outcome', ['method', 'outcome']);
   private readonly revisionGauge = gauge('cairn_meta_revision', 'Last metadata revision applied on this node');
   private readonly latency = histogram('cairn_meta_request_seconds', 'Metadata request latency', ['method'], [
@@ -195,15 +297,117 @@ export class MetaService {
 
   /** Replicate one operation; returns its result or throws its POSIX error. */
   async propose(op: Op, leaderOnly = false): Promise<Record<string, unknown>> {
+    this.checkWriter(leaderOnly);
+    const valid = validateOp(op);
+    // Leader-only operations (leases, commits) read the leader's clock: proposed at once,
+    // alone, so that no step-down can come between the leadership check and the proposal.
+    const [res] = await this.proposeValidated([valid], !leaderOnly);
+    return valueOf(res!);
+  }
+
+  /** ENOTLEADER unless this node may propose writes (the leader, or any node with forwardWrites). */
+  private checkWriter(leaderOnly: boolean): void {
     const r = this.replicator();
     if ((leaderOnly || !this.opts.forwardWrites) && r.isLeader !== undefined && !r.isLeader()) throw this.notLeader();
-    const valid = validateOp(op);
-    const data = encodeEntry(valid, this.now());
-    if (data.length > MAX_ENTRY_BYTES) fail('EINVAL', `request too large: ${data.length} bytes encoded, limit ${MAX_ENTRY_BYTES}`);
-    const res = (await r.propose(data)) as ApplyResult | null | undefined;
-    if (res === null || res === undefined) fail('EIO', `operation ${op.op} was applied without a result`);
-    if (!res.ok) throw new CairnError(res.code, res.message, res.details);
-    return res.value;
+  }
+
+  /**
+   * Replicate validated operations; resolves with one result per operation, in order. With
+   * `coalesce`, operations proposed during the same turn of the event loop (from any request
+   * or client) share one Raft entry — one replication, one fsync per node and one apply batch
+   * for all of them — and each still applies atomically, in order, with its own result.
+   */
+  private proposeValidated(ops: Op[], coalesce: boolean): Promise<ApplyResult[]> {
+    const records = ops.map(encodeOp);
+    let bytes = 0;
+    for (const r of records) bytes += r.length;
+    if (bytes + ENTRY_HEADER_BYTES > MAX_ENTRY_BYTES) {
+      return Promise.reject(new CairnError('EINVAL', `request too large: ${bytes} bytes encoded, limit ${MAX_ENTRY_BYTES}`));
+    }
+    if (!coalesce || records.length > MAX_OPS_PER_PROPOSAL) return this.proposeEntry(records);
+    return new Promise<ApplyResult[]>((resolve, reject) => {
+      let g = this.group;
+      if (g !== undefined && (g.records.length + records.length > MAX_OPS_PER_PROPOSAL || g.bytes + bytes > MAX_ENTRY_BYTES)) {
+        this.flushGroup(g);
+        g = undefined;
+      }
+      if (g === undefined) {
+        const fresh: ProposalGroup = { records: [], bytes: ENTRY_HEADER_BYTES, waiters: [] };
+        this.group = fresh;
+        g = fresh;
+        setImmediate(() => this.flushGroup(fresh));
+      }
+      for (const r of records) g.records.push(r);
+      g.bytes += bytes;
+      g.waiters.push({ count: records.length, resolve, reject });
+    });
+  }
+
+  private flushGroup(g: ProposalGroup): void {
+    if (this.group !== g) return;
+    this.group = undefined;
+    this.proposeEntry(g.records).then(
+      (results) => {
+        let at = 0;
+        for (const w of g.waiters) {
+          w.resolve(results.slice(at, at + w.count));
+          at += w.count;
+        }
+      },
+      (err: unknown) => {
+        for (const w of g.waiters) w.reject(err);
+      },
+    );
+  }
+
+  /** One Raft entry holding these operation records; one result per record. */
+  private async proposeEntry(records: Buffer[]): Promise<ApplyResult[]> {
+    const r = this.replicator();
+    const res = (await r.propose(encodeEntryOps(records, this.now()))) as EntryResult | undefined;
+    if (res === null || res === undefined) fail('EIO', 'a metadata entry was applied without a result');
+    if (!Array.isArray(res)) {
+      valueOf(res); // an entry that did not decode: its error is every operation's
+      fail('EIO', 'a metadata entry was applied with a single result');
+    }
+    if (res.length !== records.length) fail('EIO', `an entry of ${records.length} operations gave ${res.length} results`);
+    return res;
+  }
+
+  /**
+   * A Batch request: every operation checked like its single RPC (a bad one fails alone),
+   * the valid ones proposed together; results[i] answers ops[i].
+   */
+  private async batch(q: z.infer<typeof S.batch>): Promise<Record<string, unknown>> {
+    this.checkWriter(false);
+    const results: Array<Record<string, unknown>> = new Array(q.ops.length);
+    const valid: Op[] = [];
+    const slots: Array<{ i: number; m: WriteMethod }> = [];
+    q.ops.forEach((b, i) => {
+      try {
+        const field = b.op;
+        const m = typeof field === 'string' ? WRITE_BY_FIELD.get(field) : undefined;
+        if (m === undefined) fail('EINVAL', `batch operation ${i}: no operation set (or not one that may be batched)`);
+        const parsed = m.schema.safeParse(b[field as string]);
+        if (!parsed.success) fail('EINVAL', formatZodError(`batch operation ${i}`, parsed.error));
+        valid.push(validateOp(m.toOp(parsed.data as never)));
+        slots.push({ i, m });
+      } catch (err) {
+        results[i] = errorSlot(err);
+      }
+    });
+    if (valid.length > 0) {
+      const res = await this.proposeValidated(valid, true);
+      res.forEach((r, j) => {
+        const { i, m } = slots[j]!;
+        try {
+          const reply = m.reply(valueOf(r));
+          results[i] = m.slot === undefined ? {} : { [m.slot]: reply };
+        } catch (err) {
+          results[i] = errorSlot(err);
+        }
+      });
+    }
+    return { results };
   }
 
   /** Linearizable unless serializable: wait until this node has applied everything committed. */
@@ -255,11 +459,12 @@ export class MetaService {
 
   definition(): { service: grpc.ServiceDefinition; impl: grpc.UntypedServiceImplementation } {
     const sm = this.sm;
-    const attrReply = (v: Record<string, unknown>): Record<string, unknown> => ({
-      attr: attrToWire(v.attr as Inode),
-      created: v.created === true,
-    });
-    const impl: grpc.UntypedServiceImplementation = {
+    const impl: grpc.UntypedServiceImplementation = {};
+    for (const [method, m] of Object.entries(WRITE_METHODS)) {
+      const metric = m.field === 'set_xattr' ? 'setxattr' : m.field === 'remove_xattr' ? 'removexattr' : m.field === 'mark_durable' ? 'markDurable' : m.field;
+      impl[method] = this.timed(metric, m.schema, async (q) => m.reply(await this.propose(m.toOp(q as never))));
+    }
+    Object.assign(impl, {
       Getattr: this.timed('getattr', S.getattr, async (q) => {
         const ref = toRef(q.node, 'node');
         await this.barrier(q.serializable);
@@ -295,54 +500,12 @@ export class MetaService {
         await this.barrier(q.serializable);
         return { target: await sm.readlink(ref) };
       }),
-      Mkdir: this.timed('mkdir', S.mkdir, async (q) =>
-        attrReply(await this.propose({ op: 'mkdir', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid })),
-      ),
-      Create: this.timed('create', S.create, async (q) =>
-        attrReply(
-          await this.propose({ op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive }),
-        ),
-      ),
-      Symlink: this.timed('symlink', S.symlink, async (q) =>
-        attrReply(await this.propose({ op: 'symlink', at: toEntryRef(q.at, 'at'), target: q.target, uid: q.uid, gid: q.gid })),
-      ),
-      Link: this.timed('link', S.link, async (q) =>
-        attrReply(await this.propose({ op: 'link', node: toRef(q.node, 'node'), at: toEntryRef(q.at, 'at') })),
-      ),
-      Unlink: this.timed('unlink', S.remove, async (q) => {
-        await this.propose({ op: 'unlink', at: toEntryRef(q.at, 'at') });
-        return {};
-      }),
-      Rmdir: this.timed('rmdir', S.remove, async (q) => {
-        await this.propose({ op: 'rmdir', at: toEntryRef(q.at, 'at') });
-        return {};
-      }),
-      Rename: this.timed('rename', S.rename, async (q) => {
-        const v = await this.propose({ op: 'rename', from: toEntryRef(q.from, 'from'), to: toEntryRef(q.to, 'to'), noReplace: q.no_replace });
-        return { renamed: v.renamed === true, replaced: (v.replaced as number | undefined) ?? 0 };
-      }),
-      Setattr: this.timed('setattr', S.setattr, async (q) => {
-        const op: Op = { op: 'setattr', node: toRef(q.node, 'node') };
-        if (q.set_mode) op.mode = q.mode & 0o7777;
-        if (q.set_uid) op.uid = q.uid;
-        if (q.set_gid) op.gid = q.gid;
-        if (q.set_mtime) op.mtimeMs = q.mtime_ms;
-        if (q.set_atime) op.atimeMs = q.atime_ms;
-        return attrReply(await this.propose(op));
-      }),
       Truncate: this.timed('truncate', S.truncate, async (q) => {
         const v = await this.propose(
           { op: 'truncate', node: toRef(q.node, 'node'), size: q.size, expectedVersion: q.expected_version, fence: q.fence },
           true,
         );
         return { attr: attrToWire(v.attr as Inode), record: recordToWire(v.record as CommitRecord) };
-      }),
-      SetXattr: this.timed('setxattr', S.xattrSet, async (q) => {
-        await this.propose({
-          op: 'setxattr', node: toRef(q.node, 'node'), name: q.name, valueB64: q.value.toString('base64'),
-          flag: q.flag === '' ? 'any' : q.flag,
-        });
-        return {};
       }),
       GetXattr: this.timed('getxattr', S.xattrGet, async (q) => {
         const ref = toRef(q.node, 'node');
@@ -353,10 +516,6 @@ export class MetaService {
         const ref = toRef(q.node, 'node');
         await this.barrier(q.serializable);
         return { names: await sm.listxattr(ref) };
-      }),
-      RemoveXattr: this.timed('removexattr', S.xattrRemove, async (q) => {
-        await this.propose({ op: 'removexattr', node: toRef(q.node, 'node'), name: q.name });
-        return {};
       }),
       CommitVersion: this.timed('commit', S.commit, async (q) => {
         const v = await this.propose(
@@ -372,10 +531,6 @@ export class MetaService {
       CommitStatus: this.timed('commitStatus', S.commitStatus, async (q) => {
         await this.barrier(q.serializable);
         return recordToWire(await sm.commitStatus(q.ino, q.version));
-      }),
-      MarkDurable: this.timed('markDurable', S.markDurable, async (q) => {
-        const v = await this.propose({ op: 'markDurable', ino: q.ino, version: q.version });
-        return recordToWire(v.record as CommitRecord);
       }),
       LeaseAcquire: this.timed('leaseAcquire', S.leaseAcquire, async (q) => {
         const v = await this.propose({ op: 'leaseAcquire', ino: q.ino, holder: q.holder, ttlMs: q.ttl_ms }, true);
@@ -446,6 +601,7 @@ export class MetaService {
           next_after_ino: rows.length === Math.min(limit, 10_000) && last ? last.ino : 0,
         };
       }),
+      Batch: this.timed('batch', S.batch, (q) => this.batch(q)),
       Watch: (call: grpc.ServerWritableStream<unknown, unknown>) => this.watch(call),
       Status: this.timed('status', S.status, async () => {
         const n = this.opts.node;
@@ -455,7 +611,7 @@ export class MetaService {
           first_revision: sm.firstRevision(), address: n?.address ?? '',
         };
       }),
-    };
+    } satisfies grpc.UntypedServiceImplementation);
     return { service: serviceOf('meta.proto', 'cairn.meta.Meta').service, impl };
   }
 

@@ -22,16 +22,8 @@ import { logger } from '../common/log.js';
 import type { Entry, SnapshotMetadata, StateMachine } from '../raft/types.js';
 import { EntryType } from '../raft/types.js';
 import { K, hex, prefixEnd } from './keys.js';
-import {
-  ROOT_INO,
-  decodeEntry,
-  splitPath,
-  type EntryRef,
-  type Extent,
-  type MetaEntry,
-  type Op,
-  type Ref,
-} from './ops.js';
+import { ROOT_INO, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
+import { decodeEntry, type DecodedEntry } from './entry.js';
 
 export type InodeType = 'file' | 'dir' | 'symlink';
 
@@ -123,6 +115,13 @@ export interface DiskmapChange {
 export type ApplyResult =
   | { ok: true; value: Record<string, unknown> }
   | { ok: false; code: ErrorCode; message: string; details?: Record<string, unknown> };
+
+/**
+ * apply()'s result for one entry: one ApplyResult per operation of a format-2 entry (in the
+ * entry's order), a single ApplyResult for a format-1 entry or for an entry that does not
+ * decode at all, null for Raft's own entries.
+ */
+export type EntryResult = ApplyResult | ApplyResult[] | null;
 
 export interface MetaStateMachineOptions {
   /** Directory under which the database lives (<dataDir>/meta). */
@@ -328,30 +327,40 @@ export class MetaStateMachine implements StateMachine {
           results.push(null);
           continue;
         }
-        let entry: MetaEntry;
+        let entry: DecodedEntry;
         try {
           entry = decodeEntry(e.data);
         } catch (err) {
           results.push(errResult(err));
           continue;
         }
-        // Each operation runs against a child view so that a failed one leaves no trace.
-        const child = new Tx(this.db, tx);
-        const ctx = new ApplyCtx(child, entry.nowMs, rev);
-        try {
-          const value = await ctx.run(entry.op);
-          rev = ctx.rev;
-          child.commitToParent();
-          results.push({ ok: true, value } satisfies ApplyResult);
-        } catch (err) {
-          if (!(err instanceof CairnError)) throw err;
-          results.push(errResult(err));
+        // The operations of one entry run in order, each against a child view so that a
+        // failed one leaves no trace; each has its own result.
+        const opResults: ApplyResult[] = [];
+        for (const op of entry.ops) {
+          if (op instanceof CairnError) {
+            opResults.push(errResult(op));
+            continue;
+          }
+          const child = new Tx(this.db, tx);
+          const ctx = new ApplyCtx(child, entry.nowMs, rev);
+          try {
+            const value = await ctx.run(op);
+            rev = ctx.rev;
+            child.commitToParent();
+            opResults.push({ ok: true, value });
+          } catch (err) {
+            if (!(err instanceof CairnError)) throw err;
+            opResults.push(errResult(err));
+          }
+          // Bounded watch log: drop the oldest events beyond maxEvents.
+          while (rev - firstRev + 1 > this.maxEvents) {
+            tx.del(K.event(firstRev));
+            firstRev++;
+          }
         }
-        // Bounded watch log: drop the oldest events beyond maxEvents.
-        while (rev - firstRev + 1 > this.maxEvents) {
-          tx.del(K.event(firstRev));
-          firstRev++;
-        }
+        // A format-1 entry's proposer expects one result; a format-2 entry's, one per operation.
+        results.push(entry.format === 1 ? opResults[0] : opResults);
       }
       tx.put(K.applied, JSON.stringify(last));
       tx.put(K.rev, String(rev));

@@ -8,7 +8,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { MetaStateMachine, type Inode } from '../../src/meta/state-machine.js';
-import { encodeEntry, type Op } from '../../src/meta/ops.js';
+import type { Op } from '../../src/meta/ops.js';
+import { encodeEntry } from '../../src/meta/entry.js';
 import { EntryType } from '../../src/raft/types.js';
 import { tempDir } from '../helpers/env.js';
 

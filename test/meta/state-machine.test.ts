@@ -5,7 +5,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MetaStateMachine, LEASE_SAFETY_MARGIN_MS, type ApplyResult, type Inode } from '../../src/meta/state-machine.js';
-import { encodeEntry, type Op } from '../../src/meta/ops.js';
+import type { Op } from '../../src/meta/ops.js';
+import { encodeEntry } from '../../src/meta/entry.js';
 import { EntryType, type Entry } from '../../src/raft/types.js';
 import { tempDir } from '../helpers/env.js';
 import { cp, rm, stat, writeFile } from 'node:fs/promises';
@@ -31,7 +32,8 @@ async function applyOps(h: { sm: MetaStateMachine; log: Entry[] }, ops: Op[], no
   const first = (await h.sm.appliedIndex()) + 1;
   const entries = ops.map((op, i) => ({ term: 1, index: first + i, type: EntryType.Normal, data: encodeEntry(op, nowMs) }));
   h.log.push(...entries);
-  return (await h.sm.apply(entries)) as ApplyResult[];
+  // One operation per entry: each entry's result is a list of one.
+  return ((await h.sm.apply(entries)) as ApplyResult[][]).map((r) => r[0]!);
 }
 
 async function ok(h: { sm: MetaStateMachine; log: Entry[] }, op: Op, nowMs = 1_000): Promise<Record<string, unknown>> {
