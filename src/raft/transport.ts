@@ -2,6 +2,7 @@
  * The Raft transport over gRPC (proto/raft.proto): one long-lived client stream per peer
  * carries batches of messages (pipelined, with a bounded send queue: when the peer is down or
  * the queue is full the messages are dropped and the core is told the peer is unreachable);
+ * a batch's messages travel in Cairn's binary form (wire.ts) in MessageBatch.packed;
  * snapshots go over a separate stream of chunks with flow control, spooled to a file on the
  * receiver. Every incoming message is checked field by field; a malformed one is rejected and
  * never reaches the core.
@@ -14,6 +15,7 @@ import { grpc, makeClient, openClientStream, serviceOf, toServiceError, type Cli
 import { CairnError } from '../common/errors.js';
 import { logger, type Logger } from '../common/log.js';
 import { EntryType, MessageType, type Entry, type Message, type NodeId, type SnapshotMetadata } from './types.js';
+import { decodeBatch, encodeBatch } from './wire.js';
 
 const RaftService = serviceOf('raft.proto', 'cairn.raft.Raft');
 
@@ -273,7 +275,7 @@ export class Transport {
       return;
     }
     p.queuedBytes += bytes;
-    s.write({ from: this.opts.id, from_address: this.opts.address, messages: list.map(toWire) }, () => {
+    s.write({ from: this.opts.id, from_address: this.opts.address, messages: [], packed: encodeBatch(list) }, () => {
       if (p.stream === s) p.queuedBytes -= bytes;
     });
   }
@@ -290,12 +292,22 @@ export class Transport {
     };
     call.on('data', (raw: unknown) => {
       if (done) return;
-      const b = raw as { from?: unknown; from_address?: unknown; messages?: unknown };
+      const b = raw as { from?: unknown; from_address?: unknown; messages?: unknown; packed?: unknown };
       if (!Array.isArray(b.messages) || !isCount(b.from)) {
         finish(new CairnError('EINVAL', 'raft: malformed message batch'));
         return;
       }
-      const out: Message[] = [];
+      let out: Message[] = [];
+      if (isBytes(b.packed) && b.packed.length > 0) {
+        const got = decodeBatch(b.packed, this.opts.id);
+        if (typeof got === 'string' || b.messages.length > 0) {
+          const reason = typeof got === 'string' ? got : 'a batch carries both packed and protobuf messages';
+          this.log.warn({ from: b.from, reason }, 'rejected a malformed raft message batch');
+          finish(new CairnError('EINVAL', `raft: rejected message batch: ${reason}`));
+          return;
+        }
+        out = got;
+      }
       for (const rm of b.messages) {
         const m = checkWireMessage(rm, this.opts.id, false);
         if (typeof m === 'string') {

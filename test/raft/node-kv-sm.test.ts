@@ -1,7 +1,8 @@
 /**
  * The KV state machine the driver applies to, on real LevelDB: results of put/cas/delete
  * within one batch, the applied index across reopen, snapshot → restore into another node,
- * and a damaged snapshot stream that leaves the old state untouched.
+ * and a damaged snapshot stream that leaves the old state untouched; reads and later batches
+ * that see a batch still queued for LevelDB (apply() returns before its write lands).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { KvStateMachine } from '../../src/raft/kv/state-machine.js';
@@ -68,6 +69,37 @@ describe('KvStateMachine', () => {
     cleanups.push(() => again.close());
     expect(await again.appliedIndex()).toBe(7);
     expect(again.get('a')?.toString()).toBe('2');
+  });
+
+  it('serves the values of batches still queued for LevelDB to reads and to later batches', async () => {
+    nextIndex = 1;
+    const { dir, sm } = await open();
+    await sm.apply(entries([{ op: 'put', key: 'gone', value: b('old') }]));
+    await sm.flush();
+    // No event-loop turn passes between these calls, so none of these batches has landed yet
+    // (LevelDB's completion needs one): what the reads see comes from the queued batches.
+    await sm.apply(entries([{ op: 'put', key: 'a', value: b('1') }, { op: 'delete', key: 'gone' }]));
+    expect(sm.get('a')?.toString()).toBe('1');
+    expect(sm.get('gone')).toBeUndefined();
+    const res = await sm.apply(
+      entries([
+        { op: 'cas', key: 'a', expect: b('1'), value: b('2') },
+        { op: 'delete', key: 'gone' },
+        { op: 'cas', key: 'gone', expect: null, value: b('back') },
+      ]),
+    );
+    expect(res).toEqual([{ op: 'cas', ok: true, current: null }, { op: 'delete', deleted: false }, { op: 'cas', ok: true, current: null }]);
+    expect(sm.get('a')?.toString()).toBe('2');
+    expect(sm.get('gone')?.toString()).toBe('back');
+    expect(await sm.appliedIndex()).toBe(6);
+    await sm.flush();
+    expect(sm.get('a')?.toString()).toBe('2');
+    await sm.close();
+    const again = await KvStateMachine.open(dir);
+    cleanups.push(() => again.close());
+    expect(await again.appliedIndex()).toBe(6);
+    expect(again.get('a')?.toString()).toBe('2');
+    expect(again.get('gone')?.toString()).toBe('back');
   });
 
   it('streams a snapshot that restores the same state and applied index elsewhere', async () => {

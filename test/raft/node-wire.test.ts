@@ -1,7 +1,8 @@
 /**
  * The Raft transport's input checks: malformed messages from the network are rejected with a
  * clear error and never reach the core; a node that received them keeps working. Also the
- * proposal envelope and the KV command codec round-trip and reject damaged bytes.
+ * proposal envelope, the packed message batch (wire.ts) and the KV command codec round-trip
+ * and reject damaged bytes.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { checkWireMessage } from '../../src/raft/transport.js';
@@ -9,7 +10,9 @@ import { RaftNode, unwrapEnvelope, wrapEnvelope } from '../../src/raft/node.js';
 import { KvStateMachine } from '../../src/raft/kv/state-machine.js';
 import { decodeCommand, encodeCommand } from '../../src/raft/kv/commands.js';
 import { grpc, makeClient, serviceOf, fromServiceError } from '../../src/rpc/grpc.js';
-import { MessageType } from '../../src/raft/types.js';
+import { MessageType, EntryType, type Message } from '../../src/raft/types.js';
+import { decodeBatch, encodeBatch } from '../../src/raft/wire.js';
+import fc from 'fast-check';
 import { eventually, freePort, tempDir } from '../helpers/env.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -60,6 +63,72 @@ describe('checkWireMessage', () => {
     expect(typeof checkWireMessage({ ...good(), type: MessageType.Snap }, 1, true)).toBe('string');
     const ok = checkWireMessage({ ...good(), type: MessageType.Snap, snapshot: { index: 5, term: 2, conf: { voters: [1, 2], learners: [] } } }, 1, true);
     expect(ok).toMatchObject({ snapshot: { metadata: { index: 5, term: 2 } } });
+  });
+});
+
+const WIRE_TYPES = [
+  MessageType.Prop, MessageType.App, MessageType.AppResp, MessageType.Vote, MessageType.VoteResp, MessageType.PreVote,
+  MessageType.PreVoteResp, MessageType.Heartbeat, MessageType.HeartbeatResp, MessageType.TransferLeader,
+  MessageType.TimeoutNow, MessageType.ReadIndex, MessageType.ReadIndexResp,
+];
+const count = fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constant(Number.MAX_SAFE_INTEGER), fc.integer({ min: 0, max: 2 ** 40 }));
+const bytes = fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a));
+const arbMessage = (to: number): fc.Arbitrary<Message> =>
+  fc.record({
+    type: fc.constantFrom(...WIRE_TYPES),
+    from: fc.integer({ min: 1, max: 2 ** 40 }),
+    to: fc.constant(to),
+    term: count,
+    logTerm: count,
+    index: count,
+    entries: fc.array(fc.record({ term: count, index: count, type: fc.constantFrom(EntryType.Normal, EntryType.ConfChange), data: bytes }), { maxLength: 5 }),
+    commit: count,
+    reject: fc.boolean(),
+    rejectHint: count,
+    context: bytes,
+  });
+
+describe('packed message batches (wire.ts)', () => {
+  it('round-trip any batch of messages', () => {
+    fc.assert(
+      fc.property(fc.array(arbMessage(3), { maxLength: 6 }), (msgs) => {
+        const got = decodeBatch(encodeBatch(msgs), 3);
+        expect(got).toEqual(msgs);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('copy entry data out of the network buffer', () => {
+    const packed = encodeBatch([{ ...(checkWireMessage(good(), 1, false) as Message) }]);
+    const got = decodeBatch(packed, 1) as Message[];
+    packed.fill(0);
+    expect(Buffer.from(got[0]!.entries[0]!.data).toString()).toBe('x');
+  });
+
+  it('reject every truncation, trailing bytes and bad fields with a sentence, never a throw', () => {
+    const msgs = [checkWireMessage(good(), 1, false) as Message, { ...(checkWireMessage(good(), 1, false) as Message), context: Buffer.from('ctx') }];
+    const packed = encodeBatch(msgs);
+    for (let n = 0; n < packed.length; n++) expect(typeof decodeBatch(packed.subarray(0, n), 1)).toBe('string');
+    expect(typeof decodeBatch(Buffer.concat([packed, Buffer.from([0])]), 1)).toBe('string');
+    expect(decodeBatch(packed, 2)).toMatch(/reached node 2/);
+    const patch = (off: number, v: number): Buffer => {
+      const b = Buffer.from(packed);
+      b[off] = v;
+      return b;
+    };
+    expect(decodeBatch(patch(0, 9), 1)).toMatch(/version/);
+    expect(decodeBatch(patch(5, 0), 1)).toMatch(/type 0/); // Hup: local only
+    expect(decodeBatch(patch(5, 9), 1)).toMatch(/type 9/); // Snap: its own stream
+    expect(decodeBatch(patch(6, 2), 1)).toMatch(/flags/);
+    expect(decodeBatch(patch(7, 0xff), 1)).toMatch(/safe integer/);
+    expect(decodeBatch(patch(1, 0xff), 1)).toMatch(/claims/);
+    // A random mess of bytes never throws.
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (a) => {
+      const r = decodeBatch(Buffer.from(a), 1);
+      expect(typeof r === 'string' || Array.isArray(r)).toBe(true);
+    }));
+    expect(() => encodeBatch([{ ...msgs[0]!, type: MessageType.Snap }])).toThrow(/does not travel/);
   });
 });
 
@@ -114,6 +183,12 @@ describe('a node receiving malformed messages', () => {
       });
     await expect(sendBatch({ from: 2, messages: [{ ...good(), to: 9 }] })).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(sendBatch({ from: 2, messages: [{ ...good(), type: MessageType.Hup }] })).rejects.toMatchObject({ code: 'EINVAL' });
+    // The packed form (what Cairn sends): damaged bytes, or a message for another node.
+    const packed = encodeBatch([checkWireMessage(good(), 1, false) as Message]);
+    await expect(sendBatch({ from: 2, messages: [], packed: packed.subarray(0, packed.length - 1) })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(sendBatch({ from: 2, messages: [], packed: encodeBatch([{ ...(checkWireMessage(good(), 1, false) as Message), to: 9 }]) })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
     // A message from a higher term that is well-formed but from a stranger does not crash it either.
     await sendBatch({ from: 5, messages: [{ ...good(), from: 5, term: 1 }] });
     // A malformed command that got committed is an error result, not a crash.
