@@ -131,6 +131,60 @@ describe('metadata service over gRPC', () => {
     expect(await first).toMatchObject({ kind: 'create', path: '/s/after-listing', revision: listed.revision + 1 });
   });
 
+  it('coalesces concurrent writes into few entries, each write with its own result', async () => {
+    await client.mkdir('/co');
+    const dir = (await client.stat('/co')).ino;
+    await client.create({ parent: dir, name: 'taken' });
+    const before = node.raft.status().lastIndex;
+    // 60 writes issued at once: creates (three of them over an existing name), mkdirs, and a
+    // rename of a file created earlier in the same burst
+    const names = Array.from({ length: 40 }, (_, i) => (i % 13 === 5 ? 'taken' : `f${i}`));
+    const creates = names.map((name) => client.create({ parent: dir, name }).then((r) => r.attr, (e: unknown) => e));
+    const mkdirs = Array.from({ length: 19 }, (_, i) => client.mkdir({ parent: dir, name: `d${i}` }).then((a) => a, (e: unknown) => e));
+    const renamed = client.rename({ parent: dir, name: 'f0' }, { parent: dir, name: 'g0' });
+    const got = await Promise.all(creates);
+    got.forEach((r, i) => {
+      if (names[i] === 'taken') expect(r, `create ${i}`).toMatchObject({ code: 'EEXIST' });
+      else expect(r, `create ${i}`).toMatchObject({ name: names[i], parent: dir, type: 'file' });
+    });
+    const dirs = await Promise.all(mkdirs);
+    dirs.forEach((a, i) => expect(a).toMatchObject({ name: `d${i}`, parent: dir, type: 'dir', nlink: 2 }));
+    expect(await renamed).toEqual({ renamed: true, replaced: 0 });
+    const inos = [...got, ...dirs].filter((a): a is { ino: number } => typeof (a as { ino?: unknown }).ino === 'number').map((a) => a.ino);
+    expect(new Set(inos).size).toBe(37 + 19);
+    // far fewer Raft entries than writes
+    expect(node.raft.status().lastIndex - before).toBeLessThan(10);
+    expect((await client.stat('/co')).size).toBe(1 + 37 + 19);
+    await expect(client.stat('/co/g0')).resolves.toMatchObject({ ino: (got[0] as { ino: number }).ino });
+  });
+
+  it('answers a raw Batch request op by op, a bad op failing alone', async () => {
+    const raw = makeClient(serviceOf('meta.proto', 'cairn.meta.Meta'), node.address);
+    try {
+      const r = await call<unknown, { results: Array<Record<string, unknown>> }>(raw, 'Batch', {
+        ops: [
+          { mkdir: { at: { path: '/rb' }, mode: 0o700, uid: 1, gid: 2 } },
+          { create: { at: { path: '/rb/../x' }, mode: 0o644, uid: 0, gid: 0, exclusive: true } },
+          { create: { at: { path: '/rb/f' }, mode: 0o644, uid: 0, gid: 0, exclusive: true } },
+          {},
+          { rename: { from: { path: '/rb/f' }, to: { path: '/rb/g' } } },
+          { unlink: { at: { path: '/rb/nope' } } },
+          { setattr: { node: { path: '/rb/g' }, set_mode: true, mode: 0o600 } },
+        ],
+      });
+      const codes = r.results.map((x) => x.code);
+      expect(codes).toEqual(['', 'EINVAL', '', 'EINVAL', '', 'ENOENT', '']);
+      expect(r.results[0]!.attr).toMatchObject({ attr: { name: 'rb', mode: 0o700, uid: 1, gid: 2 } });
+      expect(r.results[2]!.attr).toMatchObject({ attr: { name: 'f', type: 'file' } });
+      expect(r.results[4]!.rename).toMatchObject({ renamed: true });
+      expect(r.results[6]!.attr).toMatchObject({ attr: { name: 'g', mode: 0o600 } });
+      const tooMany = Array.from({ length: 1025 }, (_, i) => ({ unlink: { at: { path: `/rb/${i}` } } }));
+      await expect(call(raw, 'Batch', { ops: tooMany })).rejects.toMatchObject({ code: 'EINVAL' });
+    } finally {
+      raw.close();
+    }
+  });
+
   it('keeps an unlinked file while its lease lives and frees it when the lease expires', async () => {
     const { attr } = await client.create('/open-file');
     const lease = await client.leaseAcquire(attr.ino, 'w', 200);

@@ -309,6 +309,56 @@ describe('durability and determinism', () => {
   });
 });
 
+describe('entries of several operations', () => {
+  it('applies them in order, each atomically, each with its own result', async () => {
+    const h = await openSm();
+    await ok(h, mkdir('/d'));
+    const before = await h.sm.dump();
+    const ops: Op[] = [
+      mkdir('/a'),
+      mkdir('/a/b'), // needs the previous operation of the same entry
+      create('/a/b/f'),
+      mkdir('/a'), // EEXIST: leaves no trace
+      { op: 'rename', from: { path: '/a/b/f' }, to: { path: '/d/g' }, noReplace: false },
+      create('/a/b/f'), // the name is free again
+      { op: 'rmdir', at: { path: '/d' } }, // ENOTEMPTY
+    ];
+    const index = (await h.sm.appliedIndex()) + 1;
+    const [rs] = (await h.sm.apply([{ term: 1, index, type: EntryType.Normal, data: encodeEntry(ops, 5_000) }])) as ApplyResult[][];
+    expect(rs!.map((r) => (r.ok ? 'ok' : r.code))).toEqual(['ok', 'ok', 'ok', 'EEXIST', 'ok', 'ok', 'ENOTEMPTY']);
+    const attr = (i: number): Inode => (rs![i] as { value: { attr: Inode } }).value.attr;
+    expect(attr(0)).toMatchObject({ name: 'a', parent: 1, type: 'dir' });
+    expect(attr(1)).toMatchObject({ name: 'b', parent: attr(0).ino, type: 'dir' });
+    expect(attr(2)).toMatchObject({ name: 'f', parent: attr(1).ino, type: 'file', mtimeMs: 5_000 });
+    expect(attr(5)).toMatchObject({ name: 'f', parent: attr(1).ino, type: 'file' });
+    expect(attr(5).ino).not.toBe(attr(2).ino);
+    expect((await h.sm.getattr({ path: '/d/g' })).ino).toBe(attr(2).ino);
+    // the same operations one per entry, with the same clock: the same results and the same
+    // database (but for the applied index)
+    const h2 = await openSm();
+    await ok(h2, mkdir('/d'));
+    const one = await applyOps(h2, ops, 5_000);
+    expect(one).toEqual(rs);
+    const strip = (d: Array<[string, string]>): Array<[string, string]> => d.filter(([k]) => k !== 'm:applied');
+    expect(strip(await h2.sm.dump())).toEqual(strip(await h.sm.dump()));
+    expect(strip(await h.sm.dump())).not.toEqual(strip(before));
+  });
+
+  it('applies format-1 JSON entries already in a log, and refuses a damaged entry without a change', async () => {
+    const h = await openSm();
+    const legacy = Buffer.from(JSON.stringify({ v: 1, nowMs: 9, op: mkdir('/old') }));
+    const [r] = await h.sm.apply([{ term: 1, index: 1, type: EntryType.Normal, data: legacy }]);
+    expect(r).toMatchObject({ ok: true, value: { attr: { name: 'old', mtimeMs: 9 } } }); // one result, not a list
+    const before = await h.sm.dump();
+    const bad = encodeEntry([mkdir('/new')], 10);
+    bad[bad.length - 1]! ^= 0x20;
+    const [r2] = await h.sm.apply([{ term: 1, index: 2, type: EntryType.Normal, data: bad }]);
+    expect(r2).toMatchObject({ ok: false, code: 'ECORRUPT' });
+    expect(await h.sm.appliedIndex()).toBe(2);
+    expect((await h.sm.dump()).filter(([k]) => k !== 'm:applied')).toEqual(before.filter(([k]) => k !== 'm:applied'));
+  });
+});
+
 describe('restore after a crash', () => {
   it('finishes a swap that was marked ready and drops one that was not', async () => {
     const src = await openSm();
