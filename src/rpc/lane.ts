@@ -35,6 +35,7 @@ import { Readable, Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { CairnError, isErrorCode } from '../common/errors.js';
 import { logger } from '../common/log.js';
+import { counter, gauge } from '../common/metrics.js';
 
 export const LANE_MAGIC = Buffer.from('CAIRNLN1', 'latin1');
 const FIRST_MAGIC_BYTE = 0x43; // 'C'
@@ -74,6 +75,19 @@ export function setLaneKeepalive(s: { intervalMs: number; timeoutMs: number }): 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 const log = logger('lane');
+
+const metric = {
+  calls: counter('cairn_rpc_lane_calls_total', 'Calls served on the lane, by method and result (OK or a Cairn error code)', ['method', 'result']),
+  connections: gauge('cairn_rpc_lane_server_connections', 'Open lane connections this process serves'),
+  protocolErrors: counter('cairn_rpc_lane_protocol_errors_total', 'Lane connections closed for breaking the protocol'),
+  deadPeers: counter('cairn_rpc_lane_silent_peers_total', 'Client lane connections closed because the peer fell silent (keepalive)'),
+};
+
+/** The method name of a path, for metric labels ("/cairn.meta.Meta/Mkdir" → "Meta/Mkdir"). */
+function methodLabel(path: string): string {
+  const i = path.lastIndexOf('.');
+  return i >= 0 ? path.slice(i + 1) : path;
+}
 
 /** Is the lane used by this process's clients? (CAIRN_RPC=grpc makes every call plain gRPC.) */
 export function laneEnabled(): boolean {
@@ -287,6 +301,9 @@ export class LaneServerConnection {
   private readonly peer: string;
   /** Streams waiting for the reader to catch up (the socket is paused while any is). */
   private readonly backlogged = new Set<number>();
+  /** Method label of each open call, for the calls metric. */
+  private readonly paths = new Map<number, string>();
+  private lastError: string | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -301,6 +318,7 @@ export class LaneServerConnection {
         this.reader.push(chunk);
       } catch (err) {
         log.warn({ peer: this.peer, err: (err as Error).message }, 'lane: protocol error, closing the connection');
+        metric.protocolErrors.inc();
         socket.destroy();
       }
     });
@@ -323,6 +341,8 @@ export class LaneServerConnection {
     this.closed = true;
     for (const c of this.calls.values()) c.cancel();
     this.calls.clear();
+    this.paths.clear();
+    metric.connections.dec();
     this.onClose(this);
   }
 
@@ -332,6 +352,8 @@ export class LaneServerConnection {
       return;
     }
     if (type === T_OK || type === T_ERR) {
+      metric.calls.inc({ method: this.paths.get(id) ?? '?', result: type === T_OK ? 'OK' : (this.lastError ?? 'EIO') });
+      this.paths.delete(id);
       this.calls.delete(id);
       this.backlogged.delete(id);
       if (this.backlogged.size === 0) this.socket.resume();
@@ -340,7 +362,9 @@ export class LaneServerConnection {
   }
 
   private fail(id: number, err: unknown): void {
-    this.reply(id, T_ERR, encodeError(handlerError(err)));
+    const e = handlerError(err);
+    this.lastError = e.code;
+    this.reply(id, T_ERR, encodeError(e));
   }
 
   private frame(type: number, id: number, payload: Buffer): void {
@@ -357,6 +381,8 @@ export class LaneServerConnection {
     if (type === T_DATA && c.data) c.data(payload);
     else if (type === T_END && c.end) c.end();
     else if (type === T_CANCEL) {
+      metric.calls.inc({ method: this.paths.get(id) ?? '?', result: 'ECANCELED' });
+      this.paths.delete(id);
       this.calls.delete(id);
       c.cancel();
     } else {
@@ -368,6 +394,7 @@ export class LaneServerConnection {
   private start(id: number, payload: Buffer): void {
     if (this.calls.has(id)) {
       log.warn({ peer: this.peer, id }, 'lane: call id reused while open, closing the connection');
+      metric.protocolErrors.inc();
       this.socket.destroy();
       return;
     }
@@ -378,6 +405,7 @@ export class LaneServerConnection {
     const pathLen = payload.readUInt16BE(0);
     const path = payload.toString('latin1', 2, 2 + pathLen);
     const body = payload.subarray(2 + pathLen);
+    this.paths.set(id, this.methods.has(path) ? methodLabel(path) : 'unknown');
     // Placeholder state so that reply() accepts the answer; replaced below for streams.
     const base: ServerCallState = { cancel: () => undefined };
     this.calls.set(id, base);
@@ -592,6 +620,7 @@ export async function listenLaneAndGrpc(
       }
       socket.write(LANE_MAGIC);
       const c = new LaneServerConnection(socket, methods, (x) => conns.delete(x));
+      metric.connections.inc();
       conns.add(c);
       const rest = head.subarray(LANE_MAGIC.length);
       if (rest.length > 0) socket.emit('data', rest);
@@ -659,6 +688,7 @@ class LaneClientConnection {
       const silentMs = Date.now() - this.lastHeardMs;
       if (silentMs >= timeoutMs) {
         log.warn({ peer: address, silentMs }, 'lane: peer silent, closing the connection');
+        metric.deadPeers.inc();
         this.close(new CairnError('EUNAVAIL', `lane: ${address} silent for ${silentMs} ms`));
       } else if (silentMs >= intervalMs) writeFrame(socket, T_PING, 0, undefined);
     }, Math.max(10, Math.floor(intervalMs / 2)));

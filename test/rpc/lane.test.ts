@@ -21,6 +21,7 @@ import {
   type StartedServer,
 } from '../../src/rpc/grpc.js';
 import { LANE_MAGIC, closeAllLanes, setLaneKeepalive } from '../../src/rpc/lane.js';
+import { registry } from '../../src/common/metrics.js';
 
 const json = {
   serialize: (v: unknown): Buffer => Buffer.from(JSON.stringify(v)),
@@ -179,6 +180,29 @@ describe.each([['lane'], ['grpc']])('one port, two protocols: %s', (mode) => {
 });
 
 describe('the lane alone', () => {
+  it('counts calls by method and result, and protocol errors', async () => {
+    const value = async (name: string, labels: Record<string, string> = {}): Promise<number> => {
+      const metric = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+      const v = metric?.values.find((x) => Object.entries(labels).every(([k, want]) => x.labels[k] === want));
+      return Number(v?.value ?? 0);
+    };
+    const ok0 = await value('cairn_rpc_lane_calls_total', { method: 'Lane/Echo', result: 'OK' });
+    const enoent0 = await value('cairn_rpc_lane_calls_total', { method: 'Lane/Echo', result: 'ENOENT' });
+    const proto0 = await value('cairn_rpc_lane_protocol_errors_total');
+    await call(client, 'Echo', { text: 'a' });
+    await call(client, 'Echo', { text: 'b' });
+    await call(client, 'Echo', { text: 'c', fail: 'x' }).catch(() => undefined);
+    const s = net.connect(server.port, '127.0.0.1');
+    s.on('error', () => undefined);
+    s.resume();
+    await once(s, 'connect');
+    s.write(Buffer.concat([LANE_MAGIC, Buffer.from([0xff, 0xff, 0xff, 0xff, 0])]));
+    await once(s, 'close');
+    expect(await value('cairn_rpc_lane_calls_total', { method: 'Lane/Echo', result: 'OK' })).toBe(ok0 + 2);
+    expect(await value('cairn_rpc_lane_calls_total', { method: 'Lane/Echo', result: 'ENOENT' })).toBe(enoent0 + 1);
+    expect(await value('cairn_rpc_lane_protocol_errors_total')).toBe(proto0 + 1);
+  });
+
   it('cancels a server stream on the server when the client cancels', async () => {
     const before = cancelledStreams;
     const s = openServerStream(client, 'Count', { n: 1_000_000, size: 64 * 1024 });
@@ -233,12 +257,13 @@ describe('the lane alone', () => {
   });
 
   it('closes a connection whose peer falls silent, and keeps one that answers its pings', async () => {
-    setLaneKeepalive({ intervalMs: 50, timeoutMs: 300 });
+    // Short, but with room for a loaded machine's event-loop stalls.
+    setLaneKeepalive({ intervalMs: 100, timeoutMs: 1500 });
     try {
       // A healthy server stays connected through many keepalive periods.
       await expect(call(client, 'Echo', { text: 'a' })).resolves.toEqual({ text: 'A' });
-      await new Promise((r) => setTimeout(r, 700));
-      await expect(call(client, 'Echo', { text: 'slow', delayMs: 600 }, 5000)).resolves.toEqual({ text: 'SLOW' });
+      await new Promise((r) => setTimeout(r, 2000));
+      await expect(call(client, 'Echo', { text: 'slow', delayMs: 2000 }, 10_000)).resolves.toEqual({ text: 'SLOW' });
       // A peer that completes the handshake and then says nothing (a cut network).
       const mute = net.createServer((s) => {
         s.on('error', () => undefined);
