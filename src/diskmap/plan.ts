@@ -139,30 +139,38 @@ class Planner {
   }
 
   /**
-   * Donors for group B, most shared disks (same position; any position for replicas) first:
-   * keys taken from them keep those shards where they are.
+   * Donors for group B with the number of positions they share with it (same disk at the same
+   * position; for replicas the same disk anywhere), most first: keys taken from them keep those
+   * shards where they are.
    */
-  private donorsByOverlap(B: number, isDonor: (g: number) => boolean): number[] {
+  private donorsByOverlap(B: number, isDonor: (g: number) => boolean): [number, number][] {
     const disks = (this.layout.groups[B] as LGroup).disks;
+    const index = this.diskIndex();
+    const overlap = new Map<number, number>();
+    disks.forEach((d, i) => {
+      for (const g of index.get(this.replicas ? d : d * 64 + i) ?? []) {
+        if (g !== B && isDonor(g)) overlap.set(g, (overlap.get(g) ?? 0) + 1);
+      }
+    });
+    return [...overlap.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  }
+
+  /** (disk, position) → old groups with that disk there (replicas: disk → old groups on it). */
+  private diskIndex(): Map<number, number[]> {
     if (this.index === undefined) {
-      this.index = new Map();
+      const m = new Map<number, number[]>();
       this.oldDisks.forEach((ds, g) =>
         ds.forEach((d, i) => {
           if (d < 0) return;
           const k = this.replicas ? d : d * 64 + i;
-          const l = this.index?.get(k);
-          if (l === undefined) this.index?.set(k, [g]);
+          const l = m.get(k);
+          if (l === undefined) m.set(k, [g]);
           else l.push(g);
         }),
       );
+      this.index = m;
     }
-    const overlap = new Map<number, number>();
-    disks.forEach((d, i) => {
-      for (const g of this.index?.get(this.replicas ? d : d * 64 + i) ?? []) {
-        if (g !== B && isDonor(g)) overlap.set(g, (overlap.get(g) ?? 0) + 1);
-      }
-    });
-    return [...overlap.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map(([g]) => g);
+    return this.index;
   }
 
   private index: Map<number, number[]> | undefined;
@@ -432,11 +440,39 @@ class Planner {
     }
     if (R < 0) return false;
     use(R);
+    // A second new disk where that makes more old groups agree with B on all its old disks.
+    let j2 = -1;
+    let R2 = -1;
+    if (!this.replicas) {
+      const index = this.diskIndex();
+      const ov = new Map<number, number>();
+      for (let i = 0; i < w; i++) {
+        if (i === j) continue;
+        for (const g of index.get((S[i] as number) * 64 + i) ?? []) ov.set(g, (ov.get(g) ?? 0) + 1);
+      }
+      const tally = new Int32Array(w);
+      for (const [g, c] of ov) {
+        if (c !== w - 2) continue;
+        const od = this.oldDisks[g] as number[];
+        for (let i = 0; i < w; i++) if (i !== j && od[i] !== S[i]) tally[i] = (tally[i] as number) + 1;
+      }
+      const Bt = S.map((d, i) => (i === j ? R : d));
+      let bestT = 0;
+      for (let p = 0; p < w; p++) {
+        if (p === j || (tally[p] as number) <= bestT) continue;
+        const r = bestReceiver(L, without(Bt, p), (x) => (this.fresh[x] === 1 && x !== R ? fr(x) : 0));
+        if (r < 0) continue;
+        bestT = tally[p] as number;
+        j2 = p;
+        R2 = r;
+      }
+      if (R2 >= 0) use(R2);
+    }
     // Room on S[i] for i ≠ j: a free bucket, or move a sibling's shard off it.
     const room: { g: number; i: number; to: number }[] = [];
     const siblings = members.slice(1);
     for (let i = 0; i < w; i++) {
-      if (i === j) continue;
+      if (i === j || i === j2) continue;
       const d = S[i] as number;
       if (fr(d) > 0) {
         use(d);
@@ -472,7 +508,7 @@ class Planner {
     const B: LGroup = { disks: [], buckets: [], retired: false };
     const id = L.groups.length;
     for (let i = 0; i < w; i++) {
-      const d = i === j ? R : (S[i] as number);
+      const d = i === j ? R : i === j2 ? R2 : (S[i] as number);
       const b = L.alloc(d);
       B.disks.push(d);
       B.buckets.push(b);
@@ -523,6 +559,7 @@ class Planner {
     for (let g = 0; g < G; g++) if ((count[g] as number) > (target[g] as number)) donors.push(g);
     let donorPos = 0;
     const moved = new Map<string, KeyMove>();
+    const gotten = new Map<number, number>();
     const give = (from: number, to: number, n: number): void => {
       for (let t = 0; t < n; t++) {
         const idx = (start[from] as number) + (left[from] as number) - 1;
@@ -533,10 +570,31 @@ class Planner {
       const prev = moved.get(k);
       moved.set(k, { fromGroup: from, toGroup: to, vslots: (prev?.vslots ?? 0) + n });
     };
+    // Every (donor, group in need) pair by shared positions, best first over all the groups in
+    // need (one group after the other would let the first take the donors the next matches
+    // better). Each group considers about 4× the donors it needs, so the pairs stay bounded.
+    let totalSurplus = 0;
+    for (const A of donors) totalSurplus += surplus(A);
+    const perDonor = Math.max(1, totalSurplus / Math.max(1, donors.length));
+    const pairs: { A: number; B: number; o: number }[] = [];
     for (const B of needers) {
-      let want = (target[B] as number) - (count[B] as number);
+      const want = (target[B] as number) - (count[B] as number);
+      const keep = 16 + Math.ceil((4 * want) / perDonor);
+      for (const [A, o] of this.donorsByOverlap(B, (g) => surplus(g) > 0).slice(0, keep)) pairs.push({ A, B, o });
+    }
+    pairs.sort((x, y) => y.o - x.o || x.B - y.B || x.A - y.A);
+    for (const { A, B } of pairs) {
+      const n = Math.min((target[B] as number) - (count[B] as number) - (gotten.get(B) ?? 0), surplus(A));
+      if (n > 0) {
+        give(A, B, n);
+        gotten.set(B, (gotten.get(B) ?? 0) + n);
+      }
+    }
+    for (const B of needers) {
+      let want = (target[B] as number) - (count[B] as number) - (gotten.get(B) ?? 0);
+      if (want === 0) continue;
       const hint = this.donorHint.get(B) ?? [];
-      const ranked = this.donorsByOverlap(B, (g) => surplus(g) > 0);
+      const ranked = this.donorsByOverlap(B, (g) => surplus(g) > 0).map(([g]) => g);
       for (const A of [...hint, ...ranked]) {
         if (want === 0) break;
         const n = Math.min(want, surplus(A));

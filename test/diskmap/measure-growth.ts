@@ -1,0 +1,76 @@
+/**
+ * Measurement harness (not a test): the data a growth moves against the minimum, over the same
+ * fixed fast-check draws every time, grouped as in docs/diskmap.md ("Movement").
+ *   npx tsx test/diskmap/measure-growth.ts [draws=300] [seed=42] [--worst]
+ */
+import fc from 'fast-check';
+import { buildDiskmap, movementBetween, planChange, type Diskmap, type Topology } from '../../src/diskmap/index.js';
+import { BUCKET, evenTopologyArb, topo, topologyArb } from './gen.js';
+
+const draws = Number(process.argv[2] ?? 300);
+const seed = Number(process.argv[3] ?? 42);
+const showWorst = process.argv.includes('--worst');
+
+const tryBuild = (t: Topology): Diskmap | undefined => {
+  try {
+    return buildDiskmap(t, { bucketSizeBytes: BUCKET });
+  } catch {
+    return undefined;
+  }
+};
+
+function grown(ms: number[][], add: number[], newMachine: boolean): number[][] {
+  const out = ms.map((m) => [...m]);
+  if (newMachine) out.push(add);
+  else (out[0] as number[]).push(...add);
+  return out;
+}
+
+type Row = { ratio: number; desc: string };
+const groups = new Map<string, Row[]>();
+const put = (k: string, r: Row): void => {
+  const l = groups.get(k);
+  if (l === undefined) groups.set(k, [r]);
+  else l.push(r);
+};
+
+const t0 = Date.now();
+const even = fc.sample(fc.tuple(evenTopologyArb, fc.integer({ min: 1, max: 4 }), fc.boolean()), { seed, numRuns: draws });
+for (const [ms, n, newMachine] of even) {
+  const old = tryBuild(topo(ms));
+  if (old === undefined) continue;
+  const size = ms[0]?.[0] as number;
+  const dm = planChange(old, topo(grown(ms, Array(n).fill(size), newMachine))).diskmap;
+  const mv = movementBetween(old, dm);
+  if (mv.minimumShare <= 0) continue;
+  const ratio = mv.movedShare / mv.minimumShare;
+  const G = old.groups.length, G2 = dm.groups.length, dG = G2 - G, w = dm.groups[0]!.buckets.length;
+  const crossing = (dG * Math.max(0, 1 / G2 - size * (1 / G - 1 / G2))) / w;
+  const lb = 1 + crossing / mv.minimumShare;
+  const desc = `LB ${lb.toFixed(3)} ` + `${ms.length}x${ms[0]?.length}x${size} ${old.scheme.kind === 'ec' ? `${old.scheme.k}+${old.scheme.m}` : `${old.scheme.n}x`}/${old.failureDomain} +${n}${newMachine ? ' new machine' : ' in m0'}`;
+  const r = { ratio, desc };
+  if (old.failureDomain === 'disk') put('equal disks, per disk', r);
+  else put(newMachine ? 'equal disks, per machine, a new machine' : 'equal disks, per machine, disks inside a machine', r);
+  put('all equal-disk growths', r);
+}
+const uneven = fc.sample(fc.tuple(topologyArb, fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 4 }), fc.boolean()), { seed, numRuns: draws });
+for (const [ms, add, newMachine] of uneven) {
+  const old = tryBuild(topo(ms));
+  if (old === undefined) continue;
+  const dm = planChange(old, topo(grown(ms, add, newMachine))).diskmap;
+  const mv = movementBetween(old, dm);
+  if (mv.minimumShare <= 0) continue;
+  const desc = `${JSON.stringify(ms)} ${old.scheme.kind === 'ec' ? `${old.scheme.k}+${old.scheme.m}` : `${old.scheme.n}x`}/${old.failureDomain} + ${JSON.stringify(add)}${newMachine ? ' new machine' : ' in m0'}`;
+  put('uneven disks (all shapes)', { ratio: mv.movedShare / mv.minimumShare, desc });
+}
+
+console.log(`draws=${draws} seed=${seed} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+console.log('| growth | cases | within 10% | median | worst |');
+for (const [k, rows] of groups) {
+  rows.sort((a, b) => a.ratio - b.ratio);
+  const within = rows.filter((r) => r.ratio <= 1.1 + 1e-9).length;
+  const med = rows[Math.floor(rows.length / 2)]?.ratio ?? NaN;
+  const worst = rows[rows.length - 1];
+  console.log(`| ${k} | ${rows.length} | ${((within / rows.length) * 100).toFixed(0)}% | ${med.toFixed(2)} | ${worst?.ratio.toFixed(2)} |`);
+  if (showWorst) for (const r of rows.slice(-6).reverse()) console.log(`    ${r.ratio.toFixed(3)}  ${r.desc}`);
+}
