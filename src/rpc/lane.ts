@@ -133,63 +133,132 @@ function writeFrame(socket: net.Socket, type: number, id: number, payload: Buffe
   return room;
 }
 
+/** DATA frames at least this large may be received into a buffer their call provides. */
+const TARGET_MIN_BYTES = 64 * 1024;
+/** Read buffer shared by every client connection of the process (onread: one buffer, reused). */
+const CLIENT_READ_BUFFER_BYTES = 256 * 1024;
+let clientReadBuffer: Buffer | undefined;
+const EMPTY = Buffer.alloc(0);
+
 /**
  * Splits a byte stream into frames. A frame that arrived within one socket chunk is handed on
- * as a view of that chunk; one that spans chunks is assembled once.
+ * as a view of that chunk. One that spans chunks is assembled once, as its bytes arrive: into a
+ * buffer its call provides (`target`, asked for large DATA frames: the bytes go straight where
+ * the call wants them, e.g. a pooled buffer or their place in a shard), or into a new one.
  */
 class FrameReader {
-  private chunks: Buffer[] = [];
-  private have = 0;
-  private need = -1;
+  /** Header bytes of a frame whose header spans chunks. */
+  private readonly head = Buffer.allocUnsafe(HEADER_BYTES);
+  private headHave = 0;
+  /** The payload being assembled; undefined between frames. */
+  private body: Buffer | undefined;
+  private bodyHave = 0;
+  private type = 0;
+  private id = 0;
+  /** The body is the call's own buffer: written only while the call is open. */
+  private targeted = false;
+  /** The call of a targeted body is over: the rest of the frame is skipped, not written. */
+  private dropping = false;
 
-  constructor(private readonly onFrame: (type: number, id: number, payload: Buffer) => void) {}
+  constructor(
+    private readonly onFrame: (type: number, id: number, payload: Buffer) => void,
+    /** A buffer of exactly `bytes` for a large DATA payload of call `id`, or undefined for a new one. */
+    private readonly target?: (id: number, bytes: number) => Buffer | undefined,
+    /** Whether call `id` is still open. */
+    private readonly isOpen?: (id: number) => boolean,
+  ) {}
 
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.have += chunk.length;
-    for (;;) {
-      if (this.need < 0) {
-        if (this.have < 4) return;
-        const len = this.peekU32();
-        if (len < 5 || len > MAX_FRAME_BYTES) throw new CairnError('EINVAL', `lane: frame length ${len} out of range`);
-        this.need = 4 + len;
+  /**
+   * Feed the next bytes. transient: the chunk's memory is reused once this returns (a socket's
+   * onread buffer), so nothing is handed on or kept as a view of it.
+   */
+  push(chunk: Buffer, transient = false): void {
+    const n = chunk.length;
+    let at = 0;
+    while (at < n) {
+      if (this.body === undefined) {
+        let h: Buffer;
+        let ho: number;
+        if (this.headHave === 0 && n - at >= HEADER_BYTES) {
+          h = chunk;
+          ho = at;
+          at += HEADER_BYTES;
+        } else {
+          const k = Math.min(HEADER_BYTES - this.headHave, n - at);
+          chunk.copy(this.head, this.headHave, at, at + k);
+          this.headHave += k;
+          at += k;
+          if (this.headHave >= 4) checkFrameLength(this.head.readUInt32BE(0));
+          if (this.headHave < HEADER_BYTES) return;
+          this.headHave = 0;
+          h = this.head;
+          ho = 0;
+        }
+        const len = h.readUInt32BE(ho);
+        checkFrameLength(len);
+        const type = h[ho + 4]!;
+        const id = h.readUInt32BE(ho + 5);
+        const p = len - 5;
+        if (p === 0) {
+          this.onFrame(type, id, EMPTY);
+          continue;
+        }
+        let given = type === T_DATA && p >= TARGET_MIN_BYTES && this.target !== undefined ? this.target(id, p) : undefined;
+        if (given !== undefined && !(given instanceof Buffer && given.length === p)) given = undefined;
+        if (given === undefined && !transient && n - at >= p) {
+          const view = chunk.subarray(at, at + p);
+          at += p;
+          this.onFrame(type, id, view);
+          continue;
+        }
+        this.body = given ?? Buffer.allocUnsafe(p);
+        this.targeted = given !== undefined;
+        this.bodyHave = 0;
+        this.type = type;
+        this.id = id;
       }
-      if (this.have < this.need) return;
-      const frame = this.take(this.need);
-      this.need = -1;
-      this.onFrame(frame[4]!, frame.readUInt32BE(5), frame.subarray(HEADER_BYTES));
+      const body = this.body;
+      const k = Math.min(body.length - this.bodyHave, n - at);
+      if (this.targeted && !this.dropping && this.isOpen !== undefined && !this.isOpen(this.id)) this.dropping = true;
+      if (!this.dropping) chunk.copy(body, this.bodyHave, at, at + k);
+      this.bodyHave += k;
+      at += k;
+      if (this.bodyHave === body.length) {
+        const dropped = this.dropping;
+        this.body = undefined;
+        this.targeted = false;
+        this.dropping = false;
+        if (!dropped) this.onFrame(this.type, this.id, body);
+      }
     }
   }
+}
 
-  private peekU32(): number {
-    const first = this.chunks[0]!;
-    if (first.length >= 4) return first.readUInt32BE(0);
-    const b = Buffer.concat(this.chunks, 4);
-    return b.readUInt32BE(0);
-  }
+function checkFrameLength(len: number): void {
+  if (len < 5 || len > MAX_FRAME_BYTES) throw new CairnError('EINVAL', `lane: frame length ${len} out of range`);
+}
 
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let at = 0;
-      while (at < n) {
-        const c = this.chunks[0]!;
-        const k = Math.min(c.length, n - at);
-        c.copy(out, at, 0, k);
-        at += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
-    }
-    this.have -= n;
-    return out;
-  }
+interface ReceiveSlot {
+  allocate?: (bytes: number) => Buffer | undefined;
+}
+
+/** The receive slot of each lane stream (client side: laneServerStream; server side: the call of a client-streaming handler). */
+const receivers = new WeakMap<object, ReceiveSlot>();
+
+/**
+ * Receive the large messages (≥ 64 KiB) of a lane stream into buffers of the caller's choosing
+ * instead of new ones: allocate(bytes) returns a buffer of exactly that many bytes, and the
+ * message then arrives as that very buffer — or undefined, and it arrives in a new one as usual.
+ * For the stream openServerStream returns (client side) and the call object a client-streaming
+ * handler gets (server side). Each buffer is written only while the call is open; once the call
+ * is over (cancelled, failed, ended) the lane writes nothing more into it. Returns false, doing
+ * nothing, when the stream is not on the lane (grpc-js), so callers may use it unconditionally.
+ */
+export function laneReceiveInto(stream: object, allocate: (bytes: number) => Buffer | undefined): boolean {
+  const slot = receivers.get(stream);
+  if (slot === undefined) return false;
+  slot.allocate = allocate;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,6 +360,8 @@ interface ServerCallState {
   cancel(): void;
   data?(payload: Buffer): void;
   end?(): void;
+  /** Where a large DATA payload of this call goes (laneReceiveInto). */
+  allocate?(bytes: number): Buffer | undefined;
 }
 
 /** The server side of one lane connection: runs the services' own handlers on frames. */
@@ -311,7 +382,11 @@ export class LaneServerConnection {
     private readonly onClose: (c: LaneServerConnection) => void,
   ) {
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    this.reader = new FrameReader((t, id, p) => this.frame(t, id, p));
+    this.reader = new FrameReader(
+      (t, id, p) => this.frame(t, id, p),
+      (id, bytes) => this.calls.get(id)?.allocate?.(bytes),
+      (id) => this.calls.has(id),
+    );
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       try {
@@ -541,8 +616,11 @@ export class LaneServerConnection {
         this.socket.pause();
       }
     };
+    const slot: ReceiveSlot = {};
+    receivers.set(call, slot);
     this.calls.set(id, {
       data: push,
+      allocate: (bytes) => slot.allocate?.(bytes),
       end: () => call.push(null),
       cancel: () => {
         (call as unknown as { cancelled: boolean }).cancelled = true;
@@ -659,6 +737,8 @@ export async function listenLaneAndGrpc(
 interface PendingCall {
   onFrame(type: number, payload: Buffer): void;
   onClose(err: CairnError): void;
+  /** Where a large DATA payload of this call goes (laneReceiveInto). */
+  allocate?(bytes: number): Buffer | undefined;
 }
 
 /** One client connection: calls multiplexed by id. */
@@ -678,9 +758,13 @@ class LaneClientConnection {
     readonly socket: net.Socket,
     readonly address: string,
   ) {
-    this.reader = new FrameReader((t, id, p) => {
-      if (t !== T_PONG) this.pending.get(id)?.onFrame(t, p);
-    });
+    this.reader = new FrameReader(
+      (t, id, p) => {
+        if (t !== T_PONG) this.pending.get(id)?.onFrame(t, p);
+      },
+      (id, bytes) => this.pending.get(id)?.allocate?.(bytes),
+      (id) => this.pending.has(id),
+    );
     const { intervalMs, timeoutMs } = keepaliveSettings;
     this.keepalive = setInterval(() => {
       // A socket we paused ourselves (a slow reader of a stream) cannot hear the PONG.
@@ -693,16 +777,18 @@ class LaneClientConnection {
       } else if (silentMs >= intervalMs) writeFrame(socket, T_PING, 0, undefined);
     }, Math.max(10, Math.floor(intervalMs / 2)));
     this.keepalive.unref();
-    socket.on('data', (chunk: Buffer) => {
-      this.lastHeardMs = Date.now();
-      try {
-        this.reader.push(chunk);
-      } catch (err) {
-        socket.destroy(err as Error);
-      }
-    });
     socket.on('error', () => undefined);
     socket.on('close', () => this.close(new CairnError('EUNAVAIL', `lane connection to ${address} closed`)));
+  }
+
+  /** Bytes from the socket (transient: in the shared read buffer, reused once this returns). */
+  receive(chunk: Buffer, transient: boolean): void {
+    this.lastHeardMs = Date.now();
+    try {
+      this.reader.push(chunk, transient);
+    } catch (err) {
+      this.socket.destroy(err as Error);
+    }
   }
 
   static connect(address: string, timeoutMs: number): Promise<LaneClientConnection> {
@@ -714,7 +800,22 @@ class LaneClientConnection {
         reject(new CairnError('EINVAL', `bad address ${address}`));
         return;
       }
-      const socket = net.connect({ host, port, noDelay: true });
+      // Reads go into one buffer shared by every client connection (onread), not into a new
+      // 64 KiB buffer per read: the frame reader copies out what it keeps, synchronously.
+      clientReadBuffer ??= Buffer.allocUnsafeSlow(CLIENT_READ_BUFFER_BYTES);
+      let sink: (chunk: Buffer) => void = () => undefined;
+      const socket = net.connect({
+        host,
+        port,
+        noDelay: true,
+        onread: {
+          buffer: clientReadBuffer,
+          callback: (bytes: number, buf: Uint8Array): boolean => {
+            sink(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+            return true;
+          },
+        },
+      });
       let got: Buffer = Buffer.alloc(0);
       const timer = setTimeout(() => fail(new CairnError('EUNAVAIL', `lane: connecting to ${address} timed out after ${timeoutMs} ms`)), timeoutMs);
       const fail = (err: CairnError): void => {
@@ -725,10 +826,10 @@ class LaneClientConnection {
       socket.once('error', (err: NodeJS.ErrnoException) => fail(new CairnError('EUNAVAIL', `lane: cannot reach ${address}: ${err.code ?? err.message}`)));
       socket.once('close', () => fail(new CairnError('EUNAVAIL', `lane: ${address} closed the connection during the handshake`)));
       socket.once('connect', () => socket.write(LANE_MAGIC));
-      const onData = (chunk: Buffer): void => {
+      sink = (chunk: Buffer): void => {
         got = Buffer.concat([got, chunk]);
         if (got.length < LANE_MAGIC.length) return;
-        socket.removeListener('data', onData);
+        sink = () => undefined;
         if (!got.subarray(0, LANE_MAGIC.length).equals(LANE_MAGIC)) {
           fail(new CairnError('EUNAVAIL', `lane: ${address} does not speak the lane`));
           return;
@@ -737,11 +838,11 @@ class LaneClientConnection {
         socket.removeAllListeners('error');
         socket.removeAllListeners('close');
         const c = new LaneClientConnection(socket, address);
+        sink = (b) => c.receive(b, true);
         const rest = got.subarray(LANE_MAGIC.length);
-        if (rest.length > 0) c.socket.emit('data', rest);
+        if (rest.length > 0) c.receive(rest, false);
         resolve(c);
       };
-      socket.on('data', onData);
     });
   }
 
@@ -1059,6 +1160,8 @@ export function laneServerStream(
       }
     },
   }) as Readable & { cancel(): void };
+  const slot: ReceiveSlot = {};
+  receivers.set(stream, slot);
   const finish = (err: CairnError | null): void => {
     if (done) return;
     done = true;
@@ -1090,6 +1193,7 @@ export function laneServerStream(
           return;
         }
         id = c.begin(def.path, b, {
+          allocate: (bytes) => (done ? undefined : slot.allocate?.(bytes)),
           onFrame: (type, payload) => {
             if (done) return;
             if (type === T_DATA) {
