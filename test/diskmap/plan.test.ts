@@ -25,7 +25,7 @@ import {
   type Topology,
 } from '../../src/diskmap/index.js';
 import { diskKeyOf } from '../../src/diskmap/bucket-id.js';
-import { BUCKET, evenTopologyArb, slotsPerDisk, topo, topologyArb } from './gen.js';
+import { BUCKET, evenTopologyArb, growthLowerBound, slotsPerDisk, topo, topologyArb } from './gen.js';
 
 const opts = { bucketSizeBytes: BUCKET };
 const tryBuild = (t: Topology): Diskmap | undefined => {
@@ -106,19 +106,23 @@ describe('growth', () => {
           expect(!oldKeys.has(to) || (oldUsed.get(to) ?? 0) < cap).toBe(true);
         }
         // Whatever the shape, the plan never moves much more than the minimum (measured worst
-        // over 1,346 random uneven growths: 1.73×; docs/diskmap.md).
+        // over 4,000 random uneven growths: 1.73×; docs/diskmap.md, "Movement").
         const mv = movementBetween(old, dm);
-        expect(mv.movedShare).toBeLessThanOrEqual(2.5 * mv.minimumShare + 1e-9);
+        expect(mv.movedShare).toBeLessThanOrEqual(1.8 * mv.minimumShare + 1e-9);
+        // And never less than the lower bound that holds for any plan (a check of the argument).
+        const lb = growthLowerBound(old, dm);
+        if (lb !== undefined) expect(mv.movedShare).toBeGreaterThanOrEqual(lb * mv.minimumShare - 1e-9);
       }),
       { numRuns: 40 },
     );
   });
 
   // Equal disks with the disk as failure domain: every growth within 10% of the minimum (measured
-  // over 4 × 300 seeds: every case 1.00×). Spread over machines the bound is not met yet (about
-  // 70-80% of growths by a new machine, none of the growths inside an existing machine, worst seen
-  // 1.86×; docs/diskmap.md, "Movement"): there the median must stay within 10% and every case
-  // within 2.5×.
+  // over 4 × 1,000 seeds: every case 1.00×). Spread over machines the bound is not met (about 70-76%
+  // of growths by a new machine, 0-2% of the growths inside an existing machine, worst seen 1.91×
+  // over 4 × 1,000 draws; docs/diskmap.md, "Movement"), and for some of them no plan can meet it
+  // (the lower bound below, "Where 1.1× is out of reach"): there the median must stay within 10%,
+  // every case within 2×, and no case below the lower bound.
   it('moves within 10% of the minimum on equal-disk growth (every case per disk, median per machine)', () => {
     const byMachine: number[] = [];
     let perDisk = 0;
@@ -133,9 +137,11 @@ describe('growth', () => {
           perDisk++;
           expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare + 1e-9);
         } else {
-          expect(mv.movedShare).toBeLessThanOrEqual(2.5 * mv.minimumShare + 1e-9);
+          expect(mv.movedShare).toBeLessThanOrEqual(2 * mv.minimumShare + 1e-9);
           if (mv.minimumShare > 0) byMachine.push(mv.movedShare / mv.minimumShare);
         }
+        const lb = growthLowerBound(old, dm);
+        if (lb !== undefined) expect(mv.movedShare).toBeGreaterThanOrEqual(lb * mv.minimumShare - 1e-9);
       }),
       { numRuns: 150 },
     );
@@ -143,6 +149,49 @@ describe('growth', () => {
     expect(perDisk).toBeGreaterThan(10);
     expect(byMachine.length).toBeGreaterThan(40);
     expect(byMachine[Math.floor(byMachine.length / 2)]).toBeLessThanOrEqual(1.1);
+  });
+
+  // The same 300 draws as the table in docs/diskmap.md (fast-check seed 42): per disk every case
+  // within 10%; a new machine: at least 65% of the cases (68% measured; 62% before keys were
+  // handed out by best overlap over all new groups).
+  it('fixed draws (seed 42): the measured shares of docs/diskmap.md hold', () => {
+    let newMachine = 0;
+    let newMachineWithin = 0;
+    const draws = fc.sample(fc.tuple(evenTopologyArb, fc.integer({ min: 1, max: 4 }), fc.boolean()), { seed: 42, numRuns: 300 });
+    for (const [ms, n, onNewMachine] of draws) {
+      const old = tryBuild(topo(ms));
+      if (old === undefined) continue;
+      const dm = planChange(old, topo(grown(ms, Array(n).fill(ms[0]?.[0] as number), onNewMachine))).diskmap;
+      const mv = movementBetween(old, dm);
+      if (mv.minimumShare <= 0) continue;
+      if (old.failureDomain === 'disk') expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare + 1e-9);
+      else if (onNewMachine) {
+        newMachine++;
+        if (mv.movedShare <= 1.1 * mv.minimumShare + 1e-9) newMachineWithin++;
+      }
+    }
+    expect(newMachine).toBeGreaterThan(100);
+    expect(newMachineWithin / newMachine).toBeGreaterThanOrEqual(0.65);
+  });
+
+  // 3 machines × 5 disks of 5 buckets, EC 2+1 one shard per machine (25 groups, every bucket used),
+  // plus a machine with one 5-bucket disk: 26 groups. The new group needs 1/26 of the keys; the
+  // old groups that share its two old disks at the same positions are at most 5, each can give
+  // 1/25 − 1/26; the rest of its keys move a shard between two old disks. No plan gets below
+  // 1.246× here (docs/diskmap.md, "Where 1.1× is out of reach").
+  it('where 1.1x is provably out of reach, the plan stays above the lower bound and within 1.6x', () => {
+    const before = Array.from({ length: 3 }, () => Array(5).fill(5));
+    const old = buildDiskmap(topo(before), opts);
+    expect(old.scheme).toEqual({ kind: 'ec', k: 2, m: 1 });
+    expect(old.failureDomain).toBe('machine');
+    expect(old.groups.length).toBe(25);
+    const dm = planChange(old, topo([...before, [5]])).diskmap;
+    expect(dm.groups.length).toBe(26);
+    const lb = growthLowerBound(old, dm) as number;
+    expect(lb).toBeGreaterThan(1.1);
+    const mv = movementBetween(old, dm);
+    expect(mv.movedShare / mv.minimumShare).toBeGreaterThanOrEqual(lb - 1e-9);
+    expect(mv.movedShare / mv.minimumShare).toBeLessThanOrEqual(1.6);
   });
 
   it.each([
