@@ -1,11 +1,20 @@
 /**
  * Chunk layer throughput: put and get of 4 MiB chunks across three chunk servers on 127.0.0.1
- * (separate processes, one directory disk each, all on this machine's file system) at EC 2+1 and replica 3, next to
- * the physical limit measured on the same file system with plain fs: sequential write+fsync and
- * read of the same bytes the scheme stores (shards included), divided by the redundancy overhead.
+ * (separate processes, one directory disk each, all on this machine's file system) at EC 2+1 and
+ * replica 3, next to the physical limit measured on the same file system with plain fs:
+ *
+ *   put   the shard files the scheme stores (k+m shards, or n replicas) written and fsynced, in
+ *         the same parallelism, per byte of chunk data (i.e. after the redundancy overhead);
+ *   get   the files a get reads (the k data shards, or one replica) read back — from the disk
+ *         (the pages dropped from the page cache first, as fio does before a read job, and as
+ *         for Cairn's get), and again from the page cache, as a CPU-bound comparison.
+ *
+ * This file is also its own worker: `tsx bench/chunk.ts --serve <disk>` is a chunk server (what
+ * `cairn chunk serve` runs: ChunkStore.open + startChunkServer) and `--raw <json>` measures the
+ * plain-fs limit in a process of its own (so that its thread pool can match its parallelism).
  */
 import { randomBytes } from 'node:crypto';
-import { open, readFile, mkdir, rm } from 'node:fs/promises';
+import { open, readFile, readdir, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir, loadavg } from 'node:os';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,8 +31,15 @@ import type { Scheme, ShardTarget } from '../src/chunk/types.js';
 import type { BenchSuite, BenchTable } from './table.js';
 
 const CHUNK_BYTES = 4 * 1024 * 1024;
-const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const HERE = fileURLToPath(import.meta.url);
+const REPO_ROOT = join(dirname(HERE), '..');
+/** Chunks written or read at once by the client. */
 const IN_FLIGHT = 4;
+/**
+ * libuv thread pool of each chunk server process. With the default 4, four shard fsyncs hold
+ * every thread and the short fs calls of other puts queue behind them (docs/chunk.md).
+ */
+export const CHUNK_SERVER_THREADPOOL = 16;
 
 async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -34,50 +50,113 @@ async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): 
   );
 }
 
-/** Raw: write each shard-sized file with fsync (same count and sizes as the scheme stores), then read them. */
-async function raw(dir: string, chunks: number, scheme: Scheme): Promise<{ writeS: number; readS: number }> {
-  await mkdir(dir, { recursive: true });
-  const sizes = scheme.kind === 'ec' ? Array.from({ length: scheme.k + scheme.m }, () => ecShardSize(CHUNK_BYTES, scheme.k)) : Array.from({ length: scheme.n }, () => CHUNK_BYTES);
+/**
+ * Drop files from the page cache (posix_fadvise DONTNEED, through GNU dd's iflag=nocache; the
+ * files were fsynced, so their pages are clean). False if that is not possible here.
+ */
+async function evict(files: string[]): Promise<boolean> {
+  for (let i = 0; i < files.length; i += 200) {
+    const batch = files.slice(i, i + 200);
+    const ok = await new Promise<boolean>((resolve) => {
+      const p = spawn('sh', ['-c', 'for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none || exit 1; done', 'sh', ...batch], { stdio: 'ignore' });
+      p.on('exit', (c) => resolve(c === 0));
+      p.on('error', () => resolve(false));
+    });
+    if (!ok) return false;
+  }
+  return true;
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (e.isFile()) out.push(join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+  }
+  return out;
+}
+
+interface RawJob {
+  dir: string;
+  chunks: number;
+  /** Size of each shard file of one chunk. */
+  sizes: number[];
+  /** Shard indexes a get reads. */
+  readIndexes: number[];
+}
+
+interface RawResult {
+  writeS: number;
+  diskReadS: number;
+  cachedReadS: number;
+  evicted: boolean;
+}
+
+/** The plain-fs limit (runs in the --raw worker process). */
+async function rawWorker(job: RawJob): Promise<RawResult> {
+  await mkdir(job.dir, { recursive: true });
   const buf = randomBytes(CHUNK_BYTES);
-  const files = Array.from({ length: chunks }, (_, c) => sizes.map((s, i) => ({ path: join(dir, `${c}.${i}`), size: s }))).flat();
+  const files = Array.from({ length: job.chunks }, (_, c) => job.sizes.map((s, i) => ({ path: join(job.dir, `${c}.${i}`), size: s, index: i }))).flat();
   const t0 = process.hrtime.bigint();
-  await pool(files, IN_FLIGHT * sizes.length, async (f) => {
+  await pool(files, IN_FLIGHT * job.sizes.length, async (f) => {
     const fh = await open(f.path, 'w');
     await fh.write(buf, 0, f.size, 0);
     await fh.sync();
     await fh.close();
   });
   const t1 = process.hrtime.bigint();
-  await pool(files, IN_FLIGHT * sizes.length, async (f) => {
+  const reads = files.filter((f) => job.readIndexes.includes(f.index));
+  const evicted = await evict(reads.map((f) => f.path));
+  const t2 = process.hrtime.bigint();
+  await pool(reads, IN_FLIGHT * job.readIndexes.length, async (f) => {
     await readFile(f.path);
   });
-  const t2 = process.hrtime.bigint();
-  return { writeS: Number(t1 - t0) / 1e9, readS: Number(t2 - t1) / 1e9 };
+  const t3 = process.hrtime.bigint();
+  await pool(reads, IN_FLIGHT * job.readIndexes.length, async (f) => {
+    await readFile(f.path);
+  });
+  const t4 = process.hrtime.bigint();
+  await rm(job.dir, { recursive: true, force: true });
+  return { writeS: Number(t1 - t0) / 1e9, diskReadS: Number(t3 - t2) / 1e9, cachedReadS: Number(t4 - t3) / 1e9, evicted };
+}
+
+/** Run this file as a worker process and read the one JSON line it prints. */
+function spawnSelf(args: string[], env: Record<string, string>): { child: ChildProcess; line: Promise<string> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', HERE, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, CAIRN_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const l = out.split('\n').find((x) => x.startsWith('{'));
+      if (l !== undefined) resolve(l);
+    });
+    child.on('exit', (code) => reject(new Error(`bench worker ${args[0]} exited with ${code}`)));
+  });
+  return { child, line };
+}
+
+async function raw(dir: string, chunks: number, scheme: Scheme): Promise<RawResult> {
+  const sizes = scheme.kind === 'ec' ? Array.from({ length: scheme.k + scheme.m }, () => ecShardSize(CHUNK_BYTES, scheme.k)) : Array.from({ length: scheme.n }, () => CHUNK_BYTES);
+  const readIndexes = scheme.kind === 'ec' ? Array.from({ length: scheme.k }, (_, i) => i) : [0];
+  const job: RawJob = { dir, chunks, sizes, readIndexes };
+  // One thread per file in flight: plain fs is never short of threads.
+  const w = spawnSelf(['--raw', JSON.stringify(job)], { UV_THREADPOOL_SIZE: String(IN_FLIGHT * sizes.length) });
+  return JSON.parse(await w.line) as RawResult;
 }
 
 interface ServerProc {
   address: string;
-  diskPath: string;
   child: ChildProcess;
 }
 
-/** Start a chunk server as its own process (`cairn chunk serve`), as on a real node. */
+/** Start a chunk server as its own process, as on a real node. */
 async function spawnServer(diskPath: string): Promise<ServerProc> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'main.ts'), 'chunk', 'serve', '--listen', '127.0.0.1:0', '--disk', diskPath], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, CAIRN_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('"ready"'));
-      if (line !== undefined) resolve((JSON.parse(line) as { address: string }).address);
-    });
-    child.on('exit', (code) => reject(new Error(`chunk server exited with ${code}`)));
-  });
-  return { address, diskPath, child };
+  const w = spawnSelf(['--serve', diskPath], { UV_THREADPOOL_SIZE: String(CHUNK_SERVER_THREADPOOL) });
+  const address = (JSON.parse(await w.line) as { address: string }).address;
+  return { address, child: w.child };
 }
 
 interface Servers {
@@ -144,15 +223,28 @@ function ownCpuMs(): number {
   return (u.user + u.system) / 1000;
 }
 
-interface CairnRun {
-  writeS: number;
-  readS: number;
-  /** CPU ms of this process (client; plus the servers in-process) during puts and gets. */
-  clientPutMs: number;
-  clientGetMs: number;
+interface Phase {
+  s: number;
+  /** CPU ms of this process (client; plus the servers in-process). */
+  clientMs: number;
   /** CPU ms of the server processes (0 in-process). */
-  serverPutMs: number;
-  serverGetMs: number;
+  serverMs: number;
+}
+
+interface CairnRun {
+  put: Phase;
+  diskGet: Phase;
+  cachedGet: Phase;
+  evicted: boolean;
+}
+
+async function measured(pids: number[], fn: () => Promise<void>): Promise<Phase> {
+  const c0 = ownCpuMs();
+  const s0 = await procCpuMs(pids);
+  const t0 = process.hrtime.bigint();
+  await fn();
+  const t1 = process.hrtime.bigint();
+  return { s: Number(t1 - t0) / 1e9, clientMs: ownCpuMs() - c0, serverMs: (await procCpuMs(pids)) - s0 };
 }
 
 async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<CairnRun> {
@@ -172,35 +264,25 @@ async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'proces
     const hashes: string[] = [];
     // Warm-up: connections and bucket directories.
     await writeChunk(clients, randomBytes(1024), scheme, targets);
-    const c0 = ownCpuMs();
-    const s0 = await procCpuMs(servers.pids);
-    const t0 = process.hrtime.bigint();
-    await pool(
-      data.map((d, i) => ({ d, i })),
-      IN_FLIGHT,
-      async ({ d, i }) => {
-        const w = await writeChunk(clients, d, scheme, targets);
-        if (w.failed.length > 0) throw new Error(`write failed: ${w.failed[0]?.error.message}`);
-        hashes[i] = w.hash;
-      },
+    const put = await measured(servers.pids, () =>
+      pool(
+        data.map((d, i) => ({ d, i })),
+        IN_FLIGHT,
+        async ({ d, i }) => {
+          const w = await writeChunk(clients, d, scheme, targets);
+          if (w.failed.length > 0) throw new Error(`write failed: ${w.failed[0]?.error.message}`);
+          hashes[i] = w.hash;
+        },
+      ),
     );
-    const t1 = process.hrtime.bigint();
-    const c1 = ownCpuMs();
-    const s1 = await procCpuMs(servers.pids);
-    await pool(hashes, IN_FLIGHT, async (h) => {
-      await readChunk(clients, h, scheme, targets);
-    });
-    const t2 = process.hrtime.bigint();
-    const c2 = ownCpuMs();
-    const s2 = await procCpuMs(servers.pids);
-    return {
-      writeS: Number(t1 - t0) / 1e9,
-      readS: Number(t2 - t1) / 1e9,
-      clientPutMs: c1 - c0,
-      clientGetMs: c2 - c1,
-      serverPutMs: s1 - s0,
-      serverGetMs: s2 - s1,
-    };
+    const getAll = (): Promise<void> =>
+      pool(hashes, IN_FLIGHT, async (h) => {
+        await readChunk(clients, h, scheme, targets);
+      });
+    const evicted = await evict((await Promise.all([0, 1, 2].map((i) => filesUnder(join(root, `node${i}`))))).flat().filter((f) => f.includes('/shards/')));
+    const diskGet = await measured(servers.pids, getAll);
+    const cachedGet = await measured(servers.pids, getAll);
+    return { put, diskGet, cachedGet, evicted };
   } finally {
     clients.close();
     await servers.stop();
@@ -219,22 +301,27 @@ export const chunkSuite: BenchSuite = {
     ];
     const mbps = (bytes: number, s: number): number => Math.round(bytes / s / 1e6);
     const loadBefore = loadavg()[0] ?? 0;
+    let allEvicted = true;
     try {
       for (const scheme of schemes) {
         const tag = scheme.kind === 'ec' ? `EC ${scheme.k}+${scheme.m}` : `replica ${scheme.n}`;
         const userBytes = chunks * CHUNK_BYTES;
         const r = await raw(join(root, 'raw'), chunks, scheme);
         await rm(root, { recursive: true, force: true });
-        const limitW = mbps(userBytes, r.writeS);
-        const limitR = mbps(userBytes, r.readS);
+        allEvicted &&= r.evicted;
         for (const mode of ['processes', 'in-process'] as const) {
           const c = await cairn(join(root, 'cairn'), chunks, scheme, mode);
           await rm(root, { recursive: true, force: true });
-          const putW = mbps(userBytes, c.writeS);
-          const getR = mbps(userBytes, c.readS);
-          const perMb = (ms: number): string => (mode === 'in-process' && ms === 0 ? '-' : (ms / (userBytes / 1e6)).toFixed(1));
-          rows.push([tag, mode, 'put', putW, limitW, `${Math.round((100 * putW) / limitW)}%`, perMb(c.clientPutMs), mode === 'processes' ? perMb(c.serverPutMs) : '-']);
-          rows.push([tag, mode, 'get', getR, limitR, `${Math.round((100 * getR) / limitR)}%`, perMb(c.clientGetMs), mode === 'processes' ? perMb(c.serverGetMs) : '-']);
+          allEvicted &&= c.evicted;
+          const perMb = (ms: number): string => (ms / (userBytes / 1e6)).toFixed(1);
+          const row = (op: string, p: Phase, limitS: number): Array<string | number> => {
+            const got = mbps(userBytes, p.s);
+            const limit = mbps(userBytes, limitS);
+            return [tag, mode, op, got, limit, `${Math.round((100 * got) / limit)}%`, perMb(p.clientMs), mode === 'processes' ? perMb(p.serverMs) : '-'];
+          };
+          rows.push(row('put', c.put, r.writeS));
+          rows.push(row('get (disk)', c.diskGet, r.diskReadS));
+          rows.push(row('get (page cache)', c.cachedGet, r.cachedReadS));
         }
       }
     } finally {
@@ -245,13 +332,28 @@ export const chunkSuite: BenchSuite = {
       headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit', 'client CPU ms/MB', 'servers CPU ms/MB'],
       rows,
       notes: [
-        'limit = plain fs on the same file system writing (write+fsync) / reading the same shard files the scheme stores, in the same parallelism, expressed per byte of chunk data (i.e. after redundancy overhead)',
-        'servers "processes": each chunk server is its own process (`cairn chunk serve`), as on real nodes; "in-process": the three servers share the client\'s process and thread',
+        'limit, put = plain fs on the same file system writing + fsyncing the shard files the scheme stores (k+m shards or n replicas), in the same parallelism (one thread per file in flight), per byte of chunk data (i.e. after the redundancy overhead)',
+        'limit, get = plain fs reading the files a get reads (the k data shards, or one replica), in the same parallelism; "disk": their pages dropped from the page cache first (posix_fadvise DONTNEED, as fio does before a read job) — for Cairn\'s get too; "page cache": read again right after, from memory (a CPU comparison, not a storage limit)',
+        allEvicted ? 'every "get (disk)" row read files dropped from the page cache' : 'WARNING: dropping files from the page cache failed (no GNU dd?): the "get (disk)" rows read from the page cache',
+        `servers "processes": each chunk server is its own process (ChunkStore.open + startChunkServer, what \`cairn chunk serve\` runs), UV_THREADPOOL_SIZE=${CHUNK_SERVER_THREADPOOL}; "in-process": the three servers share the client's process and thread`,
         'CPU ms/MB: CPU time (user + system) per MB of chunk data, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together',
-        'everything shares this 2-core machine; reads come from the page cache in both columns',
-        `1-minute load average when the suite started: ${loadBefore.toFixed(1)} (other work on the machine skews every column)`,
+        `1-minute load average: ${loadBefore.toFixed(1)} when the suite started, ${(loadavg()[0] ?? 0).toFixed(1)} when it ended (2 cores; other work on the machine skews every MB/s column)`,
       ],
     };
     return [table];
   },
 };
+
+// ---- worker modes (this file run directly) ----
+
+if (process.argv[1] === HERE && process.argv[2] === '--serve') {
+  const store = await ChunkStore.open([process.argv[3] as string]);
+  const server = await startChunkServer('127.0.0.1:0', store);
+  process.stdout.write(`${JSON.stringify({ ready: true, address: server.address, pid: process.pid })}\n`);
+  process.once('SIGTERM', () => {
+    void server.stop(500).then(() => process.exit(0));
+  });
+} else if (process.argv[1] === HERE && process.argv[2] === '--raw') {
+  const result = await rawWorker(JSON.parse(process.argv[3] as string) as RawJob);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}

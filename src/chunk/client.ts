@@ -6,7 +6,8 @@
  * per address.
  */
 import { CairnError, fail } from '../common/errors.js';
-import { CLIENT_OPTIONS, grpc, call as unaryCall, fromServiceError, serviceOf } from '../rpc/grpc.js';
+import { CLIENT_OPTIONS, grpc, makeClient, openClientStream, openServerStream, call as unaryCall, fromServiceError, serviceOf } from '../rpc/grpc.js';
+import { laneEnabled, laneReceiveInto } from '../rpc/lane.js';
 import type { Ballot, SlotValue } from './format.js';
 import { payloadCrc } from './format.js';
 import type { DiskStatus, ListedShard, PutShardHead } from './store.js';
@@ -43,9 +44,12 @@ export class ChunkClient {
       fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition,
       'Chunk',
     );
-    // A large HTTP/2 receive window: with the 64 KiB default a 1 MiB piece waits for many
-    // WINDOW_UPDATE round trips (measured: get throughput ×2 with 16 MiB).
-    this.client = new ctor(address, grpc.credentials.createInsecure(), { ...CLIENT_OPTIONS, 'grpc-node.flow_control_window': RECEIVE_WINDOW_BYTES });
+    // makeClient: calls go over the lane (src/rpc/lane.ts). With CAIRN_RPC=grpc they go over
+    // grpc-js, and then a large HTTP/2 receive window matters: with the 64 KiB default a 1 MiB
+    // piece waits for many WINDOW_UPDATE round trips (measured: get throughput ×2 with 16 MiB).
+    this.client = laneEnabled()
+      ? makeClient(ctor, address)
+      : new ctor(address, grpc.credentials.createInsecure(), { ...CLIENT_OPTIONS, 'grpc-node.flow_control_window': RECEIVE_WINDOW_BYTES });
   }
 
   close(): void {
@@ -56,10 +60,9 @@ export class ChunkClient {
   putShard(head: PutShardHead, payload: Buffer, opts: ChunkCallOptions = {}): Promise<{ created: boolean }> {
     if (payload.length !== head.payloadLength) fail('EINVAL', `payload is ${payload.length} bytes, head says ${head.payloadLength}`);
     return new Promise((resolve, reject) => {
-      const fn = (this.client as unknown as Record<string, Function>).PutShard as Function;
-      const stream = fn.call(this.client, { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) }, (err: grpc.ServiceError | null, res: { created: boolean }) =>
-        err ? reject(fromServiceError(err)) : resolve({ created: res.created }),
-      ) as grpc.ClientWritableStream<unknown>;
+      const stream = openClientStream(this.client, 'PutShard', { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) }, (err, res) =>
+        err ? reject(fromServiceError(err)) : resolve({ created: (res as { created: boolean }).created }),
+      );
       stream.on('error', () => undefined);
       (async () => {
         stream.write({
@@ -100,17 +103,21 @@ export class ChunkClient {
   ): Promise<{ info: ShardInfo; data: Buffer }> {
     const verifyCrc = opts.verifyCrc !== false;
     return new Promise((resolve, reject) => {
-      const fn = (this.client as unknown as Record<string, Function>).GetShard as Function;
-      const stream = fn.call(
+      const stream = openServerStream(
         this.client,
+        'GetShard',
         { key: keyToWire(key), offset: opts.offset ?? 0, length: opts.length ?? 0 },
         { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) },
-      ) as grpc.ClientReadableStream<Buffer>;
+      );
       let info: ShardInfo | undefined;
       let buf: Buffer | undefined;
       let at = 0;
       let crc = 0;
       let settled = false;
+      // On the lane, each data piece is received straight into its place in buf (no buffer of
+      // its own, no copy here). Only while every earlier message has been handled, so that `at`
+      // is exactly where the piece goes; otherwise it arrives in a buffer of its own, copied below.
+      laneReceiveInto(stream, (n) => (buf !== undefined && !settled && stream.readableLength === 0 && at + n <= buf.length ? buf.subarray(at, at + n) : undefined));
       const bad = (err: CairnError): void => {
         if (settled) return;
         settled = true;
@@ -136,7 +143,7 @@ export class ChunkClient {
           const d = msg;
           if (!(d instanceof Buffer) || buf === undefined) throw new CairnError('EIO', `${this.address}: GetShard sent a message without data`);
           if (at + d.length > buf.length) throw new CairnError('ECORRUPT', `${this.address}: GetShard sent more bytes than announced`);
-          d.copy(buf, at);
+          if (d.buffer !== buf.buffer || d.byteOffset !== buf.byteOffset + at) d.copy(buf, at);
           at += d.length;
           if (verifyCrc) crc = payloadCrc(d, crc);
         } catch (err) {

@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 import { grpc, serviceOf, startServer, toServiceError, unary, type StartedServer } from '../rpc/grpc.js';
+import { laneReceiveInto } from '../rpc/lane.js';
 import type { ChunkStore } from './store.js';
+import { piecePool } from './pool.js';
 import { MAX_CHUNK_BYTES, PIECE_BYTES, drainOrClose } from './types.js';
 import {
   CHUNK_PROTO,
@@ -29,9 +31,6 @@ import {
   valueToWire,
 } from './wire.js';
 
-/** Piece buffers a GetShard call keeps for reuse (each PIECE_BYTES). */
-const MAX_FREE_PIECES = 4;
-
 /** Largest data piece the server accepts in one PutShard message. */
 const MAX_PIECE_BYTES = 4 * PIECE_BYTES;
 
@@ -44,6 +43,9 @@ function einval(what: string, err: z.ZodError): CairnError {
 export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplementation {
   const putShard = (call: grpc.ServerReadableStream<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>): void => {
     // Raw framing (wire.ts): the first message is the protobuf head, every later one payload bytes.
+    // On the lane, pieces arrive in pooled buffers (no new 1 MiB buffer per piece); each goes
+    // back to the pool once the store has written it and asks for the next.
+    laneReceiveInto(call, (n) => piecePool.take(n));
     const it = call[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     let done = false;
     const finish = (err: unknown, res?: unknown): void => {
@@ -67,6 +69,8 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
           if (!(d instanceof Buffer)) throw new CairnError('EINVAL', 'PutShard: messages after the head must be data');
           if (d.length > MAX_PIECE_BYTES) throw new CairnError('EINVAL', `PutShard: data piece of ${d.length} bytes exceeds ${MAX_PIECE_BYTES}`);
           yield d;
+          // The store asks for the next piece only once it is done with this one.
+          piecePool.give(d);
         }
       }
       return store.putShard(
@@ -84,20 +88,17 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
       const parsed = getShardSchema.safeParse(call.request);
       if (!parsed.success) throw einval('GetShard', parsed.error);
       const r = parsed.data;
-      // call.write() may queue a message (Writable buffering) and serialize it later, so a
-      // piece buffer is reused only once its write callback has run: grpc-js calls it after
-      // serializing (copying) the message into its frame. Fewer 1 MiB allocations, less GC.
-      const free: Buffer[] = [];
-      const allocate = (n: number): Buffer => (free.pop() ?? Buffer.allocUnsafeSlow(PIECE_BYTES)).subarray(0, n);
+      // Pieces are read into pooled buffers. call.write() may queue a message (Writable
+      // buffering) and send it later, so a piece goes back to the pool only once its write
+      // callback has run: the lane calls it when the socket has taken the bytes, grpc-js after
+      // serializing (copying) the message into its frame. No 1 MiB allocation per piece.
+      const allocate = (n: number): Buffer => piecePool.take(n) ?? Buffer.allocUnsafe(n);
       const s = await store.openShard(r.key, { offset: r.offset, length: r.length, allocate });
       call.write({ info: infoToWire(s.info) });
       for await (const piece of s.pieces) {
         if (call.cancelled || call.destroyed || call.writableEnded) return;
-        const whole = Buffer.from(piece.buffer, piece.byteOffset, PIECE_BYTES);
         // Raw framing (wire.ts): the piece is the message, no copy of ours.
-        const room = call.write(piece, () => {
-          if (free.length < MAX_FREE_PIECES) free.push(whole);
-        });
+        const room = call.write(piece, () => piecePool.give(piece));
         if (!room) await drainOrClose(call);
       }
       call.end();

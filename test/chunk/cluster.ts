@@ -2,6 +2,7 @@
  * Test fixture for the chunk layer: N chunk servers in this process, each with its own
  * formatted directory disks under a private temp dir, on 127.0.0.1 ports from freePort().
  */
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir, freePort } from '../helpers/env.js';
 import { ChunkStore } from '../../src/chunk/store.js';
@@ -71,7 +72,9 @@ export async function startCluster(nodeCount: number, disksPerNode = 1): Promise
     async close() {
       clients.close();
       for (const n of nodes) await n.server?.stop();
-      await dir.remove();
+      // A handler whose caller already has its answer (a quorum's third replica, a call the
+      // client gave up on) may still be writing its file: retry the removal until it is done.
+      await rm(dir.path, { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
     },
   };
 }
