@@ -135,9 +135,42 @@ function writeFrame(socket: net.Socket, type: number, id: number, payload: Buffe
 
 /** DATA frames at least this large may be received into a buffer their call provides. */
 const TARGET_MIN_BYTES = 64 * 1024;
-/** Read buffer shared by every client connection of the process (onread: one buffer, reused). */
-const CLIENT_READ_BUFFER_BYTES = 256 * 1024;
-let clientReadBuffer: Buffer | undefined;
+/**
+ * Read buffer shared by every lane connection of the process: each socket read lands in it and
+ * is consumed (copied out by the frame reader) before the next read of any socket can happen,
+ * so one buffer serves them all, and a busy connection allocates nothing per read (a new 64 KiB
+ * buffer per read was the main source of V8's "external memory pressure" collections).
+ */
+const READ_BUFFER_BYTES = 256 * 1024;
+let sharedReadBuffer: Buffer | undefined;
+
+function readBuffer(): Buffer {
+  sharedReadBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  return sharedReadBuffer;
+}
+
+/**
+ * Switch an accepted socket to reading into the shared buffer: what net.connect's public
+ * `onread` option does, which accepted sockets cannot be given. Uses net.Socket's own fields for
+ * it (kBuffer, kBufferCb; node 20), and returns false — leaving the socket as it was — if they
+ * are not there, so a node that changes them only costs the allocations back.
+ */
+function readIntoSharedBuffer(socket: net.Socket, onChunk: (chunk: Buffer) => void): boolean {
+  const syms = Object.getOwnPropertySymbols(socket);
+  const kBuffer = syms.find((x) => x.description === 'kBuffer');
+  const kBufferCb = syms.find((x) => x.description === 'kBufferCb');
+  const fields = socket as unknown as Record<symbol, unknown> & { _handle?: { useUserBuffer?: (b: Buffer) => void } };
+  const handle = fields._handle;
+  if (kBuffer === undefined || kBufferCb === undefined || fields[kBuffer] !== null || typeof handle?.useUserBuffer !== 'function') return false;
+  const buf = readBuffer();
+  handle.useUserBuffer(buf);
+  fields[kBufferCb] = (bytes: number, b: Uint8Array): boolean => {
+    onChunk(Buffer.from(b.buffer, b.byteOffset, bytes));
+    return true;
+  };
+  fields[kBuffer] = buf;
+  return true;
+}
 const EMPTY = Buffer.alloc(0);
 
 /**
@@ -388,17 +421,22 @@ export class LaneServerConnection {
       (id) => this.calls.has(id),
     );
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.reader.push(chunk);
-      } catch (err) {
-        log.warn({ peer: this.peer, err: (err as Error).message }, 'lane: protocol error, closing the connection');
-        metric.protocolErrors.inc();
-        socket.destroy();
-      }
-    });
+    // Reads into the process's shared read buffer when node lets us (see readIntoSharedBuffer),
+    // else one new buffer per read as usual.
+    if (!readIntoSharedBuffer(socket, (chunk) => this.receive(chunk, true))) socket.on('data', (chunk: Buffer) => this.receive(chunk, false));
     socket.on('error', () => undefined);
     socket.on('close', () => this.close());
+  }
+
+  /** Bytes from the socket (transient: in the shared read buffer, reused once this returns). */
+  receive(chunk: Buffer, transient: boolean): void {
+    try {
+      this.reader.push(chunk, transient);
+    } catch (err) {
+      log.warn({ peer: this.peer, err: (err as Error).message }, 'lane: protocol error, closing the connection');
+      metric.protocolErrors.inc();
+      this.socket.destroy();
+    }
   }
 
   /** Stop: cancel every call and close the socket. */
@@ -701,7 +739,7 @@ export async function listenLaneAndGrpc(
       metric.connections.inc();
       conns.add(c);
       const rest = head.subarray(LANE_MAGIC.length);
-      if (rest.length > 0) socket.emit('data', rest);
+      if (rest.length > 0) c.receive(rest, false);
     };
     socket.on('data', onData);
   });
@@ -802,14 +840,13 @@ class LaneClientConnection {
       }
       // Reads go into one buffer shared by every client connection (onread), not into a new
       // 64 KiB buffer per read: the frame reader copies out what it keeps, synchronously.
-      clientReadBuffer ??= Buffer.allocUnsafeSlow(CLIENT_READ_BUFFER_BYTES);
       let sink: (chunk: Buffer) => void = () => undefined;
       const socket = net.connect({
         host,
         port,
         noDelay: true,
         onread: {
-          buffer: clientReadBuffer,
+          buffer: readBuffer(),
           callback: (bytes: number, buf: Uint8Array): boolean => {
             sink(Buffer.from(buf.buffer, buf.byteOffset, bytes));
             return true;
