@@ -5,7 +5,9 @@
  * Anchor (published): JuiceFS with etcd as its metadata engine creates about 1,800 files/s and
  * takes 1.9 ms for a mkdir.
  *
- * Run alone: `npx tsx bench/meta-ops.ts [--quick]`; or as the "meta-ops" suite of `npm run bench`.
+ * Run alone: `npx tsx bench/meta-ops.ts [--quick] [--conc 1,64] [--ops N]`; or as the "meta-ops"
+ * suite of `npm run bench`. To profile the nodes, preload a profiler through NODE_OPTIONS
+ * (`--cpu-prof` itself is refused there): the nodes inherit this process's environment.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -99,13 +101,23 @@ async function phase(n: number, conc: number, op: (i: number) => Promise<unknown
   return { opsPerSec: Math.round(n / sec), p50: +pct(lat, 0.5).toFixed(2), p99: +pct(lat, 0.99).toFixed(2) };
 }
 
-export const metaOpsSuite: BenchSuite = {
+/** Options of a direct run (profiling): only some concurrencies, another operation count. */
+interface DirectOptions {
+  concurrencies?: number[];
+  ops?: number;
+}
+
+export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptions): Promise<BenchTable[]> } = {
   name: 'meta-ops',
-  async run({ quick }): Promise<BenchTable[]> {
+  run({ quick }): Promise<BenchTable[]> {
+    return this.runWith(quick, {});
+  },
+  async runWith(quick: boolean, direct: DirectOptions): Promise<BenchTable[]> {
     const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-meta-'));
     const port = await basePort();
     const procs: ChildProcess[] = [];
     const rows: Array<Array<string | number>> = [];
+    let idleMsPerSec = 0;
     try {
       const init = JSON.parse(await run(cairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(port), '--json']))) as {
         nodes: Array<{ config: string; listen: string }>;
@@ -127,24 +139,33 @@ export const metaOpsSuite: BenchSuite = {
         }
         await new Promise((r) => setTimeout(r, 100));
       }
-      const n = quick ? 400 : 3000;
+      const n = direct.ops ?? (quick ? 400 : 3000);
       // Warm-up, not measured: the first few hundred operations after `cairn start` run cold
       // code (tsx-compiled modules, V8 not yet optimized) while the node's services finish
       // starting; measured cold, a mkdir at 1 in flight went from 7.7 ms (first 100) to 5.1 ms
-      // (last 100). bench:meta warms every phase for 1 s the same way.
+      // (last 100). bench:meta warms every phase for 1 s the same way. Both paths are warmed:
+      // at 1 in flight every write is its own RPC, at 64 MetaClient coalesces them into Batch
+      // requests (warmed at 4 in flight only, the first phase at 1 in flight ran ~1.5x slower).
       {
         const w = new MetaClient({ endpoints });
         await w.mkdir('/warm');
         const wd = (await w.stat('/warm')).ino;
         const wn = quick ? 300 : 1000;
-        await phase(wn, 4, (i) => w.mkdir({ parent: wd, name: `d${i}` }));
-        await phase(wn, 4, (i) => w.create({ parent: wd, name: `f${i}` }));
-        await phase(wn, 4, (i) => w.lookup(wd, `f${i}`));
-        await phase(wn, 4, (i) => w.rename({ parent: wd, name: `f${i}` }, { parent: wd, name: `r${i}` }));
-        await phase(wn, 4, (i) => w.unlink({ parent: wd, name: `r${i}` }));
+        for (const [k, conc] of [['a', 1], ['b', 16]] as const) {
+          await phase(wn, conc, (i) => w.mkdir({ parent: wd, name: `${k}d${i}` }));
+          await phase(wn, conc, (i) => w.create({ parent: wd, name: `${k}f${i}` }));
+          await phase(wn, conc, (i) => w.lookup(wd, `${k}f${i}`));
+          await phase(wn, conc, (i) => w.rename({ parent: wd, name: `${k}f${i}` }, { parent: wd, name: `${k}r${i}` }));
+          await phase(wn, conc, (i) => w.unlink({ parent: wd, name: `${k}r${i}` }));
+        }
         w.close();
       }
-      for (const conc of [1, 64]) {
+      // What the idle cluster burns (timers, heartbeats, background services): CPU that every
+      // phase's per-operation figure includes in proportion to its duration.
+      const idle0 = procs.reduce((a, p) => a + cpuMs(p.pid), 0);
+      await new Promise((r) => setTimeout(r, 2000));
+      idleMsPerSec = Math.round(((procs.reduce((a, p) => a + cpuMs(p.pid), 0) - idle0) / 2000) * 1000);
+      for (const conc of direct.concurrencies ?? [1, 64]) {
         const c = new MetaClient({ endpoints });
         const d = `/b${conc}`;
         await c.mkdir(d);
@@ -152,14 +173,15 @@ export const metaOpsSuite: BenchSuite = {
         const dirIno = (await c.stat(d)).ino;
         // CPU per operation, summed over the three server processes and for this (client) process:
         // the figure that does not depend on how busy the shared machine is.
-        let cpu0 = procs.reduce((a, p) => a + cpuMs(p.pid), 0);
+        let cpu0 = procs.map((p) => cpuMs(p.pid));
         let client0 = process.cpuUsage();
         const add = (name: string, r: { opsPerSec: number; p50: number; p99: number }, count = n): void => {
-          const cpu1 = procs.reduce((a, p) => a + cpuMs(p.pid), 0);
+          const used = procs.map((p, i) => cpuMs(p.pid) - cpu0[i]!);
           const client1 = process.cpuUsage(client0);
-          rows.push([name, conc, count, r.opsPerSec, r.p50, r.p99, +((cpu1 - cpu0) / count).toFixed(3),
-            +((client1.user + client1.system) / 1000 / count).toFixed(3)]);
-          cpu0 = procs.reduce((a, p) => a + cpuMs(p.pid), 0);
+          const perOp = (ms: number): number => +(ms / count).toFixed(3);
+          rows.push([name, conc, count, r.opsPerSec, r.p50, r.p99, perOp(used.reduce((a, b) => a + b, 0)), perOp(Math.max(...used)),
+            perOp((client1.user + client1.system) / 1000)]);
+          cpu0 = procs.map((p) => cpuMs(p.pid));
           client0 = process.cpuUsage();
         };
         add('mkdir', await phase(n, conc, (i) => c.mkdir({ parent: dirIno, name: `d${i}` })));
@@ -182,13 +204,14 @@ export const metaOpsSuite: BenchSuite = {
     return [
       {
         title: 'metadata operations, 3-node cluster (real processes, 127.0.0.1, fsync on)',
-        headers: ['operation', 'in flight', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'server CPU ms/op', 'client CPU ms/op'],
+        headers: ['operation', 'in flight', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'server CPU ms/op', 'busiest node', 'client CPU ms/op'],
         rows,
         notes: [
           'anchor: JuiceFS + etcd metadata engine, about 1,800 creates/s and 1.9 ms per mkdir (published figures)',
           'client in one process; writes go to the leader (followers redirect), reads are linearizable unless marked',
-          'server CPU ms/op: user + system time of the 3 node processes over the phase, per operation (10 ms clock ticks)',
-          `after an unmeasured warm-up of ${quick ? 300 : 1000} of each write and lookup, 4 in flight`,
+          'server CPU ms/op: user + system time of the 3 node processes over the phase, per operation (10 ms clock ticks); busiest node: the one that used most (the leader)',
+          `after an unmeasured warm-up of ${quick ? 300 : 1000} of each write and lookup at 1 and at 16 in flight`,
+          `the idle cluster used ${idleMsPerSec} ms of CPU per second (3 nodes together)`,
         ],
       },
     ];
@@ -198,7 +221,16 @@ export const metaOpsSuite: BenchSuite = {
 const isMain = process.argv[1] !== undefined && /bench[\\/]meta-ops\.ts$/.test(process.argv[1]);
 if (isMain) {
   const quick = process.argv.includes('--quick');
-  metaOpsSuite.run({ quick }).then(
+  const arg = (name: string): string | undefined => {
+    const i = process.argv.indexOf(name);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
+  const conc = arg('--conc');
+  const ops = arg('--ops');
+  metaOpsSuite.runWith(quick, {
+    ...(conc ? { concurrencies: conc.split(',').map(Number) } : {}),
+    ...(ops ? { ops: Number(ops) } : {}),
+  }).then(
     (tables) => report('meta-ops', tables),
     (err: unknown) => {
       process.stderr.write(`${String(err)}\n`);

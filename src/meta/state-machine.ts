@@ -151,39 +151,59 @@ const SNAPSHOT_MAGIC = 'CAIRNMETA1';
 type Db = ClassicLevel<string, string>;
 
 /**
+ * A pending JSON value: kept as an object until the batch is written, so that a key written by
+ * many operations of one apply batch (a directory's inode, by every create in it) is
+ * serialized once, not once per operation, and read back without a parse. Stored and handed
+ * out as shallow copies, so that a caller mutating what it put or got changes nothing pending
+ * (the values are flat records; the one array, a layout's extents, is never mutated in place).
+ */
+class JsonValue {
+  constructor(readonly value: object) {}
+}
+
+type Pending = string | JsonValue | null;
+
+/**
  * Reads through pending writes (its own, then its parent's, then the database); writes stay
  * in memory until the whole apply batch is written. A child Tx per operation lets a failed
  * operation leave no trace.
  */
 class Tx {
-  readonly writes = new Map<string, string | null>();
+  readonly writes = new Map<string, Pending>();
   constructor(
     private readonly db: Db,
     private readonly parent?: Tx,
     private readonly snapshot?: ReturnType<Db['snapshot']>,
   ) {}
 
-  private pending(key: string): string | null | undefined {
+  private pending(key: string): Pending | undefined {
     const w = this.writes.get(key);
     if (w !== undefined) return w;
     return this.parent?.pending(key);
   }
 
-  async get(key: string): Promise<string | undefined> {
-    const w = this.pending(key);
-    if (w !== undefined) return w === null ? undefined : w;
+  private read(key: string): string | undefined {
     // getSync: a LevelDB read from the block cache takes microseconds; a thread-pool hop costs more.
     return this.snapshot ? this.db.getSync(key, { snapshot: this.snapshot }) : this.db.getSync(key);
   }
+
+  async get(key: string): Promise<string | undefined> {
+    const w = this.pending(key);
+    if (w !== undefined) return w === null ? undefined : w instanceof JsonValue ? JSON.stringify(w.value) : w;
+    return this.read(key);
+  }
   async getJson<T>(key: string): Promise<T | undefined> {
-    const v = await this.get(key);
+    const w = this.pending(key);
+    if (w === null) return undefined;
+    if (w instanceof JsonValue) return { ...w.value } as T;
+    const v = w ?? this.read(key);
     return v === undefined ? undefined : (JSON.parse(v) as T);
   }
   put(key: string, value: string): void {
     this.writes.set(key, value);
   }
-  putJson(key: string, value: unknown): void {
-    this.writes.set(key, JSON.stringify(value));
+  putJson(key: string, value: object): void {
+    this.writes.set(key, new JsonValue({ ...value }));
   }
   del(key: string): void {
     this.writes.set(key, null);
@@ -368,7 +388,7 @@ export class MetaStateMachine implements StateMachine {
       const batch = this.db.batch();
       for (const [key, value] of tx.writes) {
         if (value === null) batch.del(key);
-        else batch.put(key, value);
+        else batch.put(key, value instanceof JsonValue ? JSON.stringify(value.value) : value);
       }
       const written = batch.write({ sync: this.syncApply });
       written.catch(() => undefined); // observed by whoever awaits this.writing next

@@ -326,7 +326,7 @@ describe('entries of several operations', () => {
     const index = (await h.sm.appliedIndex()) + 1;
     const [rs] = (await h.sm.apply([{ term: 1, index, type: EntryType.Normal, data: encodeEntry(ops, 5_000) }])) as ApplyResult[][];
     expect(rs!.map((r) => (r.ok ? 'ok' : r.code))).toEqual(['ok', 'ok', 'ok', 'EEXIST', 'ok', 'ok', 'ENOTEMPTY']);
-    const attr = (i: number): Inode => (rs![i] as { value: { attr: Inode } }).value.attr;
+    const attr = (i: number): Inode => (rs![i] as unknown as { value: { attr: Inode } }).value.attr;
     expect(attr(0)).toMatchObject({ name: 'a', parent: 1, type: 'dir' });
     expect(attr(1)).toMatchObject({ name: 'b', parent: attr(0).ino, type: 'dir' });
     expect(attr(2)).toMatchObject({ name: 'f', parent: attr(1).ino, type: 'file', mtimeMs: 5_000 });
