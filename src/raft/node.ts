@@ -4,6 +4,10 @@
  *
  *   persist (one LevelDB batch, fsynced) → send → apply to the state machine → release reads → advance
  *
+ * with two overlaps that Raft allows (etcd does both): the leader sends its new entries to the
+ * followers while its own write is in flight, and committed entries that this node already
+ * holds durably are applied while the Ready's write is in flight.
+ *
  * Proposals made while a Ready is being persisted are gathered into the next one (group
  * commit). A proposal is wrapped in an envelope (proposer id, request id) so that the node that
  * proposed it resolves the caller's promise with the state machine's result when it applies
@@ -702,15 +706,41 @@ export class RaftNode {
     // restart the commit index is learnt again); it rides along with the next write instead
     // of costing a LevelDB write of its own.
     if (rd.hardState !== undefined) this.unsavedHard = rd.hardState;
+    let applyFrom = 0;
     if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
       const hardState = this.unsavedHard;
       this.unsavedHard = undefined;
-      await this.storage.persist({
+      // Committed entries this node already holds durably do not wait for this Ready's write:
+      // they are applied (and their results released) while it is in flight, as etcd does.
+      // Committed means stored by a majority — on the leader too, because this Ready was
+      // taken only after the previous write (which held its own copies) was durable. Conf
+      // changes write the log themselves, so they and everything after them wait.
+      const durableLast = rd.entries.length > 0 ? Math.min(this.storage.lastIndex(), rd.entries[0]!.index - 1) : this.storage.lastIndex();
+      if (rd.snapshot === undefined) {
+        while (
+          applyFrom < rd.committedEntries.length &&
+          rd.committedEntries[applyFrom]!.index <= durableLast &&
+          rd.committedEntries[applyFrom]!.type !== EntryType.ConfChange
+        ) {
+          applyFrom++;
+        }
+      }
+      const writing = this.storage.persist({
         snapshot: rd.snapshot?.metadata,
         entries: rd.entries,
         hardState,
         sync: rd.mustSync,
       });
+      writing.catch(() => undefined); // a failure is handled by the await below, not reported as unhandled meanwhile
+      if (applyFrom > 0) {
+        try {
+          await this.applyEntries(rd.committedEntries.slice(0, applyFrom));
+        } catch (err) {
+          await writing.catch(() => undefined);
+          throw err;
+        }
+      }
+      await writing;
       if (rd.snapshot !== undefined) {
         this.conf = rd.snapshot.metadata.conf;
         this.applied = Math.max(this.applied, rd.snapshot.metadata.index, this.smApplied);
@@ -723,8 +753,9 @@ export class RaftNode {
     }
     // 2. send what had to wait for the write
     this.transport.send(late);
-    // 3. apply
-    if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
+    // 3. apply (what was not applied while the write was in flight)
+    const rest = applyFrom === 0 ? rd.committedEntries : rd.committedEntries.slice(applyFrom);
+    if (rest.length > 0) await this.applyEntries(rest);
     // 4. reads
     for (const rs of rd.readStates) {
       const b = Buffer.from(rs.context.buffer, rs.context.byteOffset, rs.context.byteLength);
