@@ -440,39 +440,46 @@ class Planner {
     }
     if (R < 0) return false;
     use(R);
-    // A second new disk where that makes more old groups agree with B on all its old disks.
-    let j2 = -1;
-    let R2 = -1;
+    // More new disks in B (as the placement rule allows) where each makes more old groups agree
+    // with B on all of B's old disks: keys from those move no shard between old disks.
+    const newAt = new Map<number, number>([[j, R]]);
     if (!this.replicas) {
       const index = this.diskIndex();
-      const ov = new Map<number, number>();
-      for (let i = 0; i < w; i++) {
-        if (i === j) continue;
-        for (const g of index.get((S[i] as number) * 64 + i) ?? []) ov.set(g, (ov.get(g) ?? 0) + 1);
+      for (;;) {
+        const ov = new Map<number, number>();
+        for (let i = 0; i < w; i++) {
+          if (newAt.has(i)) continue;
+          for (const g of index.get((S[i] as number) * 64 + i) ?? []) ov.set(g, (ov.get(g) ?? 0) + 1);
+        }
+        const tally = new Int32Array(w);
+        const oldPositions = w - newAt.size;
+        for (const [g, c] of ov) {
+          if (c !== oldPositions - 1) continue;
+          const od = this.oldDisks[g] as number[];
+          for (let i = 0; i < w; i++) if (!newAt.has(i) && od[i] !== S[i]) tally[i] = (tally[i] as number) + 1;
+        }
+        const Bt = S.map((d, i) => newAt.get(i) ?? d);
+        let bestT = 0;
+        let bestP = -1;
+        let bestR = -1;
+        for (let p = 0; p < w; p++) {
+          if (newAt.has(p) || (tally[p] as number) <= bestT) continue;
+          const r = bestReceiver(L, without(Bt, p), (x) => (this.fresh[x] === 1 && !Bt.includes(x) ? fr(x) : 0));
+          if (r < 0) continue;
+          bestT = tally[p] as number;
+          bestP = p;
+          bestR = r;
+        }
+        if (bestP < 0 || oldPositions <= 1) break;
+        newAt.set(bestP, bestR);
+        use(bestR);
       }
-      const tally = new Int32Array(w);
-      for (const [g, c] of ov) {
-        if (c !== w - 2) continue;
-        const od = this.oldDisks[g] as number[];
-        for (let i = 0; i < w; i++) if (i !== j && od[i] !== S[i]) tally[i] = (tally[i] as number) + 1;
-      }
-      const Bt = S.map((d, i) => (i === j ? R : d));
-      let bestT = 0;
-      for (let p = 0; p < w; p++) {
-        if (p === j || (tally[p] as number) <= bestT) continue;
-        const r = bestReceiver(L, without(Bt, p), (x) => (this.fresh[x] === 1 && x !== R ? fr(x) : 0));
-        if (r < 0) continue;
-        bestT = tally[p] as number;
-        j2 = p;
-        R2 = r;
-      }
-      if (R2 >= 0) use(R2);
     }
     // Room on S[i] for i ≠ j: a free bucket, or move a sibling's shard off it.
     const room: { g: number; i: number; to: number }[] = [];
     const siblings = members.slice(1);
     for (let i = 0; i < w; i++) {
-      if (i === j || i === j2) continue;
+      if (newAt.has(i)) continue;
       const d = S[i] as number;
       if (fr(d) > 0) {
         use(d);
@@ -508,7 +515,7 @@ class Planner {
     const B: LGroup = { disks: [], buckets: [], retired: false };
     const id = L.groups.length;
     for (let i = 0; i < w; i++) {
-      const d = i === j ? R : i === j2 ? R2 : (S[i] as number);
+      const d = newAt.get(i) ?? (S[i] as number);
       const b = L.alloc(d);
       B.disks.push(d);
       B.buckets.push(b);
