@@ -231,7 +231,7 @@ interface Phase {
   serverMs: number;
 }
 
-interface CairnRun {
+interface CairnRound {
   put: Phase;
   diskGet: Phase;
   cachedGet: Phase;
@@ -247,96 +247,135 @@ async function measured(pids: number[], fn: () => Promise<void>): Promise<Phase>
   return { s: Number(t1 - t0) / 1e9, clientMs: ownCpuMs() - c0, serverMs: (await procCpuMs(pids)) - s0 };
 }
 
-async function cairn(root: string, chunks: number, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<CairnRun> {
+/** Three servers for one scheme; each round() puts fresh chunks, then gets them from disk and from the page cache. */
+async function cairnServers(root: string, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<{ round(chunks: number): Promise<CairnRound>; stop(): Promise<void> }> {
   const n = scheme.kind === 'ec' ? scheme.k + scheme.m : scheme.n;
   const servers = await startServers(root, mode);
   const clients = new ChunkClients();
+  const targets: ShardTarget[] = [];
+  for (let i = 0; i < n; i++) {
+    const label = servers.labels[i % 3] as { machine: number; incarnation: string };
+    targets.push({
+      bucketId: bucketId({ dc: 0, row: 0, rack: 0, machine: label.machine, disk: 0, bucket: 1 + Math.floor(i / 3), incarnation: BigInt(`0x${label.incarnation}`) }),
+      address: servers.addresses[i % 3] as string,
+    });
+  }
   try {
-    const targets: ShardTarget[] = [];
-    for (let i = 0; i < n; i++) {
-      const label = servers.labels[i % 3] as { machine: number; incarnation: string };
-      targets.push({
-        bucketId: bucketId({ dc: 0, row: 0, rack: 0, machine: label.machine, disk: 0, bucket: 1 + Math.floor(i / 3), incarnation: BigInt(`0x${label.incarnation}`) }),
-        address: servers.addresses[i % 3] as string,
-      });
-    }
-    const data = Array.from({ length: chunks }, () => randomBytes(CHUNK_BYTES));
-    const hashes: string[] = [];
     // Warm-up: connections and bucket directories.
     await writeChunk(clients, randomBytes(1024), scheme, targets);
-    const put = await measured(servers.pids, () =>
-      pool(
-        data.map((d, i) => ({ d, i })),
-        IN_FLIGHT,
-        async ({ d, i }) => {
-          const w = await writeChunk(clients, d, scheme, targets);
-          if (w.failed.length > 0) throw new Error(`write failed: ${w.failed[0]?.error.message}`);
-          hashes[i] = w.hash;
-        },
-      ),
-    );
-    const getAll = (): Promise<void> =>
-      pool(hashes, IN_FLIGHT, async (h) => {
-        await readChunk(clients, h, scheme, targets);
-      });
-    const evicted = await evict((await Promise.all([0, 1, 2].map((i) => filesUnder(join(root, `node${i}`))))).flat().filter((f) => f.includes('/shards/')));
-    const diskGet = await measured(servers.pids, getAll);
-    const cachedGet = await measured(servers.pids, getAll);
-    return { put, diskGet, cachedGet, evicted };
-  } finally {
+  } catch (err) {
     clients.close();
     await servers.stop();
+    throw err;
   }
+  return {
+    async round(chunks) {
+      const data = Array.from({ length: chunks }, () => randomBytes(CHUNK_BYTES));
+      const hashes: string[] = [];
+      const put = await measured(servers.pids, () =>
+        pool(
+          data.map((d, i) => ({ d, i })),
+          IN_FLIGHT,
+          async ({ d, i }) => {
+            const w = await writeChunk(clients, d, scheme, targets);
+            if (w.failed.length > 0) throw new Error(`write failed: ${w.failed[0]?.error.message}`);
+            hashes[i] = w.hash;
+          },
+        ),
+      );
+      const getAll = (): Promise<void> =>
+        pool(hashes, IN_FLIGHT, async (h) => {
+          await readChunk(clients, h, scheme, targets);
+        });
+      const evicted = await evict((await Promise.all([0, 1, 2].map((i) => filesUnder(join(root, `node${i}`))))).flat().filter((f) => f.includes('/shards/')));
+      const diskGet = await measured(servers.pids, getAll);
+      const cachedGet = await measured(servers.pids, getAll);
+      return { put, diskGet, cachedGet, evicted };
+    },
+    async stop() {
+      clients.close();
+      await servers.stop();
+    },
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
 export const chunkSuite: BenchSuite = {
   name: 'chunk',
   async run({ quick }) {
     const chunks = quick ? 24 : 96;
+    const rounds = 3;
     const root = join(tmpdir(), `cairn-bench-chunk-${process.pid}`);
     const rows: Array<Array<string | number>> = [];
     const schemes: Scheme[] = [
       { kind: 'ec', k: 2, m: 1 },
       { kind: 'replica', n: 3 },
     ];
-    const mbps = (bytes: number, s: number): number => Math.round(bytes / s / 1e6);
+    const userBytes = chunks * CHUNK_BYTES;
+    const mbps = (s: number): number => userBytes / s / 1e6;
     const loadBefore = loadavg()[0] ?? 0;
     let allEvicted = true;
     try {
       for (const scheme of schemes) {
         const tag = scheme.kind === 'ec' ? `EC ${scheme.k}+${scheme.m}` : `replica ${scheme.n}`;
-        const userBytes = chunks * CHUNK_BYTES;
-        const r = await raw(join(root, 'raw'), chunks, scheme);
-        await rm(root, { recursive: true, force: true });
-        allEvicted &&= r.evicted;
         for (const mode of ['processes', 'in-process'] as const) {
-          const c = await cairn(join(root, 'cairn'), chunks, scheme, mode);
-          await rm(root, { recursive: true, force: true });
-          allEvicted &&= c.evicted;
-          const perMb = (ms: number): string => (ms / (userBytes / 1e6)).toFixed(1);
-          const row = (op: string, p: Phase, limitS: number): Array<string | number> => {
-            const got = mbps(userBytes, p.s);
-            const limit = mbps(userBytes, limitS);
-            return [tag, mode, op, got, limit, `${Math.round((100 * got) / limit)}%`, perMb(p.clientMs), mode === 'processes' ? perMb(p.serverMs) : '-'];
+          const servers = await cairnServers(join(root, 'cairn'), scheme, mode);
+          const limits: RawResult[] = [];
+          const runs: CairnRound[] = [];
+          try {
+            // Limit and Cairn alternate, round by round, so that both see the same load.
+            for (let r = 0; r < rounds; r++) {
+              const l = await raw(join(root, 'raw'), chunks, scheme);
+              const c = await servers.round(chunks);
+              allEvicted &&= l.evicted && c.evicted;
+              limits.push(l);
+              runs.push(c);
+            }
+          } finally {
+            await servers.stop();
+            await rm(root, { recursive: true, force: true });
+          }
+          const perMb = (ms: number): string => (ms / ((rounds * userBytes) / 1e6)).toFixed(1);
+          const row = (op: string, phase: (c: CairnRound) => Phase, limitS: (l: RawResult) => number): Array<string | number> => {
+            const got = runs.map((c) => mbps(phase(c).s));
+            const lim = limits.map((l) => mbps(limitS(l)));
+            const ratio = median(got.map((g, i) => g / (lim[i] as number)));
+            const cpu = (f: (p: Phase) => number): number => runs.reduce((a, c) => a + f(phase(c)), 0);
+            return [
+              tag,
+              mode,
+              op,
+              Math.round(median(got)),
+              Math.round(median(lim)),
+              `${Math.round(100 * ratio)}%`,
+              perMb(cpu((p) => p.clientMs)),
+              mode === 'processes' ? perMb(cpu((p) => p.serverMs)) : '-',
+            ];
           };
-          rows.push(row('put', c.put, r.writeS));
-          rows.push(row('get (disk)', c.diskGet, r.diskReadS));
-          rows.push(row('get (page cache)', c.cachedGet, r.cachedReadS));
+          rows.push(row('put', (c) => c.put, (l) => l.writeS));
+          rows.push(row('get (disk)', (c) => c.diskGet, (l) => l.diskReadS));
+          rows.push(row('get (page cache)', (c) => c.cachedGet, (l) => l.cachedReadS));
         }
       }
     } finally {
       await rm(root, { recursive: true, force: true });
     }
     const table: BenchTable = {
-      title: `chunk put/get, ${chunks} × 4 MiB chunks, ${IN_FLIGHT} in flight, 3 chunk servers on 127.0.0.1 (MB/s of chunk data)`,
+      title: `chunk put/get, ${rounds} rounds × ${chunks} × 4 MiB chunks, ${IN_FLIGHT} in flight, 3 chunk servers on 127.0.0.1 (MB/s of chunk data, medians of the rounds)`,
       headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit', 'client CPU ms/MB', 'servers CPU ms/MB'],
       rows,
       notes: [
         'limit, put = plain fs on the same file system writing + fsyncing the shard files the scheme stores (k+m shards or n replicas), in the same parallelism (one thread per file in flight), per byte of chunk data (i.e. after the redundancy overhead)',
         'limit, get = plain fs reading the files a get reads (the k data shards, or one replica), in the same parallelism; "disk": their pages dropped from the page cache first (posix_fadvise DONTNEED, as fio does before a read job) — for Cairn\'s get too; "page cache": read again right after, from memory (a CPU comparison, not a storage limit)',
+        'each round measures the limit, then Cairn, on fresh data; "of limit" is the median of the rounds\' ratios, the MB/s columns the medians of the rounds',
         allEvicted ? 'every "get (disk)" row read files dropped from the page cache' : 'WARNING: dropping files from the page cache failed (no GNU dd?): the "get (disk)" rows read from the page cache',
         `servers "processes": each chunk server is its own process (ChunkStore.open + startChunkServer, what \`cairn chunk serve\` runs), UV_THREADPOOL_SIZE=${CHUNK_SERVER_THREADPOOL}; "in-process": the three servers share the client's process and thread`,
-        'CPU ms/MB: CPU time (user + system) per MB of chunk data, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together',
+        'CPU ms/MB: CPU time (user + system) per MB of chunk data, over all rounds, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together',
         `1-minute load average: ${loadBefore.toFixed(1)} when the suite started, ${(loadavg()[0] ?? 0).toFixed(1)} when it ended (2 cores; other work on the machine skews every MB/s column)`,
       ],
     };

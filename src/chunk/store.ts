@@ -406,7 +406,9 @@ export class ChunkStore {
     const { disk } = this.diskFor(key.bucket);
     await this.createBucket(key.bucket);
     const path = this.shardPath(disk, key);
-    let existing = await this.tryReadHeader(disk, path, key);
+    // A put does not re-check the disk's label when the shard is absent (the usual case): if
+    // the disk is gone, writing the temporary file below fails and checks it. One fs call less.
+    let existing = await this.tryReadHeader(disk, path, key, false);
     if (existing.kind === 'ok') {
       const same = existing.info.payloadLength === head.payloadLength && existing.info.payloadCrc32 === head.payloadCrc32 && existing.info.chunkLength === head.chunkLength;
       if (same && head.repair !== true) {
@@ -500,11 +502,13 @@ export class ChunkStore {
     disk: Disk,
     path: string,
     key: ShardKey,
+    checkDiskIfMissing = true,
   ): Promise<{ kind: 'ok'; info: ShardInfo; size: number } | { kind: 'missing' } | { kind: 'bad'; error: CairnError }> {
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
     } catch (err) {
+      if (errnoCode(err) === 'ENOENT' && !checkDiskIfMissing) return { kind: 'missing' };
       if (errnoCode(err) === 'ENOENT') {
         // A missing file is only "missing" if the disk itself is still there.
         const e = await this.diskError(disk, err, `opening ${path}`);
