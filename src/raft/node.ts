@@ -4,9 +4,10 @@
  *
  *   persist (one LevelDB batch, fsynced) → send → apply to the state machine → release reads → advance
  *
- * with two overlaps that Raft allows (etcd does both): the leader sends its new entries to the
- * followers while its own write is in flight, and committed entries that this node already
- * holds durably are applied while the Ready's write is in flight.
+ * with overlaps that Raft allows: the leader sends its new entries to the followers while its
+ * own write is in flight, committed entries that this node already holds durably are applied
+ * while the Ready's write is in flight (etcd does both), and a follower forwards proposals and
+ * read requests to the leader without waiting for the Ready being persisted.
  *
  * Proposals made while a Ready is being persisted are gathered into the next one (group
  * commit). A proposal is wrapped in an envelope (proposer id, request id) so that the node that
@@ -174,6 +175,7 @@ export class RaftNode {
   private running = false;
   private again = false;
   private scheduled = false;
+  private forwardScheduled = false;
   private stopped = false;
   private idle: Promise<void> = Promise.resolve();
   private fatal: Error | undefined;
@@ -627,11 +629,24 @@ export class RaftNode {
     for (const w of reads) w.reject(err);
   }
 
+  /** Send the proposals and read requests this follower forwards to the leader, now. */
+  private sendForwarded(): void {
+    this.forwardScheduled = false;
+    if (this.stopped || this.fatal !== undefined || !this.running) return; // else the next Ready carries them
+    const fwd = this.raw.takeForwarded();
+    if (fwd.length > 0) this.transport.send(fwd);
+  }
+
   /** Run the Ready loop soon (once per turn of the event loop, however many events came). */
   private kick(): void {
     if (this.stopped) return;
     if (this.running) {
       this.again = true;
+      // Requests forwarded to the leader need not wait for the Ready being persisted.
+      if (!this.forwardScheduled) {
+        this.forwardScheduled = true;
+        setImmediate(() => this.sendForwarded());
+      }
       return;
     }
     if (this.scheduled) return;

@@ -122,6 +122,21 @@ export class RawNode {
     this.raft.step(makeMessage({ type: MessageType.SnapStatus, from: id, reject: !ok }));
   }
 
+  /**
+   * Take the requests this node forwards to the leader (Prop, ReadIndex) out of the messages
+   * waiting for the next Ready, so that the caller can send them while a Ready is still being
+   * persisted. They carry no term and acknowledge nothing, so they depend on no durable state
+   * and may leave at any time (the network may reorder them anyway).
+   */
+  takeForwarded(): Message[] {
+    const r = this.raft;
+    let out: Message[] | undefined;
+    for (const m of r.msgs) if (m.type === MessageType.Prop || m.type === MessageType.ReadIndex) (out ??= []).push(m);
+    if (out === undefined) return [];
+    r.msgs = r.msgs.filter((m) => m.type !== MessageType.Prop && m.type !== MessageType.ReadIndex);
+    return out;
+  }
+
   hasReady(): boolean {
     const r = this.raft;
     const soft = r.softState();
