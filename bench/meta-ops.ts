@@ -139,7 +139,6 @@ export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptio
         }
         await new Promise((r) => setTimeout(r, 100));
       }
-      const n = direct.ops ?? (quick ? 400 : 3000);
       // Warm-up, not measured: the first few hundred operations after `cairn start` run cold
       // code (tsx-compiled modules, V8 not yet optimized) while the node's services finish
       // starting; measured cold, a mkdir at 1 in flight went from 7.7 ms (first 100) to 5.1 ms
@@ -166,6 +165,9 @@ export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptio
       await new Promise((r) => setTimeout(r, 2000));
       idleMsPerSec = Math.round(((procs.reduce((a, p) => a + cpuMs(p.pid), 0) - idle0) / 2000) * 1000);
       for (const conc of direct.concurrencies ?? [1, 64]) {
+        // --quick: 400 operations at 1 in flight, 2000 at 64 (400 took 0.1-0.2 s, too short for
+        // CPU figures read in 10 ms clock ticks).
+        const n = direct.ops ?? (quick ? (conc === 1 ? 400 : 2000) : 3000);
         const c = new MetaClient({ endpoints });
         const d = `/b${conc}`;
         await c.mkdir(d);
