@@ -8,11 +8,13 @@
  *    others); its other slots move to disks with free buckets (with one chained move if needed).
  *  - Added capacity is used automatically. A new group B is made from an existing group A of a
  *    frequent disk combination by putting one of its shards on the new disk; the buckets B needs
- *    on A's other disks are freed by moving shards of A's siblings to the new disk. B's keys come
- *    from the groups of that same combination, so their shards stay on the same disks (a copy
- *    inside one disk) except the one that lands on the new disk: data crosses disks only to go
- *    to the new capacity — the minimum, about C/(T+C) — as long as the combination has enough
- *    groups to give B its share (docs/diskmap.md has the measured cases where it has not).
+ *    on A's other disks are freed by moving shards of A's siblings to the new disk (more new disks
+ *    in B where the placement rule allows and that makes more old groups agree with B). B's keys
+ *    come from the old groups that share the most positions with it, handed out best pair first
+ *    over all new groups, so their shards stay on the same disks (a copy inside one disk) except
+ *    where B has a new disk: data crosses disks only to go to the new capacity — the minimum,
+ *    about C/(T+C) — as long as enough old groups agree with B (docs/diskmap.md has the measured
+ *    cases where they do not, and a lower bound that no plan can beat).
  */
 import { CairnError } from '../common/errors.js';
 import { diskKeyOf, type BucketId } from './bucket-id.js';
