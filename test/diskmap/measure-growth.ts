@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { buildDiskmap, movementBetween, planChange, type Diskmap, type Topology } from '../../src/diskmap/index.js';
-import { BUCKET, evenTopologyArb, topo, topologyArb } from './gen.js';
+import { BUCKET, evenTopologyArb, growthLowerBound, topo, topologyArb } from './gen.js';
 
 const draws = Number(process.argv[2] ?? 300);
 const seed = Number(process.argv[3] ?? 42);
@@ -44,10 +44,8 @@ for (const [ms, n, newMachine] of even) {
   const mv = movementBetween(old, dm);
   if (mv.minimumShare <= 0) continue;
   const ratio = mv.movedShare / mv.minimumShare;
-  const G = old.groups.length, G2 = dm.groups.length, dG = G2 - G, w = dm.groups[0]!.buckets.length;
-  const crossing = (dG * Math.max(0, 1 / G2 - size * (1 / G - 1 / G2))) / w;
-  const lb = 1 + crossing / mv.minimumShare;
-  const desc = `LB ${lb.toFixed(3)} ` + `${ms.length}x${ms[0]?.length}x${size} ${old.scheme.kind === 'ec' ? `${old.scheme.k}+${old.scheme.m}` : `${old.scheme.n}x`}/${old.failureDomain} +${n}${newMachine ? ' new machine' : ' in m0'}`;
+  const lb = growthLowerBound(old, dm);
+  const desc = `${lb === undefined ? '' : `(no plan below ${lb.toFixed(3)}) `}` + `${ms.length}x${ms[0]?.length}x${size} ${old.scheme.kind === 'ec' ? `${old.scheme.k}+${old.scheme.m}` : `${old.scheme.n}x`}/${old.failureDomain} +${n}${newMachine ? ' new machine' : ' in m0'}`;
   const r = { ratio, desc };
   if (old.failureDomain === 'disk') put('equal disks, per disk', r);
   else put(newMachine ? 'equal disks, per machine, a new machine' : 'equal disks, per machine, disks inside a machine', r);
