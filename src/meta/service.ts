@@ -16,7 +16,7 @@ import { logger } from '../common/log.js';
 import { counter, gauge, histogram } from '../common/metrics.js';
 import { grpc, serviceOf, toServiceError, unary } from '../rpc/grpc.js';
 import { validateOp, type EntryRef, type Op, type Ref } from './ops.js';
-import { encodeEntryOps, encodeOp } from './entry.js';
+import { encodeCheckedOp, encodeEntryOps } from './entry.js';
 import type { Replicator } from './replicator.js';
 import { parseDiskmap } from '../diskmap/index.js';
 import type { ApplyResult, CommitRecord, EntryResult, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
@@ -298,10 +298,9 @@ export class MetaService {
   /** Replicate one operation; returns its result or throws its POSIX error. */
   async propose(op: Op, leaderOnly = false): Promise<Record<string, unknown>> {
     this.checkWriter(leaderOnly);
-    const valid = validateOp(op);
     // Leader-only operations (leases, commits) read the leader's clock: proposed at once,
     // alone, so that no step-down can come between the leadership check and the proposal.
-    const [res] = await this.proposeValidated([valid], !leaderOnly);
+    const [res] = await this.proposeRecords([encodeCheckedOp(op)], !leaderOnly);
     return valueOf(res!);
   }
 
@@ -312,13 +311,12 @@ export class MetaService {
   }
 
   /**
-   * Replicate validated operations; resolves with one result per operation, in order. With
+   * Replicate checked operation records (encodeCheckedOp); resolves with one result per operation, in order. With
    * `coalesce`, operations proposed during the same turn of the event loop (from any request
    * or client) share one Raft entry — one replication, one fsync per node and one apply batch
    * for all of them — and each still applies atomically, in order, with its own result.
    */
-  private proposeValidated(ops: Op[], coalesce: boolean): Promise<ApplyResult[]> {
-    const records = ops.map(encodeOp);
+  private proposeRecords(records: Buffer[], coalesce: boolean): Promise<ApplyResult[]> {
     let bytes = 0;
     for (const r of records) bytes += r.length;
     if (bytes + ENTRY_HEADER_BYTES > MAX_ENTRY_BYTES) {
@@ -380,7 +378,7 @@ export class MetaService {
   private async batch(q: z.infer<typeof S.batch>): Promise<Record<string, unknown>> {
     this.checkWriter(false);
     const results: Array<Record<string, unknown>> = new Array(q.ops.length);
-    const valid: Op[] = [];
+    const valid: Buffer[] = [];
     const slots: Array<{ i: number; m: WriteMethod }> = [];
     q.ops.forEach((b, i) => {
       try {
@@ -389,14 +387,14 @@ export class MetaService {
         if (m === undefined) fail('EINVAL', `batch operation ${i}: no operation set (or not one that may be batched)`);
         const parsed = m.schema.safeParse(b[field as string]);
         if (!parsed.success) fail('EINVAL', formatZodError(`batch operation ${i}`, parsed.error));
-        valid.push(validateOp(m.toOp(parsed.data as never)));
+        valid.push(encodeCheckedOp(m.toOp(parsed.data as never)));
         slots.push({ i, m });
       } catch (err) {
         results[i] = errorSlot(err);
       }
     });
     if (valid.length > 0) {
-      const res = await this.proposeValidated(valid, true);
+      const res = await this.proposeRecords(valid, true);
       res.forEach((r, j) => {
         const { i, m } = slots[j]!;
         try {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CairnError } from '../../src/common/errors.js';
-import { decodeEntry, encodeEntry, encodeEntryOps, encodeOp } from '../../src/meta/entry.js';
+import { decodeEntry, encodeCheckedOp, encodeEntry, encodeEntryOps, encodeOp } from '../../src/meta/entry.js';
 import { validateOp, type Op } from '../../src/meta/ops.js';
 
 const own = { mode: 0o755, uid: 7, gid: 8 };
@@ -71,6 +71,27 @@ describe('metadata entry format 2', () => {
     expect(d.ops[1]).toMatchObject({ code: 'EINVAL' });
     expect(d.ops[2]).toMatchObject({ code: 'EINVAL' });
     expect(d.ops[3]).toEqual(good);
+  });
+
+  it('checks a request operation as strictly as the zod operation schema', () => {
+    const long = 'é'.repeat(128); // 256 bytes
+    const cases: Array<[Op, string]> = [
+      [{ op: 'mkdir', at: { parent: 1, name: long }, ...own }, 'ENAMETOOLONG'],
+      [{ op: 'mkdir', at: { path: `/a/${long}` }, ...own }, 'ENAMETOOLONG'],
+      [{ op: 'create', at: { path: `/${'a/'.repeat(2100)}x` }, ...own, exclusive: true }, 'ENAMETOOLONG'],
+      [{ op: 'mkdir', at: { path: '/a/../b' }, ...own }, 'EINVAL'],
+      [{ op: 'mkdir', at: { path: '/' }, ...own }, 'EINVAL'],
+      [{ op: 'unlink', at: { parent: 1, name: 'a\0b' } }, 'EINVAL'],
+      [{ op: 'rename', from: { path: '/a' }, to: { parent: 1, name: '\uFFFD' }, noReplace: false }, 'EINVAL'],
+      [{ op: 'setattr', node: { path: 'relative' }, mode: 1 }, 'EINVAL'],
+      [{ op: 'symlink', at: { path: '/l' }, target: '', uid: 0, gid: 0 }, 'EINVAL'],
+      [{ op: 'setxattr', node: { ino: 1 }, name: '', valueB64: '', flag: 'any' }, 'EINVAL'], // zod path
+    ];
+    for (const [op, code] of cases) {
+      expect(() => encodeCheckedOp(op), JSON.stringify(op).slice(0, 60)).toThrow(expect.objectContaining({ code }));
+      expect(() => validateOp(op)).toThrow(expect.objectContaining({ code }));
+    }
+    for (const op of ALL) expect(decodeEntry(encodeEntryOps([encodeCheckedOp(op)], 1)).ops).toEqual([validateOp(op)]);
   });
 
   it('still decodes format-1 JSON entries and refuses garbage', () => {
