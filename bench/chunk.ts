@@ -33,8 +33,8 @@ import type { BenchSuite, BenchTable } from './table.js';
 const CHUNK_BYTES = 4 * 1024 * 1024;
 const HERE = fileURLToPath(import.meta.url);
 const REPO_ROOT = join(dirname(HERE), '..');
-/** Chunks written or read at once by the client. */
-const IN_FLIGHT = 4;
+/** Chunks written or read at once by the client (CAIRN_BENCH_CHUNK_IN_FLIGHT to try others). */
+const IN_FLIGHT = Number(process.env.CAIRN_BENCH_CHUNK_IN_FLIGHT ?? 4);
 /**
  * libuv thread pool of each chunk server process. With the default 4, four shard fsyncs hold
  * every thread and the short fs calls of other puts queue behind them (docs/chunk.md).
