@@ -160,6 +160,9 @@ export class Layout {
    */
   private home: Int32Array | undefined;
 
+  /** Each disk's second position: the one it took the first time its home was taken. */
+  private home2: Int32Array | undefined;
+
   /** Order a new group's disks: home positions first, the rest in the free positions in order. */
   aligned(picked: readonly number[]): number[] {
     if (this.home === undefined) {
@@ -181,19 +184,30 @@ export class Layout {
       }
     }
     const home = this.home;
+    const home2 = (this.home2 ??= new Int32Array(this.disks.length).fill(-1));
     const w = picked.length;
     const out = new Array<number>(w).fill(-1);
     const rest: number[] = [];
-    for (const d of picked) {
+    // Two disks with the same home: the lower disk number keeps it, whatever the order they were
+    // picked in, and the other goes to its second home (the position it took the first time it
+    // lost its home) — so every group over the same disks puts them at the same positions.
+    for (const d of [...picked].sort((a, b) => a - b)) {
       const h = home[d] as number;
       if (h >= 0 && h < w && out[h] === -1) out[h] = d;
       else rest.push(d);
     }
-    let p = 0;
+    const rest2: number[] = [];
     for (const d of rest) {
+      const h = home2[d] as number;
+      if (h >= 0 && h < w && out[h] === -1) out[h] = d;
+      else rest2.push(d);
+    }
+    let p = 0;
+    for (const d of rest2) {
       while (out[p] !== -1) p++;
       out[p] = d;
       if ((home[d] as number) < 0) home[d] = p;
+      else if ((home2[d] as number) < 0) home2[d] = p;
     }
     return out;
   }

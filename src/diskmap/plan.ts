@@ -592,13 +592,17 @@ class Planner {
       for (const [A, o] of this.donorsByOverlap(B, (g) => surplus(g) > 0).slice(0, keep)) pairs.push({ A, B, o });
     }
     pairs.sort((x, y) => y.o - x.o || x.B - y.B || x.A - y.A);
-    for (const { A, B } of pairs) {
-      const n = Math.min((target[B] as number) - (count[B] as number) - (gotten.get(B) ?? 0), surplus(A));
+    // Small plans: the cheapest assignment (fewest shards crossing disks), not just best pair
+    // first; greedy can leave a group only donors that match another group better.
+    const flows = pairs.length <= MAX_EXACT_PAIRS ? cheapestAssignment(pairs, surplus, (B) => (target[B] as number) - (count[B] as number)) : undefined;
+    pairs.forEach(({ A, B }, at) => {
+      const want = (target[B] as number) - (count[B] as number) - (gotten.get(B) ?? 0);
+      const n = Math.min(want, surplus(A), flows === undefined ? Infinity : (flows[at] as number));
       if (n > 0) {
         give(A, B, n);
         gotten.set(B, (gotten.get(B) ?? 0) + n);
       }
-    }
+    });
     for (const B of needers) {
       let want = (target[B] as number) - (count[B] as number) - (gotten.get(B) ?? 0);
       if (want === 0) continue;
@@ -624,6 +628,82 @@ class Planner {
     }
     return [...moved.values()];
   }
+}
+
+/** Above this many (donor, group) pairs the key hand-out is greedy (best pair first). */
+const MAX_EXACT_PAIRS = 20_000;
+
+/**
+ * Min-cost flow from donors (supply: their surplus slots) to groups in need (demand: the slots
+ * they lack) over the given pairs, a unit costing the positions where the two differ (so the
+ * shards that cross disks). Successive shortest paths (Bellman–Ford on the residual graph);
+ * returns the slots per pair. Deterministic: pairs and nodes in the order given.
+ */
+function cheapestAssignment(pairs: readonly { A: number; B: number; o: number }[], supply: (A: number) => number, demand: (B: number) => number): number[] {
+  const aIdx = new Map<number, number>();
+  const bIdx = new Map<number, number>();
+  for (const { A, B } of pairs) {
+    if (!aIdx.has(A)) aIdx.set(A, aIdx.size);
+    if (!bIdx.has(B)) bIdx.set(B, bIdx.size);
+  }
+  let maxO = 0;
+  for (const p of pairs) maxO = Math.max(maxO, p.o);
+  const nA = aIdx.size;
+  const N = 2 + nA + bIdx.size;
+  const S = 0;
+  const T = N - 1;
+  const to: number[] = [];
+  const cap: number[] = [];
+  const cost: number[] = [];
+  const next: number[] = [];
+  const head = new Int32Array(N).fill(-1);
+  const edge = (u: number, v: number, c: number, w: number): number => {
+    to.push(v, u);
+    cap.push(c, 0);
+    cost.push(w, -w);
+    next.push(head[u] as number, head[v] as number);
+    head[u] = to.length - 2;
+    head[v] = to.length - 1;
+    return to.length - 2;
+  };
+  for (const [A, i] of aIdx) edge(S, 1 + i, supply(A), 0);
+  for (const [B, i] of bIdx) edge(1 + nA + i, T, demand(B), 0);
+  const pairEdge = pairs.map(({ A, B, o }) => edge(1 + (aIdx.get(A) as number), 1 + nA + (bIdx.get(B) as number), Number.MAX_SAFE_INTEGER, maxO - o));
+  const dist = new Float64Array(N);
+  const inQueue = new Uint8Array(N);
+  const via = new Int32Array(N);
+  for (;;) {
+    dist.fill(Infinity);
+    via.fill(-1);
+    dist[S] = 0;
+    const queue = [S];
+    inQueue[S] = 1;
+    for (let qi = 0; qi < queue.length; qi++) {
+      const u = queue[qi] as number;
+      inQueue[u] = 0;
+      for (let e = head[u] as number; e !== -1; e = next[e] as number) {
+        if ((cap[e] as number) <= 0) continue;
+        const v = to[e] as number;
+        const d = (dist[u] as number) + (cost[e] as number);
+        if (d < (dist[v] as number)) {
+          dist[v] = d;
+          via[v] = e;
+          if (inQueue[v] === 0) {
+            inQueue[v] = 1;
+            queue.push(v);
+          }
+        }
+      }
+    }
+    if (dist[T] === Infinity) break;
+    let f = Infinity;
+    for (let v = T; v !== S; v = to[(via[v] as number) ^ 1] as number) f = Math.min(f, cap[via[v] as number] as number);
+    for (let v = T; v !== S; v = to[(via[v] as number) ^ 1] as number) {
+      cap[via[v] as number] = (cap[via[v] as number] as number) - f;
+      cap[(via[v] as number) ^ 1] = (cap[(via[v] as number) ^ 1] as number) + f;
+    }
+  }
+  return pairEdge.map((e) => cap[e ^ 1] as number);
 }
 
 function stateDiff(old: Topology, next: Topology): { added: string[]; removed: string[]; changes: { disk: string; from: DiskState; to: DiskState }[] } {
