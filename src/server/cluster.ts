@@ -215,7 +215,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       const b = dm.groups[g]?.buckets[i];
       return b === undefined ? undefined : formatBucketId(b);
     };
-    const r = await executeMoves(movesOfDiff(change.diffJson, log), dm.epoch, store, clients, (b) => view.addressOf(b), holderOf, log);
+    const r = await executeMoves(movesOfDiff(change.diffJson, log), { change: e, current: dm.epoch }, store, clients, (b) => view.addressOf(b), holderOf, log);
     return r.failed === 0;
   };
   /**

@@ -8,6 +8,10 @@
  * shard is a no-op), and deleted from `from` only once the copy is acknowledged (durable). Moves of kind 'repair' (the source is lost) and 'new'
  * (filled by new writes) are not copies and are left to repair and to writers.
  *
+ * A bucket a slot left may be given to another group in the same change (that is how a new group
+ * makes room on an old disk): shards written into `from` under the map of the change or later
+ * (their header records the epoch they were written at) belong to that new owner and stay.
+ *
  * Idempotent, so it is safe to run again: after a restart, and periodically for the latest epoch
  * (a writer with a stale view may still have put a shard into `from` after the first pass).
  * Memory: one shard in flight (a shard is at most a chunk, 64 MiB; 4 MiB / k with the defaults).
@@ -48,6 +52,8 @@ export function movesOfDiff(diffJson: string, log?: Logger): SlotMoveText[] {
 export interface MoveReport {
   moved: number;
   failed: number;
+  /** Shards found in a `from` bucket that were written for its new owner, left in place. */
+  kept: number;
 }
 
 /**
@@ -56,14 +62,15 @@ export interface MoveReport {
  */
 export async function executeMoves(
   moves: readonly SlotMoveText[],
-  epoch: number,
+  epochs: { change: number; current: number },
   store: ChunkStore,
   clients: ChunkClients,
   addressOf: (b: BucketId) => string,
   holderOf: (group: number, index: number) => string | undefined,
   log: Logger,
 ): Promise<MoveReport> {
-  const report: MoveReport = { moved: 0, failed: 0 };
+  const report: MoveReport = { moved: 0, failed: 0, kept: 0 };
+  const epoch = epochs.current;
   const mine = new Set(store.buckets());
   for (const m of moves) {
     if (m.kind !== 'move' || m.from === null || !mine.has(m.from)) continue;
@@ -77,6 +84,11 @@ export async function executeMoves(
         if (s.key.index !== m.index) continue;
         try {
           const { info, payload } = await store.readShard(s.key);
+          if (info.diskmapEpoch >= epochs.change) {
+            // Written for the bucket's owner under the change's map or a later one: not ours to move.
+            report.kept++;
+            continue;
+          }
           await clients.get(addressOf(to)).putShard(
             { key: { ...s.key, bucket: toText }, payloadLength: payload.length, chunkLength: info.chunkLength, payloadCrc32: info.payloadCrc32, diskmapEpoch: epoch },
             payload,
