@@ -88,6 +88,10 @@ interface RawResult {
   writeS: number;
   diskReadS: number;
   cachedReadS: number;
+  /** CPU ms (user + system) of the limit's process in each phase. */
+  writeCpuMs: number;
+  diskReadCpuMs: number;
+  cachedReadCpuMs: number;
   evicted: boolean;
 }
 
@@ -96,6 +100,7 @@ async function rawWorker(job: RawJob): Promise<RawResult> {
   await mkdir(job.dir, { recursive: true });
   const buf = randomBytes(CHUNK_BYTES);
   const files = Array.from({ length: job.chunks }, (_, c) => job.sizes.map((s, i) => ({ path: join(job.dir, `${c}.${i}`), size: s, index: i }))).flat();
+  const c0 = ownCpuMs();
   const t0 = process.hrtime.bigint();
   await pool(files, IN_FLIGHT * job.sizes.length, async (f) => {
     const fh = await open(f.path, 'w');
@@ -104,19 +109,31 @@ async function rawWorker(job: RawJob): Promise<RawResult> {
     await fh.close();
   });
   const t1 = process.hrtime.bigint();
+  const c1 = ownCpuMs();
   const reads = files.filter((f) => job.readIndexes.includes(f.index));
   const evicted = await evict(reads.map((f) => f.path));
+  const c2 = ownCpuMs();
   const t2 = process.hrtime.bigint();
   await pool(reads, IN_FLIGHT * job.readIndexes.length, async (f) => {
     await readFile(f.path);
   });
   const t3 = process.hrtime.bigint();
+  const c3 = ownCpuMs();
   await pool(reads, IN_FLIGHT * job.readIndexes.length, async (f) => {
     await readFile(f.path);
   });
   const t4 = process.hrtime.bigint();
+  const c4 = ownCpuMs();
   await rm(job.dir, { recursive: true, force: true });
-  return { writeS: Number(t1 - t0) / 1e9, diskReadS: Number(t3 - t2) / 1e9, cachedReadS: Number(t4 - t3) / 1e9, evicted };
+  return {
+    writeS: Number(t1 - t0) / 1e9,
+    diskReadS: Number(t3 - t2) / 1e9,
+    cachedReadS: Number(t4 - t3) / 1e9,
+    writeCpuMs: c1 - c0,
+    diskReadCpuMs: c3 - c2,
+    cachedReadCpuMs: c4 - c3,
+    evicted,
+  };
 }
 
 /** Run this file as a worker process and read the one JSON line it prints. */
@@ -341,7 +358,7 @@ export const chunkSuite: BenchSuite = {
             await rm(root, { recursive: true, force: true });
           }
           const perMb = (ms: number): string => (ms / ((rounds * userBytes) / 1e6)).toFixed(1);
-          const row = (op: string, phase: (c: CairnRound) => Phase, limitS: (l: RawResult) => number): Array<string | number> => {
+          const row = (op: string, phase: (c: CairnRound) => Phase, limitS: (l: RawResult) => number, limitCpuMs: (l: RawResult) => number): Array<string | number> => {
             const got = runs.map((c) => mbps(phase(c).s));
             const lim = limits.map((l) => mbps(limitS(l)));
             const ratio = median(got.map((g, i) => g / (lim[i] as number)));
@@ -355,11 +372,12 @@ export const chunkSuite: BenchSuite = {
               `${Math.round(100 * ratio)}%`,
               perMb(cpu((p) => p.clientMs)),
               mode === 'processes' ? perMb(cpu((p) => p.serverMs)) : '-',
+              perMb(limits.reduce((a, l) => a + limitCpuMs(l), 0)),
             ];
           };
-          rows.push(row('put', (c) => c.put, (l) => l.writeS));
-          rows.push(row('get (disk)', (c) => c.diskGet, (l) => l.diskReadS));
-          rows.push(row('get (page cache)', (c) => c.cachedGet, (l) => l.cachedReadS));
+          rows.push(row('put', (c) => c.put, (l) => l.writeS, (l) => l.writeCpuMs));
+          rows.push(row('get (disk)', (c) => c.diskGet, (l) => l.diskReadS, (l) => l.diskReadCpuMs));
+          rows.push(row('get (page cache)', (c) => c.cachedGet, (l) => l.cachedReadS, (l) => l.cachedReadCpuMs));
         }
       }
     } finally {
@@ -367,7 +385,7 @@ export const chunkSuite: BenchSuite = {
     }
     const table: BenchTable = {
       title: `chunk put/get, ${rounds} rounds × ${chunks} × 4 MiB chunks, ${IN_FLIGHT} in flight, 3 chunk servers on 127.0.0.1 (MB/s of chunk data, medians of the rounds)`,
-      headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit', 'client CPU ms/MB', 'servers CPU ms/MB'],
+      headers: ['scheme', 'servers', 'op', 'cairn MB/s', 'limit MB/s', 'of limit', 'client CPU ms/MB', 'servers CPU ms/MB', 'limit CPU ms/MB'],
       rows,
       notes: [
         'limit, put = plain fs on the same file system writing + fsyncing the shard files the scheme stores (k+m shards or n replicas), in the same parallelism (one thread per file in flight), per byte of chunk data (i.e. after the redundancy overhead)',
@@ -375,7 +393,7 @@ export const chunkSuite: BenchSuite = {
         'each round measures the limit, then Cairn, on fresh data; "of limit" is the median of the rounds\' ratios, the MB/s columns the medians of the rounds',
         allEvicted ? 'every "get (disk)" row read files dropped from the page cache' : 'WARNING: dropping files from the page cache failed (no GNU dd?): the "get (disk)" rows read from the page cache',
         `servers "processes": each chunk server is its own process (ChunkStore.open + startChunkServer, what \`cairn chunk serve\` runs), UV_THREADPOOL_SIZE=${CHUNK_SERVER_THREADPOOL}; "in-process": the three servers share the client's process and thread`,
-        'CPU ms/MB: CPU time (user + system) per MB of chunk data, over all rounds, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together',
+        'CPU ms/MB: CPU time (user + system) per MB of chunk data, over all rounds, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together, "limit" the plain-fs process (kernel time of its fsyncs and reads included). When the machine is short of CPU, the "of limit" ratio tends towards limit CPU / (client + servers CPU)',
         `1-minute load average: ${loadBefore.toFixed(1)} when the suite started, ${(loadavg()[0] ?? 0).toFixed(1)} when it ended (2 cores; other work on the machine skews every MB/s column)`,
       ],
     };
