@@ -106,9 +106,9 @@ describe('growth', () => {
           expect(!oldKeys.has(to) || (oldUsed.get(to) ?? 0) < cap).toBe(true);
         }
         // Whatever the shape, the plan never moves much more than the minimum (measured worst
-        // over 4,000 random uneven growths: 1.73×; docs/diskmap.md, "Movement").
+        // over 6,000 random uneven growths: 1.58×; docs/diskmap.md, "Movement").
         const mv = movementBetween(old, dm);
-        expect(mv.movedShare).toBeLessThanOrEqual(1.8 * mv.minimumShare + 1e-9);
+        expect(mv.movedShare).toBeLessThanOrEqual(1.65 * mv.minimumShare + 1e-9);
         // And never less than the lower bound that holds for any plan (a check of the argument).
         const lb = growthLowerBound(old, dm);
         if (lb !== undefined) expect(mv.movedShare).toBeGreaterThanOrEqual(lb * mv.minimumShare - 1e-9);
@@ -118,11 +118,11 @@ describe('growth', () => {
   });
 
   // Equal disks with the disk as failure domain: every growth within 10% of the minimum (measured
-  // over 4 × 1,000 seeds: every case 1.00×). Spread over machines the bound is not met (about 70-76%
-  // of growths by a new machine, 0-2% of the growths inside an existing machine, worst seen 1.91×
-  // over 4 × 1,000 draws; docs/diskmap.md, "Movement"), and for some of them no plan can meet it
+  // over 6 × 1,000 draws: every case 1.00×). Spread over machines the bound is not met (76-80% of
+  // the growths by a new machine, 2-6% of the growths inside an existing machine, worst seen 1.69×
+  // over 6 × 1,000 draws; docs/diskmap.md, "Movement"), and for some of them no plan can meet it
   // (the lower bound below, "Where 1.1× is out of reach"): there the median must stay within 10%,
-  // every case within 2×, and no case below the lower bound.
+  // every case within 1.75×, and no case below the lower bound.
   it('moves within 10% of the minimum on equal-disk growth (every case per disk, median per machine)', () => {
     const byMachine: number[] = [];
     let perDisk = 0;
@@ -137,7 +137,7 @@ describe('growth', () => {
           perDisk++;
           expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare + 1e-9);
         } else {
-          expect(mv.movedShare).toBeLessThanOrEqual(2 * mv.minimumShare + 1e-9);
+          expect(mv.movedShare).toBeLessThanOrEqual(1.75 * mv.minimumShare + 1e-9);
           if (mv.minimumShare > 0) byMachine.push(mv.movedShare / mv.minimumShare);
         }
         const lb = growthLowerBound(old, dm);
@@ -152,8 +152,7 @@ describe('growth', () => {
   });
 
   // The same 300 draws as the table in docs/diskmap.md (fast-check seed 42): per disk every case
-  // within 10%; a new machine: at least 65% of the cases (68% measured; 62% before keys were
-  // handed out by best overlap over all new groups).
+  // within 10%; a new machine: at least 70% of the cases (72% measured; 62% before this change).
   it('fixed draws (seed 42): the measured shares of docs/diskmap.md hold', () => {
     let newMachine = 0;
     let newMachineWithin = 0;
@@ -171,7 +170,7 @@ describe('growth', () => {
       }
     }
     expect(newMachine).toBeGreaterThan(100);
-    expect(newMachineWithin / newMachine).toBeGreaterThanOrEqual(0.65);
+    expect(newMachineWithin / newMachine).toBeGreaterThanOrEqual(0.7);
   });
 
   // 3 machines × 5 disks of 5 buckets, EC 2+1 one shard per machine (25 groups, every bucket used),
