@@ -41,13 +41,29 @@ const IN_FLIGHT = Number(process.env.CAIRN_BENCH_CHUNK_IN_FLIGHT ?? 4);
  */
 export const CHUNK_SERVER_THREADPOOL = 16;
 
-async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
+/** Run fn over items, `width` at a time; `slot` (0..width-1) says which of the parallel lanes runs it. */
+async function pool<T>(items: T[], width: number, fn: (t: T, slot: number) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(
-    Array.from({ length: width }, async () => {
-      while (next < items.length) await fn(items[next++] as T);
+    Array.from({ length: width }, async (_, slot) => {
+      while (next < items.length) await fn(items[next++] as T, slot);
     }),
   );
+}
+
+/** Read a whole file into the start of buf (as large reads as the file allows). */
+async function readInto(path: string, size: number, buf: Buffer): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    let at = 0;
+    while (at < size) {
+      const { bytesRead } = await fh.read(buf, at, size - at, at);
+      if (bytesRead === 0) throw new Error(`${path}: ended after ${at} of ${size} bytes`);
+      at += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
@@ -113,15 +129,14 @@ async function rawWorker(job: RawJob): Promise<RawResult> {
   const reads = files.filter((f) => job.readIndexes.includes(f.index));
   const evicted = await evict(reads.map((f) => f.path));
   const c2 = ownCpuMs();
+  // Each parallel reader reads into a buffer of its own, reused (as Cairn's get does below).
+  const width = IN_FLIGHT * job.readIndexes.length;
+  const bufs = Array.from({ length: width }, () => Buffer.allocUnsafe(Math.max(...job.sizes)));
   const t2 = process.hrtime.bigint();
-  await pool(reads, IN_FLIGHT * job.readIndexes.length, async (f) => {
-    await readFile(f.path);
-  });
+  await pool(reads, width, (f, slot) => readInto(f.path, f.size, bufs[slot] as Buffer));
   const t3 = process.hrtime.bigint();
   const c3 = ownCpuMs();
-  await pool(reads, IN_FLIGHT * job.readIndexes.length, async (f) => {
-    await readFile(f.path);
-  });
+  await pool(reads, width, (f, slot) => readInto(f.path, f.size, bufs[slot] as Buffer));
   const t4 = process.hrtime.bigint();
   const c4 = ownCpuMs();
   await rm(job.dir, { recursive: true, force: true });
@@ -300,9 +315,12 @@ async function cairnServers(root: string, scheme: Scheme, mode: 'processes' | 'i
           },
         ),
       );
+      // Each chunk read in flight has a destination buffer of its own, reused (readChunk's
+      // `into`), as a reader that consumes chunks into its own buffers would.
+      const dest = Array.from({ length: IN_FLIGHT }, () => Buffer.allocUnsafe(CHUNK_BYTES + 64));
       const getAll = (): Promise<void> =>
-        pool(hashes, IN_FLIGHT, async (h) => {
-          await readChunk(clients, h, scheme, targets);
+        pool(hashes, IN_FLIGHT, async (h, slot) => {
+          await readChunk(clients, h, scheme, targets, { into: dest[slot] });
         });
       const evicted = await evict((await Promise.all([0, 1, 2].map((i) => filesUnder(join(root, `node${i}`))))).flat().filter((f) => f.includes('/shards/')));
       const diskGet = await measured(servers.pids, getAll);

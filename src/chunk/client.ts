@@ -99,6 +99,8 @@ export class ChunkClient {
       verifyCrc?: boolean;
       /** Where to put the bytes: called with the shard's info; return a buffer of exactly the length read, or undefined for a new one. */
       into?: (info: ShardInfo, length: number) => Buffer | undefined;
+      /** Give up (ECANCELED): the call is cancelled and nothing more is written into the buffer from `into`. */
+      signal?: AbortSignal;
     } = {},
   ): Promise<{ info: ShardInfo; data: Buffer }> {
     const verifyCrc = opts.verifyCrc !== false;
@@ -121,9 +123,13 @@ export class ChunkClient {
       const bad = (err: CairnError): void => {
         if (settled) return;
         settled = true;
+        opts.signal?.removeEventListener('abort', onAbort);
         reject(err);
         stream.cancel();
       };
+      const onAbort = (): void => bad(new CairnError('ECANCELED', `${this.address}: GetShard given up`));
+      if (opts.signal?.aborted === true) queueMicrotask(onAbort);
+      else opts.signal?.addEventListener('abort', onAbort, { once: true });
       // Raw framing (wire.ts): the first message is the protobuf shard info, every later one payload bytes.
       stream.on('data', (msg: Buffer) => {
         if (settled) return;
@@ -153,11 +159,13 @@ export class ChunkClient {
       stream.on('error', (err: grpc.ServiceError) => {
         if (settled) return;
         settled = true;
+        opts.signal?.removeEventListener('abort', onAbort);
         reject(fromServiceError(err));
       });
       stream.on('end', () => {
         if (settled) return;
         settled = true;
+        opts.signal?.removeEventListener('abort', onAbort);
         if (info === undefined || buf === undefined) return reject(new CairnError('EIO', `${this.address}: GetShard ended without data`));
         if (at !== buf.length) return reject(new CairnError('ECORRUPT', `${this.address}: GetShard ended after ${at} of ${buf.length} bytes`));
         const whole = (opts.offset ?? 0) === 0 && at === info.payloadLength;

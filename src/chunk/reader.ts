@@ -33,6 +33,13 @@ export interface ReadChunkOptions {
    * or overloaded node then costs this delay, not the whole deadline). Default 2000 ms.
    */
   hedgeAfterMs?: number;
+  /**
+   * Where to put the chunk: the result is then a view of this buffer when the read is not
+   * degraded and the buffer is long enough (the chunk; for EC its k data shards, i.e. the chunk
+   * rounded up to k × 8 bytes). Otherwise the chunk comes back in a new buffer. Nothing is
+   * written into it once readChunk has returned (fetches still running are cancelled).
+   */
+  into?: Buffer;
 }
 
 const DEFAULT_HEDGE_AFTER_MS = 2000;
@@ -115,11 +122,16 @@ export async function readChunkDetailed(
   checkTargets(scheme, targets);
   if (!/^[0-9a-f]{64}$/.test(hash)) throw new CairnError('EINVAL', 'chunk hash must be 64 lowercase hex characters');
   let res: ReadChunkResult;
+  // Once the answer is decided, fetches still running (hedged, late) are cancelled: they would
+  // only cost bandwidth, and must not write into the caller's buffer afterwards.
+  const fetches = new AbortController();
   try {
-    res = scheme.kind === 'replica' ? await readReplicas(clients, hash, scheme, targets, opts) : await readEc(clients, hash, scheme, targets, opts);
+    res = scheme.kind === 'replica' ? await readReplicas(clients, hash, scheme, targets, opts, fetches.signal) : await readEc(clients, hash, scheme, targets, opts, fetches.signal);
   } catch (err) {
     metrics.reads.inc({ outcome: err instanceof CairnError ? err.code : 'error' });
     throw err;
+  } finally {
+    fetches.abort();
   }
   metrics.reads.inc({ outcome: res.degraded ? 'degraded' : 'ok' });
   for (const p of res.problems) metrics.badShards.inc({ code: p.error.code });
@@ -144,11 +156,12 @@ async function fetchShard(
   targets: readonly ShardTarget[],
   index: number,
   timeoutMs: number,
+  signal: AbortSignal,
   into?: (info: ShardInfo, length: number) => Buffer | undefined,
 ): Promise<{ info: ShardInfo; data: Buffer }> {
   const t = targets[index] as ShardTarget;
   // The chunk hash verifies everything; per-shard CRCs are checked only to find a culprit.
-  return clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into });
+  return clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal });
 }
 
 function crcOk(s: { info: ShardInfo; data: Buffer }): boolean {
@@ -161,16 +174,24 @@ async function readReplicas(
   scheme: Scheme,
   targets: readonly ShardTarget[],
   opts: ReadChunkOptions,
+  signal: AbortSignal,
 ): Promise<ReadChunkResult> {
   const problems: ShardProblem[] = [];
   let found: Buffer | undefined;
+  // The caller's buffer goes to the first fetch only: a hedged one must not share it.
+  let intoFree = opts.into !== undefined;
+  const into = (_info: ShardInfo, length: number): Buffer | undefined => {
+    if (!intoFree || opts.into === undefined || opts.into.length < length) return undefined;
+    intoFree = false;
+    return opts.into.subarray(0, length);
+  };
   await gather(
     targets.length,
     1,
     opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS,
     async (i) => {
       try {
-        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000);
+        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, signal, into);
         if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
         found ??= data;
       } catch (err) {
@@ -191,6 +212,7 @@ async function readEc(
   scheme: { kind: 'ec'; k: number; m: number },
   targets: readonly ShardTarget[],
   opts: ReadChunkOptions,
+  signal: AbortSignal,
 ): Promise<ReadChunkResult> {
   const { k } = scheme;
   const n = shardCount(scheme);
@@ -204,14 +226,14 @@ async function readEc(
     if (i >= k || info.payloadLength !== length) return undefined;
     if (contiguous === undefined) {
       shardBytes = length;
-      contiguous = Buffer.allocUnsafe(length * k);
+      contiguous = opts.into !== undefined && opts.into.length >= length * k ? opts.into.subarray(0, length * k) : Buffer.allocUnsafe(length * k);
     }
     return length === shardBytes ? contiguous.subarray(i * length, (i + 1) * length) : undefined;
   };
   let settled = false;
   const fetchOne = async (i: number): Promise<void> => {
     try {
-      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, into(i));
+      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, signal, into(i));
       // A shard that arrives after the answer was decided is not used (nor recorded).
       if (!settled) good.set(i, s);
     } catch (err) {

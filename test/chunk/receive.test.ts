@@ -14,13 +14,15 @@ import { CHUNK_PROTO, CHUNK_SERVICE, fastChunkDefinition, keyToWire } from '../.
 import { PiecePool, piecePool } from '../../src/chunk/pool.js';
 import { payloadCrc } from '../../src/chunk/format.js';
 import { formatBucketId } from '../../src/diskmap/bucket-id.js';
-import { PIECE_BYTES, type ShardKey } from '../../src/chunk/types.js';
+import { PIECE_BYTES, type Scheme, type ShardKey } from '../../src/chunk/types.js';
+import { writeChunk } from '../../src/chunk/writer.js';
+import { readChunkDetailed } from '../../src/chunk/reader.js';
 
 let cl: TestCluster;
 let bucket: string;
 beforeAll(async () => {
   delete process.env.CAIRN_RPC;
-  cl = await startCluster(1, 1);
+  cl = await startCluster(3, 1);
   bucket = formatBucketId(cl.targets(1, 5)[0]!.bucketId);
 });
 afterAll(async () => {
@@ -114,6 +116,32 @@ describe('bulk data on the lane', () => {
       expect(dest.subarray(2 * PIECE_BYTES).every((x) => x === 0xee)).toBe(true);
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('reading a chunk into the caller\'s buffer', () => {
+  it('returns a view of the given buffer when the read is whole, a new buffer when it had to reconstruct', async () => {
+    for (const scheme of [{ kind: 'ec', k: 2, m: 1 }, { kind: 'replica', n: 3 }] as Scheme[]) {
+      const targets = cl.targets(3, 6);
+      const data = randomBytes(2 * PIECE_BYTES + 1001);
+      const w = await writeChunk(cl.clients, data, scheme, targets);
+      expect(w.failed).toEqual([]);
+      const into = Buffer.alloc(data.length + 64, 0xee);
+      const r = await readChunkDetailed(cl.clients, w.hash, scheme, targets, { into });
+      expect(r.data.equals(data)).toBe(true);
+      expect(r.data.buffer).toBe(into.buffer);
+      // Too small a buffer: the chunk comes back in a new one, and the given one is not touched.
+      const small = Buffer.alloc(100, 0xee);
+      const r2 = await readChunkDetailed(cl.clients, w.hash, scheme, targets, { into: small });
+      expect(r2.data.equals(data)).toBe(true);
+      expect(small.every((x) => x === 0xee)).toBe(true);
+      // Shard 0 gone: EC reconstructs (a new buffer), replicas read another copy; both verified.
+      const t0 = targets[0]!;
+      await cl.nodes[0]!.store.deleteShard({ bucket: formatBucketId(t0.bucketId), hash: w.hash, scheme, index: 0 });
+      const r3 = await readChunkDetailed(cl.clients, w.hash, scheme, targets, { into: Buffer.alloc(data.length + 64) });
+      expect(r3.data.equals(data)).toBe(true);
+      expect(r3.degraded).toBe(true);
     }
   });
 });
