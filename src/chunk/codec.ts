@@ -55,6 +55,32 @@ function runEncode(k: number, m: number, sources: number, targets: number, data:
   });
 }
 
+/** Parity buffers kept for reuse (a 4 MiB chunk at 2+1 has 2 MiB of parity): at most this many. */
+const MAX_FREE_PARITY = 8;
+const freeParity: Buffer[] = [];
+const lentParity = new WeakSet<ArrayBuffer>();
+
+function takeParity(bytes: number): Buffer {
+  const i = freeParity.findIndex((b) => b.length === bytes);
+  const b = i >= 0 ? (freeParity.splice(i, 1)[0] as Buffer).fill(0) : Buffer.alloc(bytes);
+  if (b.byteOffset === 0 && b.buffer.byteLength === bytes) lentParity.add(b.buffer as ArrayBuffer);
+  return b;
+}
+
+/**
+ * Give back the parity of encodeChunk's shards once nothing uses them any more (every shard
+ * stored: all their bytes have left). Optional: parity not given back is simply collected.
+ */
+export function releaseShards(shards: readonly Buffer[], scheme: Scheme): void {
+  if (scheme.kind !== 'ec') return;
+  const p = shards[scheme.k];
+  if (p === undefined) return;
+  const ab = p.buffer as ArrayBuffer;
+  if (!lentParity.has(ab)) return;
+  lentParity.delete(ab);
+  if (freeParity.length < MAX_FREE_PARITY) freeParity.push(Buffer.from(ab));
+}
+
 /** Split a chunk into its shards (index order). Replica shards are the chunk itself. */
 export async function encodeChunk(chunk: Buffer, scheme: Scheme): Promise<Buffer[]> {
   if (scheme.kind === 'replica') return Array.from({ length: scheme.n }, () => chunk);
@@ -67,7 +93,7 @@ export async function encodeChunk(chunk: Buffer, scheme: Scheme): Promise<Buffer
     chunk.copy(data, 0);
     data.fill(0, chunk.length);
   }
-  const parity = Buffer.alloc(size * m);
+  const parity = takeParity(size * m);
   let sources = 0;
   for (let i = 0; i < k; i++) sources |= 1 << i;
   let targets = 0;

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { CairnError } from '../common/errors.js';
 import { counter } from '../common/metrics.js';
 import type { ChunkClients } from './client.js';
-import { encodeChunk } from './codec.js';
+import { encodeChunk, releaseShards } from './codec.js';
 import { payloadCrc } from './format.js';
 import { MAX_CHUNK_BYTES, checkTargets, formatBucketId, shardCount, shardsNeeded, type Scheme, type ShardTarget } from './types.js';
 
@@ -104,6 +104,8 @@ export async function writeChunk(
       }
     }),
   );
+  // Every shard stored: all their bytes have left, the parity buffer can serve the next chunk.
+  if (failed.length === 0) releaseShards(shards, scheme);
   failed.sort((a, b) => a.index - b.index);
   const readable = opts.only === undefined ? stored >= shardsNeeded(scheme) : failed.length === 0;
   metrics.chunks.inc({ outcome: failed.length === 0 ? 'healthy' : readable ? 'degraded' : 'unreadable' });
