@@ -4,6 +4,7 @@
  * and registers itself on the program; this file only wires them and maps errors to
  * exit codes: 0 ok, 1 failure, 2 usage error.
  */
+import './threadpool.js'; // first: sizes libuv's thread pool before anything uses it
 import { Command, CommanderError } from 'commander';
 import { CairnError } from '../common/errors.js';
 import { COMMANDS } from './commands/index.js';

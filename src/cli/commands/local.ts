@@ -5,6 +5,7 @@
  * starts the nodes, waits for a leader, prints the cluster, and stops every node on Ctrl-C.
  * With --smoke it checks the cluster end to end and exits (0 when every check passed).
  */
+import { THREADPOOL_SIZE } from '../threadpool.js';
 import type { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
@@ -46,7 +47,7 @@ async function startNode(configPath: string, config: NodeConfig, logPath: string
   // The same node binary and loader flags as this process (tsx when run from source).
   const child = spawn(process.execPath, [...process.execArgv, script, 'start', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: process.env,
+    env: { UV_THREADPOOL_SIZE: String(THREADPOOL_SIZE), ...process.env },
   });
   const log = createWriteStream(logPath, { flags: 'a' });
   child.stderr?.pipe(log);
