@@ -7,6 +7,9 @@
  * figures beside etcd's published ones (RESULTS.md of the anchor), server CPU per op included.
  * `--transport lane|grpc|both` picks how the benchmark client talks to the servers (the lane,
  * like Cairn's own clients, by default; plain grpc-js to compare).
+ * Then the metadata operations on a 3-node `cairn start` cluster (bench/meta-ops.ts: mkdir,
+ * create, stat, readdir, rename, unlink at 1 and 64 in flight, beside the JuiceFS + etcd
+ * anchor); `--kv-only` skips them (they also run alone: `npm run bench -- --only meta-ops`).
  */
 import { parseArgs } from 'node:util';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -17,6 +20,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import { report, type BenchTable } from './table.js';
+import { metaOpsSuite } from './meta-ops.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ANCHOR_DIR = process.env.CAIRN_ETCD_ANCHOR ?? '/work/shared/bench/etcd';
@@ -33,6 +37,7 @@ const { values } = parseArgs({
     keys: { type: 'string', default: '10000' },
     'max-other': { type: 'string' },
     transport: { type: 'string', default: 'lane' },
+    'kv-only': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -41,6 +46,7 @@ if (values.help) {
     'usage: npm run bench:meta -- [--quick] [--duration S] [--warmup S] [--conc 1,16,128] [--ops put,get-lin,get-ser] [--procs N] [--keys N]\n' +
       '  --quick: 3 s per phase instead of 10 s\n' +
       '  --transport lane|grpc|both: the client adapter speaks the lane (Cairn\'s own clients, default), plain grpc-js, or both in turn\n' +
+      '  --kv-only: only the KV comparison with etcd, not the metadata operations that follow it\n' +
       '  --max-other X: shared-machine guard of kvbench: wait for quiet and re-run (up to 3 times) a phase whose foreign load exceeded X cores\n',
   );
   process.exit(0);
@@ -282,3 +288,4 @@ const table: BenchTable = {
   ],
 };
 await report('meta', [table]);
+if (!values['kv-only']) await report('meta-ops', await metaOpsSuite.run({ quick: values.quick === true }));
