@@ -761,6 +761,8 @@ export async function listenLaneAndGrpc(
         return;
       }
       socket.write(LANE_MAGIC);
+      // From here the connection is closed through `conns` (after its open calls), not as a bare socket.
+      sockets.delete(socket);
       const c = new LaneServerConnection(socket, methods, (x) => conns.delete(x));
       metric.connections.inc();
       conns.add(c);

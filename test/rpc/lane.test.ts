@@ -282,6 +282,14 @@ describe('the lane alone', () => {
     }
   });
 
+  it('lets a call in flight finish when the server stops with a grace period', async () => {
+    await expect(call(client, 'Echo', { text: 'warm' })).resolves.toEqual({ text: 'WARM' });
+    const inflight = call(client, 'Echo', { text: 'last words', delayMs: 300 }, 10_000);
+    await new Promise((r) => setTimeout(r, 50));
+    await server.stop(5_000);
+    await expect(inflight).resolves.toEqual({ text: 'LAST WORDS' });
+  });
+
   it('leaves no stream handler running after the test streams', () => {
     expect(liveCounters).toBe(0);
   });
