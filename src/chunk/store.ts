@@ -21,6 +21,7 @@ import { CairnError, errnoCode, fail } from '../common/errors.js';
 import { fsyncDir, mkdirDurable, unlinkDurable, writeFileDurable } from '../common/durable.js';
 import { parseWith } from '../common/config.js';
 import { logger } from '../common/log.js';
+import { lockDisk, unlockDisk } from './disk-lock.js';
 import { counter, gauge } from '../common/metrics.js';
 import { bucketId as makeBucketId, diskKeyOf, formatBucketId, parseBucketId, type BucketId } from '../diskmap/bucket-id.js';
 import {
@@ -237,6 +238,8 @@ export class ChunkStore {
       try {
         d.label = await readDiskLabel(path);
         d.diskKey = diskKeyOfLabel(d.label);
+        // Before anything is touched: another live process may be serving this disk.
+        await lockDisk(path);
         await rm(join(path, 'tmp'), { recursive: true, force: true });
         await mkdir(join(path, 'tmp'), { recursive: true });
         await mkdir(join(path, 'quarantine'), { recursive: true });
@@ -252,6 +255,11 @@ export class ChunkStore {
     const keys = disks.filter((d) => d.diskKey !== '').map((d) => d.diskKey);
     if (new Set(keys).size !== keys.length) fail('EINVAL', 'two disks carry the same label (same location and incarnation); one is a copy');
     return new ChunkStore(disks);
+  }
+
+  /** Stop serving: release the disks' locks (another process may open them after this). */
+  async close(): Promise<void> {
+    await Promise.all(this.disksList.filter((d) => d.label !== undefined).map((d) => unlockDisk(d.path)));
   }
 
   /**

@@ -104,5 +104,7 @@ export const chunkNodeFactory: NodeServiceFactory = async (ctx) => {
       const srv = (ctx.raft() as unknown as { server?: { server?: grpc.Server } } | undefined)?.server?.server;
       if (srv !== undefined) widenReceiveWindows(srv);
     },
+    // Release the disks' locks: the next process to serve them need not wait for this one to exit.
+    stop: () => store.close(),
   };
 };

@@ -5,6 +5,7 @@
  *   disks   show the disk status of a running chunk service
  *   scrub   verify every shard on local disks once (quarantines bad ones; no rebuild)
  */
+import { CairnError } from '../../common/errors.js';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { addressSchema } from '../../common/config.js';
@@ -71,6 +72,7 @@ export function register(program: Command): void {
       process.stdout.write(`${JSON.stringify({ ready: true, address: server.address, pid: process.pid, disks: store.diskStatus().map((d) => ({ path: d.path, state: d.state })) })}\n`);
       await untilSignal(log);
       await server.stop();
+      await store.close();
     });
 
   chunk
@@ -102,8 +104,16 @@ export function register(program: Command): void {
       const { ChunkStore } = await import('../../chunk/store.js');
       const { Scrubber } = await import('../../chunk/scrub.js');
       const store = await ChunkStore.open(o.disk);
-      const report = await new Scrubber(store, { rateBytesPerSec: o.rateMibS * 1024 * 1024 }).runOnce();
-      if (o.json === true) printJson(report);
-      else printTable(['checked', 'bytes', 'bad', 'quarantined', 'rebuilt'], [[report.shardsChecked, report.bytesChecked, report.bad, report.quarantined, report.rebuilt]]);
+      // A disk that cannot be opened (gone, unreadable, or in use by a running node) is not scrubbed: say so.
+      for (const d of store.diskStatus()) if (d.state !== 'ok') process.stderr.write(`not scrubbed: ${d.path}: ${d.reason}\n`);
+      try {
+        const report = await new Scrubber(store, { rateBytesPerSec: o.rateMibS * 1024 * 1024 }).runOnce();
+        if (o.json === true) printJson(report);
+        else printTable(['checked', 'bytes', 'bad', 'quarantined', 'rebuilt'], [[report.shardsChecked, report.bytesChecked, report.bad, report.quarantined, report.rebuilt]]);
+      } finally {
+        await store.close();
+      }
+      const skipped = store.diskStatus().filter((d) => d.state !== 'ok');
+      if (skipped.length > 0) throw new CairnError('EIO', `${skipped.length} disk(s) not scrubbed: ${skipped.map((d) => d.path).join(', ')}`);
     });
 }
