@@ -592,25 +592,28 @@ export class LaneServerConnection {
         call.emit('cancelled');
       },
     });
-    const callback = (err: unknown, value?: unknown): void => {
-      if (err !== null && err !== undefined) {
-        this.fail(id, err);
-        return;
-      }
-      let out: Buffer;
-      try {
-        out = def.responseSerialize(value);
-      } catch (e) {
-        this.fail(id, new CairnError('EIO', `reply does not encode: ${(e as Error).message}`));
-        return;
-      }
-      this.reply(id, T_OK, out);
-    };
+    const callback = (err: unknown, value?: unknown): void => this.answer(id, def, err, value);
     try {
       handler(call, callback);
     } catch (err) {
       this.fail(id, err);
     }
+  }
+
+  /** A handler's callback(err, value): the error, or the value encoded as the call's reply. */
+  private answer(id: number, def: grpc.MethodDefinition<unknown, unknown>, err: unknown, value: unknown): void {
+    if (err !== null && err !== undefined) {
+      this.fail(id, err);
+      return;
+    }
+    let out: Buffer;
+    try {
+      out = def.responseSerialize(value);
+    } catch (e) {
+      this.fail(id, new CairnError('EIO', `reply does not encode: ${(e as Error).message}`));
+      return;
+    }
+    this.reply(id, T_OK, out);
   }
 
   private serverStream(id: number, def: grpc.MethodDefinition<unknown, unknown>, handler: Function, common: object, request: unknown): void {
@@ -696,18 +699,7 @@ export class LaneServerConnection {
     const callback = (err: unknown, value?: unknown): void => {
       if (finished) return;
       finished = true;
-      if (err !== null && err !== undefined) {
-        this.fail(id, err);
-        return;
-      }
-      let out: Buffer;
-      try {
-        out = def.responseSerialize(value);
-      } catch (e) {
-        this.fail(id, new CairnError('EIO', `reply does not encode: ${(e as Error).message}`));
-        return;
-      }
-      this.reply(id, T_OK, out);
+      this.answer(id, def, err, value);
     };
     try {
       handler(call, callback);

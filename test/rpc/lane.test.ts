@@ -50,10 +50,12 @@ const definition = {
 const Client = grpc.makeGenericClientConstructor(definition as grpc.ServiceDefinition, 'Lane');
 
 let cancelledStreams = 0;
+let echosStarted = 0;
 let liveCounters = 0;
 
 const impl: grpc.UntypedServiceImplementation = {
   Echo: unary(z.object({ text: z.string().max(100_000), fail: z.string().optional(), delayMs: z.number().optional() }), async (r) => {
+    echosStarted++;
     if (r.delayMs !== undefined) await new Promise((res) => setTimeout(res, r.delayMs));
     if (r.fail !== undefined) throw new CairnError('ENOENT', `no such thing: ${r.fail}`, { what: r.fail });
     return { text: r.text.toUpperCase() };
@@ -284,8 +286,10 @@ describe('the lane alone', () => {
 
   it('lets a call in flight finish when the server stops with a grace period', async () => {
     await expect(call(client, 'Echo', { text: 'warm' })).resolves.toEqual({ text: 'WARM' });
+    const before = echosStarted;
     const inflight = call(client, 'Echo', { text: 'last words', delayMs: 300 }, 10_000);
-    await new Promise((r) => setTimeout(r, 50));
+    // Stop once the server is running the call (a request still on the wire may be cut: ETIMEDOUT).
+    while (echosStarted === before) await new Promise((r) => setTimeout(r, 5));
     await server.stop(5_000);
     await expect(inflight).resolves.toEqual({ text: 'LAST WORDS' });
   });
