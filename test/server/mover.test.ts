@@ -51,15 +51,17 @@ describe('data mover', () => {
     const old2 = await put(c, from, 2, 2);
     const mine = await put(c, from, 3, 3); // written at epoch 3 for the new owner of `from`
     const later = await put(c, from, 4, 4);
-    const r = await executeMoves(
-      [{ kind: 'move', group: 5, index: 2, from, to }],
-      { change: 3, current: 4 },
-      c.nodes[0]!.store,
-      c.clients,
-      () => c.nodes[1]!.address,
-      (g, i) => (g === 5 && i === 2 ? to : undefined),
-      logger('test'),
-    );
+    const pass = () =>
+      executeMoves(
+        [{ kind: 'move', group: 5, index: 2, from, to }],
+        { change: 3, current: 4 },
+        c.nodes[0]!.store,
+        c.clients,
+        () => c.nodes[1]!.address,
+        (g, i) => (g === 5 && i === 2 ? to : undefined),
+        logger('test'),
+      );
+    const r = await pass();
     expect(r).toEqual({ moved: 2, failed: 0, kept: 2 });
     for (const h of [old1, old2]) {
       expect(await has(c, 0, from, h)).toBe(false);
@@ -70,15 +72,7 @@ describe('data mover', () => {
       expect(await has(c, 1, to, h)).toBe(false);
     }
     // Idempotent: a second pass changes nothing.
-    const again = await executeMoves(
-      [{ kind: 'move', group: 5, index: 2, from, to }],
-      { change: 3, current: 4 },
-      c.nodes[0]!.store,
-      c.clients,
-      () => c.nodes[1]!.address,
-      (g, i) => (g === 5 && i === 2 ? to : undefined),
-      logger('test'),
-    );
+    const again = await pass();
     expect(again).toEqual({ moved: 0, failed: 0, kept: 2 });
   });
 });
