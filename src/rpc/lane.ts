@@ -465,6 +465,11 @@ export class LaneServerConnection {
     }
   }
 
+  /** Close gracefully: what is written (even corked for this turn) goes out, then FIN. */
+  end(): void {
+    if (!this.socket.writableEnded) this.socket.end();
+  }
+
   /** Stop: cancel every call and close the socket. */
   destroy(): void {
     this.socket.destroy();
@@ -779,7 +784,12 @@ export async function listenLaneAndGrpc(
         server.close(() => resolve());
         const deadline = Date.now() + graceMs;
         const poll = (): void => {
-          for (const c of conns) if (c.openCalls === 0 || Date.now() >= deadline) c.destroy();
+          // A connection with no open call is ended, not destroyed: a reply still corked for this
+          // turn of the event loop must reach the client before the FIN.
+          for (const c of conns) {
+            if (Date.now() >= deadline) c.destroy();
+            else if (c.openCalls === 0) c.end();
+          }
           for (const s of sockets) s.destroy();
           if (conns.size > 0) setTimeout(poll, 20).unref();
         };

@@ -45,6 +45,7 @@ const definition = {
   Echo: method('Echo', false, false),
   Sum: method('Sum', true, false, raw, json),
   Count: method('Count', false, true, json, raw),
+  Bye: method('Bye', false, false),
 } as unknown as grpc.ServiceDefinition;
 
 const Client = grpc.makeGenericClientConstructor(definition as grpc.ServiceDefinition, 'Lane');
@@ -72,6 +73,11 @@ const impl: grpc.UntypedServiceImplementation = {
       }
       cb(null, { bytes, sum });
     })().catch((err: unknown) => cb(toServiceError(err) as grpc.ServiceError));
+  },
+  // Answers, then stops the server in the same turn of the event loop: the reply is still corked.
+  Bye: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    cb(null, { text: 'BYE' });
+    void server.stop(5_000);
   },
   Count: (call: grpc.ServerWritableStream<{ n: number; size: number }, Buffer>) => {
     liveCounters++;
@@ -292,6 +298,10 @@ describe('the lane alone', () => {
     while (echosStarted === before) await new Promise((r) => setTimeout(r, 5));
     await server.stop(5_000);
     await expect(inflight).resolves.toEqual({ text: 'LAST WORDS' });
+  });
+
+  it('delivers a reply written just before a graceful stop', async () => {
+    await expect(call(client, 'Bye', {})).resolves.toEqual({ text: 'BYE' });
   });
 
   it('leaves no stream handler running after the test streams', () => {
