@@ -362,6 +362,107 @@ class Planner {
     }
   }
 
+  /**
+   * Balance inside each machine after growth. A machine that holds its cap of shards in (nearly)
+   * every group cannot fill the disks added to it: the capacity bound leaves buckets free there.
+   * Balance (every disk's share of slots matches its share of buckets) then asks for the slots of
+   * that machine to be spread over all its disks by capacity, not for the old disks to stay full
+   * and the new ones to take the rest. So slots move from the machine's fuller disks to its new
+   * disks (never to an old disk: data crossing between two old disks is never needed) until no
+   * such move brings the two closer, each to a disk not yet in the group (a move inside the
+   * machine keeps every failure-domain count). Of the slots on a disk, the one that moves the
+   * least data goes: a slot whose keys were just handed over from another group and sat on
+   * another old disk there moves nothing extra (those keys cross disks anyway), a slot of an
+   * old group that kept its keys moves all of them. Run after the key hand-out (it needs it).
+   */
+  level(table: Uint32Array, oldTable: Uint32Array): void {
+    const L = this.layout;
+    const byMachine = new Map<number, number[]>();
+    for (const d of L.disks) {
+      if (!d.receiver || d.buckets === 0) continue;
+      const m = d.dom[1] as number;
+      const l = byMachine.get(m);
+      if (l === undefined) byMachine.set(m, [d.idx]);
+      else l.push(d.idx);
+    }
+    const machines = [...byMachine.values()].filter((ds) => ds.some((x) => this.fresh[x] === 1 && L.free(x) > 0) && ds.length > 1);
+    if (machines.length === 0) return;
+    const w = L.groups.find((g) => !g.retired)?.disks.length ?? 0;
+    if (w === 0) return;
+    // cost[g·w + i]: the keys of g whose shard i is already on g's disk at i (they move if it does).
+    const cost = new Float64Array(L.groups.length * w);
+    const shift = Math.log2(table.length / oldTable.length);
+    for (let v = 0; v < table.length; v++) {
+      const g = table[v] as number;
+      const od = this.oldDisks[oldTable[v >>> shift] as number] as number[];
+      const nd = (L.groups[g] as LGroup).disks;
+      for (let i = 0; i < w; i++) {
+        if (this.replicas ? od.includes(nd[i] as number) : od[i] === nd[i]) cost[g * w + i] = (cost[g * w + i] as number) + 1;
+      }
+    }
+    const onDisk = new Map<number, Set<number>>();
+    L.groups.forEach((lg, g) => {
+      if (lg.retired) return;
+      for (const x of lg.disks) {
+        if (x < 0) continue;
+        const s = onDisk.get(x);
+        if (s === undefined) onDisk.set(x, new Set([g]));
+        else s.add(g);
+      }
+    });
+    const earlier = new Map<number, number>();
+    this.moves.forEach((m, at) => earlier.set(m.group * 64 + m.index, at));
+    const share = (d: number, delta: number): number => ((L.disks[d] as LDisk).usedCount + delta) / (L.disks[d] as LDisk).buckets;
+    for (const ds of machines) {
+      for (;;) {
+        const targets = ds.filter((x) => this.fresh[x] === 1 && L.free(x) > 0).sort((a, b) => share(a, 1) - share(b, 1) || a - b);
+        const sources = ds.filter((x) => (L.disks[x] as LDisk).usedCount > 0).sort((a, b) => share(b, 0) - share(a, 0) || a - b);
+        let done = false;
+        search: for (const N of targets) {
+          for (const X of sources) {
+            if (X === N) continue;
+            if (share(X, -1) < share(N, 1) - 1e-12) break;
+            let best = -1;
+            let bestI = -1;
+            for (const g of onDisk.get(X) ?? []) {
+              const lg = L.groups[g] as LGroup;
+              const i = lg.disks.indexOf(X);
+              if (i < 0 || lg.disks.includes(N) || !L.fits(without(lg.disks, i), N)) continue;
+              if (best < 0 || (cost[g * w + i] as number) < (cost[best * w + bestI] as number) || ((cost[g * w + i] as number) === (cost[best * w + bestI] as number) && g < best)) {
+                best = g;
+                bestI = i;
+              }
+            }
+            if (best < 0) continue;
+            const lg = L.groups[best] as LGroup;
+            const from = L.bucketIdOf(X, lg.buckets[bestI] as number);
+            L.release(X, lg.buckets[bestI] as number);
+            const b = L.alloc(N);
+            lg.disks[bestI] = N;
+            lg.buckets[bestI] = b;
+            cost[best * w + bestI] = 0;
+            onDisk.get(X)?.delete(best);
+            const s = onDisk.get(N);
+            if (s === undefined) onDisk.set(N, new Set([best]));
+            else s.add(best);
+            const to = L.bucketIdOf(N, b);
+            const at = earlier.get(best * 64 + bestI);
+            if (at !== undefined) {
+              // Planned already (a new group's bucket, or a move to a new disk): it goes here instead.
+              this.moves[at] = { ...(this.moves[at] as SlotMove), to };
+            } else {
+              earlier.set(best * 64 + bestI, this.moves.length);
+              this.moves.push({ kind: 'move', group: best, index: bestI, from, to });
+            }
+            done = true;
+            break search;
+          }
+        }
+        if (!done) break;
+      }
+    }
+  }
+
   /** Say so when active disks keep free buckets that no group can use. */
   reportUnused(width: number): void {
     const L = this.layout;
@@ -749,6 +850,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     table = Uint32Array.from(table);
   }
   const keyMoves = planner.rebalance(table);
+  if (stateDiff(old.topology, newTopology).added.length > 0) planner.level(table, old.vslotGroup);
   const sd = stateDiff(old.topology, newTopology);
   const changed =
     planner.moves.length > 0 || keyMoves.length > 0 || sd.added.length > 0 || sd.removed.length > 0 || sd.changes.length > 0 || bits !== old.vslotBits ||

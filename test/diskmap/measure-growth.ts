@@ -48,7 +48,14 @@ for (const [ms, n, newMachine] of even) {
   const desc = `${lb === undefined ? '' : `(no plan below ${lb.toFixed(3)}) `}` + `${ms.length}x${ms[0]?.length}x${size} ${old.scheme.kind === 'ec' ? `${old.scheme.k}+${old.scheme.m}` : `${old.scheme.n}x`}/${old.failureDomain} +${n}${newMachine ? ' new machine' : ' in m0'}`;
   const r = { ratio, desc };
   if (old.failureDomain === 'disk') put('equal disks, per disk', r);
-  else put(newMachine ? 'equal disks, per machine, a new machine' : 'equal disks, per machine, disks inside a machine', r);
+  else if (newMachine) put('equal disks, per machine, a new machine', r);
+  else {
+    // Inside a machine that already gives (nearly) every group its cap: new groups only when the
+    // other machines have room; else the machine's slots are only spread over its disks.
+    const added = (dm.diff?.addedGroups.length ?? 0) > 0;
+    put(`equal disks, per machine, inside a machine, ${added ? 'groups added' : 'no group added'}`, r);
+    put('equal disks, per machine, inside a machine, all', r);
+  }
   put('all equal-disk growths', r);
 }
 const uneven = fc.sample(fc.tuple(topologyArb, fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 4 }), fc.boolean()), { seed, numRuns: draws });
