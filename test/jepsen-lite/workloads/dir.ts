@@ -8,6 +8,7 @@
 import { MetaClient } from '../../../src/meta/client.js';
 import { CairnError } from '../../../src/common/errors.js';
 import type { HistoryRecorder, OpHandle } from '../recorder.js';
+import { codeOf, isEnoent, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
 
@@ -15,7 +16,6 @@ export const DIRS_ROOT = '/jepsen-dirs';
 const NAMES = ['a', 'b', 'c', 'd'] as const;
 /** Entries read per readdir; the directories hold at most NAMES.length. */
 const READDIR_LIMIT = 100;
-const ERROR_BACKOFF_MS = 100;
 
 export interface DirWorkloadOptions {
   readonly recorder: HistoryRecorder;
@@ -30,11 +30,6 @@ export interface DirWorkloadOptions {
 
 export function dirOf(k: number): string {
   return `${DIRS_ROOT}/d${k}`;
-}
-
-function codeOf(err: unknown): string {
-  if (err instanceof CairnError) return err.code;
-  return err instanceof Error ? err.name : 'EIO';
 }
 
 function client(endpoint: string, timeoutMs: number): MetaClient {
@@ -151,8 +146,7 @@ export async function runDirWorkload(o: DirWorkloadOptions, signal: AbortSignal)
             erred = mutationFailed(h, err);
           }
         }
-        const pauseMs = erred ? ERROR_BACKOFF_MS + Math.floor(o.rand() * ERROR_BACKOFF_MS) : Math.floor(o.rand() * thinkMs * 2);
-        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+        await pauseBetweenOps(o.rand, thinkMs, erred);
       }
     } finally {
       meta.close();
@@ -163,40 +157,23 @@ export async function runDirWorkload(o: DirWorkloadOptions, signal: AbortSignal)
 }
 
 /** After healing: list every directory through every node (recorded) until all answer and agree. */
-export async function finalDirReads(
+export function finalDirReads(
   o: { recorder: HistoryRecorder; endpoints: ReadonlyMap<NodeId, string>; dirs: number; firstProcess: number },
   boundMs: number,
-): Promise<{ converged: boolean; afterMs: number; disagreements: string[] }> {
-  const started = Date.now();
-  const clients = new Map([...o.endpoints].map(([id, e]) => [id, client(e, 2_000)]));
-  let process_ = o.firstProcess;
-  let disagreements: string[] = [];
-  try {
-    for (;;) {
-      disagreements = [];
-      let allAnswered = true;
-      for (let k = 0; k < o.dirs; k++) {
-        const dir = dirOf(k);
-        const seen = new Map<NodeId, string>();
-        for (const [id, meta] of clients) {
-          const h = o.recorder.invoke(process_++, 'readdir', dir, null);
-          try {
-            const names = await listNames(meta, dir);
-            o.recorder.ok(h, names, id);
-            seen.set(id, names.join(','));
-          } catch (err) {
-            o.recorder.fail(h, codeOf(err), id);
-            if (err instanceof CairnError && err.code === 'ENOENT') seen.set(id, 'absent');
-            else allAnswered = false;
-          }
-        }
-        if (new Set(seen.values()).size > 1) disagreements.push(`${dir}: ${[...seen].map(([id, v]) => `n${id}=[${v}]`).join(' ')}`);
-      }
-      if (allAnswered && disagreements.length === 0) return { converged: true, afterMs: Date.now() - started, disagreements };
-      if (Date.now() - started > boundMs) return { converged: false, afterMs: Date.now() - started, disagreements };
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-  } finally {
-    for (const c of clients.values()) c.close();
-  }
+): Promise<ConvergeResult> {
+  return readUntilAgreed(
+    {
+      recorder: o.recorder,
+      clients: new Map([...o.endpoints].map(([id, e]) => [id, client(e, 2_000)])),
+      keys: Array.from({ length: o.dirs }, (_, k) => dirOf(k)),
+      firstProcess: o.firstProcess,
+      op: 'readdir',
+      read: async (meta, dir) => {
+        const names = await listNames(meta, dir);
+        return { value: names, fingerprint: `[${names.join(',')}]` };
+      },
+      absent: isEnoent,
+    },
+    boundMs,
+  );
 }

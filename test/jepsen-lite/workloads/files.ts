@@ -11,6 +11,7 @@ import { CairnError } from '../../../src/common/errors.js';
 import { FileClient } from '../../../src/server/file-client.js';
 import type { FilePut, FileRead, FileReadback } from '../checker/files.js';
 import type { HistoryLine, HistoryRecorder, OpHandle } from '../recorder.js';
+import { codeOf } from './common.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
 
@@ -27,11 +28,6 @@ const READBACK_SHARE = 0.25;
 export const READBACK_PROCESS_FIRST = 600_000;
 /** Files one client may overwrite (its most recent ones). */
 const OWN_FILES_KEPT = 16;
-
-function codeOf(err: unknown): string {
-  if (err instanceof CairnError) return err.code;
-  return err instanceof Error ? err.name : 'EIO';
-}
 
 function sha256(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');

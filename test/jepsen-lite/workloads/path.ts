@@ -12,6 +12,7 @@
 import { MetaClient } from '../../../src/meta/client.js';
 import { CairnError } from '../../../src/common/errors.js';
 import type { HistoryRecorder } from '../recorder.js';
+import { codeOf, isEnoent, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
 
@@ -29,13 +30,6 @@ export interface PathWorkloadOptions {
   readonly values?: number;
 }
 
-/** Base pause after a failed request. */
-const ERROR_BACKOFF_MS = 100;
-
-function codeOf(err: unknown): string {
-  if (err instanceof CairnError) return err.code;
-  return err instanceof Error ? err.name : 'EIO';
-}
 
 export function pathOf(k: number): string {
   return `${PATH_DIR}/p${k}`;
@@ -130,8 +124,7 @@ export async function runPathWorkload(o: PathWorkloadOptions, signal: AbortSigna
             }
           }
         }
-        const pauseMs = erred ? ERROR_BACKOFF_MS + Math.floor(o.rand() * ERROR_BACKOFF_MS) : Math.floor(o.rand() * thinkMs * 2);
-        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+        await pauseBetweenOps(o.rand, thinkMs, erred);
       }
     } finally {
       meta.close();
@@ -142,41 +135,24 @@ export async function runPathWorkload(o: PathWorkloadOptions, signal: AbortSigna
 }
 
 /** After healing: stat every file through every node (recorded) until all answer and agree. */
-export async function finalPathReads(
+export function finalPathReads(
   o: { recorder: HistoryRecorder; endpoints: ReadonlyMap<NodeId, string>; files: number; firstProcess: number },
   boundMs: number,
-): Promise<{ converged: boolean; afterMs: number; disagreements: string[] }> {
-  const started = Date.now();
-  const clients = new Map([...o.endpoints].map(([id, e]) => [id, client(e, 2_000)]));
-  let process_ = o.firstProcess;
-  let disagreements: string[] = [];
-  try {
-    for (;;) {
-      disagreements = [];
-      let allAnswered = true;
-      for (let k = 0; k < o.files; k++) {
-        const path = pathOf(k);
-        const seen = new Map<NodeId, string>();
-        for (const [id, meta] of clients) {
-          const h = o.recorder.invoke(process_++, 'read', path, null);
-          try {
-            const a = await meta.stat(path);
-            o.recorder.ok(h, { value: a.version === 0 ? null : a.size, version: a.version }, id);
-            seen.set(id, `${a.size}@v${a.version}`);
-          } catch (err) {
-            o.recorder.fail(h, codeOf(err), id);
-            // A file no client managed to create is absent everywhere: that is agreement.
-            if (err instanceof CairnError && err.code === 'ENOENT') seen.set(id, 'absent');
-            else allAnswered = false;
-          }
-        }
-        if (new Set(seen.values()).size > 1) disagreements.push(`${path}: ${[...seen].map(([id, v]) => `n${id}=${v}`).join(' ')}`);
-      }
-      if (allAnswered && disagreements.length === 0) return { converged: true, afterMs: Date.now() - started, disagreements };
-      if (Date.now() - started > boundMs) return { converged: false, afterMs: Date.now() - started, disagreements };
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-  } finally {
-    for (const c of clients.values()) c.close();
-  }
+): Promise<ConvergeResult> {
+  return readUntilAgreed(
+    {
+      recorder: o.recorder,
+      clients: new Map([...o.endpoints].map(([id, e]) => [id, client(e, 2_000)])),
+      keys: Array.from({ length: o.files }, (_, k) => pathOf(k)),
+      firstProcess: o.firstProcess,
+      op: 'read',
+      read: async (meta, path) => {
+        const a = await meta.stat(path);
+        return { value: { value: a.version === 0 ? null : a.size, version: a.version }, fingerprint: `${a.size}@v${a.version}` };
+      },
+      // A file no client managed to create is absent everywhere: that is agreement.
+      absent: isEnoent,
+    },
+    boundMs,
+  );
 }

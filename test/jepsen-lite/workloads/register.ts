@@ -9,8 +9,8 @@
  * Values are small integers stored as decimal strings.
  */
 import { KvClient } from '../../../src/raft/kv/client.js';
-import { CairnError } from '../../../src/common/errors.js';
 import type { HistoryRecorder } from '../recorder.js';
+import { codeOf, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
 import type { NodeId } from '../proxy.js';
 
 export interface RegisterWorkloadOptions {
@@ -41,13 +41,6 @@ export interface WorkloadStats {
   keysUsed: number;
 }
 
-/** Base pause after a failed request. */
-const ERROR_BACKOFF_MS = 100;
-
-function codeOf(err: unknown): string {
-  if (err instanceof CairnError) return err.code;
-  return err instanceof Error ? err.name : 'EIO';
-}
 
 function parseValue(v: Buffer | undefined): number | null {
   if (v === undefined) return null;
@@ -128,9 +121,8 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
           }
         }
         // After an error, back off so that a dead node's clients do not spin.
-        const pauseMs = erred ? ERROR_BACKOFF_MS + Math.floor(o.rand() * ERROR_BACKOFF_MS) : Math.floor(o.rand() * thinkMs * 2);
+        await pauseBetweenOps(o.rand, thinkMs, erred);
         erred = false;
-        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
       }
     } finally {
       kv.close();
@@ -144,40 +136,22 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
  * After the faults healed: read every key through every node (linearizable reads, recorded in the
  * history so the checker sees them) until all nodes answer and agree, or the bound passes.
  */
-export async function finalReads(
+export function finalReads(
   o: { recorder: HistoryRecorder; endpoints: ReadonlyMap<NodeId, string>; keys: readonly string[]; firstProcess: number },
   boundMs: number,
-): Promise<{ converged: boolean; afterMs: number; disagreements: string[] }> {
-  const started = Date.now();
-  const clients = new Map([...o.endpoints].map(([id, e]) => [id, new KvClient([e], 2_000)]));
-  let process_ = o.firstProcess;
-  let disagreements: string[] = [];
-  try {
-    for (;;) {
-      disagreements = [];
-      let allAnswered = true;
-      for (const key of o.keys) {
-        const seen = new Map<NodeId, number | null>();
-        for (const [id, kv] of clients) {
-          const h = o.recorder.invoke(process_, 'read', key, null);
-          try {
-            const v = parseValue(await kv.get(key, true));
-            o.recorder.ok(h, v, id);
-            seen.set(id, v);
-          } catch (err) {
-            o.recorder.fail(h, codeOf(err), id);
-            allAnswered = false;
-          }
-          process_++;
-        }
-        const distinct = new Set(seen.values());
-        if (distinct.size > 1) disagreements.push(`${key}: ${[...seen].map(([id, v]) => `n${id}=${v}`).join(' ')}`);
-      }
-      if (allAnswered && disagreements.length === 0) return { converged: true, afterMs: Date.now() - started, disagreements };
-      if (Date.now() - started > boundMs) return { converged: false, afterMs: Date.now() - started, disagreements };
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-  } finally {
-    for (const c of clients.values()) c.close();
-  }
+): Promise<ConvergeResult> {
+  return readUntilAgreed(
+    {
+      recorder: o.recorder,
+      clients: new Map([...o.endpoints].map(([id, e]) => [id, new KvClient([e], 2_000)])),
+      keys: o.keys,
+      firstProcess: o.firstProcess,
+      op: 'read',
+      read: async (kv, key) => {
+        const v = parseValue(await kv.get(key, true));
+        return { value: v, fingerprint: String(v) };
+      },
+    },
+    boundMs,
+  );
 }

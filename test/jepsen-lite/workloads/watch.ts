@@ -12,6 +12,7 @@ import { MetaClient, type WatchEvent } from '../../../src/meta/client.js';
 import { CairnError } from '../../../src/common/errors.js';
 import type { FeedEvent, FeedWrite, ReferenceLog, WatchCheckInput, WatcherLog } from '../checker/watch.js';
 import type { HistoryLine, HistoryRecorder, OpHandle } from '../recorder.js';
+import { codeOf, ERROR_BACKOFF_MS, pauseBetweenOps } from './common.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
 
@@ -21,7 +22,6 @@ export const WATCH_PREFIXES = 3;
 export const WATCH_LOG_EVENTS = 100_000;
 /** Process ids of watchers (their sessions are recorded as `watch` operations). */
 export const WATCHER_PROCESS_FIRST = 500_000;
-const ERROR_BACKOFF_MS = 100;
 /** Files a writer keeps alive per prefix; beyond it, it unlinks rather than creates. */
 const LIVE_FILES_MAX = 8;
 /** Events one watcher keeps (the run stops growing it beyond; a full log is a harness error). */
@@ -29,11 +29,6 @@ const WATCHER_EVENTS_MAX = 1_000_000;
 
 export function prefixOf(k: number): string {
   return `${WATCH_ROOT}/p${k}`;
-}
-
-function codeOf(err: unknown): string {
-  if (err instanceof CairnError) return err.code;
-  return err instanceof Error ? err.name : 'EIO';
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -190,8 +185,7 @@ export function startWatchWorkload(o: WatchWorkloadOptions): WatchWorkload {
             erred = true;
           }
         }
-        const pauseMs = erred ? ERROR_BACKOFF_MS + Math.floor(o.rand() * ERROR_BACKOFF_MS) : Math.floor(o.rand() * thinkMs * 2);
-        if (pauseMs > 0) await sleep(pauseMs);
+        await pauseBetweenOps(o.rand, thinkMs, erred);
       }
     } finally {
       meta.close();
