@@ -44,45 +44,111 @@ export function machineOf(b: { dc: number; row: number; rack: number; machine: n
 
 export const tolerance = (dm: Diskmap): number => (dm.scheme.kind === 'ec' ? dm.scheme.m : dm.scheme.n - 1);
 
+/** Active data disks of a map's topology that hold buckets: key → {buckets, domain ids}. */
+function dataDisks(dm: Diskmap): Map<string, { buckets: number; domains: readonly string[] }> {
+  const out = new Map<string, { buckets: number; domains: readonly string[] }>();
+  for (const e of diskEntries(dm.topology)) {
+    const buckets = Math.floor(e.d.capacityBytes / dm.bucketSizeBytes);
+    if (e.d.class !== dm.dataClass || e.d.state !== 'active' || buckets === 0) continue;
+    out.set(e.key, { buckets, domains: e.domains });
+  }
+  return out;
+}
+
 /**
  * A lower bound on moved / minimum that holds for ANY plan of this growth that moves keys only
- * to new groups (the addressing rule), when every old data disk was full before it
- * (docs/diskmap.md, "Where 1.1× is out of reach"). A new group B holding n slots takes them all
- * from old groups; an old group can give B a key without moving a shard between two old disks
- * only if it has B's old disks at B's positions, and at most b old groups (b = the most buckets
- * of an old disk) hold any one old disk; each gives at most s = (most slots of an old group
- * before) − (fewest slots of an old group after). So at least n − b·s of B's slots move at least
- * one shard between old disks, on top of the minimum (full old disks cannot gain, so the
- * minimum is exactly what lands on the new disks). Undefined when the bound does not apply.
+ * to new groups (the addressing rule) and gives every group ⌊V/G'⌋ or ⌈V/G'⌉ key slots
+ * (docs/diskmap.md, "Where 1.1× is out of reach"). EC only: shard i of a key stays on its disk
+ * only if its old and new group have the same disk at position i.
+ *
+ * Every key of a new group B comes from an old group A, which can give at most
+ * supply(A) = before(A) − ⌊V/G'⌋ of them in all. Take one position i. The new groups with an old
+ * disk at i hold together at least (ΔG − x_i)·⌊V/G'⌋ keys (x_i = new groups with a new disk at i);
+ * a key keeps its shard i only if its donor had the same disk at i, and the donors of disk d at
+ * position i supply at most supply(d, i) = Σ_{A: A[i] = d} supply(A); the new groups use at most
+ * ΔG − x_i distinct disks at i. So at least
+ *     f_i(x_i) = (ΔG − x_i)·⌊V/G'⌋ − (sum of the ΔG − x_i largest supply(·, i))
+ * shards cross onto an old disk at position i. A new group has at most n_B new disks (≤ the new
+ * disks, ≤ cap per failure domain), so Σ x_i ≤ ΔG·n_B; the plan may place them where they save
+ * most (f_i is convex, so taking the largest saving first is optimal). What crosses onto an old
+ * disk is above the minimum unless that disk's share grows: at most slack = Σ_old disks
+ * max(0, min(buckets, G')·⌈V/G'⌉ − held before) of it (0 when every old disk was full).
+ * moved ≥ minimum + Σ_i f_i(x_i) − slack. Undefined when the bound does not apply.
  */
 export function growthLowerBound(old: Diskmap, next: Diskmap): number | undefined {
-  const oldKeys = new Set<string>();
-  let b = 0;
-  const used = slotsPerDisk(old);
-  for (const e of diskEntries(old.topology)) {
-    const buckets = Math.floor(e.d.capacityBytes / old.bucketSizeBytes);
-    if (e.d.class !== old.dataClass || e.d.state !== 'active' || buckets === 0) continue;
-    if ((used.get(e.key) ?? 0) !== buckets) return undefined;
-    oldKeys.add(e.key);
-    b = Math.max(b, buckets);
-  }
+  if (old.scheme.kind !== 'ec' || next.scheme.kind !== 'ec') return undefined;
   const scale = 2 ** (next.vslotBits - old.vslotBits);
   if (!Number.isInteger(scale)) return undefined;
   const before = new Map<number, number>();
   for (const g of old.vslotGroup) before.set(g, (before.get(g) ?? 0) + scale);
-  const after = new Map<number, number>();
-  for (const g of next.vslotGroup) after.set(g, (after.get(g) ?? 0) + 1);
-  const added = new Set(next.diff?.addedGroups ?? []);
-  const maxBefore = Math.max(...before.values());
-  let minAfterOld = Infinity;
-  for (const [g, n] of after) if (!added.has(g)) minAfterOld = Math.min(minAfterOld, n);
-  const s = Math.max(0, maxBefore - minAfterOld);
-  let crossing = 0;
-  for (const g of added) {
-    const onOld = next.groups[g]?.buckets.some((x) => oldKeys.has(diskKeyOf(x))) ?? false;
-    if (onOld) crossing += Math.max(0, (after.get(g) ?? 0) - b * s);
+  const V = next.vslotGroup.length;
+  const G = next.groups.filter((g) => !g.retired).length;
+  const floorAfter = Math.floor(V / G);
+  const ceilAfter = Math.ceil(V / G);
+  const added = next.diff?.addedGroups ?? [];
+  const dG = added.length;
+  if (dG === 0) return undefined;
+  const w = widthOfMap(next);
+  const oldDisks = dataDisks(old);
+  const newDisks = dataDisks(next);
+  // Slack: what old disks could gain in the best case.
+  const heldBefore = new Map<string, number>();
+  const supplyAt: Map<string, number>[] = Array.from({ length: w }, () => new Map());
+  old.groups.forEach((g) => {
+    if (g.retired) return;
+    const n = before.get(g.id) ?? 0;
+    const supply = Math.max(0, n - floorAfter);
+    g.buckets.forEach((b, i) => {
+      const k = diskKeyOf(b);
+      heldBefore.set(k, (heldBefore.get(k) ?? 0) + n);
+      const m = supplyAt[i] as Map<string, number>;
+      m.set(k, (m.get(k) ?? 0) + supply);
+    });
+  });
+  let slack = 0;
+  for (const [k, d] of newDisks) {
+    if (!oldDisks.has(k)) continue;
+    slack += Math.max(0, Math.min(d.buckets, G) * ceilAfter - (heldBefore.get(k) ?? 0));
   }
-  const w = next.groups.find((g) => !g.retired)?.buckets.length ?? 1;
-  const minimumSlots = movementBetween(old, next).minimumShare * next.vslotGroup.length * w;
-  return minimumSlots > 0 ? 1 + crossing / minimumSlots : undefined;
+  // n_B: new disks a new group can hold (distinct disks, at most cap per failure domain).
+  const level = ['disk', 'machine', 'rack', 'row', 'dc'].indexOf(next.failureDomain);
+  const freshPerDomain = new Map<string, number>();
+  for (const [k, d] of newDisks) {
+    if (oldDisks.has(k) && (heldBefore.get(k) ?? 0) > 0) continue;
+    const dom = level <= 0 ? k : (d.domains[level] as string);
+    freshPerDomain.set(dom, (freshPerDomain.get(dom) ?? 0) + 1);
+  }
+  let nB = 0;
+  for (const c of freshPerDomain.values()) nB += level <= 0 ? c : Math.min(c, next.maxShardsPerDomain);
+  nB = Math.min(nB, w);
+  const top = supplyAt.map((m) => {
+    const sorted = [...m.values()].sort((a, b) => b - a);
+    const prefix = [0];
+    for (let k = 0; k < dG; k++) prefix.push((prefix[k] as number) + (sorted[k] ?? 0));
+    return prefix;
+  });
+  const f = (i: number, x: number): number => Math.max(0, (dG - x) * floorAfter - ((top[i] as number[])[dG - x] as number));
+  const x = new Array<number>(w).fill(0);
+  for (let budget = dG * nB; budget > 0; budget--) {
+    let best = -1;
+    let bestGain = 0;
+    for (let i = 0; i < w; i++) {
+      if ((x[i] as number) >= dG) continue;
+      const gain = f(i, x[i] as number) - f(i, (x[i] as number) + 1);
+      if (gain > bestGain) {
+        bestGain = gain;
+        best = i;
+      }
+    }
+    if (best < 0) break;
+    x[best] = (x[best] as number) + 1;
+  }
+  let crossing = -slack;
+  for (let i = 0; i < w; i++) crossing += f(i, x[i] as number);
+  const minimumSlots = movementBetween(old, next).minimumShare * V * w;
+  return minimumSlots > 0 ? 1 + Math.max(0, crossing) / minimumSlots : undefined;
+}
+
+function widthOfMap(dm: Diskmap): number {
+  return dm.groups.find((g) => !g.retired)?.buckets.length ?? 0;
 }
