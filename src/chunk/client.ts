@@ -11,6 +11,7 @@ import { laneEnabled, laneReceiveInto } from '../rpc/lane.js';
 import type { Ballot, SlotValue } from './format.js';
 import { payloadCrc } from './format.js';
 import type { DiskStatus, ListedShard, PutShardHead } from './store.js';
+import { LocalDisks, countLocalRead, isUnreachable, readLocalShard, shortCircuitDefault } from './local.js';
 import { drainOrClose } from './types.js';
 import { MAX_CHUNK_BYTES, PIECE_BYTES, parseWithKey, type ShardInfo, type ShardKey } from './types.js';
 import {
@@ -31,15 +32,27 @@ export interface ChunkCallOptions {
   timeoutMs?: number;
 }
 
+export interface ChunkClientOptions {
+  /**
+   * Short-circuit local reads (src/chunk/local.ts): whole-shard reads of shards on disks mounted
+   * on this host are read from the file after the server has confirmed it serves the shard.
+   * Default on, unless CAIRN_CHUNK_SHORT_CIRCUIT=0.
+   */
+  shortCircuit?: boolean;
+}
+
 const DEFAULT_TIMEOUT_MS = 30_000;
 const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export class ChunkClient {
   readonly address: string;
   private readonly client: grpc.Client;
+  /** This server's disks that are mounted here too (undefined: short-circuit reads are off). */
+  private readonly localDisks: LocalDisks | undefined;
 
-  constructor(address: string) {
+  constructor(address: string, opts: ChunkClientOptions = {}) {
     this.address = address;
+    this.localDisks = opts.shortCircuit ?? shortCircuitDefault() ? new LocalDisks(() => this.diskStatus({ timeoutMs: 5_000 })) : undefined;
     const ctor = grpc.makeGenericClientConstructor(
       fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition,
       'Chunk',
@@ -59,7 +72,7 @@ export class ChunkClient {
   /** Store one shard (streamed in pieces). created=false: it was already there. */
   putShard(head: PutShardHead, payload: Buffer, opts: ChunkCallOptions = {}): Promise<{ created: boolean }> {
     if (payload.length !== head.payloadLength) fail('EINVAL', `payload is ${payload.length} bytes, head says ${head.payloadLength}`);
-    return new Promise((resolve, reject) => {
+    return new Promise<{ created: boolean }>((resolve, reject) => {
       const stream = openClientStream(this.client, 'PutShard', { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) }, (err, res) =>
         err ? reject(fromServiceError(err)) : resolve({ created: (res as { created: boolean }).created }),
       );
@@ -83,7 +96,7 @@ export class ChunkClient {
         }
         stream.end();
       })().catch(() => stream.end());
-    });
+    }).catch((err: unknown) => this.unreachable(err));
   }
 
   /**
@@ -103,6 +116,57 @@ export class ChunkClient {
       signal?: AbortSignal;
     } = {},
   ): Promise<{ info: ShardInfo; data: Buffer }> {
+    const whole = (opts.offset ?? 0) === 0 && (opts.length ?? 0) === 0;
+    if (whole && this.localDisks !== undefined) return this.getShardLocal(key, opts, this.localDisks);
+    return this.getShardRemote(key, opts);
+  }
+
+  /**
+   * A whole-shard read from a local disk when this server's disk is mounted here (local.ts): the
+   * client reads the file itself and checks it as a read through the server is checked (header
+   * here, payload CRC-32 when verifyCrc, the chunk hash in the reader). Anything amiss: the same
+   * read through the server.
+   */
+  private async getShardLocal(
+    key: ShardKey,
+    opts: Parameters<ChunkClient['getShard']>[1] & object,
+    local: LocalDisks,
+  ): Promise<{ info: ShardInfo; data: Buffer }> {
+    const root = local.rootOf(key.bucket);
+    if (root !== undefined && opts.signal?.aborted !== true) {
+      try {
+        const got = await readLocalShard(root, key, opts.into, opts.signal);
+        if (opts.verifyCrc !== false && payloadCrc(got.data) !== got.info.payloadCrc32) {
+          throw new CairnError('ECORRUPT', `shard ${key.bucket}/${key.hash.slice(0, 12)}….${key.index} failed its CRC-32 check on the local disk`);
+        }
+        countLocalRead('ok');
+        return got;
+      } catch (err) {
+        if (err instanceof CairnError && err.code === 'ECANCELED') throw err;
+        // An fs error (the file is not where the layout says, the disk went away): re-learn soon.
+        if (!(err instanceof CairnError)) local.forget();
+        countLocalRead('fallback');
+      }
+    }
+    return this.getShardRemote(key, opts);
+  }
+
+  /** Learn now which of this server's disks are mounted here (else it happens in the background); resolves to their number, 0 when off. */
+  async learnLocalDisks(): Promise<number> {
+    return this.localDisks === undefined ? 0 : this.localDisks.learn();
+  }
+
+  /** An RPC to this server failed: if it did not answer, no local reads from its disks for now. */
+  private unreachable<T>(err: unknown): T {
+    if (isUnreachable(err)) this.localDisks?.drop();
+    throw err;
+  }
+
+  private getShardRemote(key: ShardKey, opts: Parameters<ChunkClient['getShard']>[1] & object): Promise<{ info: ShardInfo; data: Buffer }> {
+    return this.getShardStream(key, opts).catch((err: unknown) => this.unreachable(err));
+  }
+
+  private getShardStream(key: ShardKey, opts: Parameters<ChunkClient['getShard']>[1] & object): Promise<{ info: ShardInfo; data: Buffer }> {
     const verifyCrc = opts.verifyCrc !== false;
     return new Promise((resolve, reject) => {
       const stream = openServerStream(
@@ -236,10 +300,12 @@ export class ChunkClient {
 export class ChunkClients {
   private readonly clients = new Map<string, ChunkClient>();
 
+  constructor(private readonly opts: ChunkClientOptions = {}) {}
+
   get(address: string): ChunkClient {
     let c = this.clients.get(address);
     if (c === undefined) {
-      c = new ChunkClient(address);
+      c = new ChunkClient(address, this.opts);
       this.clients.set(address, c);
     }
     return c;

@@ -124,14 +124,17 @@ export async function readChunkDetailed(
   let res: ReadChunkResult;
   // Once the answer is decided, fetches still running (hedged, late) are cancelled: they would
   // only cost bandwidth, and must not write into the caller's buffer afterwards.
-  const fetches = new AbortController();
+  const fetches: Fetches = { abort: new AbortController(), running: new Set() };
   try {
-    res = scheme.kind === 'replica' ? await readReplicas(clients, hash, scheme, targets, opts, fetches.signal) : await readEc(clients, hash, scheme, targets, opts, fetches.signal);
+    res = scheme.kind === 'replica' ? await readReplicas(clients, hash, scheme, targets, opts, fetches) : await readEc(clients, hash, scheme, targets, opts, fetches);
   } catch (err) {
     metrics.reads.inc({ outcome: err instanceof CairnError ? err.code : 'error' });
     throw err;
   } finally {
-    fetches.abort();
+    fetches.abort.abort();
+    // A fetch through the server stops at once; a local read (short-circuit) may be inside a
+    // read() into the caller's buffer: wait for it, so that nothing lands there after we return.
+    if (fetches.running.size > 0) await Promise.allSettled(fetches.running);
   }
   metrics.reads.inc({ outcome: res.degraded ? 'degraded' : 'ok' });
   for (const p of res.problems) metrics.badShards.inc({ code: p.error.code });
@@ -145,6 +148,12 @@ export async function readChunkDetailed(
   return res;
 }
 
+/** The shard fetches of one read: how to cancel them, and the ones still running. */
+interface Fetches {
+  abort: AbortController;
+  running: Set<Promise<unknown>>;
+}
+
 function asCairn(err: unknown): CairnError {
   return err instanceof CairnError ? err : new CairnError('EIO', String(err));
 }
@@ -156,12 +165,14 @@ async function fetchShard(
   targets: readonly ShardTarget[],
   index: number,
   timeoutMs: number,
-  signal: AbortSignal,
+  fetches: Fetches,
   into?: (info: ShardInfo, length: number) => Buffer | undefined,
 ): Promise<{ info: ShardInfo; data: Buffer }> {
   const t = targets[index] as ShardTarget;
   // The chunk hash verifies everything; per-shard CRCs are checked only to find a culprit.
-  return clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal });
+  const p = clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal: fetches.abort.signal });
+  fetches.running.add(p);
+  return p.finally(() => fetches.running.delete(p));
 }
 
 function crcOk(s: { info: ShardInfo; data: Buffer }): boolean {
@@ -174,7 +185,7 @@ async function readReplicas(
   scheme: Scheme,
   targets: readonly ShardTarget[],
   opts: ReadChunkOptions,
-  signal: AbortSignal,
+  fetches: Fetches,
 ): Promise<ReadChunkResult> {
   const problems: ShardProblem[] = [];
   let found: Buffer | undefined;
@@ -191,7 +202,7 @@ async function readReplicas(
     opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS,
     async (i) => {
       try {
-        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, signal, into);
+        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into);
         if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
         found ??= data;
       } catch (err) {
@@ -212,7 +223,7 @@ async function readEc(
   scheme: { kind: 'ec'; k: number; m: number },
   targets: readonly ShardTarget[],
   opts: ReadChunkOptions,
-  signal: AbortSignal,
+  fetches: Fetches,
 ): Promise<ReadChunkResult> {
   const { k } = scheme;
   const n = shardCount(scheme);
@@ -233,7 +244,7 @@ async function readEc(
   let settled = false;
   const fetchOne = async (i: number): Promise<void> => {
     try {
-      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, signal, into(i));
+      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into(i));
       // A shard that arrives after the answer was decided is not used (nor recorded).
       if (!settled) good.set(i, s);
     } catch (err) {

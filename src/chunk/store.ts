@@ -136,6 +136,11 @@ export function shardFileName(k: ShardKey): string {
   return `${k.hash}.${schemeTag(k.scheme)}.${k.index}`;
 }
 
+/** Where a shard's file is on the disk mounted at diskPath (the layout above). */
+export function shardPathOn(diskPath: string, k: ShardKey): string {
+  return join(diskPath, k.bucket, 'shards', k.hash.slice(0, 2), shardFileName(k));
+}
+
 export function parseShardFileName(bucket: string, file: string): ShardKey | undefined {
   const m = SHARD_NAME_RE.exec(file);
   if (m === null) return undefined;
@@ -146,11 +151,13 @@ export function parseShardFileName(bucket: string, file: string): ShardKey | und
   }
 }
 
-function diskKeyOfLabel(l: DiskLabel): string {
+/** The disk key ("dc.row.rack.machine.disk/incarnation") a disk label describes. */
+export function diskKeyOfLabel(l: DiskLabel): string {
   return diskKeyOf(makeBucketId({ dc: l.dc, row: l.row, rack: l.rack, machine: l.machine, disk: l.disk, bucket: 0, incarnation: BigInt(`0x${l.incarnation}`) }));
 }
 
-async function readDiskLabel(path: string): Promise<DiskLabel> {
+/** Read and validate the label of the disk at path (EUNAVAIL if unreadable, ECORRUPT/EINVAL if bad). */
+export async function readDiskLabel(path: string): Promise<DiskLabel> {
   let text: string;
   try {
     text = await readFile(join(path, DISK_LABEL_FILE), 'utf8');
@@ -385,7 +392,7 @@ export class ChunkStore {
   }
 
   private shardPath(disk: Disk, k: ShardKey): string {
-    return join(disk.path, k.bucket, 'shards', k.hash.slice(0, 2), shardFileName(k));
+    return shardPathOn(disk.path, k);
   }
 
   /**
