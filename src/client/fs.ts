@@ -104,6 +104,8 @@ export interface Stat {
 interface Handle {
   file: CachedFile;
   pos: number;
+  /** Where the handle's last read ended: a read that starts there is sequential (read-ahead). */
+  lastReadEnd: number;
   write: boolean;
   append: boolean;
   mode: Mode;
@@ -262,7 +264,7 @@ export class CairnFs {
       }
     }
     const fd = this.nextFd++;
-    this.handles.set(fd, { file: f, pos: 0, write, append: o.append === true, mode: o.mode ?? this.opts.mode });
+    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append: o.append === true, mode: o.mode ?? this.opts.mode });
     if (o.truncate === true) await this.truncate(fd, 0);
     return fd;
   }
@@ -286,7 +288,11 @@ export class CairnFs {
     const at = position ?? h.pos;
     const f = h.file;
     const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
-    const out = end <= at ? Buffer.alloc(0) : await f.read(at, end, this.readCache);
+    // A read that continues the previous one fetches the next chunk in the background
+    // (one chunk ahead); random reads never do, so a database's page reads cost no extra chunk.
+    const sequential = at === h.lastReadEnd;
+    h.lastReadEnd = end;
+    const out = end <= at ? Buffer.alloc(0) : await f.read(at, end, this.readCache, { readAhead: sequential });
     if (position === undefined) h.pos = at + out.length;
     return out;
   }

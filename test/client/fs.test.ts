@@ -128,6 +128,31 @@ describe('reads and writes in the cache', () => {
     await fs.close(fd);
   });
 
+  it('sequential reads fetch the next chunk ahead; random reads fetch only what they read', async () => {
+    const writer = await start({ mode: 'strong' });
+    const body = randomBytes(4 * CHUNK);
+    const w = await writer.open('/seq', { create: true });
+    await writer.write(w, body);
+    await writer.close(w); // strong: committed and durable, the cache dropped
+    const reader = await start({}, 'reader-cache');
+    const fd = await reader.open('/seq');
+    // The first read has no predecessor: it fetches the first chunk only.
+    const before = chunks.gets;
+    expect((await reader.read(fd, CHUNK / 2)).equals(body.subarray(0, CHUNK / 2))).toBe(true);
+    expect(chunks.gets - before).toBe(1);
+    // A read that continues it starts fetching chunk 1 while it copies from chunk 0.
+    expect((await reader.read(fd, CHUNK / 2)).equals(body.subarray(CHUNK / 2, CHUNK))).toBe(true);
+    await eventually(() => expect(chunks.gets - before).toBe(2));
+    expect((await reader.read(fd, CHUNK)).equals(body.subarray(CHUNK, 2 * CHUNK))).toBe(true);
+    await eventually(() => expect(chunks.gets - before).toBe(3)); // chunk 2, ahead of the reader
+    // A random read elsewhere (chunk 3 at an offset) is no continuation: nothing fetched ahead of it,
+    // and once it is done, re-reading chunk 2 costs no fetch.
+    expect((await reader.read(fd, 100, 3 * CHUNK + 5)).equals(body.subarray(3 * CHUNK + 5, 3 * CHUNK + 105))).toBe(true);
+    expect((await reader.read(fd, 100, 2 * CHUNK)).equals(body.subarray(2 * CHUNK, 2 * CHUNK + 100))).toBe(true);
+    expect(chunks.gets - before).toBe(4);
+    await reader.close(fd);
+  });
+
   it('rejects bad offsets with EINVAL', async () => {
     const fs = await start();
     const fd = await fs.open('/e', { create: true });

@@ -181,7 +181,10 @@ export class StubChunks implements ChunkPort {
   async getChunk(ref: ChunkRef): Promise<Buffer> {
     this.gets++;
     try {
-      return await readFile(this.file(ref.chunkHash));
+      const bytes = await readFile(this.file(ref.chunkHash));
+      // The port's contract: verified bytes or an error (the real reader checks the chunk hash).
+      if (createHash('sha256').update(bytes).digest('hex') !== ref.chunkHash) throw new CairnError('ECORRUPT', `chunk ${ref.chunkHash} failed its hash check`);
+      return bytes;
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') throw new CairnError('EIO', `chunk ${ref.chunkHash} not stored`);
       throw err;
