@@ -375,7 +375,7 @@ class Planner {
    * another old disk there moves nothing extra (those keys cross disks anyway), a slot of an
    * old group that kept its keys moves all of them. Run after the key hand-out (it needs it).
    */
-  level(table: Uint32Array, oldTable: Uint32Array): void {
+  level(): void {
     const L = this.layout;
     const byMachine = new Map<number, number[]>();
     for (const d of L.disks) {
@@ -389,17 +389,13 @@ class Planner {
     if (machines.length === 0) return;
     const w = L.groups.find((g) => !g.retired)?.disks.length ?? 0;
     if (w === 0) return;
-    // cost[g·w + i]: the keys of g whose shard i is already on g's disk at i (they move if it does).
+    // cost[g·w + i]: 1 when moving slot i of g moves data that could stay (an old group keeps its
+    // keys there), 0 for a new group (its keys arrive from other groups anyway).
+    const added = new Set(this.addedGroups);
     const cost = new Float64Array(L.groups.length * w);
-    const shift = Math.log2(table.length / oldTable.length);
-    for (let v = 0; v < table.length; v++) {
-      const g = table[v] as number;
-      const od = this.oldDisks[oldTable[v >>> shift] as number] as number[];
-      const nd = (L.groups[g] as LGroup).disks;
-      for (let i = 0; i < w; i++) {
-        if (this.replicas ? od.includes(nd[i] as number) : od[i] === nd[i]) cost[g * w + i] = (cost[g * w + i] as number) + 1;
-      }
-    }
+    L.groups.forEach((lg, g) => {
+      if (!added.has(g)) for (let i = 0; i < lg.disks.length; i++) cost[g * w + i] = 1;
+    });
     const onDisk = new Map<number, Set<number>>();
     L.groups.forEach((lg, g) => {
       if (lg.retired) return;
@@ -412,16 +408,24 @@ class Planner {
     });
     const earlier = new Map<number, number>();
     this.moves.forEach((m, at) => earlier.set(m.group * 64 + m.index, at));
-    const share = (d: number, delta: number): number => ((L.disks[d] as LDisk).usedCount + delta) / (L.disks[d] as LDisk).buckets;
     for (const ds of machines) {
+      // A disk's deviation from its share of the machine's slots (slots · buckets / machine buckets).
+      let slots = 0;
+      let buckets = 0;
+      for (const x of ds) {
+        slots += (L.disks[x] as LDisk).usedCount;
+        buckets += (L.disks[x] as LDisk).buckets;
+      }
+      const dev = (d: number): number => (L.disks[d] as LDisk).usedCount - (slots * (L.disks[d] as LDisk).buckets) / buckets;
       for (;;) {
-        const targets = ds.filter((x) => this.fresh[x] === 1 && L.free(x) > 0).sort((a, b) => share(a, 1) - share(b, 1) || a - b);
-        const sources = ds.filter((x) => (L.disks[x] as LDisk).usedCount > 0).sort((a, b) => share(b, 0) - share(a, 0) || a - b);
+        const targets = ds.filter((x) => this.fresh[x] === 1 && L.free(x) > 0).sort((a, b) => dev(a) - dev(b) || a - b);
+        const sources = ds.filter((x) => (L.disks[x] as LDisk).usedCount > 0).sort((a, b) => dev(b) - dev(a) || a - b);
         let done = false;
         search: for (const N of targets) {
           for (const X of sources) {
             if (X === N) continue;
-            if (share(X, -1) < share(N, 1) - 1e-12) break;
+            // Only while it brings the two closer (the sum of squared deviations falls).
+            if (dev(X) - dev(N) <= 1 + 1e-9) break;
             let best = -1;
             let bestI = -1;
             for (const g of onDisk.get(X) ?? []) {
@@ -834,6 +838,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     throw err;
   }
   planner.grow(widthOf(old.scheme));
+  if (stateDiff(old.topology, newTopology).added.length > 0) planner.level();
   planner.reportUnused(widthOf(old.scheme));
   if (stateDiff(old.topology, newTopology).added.length > 0) recommendScheme(old, newTopology, planner.warnings);
   // The slot table: grow it (which moves no key) if groups got too few slots each.
@@ -850,7 +855,6 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     table = Uint32Array.from(table);
   }
   const keyMoves = planner.rebalance(table);
-  if (stateDiff(old.topology, newTopology).added.length > 0) planner.level(table, old.vslotGroup);
   const sd = stateDiff(old.topology, newTopology);
   const changed =
     planner.moves.length > 0 || keyMoves.length > 0 || sd.added.length > 0 || sd.removed.length > 0 || sd.changes.length > 0 || bits !== old.vslotBits ||

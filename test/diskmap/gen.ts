@@ -152,3 +152,41 @@ export function growthLowerBound(old: Diskmap, next: Diskmap): number | undefine
 function widthOfMap(dm: Diskmap): number {
   return dm.groups.find((g) => !g.retired)?.buckets.length ?? 0;
 }
+
+/**
+ * The least share of the data that must arrive at the new disks in ANY plan of this growth that
+ * ends with next's G' groups and is balanced (docs/diskmap.md, "Growth inside a machine: the
+ * minimum"). Failure domain = machine, cap c, width w. Machine m can hold at most
+ * cap_m = min(c·G', Σ_d min(buckets_d, G')) slots, so a machine M with new disks holds at least
+ * S_M = w·G' − Σ_{m≠M} cap_m. Balance spreads a machine's slots over its disks by buckets, within
+ * one bucket, so each new disk d of M holds at least min(G', S_M·buckets_d / buckets_M) − 1
+ * slots, and every slot holds at least ⌊V/G'⌋ of the V key slots — all of it arriving on a disk
+ * that held nothing. 0 when the failure domain is not the machine.
+ */
+export function balancedArrivalBound(old: Diskmap, next: Diskmap): number {
+  if (next.failureDomain !== 'machine') return 0;
+  const G = next.groups.filter((g) => !g.retired).length;
+  const w = next.groups.find((g) => !g.retired)?.buckets.length ?? 0;
+  if (G === 0 || w === 0) return 0;
+  const used = slotsPerDisk(old);
+  const machines = new Map<string, { key: string; buckets: number }[]>();
+  for (const [key, d] of dataDisks(next)) {
+    const m = d.domains[1] as string;
+    const l = machines.get(m);
+    if (l === undefined) machines.set(m, [{ key, buckets: d.buckets }]);
+    else l.push({ key, buckets: d.buckets });
+  }
+  const capOf = (ds: { buckets: number }[]): number => Math.min(next.maxShardsPerDomain * G, ds.reduce((a, d) => a + Math.min(d.buckets, G), 0));
+  let total = 0;
+  for (const ds of machines.values()) total += capOf(ds);
+  let slots = 0;
+  for (const ds of machines.values()) {
+    const fresh = ds.filter((d) => (used.get(d.key) ?? 0) === 0);
+    if (fresh.length === 0) continue;
+    const S = Math.max(0, w * G - (total - capOf(ds)));
+    const B = ds.reduce((a, d) => a + d.buckets, 0);
+    for (const d of fresh) slots += Math.max(0, Math.min(G, (S * d.buckets) / B) - 1);
+  }
+  const V = next.vslotGroup.length;
+  return (slots * Math.floor(V / G)) / (V * w);
+}

@@ -25,7 +25,7 @@ import {
   type Topology,
 } from '../../src/diskmap/index.js';
 import { diskKeyOf } from '../../src/diskmap/bucket-id.js';
-import { BUCKET, evenTopologyArb, growthLowerBound, slotsPerDisk, topo, topologyArb } from './gen.js';
+import { balancedArrivalBound, BUCKET, evenTopologyArb, growthLowerBound, machineOf, slotsPerDisk, topo, topologyArb } from './gen.js';
 
 const opts = { bucketSizeBytes: BUCKET };
 const tryBuild = (t: Topology): Diskmap | undefined => {
@@ -106,9 +106,9 @@ describe('growth', () => {
           expect(!oldKeys.has(to) || (oldUsed.get(to) ?? 0) < cap).toBe(true);
         }
         // Whatever the shape, the plan never moves much more than the minimum (measured worst
-        // over 6,000 random uneven growths: 1.58×; docs/diskmap.md, "Movement").
+        // over 4,000 random uneven growths: 1.53×; docs/diskmap.md, "Movement").
         const mv = movementBetween(old, dm);
-        expect(mv.movedShare).toBeLessThanOrEqual(1.65 * mv.minimumShare + 1e-9);
+        expect(mv.movedShare).toBeLessThanOrEqual(1.6 * mv.minimumShare + 1e-9);
         // And never less than the lower bound that holds for any plan (a check of the argument).
         const lb = growthLowerBound(old, dm);
         if (lb !== undefined) expect(mv.movedShare).toBeGreaterThanOrEqual(lb * mv.minimumShare - 1e-9);
@@ -118,11 +118,11 @@ describe('growth', () => {
   });
 
   // Equal disks with the disk as failure domain: every growth within 10% of the minimum (measured
-  // over 6 × 1,000 draws: every case 1.00×). Spread over machines the bound is not met (76-80% of
-  // the growths by a new machine, 2-6% of the growths inside an existing machine, worst seen 1.69×
-  // over 6 × 1,000 draws; docs/diskmap.md, "Movement"), and for some of them no plan can meet it
-  // (the lower bound below, "Where 1.1× is out of reach"): there the median must stay within 10%,
-  // every case within 1.75×, and no case below the lower bound.
+  // over 4 × 1,000 draws: every case 1.00×). Spread over machines the bound is not met (76-80% of
+  // the growths by a new machine, 31-38% of the growths inside an existing machine that add
+  // groups, worst seen 1.63× over 4 × 1,000 draws; docs/diskmap.md, "Movement"), and for some of
+  // them no plan can meet it (the lower bound below, "Where 1.1× is out of reach"): there the
+  // median must stay within 10%, every case within 1.65×, and no case below the lower bound.
   it('moves within 10% of the minimum on equal-disk growth (every case per disk, median per machine)', () => {
     const byMachine: number[] = [];
     let perDisk = 0;
@@ -137,7 +137,7 @@ describe('growth', () => {
           perDisk++;
           expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare + 1e-9);
         } else {
-          expect(mv.movedShare).toBeLessThanOrEqual(1.75 * mv.minimumShare + 1e-9);
+          expect(mv.movedShare).toBeLessThanOrEqual(1.65 * mv.minimumShare + 1e-9);
           if (mv.minimumShare > 0) byMachine.push(mv.movedShare / mv.minimumShare);
         }
         const lb = growthLowerBound(old, dm);
@@ -152,10 +152,17 @@ describe('growth', () => {
   });
 
   // The same 300 draws as the table in docs/diskmap.md (fast-check seed 42): per disk every case
-  // within 10%; a new machine: at least 70% of the cases (72% measured; 62% before this change).
+  // within 10%; a new machine: at least 70% of the cases (72% measured); inside a machine: at
+  // least 90% of all (95% measured; most only spread the machine's slots over its disks, which
+  // is all minimum), and where groups are added the median within 1.12× (1.10× measured; 1.32×
+  // before the machine's slots were spread over its new disks) and every case within 1.25×
+  // (1.22× measured; 1.60× before).
   it('fixed draws (seed 42): the measured shares of docs/diskmap.md hold', () => {
     let newMachine = 0;
     let newMachineWithin = 0;
+    let inside = 0;
+    let insideWithin = 0;
+    const insideAdded: number[] = [];
     const draws = fc.sample(fc.tuple(evenTopologyArb, fc.integer({ min: 1, max: 4 }), fc.boolean()), { seed: 42, numRuns: 300 });
     for (const [ms, n, onNewMachine] of draws) {
       const old = tryBuild(topo(ms));
@@ -167,10 +174,20 @@ describe('growth', () => {
       else if (onNewMachine) {
         newMachine++;
         if (mv.movedShare <= 1.1 * mv.minimumShare + 1e-9) newMachineWithin++;
+      } else {
+        inside++;
+        if (mv.movedShare <= 1.1 * mv.minimumShare + 1e-9) insideWithin++;
+        if ((dm.diff?.addedGroups.length ?? 0) > 0) insideAdded.push(mv.movedShare / mv.minimumShare);
       }
     }
     expect(newMachine).toBeGreaterThan(100);
     expect(newMachineWithin / newMachine).toBeGreaterThanOrEqual(0.7);
+    expect(inside).toBeGreaterThan(100);
+    expect(insideWithin / inside).toBeGreaterThanOrEqual(0.9);
+    insideAdded.sort((a, b) => a - b);
+    expect(insideAdded.length).toBeGreaterThan(5);
+    expect(insideAdded[Math.floor(insideAdded.length / 2)]).toBeLessThanOrEqual(1.12);
+    expect(insideAdded[insideAdded.length - 1]).toBeLessThanOrEqual(1.25);
   });
 
   // 3 machines × 5 disks of 5 buckets, EC 2+1 one shard per machine (25 groups, every bucket used),
@@ -215,20 +232,99 @@ describe('growth', () => {
     expect(after.flat().reduce((a, b) => a + b, 0) - used).toBeLessThan(2 * widthOf(old.scheme));
   });
 
-  // Every final group must hold machine 0, so a new group matches only the old groups without
-  // machine 0 or without the machine it leaves out: ≥ 1.116× for any plan that keeps the old disk
-  // of machine 0 full (docs/diskmap.md). Measured 1.23× (the hand-out of keys is the cheapest one
-  // for these new groups; what limits it is how few old groups match them).
-  it('6 machines x 1 disk + a disk in machine 0 (4+1 per machine) stays within 1.25x', () => {
+  // Every final group holds machine 0 (4+1, one shard per machine): machine 0 can hold 35 slots
+  // of its 56 buckets. Balance puts 17-18 on each of its disks, so about half of machine 0's
+  // slots must arrive on the new disk — moves inside the machine, all of them minimum. Before
+  // (old disk kept full, 7 slots on the new one) this measured 1.23× against a minimum that
+  // counted only those 7 slots; now 1.09×.
+  it('6 machines x 1 disk + a disk in machine 0 (4+1 per machine) spreads machine 0 and stays within 10%', () => {
     const before = Array.from({ length: 6 }, () => [28]);
     const old = buildDiskmap(topo(before), opts);
     expect(old.scheme).toEqual({ kind: 'ec', k: 4, m: 1 });
     const dm = planChange(old, topo([[28, 28], ...before.slice(1)])).diskmap;
     expect(dm.groups.length).toBe(35);
+    const onM0 = [...slotsPerDisk(dm)].filter(([k]) => k.startsWith('0.0.0.0.')).map(([, n]) => n);
+    expect(onM0.reduce((a, b) => a + b, 0)).toBe(35);
+    expect(Math.max(...onM0) - Math.min(...onM0)).toBeLessThanOrEqual(1);
     const mv = movementBetween(old, dm);
-    expect(mv.movedShare).toBeLessThanOrEqual(1.25 * mv.minimumShare);
-    const oldDisk = diskEntries(dm.topology).find((e) => diskLabel(e) === 'm0/0')?.key as string;
-    if (slotsPerDisk(dm).get(oldDisk) === 28) expect(mv.movedShare).toBeGreaterThanOrEqual(1.116 * mv.minimumShare);
+    expect(mv.minimumShare).toBeGreaterThanOrEqual(balancedArrivalBound(old, dm) - 1e-12);
+    expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare);
+  });
+
+  // The reference for growth inside a machine (docs/diskmap.md, "Growth inside a machine"): a
+  // machine that gives (nearly) every group its cap cannot be filled, and balance spreads what it
+  // holds over all its disks, so the new disks must receive their share of it. The plan keeps
+  // every machine's equal disks within one slot of each other (before, the old disks stayed full
+  // and the new ones took the rest: 597 of 1,000 such growths left a machine unbalanced), so its
+  // minimum is never below that reference; and it never moves less than the reference either.
+  it('growth keeps every machine balanced, so the minimum is at least what balance must move', () => {
+    let capped = 0;
+    fc.assert(
+      fc.property(evenTopologyArb, fc.integer({ min: 1, max: 4 }), fc.boolean(), (ms, n, newMachine) => {
+        const old = tryBuild(topo(ms));
+        if (old === undefined) return;
+        const after = grown(ms, Array(n).fill(ms[0]?.[0] as number), newMachine);
+        const dm = planChange(old, topo(after)).diskmap;
+        const perMachine = new Map<string, number[]>();
+        const counts = slotsPerDisk(dm);
+        for (const e of diskEntries(dm.topology)) {
+          const l = perMachine.get(machineOf(e.machine)) ?? [];
+          l.push(counts.get(e.key) ?? 0);
+          perMachine.set(machineOf(e.machine), l);
+        }
+        for (const l of perMachine.values()) expect(Math.max(...l) - Math.min(...l)).toBeLessThanOrEqual(1);
+        const bound = balancedArrivalBound(old, dm);
+        const mv = movementBetween(old, dm);
+        expect(mv.minimumShare).toBeGreaterThanOrEqual(bound - 1e-12);
+        expect(mv.movedShare).toBeGreaterThanOrEqual(bound - 1e-12);
+        // A machine that cannot be filled: its new disks keep free buckets.
+        const w = widthOf(dm.scheme);
+        const used = [...counts.values()].reduce((a, b) => a + b, 0);
+        if (bound > 0 && after.flat().reduce((a, b) => a + b, 0) - used >= w) capped++;
+      }),
+      { numRuns: 120 },
+    );
+    expect(capped).toBeGreaterThan(10);
+  });
+
+  // 6 machines × 3 disks of 37, 8+2 with at most 2 per machine, + 2 disks in machine 0: 69 groups
+  // (from 66); the other machines hold at most 555 slots, so machine 0 holds at least 135 of its
+  // 185 buckets: 27 a disk when balanced, so at least 2 × 26 slots arrive on the new disks.
+  // Keeping the old disks full would have put only 135 − 111 = 24 there: that map is not
+  // balanced, and the minimum measured on it was too low a reference (it measured 1.36×).
+  it('6 machines x 3 disks + 2 disks in machine 0: the balanced reference, and within 1.15x of it', () => {
+    const before = Array.from({ length: 6 }, () => [37, 37, 37]);
+    const old = buildDiskmap(topo(before), opts);
+    expect(old.scheme).toEqual({ kind: 'ec', k: 8, m: 2 });
+    expect(old.maxShardsPerDomain).toBe(2);
+    const dm = planChange(old, topo([[37, 37, 37, 37, 37], ...before.slice(1)])).diskmap;
+    const G = dm.groups.length;
+    expect(G).toBe(69);
+    const V = dm.vslotGroup.length;
+    const perSlot = Math.floor(V / G) / (V * 10);
+    const bound = balancedArrivalBound(old, dm);
+    expect(bound).toBeGreaterThanOrEqual(52 * perSlot - 1e-12);
+    expect(bound).toBeGreaterThan(24 * (Math.ceil(V / G) / (V * 10)));
+    const mv = movementBetween(old, dm);
+    expect(mv.minimumShare).toBeGreaterThanOrEqual(bound);
+    expect(mv.movedShare).toBeLessThanOrEqual(1.15 * mv.minimumShare);
+  });
+
+  // 6 machines × 5 disks of 10, 8+2 ≤ 2 per machine, + 1 disk in machine 0: one new group (31 from
+  // 30) must take 1/31 of the keys, and every old group must give it its surplus (~2 keys): at
+  // each position the old groups with the new group's disk there supply at most 10 × 3 keys of
+  // the 66 it needs, so at least 36 of them cross onto an old disk at each of its 9 old positions.
+  // No plan gets below 1.57× here.
+  it('6 machines x 5 disks + 1 disk in machine 0: 1.1x provably out of reach, the plan close to the bound', () => {
+    const before = Array.from({ length: 6 }, () => Array(5).fill(10));
+    const old = buildDiskmap(topo(before), opts);
+    const dm = planChange(old, topo([Array(6).fill(10), ...before.slice(1)])).diskmap;
+    expect(dm.groups.length).toBe(old.groups.length + 1);
+    const lb = growthLowerBound(old, dm) as number;
+    expect(lb).toBeGreaterThan(1.5);
+    const mv = movementBetween(old, dm);
+    expect(mv.movedShare / mv.minimumShare).toBeGreaterThanOrEqual(lb - 1e-9);
+    expect(mv.movedShare / mv.minimumShare).toBeLessThanOrEqual(1.05 * lb);
   });
 
   it('the same change planned twice gives the same document', () => {
