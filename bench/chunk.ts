@@ -265,8 +265,11 @@ interface Phase {
 
 interface CairnRound {
   put: Phase;
+  /** Gets with short-circuit local reads (the default when the disks are on the client's host). */
   diskGet: Phase;
   cachedGet: Phase;
+  /** Gets through the servers (CAIRN_CHUNK_SHORT_CIRCUIT=0), from disk. */
+  remoteDiskGet: Phase;
   evicted: boolean;
 }
 
@@ -284,6 +287,8 @@ async function cairnServers(root: string, scheme: Scheme, mode: 'processes' | 'i
   const n = scheme.kind === 'ec' ? scheme.k + scheme.m : scheme.n;
   const servers = await startServers(root, mode);
   const clients = new ChunkClients();
+  // The same reads through the servers (as from another host), for comparison.
+  const remoteClients = new ChunkClients({ shortCircuit: false });
   const targets: ShardTarget[] = [];
   for (let i = 0; i < n; i++) {
     const label = servers.labels[i % 3] as { machine: number; incarnation: string };
@@ -295,8 +300,12 @@ async function cairnServers(root: string, scheme: Scheme, mode: 'processes' | 'i
   try {
     // Warm-up: connections and bucket directories.
     await writeChunk(clients, randomBytes(1024), scheme, targets);
+    await writeChunk(remoteClients, randomBytes(1024), scheme, targets);
+    // Which servers' disks are mounted here (a long-running client has long learned it).
+    for (const a of servers.addresses) await clients.get(a).learnLocalDisks();
   } catch (err) {
     clients.close();
+    remoteClients.close();
     await servers.stop();
     throw err;
   }
@@ -318,17 +327,21 @@ async function cairnServers(root: string, scheme: Scheme, mode: 'processes' | 'i
       // Each chunk read in flight has a destination buffer of its own, reused (readChunk's
       // `into`), as a reader that consumes chunks into its own buffers would.
       const dest = Array.from({ length: IN_FLIGHT }, () => Buffer.allocUnsafe(CHUNK_BYTES + 64));
-      const getAll = (): Promise<void> =>
+      const getAll = (via: ChunkClients) => (): Promise<void> =>
         pool(hashes, IN_FLIGHT, async (h, slot) => {
-          await readChunk(clients, h, scheme, targets, { into: dest[slot] });
+          await readChunk(via, h, scheme, targets, { into: dest[slot] });
         });
-      const evicted = await evict((await Promise.all([0, 1, 2].map((i) => filesUnder(join(root, `node${i}`))))).flat().filter((f) => f.includes('/shards/')));
-      const diskGet = await measured(servers.pids, getAll);
-      const cachedGet = await measured(servers.pids, getAll);
-      return { put, diskGet, cachedGet, evicted };
+      const shardFiles = (await Promise.all([0, 1, 2].map((i) => filesUnder(join(root, `node${i}`))))).flat().filter((f) => f.includes('/shards/'));
+      let evicted = await evict(shardFiles);
+      const diskGet = await measured(servers.pids, getAll(clients));
+      const cachedGet = await measured(servers.pids, getAll(clients));
+      evicted &&= await evict(shardFiles);
+      const remoteDiskGet = await measured(servers.pids, getAll(remoteClients));
+      return { put, diskGet, cachedGet, remoteDiskGet, evicted };
     },
     async stop() {
       clients.close();
+      remoteClients.close();
       await servers.stop();
     },
   };
@@ -396,6 +409,7 @@ export const chunkSuite: BenchSuite = {
           rows.push(row('put', (c) => c.put, (l) => l.writeS, (l) => l.writeCpuMs));
           rows.push(row('get (disk)', (c) => c.diskGet, (l) => l.diskReadS, (l) => l.diskReadCpuMs));
           rows.push(row('get (page cache)', (c) => c.cachedGet, (l) => l.cachedReadS, (l) => l.cachedReadCpuMs));
+          rows.push(row('get (disk) via server', (c) => c.remoteDiskGet, (l) => l.diskReadS, (l) => l.diskReadCpuMs));
         }
       }
     } finally {
@@ -408,6 +422,7 @@ export const chunkSuite: BenchSuite = {
       notes: [
         'limit, put = plain fs on the same file system writing + fsyncing the shard files the scheme stores (k+m shards or n replicas), in the same parallelism (one thread per file in flight), per byte of chunk data (i.e. after the redundancy overhead)',
         'limit, get = plain fs reading the files a get reads (the k data shards, or one replica), in the same parallelism; "disk": their pages dropped from the page cache first (posix_fadvise DONTNEED, as fio does before a read job) — for Cairn\'s get too; "page cache": read again right after, from memory (a CPU comparison, not a storage limit)',
+        'get (disk), get (page cache): short-circuit local reads (the client reads the shard files of servers whose disks are on its host, src/chunk/local.ts; the default); "get (disk) via server": the same reads through the chunk servers (CAIRN_CHUNK_SHORT_CIRCUIT=0, as a client on another host), against the same limit',
         'each round measures the limit, then Cairn, on fresh data; "of limit" is the median of the rounds\' ratios, the MB/s columns the medians of the rounds',
         allEvicted ? 'every "get (disk)" row read files dropped from the page cache' : 'WARNING: dropping files from the page cache failed (no GNU dd?): the "get (disk)" rows read from the page cache',
         `servers "processes": each chunk server is its own process (ChunkStore.open + startChunkServer, what \`cairn chunk serve\` runs), UV_THREADPOOL_SIZE=${CHUNK_SERVER_THREADPOOL}; "in-process": the three servers share the client's process and thread`,
