@@ -14,7 +14,9 @@
  *    over all new groups, so their shards stay on the same disks (a copy inside one disk) except
  *    where B has a new disk: data crosses disks only to go to the new capacity — the minimum,
  *    about C/(T+C) — as long as enough old groups agree with B (docs/diskmap.md has the measured
- *    cases where they do not, and a lower bound that no plan can beat).
+ *    cases where they do not, and a lower bound that no plan can beat). A machine that cannot
+ *    fill the disks added to it (it already gives groups their cap) is spread over all its disks
+ *    by moves inside the machine onto its new disks (balance; all of it minimum movement).
  */
 import { CairnError } from '../common/errors.js';
 import { diskKeyOf, type BucketId } from './bucket-id.js';

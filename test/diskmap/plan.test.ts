@@ -191,11 +191,11 @@ describe('growth', () => {
   });
 
   // 3 machines × 5 disks of 5 buckets, EC 2+1 one shard per machine (25 groups, every bucket used),
-  // plus a machine with one 5-bucket disk: 26 groups. The new group needs 1/26 of the keys; the
-  // old groups that share its two old disks at the same positions are at most 5, each can give
-  // 1/25 − 1/26; the rest of its keys move a shard between two old disks. No plan gets below
-  // 1.246× here (docs/diskmap.md, "Where 1.1× is out of reach").
-  it('where 1.1x is provably out of reach, the plan stays above the lower bound and within 1.6x', () => {
+  // plus a machine with one 5-bucket disk: 26 groups. The new group needs 1/26 of the keys and
+  // every old group gives it its surplus; at each of its two old positions the old groups with
+  // its disk there (at most 5) supply only part of them, the rest cross onto an old disk there.
+  // No plan gets below 1.49× here (docs/diskmap.md, "Where 1.1× is out of reach"); 1.53× measured.
+  it('where 1.1x is provably out of reach, the plan stays above the lower bound and within 5% of it', () => {
     const before = Array.from({ length: 3 }, () => Array(5).fill(5));
     const old = buildDiskmap(topo(before), opts);
     expect(old.scheme).toEqual({ kind: 'ec', k: 2, m: 1 });
@@ -207,7 +207,7 @@ describe('growth', () => {
     expect(lb).toBeGreaterThan(1.1);
     const mv = movementBetween(old, dm);
     expect(mv.movedShare / mv.minimumShare).toBeGreaterThanOrEqual(lb - 1e-9);
-    expect(mv.movedShare / mv.minimumShare).toBeLessThanOrEqual(1.6);
+    expect(mv.movedShare / mv.minimumShare).toBeLessThanOrEqual(1.05 * lb);
   });
 
   it.each([
@@ -422,7 +422,8 @@ describe('removal, shrinking, drain', () => {
 describe('failed disks', () => {
   it('groups on a failed disk are degraded and repaired onto free buckets', () => {
     // 4+2 over 3 machines (at most 2 shards per machine): a third disk in machine m0 cannot be used
-    // by new groups, so it is spare room — exactly what a repair inside m0 needs.
+    // by new groups; m0's 40 slots are spread over its three disks, so 20 buckets stay free there —
+    // exactly what a repair inside m0 needs.
     const base = buildDiskmap(topo([[20, 20], [20, 20], [20, 20]]), opts);
     const withSpare = planChange(base, topo([[20, 20, 20], [20, 20], [20, 20]])).diskmap;
     expect(withSpare.groups.length).toBe(base.groups.length);
