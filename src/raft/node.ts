@@ -47,6 +47,14 @@ import {
   type StateMachine,
 } from './types.js';
 
+/**
+ * How long a leader's new commit index may wait for the next append to carry it before it is
+ * sent on its own (lazyCommit). Writes that follow each other (a client waiting for each
+ * answer sends its next within a fraction of a millisecond) save a round of empty appends and
+ * their acknowledgements; followers apply at most this much later when writes stop.
+ */
+const COMMIT_LINGER_MS = 2;
+
 export interface RaftPeer {
   id: NodeId;
   address: string;
@@ -160,6 +168,8 @@ export class RaftNode {
   private transport!: Transport;
   private server!: StartedServer;
   private timer: NodeJS.Timeout | undefined;
+  /** Sends a commit index that no append carried within COMMIT_LINGER_MS (lazyCommit). */
+  private commitFlush: NodeJS.Timeout | undefined;
   private address = '';
   private readonly sm: StateMachine;
   private peers = new Map<NodeId, string>();
@@ -268,6 +278,7 @@ export class RaftNode {
       preVote: this.cfg.preVote,
       checkQuorum: this.cfg.checkQuorum,
       random: o.random ?? Math.random,
+      lazyCommit: true,
     });
 
     const spoolDir = join(o.dataDir, 'raft-spool');
@@ -440,6 +451,7 @@ export class RaftNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.commitFlush !== undefined) clearTimeout(this.commitFlush);
     const err = new CairnError('ECANCELED', `node ${this.id} is stopping`);
     this.failAll(err);
     await this.idle.catch(() => undefined);
@@ -671,6 +683,15 @@ export class RaftNode {
         }
         if (!this.stopped) await this.maybeSnapshot();
       } while (this.again && !this.stopped);
+      if (!this.stopped && this.commitFlush === undefined && this.raw.hasUnsentCommit()) {
+        // The leader's new commit index waits a moment for the next append to carry it.
+        this.commitFlush = setTimeout(() => {
+          this.commitFlush = undefined;
+          if (this.stopped) return;
+          this.safely(() => this.raw.flushCommit());
+          this.kick();
+        }, COMMIT_LINGER_MS);
+      }
     } catch (err) {
       // A failed fsync or apply leaves the node in an unknown state: stop rather than go on.
       this.fatal = err as Error;

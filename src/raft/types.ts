@@ -227,6 +227,14 @@ export interface RaftOptions {
   leaseReads?: boolean;
   /** Lease length in ticks, in [1, electionTicks); default floor(electionTicks / 2). */
   leaseTicks?: number;
+  /**
+   * Do not broadcast a commit-index advance at once (off by default): it rides on the next
+   * append, or goes out when the driver calls flushCommit() or at the next tick. Saves a round
+   * of empty appends and acknowledgements per write when writes follow each other; followers
+   * learn the commit (and apply) up to that much later. Linearizable reads on followers are not
+   * delayed: the leader's heartbeat round for a ReadIndex carries the commit index.
+   */
+  lazyCommit?: boolean;
 }
 
 /**

@@ -90,6 +90,12 @@ export class Raft {
 
   electionElapsed = 0;
   heartbeatElapsed = 0;
+  /**
+   * lazyCommit: the commit index moved on the leader and has not gone to every follower yet.
+   * The next append carries it, or flushCommit() (the driver, after a short linger), or the
+   * next tick.
+   */
+  commitUnsent = false;
   /** Ticks since this node started: the clock of the lease. */
   tickCount = 0;
   /** Leader, lease reads: per voter, the tick at which the newest acknowledged heartbeat was sent. */
@@ -256,6 +262,7 @@ export class Raft {
     this.lead = NONE;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
+    this.commitUnsent = false;
     this.resetRandomizedElectionTimeout();
     this.abortLeaderTransfer();
     this.votes = new Map();
@@ -336,6 +343,7 @@ export class Raft {
       if (this.role === Role.Leader && this.leadTransferee !== NONE) this.abortLeaderTransfer();
     }
     if (this.role !== Role.Leader) return;
+    this.flushCommit();
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
       this.step(makeMessage({ type: MessageType.Beat, from: this.id }));
@@ -416,7 +424,13 @@ export class Raft {
   }
 
   bcastAppend(): void {
+    this.commitUnsent = false;
     for (const id of this.prs.keys()) if (id !== this.id) this.sendAppend(id);
+  }
+
+  /** lazyCommit: send the commit index to the followers now, if it has not gone out yet. */
+  flushCommit(): void {
+    if (this.commitUnsent && this.role === Role.Leader) this.bcastAppend();
   }
 
   private sendHeartbeat(to: NodeId, ctx: Uint8Array): void {
@@ -798,7 +812,15 @@ export class Raft {
           pr.inflights.freeLE(m.index);
         }
         if (this.maybeCommit()) {
-          this.bcastAppend();
+          if (this.opts.lazyCommit === true) {
+            // Followers learn the new commit index with the next append (or flushCommit / the
+            // next tick): when writes follow each other, no round of empty appends and their
+            // acknowledgements for every one. Followers with entries waiting get them now.
+            this.commitUnsent = true;
+            for (const id of this.prs.keys()) if (id !== this.id) this.maybeSendAppend(id, false);
+          } else {
+            this.bcastAppend();
+          }
         } else if (oldPaused) {
           this.sendAppend(m.from);
         }

@@ -137,6 +137,16 @@ export class RawNode {
     return out;
   }
 
+  /** lazyCommit: the leader holds a commit index its followers have not been sent yet. */
+  hasUnsentCommit(): boolean {
+    return this.raft.commitUnsent;
+  }
+
+  /** lazyCommit: send the commit index to the followers now (the messages come in the next Ready). */
+  flushCommit(): void {
+    this.raft.flushCommit();
+  }
+
   hasReady(): boolean {
     const r = this.raft;
     const soft = r.softState();

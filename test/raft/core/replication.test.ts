@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { CairnError } from '../../../src/common/errors.js';
 import { MessageType, Role, type Entry } from '../../../src/raft/types.js';
-import { Network, bytes, entriesOfTerms, makeLeader, msg, soloNode } from './harness.js';
+import { Network, bytes, entriesOfTerms, makeLeader, msg, soloNode, type TestNode } from './harness.js';
 
 const termsOf = (es: Entry[]): number[] => es.map((e) => e.term);
 
@@ -239,5 +239,80 @@ describe('flow control', () => {
     const fwd = n.drain().find((m) => m.type === MessageType.Prop)!;
     expect(fwd.to).toBe(1);
     expect(Buffer.from(fwd.entries[0]!.data).toString()).toBe('x');
+  });
+});
+
+describe('lazy commit propagation (lazyCommit, what the driver runs)', () => {
+  const commitAppends = (ms: ReturnType<TestNode['drain']>) => ms.filter((m) => m.type === MessageType.App);
+
+  it('a commit rides on the next append instead of a round of empty appends; flushCommit and the tick send it alone', () => {
+    const n = soloNode(1, [1, 2, 3], {}, { lazyCommit: true, heartbeatTicks: 5 });
+    makeLeader(n);
+    n.drain();
+    const ack = (from: number, index: number) => n.rn.step(msg({ type: MessageType.AppResp, from, to: 1, term: n.raft.term, index }));
+    let li = n.raft.log.lastIndex();
+    ack(2, li);
+    ack(3, li);
+    n.drain();
+    n.rn.propose(bytes('x'));
+    n.drain();
+    li = n.raft.log.lastIndex();
+    // A majority holds x: it commits and applies on the leader, but no append goes out for it.
+    ack(2, li);
+    const afterAck = n.drain();
+    expect(n.raft.log.committed).toBe(li);
+    expect(n.appliedData()).toContain('x');
+    expect(commitAppends(afterAck)).toEqual([]);
+    expect(n.rn.hasUnsentCommit()).toBe(true);
+    // The next proposal's appends carry the new commit index to both followers.
+    n.rn.propose(bytes('y'));
+    const withY = commitAppends(n.drain());
+    expect(withY.map((m) => [m.to, m.commit]).sort()).toEqual([[2, li], [3, li]]);
+    expect(n.rn.hasUnsentCommit()).toBe(false);
+    // With no next write, flushCommit sends the commit index alone.
+    const ly = n.raft.log.lastIndex();
+    ack(2, ly);
+    ack(3, ly);
+    expect(commitAppends(n.drain())).toEqual([]);
+    n.rn.flushCommit();
+    const flushed = commitAppends(n.drain());
+    expect(flushed.map((m) => [m.to, m.commit, m.entries.length]).sort()).toEqual([[2, ly, 0], [3, ly, 0]]);
+    expect(n.rn.hasUnsentCommit()).toBe(false);
+    // And so does the next tick when nobody calls flushCommit.
+    n.rn.propose(bytes('z'));
+    n.drain();
+    const lz = n.raft.log.lastIndex();
+    ack(2, lz);
+    expect(commitAppends(n.drain())).toEqual([]);
+    n.rn.tick();
+    expect(commitAppends(n.drain()).map((m) => [m.to, m.commit]).sort()).toEqual([[2, lz], [3, lz]]);
+  });
+
+  it('without lazyCommit the leader broadcasts every commit advance at once', () => {
+    const n = soloNode(1, [1, 2, 3], {}, { heartbeatTicks: 5 });
+    makeLeader(n);
+    n.drain();
+    for (const from of [2, 3]) n.rn.step(msg({ type: MessageType.AppResp, from, to: 1, term: n.raft.term, index: n.raft.log.lastIndex() }));
+    n.drain();
+    n.rn.propose(bytes('x'));
+    n.drain();
+    const li = n.raft.log.lastIndex();
+    n.rn.step(msg({ type: MessageType.AppResp, from: 2, to: 1, term: n.raft.term, index: li }));
+    expect(commitAppends(n.drain()).map((m) => [m.to, m.commit]).sort()).toEqual([[2, li], [3, li]]);
+    expect(n.rn.hasUnsentCommit()).toBe(false);
+  });
+
+  it('a cluster with lazyCommit converges: every node applies every write once writes stop', () => {
+    const net = new Network([1, 2, 3], { lazyCommit: true });
+    net.campaign(1);
+    for (const v of ['a', 'b', 'c']) {
+      net.node(1).rn.propose(bytes(v));
+      net.deliver();
+    }
+    // The last commit index waits for a flush: followers have applied a and b, not yet c.
+    expect(net.node(2).appliedData()).not.toContain('c');
+    net.node(1).rn.flushCommit();
+    net.deliver();
+    for (const id of [1, 2, 3]) expect(net.node(id).appliedData().filter((d) => ['a', 'b', 'c'].includes(d))).toEqual(['a', 'b', 'c']);
   });
 });

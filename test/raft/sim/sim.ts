@@ -141,6 +141,8 @@ export class Simulation {
   private readonly checkQuorum: boolean = false;
   /** Lease reads: then clocks do not drift (the lease's clock assumption holds exactly). */
   private readonly leaseReads: boolean;
+  /** Lazy commit propagation (what the driver runs): on for half the seeds (3 and 5 nodes), without a draw of the PRNG. */
+  private readonly lazyCommit: boolean;
   private readonly electionTicks: number;
   private readonly heartbeatTicks: number;
   private readonly maxSizePerMsgBytes: number;
@@ -176,6 +178,7 @@ export class Simulation {
     this.checkQuorum = r.chance(0.6);
     this.leaseReads = r.chance(0.3);
     if (this.leaseReads) this.checkQuorum = true;
+    this.lazyCommit = cfg.seed % 4 < 2;
     this.electionTicks = 10 + r.int(6);
     this.heartbeatTicks = 1 + r.int(3);
     this.maxSizePerMsgBytes = r.pick([1, 64, 256, 4096]);
@@ -225,6 +228,7 @@ export class Simulation {
       random: () => nodeRng.next(),
       maxCommittedBytesPerReady: 512,
       leaseReads: this.leaseReads,
+      lazyCommit: this.lazyCommit,
     });
     this.log(`start n${n.id} (incarnation ${n.incarnation}, applied ${n.keys.length}, last ${n.storage.lastIndex()})`);
   }
@@ -674,6 +678,8 @@ export class Simulation {
       this.clientOps();
     }
     this.tickAll();
+    // The driver's linger timer: now and then, a leader sends a commit index no append carried.
+    if (this.lazyCommit) for (const n of this.nodes.values()) if (n.rn && this.rng.chance(0.3)) n.rn.flushCommit();
     this.deliverDue();
     for (const n of this.nodes.values()) this.processReadies(n);
     this.checkElectionSafetyNow();
