@@ -114,11 +114,6 @@ export class ChunkClient {
       into?: (info: ShardInfo, length: number) => Buffer | undefined;
       /** Give up (ECANCELED): the call is cancelled and nothing more is written into the buffer from `into`. */
       signal?: AbortSignal;
-      /**
-       * Called as the destination fills, in order: bytes [0, readyBytes) have arrived. A value
-       * lower than the last one means the read started over (those bytes will be written again).
-       */
-      onProgress?: (readyBytes: number) => void;
     } = {},
   ): Promise<{ info: ShardInfo; data: Buffer }> {
     const whole = (opts.offset ?? 0) === 0 && (opts.length ?? 0) === 0;
@@ -140,7 +135,7 @@ export class ChunkClient {
     const root = local.rootOf(key.bucket);
     if (root !== undefined && opts.signal?.aborted !== true) {
       try {
-        const got = await readLocalShard(root, key, opts.into, opts.signal, opts.onProgress);
+        const got = await readLocalShard(root, key, opts.into, opts.signal);
         if (opts.verifyCrc !== false && payloadCrc(got.data) !== got.info.payloadCrc32) {
           throw new CairnError('ECORRUPT', `shard ${key.bucket}/${key.hash.slice(0, 12)}….${key.index} failed its CRC-32 check on the local disk`);
         }
@@ -148,8 +143,6 @@ export class ChunkClient {
         return got;
       } catch (err) {
         if (err instanceof CairnError && err.code === 'ECANCELED') throw err;
-        // The read through the server writes the destination again from its start.
-        opts.onProgress?.(0);
         // An fs error (the file is not where the layout says, the disk went away): re-learn soon.
         if (!(err instanceof CairnError)) local.forget();
         countLocalRead('fallback');
@@ -222,7 +215,6 @@ export class ChunkClient {
           if (at + d.length > buf.length) throw new CairnError('ECORRUPT', `${this.address}: GetShard sent more bytes than announced`);
           if (d.buffer !== buf.buffer || d.byteOffset !== buf.byteOffset + at) d.copy(buf, at);
           at += d.length;
-          opts.onProgress?.(at);
           if (verifyCrc) crc = payloadCrc(d, crc);
         } catch (err) {
           bad(err instanceof CairnError ? err : new CairnError('EIO', String(err)));

@@ -21,7 +21,7 @@ import { counter } from '../common/metrics.js';
 import { diskKeyOf } from '../diskmap/bucket-id.js';
 import { SHARD_HEADER_BYTES, decodeShardHeader } from './format.js';
 import { checkHeaderMatches, diskKeyOfLabel, readDiskLabel, shardPathOn } from './store.js';
-import { PIECE_BYTES, parseBucketId, type ShardInfo, type ShardKey } from './types.js';
+import { parseBucketId, type ShardInfo, type ShardKey } from './types.js';
 
 /** How long a server's list of local disks is trusted before it is asked again. */
 export const LOCAL_DISKS_TTL_MS = 10_000;
@@ -128,7 +128,6 @@ export async function readLocalShard(
   key: ShardKey,
   into: ((info: ShardInfo, length: number) => Buffer | undefined) | undefined,
   signal: AbortSignal | undefined,
-  onProgress?: (readyBytes: number) => void,
 ): Promise<{ info: ShardInfo; data: Buffer }> {
   const path = shardPathOn(root, key);
   const fh: FileHandle = await open(path, 'r');
@@ -146,14 +145,12 @@ export async function readLocalShard(
     if (given !== undefined && given.length !== info.payloadLength) throw new CairnError('EINVAL', `getShard: destination of ${given.length} bytes for ${info.payloadLength}`);
     const data = given ?? Buffer.allocUnsafe(info.payloadLength);
     let at = 0;
-    // Reads of a piece each (the kernel copies straight into the destination), so that the
-    // caller can hash what has arrived while the next piece is read; the signal is checked between them.
+    // Large reads (the kernel copies straight into the destination); the signal is checked between them.
     while (at < data.length) {
       checkAborted(signal);
-      const { bytesRead: r } = await fh.read(data, at, Math.min(PIECE_BYTES, data.length - at), SHARD_HEADER_BYTES + at);
+      const { bytesRead: r } = await fh.read(data, at, data.length - at, SHARD_HEADER_BYTES + at);
       if (r === 0) throw new CairnError('ECORRUPT', `${path}: file ended early (truncated)`);
       at += r;
-      onProgress?.(at);
     }
     return { info, data };
   } finally {

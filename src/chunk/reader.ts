@@ -100,60 +100,6 @@ function sha256Hex(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-/**
- * The chunk's SHA-256, computed while its bytes arrive (in order, a piece at a time), so that
- * hashing overlaps the reads still running instead of following them. `buf` holds the chunk's
- * first `length` bytes as `segments` consecutive segments of `segmentBytes` (EC: the data shards;
- * a replica: one segment); report(s, ready) says bytes [0, ready) of segment s have arrived. A
- * segment that starts over (ready going down: its bytes will be written again) spoils it, and the
- * hash is then computed over the result as before. Never trusted for bytes it did not hash: the
- * caller uses digest() only when the result is exactly buf's first `length` bytes.
- */
-export class RunningHash {
-  private readonly h = createHash('sha256');
-  private readonly ready: number[];
-  private upTo = 0;
-  private spoiled = false;
-
-  constructor(
-    readonly buf: Buffer,
-    readonly length: number,
-    private readonly segmentBytes: number,
-    segments: number,
-  ) {
-    this.ready = new Array<number>(segments).fill(0);
-    if (length > buf.length || length > segmentBytes * segments) this.spoiled = true;
-  }
-
-  report(segment: number, readyBytes: number): void {
-    if (this.spoiled) return;
-    const before = this.ready[segment];
-    if (before === undefined || readyBytes < before || readyBytes > this.segmentBytes) {
-      this.spoiled = true;
-      return;
-    }
-    this.ready[segment] = readyBytes;
-    while (this.upTo < this.length) {
-      const s = Math.floor(this.upTo / this.segmentBytes);
-      const end = Math.min(this.length, s * this.segmentBytes + (this.ready[s] as number));
-      if (end <= this.upTo) break;
-      this.h.update(this.buf.subarray(this.upTo, end));
-      this.upTo = end;
-    }
-  }
-
-  spoil(): void {
-    this.spoiled = true;
-  }
-
-  /** The hash of buf's first `length` bytes if every one was hashed as it arrived; once only. */
-  digest(): string | undefined {
-    if (this.spoiled || this.upTo !== this.length) return undefined;
-    this.spoiled = true;
-    return this.h.digest('hex');
-  }
-}
-
 /** Read and verify a whole chunk or a range of it. */
 export async function readChunk(
   clients: ChunkClients,
@@ -221,11 +167,10 @@ async function fetchShard(
   timeoutMs: number,
   fetches: Fetches,
   into?: (info: ShardInfo, length: number) => Buffer | undefined,
-  onProgress?: (readyBytes: number) => void,
 ): Promise<{ info: ShardInfo; data: Buffer }> {
   const t = targets[index] as ShardTarget;
   // The chunk hash verifies everything; per-shard CRCs are checked only to find a culprit.
-  const p = clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal: fetches.abort.signal, onProgress });
+  const p = clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal: fetches.abort.signal });
   fetches.running.add(p);
   return p.finally(() => fetches.running.delete(p));
 }
@@ -244,19 +189,12 @@ async function readReplicas(
 ): Promise<ReadChunkResult> {
   const problems: ShardProblem[] = [];
   let found: Buffer | undefined;
-  // The first fetch reads into the caller's buffer (or one made here) and its bytes are hashed
-  // as they arrive; a hedged one gets a buffer of its own and is hashed once it is complete.
-  let running: RunningHash | undefined;
-  let runningFetch = -1;
-  const into = (i: number) => (info: ShardInfo, length: number): Buffer | undefined => {
-    if (running !== undefined) return undefined;
-    const buf = opts.into !== undefined && opts.into.length >= length ? opts.into.subarray(0, length) : Buffer.allocUnsafe(length);
-    running = new RunningHash(buf, info.chunkLength, length, 1);
-    runningFetch = i;
-    return buf;
-  };
-  const progress = (i: number) => (ready: number): void => {
-    if (i === runningFetch) running?.report(0, ready);
+  // The caller's buffer goes to the first fetch only: a hedged one must not share it.
+  let intoFree = opts.into !== undefined;
+  const into = (_info: ShardInfo, length: number): Buffer | undefined => {
+    if (!intoFree || opts.into === undefined || opts.into.length < length) return undefined;
+    intoFree = false;
+    return opts.into.subarray(0, length);
   };
   await gather(
     targets.length,
@@ -264,11 +202,8 @@ async function readReplicas(
     opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS,
     async (i) => {
       try {
-        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into(i), progress(i));
-        const r = running;
-        const hashed = i === runningFetch && r !== undefined && data.buffer === r.buf.buffer && data.byteOffset === r.buf.byteOffset && data.length === r.length ? r.digest() : undefined;
-        if (i === runningFetch) r?.spoil();
-        if ((hashed ?? sha256Hex(data)) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
+        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into);
+        if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
         found ??= data;
       } catch (err) {
         problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
@@ -298,28 +233,18 @@ async function readEc(
   // Data shards land side by side in one buffer, so that the chunk is a view of it (no join copy).
   let contiguous: Buffer | undefined;
   let shardBytes = -1;
-  // The chunk's hash, computed as the data shards' bytes land in `contiguous`.
-  let running: RunningHash | undefined;
-  const intoGiven = new Set<number>();
   const into = (i: number) => (info: ShardInfo, length: number): Buffer | undefined => {
     if (i >= k || info.payloadLength !== length) return undefined;
     if (contiguous === undefined) {
       shardBytes = length;
       contiguous = opts.into !== undefined && opts.into.length >= length * k ? opts.into.subarray(0, length * k) : Buffer.allocUnsafe(length * k);
-      running = new RunningHash(contiguous, info.chunkLength, length, k);
     }
-    if (length !== shardBytes) return undefined;
-    if (info.chunkLength !== running?.length) running?.spoil();
-    intoGiven.add(i);
-    return contiguous.subarray(i * length, (i + 1) * length);
-  };
-  const progress = (i: number) => (ready: number): void => {
-    if (intoGiven.has(i)) running?.report(i, ready);
+    return length === shardBytes ? contiguous.subarray(i * length, (i + 1) * length) : undefined;
   };
   let settled = false;
   const fetchOne = async (i: number): Promise<void> => {
     try {
-      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into(i), progress(i));
+      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into(i));
       // A shard that arrives after the answer was decided is not used (nor recorded).
       if (!settled) good.set(i, s);
     } catch (err) {
@@ -358,12 +283,7 @@ async function readEc(
     } catch {
       return undefined;
     }
-    // Hashed as it arrived, if the chunk is exactly those bytes (the data shards in place); else now.
-    const r = running;
-    const inPlace = r !== undefined && chunk.buffer === r.buf.buffer && chunk.byteOffset === r.buf.byteOffset && chunk.length === r.length;
-    const hashed = inPlace ? r.digest() : undefined;
-    r?.spoil();
-    return (hashed ?? sha256Hex(chunk)) === hash ? chunk : undefined;
+    return sha256Hex(chunk) === hash ? chunk : undefined;
   };
 
   if (good.size >= k) {
