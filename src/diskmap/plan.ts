@@ -16,7 +16,9 @@
  *    about C/(T+C) — as long as enough old groups agree with B (docs/diskmap.md has the measured
  *    cases where they do not, and a lower bound that no plan can beat). A machine that cannot
  *    fill the disks added to it (it already gives groups their cap) is spread over all its disks
- *    by moves inside the machine onto its new disks (balance; all of it minimum movement).
+ *    by moves inside the machine onto its new disks (balance; all of it minimum movement). When
+ *    no family is large enough to feed a new group alone, the templates are capacitated medoids
+ *    of the old groups instead of the largest families.
  */
 import { CairnError } from '../common/errors.js';
 import { diskKeyOf, type BucketId } from './bucket-id.js';
@@ -333,6 +335,7 @@ class Planner {
       t.units++;
       assigned++;
     }
+    this.medoidUnits(order, need);
     let unitNo = 0;
     for (const t of order) {
       for (let u = 0; u < t.units && need > 0; u++) {
@@ -467,6 +470,86 @@ class Planner {
         if (!done) break;
       }
     }
+  }
+
+  /**
+   * When no combination is frequent enough to feed a new group alone (a new group needs about
+   * G/ΔG donors and every family is smaller), every old group ends up giving keys to a new group
+   * that differs from it at some positions. Then choose the templates as capacitated medoids:
+   * start from the greedy picks (each next one raising most the best agreement of every old
+   * group with a chosen template; agreement = positions with the same disk, on machines that got
+   * no new disk), then a few rounds of: assign every old group to a template, at most ⌈G/ΔG⌉ each,
+   * by the cheapest assignment; move each template to the combination that agrees most with its
+   * old groups. Small maps only.
+   */
+  private medoidUnits(order: { k: string; members: number[]; units: number }[], need: number): void {
+    const L = this.layout;
+    if (this.replicas || order.length === 0 || need <= 0) return;
+    const olds = L.groups.filter((g) => !g.retired && !g.disks.includes(-1)).map((g) => g.disks);
+    const G = olds.length;
+    if (order.some((t) => t.members.length * need * 2 > G)) return;
+    const w = olds[0]?.length ?? 0;
+    if (w === 0 || order.length * G * w > 4_000_000 || G > 1_000 || G * need > 5_000) return;
+    const freshMachine = new Set<number>();
+    for (const d of L.disks) if (this.fresh[d.idx] === 1 && d.receiver && d.buckets > 0) freshMachine.add(d.dom[1] as number);
+    const tuplesOf = order.map((t) => t.k.split(',').map(Number));
+    const agree = (a: readonly number[], b: readonly number[]): number => {
+      let n = 0;
+      for (let i = 0; i < w; i++) if (a[i] === b[i] && !freshMachine.has((L.disks[a[i] as number] as LDisk).dom[1] as number)) n++;
+      return n;
+    };
+    const best = new Int32Array(G);
+    const chosen: number[] = [];
+    for (let u = 0; u < need; u++) {
+      let top = -1;
+      let topGain = -1;
+      tuplesOf.forEach((tp, ti) => {
+        if (chosen.includes(ti)) return;
+        let gain = 0;
+        olds.forEach((od, a) => {
+          gain += Math.max(0, agree(od, tp) - (best[a] as number));
+        });
+        if (gain > topGain) {
+          topGain = gain;
+          top = ti;
+        }
+      });
+      if (top < 0) break;
+      chosen.push(top);
+      olds.forEach((od, a) => {
+        best[a] = Math.max(best[a] as number, agree(od, tuplesOf[top] as number[]));
+      });
+    }
+    const capacity = Math.ceil(G / Math.max(1, chosen.length));
+    for (let round = 0; round < 3 && chosen.length > 1; round++) {
+      const pairs: { A: number; B: number; o: number }[] = [];
+      olds.forEach((od, a) => chosen.forEach((ti, c) => pairs.push({ A: a, B: c, o: agree(od, tuplesOf[ti] as number[]) })));
+      const flows = cheapestAssignment(pairs, () => 1, () => capacity);
+      const members: number[][] = chosen.map(() => []);
+      pairs.forEach((p, at) => {
+        if ((flows[at] as number) > 0) (members[p.B] as number[]).push(p.A);
+      });
+      let changed = false;
+      chosen.forEach((ti, c) => {
+        let top = ti;
+        let topScore = -1;
+        tuplesOf.forEach((tp, tj) => {
+          if (tj !== ti && chosen.includes(tj)) return;
+          let score = 0;
+          for (const a of members[c] as number[]) score += agree(olds[a] as number[], tp);
+          if (score > topScore || (score === topScore && tj === ti)) {
+            topScore = score;
+            top = tj;
+          }
+        });
+        if (top !== ti) changed = true;
+        chosen[c] = top;
+      });
+      if (!changed) break;
+    }
+    for (const t of order) t.units = 0;
+    for (const ti of chosen) (order[ti] as { units: number }).units = 1;
+    order.sort((a, b) => b.units - a.units);
   }
 
   /** Say so when active disks keep free buckets that no group can use. */

@@ -236,8 +236,9 @@ describe('growth', () => {
   // of its 56 buckets. Balance puts 17-18 on each of its disks, so about half of machine 0's
   // slots must arrive on the new disk — moves inside the machine, all of them minimum. Before
   // (old disk kept full, 7 slots on the new one) this measured 1.23× against a minimum that
-  // counted only those 7 slots; now 1.09×.
-  it('6 machines x 1 disk + a disk in machine 0 (4+1 per machine) spreads machine 0 and stays within 10%', () => {
+  // counted only those 7 slots; now 1.10× (1.09× with the largest families as templates, which
+  // do worse elsewhere: docs/diskmap.md).
+  it('6 machines x 1 disk + a disk in machine 0 (4+1 per machine) spreads machine 0 and stays within 1.11x', () => {
     const before = Array.from({ length: 6 }, () => [28]);
     const old = buildDiskmap(topo(before), opts);
     expect(old.scheme).toEqual({ kind: 'ec', k: 4, m: 1 });
@@ -248,7 +249,7 @@ describe('growth', () => {
     expect(Math.max(...onM0) - Math.min(...onM0)).toBeLessThanOrEqual(1);
     const mv = movementBetween(old, dm);
     expect(mv.minimumShare).toBeGreaterThanOrEqual(balancedArrivalBound(old, dm) - 1e-12);
-    expect(mv.movedShare).toBeLessThanOrEqual(1.1 * mv.minimumShare);
+    expect(mv.movedShare).toBeLessThanOrEqual(1.11 * mv.minimumShare);
   });
 
   // The reference for growth inside a machine (docs/diskmap.md, "Growth inside a machine"): a
@@ -291,8 +292,9 @@ describe('growth', () => {
   // (from 66); the other machines hold at most 555 slots, so machine 0 holds at least 135 of its
   // 185 buckets: 27 a disk when balanced, so at least 2 × 26 slots arrive on the new disks.
   // Keeping the old disks full would have put only 135 − 111 = 24 there: that map is not
-  // balanced, and the minimum measured on it was too low a reference (it measured 1.36×).
-  it('6 machines x 3 disks + 2 disks in machine 0: the balanced reference, and within 1.15x of it', () => {
+  // balanced, and the minimum measured on it was too low a reference (it measured 1.36×). Now
+  // 1.11× (1.15× with the largest families as templates for the new groups).
+  it('6 machines x 3 disks + 2 disks in machine 0: the balanced reference, and within 1.12x of it', () => {
     const before = Array.from({ length: 6 }, () => [37, 37, 37]);
     const old = buildDiskmap(topo(before), opts);
     expect(old.scheme).toEqual({ kind: 'ec', k: 8, m: 2 });
@@ -307,7 +309,7 @@ describe('growth', () => {
     expect(bound).toBeGreaterThan(24 * (Math.ceil(V / G) / (V * 10)));
     const mv = movementBetween(old, dm);
     expect(mv.minimumShare).toBeGreaterThanOrEqual(bound);
-    expect(mv.movedShare).toBeLessThanOrEqual(1.15 * mv.minimumShare);
+    expect(mv.movedShare).toBeLessThanOrEqual(1.12 * mv.minimumShare);
   });
 
   // 6 machines × 5 disks of 10, 8+2 ≤ 2 per machine, + 1 disk in machine 0: one new group (31 from
