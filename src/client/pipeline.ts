@@ -53,6 +53,18 @@ export interface PipelineDeps {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Compared against, never written: one small block instead of a chunk-sized zero buffer per commit. */
+const ZERO_BLOCK = Buffer.alloc(64 * 1024);
+
+/** True when every byte is zero (the chunk is a hole and is not stored). */
+export function allZero(b: Buffer): boolean {
+  for (let at = 0; at < b.length; at += ZERO_BLOCK.length) {
+    const n = Math.min(ZERO_BLOCK.length, b.length - at);
+    if (!b.subarray(at, at + n).equals(ZERO_BLOCK.subarray(0, n))) return false;
+  }
+  return true;
+}
+
 function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
   if (attr.size !== intent.newSize || attr.extents.length !== intent.extents.length) return false;
   return attr.extents.every((e, i) => {
@@ -88,7 +100,6 @@ async function putReadable(hash: string, bytes: Buffer, d: PipelineDeps): Promis
 async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: Extent[]; fresh: string[]; weak: Set<string> }> {
   const frozen = f.frozen!;
   const plan = planCommit(f.st.base.extents, frozen.all(), frozen.size);
-  const zero = Buffer.alloc(d.chunker.maxBytes);
   const created: Extent[] = [];
   const puts = new Map<string, Promise<PutChunkResult>>();
   const weak = new Set<string>();
@@ -106,7 +117,7 @@ async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: E
       const bytes = window.subarray(0, n);
       const at = pos;
       pos += n;
-      if (bytes.equals(zero.subarray(0, n))) continue; // all zeros: leave a hole
+      if (allZero(bytes)) continue; // all zeros: leave a hole
       const hash = sha256Hex(bytes);
       let put = puts.get(hash);
       if (put === undefined) {

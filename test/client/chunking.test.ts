@@ -3,6 +3,7 @@
  * of docs/client.md — an aligned 4 KiB rewrite in a 1 GiB file rewrites one chunk, an append
  * creates only new chunks, identical content cuts identically (so it dedups by hash).
  */
+import { allZero } from '../../src/client/pipeline.js';
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
@@ -155,5 +156,20 @@ describe('commit planner on a 1 GiB file', () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('allZero (holes are not stored)', () => {
+  it('finds a single non-zero byte anywhere, across the 64 KiB comparison blocks', () => {
+    for (const size of [0, 1, 65_535, 65_536, 65_537, 200_000]) {
+      const b = Buffer.alloc(size);
+      expect(allZero(b)).toBe(true);
+      for (const at of [0, size >> 1, size - 1]) {
+        if (size === 0) continue;
+        b[at] = 1;
+        expect(allZero(b)).toBe(false);
+        b[at] = 0;
+      }
+    }
   });
 });
