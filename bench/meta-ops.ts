@@ -9,97 +9,9 @@
  * suite of `npm run bench`. To profile the nodes, preload a profiler through NODE_OPTIONS
  * (`--cpu-prof` itself is refused there): the nodes inherit this process's environment.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { report, type BenchSuite, type BenchTable } from './table.js';
+import { phase, startLocalCluster } from './local-cluster.js';
 import { MetaClient } from '../src/meta/client.js';
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-async function basePort(): Promise<number> {
-  for (let p = 21_000 + Math.floor(Math.random() * 20_000); ; p += 7) {
-    if ((await portFree(p)) && (await portFree(p + 1)) && (await portFree(p + 2))) return p;
-  }
-}
-
-function cairn(args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, CAIRN_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-}
-
-async function run(child: ChildProcess): Promise<string> {
-  let out = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
-  const code = await new Promise<number | null>((r) => child.on('close', r));
-  if (code !== 0) throw new Error(`cairn exited with ${code}`);
-  return out;
-}
-
-async function waitReady(p: ChildProcess): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    p.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      if (out.includes('"ready":true')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`node exited with ${c}`)));
-  });
-}
-
-/** CPU time (user + system, ms) a process has used so far, from /proc (0 where /proc is missing). */
-function cpuMs(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    // Fields after the command name: state is field 3, utime 14, stime 15 (clock ticks, 100/s on Linux).
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) * 10;
-  } catch {
-    return 0;
-  }
-}
-
-function pct(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-/** Run n operations with `conc` in flight; returns ops/s and latency percentiles in ms. */
-async function phase(n: number, conc: number, op: (i: number) => Promise<unknown>): Promise<{ opsPerSec: number; p50: number; p99: number }> {
-  const lat: number[] = [];
-  let next = 0;
-  const t0 = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: conc }, async () => {
-      for (;;) {
-        const i = next++;
-        if (i >= n) return;
-        const s = process.hrtime.bigint();
-        await op(i);
-        lat.push(Number(process.hrtime.bigint() - s) / 1e6);
-      }
-    }),
-  );
-  const sec = Number(process.hrtime.bigint() - t0) / 1e9;
-  lat.sort((a, b) => a - b);
-  return { opsPerSec: Math.round(n / sec), p50: +pct(lat, 0.5).toFixed(2), p99: +pct(lat, 0.99).toFixed(2) };
-}
 
 /** Options of a direct run (profiling): only some concurrencies, another operation count. */
 interface DirectOptions {
@@ -113,18 +25,11 @@ export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptio
     return this.runWith(quick, {});
   },
   async runWith(quick: boolean, direct: DirectOptions): Promise<BenchTable[]> {
-    const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-meta-'));
-    const port = await basePort();
-    const procs: ChildProcess[] = [];
+    const cluster = await startLocalCluster(3);
     const rows: Array<Array<string | number>> = [];
     let idleMsPerSec = 0;
     try {
-      const init = JSON.parse(await run(cairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(port), '--json']))) as {
-        nodes: Array<{ config: string; listen: string }>;
-      };
-      for (const n of init.nodes) procs.push(cairn(['start', '--config', n.config]));
-      await Promise.all(procs.map(waitReady));
-      const endpoints = init.nodes.map((n) => n.listen);
+      const endpoints = cluster.endpoints;
       const client = new MetaClient({ endpoints });
       // find the leader so that writes do not pay a forwarding hop
       for (;;) {
@@ -161,9 +66,10 @@ export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptio
       }
       // What the idle cluster burns (timers, heartbeats, background services): CPU that every
       // phase's per-operation figure includes in proportion to its duration.
-      const idle0 = procs.reduce((a, p) => a + cpuMs(p.pid), 0);
+      const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+      const idle0 = sum(cluster.cpuMs());
       await new Promise((r) => setTimeout(r, 2000));
-      idleMsPerSec = Math.round(((procs.reduce((a, p) => a + cpuMs(p.pid), 0) - idle0) / 2000) * 1000);
+      idleMsPerSec = Math.round(((sum(cluster.cpuMs()) - idle0) / 2000) * 1000);
       for (const conc of direct.concurrencies ?? [1, 64]) {
         // --quick: 400 operations at 1 in flight, 2000 at 64 (400 took 0.1-0.2 s, too short for
         // CPU figures read in 10 ms clock ticks).
@@ -175,15 +81,15 @@ export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptio
         const dirIno = (await c.stat(d)).ino;
         // CPU per operation, summed over the three server processes and for this (client) process:
         // the figure that does not depend on how busy the shared machine is.
-        let cpu0 = procs.map((p) => cpuMs(p.pid));
+        let cpu0 = cluster.cpuMs();
         let client0 = process.cpuUsage();
         const add = (name: string, r: { opsPerSec: number; p50: number; p99: number }, count = n): void => {
-          const used = procs.map((p, i) => cpuMs(p.pid) - cpu0[i]!);
+          const used = cluster.cpuMs().map((ms, i) => ms - cpu0[i]!);
           const client1 = process.cpuUsage(client0);
           const perOp = (ms: number): number => +(ms / count).toFixed(3);
           rows.push([name, conc, count, r.opsPerSec, r.p50, r.p99, perOp(used.reduce((a, b) => a + b, 0)), perOp(Math.max(...used)),
             perOp((client1.user + client1.system) / 1000)]);
-          cpu0 = procs.map((p) => cpuMs(p.pid));
+          cpu0 = cluster.cpuMs();
           client0 = process.cpuUsage();
         };
         add('mkdir', await phase(n, conc, (i) => c.mkdir({ parent: dirIno, name: `d${i}` })));
@@ -199,9 +105,7 @@ export const metaOpsSuite: BenchSuite & { runWith(quick: boolean, o: DirectOptio
         c.close();
       }
     } finally {
-      for (const p of procs) p.kill('SIGTERM');
-      await Promise.all(procs.map((p) => (p.exitCode === null ? new Promise((r) => p.once('exit', r)) : undefined)));
-      await rm(dir, { recursive: true, force: true });
+      await cluster.stop();
     }
     return [
       {

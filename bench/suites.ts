@@ -6,3 +6,4 @@ SUITES.push((await import('./chunk.js')).chunkSuite);
 SUITES.push((await import('./client.js')).clientSuite);
 SUITES.push((await import('./meta-ops.js')).metaOpsSuite);
 SUITES.push((await import('./diskmap.js')).diskmapSuite);
+SUITES.push((await import('./files.js')).filesSuite);
