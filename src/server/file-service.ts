@@ -106,6 +106,9 @@ export class FileService {
 
   /** mkdir -p of a directory path. */
   private async mkdirs(dir: string): Promise<void> {
+    // Usually it exists: one linearizable read instead of a failing Raft write per component.
+    const there = await this.meta.stat(dir).catch(() => undefined);
+    if (there?.type === 'dir') return;
     let cur = '';
     for (const p of splitPath(dir)) {
       cur += `/${p}`;
