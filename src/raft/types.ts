@@ -231,8 +231,9 @@ export interface RaftOptions {
    * Do not broadcast a commit-index advance at once (off by default): it rides on the next
    * append, or goes out when the driver calls flushCommit() or at the next tick. Saves a round
    * of empty appends and acknowledgements per write when writes follow each other; followers
-   * learn the commit (and apply) up to that much later. Linearizable reads on followers are not
-   * delayed: the leader's heartbeat round for a ReadIndex carries the commit index.
+   * learn the commit (and apply) up to that much later. Not for entries a follower forwarded
+   * (their proposer waits to apply them): their commit goes out at once. Linearizable reads on
+   * followers are not delayed: the leader's heartbeat round for a ReadIndex carries the commit.
    */
   lazyCommit?: boolean;
 }

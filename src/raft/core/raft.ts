@@ -96,6 +96,8 @@ export class Raft {
    * next tick.
    */
   commitUnsent = false;
+  /** Highest index of an entry a follower forwarded (lazyCommit: its commit goes out at once). */
+  forwardedTail = 0;
   /** Ticks since this node started: the clock of the lease. */
   tickCount = 0;
   /** Leader, lease reads: per voter, the tick at which the newest acknowledged heartbeat was sent. */
@@ -769,6 +771,7 @@ export class Raft {
           es.push(e);
         }
         if (es.length === 0 || !this.appendEntries(es)) return;
+        this.forwardedTail = this.log.lastIndex();
         if (es.some((e) => e.type === EntryType.ConfChange)) {
           const li = this.log.lastIndex();
           for (let i = 0; i < es.length; i++) {
@@ -811,8 +814,11 @@ export class Raft {
         } else if (pr.state === 'replicate') {
           pr.inflights.freeLE(m.index);
         }
+        const committedBefore = this.log.committed;
         if (this.maybeCommit()) {
-          if (this.opts.lazyCommit === true) {
+          // A follower answers its forwarded proposal only once it applies the entry: it learns
+          // the commit index at once. Entries proposed here wait for the next append.
+          if (this.opts.lazyCommit === true && this.forwardedTail <= committedBefore) {
             // Followers learn the new commit index with the next append (or flushCommit / the
             // next tick): when writes follow each other, no round of empty appends and their
             // acknowledgements for every one. Followers with entries waiting get them now.

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CairnError } from '../../../src/common/errors.js';
-import { MessageType, Role, type Entry } from '../../../src/raft/types.js';
+import { EntryType, MessageType, Role, type Entry } from '../../../src/raft/types.js';
 import { Network, bytes, entriesOfTerms, makeLeader, msg, soloNode, type TestNode } from './harness.js';
 
 const termsOf = (es: Entry[]): number[] => es.map((e) => e.term);
@@ -314,5 +314,23 @@ describe('lazy commit propagation (lazyCommit, what the driver runs)', () => {
     net.node(1).rn.flushCommit();
     net.deliver();
     for (const id of [1, 2, 3]) expect(net.node(id).appliedData().filter((d) => ['a', 'b', 'c'].includes(d))).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('lazy commit and forwarded proposals', () => {
+  it('a commit that covers an entry a follower forwarded goes out at once', () => {
+    const n = soloNode(1, [1, 2, 3], {}, { lazyCommit: true, heartbeatTicks: 5 });
+    makeLeader(n);
+    n.drain();
+    for (const from of [2, 3]) n.rn.step(msg({ type: MessageType.AppResp, from, to: 1, term: n.raft.term, index: n.raft.log.lastIndex() }));
+    n.drain();
+    // Node 2 forwards a proposal: its client waits until node 2 applies it.
+    n.rn.step(msg({ type: MessageType.Prop, from: 2, to: 1, term: 0, entries: [{ term: 0, index: 0, type: EntryType.Normal, data: bytes('fwd') }] }));
+    n.drain();
+    const li = n.raft.log.lastIndex();
+    n.rn.step(msg({ type: MessageType.AppResp, from: 3, to: 1, term: n.raft.term, index: li }));
+    const sent = n.drain().filter((m) => m.type === MessageType.App);
+    expect(sent.map((m) => [m.to, m.commit]).sort()).toEqual([[2, li], [3, li]]);
+    expect(n.rn.hasUnsentCommit()).toBe(false);
   });
 });
