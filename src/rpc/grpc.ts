@@ -12,9 +12,9 @@ import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import type { z } from 'zod';
-import { CairnError, isErrorCode, type ErrorCode } from '../common/errors.js';
+import { CairnError, type ErrorCode } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
-import { laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc } from './lane.js';
+import { cairnErrorFromMetadata, laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc } from './lane.js';
 
 export { grpc };
 
@@ -92,19 +92,8 @@ export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
 
 /** Turn a gRPC client error back into a CairnError (transport failures become EUNAVAIL/ETIMEDOUT). */
 export function fromServiceError(err: grpc.ServiceError): CairnError {
-  const code = err.metadata?.get('cairn-code')[0];
-  if (isErrorCode(code)) {
-    const raw = err.metadata.get('cairn-details')[0];
-    let details: Record<string, unknown> | undefined;
-    if (typeof raw === 'string') {
-      try {
-        details = JSON.parse(raw) as Record<string, unknown>;
-      } catch {
-        details = undefined;
-      }
-    }
-    return new CairnError(code, err.details, details);
-  }
+  const fromMd = err.metadata === undefined ? undefined : cairnErrorFromMetadata(err.metadata, err.details);
+  if (fromMd !== undefined) return fromMd;
   if (err.code === grpc.status.DEADLINE_EXCEEDED) return new CairnError('ETIMEDOUT', err.details || 'deadline exceeded');
   if (err.code === grpc.status.UNAVAILABLE) return new CairnError('EUNAVAIL', err.details || 'peer unavailable');
   if (err.code === grpc.status.CANCELLED) return new CairnError('ECANCELED', err.details || 'cancelled');

@@ -350,25 +350,33 @@ function decodeError(payload: Buffer): CairnError {
   return new CairnError('EIO', 'lane: malformed error frame from the server');
 }
 
+/**
+ * The CairnError that gRPC metadata carries (`cairn-code`, `cairn-details`, as toServiceError
+ * writes them), or undefined when it carries none. Used by both transports.
+ */
+export function cairnErrorFromMetadata(md: grpc.Metadata, message: string): CairnError | undefined {
+  const code = md.get('cairn-code')[0];
+  if (!isErrorCode(code)) return undefined;
+  const raw = md.get('cairn-details')[0];
+  let details: Record<string, unknown> | undefined;
+  if (typeof raw === 'string') {
+    try {
+      details = JSON.parse(raw) as Record<string, unknown>;
+    } catch {
+      details = undefined;
+    }
+  }
+  return new CairnError(code, message, details);
+}
+
 /** A handler's error (a gRPC ServiceError shape from toServiceError, or anything) as a CairnError. */
 function handlerError(err: unknown): CairnError {
   if (err instanceof CairnError) return err;
   const e = err as Partial<grpc.ServiceError> | null | undefined;
   const md = e?.metadata;
   if (md instanceof grpc.Metadata) {
-    const code = md.get('cairn-code')[0];
-    if (isErrorCode(code)) {
-      const raw = md.get('cairn-details')[0];
-      let details: Record<string, unknown> | undefined;
-      if (typeof raw === 'string') {
-        try {
-          details = JSON.parse(raw) as Record<string, unknown>;
-        } catch {
-          details = undefined;
-        }
-      }
-      return new CairnError(code, String(e?.details ?? e?.message ?? ''), details);
-    }
+    const fromMd = cairnErrorFromMetadata(md, String(e?.details ?? e?.message ?? ''));
+    if (fromMd !== undefined) return fromMd;
   }
   if (e !== null && e !== undefined && typeof e.code === 'number') {
     if (e.code === grpc.status.DEADLINE_EXCEEDED) return new CairnError('ETIMEDOUT', String(e.details ?? 'deadline exceeded'));
