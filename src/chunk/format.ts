@@ -11,7 +11,7 @@
  * then verifies end to end on every read). See docs/chunk.md.
  */
 import { createHash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { bucketIdFromBytes, bucketIdToBytes, formatBucketId, parseBucketId } from '../diskmap/bucket-id.js';

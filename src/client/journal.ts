@@ -14,7 +14,7 @@
  * file is cut back to the last good record so that appends continue on a clean end.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 
 export const RECORD_HEADER_BYTES = 24;
 const MAGIC = 0x434a5231;

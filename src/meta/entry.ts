@@ -6,7 +6,7 @@
  * Format 2 (binary, written since 2026-11-25):
  *
  *   u8  2                      format version (a format-1 entry is JSON and starts with '{')
- *   u32 CRC-32 of the rest     (zlib.crc32, little-endian) — a flipped bit on disk or on the wire
+ *   u32 CRC-32 of the rest     (src/common/crc32.ts, little-endian) — a flipped bit on disk or on the wire
  *   f64 nowMs                  the proposer's clock: the only time apply uses
  *   u32 op count               1..MAX_OPS_PER_ENTRY
  *   ops, each: u8 opcode | u32 body length | body
@@ -21,7 +21,7 @@
  * Format 1 (`{"v":1,"nowMs":…,"op":{…}}`, JSON, zod-validated) is still decoded: entries
  * already in a Raft log apply unchanged.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 import { CairnError } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 import {

@@ -14,7 +14,7 @@
  *   'e' + u64 BE   entry: crc32 u32 | term u64 | type u8 | data
  */
 import { ClassicLevel } from 'classic-level';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 import { z } from 'zod';
 import { CairnError, assert } from '../common/errors.js';
 import { mkdirDurable } from '../common/durable.js';
