@@ -197,6 +197,8 @@ interface Servers {
   pids: number[];
   /** Incarnation label of each server's disk. */
   labels: Array<{ machine: number; incarnation: string }>;
+  /** The stores, when they run in this process (its clients call them directly, as a node daemon calls its own). */
+  local: Array<{ address: string; store: ChunkStore }>;
   stop(): Promise<void>;
 }
 
@@ -205,6 +207,7 @@ async function startServers(root: string, mode: 'processes' | 'in-process'): Pro
   const addresses: string[] = [];
   const labels: Array<{ machine: number; incarnation: string }> = [];
   const pids: number[] = [];
+  const local: Array<{ address: string; store: ChunkStore }> = [];
   const stops: Array<() => Promise<void>> = [];
   try {
     for (let i = 0; i < 3; i++) {
@@ -220,8 +223,10 @@ async function startServers(root: string, mode: 'processes' | 'in-process'): Pro
           await new Promise((r) => s.child.once('exit', r));
         });
       } else {
-        const s = await startChunkServer('127.0.0.1:0', await ChunkStore.open([p]));
+        const store = await ChunkStore.open([p]);
+        const s = await startChunkServer('127.0.0.1:0', store);
         addresses.push(s.address);
+        local.push({ address: s.address, store });
         stops.push(() => s.stop());
       }
     }
@@ -233,6 +238,7 @@ async function startServers(root: string, mode: 'processes' | 'in-process'): Pro
     addresses,
     pids,
     labels,
+    local,
     stop: async () => {
       for (const stop of stops) await stop();
     },
@@ -286,7 +292,9 @@ async function measured(pids: number[], fn: () => Promise<void>): Promise<Phase>
 async function cairnServers(root: string, scheme: Scheme, mode: 'processes' | 'in-process'): Promise<{ round(chunks: number): Promise<CairnRound>; stop(): Promise<void> }> {
   const n = scheme.kind === 'ec' ? scheme.k + scheme.m : scheme.n;
   const servers = await startServers(root, mode);
-  const clients = new ChunkClients();
+  // In-process, the client calls the stores directly (src/chunk/client.ts), as a node daemon
+  // writes and reads its own disks: one process serving three disks, the one-box appliance.
+  const clients = new ChunkClients({ local: servers.local });
   // The same reads through the servers (as from another host), for comparison.
   const remoteClients = new ChunkClients({ shortCircuit: false });
   const targets: ShardTarget[] = [];
@@ -425,7 +433,7 @@ export const chunkSuite: BenchSuite = {
         'get (disk), get (page cache): short-circuit local reads (the client reads the shard files of servers whose disks are on its host, src/chunk/local.ts; the default); "get (disk) via server": the same reads through the chunk servers (CAIRN_CHUNK_SHORT_CIRCUIT=0, as a client on another host), against the same limit',
         'each round measures the limit, then Cairn, on fresh data; "of limit" is the median of the rounds\' ratios, the MB/s columns the medians of the rounds',
         allEvicted ? 'every "get (disk)" row read files dropped from the page cache' : 'WARNING: dropping files from the page cache failed (no GNU dd?): the "get (disk)" rows read from the page cache',
-        `servers "processes": each chunk server is its own process (ChunkStore.open + startChunkServer, what \`cairn chunk serve\` runs), UV_THREADPOOL_SIZE=${CHUNK_SERVER_THREADPOOL}; "in-process": the three servers share the client's process and thread`,
+        `servers "processes": each chunk server is its own process (ChunkStore.open + startChunkServer, what \`cairn chunk serve\` runs), UV_THREADPOOL_SIZE=${CHUNK_SERVER_THREADPOOL}; "in-process": the three stores are in the client's process and it calls them directly, with no socket (as a node daemon calls its own disks: the one-box appliance, one process serving three disks); its "via server" row still goes through their RPC servers`,
         'CPU ms/MB: CPU time (user + system) per MB of chunk data, over all rounds, the figure least skewed by other load; "client" is this process (servers included when in-process), "servers" the three server processes together, "limit" the plain-fs process (kernel time of its fsyncs and reads included). When the machine is short of CPU, the "of limit" ratio tends towards limit CPU / (client + servers CPU)',
         `1-minute load average: ${loadBefore.toFixed(1)} when the suite started, ${(loadavg()[0] ?? 0).toFixed(1)} when it ended (2 cores; other work on the machine skews every MB/s column)`,
       ],

@@ -2,6 +2,7 @@
  * `npm run bench [-- --quick] [-- --only NAME]`: runs every benchmark suite listed in
  * bench/suites.ts and prints its tables (also saved under bench/results/).
  */
+import '../src/cli/threadpool.js'; // first: the thread pool of a node daemon (16), as the product runs
 import { parseArgs } from 'node:util';
 import { SUITES } from './suites.js';
 import { report } from './table.js';

@@ -6,11 +6,12 @@
  * per address.
  */
 import { CairnError, fail } from '../common/errors.js';
+import { counter } from '../common/metrics.js';
 import { CLIENT_OPTIONS, grpc, makeClient, openClientStream, openServerStream, call as unaryCall, fromServiceError, serviceOf } from '../rpc/grpc.js';
 import { laneEnabled, laneReceiveInto } from '../rpc/lane.js';
 import type { Ballot, SlotValue } from './format.js';
 import { payloadCrc } from './format.js';
-import type { DiskStatus, ListedShard, PutShardHead } from './store.js';
+import type { ChunkStore, DiskStatus, ListedShard, PutShardHead } from './store.js';
 import { LocalDisks, countLocalRead, isUnreachable, readLocalShard, shortCircuitDefault } from './local.js';
 import { drainOrClose } from './types.js';
 import { MAX_CHUNK_BYTES, PIECE_BYTES, parseWithKey, type ShardInfo, type ShardKey } from './types.js';
@@ -34,6 +35,12 @@ export interface ChunkCallOptions {
 
 export interface ChunkClientOptions {
   /**
+   * The chunk store this process serves at this address, if it does (a node daemon's own disks):
+   * calls go straight to the store, with no socket, no framing and no copy — the same checks and
+   * answers as through the service (src/chunk/service.ts), minus the transport. See ChunkClients.
+   */
+  store?: ChunkStore;
+  /**
    * Short-circuit local reads (src/chunk/local.ts): whole-shard reads of shards on disks mounted
    * on this host are read from the file after the server has confirmed it serves the shard.
    * Default on, unless CAIRN_CHUNK_SHORT_CIRCUIT=0.
@@ -44,14 +51,47 @@ export interface ChunkClientOptions {
 const DEFAULT_TIMEOUT_MS = 30_000;
 const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 
+const directCalls = counter('cairn_chunk_client_direct_calls_total', 'Chunk calls to a store served by this process, made without the RPC transport', ['op']);
+
+/** Whether calls to a store served by this process skip the transport (CAIRN_CHUNK_DIRECT=0 turns it off). */
+export function directDefault(): boolean {
+  const v = (process.env.CAIRN_CHUNK_DIRECT ?? '').toLowerCase();
+  return !['0', 'false', 'off', 'no'].includes(v);
+}
+
+/**
+ * A call to a store in this process, bounded like an RPC by its deadline: on expiry the caller
+ * gets ETIMEDOUT (the store's work goes on in the background, as a server's would).
+ */
+function directCall<T>(address: string, op: string, timeoutMs: number | undefined, run: () => Promise<T>): Promise<T> {
+  directCalls.inc({ op });
+  const ms = timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new CairnError('ETIMEDOUT', `${address}: ${op} on this process's own store took longer than ${ms} ms`)), ms);
+    run().then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(t);
+        reject(err instanceof CairnError ? err : new CairnError('EIO', `${address}: ${op}: ${String(err)}`));
+      },
+    );
+  });
+}
+
 export class ChunkClient {
   readonly address: string;
   private readonly client: grpc.Client;
   /** This server's disks that are mounted here too (undefined: short-circuit reads are off). */
   private readonly localDisks: LocalDisks | undefined;
+  /** The store behind this address when this process serves it (calls skip the transport). */
+  private readonly store: ChunkStore | undefined;
 
   constructor(address: string, opts: ChunkClientOptions = {}) {
     this.address = address;
+    this.store = opts.store;
     this.localDisks = opts.shortCircuit ?? shortCircuitDefault() ? new LocalDisks(() => this.diskStatus({ timeoutMs: 5_000 })) : undefined;
     const ctor = grpc.makeGenericClientConstructor(
       fastChunkDefinition(serviceOf(CHUNK_PROTO, CHUNK_SERVICE).service as unknown as Record<string, unknown>) as unknown as grpc.ServiceDefinition,
@@ -72,6 +112,18 @@ export class ChunkClient {
   /** Store one shard (streamed in pieces). created=false: it was already there. */
   putShard(head: PutShardHead, payload: Buffer, opts: ChunkCallOptions = {}): Promise<{ created: boolean }> {
     if (payload.length !== head.payloadLength) fail('EINVAL', `payload is ${payload.length} bytes, head says ${head.payloadLength}`);
+    const store = this.store;
+    if (store !== undefined) {
+      // The whole payload as one piece: the store writes it with one writev and checks its CRC.
+      return directCall(this.address, 'PutShard', opts.timeoutMs, () =>
+        store.putShard(
+          head,
+          (async function* () {
+            yield payload;
+          })(),
+        ),
+      );
+    }
     return new Promise<{ created: boolean }>((resolve, reject) => {
       const stream = openClientStream(this.client, 'PutShard', { deadline: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) }, (err, res) =>
         err ? reject(fromServiceError(err)) : resolve({ created: (res as { created: boolean }).created }),
@@ -163,7 +215,49 @@ export class ChunkClient {
   }
 
   private getShardRemote(key: ShardKey, opts: Parameters<ChunkClient['getShard']>[1] & object): Promise<{ info: ShardInfo; data: Buffer }> {
+    if (this.store !== undefined) return this.getShardDirect(this.store, key, opts);
     return this.getShardStream(key, opts).catch((err: unknown) => this.unreachable(err));
+  }
+
+  /**
+   * A read from this process's own store: what the service would send, checked as it would be on
+   * arrival. Pieces are read into one reused buffer and copied into the destination only while
+   * the call is open, so nothing lands in the caller's buffer once it has given up.
+   */
+  private getShardDirect(store: ChunkStore, key: ShardKey, opts: Parameters<ChunkClient['getShard']>[1] & object): Promise<{ info: ShardInfo; data: Buffer }> {
+    const verifyCrc = opts.verifyCrc !== false;
+    let closed = false;
+    const aborted = (): boolean => closed || opts.signal?.aborted === true;
+    const run = async (): Promise<{ info: ShardInfo; data: Buffer }> => {
+      if (aborted()) throw new CairnError('ECANCELED', `${this.address}: GetShard given up`);
+      const s = await store.openShard(key, { offset: opts.offset ?? 0, length: opts.length ?? 0, reuseBuffer: true });
+      let buf: Buffer | undefined;
+      try {
+        if (aborted()) throw new CairnError('ECANCELED', `${this.address}: GetShard given up`);
+        const given = opts.into?.(s.info, s.length);
+        if (given !== undefined && given.length !== s.length) throw new CairnError('EINVAL', `getShard: destination of ${given.length} bytes for ${s.length}`);
+        buf = given ?? Buffer.allocUnsafe(s.length);
+        let at = 0;
+        let crc = 0;
+        for await (const piece of s.pieces) {
+          if (aborted()) throw new CairnError('ECANCELED', `${this.address}: GetShard given up`);
+          piece.copy(buf, at);
+          at += piece.length;
+          if (verifyCrc) crc = payloadCrc(piece, crc);
+        }
+        const whole = (opts.offset ?? 0) === 0 && at === s.info.payloadLength;
+        if (whole && verifyCrc && crc !== s.info.payloadCrc32) {
+          throw new CairnError('ECORRUPT', `${this.address}: shard ${key.bucket}/${key.hash.slice(0, 12)}….${key.index} failed its CRC-32 check (bit rot)`);
+        }
+        return { info: s.info, data: buf };
+      } finally {
+        // An early exit closes the file; the generator is done otherwise.
+        await s.pieces.return(undefined).catch(() => undefined);
+      }
+    };
+    return directCall(this.address, 'GetShard', opts.timeoutMs, run).finally(() => {
+      closed = true;
+    });
   }
 
   private getShardStream(key: ShardKey, opts: Parameters<ChunkClient['getShard']>[1] & object): Promise<{ info: ShardInfo; data: Buffer }> {
@@ -242,11 +336,15 @@ export class ChunkClient {
   }
 
   async deleteShard(key: ShardKey, opts: ChunkCallOptions = {}): Promise<boolean> {
+    const store = this.store;
+    if (store !== undefined) return directCall(this.address, 'DeleteShard', opts.timeoutMs, () => store.deleteShard(key));
     const r = await unaryCall<unknown, { deleted: boolean }>(this.client, 'DeleteShard', { key: keyToWire(key) }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     return r.deleted;
   }
 
   async statShard(key: ShardKey, opts: ChunkCallOptions & { verify?: boolean } = {}): Promise<ShardInfo & { mtimeMs: number }> {
+    const store = this.store;
+    if (store !== undefined) return directCall(this.address, 'StatShard', opts.timeoutMs, () => store.statShard(key, { verify: opts.verify === true }));
     const r = await unaryCall<unknown, unknown>(this.client, 'StatShard', { key: keyToWire(key), verify: opts.verify === true }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     try {
       return infoFromWire(r);
@@ -256,6 +354,8 @@ export class ChunkClient {
   }
 
   async listBucket(bucket: string, after = '', limit = 1000, opts: ChunkCallOptions = {}): Promise<{ shards: ListedShard[]; next: string }> {
+    const store = this.store;
+    if (store !== undefined) return directCall(this.address, 'ListBucket', opts.timeoutMs, () => store.listBucket(bucket, after, limit));
     const r = await unaryCall<unknown, { shards: Array<{ key: unknown; file_bytes: number; mtime_ms: number }>; next: string }>(
       this.client,
       'ListBucket',
@@ -266,6 +366,11 @@ export class ChunkClient {
   }
 
   async diskStatus(opts: ChunkCallOptions = {}): Promise<Array<Pick<DiskStatus, 'path' | 'diskKey' | 'state' | 'reason' | 'failedAtMs' | 'buckets'>>> {
+    const store = this.store;
+    if (store !== undefined) {
+      const disks = await directCall(this.address, 'DiskStatus', opts.timeoutMs, () => store.checkDisks());
+      return disks.map((d) => ({ path: d.path, diskKey: d.diskKey, state: d.state, reason: d.reason, failedAtMs: d.failedAtMs, buckets: d.buckets }));
+    }
     const r = await unaryCall<unknown, { disks: Array<{ path: string; disk_key: string; state: string; reason: string; failed_at_ms: number; buckets: number }> }>(
       this.client,
       'DiskStatus',
@@ -276,6 +381,8 @@ export class ChunkClient {
   }
 
   async slotPrepare(bucket: string, slot: string, ballot: Ballot, opts: ChunkCallOptions = {}): Promise<{ ok: boolean; promised: Ballot; accepted: Ballot; value: SlotValue }> {
+    const store = this.store;
+    if (store !== undefined) return directCall(this.address, 'SlotPrepare', opts.timeoutMs, () => store.slotPrepare(bucket, slot, ballot));
     const r = await unaryCall<unknown, { ok: boolean; promised: Ballot | null; accepted: Ballot | null; value: WireValue | null }>(
       this.client,
       'SlotPrepare',
@@ -286,6 +393,8 @@ export class ChunkClient {
   }
 
   async slotAccept(bucket: string, slot: string, ballot: Ballot, value: SlotValue, opts: ChunkCallOptions = {}): Promise<{ ok: boolean; promised: Ballot }> {
+    const store = this.store;
+    if (store !== undefined) return directCall(this.address, 'SlotAccept', opts.timeoutMs, () => store.slotAccept(bucket, slot, ballot, value));
     const r = await unaryCall<unknown, { ok: boolean; promised: Ballot | null }>(
       this.client,
       'SlotAccept',
@@ -296,23 +405,54 @@ export class ChunkClient {
   }
 }
 
+export interface ChunkClientsOptions extends Omit<ChunkClientOptions, 'store'> {
+  /**
+   * Stores this process serves, by every address it is reached at (a node daemon: its listen and
+   * advertised addresses): calls to them go straight to the store (ChunkClientOptions.store).
+   * Unless CAIRN_CHUNK_DIRECT=0, which sends them through the service like any other.
+   */
+  local?: ReadonlyArray<{ address: string; store: ChunkStore }>;
+}
+
 /** One ChunkClient per address, created on first use. close() closes them all. */
 export class ChunkClients {
   private readonly clients = new Map<string, ChunkClient>();
+  private readonly local = new Map<string, ChunkStore>();
+  /** Clients replaced by addLocal: calls may still be in flight on them; closed with the rest. */
+  private readonly retired: ChunkClient[] = [];
+  private readonly direct = directDefault();
 
-  constructor(private readonly opts: ChunkClientOptions = {}) {}
+  constructor(private readonly opts: ChunkClientsOptions = {}) {
+    for (const l of opts.local ?? []) this.addLocal(l.address, l.store);
+  }
+
+  /**
+   * This process serves `store` at `address` too (learned once the server is bound): calls to it
+   * skip the transport from now on. A client already made for that address is replaced.
+   */
+  addLocal(address: string, store: ChunkStore): void {
+    if (!this.direct || this.local.get(address) === store) return;
+    this.local.set(address, store);
+    const old = this.clients.get(address);
+    if (old !== undefined) {
+      this.clients.delete(address);
+      this.retired.push(old);
+    }
+  }
 
   get(address: string): ChunkClient {
     let c = this.clients.get(address);
     if (c === undefined) {
-      c = new ChunkClient(address, this.opts);
+      const { local: _, ...rest } = this.opts;
+      c = new ChunkClient(address, { ...rest, store: this.local.get(address) });
       this.clients.set(address, c);
     }
     return c;
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
+    for (const c of [...this.clients.values(), ...this.retired]) c.close();
     this.clients.clear();
+    this.retired.length = 0;
   }
 }

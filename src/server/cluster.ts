@@ -152,7 +152,8 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
   const self = cfg.advertise ?? cfg.listen;
   const endpoints = [self, ...cfg.peers.map((p) => p.address).filter((a) => a !== self)];
   const meta = new MetaClient({ endpoints, timeoutMs: 5_000, retryBudgetMs: 10_000 });
-  const clients = new ChunkClients();
+  // This node's own disks are written and read without a socket (src/chunk/client.ts, direct calls).
+  const clients = new ChunkClients({ local: [...new Set([self, cfg.listen])].map((address) => ({ address, store })) });
   const src: RegistrySource = () => ctx.meta.nodeRecords();
   const view = new ClusterView(src, () => ctx.meta.diskmap(), log);
   parts.set(ctx, { view, clients, meta, store, endpoints });
@@ -175,6 +176,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     try {
       const raft = ctx.raft();
       if (!registered && raft !== undefined) {
+        clients.addLocal(raft.listenAddress, store);
         await registerNode(meta, nodeRecord(ctx, store, raft.listenAddress));
         registered = true;
         metrics.registered.set(1);

@@ -87,8 +87,13 @@ describe('a 3-node cluster of daemons', () => {
     await waitForDiskmap(fc(0));
     const size = 5 * MIB + 12_345;
     const want = await sha256Of(randomPieces(size, 7));
+    const directPuts = async (): Promise<number> =>
+      (await registry.getSingleMetric('cairn_chunk_client_direct_calls_total')?.get())?.values.find((v) => v.labels.op === 'PutShard')?.value ?? 0;
+    const before = await directPuts();
     const put = await fc(0).put('/dir/a/file.bin', randomPieces(size, 7), { mode: 'strong', mkdirs: true });
     expect(put.size).toBe(size);
+    // Every chunk has a shard on each node: node 1 stored its own without a socket.
+    expect(await directPuts()).toBeGreaterThan(before);
     expect(put.state).toBe('durable');
     const got = await fc(2).get('/dir/a/file.bin');
     expect(got.stat.size).toBe(size);
