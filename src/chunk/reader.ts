@@ -7,7 +7,7 @@
  * A range read fetches and verifies the whole chunk and returns a view of the range: chunks are
  * small (≤ 64 MiB, 4 MiB typical) and verification needs every byte.
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../common/hash-pool.js';
 import { CairnError } from '../common/errors.js';
 import { counter } from '../common/metrics.js';
 import type { ChunkClients } from './client.js';
@@ -96,9 +96,6 @@ export interface ReadChunkResult {
   problems: ShardProblem[];
 }
 
-function sha256Hex(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
 
 /** Read and verify a whole chunk or a range of it. */
 export async function readChunk(
@@ -203,7 +200,7 @@ async function readReplicas(
     async (i) => {
       try {
         const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into);
-        if (sha256Hex(data) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
+        if ((await sha256Hex(data)) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
         found ??= data;
       } catch (err) {
         problems.push({ index: i, target: targets[i] as ShardTarget, error: asCairn(err) });
@@ -283,7 +280,7 @@ async function readEc(
     } catch {
       return undefined;
     }
-    return sha256Hex(chunk) === hash ? chunk : undefined;
+    return (await sha256Hex(chunk)) === hash ? chunk : undefined;
   };
 
   if (good.size >= k) {
