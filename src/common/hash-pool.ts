@@ -100,7 +100,8 @@ export class HashPool {
     }
     const id = this.nextId++;
     const answer = new Promise<string>((resolve, reject) => this.pending.set(id, { resolve, reject, slab }));
-    w.busy++;
+    // A worker with a request in flight keeps the process alive (an idle one does not).
+    if (w.busy++ === 0) w.worker.ref();
     w.worker.postMessage({ id, sab, offset, length: data.byteLength });
     try {
       const hex = await answer;
@@ -110,7 +111,7 @@ export class HashPool {
       // The worker died or refused: the same answer, computed here.
       return inline(data);
     } finally {
-      w.busy--;
+      if (--w.busy === 0) w.worker.unref();
     }
   }
 
@@ -139,7 +140,6 @@ export class HashPool {
       log.warn({ err: String(err) }, 'cannot start a hash worker thread; hashing on the main thread');
       return undefined;
     }
-    worker.unref();
     const pw: PoolWorker = { worker, busy: 0 };
     worker.on('message', (m: { id: number; hex?: string; error?: string }) => {
       const p = this.pending.get(m.id);
@@ -163,6 +163,9 @@ export class HashPool {
       fail(String(err));
     });
     worker.on('exit', (code) => fail(`hash worker exited (${code})`));
+    // Idle until a request comes (sha256Hex refs it meanwhile). After the listeners: adding a
+    // 'message' listener refs the worker again.
+    worker.unref();
     this.workers.push(pw);
     return pw;
   }

@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { HashPool, OFFLOAD_MIN_BYTES } from '../../src/common/hash-pool.js';
 import { registry } from '../../src/common/metrics.js';
+import { execFileSync } from 'node:child_process';
+import { REPO_ROOT } from '../helpers/env.js';
 
 const pools: HashPool[] = [];
 afterEach(async () => {
@@ -67,5 +69,16 @@ describe('hash pool', () => {
     const b = randomBytes(OFFLOAD_MIN_BYTES * 2);
     expect(await p.sha256Hex(b)).toBe(ref(b));
     expect(await hashedBy('worker')).toBe(before + b.length);
+  });
+
+  it('keeps a process alive while a hash is in flight, and lets it exit once idle', () => {
+    // The answer must be printed (an idle-unref'd worker must not let the process end before
+    // it), and the process must then end by itself (the timeout kills it otherwise).
+    const out = execFileSync(
+      process.execPath,
+      ['--import', 'tsx', '-e', "import('./src/common/hash-pool.ts').then(async (m) => { console.log(await m.sha256Hex(Buffer.alloc(1 << 20, 7))); })"],
+      { cwd: REPO_ROOT, encoding: 'utf8', timeout: 20_000, env: { ...process.env, CAIRN_HASH_THREADS: '1' } },
+    );
+    expect(out.trim()).toBe(ref(Buffer.alloc(1 << 20, 7)));
   });
 });
