@@ -67,9 +67,11 @@ export async function writeChunk(
 ): Promise<WriteChunkResult> {
   checkTargets(scheme, targets);
   if (chunk.length > MAX_CHUNK_BYTES) throw new CairnError('EFBIG', `chunk of ${chunk.length} bytes exceeds the ${MAX_CHUNK_BYTES}-byte maximum`);
+  if (opts.hash !== undefined && !/^[0-9a-f]{64}$/.test(opts.hash)) throw new CairnError('EINVAL', 'chunk hash must be 64 lowercase hex characters');
+  // Reed–Solomon runs in libuv's thread pool while this thread hashes: the two overlap.
+  const encoding = encodeChunk(chunk, scheme);
   const hash = opts.hash ?? chunkHash(chunk);
-  if (!/^[0-9a-f]{64}$/.test(hash)) throw new CairnError('EINVAL', 'chunk hash must be 64 lowercase hex characters');
-  const shards = await encodeChunk(chunk, scheme);
+  const shards = await encoding;
   const indexes = opts.only ?? shards.map((_, i) => i);
   const wanted = opts.only === undefined ? shardCount(scheme) : indexes.length;
   // Replica payloads are all the same bytes: one CRC.
