@@ -294,15 +294,16 @@ export class CachedFile {
    * Bytes [start, end) of the file as this node sees it: live, then frozen, then base.
    * `end` must not pass the size.
    */
-  async read(start: number, end: number, readCache: ReadCache, opts: { readAhead?: boolean } = {}): Promise<Buffer> {
+  async read(start: number, end: number, readCache: ReadCache, opts: { readAheadChunks?: number } = {}): Promise<Buffer> {
     const out = Buffer.alloc(end - start);
     const layers = this.frozen ? [this.live, this.frozen] : [this.live];
     this.readers += 1;
     try {
-      if (opts.readAhead === true) {
-        // The first stored chunk after this read, fetched while the caller consumes this one.
-        const next = this.st.base.extents.find((e) => e.offset >= end);
-        if (next !== undefined) readCache.prefetch(next);
+      const ahead = opts.readAheadChunks ?? 0;
+      if (ahead > 0) {
+        // The next stored chunks after this read, fetched while the caller consumes this one.
+        const first = this.st.base.extents.findIndex((e) => e.offset >= end);
+        if (first >= 0) for (const e of this.st.base.extents.slice(first, first + ahead)) readCache.prefetch(e);
       }
       await this.fill(out, start, start, end, layers, 0, this.st.base.extents, readCache);
     } finally {

@@ -50,6 +50,11 @@ export const cairnFsOptionsSchema = z
     cacheMaxBytes: z.number().int().min(64 * 1024).default(1024 * MIB),
     cacheFullTimeoutMs: z.number().int().min(1).default(30_000),
     readCacheMaxBytes: z.number().int().nonnegative().default(256 * MIB),
+    /**
+     * Chunks fetched ahead of a sequential reader (0: none); random reads never read ahead. Deeper
+     * than 1 measured no faster over loopback (docs/client.md); links with more latency may want 2–4.
+     */
+    readAheadChunks: z.number().int().min(0).max(64).default(1),
     idleCommitDelayMs: z.number().int().nonnegative().default(2_000),
     dirtyThresholdBytes: z.number().int().positive().default(64 * MIB),
     leaseTtlMs: z.number().int().min(100).max(600_000).default(30_000),
@@ -288,11 +293,11 @@ export class CairnFs {
     const at = position ?? h.pos;
     const f = h.file;
     const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
-    // A read that continues the previous one fetches the next chunk in the background
-    // (one chunk ahead); random reads never do, so a database's page reads cost no extra chunk.
+    // A read that continues the previous one fetches the next chunks in the background
+    // (readAheadChunks ahead); random reads never do, so a database's page reads cost no extra chunk.
     const sequential = at === h.lastReadEnd;
     h.lastReadEnd = end;
-    const out = end <= at ? Buffer.alloc(0) : await f.read(at, end, this.readCache, { readAhead: sequential });
+    const out = end <= at ? Buffer.alloc(0) : await f.read(at, end, this.readCache, { readAheadChunks: sequential ? this.opts.readAheadChunks : 0 });
     if (position === undefined) h.pos = at + out.length;
     return out;
   }

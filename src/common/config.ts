@@ -74,8 +74,10 @@ export const daemonConfigSchema = z.object({
       cacheMaxBytes: z.number().int().min(1 << 20).default(1024 * 1024 * 1024),
       chunkSizeBytes: z.number().int().min(4096).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
       idleCommitDelayMs: z.number().int().min(0).default(2_000),
+      /** Chunks fetched ahead of a sequential reader (0: none). */
+      readAheadChunks: z.number().int().min(0).max(64).default(1),
     })
-    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000 })),
+    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1 })),
   gc: z
     .object({
       enabled: z.boolean().default(true),

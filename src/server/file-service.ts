@@ -334,6 +334,7 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       chunker: { kind: 'fixed', sizeBytes: f.chunkSizeBytes },
       cacheMaxBytes: f.cacheMaxBytes,
       idleCommitDelayMs: f.idleCommitDelayMs,
+      readAheadChunks: f.readAheadChunks,
     },
     {
       meta: new MetaAdapter(meta),

@@ -134,7 +134,7 @@ describe('reads and writes in the cache', () => {
     const w = await writer.open('/seq', { create: true });
     await writer.write(w, body);
     await writer.close(w); // strong: committed and durable, the cache dropped
-    const reader = await start({}, 'reader-cache');
+    const reader = await start({}, 'reader-cache'); // the default: one chunk ahead
     const fd = await reader.open('/seq');
     // The first read has no predecessor: it fetches the first chunk only.
     const before = chunks.gets;
@@ -151,6 +151,37 @@ describe('reads and writes in the cache', () => {
     expect((await reader.read(fd, 100, 2 * CHUNK)).equals(body.subarray(2 * CHUNK, 2 * CHUNK + 100))).toBe(true);
     expect(chunks.gets - before).toBe(4);
     await reader.close(fd);
+  });
+
+  it('reads ahead readAheadChunks chunks of a sequential reader, none with 0', async () => {
+    const writer = await start({ mode: 'strong' });
+    const body = randomBytes(8 * CHUNK);
+    const w = await writer.open('/deep', { create: true });
+    await writer.write(w, body);
+    await writer.close(w);
+    const reader = await start({ readAheadChunks: 4 }, 'reader-cache');
+    const fd = await reader.open('/deep');
+    const before = chunks.gets;
+    expect((await reader.read(fd, CHUNK / 2)).equals(body.subarray(0, CHUNK / 2))).toBe(true);
+    expect(chunks.gets - before).toBe(1);
+    // The continuation fetches chunks 1-4 while it copies from chunk 0.
+    expect((await reader.read(fd, CHUNK / 2)).equals(body.subarray(CHUNK / 2, CHUNK))).toBe(true);
+    await eventually(() => expect(chunks.gets - before).toBe(5));
+    // Reading chunk 1 keeps four ahead: only chunk 5 is new.
+    expect((await reader.read(fd, CHUNK)).equals(body.subarray(CHUNK, 2 * CHUNK))).toBe(true);
+    await eventually(() => expect(chunks.gets - before).toBe(6));
+    // A random read of chunk 7 fetches it alone.
+    expect((await reader.read(fd, 10, 7 * CHUNK)).equals(body.subarray(7 * CHUNK, 7 * CHUNK + 10))).toBe(true);
+    expect(chunks.gets - before).toBe(7);
+    await reader.close(fd);
+
+    const none = await start({ readAheadChunks: 0 }, 'no-read-ahead');
+    const fd2 = await none.open('/deep');
+    const before2 = chunks.gets;
+    for (let i = 0; i < 3; i++) expect((await none.read(fd2, CHUNK)).equals(body.subarray(i * CHUNK, (i + 1) * CHUNK))).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(chunks.gets - before2).toBe(3);
+    await none.close(fd2);
   });
 
   it('rejects bad offsets with EINVAL', async () => {
