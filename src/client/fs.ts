@@ -224,7 +224,8 @@ export class CairnFs {
     let file = this.cachedByPath(path);
     if (file !== undefined && o.create === true && o.exclusive === true) throw new CairnError('EEXIST', `${path} exists`);
     if (file === undefined) {
-      let attr = await this.meta.lookup(path);
+      // An exclusive create needs no look-up first: the create itself answers EEXIST.
+      let attr = o.create === true && o.exclusive === true ? null : await this.meta.lookup(path);
       if (attr === null) {
         if (o.create !== true) throw new CairnError('ENOENT', `${path} does not exist`);
         try {
@@ -410,6 +411,11 @@ export class CairnFs {
   }
 
   /** Where the file's commit stands and how many bytes are still pending. */
+  /** The file id (the metadata's inode number, as text) of an open handle's file. */
+  fileIdOf(fd: number): string {
+    return this.handle(fd).file.fileId;
+  }
+
   async commitStatus(path: string): Promise<CommitStatus> {
     const f = this.cachedByPath(path);
     if (f !== undefined) return this.statusOf(f);

@@ -132,6 +132,7 @@ export class FileService {
     if (existing !== undefined && existing.type !== 'file') throw new CairnError(existing.type === 'dir' ? 'EISDIR' : 'EINVAL', `${head.path} exists and is not a regular file`);
     const tmp = `${dir === '/' ? '' : dir}/.${base.slice(0, 100)}.put-${randomBytes(6).toString('hex')}`;
     const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode });
+    const fileId = this.fs.fileIdOf(fd);
     let size = 0;
     let closed = false;
     try {
@@ -143,7 +144,7 @@ export class FileService {
       // strong: close returns once the commit is durable; weak: wait until it is visible.
       await this.fs.close(fd);
       if (mode === 'weak') await this.fs.commit(tmp, 'visible');
-      await this.renameOver(tmp, head.path);
+      await this.renameOver(tmp, head.path, fileId);
     } catch (err) {
       if (!closed) {
         await this.fs.truncate(fd, 0).catch(() => undefined);
@@ -152,9 +153,12 @@ export class FileService {
       await this.meta.unlink(tmp).catch(() => undefined);
       throw err;
     }
-    // Bind the final path to the cached file, so status by path sees a commit still running.
-    const rfd = await this.fs.open(head.path);
-    await this.fs.close(rfd);
+    // Weak: bind the final path to the cached file, so that status by path sees the commit still
+    // running. Strong: the commit is over (close returned durable); the status is the metadata's.
+    if (mode === 'weak') {
+      const rfd = await this.fs.open(head.path);
+      await this.fs.close(rfd);
+    }
     const st = await this.fs.commitStatus(head.path);
     return { path: head.path, size, version: st.version, state: st.state, pending_bytes: st.pendingBytes };
   }
@@ -164,14 +168,13 @@ export class FileService {
    * (a leader change); when the first attempt was applied the retry finds no sibling (ENOENT): the
    * target then holds the sibling's inode, and that is success, not a failed upload.
    */
-  private async renameOver(tmp: string, path: string): Promise<void> {
-    const ino = (await this.meta.stat(tmp)).ino;
+  private async renameOver(tmp: string, path: string, fileId: string): Promise<void> {
     try {
       await this.meta.rename(tmp, path);
     } catch (err) {
       if (err instanceof CairnError && err.code === 'ENOENT') {
         const now = await this.meta.stat(path).catch(() => undefined);
-        if (now?.ino === ino) return;
+        if (now !== undefined && String(now.ino) === fileId) return;
       }
       throw err;
     }
