@@ -10,7 +10,7 @@
  * waits (first come, first served) until commits drop enough cache, and gets ENOSPC after
  * `fullTimeoutMs`. Waiting writers call `onPressure` so that commits start at once.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { CairnError, errnoCode } from '../common/errors.js';
@@ -41,12 +41,23 @@ export class CacheStore {
     return join(this.dir, 'files');
   }
 
-  fileDir(fileId: string): string {
-    return join(this.filesDir, createHash('sha256').update(fileId).digest('hex').slice(0, 32));
+  /**
+   * Where volatile cached files live (CachedFile.volatile): never trusted after a restart, so
+   * init() empties it, and nothing in it is fsynced.
+   */
+  get volatileDir(): string {
+    return join(this.dir, 'volatile');
+  }
+
+  fileDir(fileId: string, volatile = false): string {
+    return join(volatile ? this.volatileDir : this.filesDir, createHash('sha256').update(fileId).digest('hex').slice(0, 32));
   }
 
   async init(): Promise<string> {
     await mkdirDurable(this.filesDir);
+    // Uploads that were in flight when the node stopped: none was acknowledged.
+    await rm(this.volatileDir, { recursive: true, force: true });
+    await mkdir(this.volatileDir, { recursive: true });
     const idPath = join(this.dir, 'node-id');
     try {
       const id = (await readFile(idPath, 'utf8')).trim();

@@ -11,7 +11,7 @@
  * to the live layer; a commit that becomes durable deletes its segments and moves the
  * base up to the new version.
  */
-import { readdir, unlink, rm, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, unlink, rm, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CairnError, errnoCode } from '../common/errors.js';
@@ -126,6 +126,15 @@ export class CachedFile {
     readonly dir: string,
     st: FileState,
     private readonly store: CacheStore,
+    /**
+     * A volatile file's cache need not survive a crash: it holds an upload that is acknowledged
+     * only once committed durably to the chunk store (a strong-mode exclusive create), so nothing
+     * of it is fsynced, it lives under the store's volatile/ directory, and a restart discards it
+     * (the upload was not acknowledged; its writer gets an error and tries again). The fsyncs a
+     * durable cache needs (the directory, state.json at every step, the journal's segments and
+     * their directory entries) were most of a small file's put.
+     */
+    readonly volatile = false,
   ) {
     this.st = st;
     this.live = new DirtyLayer(st.base.size);
@@ -175,6 +184,14 @@ export class CachedFile {
   }
 
   async saveState(): Promise<void> {
+    if (this.volatile) {
+      if (!this.persisted) {
+        await mkdir(this.dir, { recursive: true });
+        this.persisted = true;
+      }
+      await writeFile(join(this.dir, 'state.json'), JSON.stringify(this.st));
+      return;
+    }
     if (!this.persisted) {
       await mkdirDurable(this.dir);
       this.persisted = true;
@@ -194,7 +211,7 @@ export class CachedFile {
         if (errnoCode(err) !== 'ENOENT') throw err;
       }
       s = await SegmentWriter.open(path, size);
-      if (size === 0) await fsyncDir(this.dir);
+      if (size === 0 && !this.volatile) await fsyncDir(this.dir);
       this.segments.set(n, s);
     }
     return s;
@@ -225,6 +242,7 @@ export class CachedFile {
 
   /** Make every record written so far durable on the cache disk. */
   async syncJournal(): Promise<void> {
+    if (this.volatile) return;
     for (const s of this.segments.values()) await s.sync();
   }
 
@@ -264,7 +282,7 @@ export class CachedFile {
         if (errnoCode(err) !== 'ENOENT') throw err;
       });
     }
-    if (this.persisted) await fsyncDir(this.dir);
+    if (this.persisted && !this.volatile) await fsyncDir(this.dir);
     this.store.release(freed);
   }
 
@@ -279,7 +297,7 @@ export class CachedFile {
     this.segments.clear();
     if (this.persisted) {
       await rm(this.dir, { recursive: true, force: true });
-      await fsyncDir(this.store.filesDir);
+      if (!this.volatile) await fsyncDir(this.store.filesDir);
       this.persisted = false;
     }
     this.store.release(freed);
@@ -365,8 +383,8 @@ export class CachedFile {
   }
 
   /** A file known only from metadata (opened, not yet written). */
-  static fresh(store: CacheStore, st: Omit<FileState, 'format' | 'firstSegment' | 'commit' | 'leaseToken'>): CachedFile {
-    return new CachedFile(store.fileDir(st.fileId), { format: 1, firstSegment: 1, commit: null, leaseToken: null, ...st }, store);
+  static fresh(store: CacheStore, st: Omit<FileState, 'format' | 'firstSegment' | 'commit' | 'leaseToken'>, volatile = false): CachedFile {
+    return new CachedFile(store.fileDir(st.fileId, volatile), { format: 1, firstSegment: 1, commit: null, leaseToken: null, ...st }, store, volatile);
   }
 
   /** Rebuild a cached file from its directory after a restart. */

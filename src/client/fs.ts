@@ -83,6 +83,13 @@ export interface OpenOptions {
   append?: boolean;
   /** Commit mode of this handle; default the file system's. */
   mode?: Mode;
+  /**
+   * An upload whose cache need not survive a crash (CachedFile.volatile): nothing of it is
+   * fsynced on the cache disk and a restart discards it. Only with create + exclusive + strong
+   * mode, where nothing is acknowledged before the commit is durable in the chunk store; the
+   * file then takes no other write handle (EBUSY) until its cache is gone.
+   */
+  volatile?: boolean;
 }
 
 export interface CommitStatus {
@@ -221,8 +228,13 @@ export class CairnFs {
     this.checkOpen();
     if (this.handles.size >= MAX_OPEN_HANDLES) throw new CairnError('EAGAIN', `${MAX_OPEN_HANDLES} handles are open; close some first`);
     const write = o.write === true || o.create === true || o.truncate === true || o.append === true;
+    const volatile = o.volatile === true;
+    if (volatile && !(o.create === true && o.exclusive === true && (o.mode ?? this.opts.mode) === 'strong')) {
+      throw new CairnError('EINVAL', 'a volatile open must create the file exclusively, in strong mode');
+    }
     let file = this.cachedByPath(path);
     if (file !== undefined && o.create === true && o.exclusive === true) throw new CairnError('EEXIST', `${path} exists`);
+    if (file !== undefined && write && file.volatile) throw new CairnError('EBUSY', `${path} is being uploaded; open it for writing once the upload is done`);
     if (file === undefined) {
       // An exclusive create needs no look-up first: the create itself answers EEXIST.
       let attr = o.create === true && o.exclusive === true ? null : await this.meta.lookup(path);
@@ -241,13 +253,18 @@ export class CairnFs {
       const gone = this.removing.get(attr.fileId);
       if (gone !== undefined) await gone.catch(() => undefined);
       file = this.files.get(attr.fileId);
+      if (file !== undefined && write && file.volatile) throw new CairnError('EBUSY', `${path} is being uploaded; open it for writing once the upload is done`);
       if (file === undefined) {
-        file = CachedFile.fresh(this.store, {
-          fileId: attr.fileId,
-          path,
-          mode: attr.mode,
-          base: { version: attr.version, size: attr.size, extents: attr.extents },
-        });
+        file = CachedFile.fresh(
+          this.store,
+          {
+            fileId: attr.fileId,
+            path,
+            mode: attr.mode,
+            base: { version: attr.version, size: attr.size, extents: attr.extents },
+          },
+          volatile,
+        );
         file.mtimeMs = attr.mtimeMs;
         file.state = 'clean';
         this.files.set(attr.fileId, file);

@@ -131,7 +131,9 @@ export class FileService {
     });
     if (existing !== undefined && existing.type !== 'file') throw new CairnError(existing.type === 'dir' ? 'EISDIR' : 'EINVAL', `${head.path} exists and is not a regular file`);
     const tmp = `${dir === '/' ? '' : dir}/.${base.slice(0, 100)}.put-${randomBytes(6).toString('hex')}`;
-    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode });
+    // Strong: nothing is acknowledged before the commit is durable in the chunk store, so the
+    // upload's cache need not survive a crash (volatile: no fsyncs on the cache disk).
+    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode, volatile: mode === 'strong' });
     const fileId = this.fs.fileIdOf(fd);
     let size = 0;
     let closed = false;

@@ -355,6 +355,44 @@ describe('recovery', () => {
     await other.close(r);
   });
 
+  it('a volatile upload: strong close returns durable, its cache lives under volatile/ and no other writer gets in meanwhile', async () => {
+    const fs = await start();
+    const data = randomBytes(2 * CHUNK + 5);
+    await expect(fs.open('/v0', { create: true, volatile: true })).rejects.toMatchObject({ code: 'EINVAL' }); // weak file system
+    await expect(fs.open('/v0', { create: true, mode: 'strong', volatile: true })).rejects.toMatchObject({ code: 'EINVAL' }); // not exclusive
+    const fd = await fs.open('/v', { create: true, exclusive: true, mode: 'strong', volatile: true });
+    await fs.write(fd, data);
+    expect(await readdir(join(dir.path, 'cache', 'volatile'))).toHaveLength(1);
+    expect(await cachedFileDirs()).toEqual([]);
+    await expect(fs.open('/v', { write: true })).rejects.toMatchObject({ code: 'EBUSY' });
+    const r = await fs.open('/v'); // readers are welcome
+    expect((await fs.read(r, 10, 0)).equals(data.subarray(0, 10))).toBe(true);
+    await fs.close(r);
+    await fs.close(fd); // strong: durable when it returns
+    expect((await fs.commitStatus('/v')).state).toBe('durable');
+    const other = await start({}, 'cache-other');
+    const o = await other.open('/v');
+    expect((await other.read(o, 10 * CHUNK, 0)).equals(data)).toBe(true);
+    await other.close(o);
+    await eventually(async () => expect(await readdir(join(dir.path, 'cache', 'volatile'))).toEqual([]));
+  });
+
+  it('a volatile upload cut short by a restart is discarded, not recovered', async () => {
+    const fs1 = await start();
+    const fd = await fs1.open('/cut', { create: true, exclusive: true, mode: 'strong', volatile: true });
+    await fs1.write(fd, randomBytes(CHUNK));
+    // The daemon stops before the upload's close (its writer never got an answer).
+    await fs1.shutdown();
+    expect(await readdir(join(dir.path, 'cache', 'volatile'))).toHaveLength(1);
+    const fs2 = await start();
+    expect(await readdir(join(dir.path, 'cache', 'volatile'))).toEqual([]);
+    expect(fs2.cachedFiles()).toEqual([]);
+    // The created file is empty and version 0: nothing of the upload was committed.
+    const attr = await meta.lookup('/cut');
+    expect(attr?.size).toBe(0);
+    expect(attr?.version).toBe(0);
+  });
+
   it('a torn record at the end of the journal is cut off; the records before it survive', async () => {
     const fs1 = await start();
     const fd = await fs1.open('/torn', { create: true });
