@@ -84,6 +84,7 @@ export class MetaAdapter implements MetaPort {
       size: req.size,
       extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
       mtimeMs: Math.floor(req.mtimeMs),
+      durable: req.durable === true,
     });
     return { version: record.version };
   }

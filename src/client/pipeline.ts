@@ -5,7 +5,8 @@
  *   their shards (ChunkPort) until each is readable; write the commit intent to state.json;
  *   install the new layout with a compare-and-set on the version (MetaPort) → visible: readers
  *   everywhere see it; wait until every new chunk has all its shards → markDurable → drop the
- *   cache segments → durable.
+ *   cache segments → durable. When every new chunk had all its shards at once (the usual case),
+ *   the compare-and-set itself records the version durable and markDurable is skipped.
  *
  * Crash safety: nothing a reader can see changes before the one compare-and-set, so a crash
  * anywhere leaves the old version or the new one. The intent written before the CAS lets a
@@ -158,7 +159,7 @@ async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: E
 }
 
 /** Install the intent's layout. Returns the new version, or throws (conflict, unreachable metadata). */
-async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDeps): Promise<number> {
+async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDeps, durable = false): Promise<number> {
   for (let attempt = 0; ; attempt++) {
     const token = await ensureLease(f, d);
     try {
@@ -170,6 +171,7 @@ async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDep
         size: intent.newSize,
         extents: intent.extents,
         mtimeMs: intent.mtimeMs,
+        durable,
       });
       return version;
     } catch (err) {
@@ -220,6 +222,8 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
   let intent = f.st.commit;
   let weak: Set<string> | null = null;
   let newVersion: number;
+  /** Every new chunk had all its shards when stored: the CAS recorded the version durable. */
+  let durableAtCommit = false;
 
   if (intent === null) {
     const nothing = await f.lock.run(async () => {
@@ -260,7 +264,10 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
       await f.saveState();
     });
     await failpoint('client.before-meta-commit');
-    newVersion = await compareAndSet(f, intent, d);
+    // The usual case: every shard of every new chunk is stored already, so the commit record can
+    // say durable at once and step 4 needs no metadata write of its own.
+    durableAtCommit = weak.size === 0;
+    newVersion = await compareAndSet(f, intent, d, durableAtCommit);
   } else if (intent.state === 'committing') {
     // Restarted with an intent: did our compare-and-set happen?
     f.setState('committing');
@@ -291,9 +298,9 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
   f.visibleSeq = Math.max(f.visibleSeq, f.sealedSeq);
   f.setState('visible');
 
-  await awaitFullHealth(f, intent, weak, d);
+  if (!durableAtCommit) await awaitFullHealth(f, intent, weak, d);
   await failpoint('client.after-health');
-  await d.meta.markDurable(f.fileId, newVersion, intent.commitId);
+  if (!durableAtCommit) await d.meta.markDurable(f.fileId, newVersion, intent.commitId);
   await failpoint('client.before-cache-drop');
   const done = intent;
   await f.lock.run(() => f.dropCommitted(done, newVersion));

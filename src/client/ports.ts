@@ -52,6 +52,8 @@ export interface CommitRequest {
   size: number;
   extents: Extent[];
   mtimeMs: number;
+  /** Every shard of the new chunks is stored already: the record says durable at once (no markDurable). */
+  durable?: boolean;
 }
 
 export type CommitRecordState = 'visible' | 'durable';

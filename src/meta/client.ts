@@ -463,9 +463,11 @@ export class MetaClient {
     size: number;
     extents: Extent[];
     mtimeMs?: number;
+    /** Every shard of the new chunks is stored already: the record says durable at once. */
+    durable?: boolean;
   }): Promise<{ attr: Attr; record: CommitRecord }> {
     const r = await this.rpc('CommitVersion', {
-      ino: c.ino, expected_version: c.expectedVersion, fence: c.fence, size: c.size, mtime_ms: c.mtimeMs ?? 0,
+      ino: c.ino, expected_version: c.expectedVersion, fence: c.fence, size: c.size, mtime_ms: c.mtimeMs ?? 0, durable: c.durable === true,
       extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
     });
     return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };

@@ -154,6 +154,8 @@ export const opSchema = z.discriminatedUnion('op', [
       size: u53,
       extents: z.array(extentSchema).max(EXTENTS_MAX),
       mtimeMs: timeMs.optional(),
+      /** Every shard of the new chunks is stored already: record the version durable at once (no markDurable). */
+      durable: z.boolean().optional(),
     })
     .strict(),
   z.object({ op: z.literal('markDurable'), ino, version: u53 }).strict(),

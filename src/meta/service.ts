@@ -118,7 +118,7 @@ const S = {
   xattrGet: z.object({ node: wireRef.nullish(), name: z.string().max(255), serializable: z.boolean().default(false) }),
   xattrList: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false) }),
   xattrRemove: z.object({ node: wireRef.nullish(), name: z.string() }),
-  commit: z.object({ ino: u64, expected_version: u64, fence: u64, size: u64, extents: z.array(extentWire).max(100_000), mtime_ms: u64.default(0) }),
+  commit: z.object({ ino: u64, expected_version: u64, fence: u64, size: u64, extents: z.array(extentWire).max(100_000), mtime_ms: u64.default(0), durable: z.boolean().default(false) }),
   commitStatus: z.object({ ino: u64, version: u64, serializable: z.boolean().default(false) }),
   markDurable: z.object({ ino: u64, version: u64 }),
   leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32 }),
@@ -521,6 +521,7 @@ export class MetaService {
             op: 'commit', ino: q.ino, expectedVersion: q.expected_version, fence: q.fence, size: q.size,
             extents: q.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunk_hash, scheme: e.scheme, pg: e.pg })),
             ...(q.mtime_ms > 0 ? { mtimeMs: q.mtime_ms } : {}),
+            ...(q.durable ? { durable: true } : {}),
           },
           true,
         );

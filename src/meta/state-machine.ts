@@ -1106,7 +1106,10 @@ class ApplyCtx {
           end = e.offset + e.length;
           if (end > op.size) opFail('EINVAL', `extent at ${e.offset} ends at ${end}, past the file size ${op.size}`);
         }
-        return this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, 'visible', 'commit');
+        const installed = await this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
+        // The watch feed says the same as with a markDurable after it: commit, then durable.
+        if (op.durable === true) this.emit('durable', await this.pathOfInode(i), i.ino, i.version);
+        return installed;
       }
       case 'markDurable': {
         const i = await this.mustInode(op.ino);

@@ -319,6 +319,20 @@ describe('commit', () => {
     expect((await fs.commitStatus('/h')).state).toBe('durable');
     const attr = await meta.lookup('/h');
     expect((await meta.commitStatus(attr!.fileId, attr!.version))!.state).toBe('durable');
+    expect(meta.calls).toContain('markDurable');
+    await fs.close(fd);
+  });
+
+  it('a commit whose new chunks all have every shard records the version durable in the compare-and-set (no markDurable)', async () => {
+    const fs = await start();
+    const fd = await fs.open('/whole', { create: true });
+    await fs.write(fd, randomBytes(2 * CHUNK + 3));
+    meta.calls.length = 0;
+    expect((await fs.commit(fd, 'durable')).state).toBe('durable');
+    const attr = await meta.lookup('/whole');
+    expect((await meta.commitStatus(attr!.fileId, attr!.version))!.state).toBe('durable');
+    expect(meta.calls).toContain('commitVersion');
+    expect(meta.calls).not.toContain('markDurable');
     await fs.close(fd);
   });
 

@@ -213,6 +213,26 @@ describe('commits and leases', () => {
     expect(await h.sm.lease(ino)).toBeUndefined();
   });
 
+  it('a commit that says durable records the version durable at once, with the same events as commit + markDurable', async () => {
+    const h = await openSm();
+    await ok(h, create('/f'));
+    const ino = (await h.sm.getattr({ path: '/f' })).ino;
+    const ext = [{ offset: 0, length: 4, chunkHash: 'cd'.repeat(16), scheme: 'rep3', pg: 1 }];
+    const a = (await ok(h, { op: 'leaseAcquire', ino, holder: 'A', ttlMs: 1_000 }, 10_000)).lease as { token: number };
+    const from = h.sm.revision() + 1;
+    const c = await ok(h, { op: 'commit', ino, expectedVersion: 0, fence: a.token, size: 4, extents: ext, durable: true }, 10_100);
+    expect(c.record as { version: number; state: string }).toMatchObject({ version: 1, state: 'durable' });
+    expect((await h.sm.commitStatus(ino, 1)).state).toBe('durable');
+    expect((await h.sm.events(from, 10)).map((e) => [e.kind, e.path])).toEqual([
+      ['commit', '/f'],
+      ['durable', '/f'],
+    ]);
+    // A later markDurable of it is a no-op, and a commit without the flag is visible as before.
+    await ok(h, { op: 'markDurable', ino, version: 1 }, 10_200);
+    const c2 = await ok(h, { op: 'commit', ino, expectedVersion: 1, fence: a.token, size: 4, extents: ext }, 10_300);
+    expect(c2.record as { state: string }).toMatchObject({ state: 'visible' });
+  });
+
   it('changes the diskmap by compare-and-set on its epoch and records the diff', async () => {
     const h = await openSm();
     expect((await h.sm.diskmap()).epoch).toBe(0);

@@ -118,7 +118,7 @@ export class StubMeta implements MetaPort {
       f.size = req.size;
       f.extents = structuredClone(req.extents);
       f.mtimeMs = req.mtimeMs;
-      d.commits[req.fileId] = { fileId: req.fileId, version: f.version, commitId: req.commitId, state: 'visible' };
+      d.commits[req.fileId] = { fileId: req.fileId, version: f.version, commitId: req.commitId, state: req.durable === true ? 'durable' : 'visible' };
       return { version: f.version };
     });
   }
