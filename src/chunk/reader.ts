@@ -96,7 +96,6 @@ export interface ReadChunkResult {
   problems: ShardProblem[];
 }
 
-
 /** Read and verify a whole chunk or a range of it. */
 export async function readChunk(
   clients: ChunkClients,

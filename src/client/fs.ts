@@ -427,12 +427,12 @@ export class CairnFs {
     return this.statusOf(f);
   }
 
-  /** Where the file's commit stands and how many bytes are still pending. */
   /** The file id (the metadata's inode number, as text) of an open handle's file. */
   fileIdOf(fd: number): string {
     return this.handle(fd).file.fileId;
   }
 
+  /** Where the file's commit stands and how many bytes are still pending. */
   async commitStatus(path: string): Promise<CommitStatus> {
     const f = this.cachedByPath(path);
     if (f !== undefined) return this.statusOf(f);
