@@ -52,9 +52,10 @@ export class MetaAdapter implements MetaPort {
     }
   }
 
-  async create(path: string, opts: { mode: number }): Promise<FileAttr> {
-    const { attr } = await this.meta.create(path, { mode: opts.mode, exclusive: true });
-    return fileAttr(path, attr, []);
+  async create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number } }): Promise<FileAttr & { lease?: Lease }> {
+    const { attr, lease } = await this.meta.create(path, { mode: opts.mode, exclusive: true, ...(opts.lease !== undefined ? { lease: opts.lease } : {}) });
+    const a = fileAttr(path, attr, []);
+    return lease !== undefined ? { ...a, lease: { token: String(lease.token), expiresAtMs: lease.validUntilMs } } : a;
   }
 
   async getattr(fileId: string): Promise<FileAttr> {

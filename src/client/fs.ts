@@ -238,10 +238,14 @@ export class CairnFs {
     if (file === undefined) {
       // An exclusive create needs no look-up first: the create itself answers EEXIST.
       let attr = o.create === true && o.exclusive === true ? null : await this.meta.lookup(path);
+      /** The write lease that came with the file this open created (no separate acquire then). */
+      let granted: string | undefined;
       if (attr === null) {
         if (o.create !== true) throw new CairnError('ENOENT', `${path} does not exist`);
         try {
-          attr = await this.meta.create(path, { mode: 0o644 });
+          const made = await this.meta.create(path, { mode: 0o644, lease: { holder: this.holder, ttlMs: this.opts.leaseTtlMs } });
+          granted = made.lease?.token;
+          attr = made;
         } catch (err) {
           if (!(err instanceof CairnError && err.code === 'EEXIST') || o.exclusive === true) throw err;
           attr = await this.meta.lookup(path);
@@ -267,6 +271,7 @@ export class CairnFs {
         );
         file.mtimeMs = attr.mtimeMs;
         file.state = 'clean';
+        if (granted !== undefined) file.st = { ...file.st, leaseToken: granted };
         this.files.set(attr.fileId, file);
       }
       this.byPath.set(path, attr.fileId);

@@ -69,8 +69,11 @@ export interface CommitRecord {
 export interface MetaPort {
   /** Resolve a path (linearizable); null when it does not exist. */
   lookup(path: string): Promise<FileAttr | null>;
-  /** Create an empty regular file (version 0, no extents); EEXIST when the path exists. */
-  create(path: string, opts: { mode: number }): Promise<FileAttr>;
+  /**
+   * Create an empty regular file (version 0, no extents); EEXIST when the path exists. With
+   * `lease`, the new file comes with that holder's write lease, granted in the same operation.
+   */
+  create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number } }): Promise<FileAttr & { lease?: Lease }>;
   getattr(fileId: string): Promise<FileAttr>;
   /** One writer per file: EBUSY while another holder's lease is live. */
   acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease>;

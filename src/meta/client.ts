@@ -392,14 +392,21 @@ export class MetaClient {
   }
 
   /** Create a file; with exclusive false an existing file is returned (created: false). */
+  /**
+   * Create a file. With `lease`, a file it creates comes with that holder's write lease, granted
+   * in the same operation (no separate leaseAcquire); `lease` in the answer is that grant.
+   */
   async create(
     at: EntryTarget,
-    opts: { mode?: number; uid?: number; gid?: number; exclusive?: boolean } = {},
-  ): Promise<{ attr: Attr; created: boolean }> {
+    opts: { mode?: number; uid?: number; gid?: number; exclusive?: boolean; lease?: { holder: string; ttlMs: number } } = {},
+  ): Promise<{ attr: Attr; created: boolean; lease?: LeaseGrant }> {
+    const sentAt = Date.now();
     const r = await this.rpc('Create', {
       at: toWireRef(at), mode: opts.mode ?? 0o644, uid: opts.uid ?? 0, gid: opts.gid ?? 0, exclusive: opts.exclusive ?? true,
+      lease_holder: opts.lease?.holder ?? '', lease_ttl_ms: opts.lease?.ttlMs ?? 0,
     });
-    return { attr: attrFromWire(r.attr as Wire), created: r.created === true };
+    const lease = r.lease !== null && r.lease !== undefined && Number((r.lease as Wire).token) > 0 ? this.leaseGrant(r.lease as Wire, sentAt) : undefined;
+    return { attr: attrFromWire(r.attr as Wire), created: r.created === true, ...(lease !== undefined ? { lease } : {}) };
   }
 
   async symlink(at: EntryTarget, target: string, opts: { uid?: number; gid?: number } = {}): Promise<Attr> {

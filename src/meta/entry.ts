@@ -117,6 +117,15 @@ class Writer {
  * One operation as an entry record (opcode, length, body). The operation must have passed
  * validateOp (ops.ts); records are concatenated into an entry by encodeEntryOps.
  */
+function encodeJsonOp(op: Op): Buffer {
+  const json = Buffer.from(JSON.stringify(op));
+  const out = Buffer.allocUnsafe(OP_HEADER_BYTES + json.length);
+  out[0] = OPCODE.json;
+  out.writeUInt32LE(json.length, 1);
+  json.copy(out, OP_HEADER_BYTES);
+  return out;
+}
+
 export function encodeOp(op: Op): Buffer {
   const w = new Writer();
   w.u8(0);
@@ -131,6 +140,8 @@ export function encodeOp(op: Op): Buffer {
       w.u32(op.gid);
       break;
     case 'create':
+      // With a lease it travels as JSON (the binary body has no field for it).
+      if (op.lease !== undefined) return encodeJsonOp(op);
       code = OPCODE.create;
       w.ref(op.at);
       w.u32(op.mode);
@@ -175,15 +186,8 @@ export function encodeOp(op: Op): Buffer {
       if (op.atimeMs !== undefined) w.num(op.atimeMs);
       break;
     }
-    default: {
-      code = OPCODE.json;
-      const json = Buffer.from(JSON.stringify(op));
-      const out = Buffer.allocUnsafe(OP_HEADER_BYTES + json.length);
-      out[0] = code;
-      out.writeUInt32LE(json.length, 1);
-      json.copy(out, OP_HEADER_BYTES);
-      return out;
-    }
+    default:
+      return encodeJsonOp(op);
   }
   const out = w.bytes();
   out[0] = code;

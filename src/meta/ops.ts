@@ -117,7 +117,16 @@ const owner = { mode: z.number().int().min(0).max(0o7777), uid: u32, gid: u32 };
 
 export const opSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('mkdir'), at: entryRefSchema, ...owner }).strict(),
-  z.object({ op: z.literal('create'), at: entryRefSchema, ...owner, exclusive: z.boolean() }).strict(),
+  z
+    .object({
+      op: z.literal('create'),
+      at: entryRefSchema,
+      ...owner,
+      exclusive: z.boolean(),
+      /** The new file comes with this holder's write lease (as leaseAcquire would grant it). */
+      lease: z.object({ holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict().optional(),
+    })
+    .strict(),
   z.object({ op: z.literal('symlink'), at: entryRefSchema, target: z.string().min(1).max(SYMLINK_MAX_BYTES), uid: u32, gid: u32 }).strict(),
   z.object({ op: z.literal('link'), node: refSchema, at: entryRefSchema }).strict(),
   z.object({ op: z.literal('unlink'), at: entryRefSchema }).strict(),

@@ -100,7 +100,10 @@ const S = {
   }),
   readlink: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false) }),
   mkdir: z.object({ at: wireRef.nullish(), mode: u32, uid: u32, gid: u32 }),
-  create: z.object({ at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, exclusive: z.boolean() }),
+  create: z.object({
+    at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, exclusive: z.boolean(),
+    lease_holder: z.string().max(128).default(''), lease_ttl_ms: z.number().int().min(0).max(600_000).default(0),
+  }),
   symlink: z.object({ at: wireRef.nullish(), target: z.string(), uid: u32, gid: u32 }),
   link: z.object({ node: wireRef.nullish(), at: wireRef.nullish() }),
   remove: z.object({ at: wireRef.nullish() }),
@@ -202,8 +205,11 @@ export const WRITE_METHODS: Record<string, WriteMethod> = {
   Mkdir: write('mkdir', S.mkdir, (q) => ({ op: 'mkdir', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid }), attrReply, 'attr'),
   Create: write(
     'create', S.create,
-    (q) => ({ op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive }),
-    attrReply, 'attr',
+    (q) => ({
+      op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive,
+      ...(q.lease_holder !== '' ? { lease: { holder: q.lease_holder, ttlMs: q.lease_ttl_ms } } : {}),
+    }),
+    (v) => ({ ...attrReply(v), ...(v.lease !== undefined ? { lease: leaseReply(v) } : {}) }), 'attr',
   ),
   Symlink: write('symlink', S.symlink, (q) => ({ op: 'symlink', at: toEntryRef(q.at, 'at'), target: q.target, uid: q.uid, gid: q.gid }), attrReply, 'attr'),
   Link: write('link', S.link, (q) => ({ op: 'link', node: toRef(q.node, 'node'), at: toEntryRef(q.at, 'at') }), attrReply, 'attr'),

@@ -995,6 +995,10 @@ class ApplyCtx {
         this.tx.putJson(K.dirent(dir.ino, name), { ino, type });
         this.touchDir(dir, 1, type === 'dir' ? 1 : 0);
         this.emit(op.op, path, ino, 0);
+        if (op.op === 'create' && op.lease !== undefined) {
+          // A new inode has no lease yet: grant it as leaseAcquire would.
+          return { attr: i, created: true, lease: await this.grantLease(ino, op.lease.holder, op.lease.ttlMs), ttlMs: op.lease.ttlMs };
+        }
         return { attr: i, created: true };
       }
       case 'link': {
@@ -1139,11 +1143,7 @@ class ApplyCtx {
             retryAfterMs: cur.expiresAtMs + LEASE_SAFETY_MARGIN_MS - this.nowMs,
           });
         }
-        const token = Number((await this.tx.get(K.fence)) ?? '0') + 1;
-        this.tx.put(K.fence, String(token));
-        const lease: Lease = { ino: op.ino, holder: op.holder, token, expiresAtMs: this.nowMs + op.ttlMs };
-        this.tx.putJson(K.lease(op.ino), lease);
-        return { lease, ttlMs: op.ttlMs };
+        return { lease: await this.grantLease(op.ino, op.holder, op.ttlMs), ttlMs: op.ttlMs };
       }
       case 'leaseRenew': {
         const cur = await this.tx.getJson<Lease>(K.lease(op.ino));
@@ -1220,6 +1220,15 @@ class ApplyCtx {
       opFail('EFENCED', `fencing token ${fence} is not the current write lease of inode ${ino}${cur ? ` (token ${cur.token} is)` : ' (no lease)'}`);
     }
     if (this.nowMs >= cur.expiresAtMs) opFail('EFENCED', `write lease ${fence} on inode ${ino} has expired; acquire a new lease`);
+  }
+
+  /** A new write lease with the next fencing token (the caller checked that none is live). */
+  private async grantLease(ino: number, holder: string, ttlMs: number): Promise<Lease> {
+    const token = Number((await this.tx.get(K.fence)) ?? '0') + 1;
+    this.tx.put(K.fence, String(token));
+    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs };
+    this.tx.putJson(K.lease(ino), lease);
+    return lease;
   }
 
   private async installVersion(

@@ -323,6 +323,17 @@ describe('commit', () => {
     await fs.close(fd);
   });
 
+  it('a file this node creates comes with its write lease: no separate acquire', async () => {
+    const fs = await start();
+    meta.calls.length = 0;
+    const fd = await fs.open('/leased', { create: true });
+    await fs.write(fd, Buffer.from('x'));
+    expect(meta.calls).toContain('create');
+    expect(meta.calls).not.toContain('acquireLease');
+    expect((await fs.commit(fd, 'durable')).state).toBe('durable');
+    await fs.close(fd);
+  });
+
   it('a commit whose new chunks all have every shard records the version durable in the compare-and-set (no markDurable)', async () => {
     const fs = await start();
     const fd = await fs.open('/whole', { create: true });

@@ -34,6 +34,11 @@ const ALL: Op[] = [
   { op: 'leaseAcquire', ino: 9, holder: 'w', ttlMs: 1000 },
   { op: 'leaseExpire', inos: [9, 10] },
   { op: 'nodeRegister', nodeId: 2, recordJson: '{"a":1}' },
+  { op: 'create', at: { parent: 1, name: 'up' }, ...own, mode: 0o644, exclusive: true, lease: { holder: 'client-1', ttlMs: 30_000 } },
+  {
+    op: 'commit', ino: 9, expectedVersion: 1, fence: 2, size: 4, durable: true,
+    extents: [{ offset: 0, length: 4, chunkHash: 'cd'.repeat(16), scheme: 'r3', pg: 1 }],
+  },
 ];
 
 describe('metadata entry format 2', () => {

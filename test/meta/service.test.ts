@@ -185,6 +185,25 @@ describe('metadata service over gRPC', () => {
     }
   });
 
+  it('creates a file with its write lease in one operation: the lease fences like an acquired one', async () => {
+    const made = await client.create('/leased', { lease: { holder: 'uploader', ttlMs: 10_000 } });
+    expect(made.created).toBe(true);
+    expect(made.lease).toMatchObject({ ino: made.attr.ino, holder: 'uploader', ttlMs: 10_000 });
+    expect(made.lease!.token).toBeGreaterThan(0);
+    expect(made.lease!.validUntilMs).toBeGreaterThan(Date.now());
+    // another holder cannot take it; the granted token commits
+    await expect(client.leaseAcquire(made.attr.ino, 'other', 1_000)).rejects.toMatchObject({ code: 'EBUSY' });
+    const ext = [{ offset: 0, length: 10, chunkHash: 'ef'.repeat(32), scheme: 'ec2+1', pg: 1 }];
+    const c = await client.commitVersion({ ino: made.attr.ino, expectedVersion: 0, fence: made.lease!.token, size: 10, extents: ext });
+    expect(c.record.version).toBe(1);
+    // without a lease asked for, none comes (and an existing file gets none either)
+    expect((await client.create('/unleased')).lease).toBeUndefined();
+    const again = await client.create('/leased', { exclusive: false, lease: { holder: 'x', ttlMs: 1_000 } });
+    expect(again.created).toBe(false);
+    expect(again.lease).toBeUndefined();
+    expect(await client.leaseRelease(made.attr.ino, 'uploader', made.lease!.token)).toBe(true);
+  });
+
   it('keeps an unlinked file while its lease lives and frees it when the lease expires', async () => {
     const { attr } = await client.create('/open-file');
     const lease = await client.leaseAcquire(attr.ino, 'w', 200);

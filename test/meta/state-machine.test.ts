@@ -213,6 +213,20 @@ describe('commits and leases', () => {
     expect(await h.sm.lease(ino)).toBeUndefined();
   });
 
+  it('a create with a lease grants it in the same operation, with the next fencing token', async () => {
+    const h = await openSm();
+    await ok(h, create('/a'));
+    const a = (await h.sm.getattr({ path: '/a' })).ino;
+    const before = (await ok(h, { op: 'leaseAcquire', ino: a, holder: 'A', ttlMs: 1_000 }, 10_000)).lease as { token: number };
+    const r = await ok(h, { ...create('/b'), lease: { holder: 'B', ttlMs: 2_000 } } as Op, 10_100);
+    const lease = r.lease as { ino: number; holder: string; token: number; expiresAtMs: number };
+    const ino = (await h.sm.getattr({ path: '/b' })).ino;
+    expect(lease).toMatchObject({ ino, holder: 'B', expiresAtMs: 12_100 });
+    expect(lease.token).toBe(before.token + 1);
+    expect(await h.sm.lease(ino)).toMatchObject({ holder: 'B', token: lease.token });
+    expect(await err(h, { op: 'leaseAcquire', ino, holder: 'C', ttlMs: 1_000 }, 10_200)).toBe('EBUSY');
+  });
+
   it('a commit that says durable records the version durable at once, with the same events as commit + markDurable', async () => {
     const h = await openSm();
     await ok(h, create('/f'));

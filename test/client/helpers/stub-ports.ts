@@ -59,7 +59,7 @@ export class StubMeta implements MetaPort {
     return id === undefined ? null : structuredClone(d.files[id]!);
   }
 
-  async create(path: string, opts: { mode: number }): Promise<FileAttr> {
+  async create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number } }): Promise<FileAttr & { lease?: Lease }> {
     this.calls.push('create');
     return this.tx((d) => {
       if (d.paths[path] !== undefined) throw new CairnError('EEXIST', `${path} exists`);
@@ -67,7 +67,10 @@ export class StubMeta implements MetaPort {
       const attr: FileAttr = { fileId, path, size: 0, version: 0, mode: opts.mode, mtimeMs: Date.now(), extents: [] };
       d.files[fileId] = attr;
       d.paths[path] = fileId;
-      return structuredClone(attr);
+      if (opts.lease === undefined) return structuredClone(attr);
+      const lease = { holder: opts.lease.holder, token: randomBytes(8).toString('hex'), expiresAtMs: Date.now() + opts.lease.ttlMs };
+      d.leases[fileId] = lease;
+      return { ...structuredClone(attr), lease: { token: lease.token, expiresAtMs: lease.expiresAtMs } };
     });
   }
 
