@@ -21,7 +21,7 @@ import { logger } from './log.js';
 
 /** Below this size the round trip to a worker costs more than it saves. */
 export const OFFLOAD_MIN_BYTES = 256 * 1024;
-/** Shared slabs kept for reuse (each as large as the largest buffer copied so far, ≤ 64 MiB + 1). */
+/** Shared slabs kept for reuse (each rounded up to a whole MiB). */
 const MAX_FREE_SLABS = 8;
 
 const log = logger('hash-pool');
@@ -48,6 +48,7 @@ interface Pending {
   resolve(hex: string): void;
   reject(err: Error): void;
   slab: SharedArrayBuffer | undefined;
+  worker: PoolWorker;
 }
 
 interface PoolWorker {
@@ -99,7 +100,7 @@ export class HashPool {
       offset = 0;
     }
     const id = this.nextId++;
-    const answer = new Promise<string>((resolve, reject) => this.pending.set(id, { resolve, reject, slab }));
+    const answer = new Promise<string>((resolve, reject) => this.pending.set(id, { resolve, reject, slab, worker: w }));
     // A worker with a request in flight keeps the process alive (an idle one does not).
     if (w.busy++ === 0) w.worker.ref();
     w.worker.postMessage({ id, sab, offset, length: data.byteLength });
@@ -154,6 +155,7 @@ export class HashPool {
       if (i >= 0) this.workers.splice(i, 1);
       // Its requests are answered inline by their callers; their slabs are dropped.
       for (const [id, p] of this.pending) {
+        if (p.worker !== pw) continue;
         this.pending.delete(id);
         p.reject(new Error(why));
       }

@@ -391,9 +391,8 @@ export class MetaClient {
     return attrFromWire(r.attr as Wire);
   }
 
-  /** Create a file; with exclusive false an existing file is returned (created: false). */
   /**
-   * Create a file. With `lease`, a file it creates comes with that holder's write lease, granted
+   * Create a file; with exclusive false an existing file is returned (created: false). With `lease`, a file it creates comes with that holder's write lease, granted
    * in the same operation (no separate leaseAcquire); `lease` in the answer is that grant.
    */
   async create(

@@ -113,10 +113,7 @@ class Writer {
   }
 }
 
-/**
- * One operation as an entry record (opcode, length, body). The operation must have passed
- * validateOp (ops.ts); records are concatenated into an entry by encodeEntryOps.
- */
+/** An operation record whose body is the operation as JSON (opcode 0, checked with zod on decode). */
 function encodeJsonOp(op: Op): Buffer {
   const json = Buffer.from(JSON.stringify(op));
   const out = Buffer.allocUnsafe(OP_HEADER_BYTES + json.length);
@@ -126,6 +123,10 @@ function encodeJsonOp(op: Op): Buffer {
   return out;
 }
 
+/**
+ * One operation as an entry record (opcode, length, body). The operation must have passed
+ * validateOp (ops.ts); records are concatenated into an entry by encodeEntryOps.
+ */
 export function encodeOp(op: Op): Buffer {
   const w = new Writer();
   w.u8(0);

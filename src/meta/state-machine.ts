@@ -1110,10 +1110,7 @@ class ApplyCtx {
           end = e.offset + e.length;
           if (end > op.size) opFail('EINVAL', `extent at ${e.offset} ends at ${end}, past the file size ${op.size}`);
         }
-        const installed = await this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
-        // The watch feed says the same as with a markDurable after it: commit, then durable.
-        if (op.durable === true) this.emit('durable', await this.pathOfInode(i), i.ino, i.version);
-        return installed;
+        return this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
       }
       case 'markDurable': {
         const i = await this.mustInode(op.ino);
@@ -1241,7 +1238,10 @@ class ApplyCtx {
     i.ctimeMs = this.nowMs;
     this.putInode(i);
     this.tx.putJson(K.layout(i.ino), { version, extents } satisfies Layout);
-    this.emit(kind, await this.pathOfInode(i), i.ino, version);
+    const path = await this.pathOfInode(i);
+    this.emit(kind, path, i.ino, version);
+    // A commit recorded durable at once: the watch feed says what commit + markDurable would.
+    if (kind === 'commit' && state === 'durable') this.emit('durable', path, i.ino, version);
     const record: CommitRecord = {
       ino: i.ino, version, state, fence, size, extents: extents.length, revision: this.rev, committedAtMs: this.nowMs,
     };
