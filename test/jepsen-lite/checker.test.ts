@@ -1,6 +1,6 @@
 /**
  * Tests of the linearizability checker: the third-party histories with known answers (every file in
- * ../shared/testdata/linearizability, timed and logged), hand-built histories for each anomaly and
+ * test/jepsen-lite/testdata/linearizability, vendored, timed and logged), hand-built histories for each anomaly and
  * for the legal cases that a too-strict checker would reject, random histories cross-checked against
  * a brute-force checker, and the check-history command's answers and exit codes.
  */
@@ -17,7 +17,8 @@ import { registerModel, type ModelName, type RegisterInput, type RegisterOutput 
 import type { Operation } from './checker/wgl.js';
 import { searchLinearization } from './checker/wgl.js';
 
-const TESTDATA = join(REPO_ROOT, '..', 'shared', 'testdata', 'linearizability');
+/** Vendored with their licence (test/jepsen-lite/testdata/linearizability/LICENSE-porcupine.md). */
+const TESTDATA = join(REPO_ROOT, 'test', 'jepsen-lite', 'testdata', 'linearizability');
 
 /** The answers from TESTDATA/README.md; every file in the folders must appear here. */
 const EXPECTED: Record<string, { model: ModelName; linearizable: boolean }> = {
@@ -33,7 +34,7 @@ const EXPECTED: Record<string, { model: ModelName; linearizable: boolean }> = {
 };
 
 describe('third-party histories with known answers', () => {
-  it('the test data folder exists (../shared/testdata/linearizability beside the repository)', () => {
+  it('the vendored test data folder holds every history with a known answer', () => {
     // Fail loudly rather than skip: these files are the checker's ground truth.
     expect(existsSync(TESTDATA), `missing ${TESTDATA}`).toBe(true);
     const present = ['kv', 'jepsen-etcd'].flatMap((d) => readdirSync(join(TESTDATA, d)).map((f) => `${d}/${f}`)).sort();
