@@ -88,10 +88,18 @@ export class LinearizationSearch<S, I, O> {
   private readonly nodeOp: Int32Array;
   private readonly nodeIsCall: Uint8Array;
   private readonly retNodeOf: Int32Array;
+  /**
+   * For an operation with an unknown outcome: the unknown operation with an identical input whose
+   * call comes just before it in the event list, or -1. Such twins are interchangeable, so the
+   * search linearizes them in call order only (see run()).
+   */
+  private readonly twinBefore: Int32Array;
   private readonly stateIds = new Map<string, number>();
   private readonly states: S[] = [];
   private readonly words: number;
   private readonly bits: Uint32Array;
+  /** Bit i set when operation i completed (ret finite). */
+  private readonly finiteMask: Uint32Array;
   private readonly zobA: Uint32Array;
   private readonly zobB: Uint32Array;
   private hA = 0;
@@ -105,6 +113,13 @@ export class LinearizationSearch<S, I, O> {
   private configs = 0;
   private readonly stackNode: number[] = [];
   private readonly stackState: number[] = [];
+  private readonly stackPhase: number[] = [];
+  /**
+   * The scan's pass over the candidates: 0 tries completed operations, 1 then tries unknown ones.
+   * Completed operations first means configurations are reached with as few unknown operations
+   * spent as possible, so that remember() prunes the ones that spent more.
+   */
+  private phase = 0;
   private stateId: number;
   private linearizedFinite = 0;
   private entry: number;
@@ -152,16 +167,32 @@ export class LinearizationSearch<S, I, O> {
       this.next[node] = k + 1 <= m - 1 ? k + 2 : 0;
     }
     this.next[0] = m > 0 ? 1 : 0;
+    this.twinBefore = new Int32Array(n).fill(-1);
+    const lastUnknownByInput = new Map<string, number>();
+    for (const ev of evs) {
+      if (!ev.isCall || ops[ev.op]!.ret !== Infinity) continue;
+      const k = JSON.stringify(ops[ev.op]!.input);
+      const before = lastUnknownByInput.get(k);
+      if (before !== undefined) this.twinBefore[ev.op] = before;
+      lastUnknownByInput.set(k, ev.op);
+    }
 
     this.words = Math.max(1, Math.ceil(n / 32));
     this.bits = new Uint32Array(this.words);
+    this.finiteMask = new Uint32Array(this.words);
     this.memoBits = new Uint32Array(1024 * this.words);
     const rnd = mulberry32(0x5eed1234 ^ n);
     this.zobA = new Uint32Array(n);
     this.zobB = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
-      this.zobA[i] = rnd();
-      this.zobB[i] = rnd();
+      // Only completed operations enter the hash: configurations that differ only in which
+      // unknown operations they spent share a bucket, where remember() compares them by inclusion.
+      const a = rnd();
+      const b = rnd();
+      if (ops[i]!.ret === Infinity) continue;
+      this.zobA[i] = a;
+      this.zobB[i] = b;
+      this.finiteMask[i >>> 5]! |= 1 << (i & 31);
     }
     this.stateId = this.intern(model.init());
     this.entry = this.next[0]!;
@@ -212,23 +243,30 @@ export class LinearizationSearch<S, I, O> {
     this.relink(callNode);
   }
 
-  /** Record (linearized set, state); false if it was seen before. */
+  /**
+   * Record (linearized set, state); false if it is dominated by one seen before: the same state,
+   * the same completed operations linearized, and a subset of these unknown ones spent (an unknown
+   * operation need never take effect, so the configuration that kept more of them pending can do
+   * everything this one can). With no unknown operations this is plain equality.
+   */
   private remember(stateId: number): boolean {
-    const { words, bits } = this;
+    const { words, bits, finiteMask } = this;
     const h = (this.hA ^ Math.imul(stateId + 1, 0x9e3779b1)) | 0;
     const hB = this.hB | 0;
     const head = this.memoHead.get(h);
     for (let e = head ?? -1; e !== -1; e = this.memoNext[e]!) {
       if (this.memoState[e] !== stateId || this.memoHB[e] !== hB) continue;
       const base = e * words;
-      let same = true;
+      let dominated = true;
       for (let w = 0; w < words; w++) {
-        if (this.memoBits[base + w] !== bits[w]) {
-          same = false;
+        const m = this.memoBits[base + w]!;
+        const b = bits[w]!;
+        if (((m ^ b) & finiteMask[w]!) !== 0 || (m & ~b) !== 0) {
+          dominated = false;
           break;
         }
       }
-      if (same) return false;
+      if (dominated) return false;
     }
     const e = this.configs++;
     if (e >= this.memoNext.length) this.grow();
@@ -256,7 +294,7 @@ export class LinearizationSearch<S, I, O> {
   /** Advance by at most `steps` moves; the answer once known, else undefined. */
   run(steps: number): SearchResult<S> | undefined {
     if (this.result !== undefined) return this.result;
-    const { model, ops, next, nodeOp, nodeIsCall, stackNode, stackState } = this;
+    const { model, ops, next, nodeOp, nodeIsCall, stackNode, stackState, stackPhase } = this;
     for (let s = 0; s < steps; s++) {
       if (this.linearizedFinite === this.finiteCount) return (this.result = { kind: 'ok', configs: this.configs });
       if (this.configs > this.maxConfigs) {
@@ -266,13 +304,34 @@ export class LinearizationSearch<S, I, O> {
       if (entry !== 0 && nodeIsCall[entry] === 1) {
         const opIndex = nodeOp[entry]!;
         const op = ops[opIndex]!;
+        if ((op.ret === Infinity) !== (this.phase === 1)) {
+          this.entry = next[entry]!;
+          continue;
+        }
+        // Two dominance rules for operations with an unknown outcome (they need never take
+        // effect, so a configuration that leaves one pending can do all that one which spent it
+        // can): (1) of identical unknown operations, only the earliest-called pending one is
+        // tried — any order using a later twin works with the earlier one in its place; (2) one
+        // that would leave the state as it is is not linearized here. Both keep the search exact
+        // and cut the 2^u subsets of u pending unknowns that made long faulty runs undecidable.
+        const twin = this.twinBefore[opIndex]!;
+        if (twin !== -1 && (this.bits[twin >>> 5]! & (1 << (twin & 31))) === 0) {
+          this.entry = next[entry]!;
+          continue;
+        }
         const nextState = model.step(this.states[this.stateId]!, op.input, op.output);
         if (nextState !== undefined) {
           const nextId = this.intern(nextState);
+          if (op.ret === Infinity && nextId === this.stateId) {
+            this.entry = next[entry]!;
+            continue;
+          }
           this.flip(opIndex);
           if (this.remember(nextId)) {
             stackNode.push(entry);
             stackState.push(this.stateId);
+            stackPhase.push(this.phase);
+            this.phase = 0;
             this.stateId = nextId;
             if (op.ret !== Infinity) this.linearizedFinite++;
             this.lift(entry);
@@ -284,7 +343,13 @@ export class LinearizationSearch<S, I, O> {
         this.entry = next[entry]!;
         continue;
       }
-      // A return event (or the end of the list): every way forward from here is blocked.
+      // A return event (or the end of the list): the completed candidates are tried; now the
+      // unknown ones, and after those every way forward from here is blocked.
+      if (this.phase === 0) {
+        this.phase = 1;
+        this.entry = next[0]!;
+        continue;
+      }
       if (entry !== 0) {
         if (entry > this.blockedNode) {
           this.blockedNode = entry;
@@ -302,6 +367,7 @@ export class LinearizationSearch<S, I, O> {
         });
       }
       this.stateId = stackState.pop()!;
+      this.phase = stackPhase.pop()!;
       const opIndex = nodeOp[top]!;
       this.flip(opIndex);
       if (ops[opIndex]!.ret !== Infinity) this.linearizedFinite--;
