@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { checkWithModel } from './checker/check.js';
+import { checkWithModel, formatResult } from './checker/check.js';
 import type { PairedOp } from './checker/history.js';
 
 /** Bound that the issue's failing key blew through (2,000,000): these histories must stay far below. */
@@ -106,7 +106,7 @@ function registerHistory(n: number, unknownWrites: number): PairedOp[] {
     } else {
       // A read may see one of the timed-out writes (it can land at any time; later reads then see
       // it too, until the next write) or else the last write.
-      const seen = i % 3 === 1 && i % 5 === 0 ? i % 4 : value;
+      const seen: number | null = i % 3 === 1 && i % 5 === 0 ? i % 4 : value;
       value = seen;
       ops.push({ process: `r${i}`, f: 'read', key: 'r', invokeValue: null, outcome: 'ok', completionValue: seen, error: undefined, call: t, ret: t + 1n, callAt: `${t}`, retAt: `${t + 1n}` });
     }
@@ -156,5 +156,24 @@ describe('histories with many unknown outcomes are decided', () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it('a search that must stop names the key, its size and what made it hard', () => {
+    const h = dirHistory(3, 100, 0.3);
+    const unknown = h.filter((o) => o.outcome === 'unknown').length;
+    const idx = h.map((o, i) => [o, i] as const).filter(([o]) => o.f === 'readdir' && o.outcome === 'ok').at(-1)![1];
+    const bad = h.map((o, i) => (i === idx ? { ...o, completionValue: ['zz'] } : o));
+    const r = checkWithModel('dir', bad, { maxConfigs: 100 });
+    expect(r.verdict).toBe('unknown');
+    expect(r.undecided).toHaveLength(1);
+    const u = r.undecided[0]!;
+    expect(u.key).toBe('d');
+    expect(u.unknownOutcome).toBe(unknown);
+    expect(u.operations).toBeGreaterThan(unknown);
+    expect(u.maxConcurrent).toBeGreaterThanOrEqual(unknown);
+    expect(u.configurations).toBeGreaterThan(100);
+    const text = formatResult(r);
+    expect(text).toMatch(/^unknown/);
+    expect(text).toContain(`key "d": undecided (search stopped after ${u.configurations} configurations): ${u.operations} operations, ${unknown} of unknown outcome, up to ${u.maxConcurrent} in flight`);
   });
 });

@@ -104,10 +104,14 @@ async function main(argv: string[]): Promise<number> {
       log: (line) => process.stdout.write(`${line}\n`),
     });
     const verdict = summary.checks !== undefined ? `${summary.checks.name} ${summary.checks.valid ? 'valid' : 'invalid'}` : summary.linearizability.verdict;
-    process.stdout.write(`\n${summary.valid ? 'VALID' : 'INVALID'}: ${verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);
+    // Three answers, never a fourth: VALID, INVALID (an anomaly), UNDECIDED (the check could not
+    // conclude: not an anomaly, and not a pass either).
+    const undecided = summary.linearizability.verdict === 'unknown' && summary.convergence.converged;
+    const head = undecided ? 'UNDECIDED' : summary.valid ? 'VALID' : 'INVALID';
+    process.stdout.write(`\n${head}: ${verdict}, ${summary.convergence.converged ? 'converged' : 'did not converge'}; ${summary.runDir}\n`);
     process.stdout.write(`replay: ${summary.replay}\n`);
     if ((summary.checks?.warnings?.length ?? 0) > 0) process.stdout.write(`${summary.checks!.warnings!.length} warning(s): see the report above and summary.json\n`);
-    if (summary.linearizability.verdict === 'unknown') return 3;
+    if (undecided) return 3;
     return summary.valid ? 0 : 1;
   } catch (err) {
     if (err instanceof CairnError) {

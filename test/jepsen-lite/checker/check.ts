@@ -51,10 +51,39 @@ export interface CheckResult {
   readonly configurations: number;
   /** Every failing key, earliest failure first. */
   readonly violations: readonly KeyViolation[];
-  /** Keys whose search ran out of budget. */
-  readonly undecided: readonly { readonly key: string; readonly reason: string }[];
+  /** Keys whose search ran out of budget, with what made each hard. */
+  readonly undecided: readonly UndecidedKey[];
   /** Keys left unchecked because another key was already found non-linearizable. */
   readonly unchecked: readonly string[];
+}
+
+/** A key whose search stopped before an answer: its size and what made the search hard. */
+export interface UndecidedKey {
+  readonly key: string;
+  readonly reason: string;
+  readonly operations: number;
+  /** Operations of unknown outcome (each may take effect at any later time, or never). */
+  readonly unknownOutcome: number;
+  /** The most operations of this key in flight at one instant (unknown ones count until the end). */
+  readonly maxConcurrent: number;
+  readonly configurations: number;
+}
+
+/** The most operations that overlap at one instant (calls before returns at the same time). */
+function maxConcurrent(ops: readonly { call: number; ret: number }[]): number {
+  const evs: [number, number][] = [];
+  for (const o of ops) {
+    evs.push([o.call, 1]);
+    if (o.ret !== Infinity) evs.push([o.ret, -1]);
+  }
+  evs.sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+  let now = 0;
+  let max = 0;
+  for (const [, d] of evs) {
+    now += d;
+    if (now > max) max = now;
+  }
+  return max;
 }
 
 const CONTEXT_BEFORE = 3;
@@ -108,7 +137,15 @@ export function checkHistory<S, I, O>(model: HistoryModel<S, I, O>, history: rea
   const view = (op: Op): OpView => ({ process: op.process, description: model.describe(op.input, op.output), callAt: op.callAt, retAt: op.retAt });
 
   const violations: KeyViolation[] = [];
-  const undecided: { key: string; reason: string }[] = [];
+  const undecided: UndecidedKey[] = [];
+  const undecidedKey = (key: string, ops: readonly Op[], reason: string, configs: number): UndecidedKey => ({
+    key,
+    reason,
+    operations: ops.length,
+    unknownOutcome: ops.filter((o) => o.ret === Infinity).length,
+    maxConcurrent: maxConcurrent(ops),
+    configurations: configs,
+  });
   let configurations = 0;
   let checked = 0;
   const keys = [...byKey.keys()].sort();
@@ -150,7 +187,7 @@ export function checkHistory<S, I, O>(model: HistoryModel<S, I, O>, history: rea
         continue;
       }
       configurations += r.configs;
-      if (r.kind === 'unknown') undecided.push({ key: k.key, reason: r.reason });
+      if (r.kind === 'unknown') undecided.push(undecidedKey(k.key, k.ops, r.reason, r.configs));
       else if (r.kind === 'violation') violations.push(explain(k.key, k.ops, r.blockedOp, r.statesBefore));
     }
     running = still;
@@ -162,7 +199,7 @@ export function checkHistory<S, I, O>(model: HistoryModel<S, I, O>, history: rea
     if (options.deadlineMs !== undefined && Date.now() - started > options.deadlineMs) {
       for (const k of running) {
         configurations += k.search.configurations;
-        undecided.push({ key: k.key, reason: `search stopped after ${options.deadlineMs} ms (${k.search.configurations} configurations)` });
+        undecided.push(undecidedKey(k.key, k.ops, `search stopped after ${options.deadlineMs} ms (${k.search.configurations} configurations)`, k.search.configurations));
       }
       break;
     }
@@ -209,7 +246,13 @@ export function formatResult(r: CheckResult): string {
     }
   }
   if (r.unchecked.length > 0) lines.push(`  (${r.unchecked.length} other key(s) not searched to the end; pass --all-keys to check them)`);
-  for (const u of r.undecided) lines.push(`key ${showKey(u.key)}: undecided (${u.reason})`);
+  for (const u of r.undecided) {
+    lines.push(
+      `key ${showKey(u.key)}: undecided (${u.reason}): ${u.operations} operations, ${u.unknownOutcome} of unknown outcome, ` +
+        `up to ${u.maxConcurrent} in flight at once. The search grows with the unknown outcomes that overlap; ` +
+        `a workload keeps keys decidable by retiring a key after a few of them (workloads/common.ts, KeyRotation).`,
+    );
+  }
   return lines.join('\n');
 }
 
