@@ -83,3 +83,86 @@ export async function readUntilAgreed<C extends { close(): void }>(
 export function isEnoent(err: unknown): boolean {
   return err instanceof CairnError && err.code === 'ENOENT';
 }
+
+export interface KeyRotationOptions {
+  /** Keys in use at once. */
+  readonly atOnce: number;
+  /** A key retires after this many operations were started on it. */
+  readonly maxOps: number;
+  /**
+   * ... or as soon as this many of its operations ended with an unknown outcome: each one may take
+   * effect at any later time, and the checker's search grows with those that overlap.
+   */
+  readonly maxUnknown: number;
+  /** At most this many operations in flight on one key. */
+  readonly maxInFlight: number;
+  readonly rand: () => number;
+}
+
+/**
+ * Which key a client works on next, so that every key's history stays small enough to check (as
+ * Jepsen's independent keys do): keys are numbered 0, 1, 2, …; `atOnce` of them are live; a key
+ * retires after `maxOps` operations or `maxUnknown` unknown outcomes and a fresh one takes its
+ * place; no key has more than `maxInFlight` operations at once. Operations already running on a
+ * retired key finish normally.
+ */
+export class KeyRotation {
+  private readonly live: number[] = [];
+  private readonly started = new Map<number, number>();
+  private readonly unknown = new Map<number, number>();
+  private readonly inFlight = new Map<number, number>();
+  private nextKey = 0;
+
+  constructor(private readonly o: KeyRotationOptions) {
+    for (let i = 0; i < o.atOnce; i++) this.live.push(this.fresh());
+  }
+
+  /** Keys handed out so far are 0 … keysUsed - 1. */
+  get keysUsed(): number {
+    return this.nextKey;
+  }
+
+  private fresh(): number {
+    const k = this.nextKey++;
+    this.started.set(k, 0);
+    this.unknown.set(k, 0);
+    this.inFlight.set(k, 0);
+    return k;
+  }
+
+  private retire(k: number): void {
+    const i = this.live.indexOf(k);
+    if (i !== -1) this.live[i] = this.fresh();
+  }
+
+  /** A key with room for one more operation (reserved until release), or undefined when none has. */
+  acquire(): number | undefined {
+    const open = this.live.filter((k) => this.inFlight.get(k)! < this.o.maxInFlight);
+    if (open.length === 0) return undefined;
+    const k = open[Math.floor(this.o.rand() * open.length)]!;
+    this.inFlight.set(k, this.inFlight.get(k)! + 1);
+    const n = this.started.get(k)! + 1;
+    this.started.set(k, n);
+    if (n >= this.o.maxOps) this.retire(k);
+    return k;
+  }
+
+  /** The operation on `k` ended; `unknownOutcome` when it may or may not have taken effect. */
+  release(k: number, unknownOutcome: boolean): void {
+    this.inFlight.set(k, Math.max(0, this.inFlight.get(k)! - 1));
+    if (!unknownOutcome) return;
+    const u = this.unknown.get(k)! + 1;
+    this.unknown.set(k, u);
+    if (u >= this.o.maxUnknown) this.retire(k);
+  }
+
+  /** Wait for a key with room (a client's think time while every live key is busy). */
+  async next(signal: AbortSignal, waitMs = 5): Promise<number | undefined> {
+    for (;;) {
+      if (signal.aborted) return undefined;
+      const k = this.acquire();
+      if (k !== undefined) return k;
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  }
+}

@@ -8,7 +8,7 @@
 import { MetaClient } from '../../../src/meta/client.js';
 import { CairnError } from '../../../src/common/errors.js';
 import type { HistoryRecorder, OpHandle } from '../recorder.js';
-import { codeOf, isEnoent, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
+import { KeyRotation, codeOf, isEnoent, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
 
@@ -25,6 +25,9 @@ export interface DirWorkloadOptions {
   readonly requestTimeoutMs?: number;
   readonly dirsAtOnce?: number;
   readonly opsPerDir?: number;
+  /** A directory retires after this many unknown outcomes (keeps its history checkable). */
+  readonly unknownPerDir?: number;
+  readonly inFlightPerDir?: number;
   readonly thinkMs?: number;
 }
 
@@ -59,13 +62,7 @@ export async function runDirWorkload(o: DirWorkloadOptions, signal: AbortSignal)
   const thinkMs = o.thinkMs ?? 10;
   const nodes = [...o.endpoints.keys()];
   const stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
-  let opsStarted = 0;
-  const dirFor = (): number => {
-    const generation = Math.floor(opsStarted / (opsPerDir * dirsAtOnce));
-    const k = generation * dirsAtOnce + Math.floor(o.rand() * dirsAtOnce);
-    stats.keysUsed = Math.max(stats.keysUsed, k + 1);
-    return k;
-  };
+  const dirs = new KeyRotation({ atOnce: dirsAtOnce, maxOps: opsPerDir, maxUnknown: o.unknownPerDir ?? 8, maxInFlight: o.inFlightPerDir ?? 3, rand: o.rand });
   const name = (): string => NAMES[Math.floor(o.rand() * NAMES.length)]!;
 
   const run = async (c: number): Promise<void> => {
@@ -74,6 +71,7 @@ export async function runDirWorkload(o: DirWorkloadOptions, signal: AbortSignal)
     const ensured = new Set<number>();
     let process_ = c;
     /** Record a mutation's outcome: EEXIST/ENOENT observed, anything else unknown. */
+    let unknownOutcome = false;
     const mutationFailed = (h: OpHandle, err: unknown): boolean => {
       const code = codeOf(err);
       if (code === 'EEXIST' || code === 'ENOENT') {
@@ -84,14 +82,17 @@ export async function runDirWorkload(o: DirWorkloadOptions, signal: AbortSignal)
       o.recorder.info(h, code, node);
       stats.info++;
       process_ += o.clients;
+      unknownOutcome = true;
       return true;
     };
     try {
-      while (!signal.aborted) {
-        opsStarted++;
-        const k = dirFor();
+      for (;;) {
+        const k = await dirs.next(signal);
+        if (k === undefined) break;
+        stats.keysUsed = dirs.keysUsed;
         const dir = dirOf(k);
         let erred = false;
+        unknownOutcome = false;
         const r = o.rand();
         if (!ensured.has(k)) {
           // The directory itself (not in the history: an empty directory is the model's initial state).
@@ -146,6 +147,7 @@ export async function runDirWorkload(o: DirWorkloadOptions, signal: AbortSignal)
             erred = mutationFailed(h, err);
           }
         }
+        dirs.release(k, unknownOutcome);
         await pauseBetweenOps(o.rand, thinkMs, erred);
       }
     } finally {

@@ -12,7 +12,7 @@
 import { MetaClient } from '../../../src/meta/client.js';
 import { CairnError } from '../../../src/common/errors.js';
 import type { HistoryRecorder } from '../recorder.js';
-import { codeOf, isEnoent, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
+import { KeyRotation, codeOf, isEnoent, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
 import type { NodeId } from '../proxy.js';
 import type { WorkloadStats } from './register.js';
 
@@ -28,6 +28,9 @@ export interface PathWorkloadOptions {
   readonly opsPerFile?: number;
   readonly thinkMs?: number;
   readonly values?: number;
+  /** A file retires after this many unknown outcomes (keeps its history checkable). */
+  readonly unknownPerFile?: number;
+  readonly inFlightPerFile?: number;
 }
 
 
@@ -60,13 +63,7 @@ export async function runPathWorkload(o: PathWorkloadOptions, signal: AbortSigna
   const values = o.values ?? 5;
   const nodes = [...o.endpoints.keys()];
   const stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
-  let opsStarted = 0;
-  const fileFor = (): number => {
-    const generation = Math.floor(opsStarted / (opsPerFile * filesAtOnce));
-    const k = generation * filesAtOnce + Math.floor(o.rand() * filesAtOnce);
-    stats.keysUsed = Math.max(stats.keysUsed, k + 1);
-    return k;
-  };
+  const files = new KeyRotation({ atOnce: filesAtOnce, maxOps: opsPerFile, maxUnknown: o.unknownPerFile ?? 8, maxInFlight: o.inFlightPerFile ?? 3, rand: o.rand });
 
   const run = async (c: number): Promise<void> => {
     const node = nodes[c % nodes.length]!;
@@ -75,11 +72,13 @@ export async function runPathWorkload(o: PathWorkloadOptions, signal: AbortSigna
     const lastVersion = new Map<number, number>();
     let process_ = c;
     try {
-      while (!signal.aborted) {
-        opsStarted++;
-        const k = fileFor();
+      for (;;) {
+        const k = await files.next(signal);
+        if (k === undefined) break;
+        stats.keysUsed = files.keysUsed;
         const path = pathOf(k);
         let erred = false;
+        let unknownOutcome = false;
         if (!ensured.has(k)) {
           // Open-or-create (not part of the history: a fresh file is the model's initial state).
           try {
@@ -121,9 +120,11 @@ export async function runPathWorkload(o: PathWorkloadOptions, signal: AbortSigna
               stats.info++;
               process_ += o.clients;
               erred = true;
+              unknownOutcome = true;
             }
           }
         }
+        files.release(k, unknownOutcome);
         await pauseBetweenOps(o.rand, thinkMs, erred);
       }
     } finally {

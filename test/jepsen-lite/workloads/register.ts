@@ -10,7 +10,7 @@
  */
 import { KvClient } from '../../../src/raft/kv/client.js';
 import type { HistoryRecorder } from '../recorder.js';
-import { codeOf, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
+import { KeyRotation, codeOf, pauseBetweenOps, readUntilAgreed, type ConvergeResult } from './common.js';
 import type { NodeId } from '../proxy.js';
 
 export interface RegisterWorkloadOptions {
@@ -21,9 +21,12 @@ export interface RegisterWorkloadOptions {
   readonly rand: () => number;
   /** Deadline of one request. */
   readonly requestTimeoutMs?: number;
-  /** Keys in use at once; a key is retired after opsPerKey operations (keeps each key's history small). */
+  /** Keys in use at once; a key is retired after opsPerKey operations or unknownPerKey unknown outcomes (keeps each key's history checkable). */
   readonly keysAtOnce?: number;
   readonly opsPerKey?: number;
+  readonly unknownPerKey?: number;
+  /** Operations in flight on one key at most. */
+  readonly inFlightPerKey?: number;
   /** Pause between a client's operations. */
   readonly thinkMs?: number;
   readonly values?: number;
@@ -57,13 +60,7 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
   const values = o.values ?? 5;
   const nodes = [...o.endpoints.keys()];
   const stats: WorkloadStats = { ok: 0, fail: 0, info: 0, keysUsed: 0 };
-  let opsStarted = 0;
-  const keyFor = (): string => {
-    const generation = Math.floor(opsStarted / (opsPerKey * keysAtOnce));
-    const k = generation * keysAtOnce + Math.floor(o.rand() * keysAtOnce);
-    stats.keysUsed = Math.max(stats.keysUsed, k + 1);
-    return `r${k}`;
-  };
+  const keys = new KeyRotation({ atOnce: keysAtOnce, maxOps: opsPerKey, maxUnknown: o.unknownPerKey ?? 8, maxInFlight: o.inFlightPerKey ?? 3, rand: o.rand });
   const value = (): number => Math.floor(o.rand() * values);
 
   const client = async (c: number): Promise<void> => {
@@ -72,9 +69,12 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
     let process_ = c;
     let erred = false;
     try {
-      while (!signal.aborted) {
-        opsStarted++;
-        const key = keyFor();
+      for (;;) {
+        const k = await keys.next(signal);
+        if (k === undefined) break;
+        stats.keysUsed = keys.keysUsed;
+        const key = `r${k}`;
+        let unknownOutcome = false;
         const r = o.rand();
         if (r < 0.5) {
           const h = o.recorder.invoke(process_, 'read', key, null);
@@ -99,6 +99,7 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
             stats.info++;
             process_ += o.clients;
             erred = true;
+            unknownOutcome = true;
           }
         } else {
           const expected = value();
@@ -118,8 +119,10 @@ export async function runRegisterWorkload(o: RegisterWorkloadOptions, signal: Ab
             stats.info++;
             process_ += o.clients;
             erred = true;
+            unknownOutcome = true;
           }
         }
+        keys.release(k, unknownOutcome);
         // After an error, back off so that a dead node's clients do not spin.
         await pauseBetweenOps(o.rand, thinkMs, erred);
         erred = false;
