@@ -100,6 +100,8 @@ export interface OpenByIdOptions {
   mode?: Mode;
   /** The lease token a create of this file granted this holder (no separate leaseAcquire then). */
   leaseToken?: string;
+  /** The file was just created (empty, version 0) with this mode: no metadata read needed. */
+  created?: { path: string; mode: number; version: number; mtimeMs: number };
 }
 
 export interface CommitStatus {
@@ -330,7 +332,7 @@ export class CairnFs {
     }
     if (file !== undefined && write && file.volatile) throw new CairnError('EBUSY', `${file.st.path} is being uploaded; open it for writing once the upload is done`);
     if (file === undefined) {
-      const attr = await this.meta.getattr(fileId);
+      const attr = o.created !== undefined ? { ...o.created, size: 0, extents: [] } : await this.meta.getattr(fileId);
       file = this.files.get(fileId);
       if (file === undefined) {
         file = CachedFile.fresh(this.store, {

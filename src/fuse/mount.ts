@@ -46,6 +46,9 @@ function stats(a: VfsAttr): BindingStats {
   };
 }
 
+/** The name libfuse gives a file it hides (fuse.c: ".fuse_hidden%08x%08x"). */
+const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
+
 const UTIME_NOW = 0x3fffffff;
 const UTIME_OMIT = 0x3ffffffe;
 
@@ -171,6 +174,14 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
       answer('rename', cb, async () => {
         const a = split(src);
         const b = split(dest);
+        if (a.dir === b.dir && HIDDEN.test(b.name)) {
+          // libfuse hides a file that is unlinked (or renamed over) while open by renaming it to
+          // .fuse_hiddenN and unlinks that at the last release — with the pre-rename path when
+          // the release races the unlink, which leaves the hidden file behind. The VFS keeps open
+          // handles on their file by id, so the unlink can simply happen now.
+          await vfs.unlink(await resolve(a.dir), a.name);
+          return;
+        }
         await vfs.rename(await resolve(a.dir), a.name, await resolve(b.dir), b.name, flags);
       }),
     chmodWithHandle: (path: string | null, fd: number, mode: number, cb: (err: number) => void) =>

@@ -374,20 +374,33 @@ export class Vfs {
     }
   }
 
-  /** A file lost a name: if that was its last, its cached data on this node will never be committed. */
-  private lostName(a: Attr | undefined): void {
-    if (a === undefined) return;
-    this.forget(a.ino);
-    if (a.type === 'file' && a.nlink <= 1) this.fs.discard(String(a.ino));
+  /**
+   * A file lost a name. If it is cached on this node and that was its last name (the inode is gone,
+   * or kept only as an orphan for a lease), its cached data will never be committed: discard it.
+   */
+  private async lostName(ino: number): Promise<void> {
+    this.forget(ino);
+    if (this.fs.cachedAttr(String(ino)) === undefined) return;
+    let last = false;
+    try {
+      last = (await this.meta.stat({ ino })).nlink === 0;
+    } catch (err) {
+      if (!(err instanceof CairnError && err.code === 'ENOENT')) throw err;
+      last = true;
+    }
+    if (last) this.fs.discard(String(ino));
   }
 
   async unlink(parent: number, name: string): Promise<void> {
     return this.run('unlink', async () => {
-      const before = await this.current(parent, name);
-      if (before?.type === 'dir') throw new CairnError('EISDIR', `${name} is a directory`);
+      // The kernel looked the name up just before: the dentry cache usually knows the inode.
+      const d = this.dentries.get(key(parent, name));
+      const ino = d !== undefined && this.fresh(d.at) ? d.ino : (await this.current(parent, name))?.ino;
+      const a = ino === undefined ? undefined : this.attrs.get(ino)?.attr;
+      if (a?.type === 'dir') throw new CairnError('EISDIR', `${name} is a directory`);
       await this.meta.unlink({ parent, name });
       this.forget(parent, parent, name);
-      this.lostName(before);
+      if (ino !== undefined) await this.lostName(ino);
     });
   }
 
@@ -407,13 +420,12 @@ export class Vfs {
       checkName(toName);
       if ((flags & RENAME_EXCHANGE) !== 0) throw new CairnError('EINVAL', 'RENAME_EXCHANGE is not supported');
       const noReplace = (flags & RENAME_NOREPLACE) !== 0;
-      const replaced = noReplace ? undefined : await this.current(toParent, toName);
       const r = await this.meta.rename({ parent: fromParent, name: fromName }, { parent: toParent, name: toName }, { noReplace });
       const moved = this.dentries.get(key(fromParent, fromName));
       this.forget(fromParent, fromParent, fromName);
       this.forget(toParent, toParent, toName);
       if (moved !== undefined) this.forget(moved.ino);
-      if (r.replaced !== 0 && replaced !== undefined && replaced.ino === r.replaced) this.lostName(replaced);
+      if (r.replaced !== 0) await this.lostName(r.replaced);
     });
   }
 
@@ -478,6 +490,7 @@ export class Vfs {
         write: true,
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
+        ...(made.created ? { created: { path: name, mode: made.attr.mode, version: made.attr.version, mtimeMs: made.attr.mtimeMs } } : {}),
         ...(made.lease !== undefined ? { leaseToken: String(made.lease.token) } : {}),
       });
       const fh = this.nextHandle++;

@@ -154,6 +154,14 @@ describe('FUSE mount: what programs rely on', () => {
     await h.read(b, 0, 10, 0);
     expect(b.toString()).toBe('STILL here');
     await h.close();
+    // the unlink is real at once: no .fuse_hidden file is left behind (sqlite's journal case:
+    // close, then unlink before the kernel's asynchronous release is handled)
+    expect((await fsp.readdir(m1)).filter((n) => n.startsWith('.fuse_hidden'))).toEqual([]);
+    for (let i = 0; i < 10; i++) {
+      await fsp.writeFile(join(m1, 'race'), 'x');
+      await fsp.unlink(join(m1, 'race'));
+    }
+    expect((await fsp.readdir(m1)).filter((n) => n.startsWith('.fuse_hidden') || n === 'race')).toEqual([]);
   });
 
   it('rename over an open file: the open handle keeps the old file', async () => {

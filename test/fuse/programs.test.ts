@@ -74,5 +74,6 @@ describe('programs on the mount', () => {
       const out = await sh(`sqlite3 '${m2}/${mode}.db' 'PRAGMA integrity_check; SELECT count(*) FROM t;'`);
       expect(out.trim().split('\n')).toEqual(['ok', String(n)]);
     }
+    expect((await sh(`ls -a '${m2}'`)).split('\n').filter((x) => x.startsWith('.fuse_hidden'))).toEqual([]);
   }, 240_000);
 });
