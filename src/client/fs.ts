@@ -92,6 +92,18 @@ export interface OpenOptions {
   volatile?: boolean;
 }
 
+/** What the VFS opens by: the inode (file id), with the write lease its create came with, if any. */
+export interface OpenByIdOptions {
+  write?: boolean;
+  truncate?: boolean;
+  append?: boolean;
+  mode?: Mode;
+  /** The lease token a create of this file granted this holder (no separate leaseAcquire then). */
+  leaseToken?: string;
+  /** The file was just created (empty, version 0) with this mode: no metadata read needed. */
+  created?: { path: string; mode: number; version: number; mtimeMs: number };
+}
+
 export interface CommitStatus {
   path: string;
   state: CommitState;
@@ -144,6 +156,8 @@ const cacheBytes = gauge('cairn_client_cache_bytes', 'Bytes of journal in the wr
 export class CairnFs {
   private readonly files = new Map<string, CachedFile>();
   private readonly byPath = new Map<string, string>();
+  /** Files whose last name is gone (discard): never committed again, dropped at last close. */
+  private readonly discarded = new Set<string>();
   private readonly handles = new Map<number, Handle>();
   private nextFd = 3;
   private readonly idleTimers = new Map<CachedFile, NodeJS.Timeout>();
@@ -276,7 +290,10 @@ export class CairnFs {
       }
       this.byPath.set(path, attr.fileId);
     }
-    const f = file;
+    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
+  }
+
+  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean): Promise<number> {
     // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
     f.openCount += 1;
     this.clearTimer(this.idleTimers, f);
@@ -292,15 +309,101 @@ export class CairnFs {
       }
     }
     const fd = this.nextFd++;
-    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append: o.append === true, mode: o.mode ?? this.opts.mode });
-    if (o.truncate === true) await this.truncate(fd, 0);
+    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append, mode });
+    if (truncate) await this.truncate(fd, 0);
     return fd;
+  }
+
+  /**
+   * Open a file by its id (the metadata's inode number), as the VFS does: names are the VFS's
+   * business, so a rename or unlink of the file leaves this handle on the same file. A file
+   * cached on this node is shared with its other handles; otherwise its attributes and layout
+   * are read fresh from the metadata (close-to-open).
+   */
+  async openById(fileId: string, o: OpenByIdOptions = {}): Promise<number> {
+    this.checkOpen();
+    if (this.handles.size >= MAX_OPEN_HANDLES) throw new CairnError('EAGAIN', `${MAX_OPEN_HANDLES} handles are open; close some first`);
+    const write = o.write === true || o.truncate === true || o.append === true;
+    let file = this.files.get(fileId);
+    if (file === undefined) {
+      const gone = this.removing.get(fileId);
+      if (gone !== undefined) await gone.catch(() => undefined);
+      file = this.files.get(fileId);
+    }
+    if (file !== undefined && write && file.volatile) throw new CairnError('EBUSY', `${file.st.path} is being uploaded; open it for writing once the upload is done`);
+    if (file === undefined) {
+      const attr = o.created !== undefined ? { ...o.created, size: 0, extents: [] } : await this.meta.getattr(fileId);
+      file = this.files.get(fileId);
+      if (file === undefined) {
+        file = CachedFile.fresh(this.store, {
+          fileId,
+          path: attr.path,
+          mode: attr.mode,
+          base: { version: attr.version, size: attr.size, extents: attr.extents },
+        });
+        file.mtimeMs = attr.mtimeMs;
+        file.state = 'clean';
+        if (o.leaseToken !== undefined) file.st = { ...file.st, leaseToken: o.leaseToken };
+        this.files.set(fileId, file);
+      }
+    }
+    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
+  }
+
+  /** Size and mtime of a file as this node's cache sees it (written, maybe not committed), if it is cached. */
+  cachedAttr(fileId: string): { size: number; mtimeMs: number; dirty: boolean } | undefined {
+    const f = this.files.get(fileId);
+    if (f === undefined) return undefined;
+    return { size: f.size, mtimeMs: f.mtimeMs, dirty: f.hasDirty() || f.running !== null };
+  }
+
+  /** An explicit mtime (utimensat) for a cached file: its next commit carries it instead of the last write's time. */
+  setMtime(fileId: string, mtimeMs: number): void {
+    const f = this.files.get(fileId);
+    if (f !== undefined) f.mtimeMs = mtimeMs;
+  }
+
+  /**
+   * The file's last name went away (unlink, or rename over it): commit nothing more of it, and
+   * drop its cache once its last handle closes. Open handles keep reading and writing it.
+   */
+  discard(fileId: string): void {
+    this.discarded.add(fileId);
+    const f = this.files.get(fileId);
+    if (f === undefined) {
+      this.discarded.delete(fileId);
+      return;
+    }
+    this.clearTimer(this.idleTimers, f);
+    this.clearTimer(this.retryTimers, f);
+    if (f.openCount === 0) this.dropDiscarded(f);
+  }
+
+  private dropDiscarded(f: CachedFile): void {
+    const p: Promise<void> = (async () => {
+      if (f.running !== null) await f.running.catch(() => undefined);
+      if (f.openCount > 0 || this.files.get(f.fileId) !== f) return;
+      this.files.delete(f.fileId);
+      if (this.byPath.get(f.st.path) === f.fileId) this.byPath.delete(f.st.path);
+      this.discarded.delete(f.fileId);
+      const done = f.removeFromDisk();
+      this.removing.set(f.fileId, done);
+      try {
+        await done;
+      } finally {
+        if (this.removing.get(f.fileId) === done) this.removing.delete(f.fileId);
+      }
+      cacheBytes.set(this.store.usedBytes);
+    })()
+      .catch((err: unknown) => this.log.warn({ path: f.st.path, err: String(err) }, 'dropping a discarded cached file failed'))
+      .finally(() => this.background.delete(p));
+    this.background.add(p);
   }
 
   async close(fd: number): Promise<void> {
     const h = this.handle(fd);
     try {
-      if (h.write && h.mode === 'strong') await this.commitWait(h.file, 'durable');
+      if (h.write && h.mode === 'strong' && !this.discarded.has(h.file.fileId)) await this.commitWait(h.file, 'durable');
     } finally {
       this.handles.delete(fd);
       h.file.openCount -= 1;
@@ -400,7 +503,7 @@ export class CairnFs {
   /** weak: the cached writes are durable on this node's cache disk. strong: committed and durable. */
   async flush(fd: number): Promise<void> {
     const h = this.handle(fd);
-    if (h.mode === 'strong') {
+    if (h.mode === 'strong' && !this.discarded.has(h.file.fileId)) {
       await this.commitWait(h.file, 'durable');
       return;
     }
@@ -526,6 +629,10 @@ export class CairnFs {
 
   private afterLastClose(f: CachedFile): void {
     if (this.closing) return;
+    if (this.discarded.has(f.fileId)) {
+      this.dropDiscarded(f);
+      return;
+    }
     if (f.hasDirty()) {
       this.clearTimer(this.idleTimers, f);
       const t = setTimeout(() => {
@@ -577,7 +684,7 @@ export class CairnFs {
 
   /** Start (or queue one more) commit of the file in the background. */
   private kick(f: CachedFile): void {
-    if (this.closing) return;
+    if (this.closing || this.discarded.has(f.fileId)) return;
     this.clearTimer(this.retryTimers, f);
     f.commitRequested = true;
     if (f.running !== null) return;

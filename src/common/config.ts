@@ -59,6 +59,22 @@ export const raftConfigSchema = z
  * service's write cache, and the background chunk GC and scrub. Every field has a default, so
  * the section may be left out.
  */
+/** One FUSE mount of the node daemon (daemon.mounts). */
+export const mountConfigSchema = z
+  .object({
+    /** Absolute path of the mount point (an existing directory). */
+    dir: z.string().min(1).max(4096).regex(/^\//, 'must be an absolute path'),
+    /** weak: fsync/close durable in this node's cache; strong: committed (default: daemon.file.mode). */
+    mode: z.enum(['weak', 'strong']).optional(),
+    /** Longest a cached name/attribute is served (ms) before asking the metadata again. */
+    cacheTtlMs: z.number().int().min(0).max(60_000).default(1_000),
+    /** Kernel attribute/entry cache (seconds). */
+    attrTimeoutS: z.number().min(0).max(60).default(1),
+    /** Let other users than the daemon's reach the mount (needs user_allow_other in /etc/fuse.conf). */
+    allowOther: z.boolean().default(false),
+  })
+  .strict();
+
 export const daemonConfigSchema = z.object({
   /**
    * Bucket size of the first diskmap this cluster builds (later epochs keep it). Default: the
@@ -78,6 +94,8 @@ export const daemonConfigSchema = z.object({
       readAheadChunks: z.number().int().min(0).max(64).default(1),
     })
     .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1 })),
+  /** FUSE mounts the daemon makes at start (src/fuse, docs/mount.md); `cairn mount` adds more. */
+  mounts: z.array(mountConfigSchema).default([]),
   gc: z
     .object({
       enabled: z.boolean().default(true),

@@ -29,6 +29,7 @@ import { schemeText, diskEntries } from '../diskmap/index.js';
 import { clusterPartsOf } from './cluster.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
+import { MountManager, spaceOf, startMounts } from '../fuse/service.js';
 
 export { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE };
 
@@ -347,10 +348,14 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
     },
   );
   const svc = new FileService(fs, ctx, meta);
+  // The node's FUSE mounts live here, beside the one CairnFs they share (src/fuse).
+  const mounts = new MountManager(fs, meta, f.mode, spaceOf(ctx));
   return {
     name: 'file',
-    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }],
+    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition()],
+    started: () => startMounts(mounts, ctx),
     stop: async () => {
+      await mounts.stop();
       await fs.shutdown();
       meta.close();
     },

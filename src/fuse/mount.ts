@@ -1,0 +1,286 @@
+/**
+ * The FUSE mount: a thin adapter from the binding's path-based callbacks (src/fuse/binding.ts)
+ * to the inode-keyed VFS (src/vfs). A path is resolved to an inode by looking its components
+ * up through the VFS (whose dentry cache answers most of them); handle-based calls go straight
+ * to the VFS handle. Every error becomes the errno of its CairnError code, never a crash.
+ */
+import { CairnError } from '../common/errors.js';
+import { logger } from '../common/log.js';
+import { ROOT_INO, type Caller, type Vfs, type VfsAttr } from '../vfs/vfs.js';
+import { errnoOf, mountBinding, type BindingOps, type BindingStats, type MountedBinding, type Timespec } from './binding.js';
+
+const log = logger('fuse');
+
+/** Codes the kernel knows under another name. */
+const ERRNO_ALIAS: Record<string, string> = {
+  ECONFLICT: 'EIO',
+  EFENCED: 'EIO',
+  ECORRUPT: 'EIO',
+  EUNAVAIL: 'EIO',
+  ENOTLEADER: 'EIO',
+  ECOMPACTED: 'EIO',
+  EUNSAFE: 'EIO',
+  ETIMEDOUT: 'EIO',
+  ECONNREFUSED: 'EIO',
+};
+
+function errno(err: unknown, op: string): number {
+  if (err instanceof CairnError) return errnoOf(ERRNO_ALIAS[err.code] ?? err.code);
+  log.error({ op, err: String((err as Error)?.stack ?? err) }, 'unexpected error in a FUSE operation; answered EIO');
+  return errnoOf('EIO');
+}
+
+function stats(a: VfsAttr): BindingStats {
+  return {
+    mode: a.mode,
+    uid: a.uid,
+    gid: a.gid,
+    size: a.size,
+    nlink: a.nlink,
+    ino: a.ino,
+    blksize: 4096,
+    blocks: Math.ceil(a.size / 512),
+    atime: new Date(a.atimeMs),
+    mtime: new Date(a.mtimeMs),
+    ctime: new Date(a.ctimeMs),
+  };
+}
+
+/** The name libfuse gives a file it hides (fuse.c: ".fuse_hidden%08x%08x"). */
+const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
+
+const UTIME_NOW = 0x3fffffff;
+const UTIME_OMIT = 0x3ffffffe;
+
+function timeOf(t: Timespec): number | 'now' | undefined {
+  if (t.nanoseconds === UTIME_OMIT) return undefined;
+  if (t.nanoseconds === UTIME_NOW) return 'now';
+  return Number(t.seconds) * 1000 + Math.floor(t.nanoseconds / 1e6);
+}
+
+function split(path: string): { dir: string; name: string } {
+  const i = path.lastIndexOf('/');
+  return { dir: i <= 0 ? '/' : path.slice(0, i), name: path.slice(i + 1) };
+}
+
+export interface MountOptions {
+  /** Kernel attribute/entry cache, seconds (part of the staleness bound, docs/mount.md). */
+  attrTimeoutS?: number;
+  allowOther?: boolean;
+  maxConcurrency?: number;
+}
+
+export interface Mount {
+  readonly dir: string;
+  unmount(): Promise<void>;
+}
+
+/** Mount `vfs` at `dir` (an existing empty directory). */
+export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Promise<Mount> {
+  let binding: MountedBinding | undefined;
+  const caller = (): Caller => {
+    const c = binding?.caller();
+    return { uid: c?.uid ?? 0, gid: c?.gid ?? 0 };
+  };
+
+  async function resolve(path: string): Promise<number> {
+    if (path === '/' || path === '') return ROOT_INO;
+    let ino = ROOT_INO;
+    for (const part of path.split('/')) {
+      if (part === '') continue;
+      ino = (await vfs.lookup(ino, part)).ino;
+    }
+    return ino;
+  }
+
+  async function inoFor(path: string | null, fh?: number | bigint): Promise<number> {
+    if (fh !== undefined && Number(fh) !== 0) {
+      try {
+        return vfs.inoOf(Number(fh));
+      } catch {
+        // not a file handle (a directory handle, or 0): by path
+      }
+    }
+    if (path === null) throw new CairnError('ENOENT', 'no path and no open handle');
+    return resolve(path);
+  }
+
+  /** Run an async operation and answer its callback once, mapping errors. */
+  function answer<T>(op: string, cb: (err: number, v?: T) => void, f: () => Promise<T>): void {
+    f().then(
+      (v) => cb(0, v),
+      (err: unknown) => cb(errno(err, op)),
+    );
+  }
+
+  const ops: BindingOps = {
+    initWithConfig: (_conn: unknown, cb: (err: number, cfg?: Record<string, unknown>) => void) => cb(0, { maxWrite: 1024 * 1024, asyncRead: true }),
+    getattr: (path: string, cb: (err: number, s?: BindingStats) => void) =>
+      answer('getattr', cb, async () => stats(await vfs.getattr(await resolve(path)))),
+    fgetattr: (path: string | null, fd: number, cb: (err: number, s?: BindingStats) => void) =>
+      answer('fgetattr', cb, async () => stats(await vfs.getattr(await inoFor(path, fd)))),
+    access: (path: string, _mode: number, cb: (err: number) => void) =>
+      answer('access', cb, async () => {
+        await resolve(path);
+      }),
+    statfs: (_path: string, cb: (err: number, s?: Record<string, number>) => void) =>
+      answer('statfs', cb, async () => {
+        const s = await vfs.statfs();
+        const bsize = 4096;
+        return {
+          bsize,
+          frsize: bsize,
+          blocks: Math.floor(s.totalBytes / bsize),
+          bfree: Math.floor(s.freeBytes / bsize),
+          bavail: Math.floor(s.freeBytes / bsize),
+          files: s.files,
+          ffree: s.freeFiles,
+          favail: s.freeFiles,
+          namemax: 255,
+        };
+      }),
+    readlink: (path: string, cb: (err: number, target?: string) => void) =>
+      answer('readlink', cb, async () => vfs.readlink(await resolve(path))),
+    mkdir: (path: string, mode: number, cb: (err: number) => void) => {
+      const who = caller();
+      answer('mkdir', cb, async () => {
+        const { dir, name } = split(path);
+        await vfs.mkdir(await resolve(dir), name, mode, who);
+      });
+    },
+    rmdir: (path: string, cb: (err: number) => void) =>
+      answer('rmdir', cb, async () => {
+        const { dir, name } = split(path);
+        await vfs.rmdir(await resolve(dir), name);
+      }),
+    unlink: (path: string, cb: (err: number) => void) =>
+      answer('unlink', cb, async () => {
+        const { dir, name } = split(path);
+        await vfs.unlink(await resolve(dir), name);
+      }),
+    symlink: (target: string, path: string, cb: (err: number) => void) => {
+      const who = caller();
+      answer('symlink', cb, async () => {
+        const { dir, name } = split(path);
+        await vfs.symlink(await resolve(dir), name, target, who);
+      });
+    },
+    link: (src: string, dest: string, cb: (err: number) => void) =>
+      answer('link', cb, async () => {
+        const { dir, name } = split(dest);
+        await vfs.link(await resolve(src), await resolve(dir), name);
+      }),
+    renameWithFlags: (src: string, dest: string, flags: number, cb: (err: number) => void) =>
+      answer('rename', cb, async () => {
+        const a = split(src);
+        const b = split(dest);
+        if (a.dir === b.dir && HIDDEN.test(b.name)) {
+          // libfuse hides a file that is unlinked (or renamed over) while open by renaming it to
+          // .fuse_hiddenN and unlinks that at the last release — with the pre-rename path when
+          // the release races the unlink, which leaves the hidden file behind. The VFS keeps open
+          // handles on their file by id, so the unlink can simply happen now.
+          await vfs.unlink(await resolve(a.dir), a.name);
+          return;
+        }
+        await vfs.rename(await resolve(a.dir), a.name, await resolve(b.dir), b.name, flags);
+      }),
+    chmodWithHandle: (path: string | null, fd: number, mode: number, cb: (err: number) => void) =>
+      answer('chmod', cb, async () => {
+        await vfs.setattr(await inoFor(path, fd), { mode });
+      }),
+    chownWithHandle: (path: string | null, fd: number, uid: number, gid: number, cb: (err: number) => void) =>
+      answer('chown', cb, async () => {
+        await vfs.setattr(await inoFor(path, fd), { uid, gid });
+      }),
+    utimensWithHandle: (path: string | null, fd: number, atime: Timespec, mtime: Timespec, cb: (err: number) => void) =>
+      answer('utimens', cb, async () => {
+        const a = timeOf(atime);
+        const m = timeOf(mtime);
+        await vfs.setattr(await inoFor(path, fd), { ...(a !== undefined ? { atime: a } : {}), ...(m !== undefined ? { mtime: m } : {}) });
+      }),
+    truncate: (path: string, size: number | bigint, cb: (err: number) => void) =>
+      answer('truncate', cb, async () => {
+        await vfs.setattr(await resolve(path), { size: Number(size) });
+      }),
+    ftruncate: (path: string | null, fd: number, size: number | bigint, cb: (err: number) => void) =>
+      answer('ftruncate', cb, async () => {
+        await vfs.setattr(await inoFor(path, fd), { size: Number(size) }, Number(fd));
+      }),
+    createWithFlags: (path: string, mode: number, flags: number, cb: (err: number, r?: unknown) => void) => {
+      const who = caller();
+      answer('create', cb, async () => {
+        const { dir, name } = split(path);
+        const { fh } = await vfs.create(await resolve(dir), name, mode, flags, who);
+        return { fd: fh, keepCache: false, directIO: false };
+      });
+    },
+    open: (path: string, flags: number, cb: (err: number, r?: unknown) => void) =>
+      answer('open', cb, async () => ({ fd: await vfs.open(await resolve(path), flags), keepCache: false, directIO: false })),
+    readBuffer: (_path: string | null, fd: number, length: number, position: number | bigint, cb: (err: number, b?: Buffer) => void) =>
+      answer('read', cb, () => vfs.read(Number(fd), length, Number(position))),
+    writeBuffer: (_path: string | null, fd: number, buffer: Buffer, length: number, position: number | bigint, cb: (n: number) => void) => {
+      vfs.write(Number(fd), length === buffer.length ? buffer : buffer.subarray(0, length), Number(position)).then(
+        (n) => cb(n),
+        (err: unknown) => cb(errno(err, 'write')),
+      );
+    },
+    flush: (_path: string | null, fd: number, cb: (err: number) => void) => answer('flush', cb, () => vfs.flush(Number(fd))),
+    fsync: (_path: string | null, _data: boolean, fd: number, cb: (err: number) => void) => answer('fsync', cb, () => vfs.fsync(Number(fd))),
+    release: (_path: string | null, fd: number, cb: (err: number) => void) => answer('release', cb, () => vfs.release(Number(fd))),
+    opendir: (path: string, _flags: number, cb: (err: number, r?: unknown) => void) =>
+      answer('opendir', cb, async () => ({ fd: await vfs.opendir(await resolve(path)) })),
+    readdirPaged: (
+      _path: string | null,
+      fd: number,
+      offset: number | bigint,
+      cb: (err: number, names?: string[], st?: BindingStats[], next?: number[]) => void,
+    ) => {
+      vfs.readdir(Number(fd), Number(offset)).then(
+        (entries) => cb(0, entries.map((e) => e.name), entries.map((e) => stats(e.attr)), entries.map((e) => e.next)),
+        (err: unknown) => cb(errno(err, 'readdir')),
+      );
+    },
+    releasedir: (_path: string | null, fd: number, cb: (err: number) => void) => {
+      vfs.releasedir(Number(fd));
+      cb(0);
+    },
+    fsyncdir: (_path: string | null, _data: boolean, _fd: number, cb: (err: number) => void) => cb(0),
+    setxattr: (path: string, name: string, value: Buffer, _pos: number, flags: number, cb: (err: number) => void) =>
+      answer('setxattr', cb, async () => vfs.setxattr(await resolve(path), name, Buffer.from(value), flags)),
+    getxattr: (path: string, name: string, _pos: number, cb: (err: number, v?: Buffer | null) => void) => {
+      resolve(path)
+        .then((ino) => vfs.getxattr(ino, name))
+        .then(
+          (v) => cb(0, v),
+          (err: unknown) => (err instanceof CairnError && err.code === 'ENOENT' ? cb(0, null) : cb(errno(err, 'getxattr'))),
+        );
+    },
+    listxattr: (path: string, cb: (err: number, names?: string[]) => void) =>
+      answer('listxattr', cb, async () => vfs.listxattr(await resolve(path))),
+    removexattr: (path: string, name: string, cb: (err: number) => void) => {
+      resolve(path)
+        .then((ino) => vfs.removexattr(ino, name))
+        .then(
+          () => cb(0),
+          (err: unknown) => cb(err instanceof CairnError && err.code === 'ENOENT' ? errnoOf('ENODATA') : errno(err, 'removexattr')),
+        );
+    },
+  };
+  binding = await mountBinding(dir, ops, {
+    attrTimeoutS: o.attrTimeoutS ?? 1,
+    entryTimeoutS: o.attrTimeoutS ?? 1,
+    allowOther: o.allowOther ?? false,
+    defaultPermissions: true,
+    fsname: 'cairn',
+    maxConcurrency: o.maxConcurrency ?? 64,
+  });
+  log.info({ dir, mode: vfs.mode }, 'mounted');
+  const b = binding;
+  return {
+    dir,
+    unmount: async () => {
+      await b.unmount();
+      log.info({ dir }, 'unmounted');
+    },
+  };
+}
