@@ -22,8 +22,8 @@
  */
 import { CairnError } from '../common/errors.js';
 import { diskKeyOf, type BucketId } from './bucket-id.js';
-import { toDiskmap, vslotBitsFor, MAX_VSLOT_BITS } from './build.js';
-import { groupBound, Layout, levelIndex, type LDisk, type LGroup } from './layout.js';
+import { targetGroups, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS } from './build.js';
+import { groupBound, Layout, levelIndex, type Headroom, type LDisk, type LGroup } from './layout.js';
 import { chooseRedundancy, schemeText, widthOf } from './redundancy.js';
 import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
 import type { Diskmap, DiskState, KeyMove, SlotMove, Topology, TopologyDisk } from './types.js';
@@ -69,10 +69,11 @@ function loadLayout(old: Diskmap, topology: Topology, refusals: string[]): Layou
     });
   for (const g of old.groups) {
     const lg: LGroup = { disks: [], buckets: [], retired: g.retired };
-    for (const b of g.buckets) {
-      const idx = find(b);
+    for (const [pos, b] of g.buckets.entries()) {
+      // A slot recorded as lost stays lost (rebuilt below), even if its disk is back.
+      const idx = g.lost?.includes(pos) === true ? undefined : find(b);
       const key = idx === undefined ? diskKeyOf(b) : (layout.disks[idx] as LDisk).entry.key;
-      const wasFailed = oldState.get(key)?.state === 'failed';
+      const wasFailed = oldState.get(key)?.state === 'failed' || g.lost?.includes(pos) === true;
       const disk = idx === undefined ? undefined : layout.disks[idx];
       if (disk === undefined || disk.entry.d.state === 'failed' || b.bucket >= disk.buckets) {
         (lg.lostIds ??= new Map()).set(lg.disks.length, b);
@@ -139,6 +140,8 @@ class Planner {
     readonly layout: Layout,
     /** Replicas are interchangeable: a copy on the same disk at another position need not move. */
     readonly replicas: boolean,
+    /** The map's repair headroom: growth keeps it. */
+    readonly headroom: Headroom = 'none',
   ) {
     this.oldDisks = layout.groups.map((g) => [...g.disks]);
     this.fresh = Uint8Array.from(layout.disks, (d) => (d.usedCount === 0 ? 1 : 0));
@@ -205,7 +208,11 @@ class Planner {
     this.retiredGroups.push(g);
   }
 
-  /** Rebuild every lost slot (disk -1) on a disk with a free bucket. */
+  /**
+   * Rebuild every lost slot (disk -1) on a disk with a free bucket that keeps the rules, if need
+   * be through one extra move (chainMove). Slots that fit nowhere stay lost, and the warning
+   * says plainly that the cluster stays degraded until the disk is replaced.
+   */
   repair(): void {
     const L = this.layout;
     const unrepaired: string[] = [];
@@ -215,20 +222,21 @@ class Planner {
         if (d >= 0) return;
         const others = without(lg.disks, i);
         const r = bestReceiver(L, others, (x) => L.free(x));
-        if (r < 0) {
-          unrepaired.push(`${g}/${i}`);
-          return;
-        }
-        this.moveSlot(g, i, r, 'repair');
+        if (r >= 0) this.moveSlot(g, i, r, 'repair');
+        else if (!this.chainMove(g, i, 'repair')) unrepaired.push(`${g}/${i}`);
       });
     });
+    this.unrepaired = unrepaired.length;
     if (unrepaired.length > 0) {
       const shown = unrepaired.slice(0, 8).join(', ');
       this.warnings.push(
-        `${unrepaired.length} lost shard(s) cannot be repaired (group/shard ${shown}${unrepaired.length > 8 ? ', …' : ''}): no active disk with a free bucket fits the placement rule; add or replace a disk`,
+        `${unrepaired.length} lost shard(s) cannot be rebuilt (group/shard ${shown}${unrepaired.length > 8 ? ', …' : ''}): no active disk with a free bucket fits the placement rule, so those groups stay degraded until the disk is replaced (put a new disk in its place) or capacity is added`,
       );
     }
   }
+
+  /** Lost slots that repair() could not rebuild. */
+  unrepaired = 0;
 
   /** Move every slot off draining disks; retire groups when the rest is full. */
   drain(width: number): void {
@@ -282,32 +290,58 @@ class Planner {
    * fits g is full, but a group h on Y can move its shard from Y to a disk Z with a free bucket;
    * then g's shard goes to Y. Costs one more bucket copy, far less than retiring a group.
    */
-  private chainMove(g: number, i: number): boolean {
+  private chainMove(g: number, i: number, kind: 'move' | 'repair' = 'move'): boolean {
+    // Depth 1 first (one extra move), then longer chains of up to three extra moves.
+    for (let depth = 1; depth <= 3; depth++) {
+      this.chainBudget = 50_000;
+      const path = this.findChain(g, i, depth, new Set([g]));
+      if (path === undefined) continue;
+      // Apply from the end of the chain (the move into a free bucket) back to (g, i).
+      for (let at = path.length - 1; at >= 0; at--) {
+        const step = path[at] as { g: number; i: number; to: number };
+        this.moveSlot(step.g, step.i, step.to, at === 0 ? kind : 'move');
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * A chain of moves that makes room for slot (g, i): [(g, i) → Y, (h, p) → Z, …], the last one
+   * into a free bucket, each keeping the placement rule, at most `depth` moves after the first.
+   */
+  private chainBudget = 0;
+
+  private findChain(g: number, i: number, depth: number, used: Set<number>): { g: number; i: number; to: number }[] | undefined {
     const L = this.layout;
+    if (--this.chainBudget < 0) return undefined;
     const lg = L.groups[g] as LGroup;
     const others = without(lg.disks, i);
     for (const Y of L.disks) {
       if (!Y.receiver || L.free(Y.idx) > 0 || !L.fits(others, Y.idx)) continue;
       for (let h = 0; h < L.groups.length; h++) {
-        if (h === g) continue;
+        if (used.has(h)) continue;
+        if (--this.chainBudget < 0) return undefined;
         const hg = L.groups[h] as LGroup;
         const p = hg.disks.indexOf(Y.idx);
         if (hg.retired || p < 0) continue;
         const Z = bestReceiver(L, without(hg.disks, p), (x) => L.free(x));
-        if (Z < 0) continue;
-        this.moveSlot(h, p, Z, 'move');
-        this.moveSlot(g, i, Y.idx, 'move');
-        return true;
+        if (Z >= 0) return [{ g, i, to: Y.idx }, { g: h, i: p, to: Z }];
+        if (depth > 1) {
+          used.add(h);
+          const rest = this.findChain(h, p, depth - 1, used);
+          used.delete(h);
+          if (rest !== undefined) return [{ g, i, to: Y.idx }, ...rest];
+        }
       }
     }
-    return false;
+    return undefined;
   }
 
   /** Use free buckets on active disks for new groups (see the header comment). */
   grow(width: number): void {
     const L = this.layout;
-    const receivers = L.disks.filter((d) => d.receiver && d.buckets > 0);
-    const targetG = groupBound(receivers, width, L.level, L.cap);
+    const targetG = targetGroups(L, width, this.headroom);
     let need = targetG - L.activeGroups();
     if (need <= 0) return;
     // Frequent disk combinations (copysets) of the current map and their members.
@@ -552,15 +586,30 @@ class Planner {
     order.sort((a, b) => b.units - a.units);
   }
 
-  /** Say so when active disks keep free buckets that no group can use. */
+  /**
+   * Say so when active disks keep free buckets that no group can use (beyond the repair
+   * headroom), and when the headroom left cannot absorb the loss of another disk.
+   */
   reportUnused(width: number): void {
     const L = this.layout;
     let spare = 0;
     for (const d of L.disks) if (d.receiver) spare += L.free(d.idx);
-    if (spare >= width) {
+    const active = L.activeGroups();
+    const byRule = groupBound(
+      L.disks.filter((d) => d.receiver && d.buckets > 0),
+      width,
+      L.level,
+      L.cap,
+    );
+    // Buckets the rule could use for groups but the headroom keeps free are not "unused".
+    const kept = this.headroom === 'disk' ? Math.max(0, byRule - targetGroups(L, width, 'disk')) * width : 0;
+    if (spare - kept >= width) {
       this.warnings.push(
-        `${spare} bucket(s) on active disks stay unused: more groups would break the rule of at most ${L.cap} shard(s) per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'} or need more disks of that size; add capacity to other ${['disks', 'machines', 'racks', 'rows', 'dcs'][L.level] ?? 'domains'}`,
+        `${spare - kept} bucket(s) on active disks stay unused: more groups would break the rule of at most ${L.cap} shard(s) per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'} or need more disks of that size; add capacity to other ${['disks', 'machines', 'racks', 'rows', 'dcs'][L.level] ?? 'domains'}`,
       );
+    }
+    if (this.headroom === 'disk' && active > 0 && targetGroups(L, width, 'disk') < active) {
+      this.warnings.push('the spare buckets left cannot take the shards of another lost disk: until a disk is added or the lost one replaced, a second disk loss stays degraded');
     }
   }
 
@@ -914,7 +963,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   const refusals: string[] = [];
   const layout = loadLayout(old, newTopology, refusals);
   if (refusals.length > 0) return { diskmap: old, moves: [], keyMoves: [], refused: refusals, warnings: [] };
-  const planner = new Planner(layout, old.scheme.kind === 'replica');
+  const planner = new Planner(layout, old.scheme.kind === 'replica', old.headroom ?? 'none');
   planner.repair();
   try {
     planner.drain(widthOf(old.scheme));
@@ -957,7 +1006,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     slotMoves: planner.moves,
     keyMoves,
   };
-  const diskmap = toDiskmap(layout, { epoch: old.epoch + 1, scheme: old.scheme, unsafe: old.unsafe, diff }, bits, table);
+  const diskmap = toDiskmap(layout, { epoch: old.epoch + 1, scheme: old.scheme, unsafe: old.unsafe, diff, headroom: old.headroom ?? 'none' }, bits, table);
   return { diskmap, moves: planner.moves, keyMoves, warnings: planner.warnings };
 }
 
@@ -1006,4 +1055,41 @@ export function planDrain(diskmap: Diskmap, diskRefs: string | readonly string[]
 export function planRepair(diskmap: Diskmap, diskRefs: string | readonly string[]): PlanResult {
   const refs = typeof diskRefs === 'string' ? [diskRefs] : diskRefs;
   return planChange(diskmap, withDiskState(diskmap.topology, refs, 'failed'), { reason: `repair ${refs.join(', ')}` });
+}
+
+/** What a map can do about a lost disk or machine, from its spare room (repairOutlook). */
+export interface RepairOutlook {
+  readonly headroom: Headroom;
+  /** The spare buckets can take the shards of any one lost disk under the rules. */
+  readonly anyOneDisk: boolean;
+  /** … of any one lost machine (false when every group needs every machine). */
+  readonly anyOneMachine: boolean;
+  /** Spare buckets on active data disks. */
+  readonly spareBuckets: number;
+  /** For people: what happens when a disk (and a machine) is lost. */
+  readonly summary: string;
+}
+
+/**
+ * Whether a lost disk (or machine) of this map can be rebuilt by itself: the groups must still
+ * fit on the disks that remain (the capacity bound, which the planner reaches with its chain
+ * moves; property-tested in test/diskmap/headroom.test.ts).
+ */
+export function repairOutlook(dm: Diskmap): RepairOutlook {
+  const L = loadLayout(dm, dm.topology, []);
+  const width = widthOf(dm.scheme);
+  const active = L.activeGroups();
+  const receivers = L.disks.filter((d) => d.receiver && d.buckets > 0);
+  let spare = 0;
+  for (const d of receivers) spare += L.free(d.idx);
+  const anyOneDisk = active > 0 && targetGroups(L, width, 'disk') >= active;
+  const machines = [...new Set(receivers.map((d) => d.dom[1] as number))];
+  const anyOneMachine =
+    active > 0 &&
+    machines.length > 1 &&
+    machines.every((m) => groupBound(receivers.filter((d) => d.dom[1] !== m), width, L.level, L.cap) >= active);
+  const summary = anyOneDisk
+    ? `a lost disk is rebuilt by itself on the spare buckets (${spare} kept)${anyOneMachine ? ', and so is a lost machine' : '; a machine down stays degraded until it returns or is replaced (the other machines cannot hold its shards under the rules)'}`
+    : `a lost disk cannot be rebuilt elsewhere (${spare} spare bucket(s), not enough under the rules): the cluster stays degraded until the disk is replaced`;
+  return { headroom: dm.headroom ?? 'none', anyOneDisk, anyOneMachine, spareBuckets: spare, summary };
 }

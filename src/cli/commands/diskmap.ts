@@ -21,6 +21,7 @@ import {
   parseSize,
   parseTopology,
   planChange,
+  repairOutlook,
   schemeText,
   serializeDiskmap,
   widthOf,
@@ -60,6 +61,7 @@ const buildOptsSchema = z.object({
   scheme: z.string().optional(),
   unsafe: z.boolean().optional(),
   dataClass: z.enum(['hdd', 'ssd']).optional(),
+  headroom: z.enum(['auto', 'disk', 'none'], { error: '--headroom must be auto, disk or none' }).optional(),
   json: z.boolean().optional(),
 });
 
@@ -71,6 +73,7 @@ function buildOpts(raw: unknown): { opts: BuildOptions; json: boolean } {
       ...(o.scheme !== undefined ? { scheme: parseSchemeText(o.scheme) } : {}),
       ...(o.unsafe === true ? { unsafe: true } : {}),
       ...(o.dataClass !== undefined ? { dataClass: o.dataClass } : {}),
+      ...(o.headroom !== undefined ? { headroom: o.headroom } : {}),
     },
     json: o.json === true,
   };
@@ -104,11 +107,12 @@ const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
 function candidatesTable(choice: RedundancyChoice): string {
   return formatTable(
-    ['scheme', 'survives', 'max/domain', 'groups', 'usable', 'efficiency', 'note'],
+    ['scheme', 'survives', 'max/domain', 'repair room', 'groups', 'usable', 'efficiency', 'note'],
     choice.candidates.map((c) => [
       schemeText(c.scheme),
       c.feasible ? `any 1 ${c.failureDomain}` : '-',
       c.maxShardsPerDomain,
+      c.headroom === 'disk' ? 'yes' : 'no',
       c.groups,
       formatBytes(c.usableBytes),
       pct(c.efficiency),
@@ -166,8 +170,10 @@ function printShow(dm: Diskmap, choice: RedundancyChoice | undefined, groupsShow
   out(`  buckets:      ${formatBytes(dm.bucketSizeBytes)} each on ${dm.dataClass} disks`);
   out(`  groups:       ${s.groups} of ${widthOf(dm.scheme)} buckets; key space in ${2 ** dm.vslotBits} slots`);
   out(`  usable:       ${formatBytes(s.usableBytes)} of ${formatBytes(s.rawBytes)} raw (${pct(s.rawBytes > 0 ? s.usableBytes / s.rawBytes : 0)})`);
+  out(`  largest disk: ${choice !== undefined ? `${pct(choice.maxDiskShare)} of all buckets` : 'see the disks below'}`);
+  out(`  repair:       ${repairOutlook(dm).summary}`);
   if (choice !== undefined) {
-    out(`  largest disk: ${pct(choice.maxDiskShare)} of all buckets — ${choice.routineDiskLoss ? 'a disk loss is routine (≤ 5%): repair starts by itself' : 'a disk loss is an operator event (> 5%)'}`);
+    out(`  headroom:     ${choice.repairNote}`);
     out('\nredundancy candidates:');
     out(candidatesTable(choice));
   }
@@ -202,6 +208,7 @@ export function register(program: Command): void {
     .option('--scheme <scheme>', 'force a scheme: K+M (e.g. 4+2) or NX (e.g. 3x)')
     .option('--unsafe', 'allow a map without redundancy (one disk)')
     .option('--data-class <class>', 'disk class that holds data: hdd or ssd')
+    .option('--headroom <policy>', 'spare room to rebuild a lost disk: auto (default), disk or none')
     .option('--groups <n>', 'placement groups to list', '10')
     .option('--json', 'print the diskmap document and the redundancy choice as JSON')
     .action(async (file: string, raw: Record<string, unknown>) => {
@@ -234,6 +241,7 @@ export function register(program: Command): void {
     .option('--scheme <scheme>', 'scheme when <old> is a topology')
     .option('--unsafe', 'allow a single copy when <old> is a topology of one disk')
     .option('--data-class <class>', 'disk class that holds data: hdd or ssd')
+    .option('--headroom <policy>', 'spare room to rebuild a lost disk when <old> is a topology: auto, disk or none')
     .option('--out <file>', 'write the next diskmap document to this file')
     .option('--moves <n>', 'moves to list', '20')
     .option('--json', 'print the plan as JSON')
