@@ -25,7 +25,8 @@ import { diskKeyOf, type BucketId } from './bucket-id.js';
 import { targetGroups, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS } from './build.js';
 import { groupBound, Layout, levelIndex, type Headroom, type LDisk, type LGroup } from './layout.js';
 import { chooseRedundancy, schemeText, widthOf } from './redundancy.js';
-import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
+import { diskEntries, diskKey, diskLabel, resolveDiskRef, resolveMachineRef } from './topology.js';
+import { movementBetween } from './movement.js';
 import type { Diskmap, DiskState, KeyMove, SlotMove, Topology, TopologyDisk } from './types.js';
 
 export interface PlanResult {
@@ -42,6 +43,16 @@ export interface PlanResult {
 export interface PlanOptions {
   /** Free text recorded in the diff. */
   readonly reason?: string;
+  /**
+   * Bytes of user data stored now (the runtime knows it): a plan whose usable capacity would fall
+   * below it (a drain that retires groups) is refused instead of planned.
+   */
+  readonly storedBytes?: number;
+  /**
+   * Disk pairs "MACHINE/DISK" old → new: the old disk's slots go to the new one first (a
+   * replacement: the same failure domains, one copy per slot). Used by planReplace.
+   */
+  readonly prefer?: ReadonlyMap<string, string>;
 }
 
 /** Rebuild the working layout of a diskmap over a (possibly new) topology. Lost slots get disk -1. */
@@ -221,7 +232,9 @@ class Planner {
       lg.disks.forEach((d, i) => {
         if (d >= 0) return;
         const others = without(lg.disks, i);
-        const r = bestReceiver(L, others, (x) => L.free(x));
+        const lostFrom = lg.lostIds?.get(i);
+        const pref = lostFrom === undefined ? -1 : this.preferred(g, i, this.lostDisk(lostFrom));
+        const r = pref >= 0 ? pref : bestReceiver(L, others, (x) => L.free(x));
         if (r >= 0) this.moveSlot(g, i, r, 'repair');
         else if (!this.chainMove(g, i, 'repair')) unrepaired.push(`${g}/${i}`);
       });
@@ -238,6 +251,26 @@ class Planner {
   /** Lost slots that repair() could not rebuild. */
   unrepaired = 0;
 
+  /** The layout index of the (failed) disk a lost bucket was on, or -1 when it is gone. */
+  private lostDisk(b: BucketId): number {
+    for (const d of this.layout.disks) {
+      const e = d.entry;
+      if (e.d.incarnation === b.incarnation && e.d.disk === b.disk && e.machine.machine === b.machine && e.machine.rack === b.rack && e.machine.row === b.row && e.machine.dc === b.dc) return d.idx;
+    }
+    return -1;
+  }
+
+  /** Disk index → the disk its slots should go to first (a replacement). */
+  prefer = new Map<number, number>();
+
+  /** The preferred receiver of slot (g, i) coming from disk `from`, or -1. */
+  private preferred(g: number, i: number, from: number): number {
+    const to = this.prefer.get(from);
+    if (to === undefined) return -1;
+    const lg = this.layout.groups[g] as LGroup;
+    return this.layout.free(to) > 0 && this.layout.fits(without(lg.disks, i), to) ? to : -1;
+  }
+
   /** Move every slot off draining disks; retire groups when the rest is full. */
   drain(width: number): void {
     const L = this.layout;
@@ -252,7 +285,10 @@ class Planner {
       L.cap,
     );
     if (targetG === 0) {
-      throw new CairnError('ENOSPC', `cannot drain ${draining.map((d) => diskLabel((L.disks[d] as LDisk).entry)).join(', ')}: the other disks cannot hold even one placement group`);
+      throw new CairnError(
+        'ENOSPC',
+        `cannot drain ${draining.map((d) => diskLabel((L.disks[d] as LDisk).entry)).join(', ')}: the other disks cannot hold even one placement group of ${width} shards with at most ${L.cap} per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'}; add a disk (or machine) first, or replace the disk (cairn disk replace) instead of draining it`,
+      );
     }
     let excess = L.activeGroups() - targetG;
     for (let g = 0; g < L.groups.length && excess > 0; g++) {
@@ -268,14 +304,15 @@ class Planner {
         const lg = L.groups[g] as LGroup;
         const i = lg.disks.indexOf(disk.idx);
         if (lg.retired || i < 0) continue;
-        const r = bestReceiver(L, without(lg.disks, i), (x) => L.free(x));
+        const pref = this.preferred(g, i, disk.idx);
+        const r = pref >= 0 ? pref : bestReceiver(L, without(lg.disks, i), (x) => L.free(x));
         if (r >= 0) {
           this.moveSlot(g, i, r, 'move');
           continue;
         }
         if (this.chainMove(g, i)) continue;
         if (L.activeGroups() <= 1) {
-          throw new CairnError('ENOSPC', `cannot drain ${diskLabel(disk.entry)}: the other disks cannot hold even one placement group`);
+          throw new CairnError('ENOSPC', `cannot drain ${diskLabel(disk.entry)}: the other disks cannot hold even one placement group; add a disk first, or replace this one instead of draining it`);
         }
         this.retire(g);
       }
@@ -416,10 +453,13 @@ class Planner {
    */
   level(): void {
     const L = this.layout;
+    // Per failure domain (a machine, or a rack when racks are the domain: a machine added to a
+    // rack whose every group already holds its cap there takes a share of the rack's slots).
     const byMachine = new Map<number, number[]>();
+    const lvl = Math.max(1, L.level);
     for (const d of L.disks) {
       if (!d.receiver || d.buckets === 0) continue;
-      const m = d.dom[1] as number;
+      const m = d.dom[lvl] as number;
       const l = byMachine.get(m);
       if (l === undefined) byMachine.set(m, [d.idx]);
       else l.push(d.idx);
@@ -964,6 +1004,11 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   const layout = loadLayout(old, newTopology, refusals);
   if (refusals.length > 0) return { diskmap: old, moves: [], keyMoves: [], refused: refusals, warnings: [] };
   const planner = new Planner(layout, old.scheme.kind === 'replica', old.headroom ?? 'none');
+  for (const [from, to] of opts.prefer ?? []) {
+    const f = resolveDiskRef(newTopology, from).map((e) => layout.byKey.get(e.key));
+    const t = resolveDiskRef(newTopology, to).map((e) => layout.byKey.get(e.key));
+    for (const fi of f) if (fi !== undefined && t[0] !== undefined) planner.prefer.set(fi, t[0]);
+  }
   planner.repair();
   try {
     planner.drain(widthOf(old.scheme));
@@ -974,7 +1019,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   planner.grow(widthOf(old.scheme));
   if (stateDiff(old.topology, newTopology).added.length > 0) planner.level();
   planner.reportUnused(widthOf(old.scheme));
-  if (stateDiff(old.topology, newTopology).added.length > 0) recommendScheme(old, newTopology, planner.warnings);
+  if (stateDiff(old.topology, newTopology).added.length > 0 && opts.prefer === undefined) recommendScheme(old, newTopology, planner.warnings);
   // The slot table: grow it (which moves no key) if groups got too few slots each.
   let bits = old.vslotBits;
   let table = old.vslotGroup;
@@ -989,6 +1034,20 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     table = Uint32Array.from(table);
   }
   const keyMoves = planner.rebalance(table);
+  if (opts.storedBytes !== undefined) {
+    const usable = layout.activeGroups() * (old.scheme.kind === 'ec' ? old.scheme.k : 1) * old.bucketSizeBytes;
+    if (usable < opts.storedBytes) {
+      return {
+        diskmap: old,
+        moves: [],
+        keyMoves: [],
+        refused: [
+          `after this change the map holds ${usable} bytes of user data but ${opts.storedBytes} are stored (the change retires ${planner.retiredGroups.length} placement group(s)): add capacity first, or delete data, then plan again`,
+        ],
+        warnings: planner.warnings,
+      };
+    }
+  }
   const sd = stateDiff(old.topology, newTopology);
   const changed =
     planner.moves.length > 0 || keyMoves.length > 0 || sd.added.length > 0 || sd.removed.length > 0 || sd.changes.length > 0 || bits !== old.vslotBits ||
@@ -1092,4 +1151,162 @@ export function repairOutlook(dm: Diskmap): RepairOutlook {
     ? `a lost disk is rebuilt by itself on the spare buckets (${spare} kept)${anyOneMachine ? ', and so is a lost machine' : '; a machine down stays degraded until it returns or is replaced (the other machines cannot hold its shards under the rules)'}`
     : `a lost disk cannot be rebuilt elsewhere (${spare} spare bucket(s), not enough under the rules): the cluster stays degraded until the disk is replaced`;
   return { headroom: dm.headroom ?? 'none', anyOneDisk, anyOneMachine, spareBuckets: spare, summary };
+}
+
+/** The new device of a replacement. */
+export interface NewDisk {
+  /** Disk number in the machine (a free slot unless the old disk failed and leaves it). */
+  readonly disk: number;
+  readonly capacityBytes: number;
+  /** From the new disk's label; a fresh random one must be given for a real disk. */
+  readonly incarnation: bigint;
+  readonly class?: 'hdd' | 'ssd';
+  /** Machine name or DC.ROW.RACK.MACHINE; default the old disk's machine. */
+  readonly machine?: string;
+}
+
+const refusedPlan = (dm: Diskmap, why: string): PlanResult => ({ diskmap: dm, moves: [], keyMoves: [], refused: [why], warnings: [] });
+
+/**
+ * Plan "replace OLD with NEW", the new device in first: NEW joins (active) and OLD is drained
+ * into it in the same epoch — every slot of OLD goes to NEW where the rules allow (same machine:
+ * always), one bucket copy per slot, so the data that moves is OLD's share (1.0×). A failed OLD
+ * is rebuilt on NEW instead (repair moves). NEW larger than OLD: the rest becomes new groups as
+ * growth does. Afterwards (once the moves are done) `planRemove(map, OLD)` retires OLD.
+ * Refused, with what to do instead: NEW in OLD's slot while OLD is alive (its data would be
+ * dropped before it is copied), NEW smaller than what OLD holds, NEW already in the map.
+ */
+export function planReplace(dm: Diskmap, oldRef: string, nd: NewDisk, opts: PlanOptions = {}): PlanResult {
+  const t = dm.topology;
+  const olds = resolveDiskRef(t, oldRef);
+  const old = olds[0] as (typeof olds)[number];
+  if (olds.length !== 1) return refusedPlan(dm, `disk "${oldRef}" names ${olds.length} disks; name one`);
+  const machine = nd.machine === undefined ? old.machine : resolveMachineRef(t, nd.machine)[0];
+  if (machine === undefined) return refusedPlan(dm, `machine "${nd.machine ?? ''}" is not in the topology`);
+  if (!Number.isInteger(nd.disk) || nd.disk < 0 || nd.disk > 0xffff) return refusedPlan(dm, `new disk number ${nd.disk} must be 0..65535`);
+  if (!Number.isSafeInteger(nd.capacityBytes) || nd.capacityBytes <= 0) return refusedPlan(dm, `new disk capacity ${nd.capacityBytes} must be a positive number of bytes`);
+  const used = dm.groups.reduce((n, g) => n + g.buckets.filter((b, i) => diskKeyOf(b) === old.key && g.lost?.includes(i) !== true).length, 0);
+  const lostHere = dm.groups.reduce((n, g) => n + g.buckets.filter((b) => diskKeyOf(b) === old.key).length, 0);
+  const newBuckets = Math.min(0x10000, Math.floor(nd.capacityBytes / dm.bucketSizeBytes));
+  const need = old.d.state === 'failed' ? lostHere : used;
+  if (newBuckets < need) {
+    return refusedPlan(
+      dm,
+      `the new disk holds ${newBuckets} bucket(s) of ${dm.bucketSizeBytes} bytes, ${diskLabel(old)} holds ${need}: use a disk of at least ${need * dm.bucketSizeBytes} bytes, or drain ${diskLabel(old)} instead (cairn disk drain; capacity shrinks if the others cannot take it)`,
+    );
+  }
+  const sameSlot = machine === old.machine && nd.disk === old.d.disk;
+  const taken = machine.disks.find((d) => d.disk === nd.disk);
+  if (sameSlot && old.d.state !== 'failed') {
+    return refusedPlan(
+      dm,
+      `the new disk would take ${diskLabel(old)}'s slot while ${diskLabel(old)} is ${old.d.state} and still holds ${used} bucket(s): put the new disk in a free slot (the new device in first, then the old one retired), or, if ${diskLabel(old)} is dead, mark it failed first (its shards are then rebuilt from the others)`,
+    );
+  }
+  if (taken !== undefined && !sameSlot) return refusedPlan(dm, `slot ${machine.name}/${nd.disk} already holds a disk: choose a free disk number`);
+  if (diskEntries(t).some((e) => e.d.incarnation === nd.incarnation)) return refusedPlan(dm, `incarnation ${nd.incarnation.toString(16)} is already in the map: a new disk needs a new incarnation`);
+  const newDisk: TopologyDisk = { disk: nd.disk, capacityBytes: nd.capacityBytes, class: nd.class ?? old.d.class, state: 'active', incarnation: nd.incarnation };
+  const topology: Topology = {
+    name: t.name,
+    machines: t.machines.map((m) => {
+      let disks = m.disks.map((d) => (diskKey(m, d.disk, d.incarnation) === old.key && d.state !== 'failed' ? { ...d, state: 'draining' as const } : d));
+      if (m === machine) disks = sameSlot ? disks.map((d) => (d.disk === nd.disk ? newDisk : d)) : [...disks, newDisk];
+      return { ...m, disks };
+    }),
+  };
+  const newLabel = `${machine.name}/${nd.disk}`;
+  const prefer = sameSlot ? new Map<string, string>() : new Map([[diskLabel(old), newLabel]]);
+  return planChange(dm, topology, { reason: opts.reason ?? `replace ${diskLabel(old)} with ${newLabel}`, ...(opts.storedBytes !== undefined ? { storedBytes: opts.storedBytes } : {}), prefer });
+}
+
+/** Plan draining every disk of machines (`cairn node drain N`): as planDrain, machine by machine. */
+export function planNodeDrain(dm: Diskmap, machineRefs: string | readonly string[], opts: PlanOptions = {}): PlanResult {
+  const refs = typeof machineRefs === 'string' ? [machineRefs] : machineRefs;
+  const ms = refs.flatMap((r) => resolveMachineRef(dm.topology, r));
+  const disks = diskEntries(dm.topology).filter((e) => ms.includes(e.machine) && e.d.state === 'active');
+  if (disks.length === 0) return { diskmap: dm, moves: [], keyMoves: [], warnings: [`${refs.join(', ')}: no active disk to drain`] };
+  return planChange(dm, withDiskState(dm.topology, disks.map(diskLabel), 'draining'), { ...opts, reason: opts.reason ?? `drain node ${refs.join(', ')}` });
+}
+
+/**
+ * Plan removing disks and machines from the topology (`cairn node remove`, the last step of a
+ * drain or replacement). Refused while any of them holds a bucket that is not lost: drain first.
+ * A failed disk may be removed: its unrebuilt slots stay recorded as lost (group.lost) and are
+ * rebuilt when room appears (e.g. a disk put in its place).
+ */
+export function planRemove(dm: Diskmap, what: { disks?: readonly string[]; machines?: readonly string[] }, opts: PlanOptions = {}): PlanResult {
+  const t = dm.topology;
+  const keys = new Set((what.disks ?? []).flatMap((r) => resolveDiskRef(t, r).map((e) => e.key)));
+  const ms = new Set((what.machines ?? []).flatMap((r) => resolveMachineRef(t, r)));
+  const topology: Topology = {
+    name: t.name,
+    machines: t.machines.filter((m) => !ms.has(m)).map((m) => ({ ...m, disks: m.disks.filter((d) => !keys.has(diskKey(m, d.disk, d.incarnation))) })),
+  };
+  if (topology.machines.length === 0) return refusedPlan(dm, 'removing every machine leaves no topology');
+  const names = [...(what.disks ?? []), ...(what.machines ?? [])].join(', ');
+  return planChange(dm, topology, { ...opts, reason: opts.reason ?? `remove ${names}` });
+}
+
+/** A plan in figures, for `cairn disk drain/replace` and `diskmap plan`: what moves, from where to where. */
+export interface PlanSummary {
+  readonly fromEpoch: number;
+  readonly toEpoch: number;
+  readonly bucketSizeBytes: number;
+  /** Bucket copies (readable source), rebuilds (from the group's other shards), new-group buckets. */
+  readonly copies: number;
+  readonly rebuilds: number;
+  readonly newBuckets: number;
+  /** Upper bound of the bytes written by copies and rebuilds: every bucket full. */
+  readonly maxBytes: number;
+  /**
+   * Share of all stored shard data that crosses disks (keys handed between groups included):
+   * bytes to move = movedShare × the shard bytes stored (user bytes × width / k).
+   */
+  readonly movedShare: number;
+  /** Buckets (and at most bytes) leaving each disk and arriving at each disk, by label. */
+  readonly from: readonly { readonly disk: string; readonly buckets: number; readonly maxBytes: number }[];
+  readonly to: readonly { readonly disk: string; readonly buckets: number; readonly maxBytes: number }[];
+  readonly usableBytesBefore: number;
+  readonly usableBytesAfter: number;
+  readonly retiredGroups: number;
+}
+
+export function summarizePlan(old: Diskmap, plan: PlanResult): PlanSummary {
+  const next = plan.diskmap;
+  const labels = new Map<string, string>();
+  for (const e of [...diskEntries(old.topology), ...diskEntries(next.topology)]) labels.set(e.key, diskLabel(e));
+  const label = (b: BucketId): string => labels.get(diskKeyOf(b)) ?? `${b.dc}.${b.row}.${b.rack}.${b.machine}.${b.disk} (removed)`;
+  const from = new Map<string, number>();
+  const to = new Map<string, number>();
+  let copies = 0;
+  let rebuilds = 0;
+  let fresh = 0;
+  for (const m of plan.moves) {
+    if (m.kind === 'new') {
+      fresh++;
+      continue;
+    }
+    if (m.kind === 'move') copies++;
+    else rebuilds++;
+    if (m.from !== null) from.set(label(m.from), (from.get(label(m.from)) ?? 0) + 1);
+    to.set(label(m.to), (to.get(label(m.to)) ?? 0) + 1);
+  }
+  const k = old.scheme.kind === 'ec' ? old.scheme.k : 1;
+  const usable = (dm: Diskmap): number => dm.groups.filter((g) => !g.retired).length * k * dm.bucketSizeBytes;
+  const rows = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([disk, buckets]) => ({ disk, buckets, maxBytes: buckets * old.bucketSizeBytes }));
+  return {
+    fromEpoch: old.epoch,
+    toEpoch: next.epoch,
+    bucketSizeBytes: old.bucketSizeBytes,
+    copies,
+    rebuilds,
+    newBuckets: fresh,
+    maxBytes: (copies + rebuilds) * old.bucketSizeBytes,
+    movedShare: next === old ? 0 : movementBetween(old, next).movedShare,
+    from: rows(from),
+    to: rows(to),
+    usableBytesBefore: usable(old),
+    usableBytesAfter: usable(next),
+    retiredGroups: next.diff?.retiredGroups.length ?? 0,
+  };
 }

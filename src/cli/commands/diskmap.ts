@@ -3,6 +3,7 @@
  * Reads a topology file (or a diskmap document), prints readable tables, or JSON with --json.
  * Pure planning: nothing here talks to a cluster; `plan --out` writes the next document to a file.
  */
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
@@ -21,7 +22,11 @@ import {
   parseSize,
   parseTopology,
   planChange,
+  planNodeDrain,
+  planReplace,
   repairOutlook,
+  summarizePlan,
+  type PlanResult,
   schemeText,
   serializeDiskmap,
   widthOf,
@@ -102,7 +107,24 @@ async function loadMapOrTopology(path: string, opts: BuildOptions): Promise<{ di
   return { diskmap: buildDiskmap(parseTopology(v, path), opts), built: true };
 }
 
-const out = (s: string): void => void process.stdout.write(`${s}\n`);
+/**
+ * `cairn diskmap show | head` closes the pipe early: that ends the output, it is not an error
+ * (no EPIPE stack trace). Installed once, before the first line is written.
+ */
+let pipeGuard = false;
+function guardPipe(): void {
+  if (pipeGuard) return;
+  pipeGuard = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
+const out = (s: string): void => {
+  guardPipe();
+  process.stdout.write(`${s}\n`);
+};
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
 function candidatesTable(choice: RedundancyChoice): string {
@@ -200,6 +222,7 @@ export function register(program: Command): void {
   const dm = program
     .command('diskmap')
     .description('the placement planner: buckets, redundancy, placement groups, change plans, failure analysis');
+  dm.hook('preAction', () => guardPipe());
 
   dm.command('show')
     .description('build the diskmap of a topology file (or read a diskmap document) and print it')
@@ -237,6 +260,9 @@ export function register(program: Command): void {
     .argument('[new]', 'new topology file')
     .option('--drain <disks...>', 'drain these disks (MACHINE/DISK, e.g. box1/0)')
     .option('--fail <disks...>', 'mark these disks failed and plan their repair')
+    .option('--drain-node <machines...>', 'drain every disk of these machines (name or DC.ROW.RACK.MACHINE)')
+    .option('--replace <old>', 'replace this disk (MACHINE/DISK) with the one given by --with, the new device in first')
+    .option('--with <disk>', 'the new disk of --replace: MACHINE/DISK:SIZE[:INCARNATION], e.g. box1/3:6TB:5c1e9a0b7d3f4a21')
     .option('--bucket-size <size>', 'bucket size when <old> is a topology')
     .option('--scheme <scheme>', 'scheme when <old> is a topology')
     .option('--unsafe', 'allow a single copy when <old> is a topology of one disk')
@@ -249,16 +275,35 @@ export function register(program: Command): void {
       const movesShown = parseOptions(groupsOptSchema, raw.moves);
       const drain = (raw.drain as string[] | undefined) ?? [];
       const failed = (raw.fail as string[] | undefined) ?? [];
+      const drainNodes = (raw.drainNode as string[] | undefined) ?? [];
+      const replace = raw.replace as string | undefined;
+      const withDisk = raw.with as string | undefined;
       const outFile = raw.out as string | undefined;
-      const { opts, json } = buildOpts({ ...raw, drain: undefined, fail: undefined, out: undefined, moves: undefined });
-      if (newFile === undefined && drain.length === 0 && failed.length === 0) {
-        throw usageError('plan needs a new topology file, --drain DISK or --fail DISK');
+      const { opts, json } = buildOpts({ ...raw, drain: undefined, fail: undefined, out: undefined, moves: undefined, drainNode: undefined, replace: undefined, with: undefined });
+      if (newFile === undefined && drain.length === 0 && failed.length === 0 && drainNodes.length === 0 && replace === undefined) {
+        throw usageError('plan needs a new topology file, --drain DISK, --drain-node MACHINE, --replace OLD --with NEW or --fail DISK');
       }
+      if ((replace === undefined) !== (withDisk === undefined)) throw usageError('--replace OLD and --with MACHINE/DISK:SIZE go together');
+      if (replace !== undefined && (newFile !== undefined || drain.length + failed.length + drainNodes.length > 0)) {
+        throw usageError('--replace is planned on its own (no new topology, --drain or --fail with it)');
+      }
+      if (drainNodes.length > 0 && (newFile !== undefined || drain.length + failed.length > 0)) throw usageError('--drain-node is planned on its own');
       const { diskmap: old } = await loadMapOrTopology(oldFile, opts);
-      let topology: Topology = newFile !== undefined ? parseTopology(await readJson(newFile), newFile) : old.topology;
-      if (drain.length > 0) topology = withDiskState(topology, drain, 'draining');
-      if (failed.length > 0) topology = withDiskState(topology, failed, 'failed');
-      const plan = planChange(old, topology, { reason: [newFile !== undefined ? `topology ${newFile}` : '', ...drain.map((d) => `drain ${d}`), ...failed.map((d) => `fail ${d}`)].filter(Boolean).join('; ') });
+      let plan: PlanResult;
+      if (replace !== undefined) {
+        const m = /^([^/:]+)\/(\d{1,5}):([^:]+)(?::([0-9a-fA-F]{1,16}))?$/.exec(withDisk as string);
+        const size = m === null ? undefined : parseSize(m[3] as string);
+        if (m === null || size === undefined || size <= 0) throw usageError(`--with "${withDisk as string}": expected MACHINE/DISK:SIZE[:INCARNATION], e.g. box1/3:6TB:5c1e9a0b7d3f4a21`);
+        const incarnation = m[4] !== undefined ? BigInt(`0x${m[4]}`) : BigInt(`0x${randomBytes(8).toString('hex')}`);
+        plan = planReplace(old, replace, { machine: m[1] as string, disk: Number(m[2]), capacityBytes: size, incarnation });
+      } else if (drainNodes.length > 0) {
+        plan = planNodeDrain(old, drainNodes);
+      } else {
+        let topology: Topology = newFile !== undefined ? parseTopology(await readJson(newFile), newFile) : old.topology;
+        if (drain.length > 0) topology = withDiskState(topology, drain, 'draining');
+        if (failed.length > 0) topology = withDiskState(topology, failed, 'failed');
+        plan = planChange(old, topology, { reason: [newFile !== undefined ? `topology ${newFile}` : '', ...drain.map((d) => `drain ${d}`), ...failed.map((d) => `fail ${d}`)].filter(Boolean).join('; ') });
+      }
       if (plan.refused !== undefined) {
         if (json) printJson({ refused: plan.refused, epoch: old.epoch });
         throw new CairnError('ENOTEMPTY', `plan refused:\n  ${plan.refused.join('\n  ')}`);
@@ -268,8 +313,10 @@ export function register(program: Command): void {
       if (outFile !== undefined && next !== old) await writeFileDurable(outFile, serializeDiskmap(next));
       const kinds = { move: 0, repair: 0, new: 0 };
       for (const m of plan.moves) kinds[m.kind]++;
+      const figures = summarizePlan(old, plan);
       if (json) {
         printJson({
+          summary: figures,
           fromEpoch: old.epoch,
           epoch: next.epoch,
           changed: next !== old,
@@ -293,6 +340,13 @@ export function register(program: Command): void {
       out(`  groups ${before.groups} → ${after.groups} (${next.diff?.addedGroups.length ?? 0} new, ${next.diff?.retiredGroups.length ?? 0} retired); usable ${formatBytes(before.usableBytes)} → ${formatBytes(after.usableBytes)}`);
       out(`  bucket moves: ${kinds.move} copy, ${kinds.repair} rebuild, ${kinds.new} new-group buckets; key-space hand-overs: ${plan.keyMoves.length}`);
       out(`  data crossing disks: ${pct(movement.movedShare)} (minimum ${pct(movement.minimumShare)}); copied within a disk: ${pct(movement.localShare)}`);
+      out(`  bytes to move: at most ${formatBytes(figures.maxBytes)} (${kinds.move + kinds.repair} bucket(s) of ${formatBytes(old.bucketSizeBytes)}, if full)`);
+      if (figures.from.length > 0 || figures.to.length > 0) {
+        const fromText = figures.from.map((r) => `${r.disk} ${r.buckets}`).join(', ');
+        const toText = figures.to.map((r) => `${r.disk} ${r.buckets}`).join(', ');
+        out(`  from: ${fromText === '' ? '-' : fromText} (rebuilt slots have no readable source)`);
+        out(`  to:   ${toText}`);
+      }
       for (const w of plan.warnings) out(`warning: ${w}`);
       if (plan.moves.length > 0) {
         out(`\nbucket moves (first ${Math.min(movesShown, plan.moves.length)} of ${plan.moves.length}):`);
