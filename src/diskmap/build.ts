@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CairnError } from '../common/errors.js';
-import { Layout } from './layout.js';
+import { groupBound, headroomBound, Layout, type Headroom } from './layout.js';
 import { chooseFor, layoutFor, widthOf } from './redundancy.js';
 import type { BucketId, BuildOptions, Diskmap, DiskmapDiff, PlacementGroup, RedundancyChoice, Scheme, Topology } from './types.js';
 import { DOMAIN_LEVELS } from './types.js';
@@ -35,19 +35,21 @@ export function initialVslots(bits: number, active: readonly number[]): Uint32Ar
 /** Turn the working layout into the (immutable) document. */
 export function toDiskmap(
   layout: Layout,
-  meta: { epoch: number; scheme: Scheme; unsafe: boolean; diff: DiskmapDiff | null },
+  meta: { epoch: number; scheme: Scheme; unsafe: boolean; diff: DiskmapDiff | null; headroom: Headroom },
   vslotBits: number,
   vslotGroup: Uint32Array,
 ): Diskmap {
-  const groups: PlacementGroup[] = layout.groups.map((g, id) =>
-    Object.freeze({
+  const groups: PlacementGroup[] = layout.groups.map((g, id) => {
+    const lost = g.retired ? [] : g.disks.flatMap((d, i) => (d < 0 ? [i] : []));
+    return Object.freeze({
       id,
       buckets: Object.freeze(
         g.retired ? [] : g.disks.map((d, i) => (d >= 0 ? layout.bucketIdOf(d, g.buckets[i] as number) : (g.lostIds?.get(i) as BucketId))),
       ),
       retired: g.retired,
-    }),
-  );
+      ...(lost.length > 0 ? { lost: Object.freeze(lost) } : {}),
+    });
+  });
   return Object.freeze({
     format: 1 as const,
     epoch: meta.epoch,
@@ -58,6 +60,7 @@ export function toDiskmap(
     failureDomain: DOMAIN_LEVELS[layout.level] ?? 'disk',
     maxShardsPerDomain: layout.cap,
     unsafe: meta.unsafe,
+    headroom: meta.headroom,
     groups: Object.freeze(groups),
     vslotBits,
     vslotGroup,
@@ -70,7 +73,7 @@ export function buildDiskmap(topology: Topology, opts: BuildOptions = {}): Diskm
   const { layout, choice } = buildLayout(topology, opts);
   const active = layout.groups.map((_, i) => i);
   const bits = vslotBitsFor(active.length);
-  return toDiskmap(layout, { epoch: 1, scheme: choice.chosen.scheme, unsafe: choice.unsafe, diff: null }, bits, initialVslots(bits, active));
+  return toDiskmap(layout, { epoch: 1, scheme: choice.chosen.scheme, unsafe: choice.unsafe, diff: null, headroom: choice.headroom }, bits, initialVslots(bits, active));
 }
 
 export function buildLayout(topology: Topology, opts: BuildOptions = {}): { layout: Layout; choice: RedundancyChoice } {
@@ -78,7 +81,7 @@ export function buildLayout(topology: Topology, opts: BuildOptions = {}): { layo
   const choice = chooseFor(layout, opts);
   layout.level = DOMAIN_LEVELS.indexOf(choice.chosen.failureDomain);
   layout.cap = choice.chosen.maxShardsPerDomain;
-  layout.fillGreedy(widthOf(choice.chosen.scheme), Number.MAX_SAFE_INTEGER);
+  layout.fillGreedy(widthOf(choice.chosen.scheme), choice.headroom === 'disk' ? choice.chosen.groups : Number.MAX_SAFE_INTEGER);
   if (layout.groups.length === 0) {
     throw new CairnError('EINVAL', `topology "${topology.name}": no placement group fits ${JSON.stringify(choice.chosen.scheme)}`);
   }
@@ -102,4 +105,13 @@ export function groupForKey(diskmap: Diskmap, keyHash: Uint8Array): PlacementGro
 /** The key hash of a path (the note's second addressing): SHA-256 of "path:" + the path. */
 export function keyHashOfPath(path: string): Uint8Array {
   return createHash('sha256').update(`path:${path}`).digest();
+}
+
+/**
+ * The groups a layout may hold under its rules and headroom: the capacity bound of its active
+ * disks, or with headroom `disk` the least bound left after losing any one of them.
+ */
+export function targetGroups(layout: Layout, width: number, headroom: Headroom): number {
+  const receivers = layout.disks.filter((d) => d.receiver && d.buckets > 0);
+  return headroom === 'disk' ? headroomBound(receivers, width, layout.level, layout.cap) : groupBound(receivers, width, layout.level, layout.cap);
 }

@@ -67,7 +67,10 @@ export function analyzeFailure(diskmap: Diskmap, failed: FailureSet): FailureRep
     if (g.retired) continue;
     active++;
     let down = 0;
-    for (const b of g.buckets) if (keys.has(diskKeyOf(b))) down++;
+    // Slots recorded as lost (their disk failed or was removed) count as down too.
+    g.buckets.forEach((b, i) => {
+      if (keys.has(diskKeyOf(b)) || g.lost?.includes(i) === true) down++;
+    });
     minLeft = Math.min(minLeft, width - down);
     if (down > tol) {
       lost.push(g.id);

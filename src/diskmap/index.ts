@@ -15,9 +15,25 @@ export {
   CANDIDATE_SCHEMES,
   DEFAULT_BUCKET_SIZE_BYTES,
   ROUTINE_DISK_SHARE,
+  HEADROOM_COST_LIMIT,
 } from './redundancy.js';
 export { buildDiskmap, groupForKey, keyHashOfPath, vslotOf } from './build.js';
-export { planChange, planDrain, planRepair, withDiskState, type PlanResult, type PlanOptions } from './plan.js';
+export {
+  planChange,
+  planDrain,
+  planRepair,
+  planReplace,
+  planNodeDrain,
+  planRemove,
+  summarizePlan,
+  withDiskState,
+  repairOutlook,
+  type PlanResult,
+  type PlanOptions,
+  type PlanSummary,
+  type NewDisk,
+  type RepairOutlook,
+} from './plan.js';
 export { analyzeFailure, type FailureReport, type WriteState } from './failure.js';
 export { serializeDiskmap, parseDiskmap, diskmapToJson, diskmapJsonSchema, schemeSchema, type DiskmapJson } from './serialize.js';
 export { movementBetween, type MovementStats } from './movement.js';

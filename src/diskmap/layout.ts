@@ -415,3 +415,32 @@ export function groupBound(disks: readonly { buckets: number; dom: Int32Array }[
   }
   return lo;
 }
+
+/**
+ * Repair headroom: how much room the map keeps so that a failed disk's slots can be rebuilt on
+ * the other disks under the same rules (as Ceph keeps full ratios).
+ *   none — every bucket that fits a group is used; a disk loss stays degraded until the disk is
+ *          replaced (or capacity is added).
+ *   disk — the map holds only as many groups as would still fit with any one data disk gone, so
+ *          the spare buckets can take the slots of any one lost (or drained) disk.
+ */
+export type Headroom = 'none' | 'disk';
+
+/**
+ * The groups that fit with headroom `disk`: the least, over every data disk d, of the capacity
+ * bound of the disks without d. Disks with the same bucket count in the same domain of `level`
+ * give the same bound, so each such class is evaluated once.
+ */
+export function headroomBound(disks: readonly { buckets: number; dom: Int32Array }[], width: number, level: number, cap: number): number {
+  let best = Number.MAX_SAFE_INTEGER;
+  const seen = new Set<string>();
+  disks.forEach((d, i) => {
+    if (d.buckets <= 0) return;
+    const k = `${level === 0 ? 0 : (d.dom[level] as number)}:${d.buckets}`;
+    if (seen.has(k)) return;
+    seen.add(k);
+    const rest = disks.filter((_, j) => j !== i);
+    best = Math.min(best, groupBound(rest, width, level, cap));
+  });
+  return best === Number.MAX_SAFE_INTEGER ? 0 : best;
+}

@@ -22,10 +22,11 @@
  */
 import { CairnError } from '../common/errors.js';
 import { diskKeyOf, type BucketId } from './bucket-id.js';
-import { toDiskmap, vslotBitsFor, MAX_VSLOT_BITS } from './build.js';
-import { groupBound, Layout, levelIndex, type LDisk, type LGroup } from './layout.js';
+import { targetGroups, toDiskmap, vslotBitsFor, MAX_VSLOT_BITS } from './build.js';
+import { groupBound, Layout, levelIndex, type Headroom, type LDisk, type LGroup } from './layout.js';
 import { chooseRedundancy, schemeText, widthOf } from './redundancy.js';
-import { diskEntries, diskKey, diskLabel, resolveDiskRef } from './topology.js';
+import { diskEntries, diskKey, diskLabel, resolveDiskRef, resolveMachineRef } from './topology.js';
+import { movementBetween } from './movement.js';
 import type { Diskmap, DiskState, KeyMove, SlotMove, Topology, TopologyDisk } from './types.js';
 
 export interface PlanResult {
@@ -42,6 +43,16 @@ export interface PlanResult {
 export interface PlanOptions {
   /** Free text recorded in the diff. */
   readonly reason?: string;
+  /**
+   * Bytes of user data stored now (the runtime knows it): a plan whose usable capacity would fall
+   * below it (a drain that retires groups) is refused instead of planned.
+   */
+  readonly storedBytes?: number;
+  /**
+   * Disk pairs "MACHINE/DISK" old → new: the old disk's slots go to the new one first (a
+   * replacement: the same failure domains, one copy per slot). Used by planReplace.
+   */
+  readonly prefer?: ReadonlyMap<string, string>;
 }
 
 /** Rebuild the working layout of a diskmap over a (possibly new) topology. Lost slots get disk -1. */
@@ -69,10 +80,11 @@ function loadLayout(old: Diskmap, topology: Topology, refusals: string[]): Layou
     });
   for (const g of old.groups) {
     const lg: LGroup = { disks: [], buckets: [], retired: g.retired };
-    for (const b of g.buckets) {
-      const idx = find(b);
+    for (const [pos, b] of g.buckets.entries()) {
+      // A slot recorded as lost stays lost (rebuilt below), even if its disk is back.
+      const idx = g.lost?.includes(pos) === true ? undefined : find(b);
       const key = idx === undefined ? diskKeyOf(b) : (layout.disks[idx] as LDisk).entry.key;
-      const wasFailed = oldState.get(key)?.state === 'failed';
+      const wasFailed = oldState.get(key)?.state === 'failed' || g.lost?.includes(pos) === true;
       const disk = idx === undefined ? undefined : layout.disks[idx];
       if (disk === undefined || disk.entry.d.state === 'failed' || b.bucket >= disk.buckets) {
         (lg.lostIds ??= new Map()).set(lg.disks.length, b);
@@ -139,6 +151,8 @@ class Planner {
     readonly layout: Layout,
     /** Replicas are interchangeable: a copy on the same disk at another position need not move. */
     readonly replicas: boolean,
+    /** The map's repair headroom: growth keeps it. */
+    readonly headroom: Headroom = 'none',
   ) {
     this.oldDisks = layout.groups.map((g) => [...g.disks]);
     this.fresh = Uint8Array.from(layout.disks, (d) => (d.usedCount === 0 ? 1 : 0));
@@ -205,7 +219,11 @@ class Planner {
     this.retiredGroups.push(g);
   }
 
-  /** Rebuild every lost slot (disk -1) on a disk with a free bucket. */
+  /**
+   * Rebuild every lost slot (disk -1) on a disk with a free bucket that keeps the rules, if need
+   * be through one extra move (chainMove). Slots that fit nowhere stay lost, and the warning
+   * says plainly that the cluster stays degraded until the disk is replaced.
+   */
   repair(): void {
     const L = this.layout;
     const unrepaired: string[] = [];
@@ -214,20 +232,43 @@ class Planner {
       lg.disks.forEach((d, i) => {
         if (d >= 0) return;
         const others = without(lg.disks, i);
-        const r = bestReceiver(L, others, (x) => L.free(x));
-        if (r < 0) {
-          unrepaired.push(`${g}/${i}`);
-          return;
-        }
-        this.moveSlot(g, i, r, 'repair');
+        const lostFrom = lg.lostIds?.get(i);
+        const pref = lostFrom === undefined ? -1 : this.preferred(g, i, this.lostDisk(lostFrom));
+        const r = pref >= 0 ? pref : bestReceiver(L, others, (x) => L.free(x));
+        if (r >= 0) this.moveSlot(g, i, r, 'repair');
+        else if (!this.chainMove(g, i, 'repair')) unrepaired.push(`${g}/${i}`);
       });
     });
+    this.unrepaired = unrepaired.length;
     if (unrepaired.length > 0) {
       const shown = unrepaired.slice(0, 8).join(', ');
       this.warnings.push(
-        `${unrepaired.length} lost shard(s) cannot be repaired (group/shard ${shown}${unrepaired.length > 8 ? ', …' : ''}): no active disk with a free bucket fits the placement rule; add or replace a disk`,
+        `${unrepaired.length} lost shard(s) cannot be rebuilt (group/shard ${shown}${unrepaired.length > 8 ? ', …' : ''}): no active disk with a free bucket fits the placement rule, so those groups stay degraded until the disk is replaced (put a new disk in its place) or capacity is added`,
       );
     }
+  }
+
+  /** Lost slots that repair() could not rebuild. */
+  unrepaired = 0;
+
+  /** The layout index of the (failed) disk a lost bucket was on, or -1 when it is gone. */
+  private lostDisk(b: BucketId): number {
+    for (const d of this.layout.disks) {
+      const e = d.entry;
+      if (e.d.incarnation === b.incarnation && e.d.disk === b.disk && e.machine.machine === b.machine && e.machine.rack === b.rack && e.machine.row === b.row && e.machine.dc === b.dc) return d.idx;
+    }
+    return -1;
+  }
+
+  /** Disk index → the disk its slots should go to first (a replacement). */
+  prefer = new Map<number, number>();
+
+  /** The preferred receiver of slot (g, i) coming from disk `from`, or -1. */
+  private preferred(g: number, i: number, from: number): number {
+    const to = this.prefer.get(from);
+    if (to === undefined) return -1;
+    const lg = this.layout.groups[g] as LGroup;
+    return this.layout.free(to) > 0 && this.layout.fits(without(lg.disks, i), to) ? to : -1;
   }
 
   /** Move every slot off draining disks; retire groups when the rest is full. */
@@ -244,7 +285,10 @@ class Planner {
       L.cap,
     );
     if (targetG === 0) {
-      throw new CairnError('ENOSPC', `cannot drain ${draining.map((d) => diskLabel((L.disks[d] as LDisk).entry)).join(', ')}: the other disks cannot hold even one placement group`);
+      throw new CairnError(
+        'ENOSPC',
+        `cannot drain ${draining.map((d) => diskLabel((L.disks[d] as LDisk).entry)).join(', ')}: the other disks cannot hold even one placement group of ${width} shards with at most ${L.cap} per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'}; add a disk (or machine) first, or replace the disk (cairn disk replace) instead of draining it`,
+      );
     }
     let excess = L.activeGroups() - targetG;
     for (let g = 0; g < L.groups.length && excess > 0; g++) {
@@ -260,14 +304,15 @@ class Planner {
         const lg = L.groups[g] as LGroup;
         const i = lg.disks.indexOf(disk.idx);
         if (lg.retired || i < 0) continue;
-        const r = bestReceiver(L, without(lg.disks, i), (x) => L.free(x));
+        const pref = this.preferred(g, i, disk.idx);
+        const r = pref >= 0 ? pref : bestReceiver(L, without(lg.disks, i), (x) => L.free(x));
         if (r >= 0) {
           this.moveSlot(g, i, r, 'move');
           continue;
         }
         if (this.chainMove(g, i)) continue;
         if (L.activeGroups() <= 1) {
-          throw new CairnError('ENOSPC', `cannot drain ${diskLabel(disk.entry)}: the other disks cannot hold even one placement group`);
+          throw new CairnError('ENOSPC', `cannot drain ${diskLabel(disk.entry)}: the other disks cannot hold even one placement group; add a disk first, or replace this one instead of draining it`);
         }
         this.retire(g);
       }
@@ -282,32 +327,58 @@ class Planner {
    * fits g is full, but a group h on Y can move its shard from Y to a disk Z with a free bucket;
    * then g's shard goes to Y. Costs one more bucket copy, far less than retiring a group.
    */
-  private chainMove(g: number, i: number): boolean {
+  private chainMove(g: number, i: number, kind: 'move' | 'repair' = 'move'): boolean {
+    // Depth 1 first (one extra move), then longer chains of up to three extra moves.
+    for (let depth = 1; depth <= 3; depth++) {
+      this.chainBudget = 50_000;
+      const path = this.findChain(g, i, depth, new Set([g]));
+      if (path === undefined) continue;
+      // Apply from the end of the chain (the move into a free bucket) back to (g, i).
+      for (let at = path.length - 1; at >= 0; at--) {
+        const step = path[at] as { g: number; i: number; to: number };
+        this.moveSlot(step.g, step.i, step.to, at === 0 ? kind : 'move');
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * A chain of moves that makes room for slot (g, i): [(g, i) → Y, (h, p) → Z, …], the last one
+   * into a free bucket, each keeping the placement rule, at most `depth` moves after the first.
+   */
+  private chainBudget = 0;
+
+  private findChain(g: number, i: number, depth: number, used: Set<number>): { g: number; i: number; to: number }[] | undefined {
     const L = this.layout;
+    if (--this.chainBudget < 0) return undefined;
     const lg = L.groups[g] as LGroup;
     const others = without(lg.disks, i);
     for (const Y of L.disks) {
       if (!Y.receiver || L.free(Y.idx) > 0 || !L.fits(others, Y.idx)) continue;
       for (let h = 0; h < L.groups.length; h++) {
-        if (h === g) continue;
+        if (used.has(h)) continue;
+        if (--this.chainBudget < 0) return undefined;
         const hg = L.groups[h] as LGroup;
         const p = hg.disks.indexOf(Y.idx);
         if (hg.retired || p < 0) continue;
         const Z = bestReceiver(L, without(hg.disks, p), (x) => L.free(x));
-        if (Z < 0) continue;
-        this.moveSlot(h, p, Z, 'move');
-        this.moveSlot(g, i, Y.idx, 'move');
-        return true;
+        if (Z >= 0) return [{ g, i, to: Y.idx }, { g: h, i: p, to: Z }];
+        if (depth > 1) {
+          used.add(h);
+          const rest = this.findChain(h, p, depth - 1, used);
+          used.delete(h);
+          if (rest !== undefined) return [{ g, i, to: Y.idx }, ...rest];
+        }
       }
     }
-    return false;
+    return undefined;
   }
 
   /** Use free buckets on active disks for new groups (see the header comment). */
   grow(width: number): void {
     const L = this.layout;
-    const receivers = L.disks.filter((d) => d.receiver && d.buckets > 0);
-    const targetG = groupBound(receivers, width, L.level, L.cap);
+    const targetG = targetGroups(L, width, this.headroom);
     let need = targetG - L.activeGroups();
     if (need <= 0) return;
     // Frequent disk combinations (copysets) of the current map and their members.
@@ -382,10 +453,13 @@ class Planner {
    */
   level(): void {
     const L = this.layout;
+    // Per failure domain (a machine, or a rack when racks are the domain: a machine added to a
+    // rack whose every group already holds its cap there takes a share of the rack's slots).
     const byMachine = new Map<number, number[]>();
+    const lvl = Math.max(1, L.level);
     for (const d of L.disks) {
       if (!d.receiver || d.buckets === 0) continue;
-      const m = d.dom[1] as number;
+      const m = d.dom[lvl] as number;
       const l = byMachine.get(m);
       if (l === undefined) byMachine.set(m, [d.idx]);
       else l.push(d.idx);
@@ -552,15 +626,30 @@ class Planner {
     order.sort((a, b) => b.units - a.units);
   }
 
-  /** Say so when active disks keep free buckets that no group can use. */
+  /**
+   * Say so when active disks keep free buckets that no group can use (beyond the repair
+   * headroom), and when the headroom left cannot absorb the loss of another disk.
+   */
   reportUnused(width: number): void {
     const L = this.layout;
     let spare = 0;
     for (const d of L.disks) if (d.receiver) spare += L.free(d.idx);
-    if (spare >= width) {
+    const active = L.activeGroups();
+    const byRule = groupBound(
+      L.disks.filter((d) => d.receiver && d.buckets > 0),
+      width,
+      L.level,
+      L.cap,
+    );
+    // Buckets the rule could use for groups but the headroom keeps free are not "unused".
+    const kept = this.headroom === 'disk' ? Math.max(0, byRule - targetGroups(L, width, 'disk')) * width : 0;
+    if (spare - kept >= width) {
       this.warnings.push(
-        `${spare} bucket(s) on active disks stay unused: more groups would break the rule of at most ${L.cap} shard(s) per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'} or need more disks of that size; add capacity to other ${['disks', 'machines', 'racks', 'rows', 'dcs'][L.level] ?? 'domains'}`,
+        `${spare - kept} bucket(s) on active disks stay unused: more groups would break the rule of at most ${L.cap} shard(s) per ${['disk', 'machine', 'rack', 'row', 'dc'][L.level] ?? 'domain'} or need more disks of that size; add capacity to other ${['disks', 'machines', 'racks', 'rows', 'dcs'][L.level] ?? 'domains'}`,
       );
+    }
+    if (this.headroom === 'disk' && active > 0 && targetGroups(L, width, 'disk') < active) {
+      this.warnings.push('the spare buckets left cannot take the shards of another lost disk: until a disk is added or the lost one replaced, a second disk loss stays degraded');
     }
   }
 
@@ -914,7 +1003,12 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   const refusals: string[] = [];
   const layout = loadLayout(old, newTopology, refusals);
   if (refusals.length > 0) return { diskmap: old, moves: [], keyMoves: [], refused: refusals, warnings: [] };
-  const planner = new Planner(layout, old.scheme.kind === 'replica');
+  const planner = new Planner(layout, old.scheme.kind === 'replica', old.headroom ?? 'none');
+  for (const [from, to] of opts.prefer ?? []) {
+    const f = resolveDiskRef(newTopology, from).map((e) => layout.byKey.get(e.key));
+    const t = resolveDiskRef(newTopology, to).map((e) => layout.byKey.get(e.key));
+    for (const fi of f) if (fi !== undefined && t[0] !== undefined) planner.prefer.set(fi, t[0]);
+  }
   planner.repair();
   try {
     planner.drain(widthOf(old.scheme));
@@ -925,7 +1019,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
   planner.grow(widthOf(old.scheme));
   if (stateDiff(old.topology, newTopology).added.length > 0) planner.level();
   planner.reportUnused(widthOf(old.scheme));
-  if (stateDiff(old.topology, newTopology).added.length > 0) recommendScheme(old, newTopology, planner.warnings);
+  if (stateDiff(old.topology, newTopology).added.length > 0 && opts.prefer === undefined) recommendScheme(old, newTopology, planner.warnings);
   // The slot table: grow it (which moves no key) if groups got too few slots each.
   let bits = old.vslotBits;
   let table = old.vslotGroup;
@@ -940,6 +1034,20 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     table = Uint32Array.from(table);
   }
   const keyMoves = planner.rebalance(table);
+  if (opts.storedBytes !== undefined) {
+    const usable = layout.activeGroups() * (old.scheme.kind === 'ec' ? old.scheme.k : 1) * old.bucketSizeBytes;
+    if (usable < opts.storedBytes) {
+      return {
+        diskmap: old,
+        moves: [],
+        keyMoves: [],
+        refused: [
+          `after this change the map holds ${usable} bytes of user data but ${opts.storedBytes} are stored (the change retires ${planner.retiredGroups.length} placement group(s)): add capacity first, or delete data, then plan again`,
+        ],
+        warnings: planner.warnings,
+      };
+    }
+  }
   const sd = stateDiff(old.topology, newTopology);
   const changed =
     planner.moves.length > 0 || keyMoves.length > 0 || sd.added.length > 0 || sd.removed.length > 0 || sd.changes.length > 0 || bits !== old.vslotBits ||
@@ -957,7 +1065,7 @@ export function planChange(old: Diskmap, newTopology: Topology, opts: PlanOption
     slotMoves: planner.moves,
     keyMoves,
   };
-  const diskmap = toDiskmap(layout, { epoch: old.epoch + 1, scheme: old.scheme, unsafe: old.unsafe, diff }, bits, table);
+  const diskmap = toDiskmap(layout, { epoch: old.epoch + 1, scheme: old.scheme, unsafe: old.unsafe, diff, headroom: old.headroom ?? 'none' }, bits, table);
   return { diskmap, moves: planner.moves, keyMoves, warnings: planner.warnings };
 }
 
@@ -1006,4 +1114,199 @@ export function planDrain(diskmap: Diskmap, diskRefs: string | readonly string[]
 export function planRepair(diskmap: Diskmap, diskRefs: string | readonly string[]): PlanResult {
   const refs = typeof diskRefs === 'string' ? [diskRefs] : diskRefs;
   return planChange(diskmap, withDiskState(diskmap.topology, refs, 'failed'), { reason: `repair ${refs.join(', ')}` });
+}
+
+/** What a map can do about a lost disk or machine, from its spare room (repairOutlook). */
+export interface RepairOutlook {
+  readonly headroom: Headroom;
+  /** The spare buckets can take the shards of any one lost disk under the rules. */
+  readonly anyOneDisk: boolean;
+  /** … of any one lost machine (false when every group needs every machine). */
+  readonly anyOneMachine: boolean;
+  /** Spare buckets on active data disks. */
+  readonly spareBuckets: number;
+  /** For people: what happens when a disk (and a machine) is lost. */
+  readonly summary: string;
+}
+
+/**
+ * Whether a lost disk (or machine) of this map can be rebuilt by itself: the groups must still
+ * fit on the disks that remain (the capacity bound, which the planner reaches with its chain
+ * moves; property-tested in test/diskmap/headroom.test.ts).
+ */
+export function repairOutlook(dm: Diskmap): RepairOutlook {
+  const L = loadLayout(dm, dm.topology, []);
+  const width = widthOf(dm.scheme);
+  const active = L.activeGroups();
+  const receivers = L.disks.filter((d) => d.receiver && d.buckets > 0);
+  let spare = 0;
+  for (const d of receivers) spare += L.free(d.idx);
+  const anyOneDisk = active > 0 && targetGroups(L, width, 'disk') >= active;
+  const machines = [...new Set(receivers.map((d) => d.dom[1] as number))];
+  const anyOneMachine =
+    active > 0 &&
+    machines.length > 1 &&
+    machines.every((m) => groupBound(receivers.filter((d) => d.dom[1] !== m), width, L.level, L.cap) >= active);
+  const summary = anyOneDisk
+    ? `a lost disk is rebuilt by itself on the spare buckets (${spare} kept)${anyOneMachine ? ', and so is a lost machine' : '; a machine down stays degraded until it returns or is replaced (the other machines cannot hold its shards under the rules)'}`
+    : `a lost disk cannot be rebuilt elsewhere (${spare} spare bucket(s), not enough under the rules): the cluster stays degraded until the disk is replaced`;
+  return { headroom: dm.headroom ?? 'none', anyOneDisk, anyOneMachine, spareBuckets: spare, summary };
+}
+
+/** The new device of a replacement. */
+export interface NewDisk {
+  /** Disk number in the machine (a free slot unless the old disk failed and leaves it). */
+  readonly disk: number;
+  readonly capacityBytes: number;
+  /** From the new disk's label; a fresh random one must be given for a real disk. */
+  readonly incarnation: bigint;
+  readonly class?: 'hdd' | 'ssd';
+  /** Machine name or DC.ROW.RACK.MACHINE; default the old disk's machine. */
+  readonly machine?: string;
+}
+
+const refusedPlan = (dm: Diskmap, why: string): PlanResult => ({ diskmap: dm, moves: [], keyMoves: [], refused: [why], warnings: [] });
+
+/**
+ * Plan "replace OLD with NEW", the new device in first: NEW joins (active) and OLD is drained
+ * into it in the same epoch — every slot of OLD goes to NEW where the rules allow (same machine:
+ * always), one bucket copy per slot, so the data that moves is OLD's share (1.0×). A failed OLD
+ * is rebuilt on NEW instead (repair moves). NEW larger than OLD: the rest becomes new groups as
+ * growth does. Afterwards (once the moves are done) `planRemove(map, OLD)` retires OLD.
+ * Refused, with what to do instead: NEW in OLD's slot while OLD is alive (its data would be
+ * dropped before it is copied), NEW smaller than what OLD holds, NEW already in the map.
+ */
+export function planReplace(dm: Diskmap, oldRef: string, nd: NewDisk, opts: PlanOptions = {}): PlanResult {
+  const t = dm.topology;
+  const olds = resolveDiskRef(t, oldRef);
+  const old = olds[0] as (typeof olds)[number];
+  if (olds.length !== 1) return refusedPlan(dm, `disk "${oldRef}" names ${olds.length} disks; name one`);
+  const machine = nd.machine === undefined ? old.machine : resolveMachineRef(t, nd.machine)[0];
+  if (machine === undefined) return refusedPlan(dm, `machine "${nd.machine ?? ''}" is not in the topology`);
+  if (!Number.isInteger(nd.disk) || nd.disk < 0 || nd.disk > 0xffff) return refusedPlan(dm, `new disk number ${nd.disk} must be 0..65535`);
+  if (!Number.isSafeInteger(nd.capacityBytes) || nd.capacityBytes <= 0) return refusedPlan(dm, `new disk capacity ${nd.capacityBytes} must be a positive number of bytes`);
+  const used = dm.groups.reduce((n, g) => n + g.buckets.filter((b, i) => diskKeyOf(b) === old.key && g.lost?.includes(i) !== true).length, 0);
+  const lostHere = dm.groups.reduce((n, g) => n + g.buckets.filter((b) => diskKeyOf(b) === old.key).length, 0);
+  const newBuckets = Math.min(0x10000, Math.floor(nd.capacityBytes / dm.bucketSizeBytes));
+  const need = old.d.state === 'failed' ? lostHere : used;
+  if (newBuckets < need) {
+    return refusedPlan(
+      dm,
+      `the new disk holds ${newBuckets} bucket(s) of ${dm.bucketSizeBytes} bytes, ${diskLabel(old)} holds ${need}: use a disk of at least ${need * dm.bucketSizeBytes} bytes, or drain ${diskLabel(old)} instead (cairn disk drain; capacity shrinks if the others cannot take it)`,
+    );
+  }
+  const sameSlot = machine === old.machine && nd.disk === old.d.disk;
+  const taken = machine.disks.find((d) => d.disk === nd.disk);
+  if (sameSlot && old.d.state !== 'failed') {
+    return refusedPlan(
+      dm,
+      `the new disk would take ${diskLabel(old)}'s slot while ${diskLabel(old)} is ${old.d.state} and still holds ${used} bucket(s): put the new disk in a free slot (the new device in first, then the old one retired), or, if ${diskLabel(old)} is dead, mark it failed first (its shards are then rebuilt from the others)`,
+    );
+  }
+  if (taken !== undefined && !sameSlot) return refusedPlan(dm, `slot ${machine.name}/${nd.disk} already holds a disk: choose a free disk number`);
+  if (diskEntries(t).some((e) => e.d.incarnation === nd.incarnation)) return refusedPlan(dm, `incarnation ${nd.incarnation.toString(16)} is already in the map: a new disk needs a new incarnation`);
+  const newDisk: TopologyDisk = { disk: nd.disk, capacityBytes: nd.capacityBytes, class: nd.class ?? old.d.class, state: 'active', incarnation: nd.incarnation };
+  const topology: Topology = {
+    name: t.name,
+    machines: t.machines.map((m) => {
+      let disks = m.disks.map((d) => (diskKey(m, d.disk, d.incarnation) === old.key && d.state !== 'failed' ? { ...d, state: 'draining' as const } : d));
+      if (m === machine) disks = sameSlot ? disks.map((d) => (d.disk === nd.disk ? newDisk : d)) : [...disks, newDisk];
+      return { ...m, disks };
+    }),
+  };
+  const newLabel = `${machine.name}/${nd.disk}`;
+  const prefer = sameSlot ? new Map<string, string>() : new Map([[diskLabel(old), newLabel]]);
+  return planChange(dm, topology, { reason: opts.reason ?? `replace ${diskLabel(old)} with ${newLabel}`, ...(opts.storedBytes !== undefined ? { storedBytes: opts.storedBytes } : {}), prefer });
+}
+
+/** Plan draining every disk of machines (`cairn node drain N`): as planDrain, machine by machine. */
+export function planNodeDrain(dm: Diskmap, machineRefs: string | readonly string[], opts: PlanOptions = {}): PlanResult {
+  const refs = typeof machineRefs === 'string' ? [machineRefs] : machineRefs;
+  const ms = refs.flatMap((r) => resolveMachineRef(dm.topology, r));
+  const disks = diskEntries(dm.topology).filter((e) => ms.includes(e.machine) && e.d.state === 'active');
+  if (disks.length === 0) return { diskmap: dm, moves: [], keyMoves: [], warnings: [`${refs.join(', ')}: no active disk to drain`] };
+  return planChange(dm, withDiskState(dm.topology, disks.map(diskLabel), 'draining'), { ...opts, reason: opts.reason ?? `drain node ${refs.join(', ')}` });
+}
+
+/**
+ * Plan removing disks and machines from the topology (`cairn node remove`, the last step of a
+ * drain or replacement). Refused while any of them holds a bucket that is not lost: drain first.
+ * A failed disk may be removed: its unrebuilt slots stay recorded as lost (group.lost) and are
+ * rebuilt when room appears (e.g. a disk put in its place).
+ */
+export function planRemove(dm: Diskmap, what: { disks?: readonly string[]; machines?: readonly string[] }, opts: PlanOptions = {}): PlanResult {
+  const t = dm.topology;
+  const keys = new Set((what.disks ?? []).flatMap((r) => resolveDiskRef(t, r).map((e) => e.key)));
+  const ms = new Set((what.machines ?? []).flatMap((r) => resolveMachineRef(t, r)));
+  const topology: Topology = {
+    name: t.name,
+    machines: t.machines.filter((m) => !ms.has(m)).map((m) => ({ ...m, disks: m.disks.filter((d) => !keys.has(diskKey(m, d.disk, d.incarnation))) })),
+  };
+  if (topology.machines.length === 0) return refusedPlan(dm, 'removing every machine leaves no topology');
+  const names = [...(what.disks ?? []), ...(what.machines ?? [])].join(', ');
+  return planChange(dm, topology, { ...opts, reason: opts.reason ?? `remove ${names}` });
+}
+
+/** A plan in figures, for `cairn disk drain/replace` and `diskmap plan`: what moves, from where to where. */
+export interface PlanSummary {
+  readonly fromEpoch: number;
+  readonly toEpoch: number;
+  readonly bucketSizeBytes: number;
+  /** Bucket copies (readable source), rebuilds (from the group's other shards), new-group buckets. */
+  readonly copies: number;
+  readonly rebuilds: number;
+  readonly newBuckets: number;
+  /** Upper bound of the bytes written by copies and rebuilds: every bucket full. */
+  readonly maxBytes: number;
+  /**
+   * Share of all stored shard data that crosses disks (keys handed between groups included):
+   * bytes to move = movedShare × the shard bytes stored (user bytes × width / k).
+   */
+  readonly movedShare: number;
+  /** Buckets (and at most bytes) leaving each disk and arriving at each disk, by label. */
+  readonly from: readonly { readonly disk: string; readonly buckets: number; readonly maxBytes: number }[];
+  readonly to: readonly { readonly disk: string; readonly buckets: number; readonly maxBytes: number }[];
+  readonly usableBytesBefore: number;
+  readonly usableBytesAfter: number;
+  readonly retiredGroups: number;
+}
+
+export function summarizePlan(old: Diskmap, plan: PlanResult): PlanSummary {
+  const next = plan.diskmap;
+  const labels = new Map<string, string>();
+  for (const e of [...diskEntries(old.topology), ...diskEntries(next.topology)]) labels.set(e.key, diskLabel(e));
+  const label = (b: BucketId): string => labels.get(diskKeyOf(b)) ?? `${b.dc}.${b.row}.${b.rack}.${b.machine}.${b.disk} (removed)`;
+  const from = new Map<string, number>();
+  const to = new Map<string, number>();
+  let copies = 0;
+  let rebuilds = 0;
+  let fresh = 0;
+  for (const m of plan.moves) {
+    if (m.kind === 'new') {
+      fresh++;
+      continue;
+    }
+    if (m.kind === 'move') copies++;
+    else rebuilds++;
+    if (m.from !== null) from.set(label(m.from), (from.get(label(m.from)) ?? 0) + 1);
+    to.set(label(m.to), (to.get(label(m.to)) ?? 0) + 1);
+  }
+  const k = old.scheme.kind === 'ec' ? old.scheme.k : 1;
+  const usable = (dm: Diskmap): number => dm.groups.filter((g) => !g.retired).length * k * dm.bucketSizeBytes;
+  const rows = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([disk, buckets]) => ({ disk, buckets, maxBytes: buckets * old.bucketSizeBytes }));
+  return {
+    fromEpoch: old.epoch,
+    toEpoch: next.epoch,
+    bucketSizeBytes: old.bucketSizeBytes,
+    copies,
+    rebuilds,
+    newBuckets: fresh,
+    maxBytes: (copies + rebuilds) * old.bucketSizeBytes,
+    movedShare: next === old ? 0 : movementBetween(old, next).movedShare,
+    from: rows(from),
+    to: rows(to),
+    usableBytesBefore: usable(old),
+    usableBytesAfter: usable(next),
+    retiredGroups: next.diff?.retiredGroups.length ?? 0,
+  };
 }

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';
-import { parseBucketId, type BucketId } from './bucket-id.js';
+import { diskKeyOf, parseBucketId, type BucketId } from './bucket-id.js';
 import { widthOf } from './redundancy.js';
 import { diskEntries, parseTopology, topologyToJson, type TopologyFile } from './topology.js';
 import type { Diskmap, DiskmapDiff, PlacementGroup, Scheme } from './types.js';
@@ -60,8 +60,18 @@ export const diskmapJsonSchema = z.object({
   failureDomain: z.enum(DOMAIN_LEVELS),
   maxShardsPerDomain: z.number().int().min(1).max(32),
   unsafe: z.boolean(),
+  /** Repair headroom (absent in documents written before it existed: none). */
+  headroom: z.enum(['none', 'disk']).default('none'),
   /** Bucket ids as text; parsed and checked by parseDiskmap (faster than a zod transform per id). */
-  groups: z.array(z.object({ id: z.number().int().min(0), buckets: z.array(z.string()), retired: z.boolean().default(false) })),
+  groups: z.array(
+    z.object({
+      id: z.number().int().min(0),
+      buckets: z.array(z.string()),
+      retired: z.boolean().default(false),
+      /** Positions whose bucket is lost (failed or removed disk) and not yet rebuilt. */
+      lost: z.array(z.number().int().min(0).max(31)).optional(),
+    }),
+  ),
   vslotBits: z.number().int().min(0).max(30),
   /** Run-length encoded slot table: [runLength, group, runLength, group, …]. */
   vslotRuns: z.array(z.number().int().min(0)),
@@ -118,7 +128,8 @@ export function diskmapToJson(dm: Diskmap): DiskmapJson {
     failureDomain: dm.failureDomain,
     maxShardsPerDomain: dm.maxShardsPerDomain,
     unsafe: dm.unsafe,
-    groups: dm.groups.map((g) => ({ id: g.id, buckets: g.buckets.map(text), retired: g.retired })),
+    headroom: dm.headroom ?? 'none',
+    groups: dm.groups.map((g) => ({ id: g.id, buckets: g.buckets.map(text), retired: g.retired, ...(g.lost !== undefined && g.lost.length > 0 ? { lost: [...g.lost] } : {}) })),
     vslotBits: dm.vslotBits,
     vslotRuns: encodeRuns(dm.vslotGroup),
     diff:
@@ -176,18 +187,27 @@ export function parseDiskmap(input: string | unknown, source = 'diskmap'): Diskm
       corrupt(source, `groups.${i}.buckets: ${g.retired ? 'a retired group has no buckets' : `expected ${width} buckets for ${JSON.stringify(scheme)}, got ${g.buckets.length}`}`);
     }
     const disks = new Set<string>();
+    const lost = [...new Set(g.lost ?? [])].sort((a, b) => a - b);
+    for (const p of lost) if (p >= g.buckets.length) corrupt(source, `groups.${i}.lost: position ${p} is beyond the group's ${g.buckets.length} buckets`);
     const ids = g.buckets.map((t, s): BucketId => {
       const m = TEXT.exec(t);
       if (m === null) corrupt(source, `groups.${i}.buckets.${s}: "${t.slice(0, 64)}" is not a bucket id (DDRRKKMM-DDDD-BBBB-IIIIIIIIIIIIIIII)`);
       const disk = known.get(`${m[1] as string}/${m[3] as string}`);
-      if (disk === undefined) corrupt(source, `groups.${i}.buckets.${s}: bucket ${t} is on a disk that is not in the topology`);
+      if (disk === undefined && lost.includes(s)) {
+        // A lost slot of a disk removed from the topology: kept until rebuilt elsewhere.
+        const b = parseBucketId(t);
+        if (disks.has(diskKeyOf(b))) corrupt(source, `groups.${i}.buckets.${s}: disk ${diskKeyOf(b)} appears twice in the group`);
+        disks.add(diskKeyOf(b));
+        return b;
+      }
+      if (disk === undefined) corrupt(source, `groups.${i}.buckets.${s}: bucket ${t} is on a disk that is not in the topology (and the slot is not listed as lost)`);
       if (disks.has(disk.key)) corrupt(source, `groups.${i}.buckets.${s}: disk ${disk.key} appears twice in the group`);
       disks.add(disk.key);
       // Every field is in range by construction (hex digits of the right width, a known disk).
       const l = disk.loc;
       return Object.freeze({ dc: l.dc, row: l.row, rack: l.rack, machine: l.machine, disk: l.disk, bucket: parseInt(m[2] as string, 16), incarnation: disk.incarnation });
     });
-    return Object.freeze({ id: i, buckets: Object.freeze(ids), retired: g.retired });
+    return Object.freeze({ id: i, buckets: Object.freeze(ids), retired: g.retired, ...(lost.length > 0 ? { lost: Object.freeze(lost) } : {}) });
   });
   const V = 2 ** j.vslotBits;
   if (j.vslotRuns.length % 2 !== 0) corrupt(source, 'vslotRuns: expected [runLength, group] pairs');
@@ -214,6 +234,7 @@ export function parseDiskmap(input: string | unknown, source = 'diskmap'): Diskm
     failureDomain: j.failureDomain,
     maxShardsPerDomain: j.maxShardsPerDomain,
     unsafe: j.unsafe,
+    headroom: j.headroom,
     groups: Object.freeze(groups),
     vslotBits: j.vslotBits,
     vslotGroup: table,

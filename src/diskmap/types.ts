@@ -5,8 +5,10 @@
  * the logic lives in the other files of src/diskmap.
  */
 import type { BucketId } from './bucket-id.js';
+import type { Headroom } from './layout.js';
 
 export type { BucketId } from './bucket-id.js';
+export type { Headroom } from './layout.js';
 
 export type DiskClass = 'hdd' | 'ssd';
 
@@ -61,6 +63,11 @@ export interface PlacementGroup {
   readonly buckets: readonly BucketId[];
   /** A retired group (after a drain had to shrink the map) receives no keys. */
   readonly retired: boolean;
+  /**
+   * Shard positions whose bucket is lost and not yet rebuilt: its disk failed, or was removed from
+   * the topology (then buckets[i] names a disk that is no longer there). Absent when none.
+   */
+  readonly lost?: readonly number[];
 }
 
 /** One redundancy option evaluated against a topology. */
@@ -76,6 +83,8 @@ export interface RedundancyCandidate {
   /** usableBytes / raw bytes of all data disks. */
   readonly efficiency: number;
   readonly feasible: boolean;
+  /** The repair headroom this evaluation keeps (groups and usable capacity are counted with it). */
+  readonly headroom: Headroom;
   /** Why it is infeasible or why it was not chosen (for people). */
   readonly note: string;
 }
@@ -89,6 +98,10 @@ export interface RedundancyChoice {
   readonly routineDiskLoss: boolean;
   /** True when the choice has no redundancy (one disk, forced with unsafe). */
   readonly unsafe: boolean;
+  /** The repair headroom chosen (see Headroom): `disk` when a lost disk can be rebuilt by itself. */
+  readonly headroom: Headroom;
+  /** One sentence for people: what happens when a disk is lost, and why. */
+  readonly repairNote: string;
 }
 
 /** What changed between the previous epoch and this one. */
@@ -142,6 +155,8 @@ export interface Diskmap {
   readonly maxShardsPerDomain: number;
   /** The map was built with `unsafe` (no redundancy). */
   readonly unsafe: boolean;
+  /** Repair headroom the map keeps (growth keeps it too); absent (= `none`) in documents written before it existed. */
+  readonly headroom?: Headroom;
   readonly groups: readonly PlacementGroup[];
   /** The key space is cut into 2^vslotBits slots; vslotGroup[v] is the group of slot v. */
   readonly vslotBits: number;
@@ -159,6 +174,12 @@ export interface BuildOptions {
   readonly unsafe?: boolean;
   /** Which disk class holds data; default hdd when any active hdd exists, else ssd. */
   readonly dataClass?: DiskClass;
+  /**
+   * Repair headroom: `auto` (default) keeps room to rebuild any one disk when that costs at most
+   * 40% of the capacity, keeps the failure domain and tolerates as many lost shards (the rule in
+   * docs/diskmap.md); `disk` always (refused when nothing fits); `none` never.
+   */
+  readonly headroom?: 'auto' | Headroom;
 }
 
 /** A failure to analyse: disks and/or whole machines (see parseDiskRef for the text forms). */

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { REPO_ROOT, runCairn, tempDir } from '../helpers/env.js';
+import { REPO_ROOT, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
 import { parseDiskmap } from '../../src/diskmap/index.js';
 
 const example = (n: string): string => join(REPO_ROOT, 'examples', 'topologies', n);
@@ -83,6 +83,16 @@ describe('cairn diskmap', () => {
     expect(r.stderr).toMatch(/--scheme "lots"/);
   });
 
+  it('a reader that closes the pipe early (diskmap show | head) ends it quietly: exit 0, no EPIPE trace', async () => {
+    const child = spawnCairn(['diskmap', 'show', example('four-machines-24-disks.json'), '--json']);
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout?.once('data', () => child.stdout?.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    expect(stderr).not.toMatch(/EPIPE/);
+    expect(code).toBe(0);
+  });
+
   // The rest in-process through the same entry point (spawning costs ~2 s of CPU each here).
   it('more usage errors, and --help on each command', async () => {
     const { main } = await import('../../src/cli/main.js');
@@ -94,6 +104,18 @@ describe('cairn diskmap', () => {
       expect(await main(['diskmap', 'plan', example('three-disk-box.json')])).toBe(2);
       expect(await main(['diskmap', 'show', example('three-disk-box.json'), '--groups', '-3'])).toBe(2);
       expect(await main(['diskmap', 'frobnicate'])).toBe(2);
+      expect(await main(['diskmap', 'plan', example('three-disk-box.json'), '--replace', 'box1/0'])).toBe(2);
+      expect(await main(['diskmap', 'plan', example('three-disk-box.json'), '--replace', 'box1/0', '--with', 'nonsense'])).toBe(2);
+      expect(await main(['diskmap', 'show', example('three-disk-box.json'), '--headroom', 'lots'])).toBe(2);
+      expect(await main(['diskmap', 'plan', example('three-disk-box.json'), '--replace', 'box1/0', '--with', 'box1/0:6TB'])).toBe(1);
+      expect(errSpy.mock.calls.map((c) => String(c[0])).join('')).toMatch(/mark it failed first/);
+      // plan --replace shows where the bytes go.
+      outSpy.mockClear();
+      expect(await main(['diskmap', 'plan', example('three-machines-two-disks.json'), '--replace', 'node1/0', '--with', 'node1/5:6TB:77aa'])).toBe(0);
+      const text = outSpy.mock.calls.map((c) => String(c[0])).join('');
+      expect(text).toMatch(/bytes to move: at most/);
+      expect(text).toMatch(/from: node1\/0 \d+/);
+      expect(text).toMatch(/to: +node1\/5 \d+/);
       const notJson = join(dir.path, 'not-json.json');
       await writeFile(notJson, '{ not json');
       expect(await main(['diskmap', 'show', notJson])).toBe(1);

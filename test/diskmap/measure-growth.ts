@@ -13,7 +13,7 @@ const showWorst = process.argv.includes('--worst');
 
 const tryBuild = (t: Topology): Diskmap | undefined => {
   try {
-    return buildDiskmap(t, { bucketSizeBytes: BUCKET });
+    return buildDiskmap(t, { bucketSizeBytes: BUCKET, headroom: 'none' });
   } catch {
     return undefined;
   }

@@ -24,7 +24,7 @@ import { BUCKET, evenTopologyArb, machineOf, slotsPerDisk, tolerance, topo, topo
 
 const build = (ms: number[][], racks?: number): Diskmap | undefined => {
   try {
-    return buildDiskmap(topo(ms, racks !== undefined ? { racks } : {}), { bucketSizeBytes: BUCKET });
+    return buildDiskmap(topo(ms, racks !== undefined ? { racks } : {}), { bucketSizeBytes: BUCKET, headroom: 'none' });
   } catch (err) {
     // Only "nothing fits" is acceptable (e.g. two disks of very different sizes still fit 2 replicas).
     expect(String(err)).toMatch(/no redundancy scheme fits|one data disk/);
@@ -90,7 +90,7 @@ describe('placement groups', () => {
         const t = topo(ms, { racks });
         const dm = build(ms, racks);
         if (dm === undefined) return;
-        const bound = chooseRedundancy(t, { bucketSizeBytes: BUCKET }).chosen.groups;
+        const bound = chooseRedundancy(t, { bucketSizeBytes: BUCKET, headroom: 'none' }).chosen.groups;
         expect(dm.groups.length).toBeLessThanOrEqual(bound);
         expect(dm.groups.length).toBeGreaterThanOrEqual(bound - 1);
       }),

@@ -11,28 +11,35 @@ const GiB64 = 64 * 2 ** 30;
 const tbTopo = (machines: number[][]) => topo(machines.map((ds) => ds.map((tb) => Math.floor((tb * TB) / 2 ** 20))));
 const opts = { bucketSizeBytes: GiB64 };
 
-const rows: [string, number[][], Scheme, string][] = [
-  ['2 disks', [[6, 6]], { kind: 'replica', n: 2 }, 'disk'],
-  ['3 equal disks in one box', [[6, 6, 6]], { kind: 'ec', k: 2, m: 1 }, 'disk'],
-  ['3 uneven disks 1,1,6 TB', [[1, 1, 6]], { kind: 'replica', n: 2 }, 'disk'],
-  ['4 equal disks in one box', [[6, 6, 6, 6]], { kind: 'ec', k: 3, m: 1 }, 'disk'],
-  ['2 machines x 3 disks', [[6, 6, 6], [6, 6, 6]], { kind: 'replica', n: 2 }, 'machine'],
-  ['3 machines x 1 disk', [[6], [6], [6]], { kind: 'ec', k: 2, m: 1 }, 'machine'],
-  ['3 machines x 2 disks', [[6, 6], [6, 6], [6, 6]], { kind: 'ec', k: 4, m: 2 }, 'machine'],
-  ['24 disks in one box', [Array(24).fill(6)], { kind: 'ec', k: 8, m: 2 }, 'disk'],
-  ['4 machines x 6 disks', Array.from({ length: 4 }, () => Array(6).fill(12)), { kind: 'ec', k: 12, m: 4 }, 'machine'],
-  ['12 machines x 5 disks', Array.from({ length: 12 }, () => Array(5).fill(6)), { kind: 'ec', k: 8, m: 2 }, 'machine'],
+// [name, disks (TB per disk, per machine), chosen scheme, failure domain, headroom, the scheme without headroom]
+const rows: [string, number[][], Scheme, string, string, Scheme][] = [
+  ['2 disks', [[6, 6]], { kind: 'replica', n: 2 }, 'disk', 'none', { kind: 'replica', n: 2 }],
+  ['3 equal disks in one box', [[6, 6, 6]], { kind: 'ec', k: 2, m: 1 }, 'disk', 'none', { kind: 'ec', k: 2, m: 1 }],
+  ['3 uneven disks 1,1,6 TB', [[1, 1, 6]], { kind: 'replica', n: 2 }, 'disk', 'none', { kind: 'replica', n: 2 }],
+  ['4 equal disks in one box', [[6, 6, 6, 6]], { kind: 'ec', k: 2, m: 1 }, 'disk', 'disk', { kind: 'ec', k: 3, m: 1 }],
+  ['2 machines x 3 disks', [[6, 6, 6], [6, 6, 6]], { kind: 'replica', n: 2 }, 'machine', 'disk', { kind: 'replica', n: 2 }],
+  ['3 machines x 1 disk', [[6], [6], [6]], { kind: 'ec', k: 2, m: 1 }, 'machine', 'none', { kind: 'ec', k: 2, m: 1 }],
+  ['3 machines x 2 disks', [[6, 6], [6, 6], [6, 6]], { kind: 'ec', k: 4, m: 2 }, 'machine', 'none', { kind: 'ec', k: 4, m: 2 }],
+  ['3 machines x 3 disks', [[6, 6, 6], [6, 6, 6], [6, 6, 6]], { kind: 'ec', k: 4, m: 2 }, 'machine', 'disk', { kind: 'ec', k: 6, m: 3 }],
+  ['24 disks in one box', [Array(24).fill(6)], { kind: 'ec', k: 8, m: 2 }, 'disk', 'disk', { kind: 'ec', k: 8, m: 2 }],
+  ['4 machines x 6 disks', Array.from({ length: 4 }, () => Array(6).fill(12)), { kind: 'ec', k: 8, m: 3 }, 'machine', 'disk', { kind: 'ec', k: 12, m: 4 }],
+  ['12 machines x 5 disks', Array.from({ length: 12 }, () => Array(5).fill(6)), { kind: 'ec', k: 8, m: 2 }, 'machine', 'disk', { kind: 'ec', k: 8, m: 2 }],
 ];
 
 describe('redundancy rule', () => {
-  it.each(rows)('%s → %j per %s', (_name, machines, scheme, domain) => {
+  it.each(rows)('%s → %j per %s, headroom %s (without: %j)', (_name, machines, scheme, domain, headroom, withoutHeadroom) => {
     const c = chooseRedundancy(tbTopo(machines), opts);
     expect(c.chosen.scheme).toEqual(scheme);
     expect(c.chosen.failureDomain).toBe(domain);
+    expect(c.headroom).toBe(headroom);
+    expect(c.repairNote).toMatch(headroom === 'disk' ? /rebuilt on the other disks by themselves/ : /degraded until the disk is replaced/);
+    const none = chooseRedundancy(tbTopo(machines), { ...opts, headroom: 'none' });
+    expect(none.chosen.scheme).toEqual(withoutHeadroom);
+    expect(none.headroom).toBe('none');
     // Every candidate reports its usable capacity; the chosen one keeps the most at its level.
     for (const cand of c.candidates) {
       expect(cand.usableBytes).toBeGreaterThanOrEqual(0);
-      if (cand.feasible && cand.failureDomain === c.chosen.failureDomain) {
+      if (cand.feasible && cand.failureDomain === c.chosen.failureDomain && cand.headroom === c.chosen.headroom) {
         expect(cand.usableBytes).toBeLessThanOrEqual(c.chosen.usableBytes * 1.01);
       }
     }
@@ -90,7 +97,7 @@ describe('example topologies (examples/topologies)', () => {
     ['three-disk-box.json', { kind: 'ec', k: 2, m: 1 }, 'disk'],
     ['uneven-1-1-6.json', { kind: 'replica', n: 2 }, 'disk'],
     ['three-machines-two-disks.json', { kind: 'ec', k: 4, m: 2 }, 'machine'],
-    ['four-machines-24-disks.json', { kind: 'ec', k: 12, m: 4 }, 'machine'],
+    ['four-machines-24-disks.json', { kind: 'ec', k: 8, m: 3 }, 'machine'],
   ])('%s builds with %j per %s', async (file, scheme, domain) => {
     const { readFile } = await import('node:fs/promises');
     const { join } = await import('node:path');

@@ -3,6 +3,7 @@
  * Reads a topology file (or a diskmap document), prints readable tables, or JSON with --json.
  * Pure planning: nothing here talks to a cluster; `plan --out` writes the next document to a file.
  */
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
@@ -21,6 +22,11 @@ import {
   parseSize,
   parseTopology,
   planChange,
+  planNodeDrain,
+  planReplace,
+  repairOutlook,
+  summarizePlan,
+  type PlanResult,
   schemeText,
   serializeDiskmap,
   widthOf,
@@ -60,6 +66,7 @@ const buildOptsSchema = z.object({
   scheme: z.string().optional(),
   unsafe: z.boolean().optional(),
   dataClass: z.enum(['hdd', 'ssd']).optional(),
+  headroom: z.enum(['auto', 'disk', 'none'], { error: '--headroom must be auto, disk or none' }).optional(),
   json: z.boolean().optional(),
 });
 
@@ -71,6 +78,7 @@ function buildOpts(raw: unknown): { opts: BuildOptions; json: boolean } {
       ...(o.scheme !== undefined ? { scheme: parseSchemeText(o.scheme) } : {}),
       ...(o.unsafe === true ? { unsafe: true } : {}),
       ...(o.dataClass !== undefined ? { dataClass: o.dataClass } : {}),
+      ...(o.headroom !== undefined ? { headroom: o.headroom } : {}),
     },
     json: o.json === true,
   };
@@ -99,16 +107,34 @@ async function loadMapOrTopology(path: string, opts: BuildOptions): Promise<{ di
   return { diskmap: buildDiskmap(parseTopology(v, path), opts), built: true };
 }
 
-const out = (s: string): void => void process.stdout.write(`${s}\n`);
+/**
+ * `cairn diskmap show | head` closes the pipe early: that ends the output, it is not an error
+ * (no EPIPE stack trace). Installed once, before the first line is written.
+ */
+let pipeGuard = false;
+function guardPipe(): void {
+  if (pipeGuard) return;
+  pipeGuard = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
+const out = (s: string): void => {
+  guardPipe();
+  process.stdout.write(`${s}\n`);
+};
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
 function candidatesTable(choice: RedundancyChoice): string {
   return formatTable(
-    ['scheme', 'survives', 'max/domain', 'groups', 'usable', 'efficiency', 'note'],
+    ['scheme', 'survives', 'max/domain', 'repair room', 'groups', 'usable', 'efficiency', 'note'],
     choice.candidates.map((c) => [
       schemeText(c.scheme),
       c.feasible ? `any 1 ${c.failureDomain}` : '-',
       c.maxShardsPerDomain,
+      c.headroom === 'disk' ? 'yes' : 'no',
       c.groups,
       formatBytes(c.usableBytes),
       pct(c.efficiency),
@@ -166,8 +192,10 @@ function printShow(dm: Diskmap, choice: RedundancyChoice | undefined, groupsShow
   out(`  buckets:      ${formatBytes(dm.bucketSizeBytes)} each on ${dm.dataClass} disks`);
   out(`  groups:       ${s.groups} of ${widthOf(dm.scheme)} buckets; key space in ${2 ** dm.vslotBits} slots`);
   out(`  usable:       ${formatBytes(s.usableBytes)} of ${formatBytes(s.rawBytes)} raw (${pct(s.rawBytes > 0 ? s.usableBytes / s.rawBytes : 0)})`);
+  out(`  largest disk: ${choice !== undefined ? `${pct(choice.maxDiskShare)} of all buckets` : 'see the disks below'}`);
+  out(`  repair:       ${repairOutlook(dm).summary}`);
   if (choice !== undefined) {
-    out(`  largest disk: ${pct(choice.maxDiskShare)} of all buckets — ${choice.routineDiskLoss ? 'a disk loss is routine (≤ 5%): repair starts by itself' : 'a disk loss is an operator event (> 5%)'}`);
+    out(`  headroom:     ${choice.repairNote}`);
     out('\nredundancy candidates:');
     out(candidatesTable(choice));
   }
@@ -194,6 +222,7 @@ export function register(program: Command): void {
   const dm = program
     .command('diskmap')
     .description('the placement planner: buckets, redundancy, placement groups, change plans, failure analysis');
+  dm.hook('preAction', () => guardPipe());
 
   dm.command('show')
     .description('build the diskmap of a topology file (or read a diskmap document) and print it')
@@ -202,6 +231,7 @@ export function register(program: Command): void {
     .option('--scheme <scheme>', 'force a scheme: K+M (e.g. 4+2) or NX (e.g. 3x)')
     .option('--unsafe', 'allow a map without redundancy (one disk)')
     .option('--data-class <class>', 'disk class that holds data: hdd or ssd')
+    .option('--headroom <policy>', 'spare room to rebuild a lost disk: auto (default), disk or none')
     .option('--groups <n>', 'placement groups to list', '10')
     .option('--json', 'print the diskmap document and the redundancy choice as JSON')
     .action(async (file: string, raw: Record<string, unknown>) => {
@@ -230,10 +260,14 @@ export function register(program: Command): void {
     .argument('[new]', 'new topology file')
     .option('--drain <disks...>', 'drain these disks (MACHINE/DISK, e.g. box1/0)')
     .option('--fail <disks...>', 'mark these disks failed and plan their repair')
+    .option('--drain-node <machines...>', 'drain every disk of these machines (name or DC.ROW.RACK.MACHINE)')
+    .option('--replace <old>', 'replace this disk (MACHINE/DISK) with the one given by --with, the new device in first')
+    .option('--with <disk>', 'the new disk of --replace: MACHINE/DISK:SIZE[:INCARNATION], e.g. box1/3:6TB:5c1e9a0b7d3f4a21')
     .option('--bucket-size <size>', 'bucket size when <old> is a topology')
     .option('--scheme <scheme>', 'scheme when <old> is a topology')
     .option('--unsafe', 'allow a single copy when <old> is a topology of one disk')
     .option('--data-class <class>', 'disk class that holds data: hdd or ssd')
+    .option('--headroom <policy>', 'spare room to rebuild a lost disk when <old> is a topology: auto, disk or none')
     .option('--out <file>', 'write the next diskmap document to this file')
     .option('--moves <n>', 'moves to list', '20')
     .option('--json', 'print the plan as JSON')
@@ -241,16 +275,35 @@ export function register(program: Command): void {
       const movesShown = parseOptions(groupsOptSchema, raw.moves);
       const drain = (raw.drain as string[] | undefined) ?? [];
       const failed = (raw.fail as string[] | undefined) ?? [];
+      const drainNodes = (raw.drainNode as string[] | undefined) ?? [];
+      const replace = raw.replace as string | undefined;
+      const withDisk = raw.with as string | undefined;
       const outFile = raw.out as string | undefined;
-      const { opts, json } = buildOpts({ ...raw, drain: undefined, fail: undefined, out: undefined, moves: undefined });
-      if (newFile === undefined && drain.length === 0 && failed.length === 0) {
-        throw usageError('plan needs a new topology file, --drain DISK or --fail DISK');
+      const { opts, json } = buildOpts({ ...raw, drain: undefined, fail: undefined, out: undefined, moves: undefined, drainNode: undefined, replace: undefined, with: undefined });
+      if (newFile === undefined && drain.length === 0 && failed.length === 0 && drainNodes.length === 0 && replace === undefined) {
+        throw usageError('plan needs a new topology file, --drain DISK, --drain-node MACHINE, --replace OLD --with NEW or --fail DISK');
       }
+      if ((replace === undefined) !== (withDisk === undefined)) throw usageError('--replace OLD and --with MACHINE/DISK:SIZE go together');
+      if (replace !== undefined && (newFile !== undefined || drain.length + failed.length + drainNodes.length > 0)) {
+        throw usageError('--replace is planned on its own (no new topology, --drain or --fail with it)');
+      }
+      if (drainNodes.length > 0 && (newFile !== undefined || drain.length + failed.length > 0)) throw usageError('--drain-node is planned on its own');
       const { diskmap: old } = await loadMapOrTopology(oldFile, opts);
-      let topology: Topology = newFile !== undefined ? parseTopology(await readJson(newFile), newFile) : old.topology;
-      if (drain.length > 0) topology = withDiskState(topology, drain, 'draining');
-      if (failed.length > 0) topology = withDiskState(topology, failed, 'failed');
-      const plan = planChange(old, topology, { reason: [newFile !== undefined ? `topology ${newFile}` : '', ...drain.map((d) => `drain ${d}`), ...failed.map((d) => `fail ${d}`)].filter(Boolean).join('; ') });
+      let plan: PlanResult;
+      if (replace !== undefined) {
+        const m = /^([^/:]+)\/(\d{1,5}):([^:]+)(?::([0-9a-fA-F]{1,16}))?$/.exec(withDisk as string);
+        const size = m === null ? undefined : parseSize(m[3] as string);
+        if (m === null || size === undefined || size <= 0) throw usageError(`--with "${withDisk as string}": expected MACHINE/DISK:SIZE[:INCARNATION], e.g. box1/3:6TB:5c1e9a0b7d3f4a21`);
+        const incarnation = m[4] !== undefined ? BigInt(`0x${m[4]}`) : BigInt(`0x${randomBytes(8).toString('hex')}`);
+        plan = planReplace(old, replace, { machine: m[1] as string, disk: Number(m[2]), capacityBytes: size, incarnation });
+      } else if (drainNodes.length > 0) {
+        plan = planNodeDrain(old, drainNodes);
+      } else {
+        let topology: Topology = newFile !== undefined ? parseTopology(await readJson(newFile), newFile) : old.topology;
+        if (drain.length > 0) topology = withDiskState(topology, drain, 'draining');
+        if (failed.length > 0) topology = withDiskState(topology, failed, 'failed');
+        plan = planChange(old, topology, { reason: [newFile !== undefined ? `topology ${newFile}` : '', ...drain.map((d) => `drain ${d}`), ...failed.map((d) => `fail ${d}`)].filter(Boolean).join('; ') });
+      }
       if (plan.refused !== undefined) {
         if (json) printJson({ refused: plan.refused, epoch: old.epoch });
         throw new CairnError('ENOTEMPTY', `plan refused:\n  ${plan.refused.join('\n  ')}`);
@@ -260,8 +313,10 @@ export function register(program: Command): void {
       if (outFile !== undefined && next !== old) await writeFileDurable(outFile, serializeDiskmap(next));
       const kinds = { move: 0, repair: 0, new: 0 };
       for (const m of plan.moves) kinds[m.kind]++;
+      const figures = summarizePlan(old, plan);
       if (json) {
         printJson({
+          summary: figures,
           fromEpoch: old.epoch,
           epoch: next.epoch,
           changed: next !== old,
@@ -285,6 +340,13 @@ export function register(program: Command): void {
       out(`  groups ${before.groups} → ${after.groups} (${next.diff?.addedGroups.length ?? 0} new, ${next.diff?.retiredGroups.length ?? 0} retired); usable ${formatBytes(before.usableBytes)} → ${formatBytes(after.usableBytes)}`);
       out(`  bucket moves: ${kinds.move} copy, ${kinds.repair} rebuild, ${kinds.new} new-group buckets; key-space hand-overs: ${plan.keyMoves.length}`);
       out(`  data crossing disks: ${pct(movement.movedShare)} (minimum ${pct(movement.minimumShare)}); copied within a disk: ${pct(movement.localShare)}`);
+      out(`  bytes to move: at most ${formatBytes(figures.maxBytes)} (${kinds.move + kinds.repair} bucket(s) of ${formatBytes(old.bucketSizeBytes)}, if full)`);
+      if (figures.from.length > 0 || figures.to.length > 0) {
+        const fromText = figures.from.map((r) => `${r.disk} ${r.buckets}`).join(', ');
+        const toText = figures.to.map((r) => `${r.disk} ${r.buckets}`).join(', ');
+        out(`  from: ${fromText === '' ? '-' : fromText} (rebuilt slots have no readable source)`);
+        out(`  to:   ${toText}`);
+      }
       for (const w of plan.warnings) out(`warning: ${w}`);
       if (plan.moves.length > 0) {
         out(`\nbucket moves (first ${Math.min(movesShown, plan.moves.length)} of ${plan.moves.length}):`);
