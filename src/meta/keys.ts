@@ -12,6 +12,8 @@
  *   d:<parent>\0<name>   directory entry {ino, type}
  *   x:<ino>\0<name>      extended attribute (base64)
  *   f:<ino>              layout of the current version {version, extents}
+ *   b:<ino>              inline content of the current version (base64; checksum in the layout)
+ *   m:inlineBytes        total bytes of inline content (the inline budget counts against it)
  *   c:<ino>:<version>    commit record {state visible|durable, …}
  *   l:<ino>              write lease {holder, token, expiresAtMs}
  *   o:<ino>              orphan marker: unlinked while a lease kept it open
@@ -37,6 +39,9 @@ export const K = {
   xattr: (ino: number, name: string): string => `x:${hex(ino)}\0${name}`,
   xattrPrefix: (ino: number): string => `x:${hex(ino)}\0`,
   layout: (ino: number): string => `f:${hex(ino)}`,
+  inline: (ino: number): string => `b:${hex(ino)}`,
+  inlinePrefix: 'b:',
+  inlineBytes: 'm:inlineBytes',
   commit: (ino: number, version: number): string => `c:${hex(ino)}:${hex(version)}`,
   commitPrefix: (ino: number): string => `c:${hex(ino)}:`,
   lease: (ino: number): string => `l:${hex(ino)}`,

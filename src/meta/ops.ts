@@ -25,6 +25,12 @@ export const NODE_RECORD_MAX_BYTES = 1024 * 1024;
 /** Largest diskmap document accepted (JSON bytes). */
 export const DISKMAP_MAX_BYTES = 32 * 1024 * 1024;
 export const ROOT_INO = 1;
+/**
+ * Largest file content the metadata stores inline (docs/meta.md, "Inline small files"). The
+ * client's threshold (CairnFs `inlineMaxBytes`, default 64 KiB) must not pass it; entries stay
+ * far below their 8 MiB bound.
+ */
+export const INLINE_MAX_BYTES = 256 * 1024;
 
 const utf8 = new TextEncoder();
 
@@ -113,6 +119,14 @@ export const extentSchema = z
   .strict();
 export type Extent = z.infer<typeof extentSchema>;
 
+/** Inline file content as canonical base64 (at most INLINE_MAX_BYTES once decoded). */
+const inlineB64Schema = z
+  .string()
+  .max(Math.ceil(INLINE_MAX_BYTES / 3) * 4)
+  .refine((b) => Buffer.from(b, 'base64').toString('base64') === b, 'inline data is not canonical base64');
+/** The proposer's inline budget: total inline bytes the metadata may hold (the service sets it from its config). */
+const inlineBudget = u53;
+
 const owner = { mode: z.number().int().min(0).max(0o7777), uid: u32, gid: u32 };
 
 export const opSchema = z.discriminatedUnion('op', [
@@ -165,6 +179,23 @@ export const opSchema = z.discriminatedUnion('op', [
       mtimeMs: timeMs.optional(),
       /** Every shard of the new chunks is stored already: record the version durable at once (no markDurable). */
       durable: z.boolean().optional(),
+      /** The whole content stored inline in the metadata (extents must then be empty); always durable. */
+      inlineB64: inlineB64Schema.optional(),
+      inlineBudget: inlineBudget.optional(),
+    })
+    .strict(),
+  // A whole small file in one operation: a new inode holding `dataB64` inline (version 1, durable),
+  // linked at `at` in place of an existing regular file (as a rename over it would), parents made
+  // with mkdirs. The file service's put of a small file is this one Raft write.
+  z
+    .object({
+      op: z.literal('putFile'),
+      at: entryRefSchema,
+      ...owner,
+      dataB64: inlineB64Schema,
+      mtimeMs: timeMs.optional(),
+      mkdirs: z.boolean(),
+      inlineBudget,
     })
     .strict(),
   z.object({ op: z.literal('markDurable'), ino, version: u53 }).strict(),

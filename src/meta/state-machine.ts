@@ -57,9 +57,17 @@ export interface DirEntry {
   type: InodeType;
 }
 
+/** Where a version's content is stored inline (in the metadata, key b:<ino>): its length and SHA-256. */
+export interface InlineRef {
+  length: number;
+  sha256: string;
+}
+
 export interface Layout {
   version: number;
   extents: Extent[];
+  /** Set when the content is stored inline (then `extents` is empty): bytes [0, length), zeros after. */
+  inline?: InlineRef;
 }
 
 export type CommitState = 'visible' | 'durable';
@@ -243,6 +251,8 @@ export class MetaStateMachine implements StateMachine {
   private applied = { index: 0, term: 0 };
   private lastRev = 0;
   private firstRev = 1;
+  /** Total bytes of inline content (m:inlineBytes), for the budget metric. */
+  private inlineTotal = 0;
   private lock: Promise<void> = Promise.resolve();
   private readonly revListeners = new Set<() => void>();
   private readonly log = logger('meta-sm');
@@ -301,6 +311,7 @@ export class MetaStateMachine implements StateMachine {
     this.applied = applied === undefined ? { index: 0, term: 0 } : (JSON.parse(applied) as { index: number; term: number });
     this.lastRev = Number((await this.db.get(K.rev)) ?? '0');
     this.firstRev = Number((await this.db.get(K.firstRev)) ?? '1');
+    this.inlineTotal = Number((await this.db.get(K.inlineBytes)) ?? '0');
   }
 
   private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -390,6 +401,8 @@ export class MetaStateMachine implements StateMachine {
         if (value === null) batch.del(key);
         else batch.put(key, value instanceof JsonValue ? JSON.stringify(value.value) : value);
       }
+      const ib = tx.writes.get(K.inlineBytes);
+      if (typeof ib === 'string') this.inlineTotal = Number(ib);
       const written = batch.write({ sync: this.syncApply });
       written.catch(() => undefined); // observed by whoever awaits this.writing next
       this.writing = written;
@@ -608,12 +621,51 @@ export class MetaStateMachine implements StateMachine {
     return i.target ?? '';
   }
 
-  async layout(ref: Ref): Promise<Layout> {
+  /**
+   * The current layout of a file; with inline content, `data` holds it, checked against its
+   * SHA-256 (ECORRUPT, never wrong bytes).
+   */
+  async layout(ref: Ref): Promise<Layout & { data?: Buffer }> {
     await this.settled();
     const r = this.reader();
     const i = await r.resolve(ref);
     if (i.type !== 'file') fail(i.type === 'dir' ? 'EISDIR' : 'EINVAL', `inode ${i.ino} is not a regular file`);
-    return (await r.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
+    const l = (await r.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
+    if (l.inline === undefined) return l;
+    return { ...l, data: checkedInline(i.ino, l.inline, await r.tx.get(K.inline(i.ino))) };
+  }
+
+  /** Total bytes of inline content held (what the inline budget counts). */
+  inlineBytes(): number {
+    return this.inlineTotal;
+  }
+
+  /**
+   * Scrub of inline content: every inline blob read and checked against its layout's length and
+   * SHA-256. Returns how many were checked and the inodes whose content does not match.
+   */
+  async scrubInline(): Promise<{ checked: number; bytes: number; bad: number[] }> {
+    await this.settled();
+    this.checkOpen();
+    const snap = this.db.snapshot();
+    const out = { checked: 0, bytes: 0, bad: [] as number[] };
+    try {
+      for await (const [k, v] of this.db.iterator({ gte: 'f:', lt: prefixEnd('f:'), snapshot: snap })) {
+        const l = JSON.parse(v) as Layout;
+        if (l.inline === undefined) continue;
+        const ino = parseInt(k.slice(2), 16);
+        out.checked++;
+        out.bytes += l.inline.length;
+        try {
+          checkedInline(ino, l.inline, await this.db.get(K.inline(ino), { snapshot: snap }));
+        } catch {
+          out.bad.push(ino);
+        }
+      }
+    } finally {
+      await snap.close();
+    }
+    return out;
   }
 
   /**
@@ -734,6 +786,15 @@ export class MetaStateMachine implements StateMachine {
     await this.settled();
     return this.db.iterator().all();
   }
+}
+
+/** Inline content checked against its length and SHA-256: ECORRUPT, never wrong bytes. */
+function checkedInline(ino: number, ref: InlineRef, b64: string | undefined): Buffer {
+  const data = b64 === undefined ? undefined : Buffer.from(b64, 'base64');
+  if (data === undefined || data.length !== ref.length || createHash('sha256').update(data).digest('hex') !== ref.sha256) {
+    fail('ECORRUPT', `inline content of inode ${ino} does not match its checksum (${data === undefined ? 'missing' : `${data.length} bytes`}); restore it from another node's snapshot`);
+  }
+  return data;
 }
 
 function errResult(err: unknown): ApplyResult {
@@ -929,6 +990,7 @@ class ApplyCtx {
 
   /** Remove an inode and everything hanging off it. */
   async deleteInode(i: Inode): Promise<void> {
+    if (i.type === 'file') await this.setInline(i.ino, undefined);
     this.tx.del(K.inode(i.ino));
     this.tx.del(K.layout(i.ino));
     this.tx.del(K.lease(i.ino));
@@ -1066,7 +1128,9 @@ class ApplyCtx {
         const extents = layout.extents
           .filter((e) => e.offset < op.size)
           .map((e) => (e.offset + e.length > op.size ? { ...e, length: op.size - e.offset } : e));
-        return this.installVersion(i, op.fence, op.size, extents, this.nowMs, 'durable', 'truncate');
+        // Inline content is cut with the file (never grown: the bytes past it read as zeros).
+        const data = layout.inline === undefined ? undefined : checkedInline(i.ino, layout.inline, await this.tx.get(K.inline(i.ino))).subarray(0, op.size);
+        return this.installVersion(i, op.fence, op.size, extents, this.nowMs, 'durable', 'truncate', data);
       }
       case 'setxattr': {
         const i = await this.resolve(op.node);
@@ -1110,7 +1174,42 @@ class ApplyCtx {
           end = e.offset + e.length;
           if (end > op.size) opFail('EINVAL', `extent at ${e.offset} ends at ${end}, past the file size ${op.size}`);
         }
+        if (op.inlineB64 !== undefined) {
+          // Inline content: the whole version lives in the metadata, durable once this entry is.
+          const data = Buffer.from(op.inlineB64, 'base64');
+          if (op.extents.length > 0) opFail('EINVAL', 'a commit with inline content has no extents');
+          if (data.length > op.size) opFail('EINVAL', `inline content of ${data.length} bytes is longer than the file size ${op.size}`);
+          const before = await this.inlineTotal();
+          const r = await this.installVersion(i, op.fence, op.size, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+          await this.checkBudget(before, op.inlineBudget);
+          return r;
+        }
         return this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
+      }
+      case 'putFile': {
+        const data = Buffer.from(op.dataB64, 'base64');
+        const before = await this.inlineTotal();
+        const { dir, name } = op.mkdirs ? await this.resolveEntryMaking(op.at, op.uid, op.gid) : await this.resolveEntry(op.at);
+        const path = await this.childPath(dir, name);
+        const existing = await this.lookup(dir.ino, name);
+        if (existing !== undefined && existing.type !== 'file') {
+          opFail(existing.type === 'dir' ? 'EISDIR' : 'EINVAL', `${path || name} exists and is not a regular file`);
+        }
+        const ino = await this.allocIno();
+        const i = this.newInode(ino, 'file', dir, name, op.mode, op.uid, op.gid);
+        if (existing !== undefined) {
+          // As a rename over it: the old file loses this link (kept as an orphan while leased).
+          this.touchDir(dir, -1, 0);
+          await this.dropLink(existing.ino, dir.ino, name);
+          this.emit('unlink', path, existing.ino, 0);
+        }
+        this.putInode(i);
+        this.tx.putJson(K.dirent(dir.ino, name), { ino, type: 'file' });
+        this.touchDir(dir, 1, 0);
+        this.emit('create', path, ino, 0);
+        const r = await this.installVersion(i, 0, data.length, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+        await this.checkBudget(before, op.inlineBudget);
+        return r;
       }
       case 'markDurable': {
         const i = await this.mustInode(op.ino);
@@ -1228,16 +1327,80 @@ class ApplyCtx {
     return lease;
   }
 
+  async inlineTotal(): Promise<number> {
+    return Number((await this.tx.get(K.inlineBytes)) ?? '0');
+  }
+
+  /**
+   * The inline budget, checked once an operation's effects are known: ENOSPC (and nothing
+   * changes) when it grew the total of inline bytes past `budget`. An operation that shrinks
+   * the total (or leaves it) always passes, even over a lowered budget.
+   */
+  async checkBudget(before: number, budget: number | undefined): Promise<void> {
+    const after = await this.inlineTotal();
+    if (budget !== undefined && after > before && after > budget) {
+      opFail('ENOSPC', `the metadata's inline budget is full (${before} bytes held, this needs ${after - before} more, budget ${budget}); store this file in chunks`, {
+        inlineBytes: before,
+        budget,
+      });
+    }
+  }
+
+  /** Set (data) or drop (undefined) a file's inline content, keeping the total in m:inlineBytes. */
+  async setInline(ino: number, data: Buffer | undefined): Promise<InlineRef | undefined> {
+    const old = (await this.tx.getJson<Layout>(K.layout(ino)))?.inline;
+    const oldLen = old?.length ?? 0;
+    const newLen = data?.length ?? 0;
+    if (old === undefined && data === undefined) return undefined;
+    const total = await this.inlineTotal();
+    if (newLen !== oldLen) this.tx.put(K.inlineBytes, String(total - oldLen + newLen));
+    if (data === undefined) {
+      this.tx.del(K.inline(ino));
+      return undefined;
+    }
+    this.tx.put(K.inline(ino), data.toString('base64'));
+    return { length: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+  }
+
+  /** resolveEntry, making every missing directory of a path on the way (mkdir -p; 0755). */
+  async resolveEntryMaking(ref: EntryRef, uid: number, gid: number): Promise<{ dir: Inode; name: string }> {
+    if ('parent' in ref) return this.resolveEntry(ref);
+    const parts = splitPath(ref.path);
+    const name = parts.pop();
+    assert(name !== undefined, 'entry path has a name');
+    let cur = await this.mustInode(ROOT_INO);
+    let walked = '';
+    for (const p of parts) {
+      walked += `/${p}`;
+      const d = await this.lookup(cur.ino, p);
+      if (d !== undefined) {
+        if (d.type !== 'dir') opFail('ENOTDIR', `${walked} is not a directory`);
+        cur = await this.mustInode(d.ino);
+        continue;
+      }
+      const ino = await this.allocIno();
+      const made = this.newInode(ino, 'dir', cur, p, 0o755, uid, gid);
+      this.putInode(made);
+      this.tx.putJson(K.dirent(cur.ino, p), { ino, type: 'dir' });
+      this.touchDir(cur, 1, 1);
+      this.emit('mkdir', walked, ino, 0);
+      cur = made;
+    }
+    return { dir: cur, name };
+  }
+
   private async installVersion(
     i: Inode, fence: number, size: number, extents: Extent[], mtimeMs: number, state: CommitState, kind: 'commit' | 'truncate',
+    data?: Buffer,
   ): Promise<Record<string, unknown>> {
+    const inline = await this.setInline(i.ino, data);
     const version = i.version + 1;
     i.version = version;
     i.size = size;
     i.mtimeMs = mtimeMs;
     i.ctimeMs = this.nowMs;
     this.putInode(i);
-    this.tx.putJson(K.layout(i.ino), { version, extents } satisfies Layout);
+    this.tx.putJson(K.layout(i.ino), (inline === undefined ? { version, extents } : { version, extents, inline }) satisfies Layout);
     const path = await this.pathOfInode(i);
     this.emit(kind, path, i.ino, version);
     // A commit recorded durable at once: the watch feed says what commit + markDurable would.
