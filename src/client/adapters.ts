@@ -25,9 +25,10 @@ function tokenOf(token: string): number {
   return t;
 }
 
-function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[]): FileAttr {
+function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[], inline?: Buffer): FileAttr {
   if (attr.type !== 'file') throw new CairnError(attr.type === 'dir' ? 'EISDIR' : 'EINVAL', `${path} is not a regular file`);
   return {
+    ...(inline !== undefined ? { inline } : {}),
     fileId: String(attr.ino),
     path,
     size: attr.size,
@@ -45,7 +46,7 @@ export class MetaAdapter implements MetaPort {
   async lookup(path: string): Promise<FileAttr | null> {
     try {
       const l = await this.meta.layout(path);
-      return fileAttr(path, l.attr, l.extents);
+      return fileAttr(path, l.attr, l.extents, l.inline);
     } catch (err) {
       if (err instanceof CairnError && err.code === 'ENOENT') return null;
       throw err;
@@ -60,7 +61,7 @@ export class MetaAdapter implements MetaPort {
 
   async getattr(fileId: string): Promise<FileAttr> {
     const l = await this.meta.layout({ ino: inoOf(fileId) });
-    return fileAttr(l.attr.name === '' ? `#${fileId}` : l.attr.name, l.attr, l.extents);
+    return fileAttr(l.attr.name === '' ? `#${fileId}` : l.attr.name, l.attr, l.extents, l.inline);
   }
 
   async acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease> {
@@ -86,8 +87,14 @@ export class MetaAdapter implements MetaPort {
       extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
       mtimeMs: Math.floor(req.mtimeMs),
       durable: req.durable === true,
+      ...(req.inline !== undefined ? { inline: req.inline } : {}),
     });
     return { version: record.version };
+  }
+
+  async putFile(path: string, data: Buffer, opts: { mode: number; mkdirs: boolean }): Promise<FileAttr> {
+    const attr = await this.meta.putFile(path, data, { mode: opts.mode, mkdirs: opts.mkdirs });
+    return fileAttr(path, attr, [], data);
   }
 
   async markDurable(fileId: string, version: number): Promise<void> {

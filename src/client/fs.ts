@@ -63,6 +63,12 @@ export const cairnFsOptionsSchema = z
     retryBaseMs: z.number().int().min(1).default(200),
     /** How long a strong-mode flush/close (or commit with wait) waits before ETIMEDOUT; the commit goes on. */
     durableTimeoutMs: z.number().int().min(1).default(300_000),
+    /**
+     * Versions up to this size are committed inline in the metadata, with no chunk (docs/client.md,
+     * "Inline small files"); 0 (the library's default) never. The node daemon sets it from
+     * daemon.file.inlineMaxBytes (64 KiB). At most the metadata's INLINE_MAX_BYTES (256 KiB).
+     */
+    inlineMaxBytes: z.number().int().min(0).max(256 * 1024).default(0),
   })
   .strict();
 export type CairnFsOptions = z.input<typeof cairnFsOptionsSchema>;
@@ -179,6 +185,7 @@ export class CairnFs {
       parallelism: opts.commitParallelism,
       putAttempts: opts.putAttempts,
       retryBaseMs: opts.retryBaseMs,
+      inlineMaxBytes: opts.inlineMaxBytes,
       closing: () => this.closing,
       log: this.log,
     };
@@ -265,7 +272,7 @@ export class CairnFs {
             fileId: attr.fileId,
             path,
             mode: attr.mode,
-            base: { version: attr.version, size: attr.size, extents: attr.extents },
+            base: { version: attr.version, size: attr.size, extents: attr.extents, ...(attr.inline !== undefined ? { inline: attr.inline.toString('base64') } : {}) },
           },
           volatile,
         );
@@ -430,6 +437,32 @@ export class CairnFs {
     }
     await this.commitWait(f, wait);
     return this.statusOf(f);
+  }
+
+  /**
+   * A whole small file (at most `inlineMaxBytes`) stored in one metadata write: the file at `path`
+   * is replaced by a new one holding `data` inline, durable when this returns (either mode), as a
+   * rename over it would; `mkdirs` makes missing parents. Returns null when this path cannot take
+   * it — inline storage off, data too large, the path cached on this node (an open or uncommitted
+   * file: the cache decides), or the metadata's inline budget full (logged) — and the caller
+   * writes the file through open/write/close instead.
+   */
+  async putSmall(path: string, data: Buffer, o: { mkdirs?: boolean; mode?: number } = {}): Promise<{ fileId: string; version: number; size: number } | null> {
+    this.checkOpen();
+    if (this.opts.inlineMaxBytes === 0 || data.length > this.opts.inlineMaxBytes || this.byPath.has(path)) return null;
+    try {
+      const a = await this.meta.putFile(path, data, { mode: o.mode ?? 0o644, mkdirs: o.mkdirs === true });
+      return { fileId: a.fileId, version: a.version, size: a.size };
+    } catch (err) {
+      if (!(err instanceof CairnError && err.code === 'ENOSPC')) throw err;
+      this.log.warn({ path, size: data.length, err: err.message }, 'inline budget of the metadata is full; storing this small file in chunks');
+      return null;
+    }
+  }
+
+  /** Files up to this size are stored inline in the metadata (0: never). */
+  get inlineMaxBytes(): number {
+    return this.opts.inlineMaxBytes;
   }
 
   /** The file id (the metadata's inode number, as text) of an open handle's file. */

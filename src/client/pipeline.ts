@@ -13,6 +13,13 @@
  * restarted node tell whether its CAS happened (the file's layout equals the intent's) and
  * resume from there; before the intent, recovery simply commits again from the journal.
  * Failpoints (CAIRN_FAILPOINTS) sit between the steps; their names are FAILPOINTS below.
+ *
+ * Inline small files: a version no larger than `inlineMaxBytes` stores no chunk at all; its whole
+ * content travels in the compare-and-set (the metadata keeps it inline, durable at once), so the
+ * commit is one metadata write. A version that grows past the threshold goes to chunks in the same
+ * single compare-and-set (the inline base is rewritten as a region), and one that shrinks under it
+ * goes back inline: readers see the old or the new version, never a mix. When the metadata's inline
+ * budget is full (ENOSPC), the commit stores chunks instead.
  */
 import { randomBytes } from 'node:crypto';
 import { CairnError } from '../common/errors.js';
@@ -47,6 +54,8 @@ export interface PipelineDeps {
   putAttempts: number;
   /** First wait between retries; doubles up to 16×. */
   retryBaseMs: number;
+  /** Versions up to this size are committed inline in the metadata (0: never). */
+  inlineMaxBytes: number;
   /** True once the file system is closing: background waits stop. */
   closing: () => boolean;
   log: Logger;
@@ -68,6 +77,8 @@ export function allZero(b: Buffer): boolean {
 
 function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
   if (attr.size !== intent.newSize || attr.extents.length !== intent.extents.length) return false;
+  if ((attr.inline === undefined) !== (intent.inline === undefined)) return false;
+  if (attr.inline !== undefined && !attr.inline.equals(Buffer.from(intent.inline!, 'base64'))) return false;
   return attr.extents.every((e, i) => {
     const x = intent.extents[i]!;
     return e.offset === x.offset && e.length === x.length && e.chunkHash === x.chunkHash;
@@ -100,7 +111,8 @@ async function putReadable(hash: string, bytes: Buffer, d: PipelineDeps): Promis
 /** Step 3a: cut, hash and store the frozen layer's new chunks. Returns the new layout. */
 async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: Extent[]; fresh: string[]; weak: Set<string> }> {
   const frozen = f.frozen!;
-  const plan = planCommit(f.st.base.extents, frozen.all(), frozen.size);
+  const baseInline = f.baseView().inline?.length ?? 0;
+  const plan = planCommit(f.st.base.extents, frozen.all(), frozen.size, baseInline);
   const created: Extent[] = [];
   const puts = new Map<string, Promise<PutChunkResult>>();
   const weak = new Set<string>();
@@ -171,7 +183,8 @@ async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDep
         size: intent.newSize,
         extents: intent.extents,
         mtimeMs: intent.mtimeMs,
-        durable,
+        durable: durable || intent.inline !== undefined,
+        ...(intent.inline !== undefined ? { inline: Buffer.from(intent.inline, 'base64') } : {}),
       });
       return version;
     } catch (err) {
@@ -243,7 +256,10 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
     }
     f.setState('committing');
     await failpoint('client.before-hash');
-    const stored = await storeChunks(f, d);
+    const newSize = f.frozen!.size;
+    // Small: the whole content goes inline with the compare-and-set, no chunk is stored.
+    const inline = d.inlineMaxBytes > 0 && newSize <= d.inlineMaxBytes ? await f.readFrozen(0, newSize, d.readCache) : undefined;
+    const stored = inline !== undefined ? { extents: [], fresh: [], weak: new Set<string>() } : await storeChunks(f, d);
     weak = stored.weak;
     await failpoint('client.after-store');
     await ensureLease(f, d);
@@ -257,6 +273,7 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
       extents: stored.extents,
       fresh: stored.fresh,
       mtimeMs: f.mtimeMs,
+      ...(inline !== undefined ? { inline: inline.toString('base64') } : {}),
     };
     const i = intent;
     await f.lock.run(async () => {
@@ -267,7 +284,24 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
     // The usual case: every shard of every new chunk is stored already, so the commit record can
     // say durable at once and step 4 needs no metadata write of its own.
     durableAtCommit = weak.size === 0;
-    newVersion = await compareAndSet(f, intent, d, durableAtCommit);
+    try {
+      newVersion = await compareAndSet(f, intent, d, durableAtCommit);
+    } catch (err) {
+      if (!(inline !== undefined && err instanceof CairnError && err.code === 'ENOSPC')) throw err;
+      // The metadata's inline budget is full: the same version, stored in chunks.
+      d.log.warn({ path: f.st.path, size: newSize, err: err.message }, 'inline budget of the metadata is full; storing this small file in chunks');
+      const chunked = await storeChunks(f, d);
+      weak = chunked.weak;
+      const { inline: _dropped, ...rest } = intent;
+      const c: CommitIntent = { ...rest, extents: chunked.extents, fresh: chunked.fresh };
+      intent = c;
+      await f.lock.run(async () => {
+        f.st = { ...f.st, commit: c };
+        await f.saveState();
+      });
+      durableAtCommit = weak.size === 0;
+      newVersion = await compareAndSet(f, intent, d, durableAtCommit);
+    }
   } else if (intent.state === 'committing') {
     // Restarted with an intent: did our compare-and-set happen?
     f.setState('committing');

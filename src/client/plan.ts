@@ -36,7 +36,11 @@ function mergeRuns(runs: Region[]): Region[] {
   return out;
 }
 
-export function planCommit(base: readonly Extent[], entries: readonly Entry[], newSize: number): CommitPlan {
+/**
+ * `baseInlineBytes`: the base version's content is stored inline (base has no extents then);
+ * a commit that goes to chunks rewrites that part as one region.
+ */
+export function planCommit(base: readonly Extent[], entries: readonly Entry[], newSize: number, baseInlineBytes = 0): CommitPlan {
   // Touched = every dirty or zeroed range, merged (sorted already; merging joins neighbours).
   const touched = mergeRuns(entries.map((e) => ({ start: e.start, end: e.end })));
   const kept: Extent[] = [];
@@ -53,6 +57,7 @@ export function planCommit(base: readonly Extent[], entries: readonly Entry[], n
     }
     runs.push({ start: ext.offset, end: Math.min(end, newSize) });
   }
+  if (baseInlineBytes > 0 && newSize > 0) runs.push({ start: 0, end: Math.min(baseInlineBytes, newSize) });
   for (const e of entries) {
     if (e.src.kind !== 'data') continue;
     const end = Math.min(e.end, newSize);

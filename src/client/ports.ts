@@ -33,6 +33,11 @@ export interface FileAttr {
   mode: number;
   mtimeMs: number;
   extents: Extent[];
+  /**
+   * The content when the version is stored inline in the metadata (small files; then `extents`
+   * is empty): bytes [0, inline.length) of the file, zeros after it up to `size`.
+   */
+  inline?: Buffer;
 }
 
 export interface Lease {
@@ -54,6 +59,8 @@ export interface CommitRequest {
   mtimeMs: number;
   /** Every shard of the new chunks is stored already: the record says durable at once (no markDurable). */
   durable?: boolean;
+  /** The whole content, stored inline in the metadata (extents empty; durable at once). ENOSPC: the inline budget is full. */
+  inline?: Buffer;
 }
 
 export type CommitRecordState = 'visible' | 'durable';
@@ -86,6 +93,12 @@ export interface MetaPort {
   markDurable(fileId: string, version: number, commitId: string): Promise<void>;
   /** The commit record of one version of the file, or null when there is none. */
   commitStatus(fileId: string, version: number): Promise<CommitRecord | null>;
+  /**
+   * A whole small file in one metadata write: a new file holding `data` inline, durable when this
+   * returns, linked at `path` in place of an existing regular file (as a rename over it); `mkdirs`
+   * makes missing parents. ENOSPC when the metadata's inline budget is full.
+   */
+  putFile(path: string, data: Buffer, opts: { mode: number; mkdirs: boolean }): Promise<FileAttr>;
 }
 
 export interface ChunkHealth {

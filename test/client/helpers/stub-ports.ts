@@ -109,8 +109,14 @@ export class StubMeta implements MetaPort {
     });
   }
 
+  /** Inline content is the real metadata's (test/client/inline.test.ts runs it); the stand-in refuses it. */
+  async putFile(): Promise<FileAttr> {
+    throw new CairnError('EINVAL', 'the stand-in metadata stores no inline content');
+  }
+
   async commitVersion(req: CommitRequest): Promise<{ version: number }> {
     this.calls.push('commitVersion');
+    if (req.inline !== undefined) throw new CairnError('EINVAL', 'the stand-in metadata stores no inline content');
     return this.tx((d) => {
       const f = d.files[req.fileId];
       if (f === undefined) throw new CairnError('ENOENT', 'no such file');
