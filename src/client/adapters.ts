@@ -36,7 +36,7 @@ function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[], inli
     version: attr.version,
     mode: attr.mode,
     mtimeMs: attr.mtimeMs,
-    extents: extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+    extents: extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg, ...(e.chunkLength !== undefined ? { chunkOffset: e.chunkOffset ?? 0, chunkLength: e.chunkLength } : {}) })),
   };
 }
 
@@ -84,7 +84,7 @@ export class MetaAdapter implements MetaPort {
       expectedVersion: req.expectedVersion,
       fence: tokenOf(req.leaseToken),
       size: req.size,
-      extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+      extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg, ...(e.chunkLength !== undefined ? { chunkOffset: e.chunkOffset ?? 0, chunkLength: e.chunkLength } : {}) })),
       mtimeMs: Math.floor(req.mtimeMs),
       durable: req.durable === true,
       ...(req.inline !== undefined ? { inline: req.inline } : {}),

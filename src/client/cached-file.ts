@@ -20,7 +20,7 @@ import { parseWith } from '../common/config.js';
 import { DirtyLayer } from './extent-map.js';
 import { SegmentWriter, replaySegment, REC_TRUNCATE, REC_WRITE, MAX_RECORD_PAYLOAD_BYTES } from './journal.js';
 import type { CacheStore } from './cache-store.js';
-import type { Extent } from './ports.js';
+import { chunkOf, type Extent } from './ports.js';
 import type { ReadCache } from './read-cache.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
@@ -33,6 +33,8 @@ export const ExtentSchema = z.object({
   chunkHash: z.string().regex(HASH_RE),
   scheme: z.string().min(1).max(64),
   pg: z.number().int().nonnegative().max(0xffff_ffff),
+  chunkOffset: z.number().int().nonnegative().optional(),
+  chunkLength: z.number().int().positive().optional(),
 });
 
 export const CommitIntentSchema = z.object({
@@ -333,7 +335,7 @@ export class CachedFile {
       if (ahead > 0) {
         // The next stored chunks after this read, fetched while the caller consumes this one.
         const first = this.st.base.extents.findIndex((e) => e.offset >= end);
-        if (first >= 0) for (const e of this.st.base.extents.slice(first, first + ahead)) readCache.prefetch(e);
+        if (first >= 0) for (const e of this.st.base.extents.slice(first, first + ahead)) readCache.prefetch(chunkOf(e));
       }
       await this.fill(out, start, start, end, layers, 0, this.baseView(), readCache);
     } finally {
@@ -386,10 +388,11 @@ export class CachedFile {
         const eEnd = ext.offset + ext.length;
         if (eEnd <= start) continue;
         if (ext.offset >= end) break;
-        const bytes = await readCache.get(ext);
+        const bytes = await readCache.get(chunkOf(ext));
         const s = Math.max(start, ext.offset);
         const t = Math.min(end, eEnd);
-        bytes.copy(out, s - outStart, s - ext.offset, t - ext.offset);
+        const at = (ext.chunkOffset ?? 0) - ext.offset;
+        bytes.copy(out, s - outStart, s + at, t + at);
       }
       return;
     }

@@ -69,6 +69,14 @@ export const cairnFsOptionsSchema = z
      * daemon.file.inlineMaxBytes (64 KiB). At most the metadata's INLINE_MAX_BYTES (256 KiB).
      */
     inlineMaxBytes: z.number().int().min(0).max(256 * 1024).default(0),
+    /**
+     * A commit stores only the bytes it changed: old chunks are kept as slices around them, and an
+     * aligned chunk-sized window holding more than `maxPiecesPerWindow` pieces is rewritten whole
+     * (compaction). Off (the library's default): a touched chunk is rewritten whole. The node daemon
+     * turns it on (daemon.file.slices). docs/client.md, "Slices".
+     */
+    slices: z.boolean().default(false),
+    maxPiecesPerWindow: z.number().int().min(2).max(1024).default(16),
   })
   .strict();
 export type CairnFsOptions = z.input<typeof cairnFsOptionsSchema>;
@@ -186,6 +194,7 @@ export class CairnFs {
       putAttempts: opts.putAttempts,
       retryBaseMs: opts.retryBaseMs,
       inlineMaxBytes: opts.inlineMaxBytes,
+      slices: opts.slices ? { windowBytes: makeChunker(opts.chunker).maxBytes, maxPiecesPerWindow: opts.maxPiecesPerWindow } : null,
       closing: () => this.closing,
       log: this.log,
     };

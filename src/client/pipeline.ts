@@ -25,11 +25,11 @@ import { randomBytes } from 'node:crypto';
 import { CairnError } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import type { Logger } from '../common/log.js';
-import { planCommit } from './plan.js';
+import { planCommit, planSlices, type SliceOptions } from './plan.js';
 import { sha256Hex, type ReadCache } from './read-cache.js';
 import type { Chunker } from './chunker.js';
 import type { CachedFile, CommitIntent } from './cached-file.js';
-import type { ChunkPort, Extent, FileAttr, MetaPort, PutChunkResult } from './ports.js';
+import { chunkOf, type ChunkPort, type Extent, type FileAttr, type MetaPort, type PutChunkResult } from './ports.js';
 
 export const FAILPOINTS = [
   'client.before-hash',
@@ -56,6 +56,8 @@ export interface PipelineDeps {
   retryBaseMs: number;
   /** Versions up to this size are committed inline in the metadata (0: never). */
   inlineMaxBytes: number;
+  /** Store only the changed bytes of a commit, keeping old chunks as slices (null: rewrite touched chunks whole). */
+  slices: SliceOptions | null;
   /** True once the file system is closing: background waits stop. */
   closing: () => boolean;
   log: Logger;
@@ -81,7 +83,7 @@ function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
   if (attr.inline !== undefined && !attr.inline.equals(Buffer.from(intent.inline!, 'base64'))) return false;
   return attr.extents.every((e, i) => {
     const x = intent.extents[i]!;
-    return e.offset === x.offset && e.length === x.length && e.chunkHash === x.chunkHash;
+    return e.offset === x.offset && e.length === x.length && e.chunkHash === x.chunkHash && (e.chunkOffset ?? 0) === (x.chunkOffset ?? 0);
   });
 }
 
@@ -112,7 +114,9 @@ async function putReadable(hash: string, bytes: Buffer, d: PipelineDeps): Promis
 async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: Extent[]; fresh: string[]; weak: Set<string> }> {
   const frozen = f.frozen!;
   const baseInline = f.baseView().inline?.length ?? 0;
-  const plan = planCommit(f.st.base.extents, frozen.all(), frozen.size, baseInline);
+  const plan = d.slices !== null
+    ? planSlices(f.st.base.extents, frozen.all(), frozen.size, baseInline, d.slices)
+    : planCommit(f.st.base.extents, frozen.all(), frozen.size, baseInline);
   const created: Extent[] = [];
   const puts = new Map<string, Promise<PutChunkResult>>();
   const weak = new Set<string>();
@@ -206,7 +210,7 @@ async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDep
 
 /** Step 4: every fresh chunk reaches full health (all shards). Retries forever, backing off, until closing. */
 async function awaitFullHealth(f: CachedFile, intent: CommitIntent, weak: Set<string> | null, d: PipelineDeps): Promise<void> {
-  const byHash = new Map(intent.extents.map((e) => [e.chunkHash, e]));
+  const byHash = new Map(intent.extents.map((e) => [e.chunkHash, chunkOf(e)]));
   for (const hash of intent.fresh) {
     if (weak !== null && !weak.has(hash)) continue;
     const ref = byHash.get(hash);

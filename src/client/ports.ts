@@ -19,9 +19,20 @@ export interface ChunkRef {
   pg: number;
 }
 
-/** One piece of a file version's layout: file bytes [offset, offset+length) are chunk bytes [0, length). */
+/**
+ * One piece of a file version's layout: file bytes [offset, offset+length) are chunk bytes
+ * [chunkOffset, chunkOffset+length) — a slice of a chunk of `chunkLength` bytes. Both absent: the
+ * whole chunk (chunkOffset 0, chunkLength = length).
+ */
 export interface Extent extends ChunkRef {
   offset: number;
+  chunkOffset?: number;
+  chunkLength?: number;
+}
+
+/** The chunk an extent reads from (its whole length, for fetching and checking). */
+export function chunkOf(e: Extent): ChunkRef {
+  return e.chunkLength === undefined ? e : { chunkHash: e.chunkHash, length: e.chunkLength, scheme: e.scheme, pg: e.pg };
 }
 
 /** What the metadata service knows of one file version. Extents are sorted and never overlap; gaps read as zeros. */

@@ -78,8 +78,10 @@ export const daemonConfigSchema = z.object({
       readAheadChunks: z.number().int().min(0).max(64).default(1),
       /** Files up to this size are stored inline in the metadata (0: never; at most 256 KiB). docs/meta.md */
       inlineMaxBytes: z.number().int().min(0).max(256 * 1024).default(64 * 1024),
+      /** A commit stores only the bytes it changed (old chunks kept as slices, crowded windows compacted). docs/client.md */
+      slices: z.boolean().default(true),
     })
-    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1, inlineMaxBytes: 64 * 1024 })),
+    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1, inlineMaxBytes: 64 * 1024, slices: true })),
   /**
    * Total bytes of inline file content the metadata may hold (on the metadata SSD of every node);
    * past it, small files go to chunks (docs/meta.md, "Inline small files").

@@ -291,6 +291,7 @@ export class MetaClient {
     const r = await this.rpc('Getattr', { node: toWireRef(target), serializable: opts.serializable === true, with_layout: true });
     const extents = ((r.extents as Wire[] | undefined) ?? []).map((e) => ({
       offset: Number(e.offset), length: Number(e.length), chunkHash: String(e.chunk_hash), scheme: String(e.scheme), pg: Number(e.pg),
+      ...(Number(e.chunk_length ?? 0) > 0 ? { chunkOffset: Number(e.chunk_offset ?? 0), chunkLength: Number(e.chunk_length) } : {}),
     }));
     const out = { attr: attrFromWire(r.attr as Wire), version: Number(r.layout_version ?? 0), extents };
     return r.has_inline === true ? { ...out, inline: Buffer.isBuffer(r.inline) ? r.inline : Buffer.alloc(0) } : out;
@@ -383,6 +384,7 @@ export class MetaClient {
           version: Number(l.version),
           extents: ((l.extents as Wire[] | undefined) ?? []).map((e) => ({
             offset: Number(e.offset), length: Number(e.length), chunkHash: String(e.chunk_hash), scheme: String(e.scheme), pg: Number(e.pg),
+      ...(Number(e.chunk_length ?? 0) > 0 ? { chunkOffset: Number(e.chunk_offset ?? 0), chunkLength: Number(e.chunk_length) } : {}),
           })),
         };
       }
@@ -495,7 +497,7 @@ export class MetaClient {
   }): Promise<{ attr: Attr; record: CommitRecord }> {
     const r = await this.rpc('CommitVersion', {
       ino: c.ino, expected_version: c.expectedVersion, fence: c.fence, size: c.size, mtime_ms: c.mtimeMs ?? 0, durable: c.durable === true,
-      extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+      extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
       ...(c.inline !== undefined ? { has_inline: true, inline: Buffer.from(c.inline.buffer, c.inline.byteOffset, c.inline.byteLength) } : {}),
     });
     return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };

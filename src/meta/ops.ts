@@ -115,8 +115,12 @@ export const extentSchema = z
     chunkHash: z.string().regex(/^[0-9a-f]{16,128}$/, 'chunk hash must be lowercase hex'),
     scheme: z.string().min(1).max(32),
     pg: u32,
+    /** A slice: the extent is chunk bytes [chunkOffset, chunkOffset + length) of a chunk of chunkLength bytes. */
+    chunkOffset: u53.optional(),
+    chunkLength: u53.optional(),
   })
-  .strict();
+  .strict()
+  .refine((e) => (e.chunkLength === undefined ? e.chunkOffset === undefined : (e.chunkOffset ?? 0) + e.length <= e.chunkLength), 'a slice must lie within its chunk (chunkOffset + length <= chunkLength)');
 export type Extent = z.infer<typeof extentSchema>;
 
 /** Inline file content as canonical base64 (at most INLINE_MAX_BYTES once decoded). */

@@ -97,7 +97,7 @@ function toEntryRef(r: z.infer<typeof wireRef> | null | undefined, what: string)
   return ref;
 }
 
-const extentWire = z.object({ offset: u64, length: u64, chunk_hash: z.string(), scheme: z.string(), pg: u32 });
+const extentWire = z.object({ offset: u64, length: u64, chunk_hash: z.string(), scheme: z.string(), pg: u32, chunk_offset: u64.default(0), chunk_length: u64.default(0) });
 
 const S = {
   getattr: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false), with_layout: z.boolean().default(false) }),
@@ -513,7 +513,7 @@ export class MetaService {
         return {
           attr: attrToWire(attr),
           layout_version: l.version,
-          extents: l.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+          extents: l.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
           ...(l.data !== undefined ? { has_inline: true, inline: l.data } : {}),
         };
       }),
@@ -561,7 +561,7 @@ export class MetaService {
         const v = await this.propose(
           {
             op: 'commit', ino: q.ino, expectedVersion: q.expected_version, fence: q.fence, size: q.size,
-            extents: q.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunk_hash, scheme: e.scheme, pg: e.pg })),
+            extents: q.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunk_hash, scheme: e.scheme, pg: e.pg, ...(e.chunk_length > 0 ? { chunkOffset: e.chunk_offset, chunkLength: e.chunk_length } : {}) })),
             ...(q.mtime_ms > 0 ? { mtimeMs: q.mtime_ms } : {}),
             ...(q.durable ? { durable: true } : {}),
             ...(q.has_inline ? { inlineB64: (q.inline ?? Buffer.alloc(0)).toString('base64') } : {}),
@@ -638,7 +638,7 @@ export class MetaService {
           layouts: rows.map((r) => ({
             ino: r.ino,
             version: r.version,
-            extents: r.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+            extents: r.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
           })),
           next_after_ino: rows.length === Math.min(limit, 10_000) && last ? last.ino : 0,
         };

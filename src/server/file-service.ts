@@ -377,6 +377,7 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       idleCommitDelayMs: f.idleCommitDelayMs,
       readAheadChunks: f.readAheadChunks,
       inlineMaxBytes: f.inlineMaxBytes,
+      slices: f.slices,
     },
     {
       meta: new MetaAdapter(meta),

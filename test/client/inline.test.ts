@@ -25,10 +25,14 @@ const started: CairnFs[] = [];
 /** Chunk puts made through the counting port. */
 let chunkPuts = 0;
 
-async function client(cache: string, mode: 'weak' | 'strong' = 'weak'): Promise<CairnFs> {
+/** Bytes given to putChunk through the counting port. */
+let chunkBytes = 0;
+
+async function client(cache: string, mode: 'weak' | 'strong' = 'weak', slices = false): Promise<CairnFs> {
   const counting: ChunkPort = {
     putChunk: (h, b) => {
       chunkPuts++;
+      chunkBytes += b.length;
       return svc.chunks.putChunk(h, b);
     },
     getChunk: (r) => svc.chunks.getChunk(r),
@@ -37,7 +41,7 @@ async function client(cache: string, mode: 'weak' | 'strong' = 'weak'): Promise<
   const fs = await CairnFs.start(
     {
       cacheDir: join(base.path, cache), mode, chunker: { kind: 'fixed', sizeBytes: CHUNK }, retryBaseMs: 20, idleCommitDelayMs: 100,
-      durableTimeoutMs: 30_000, inlineMaxBytes: INLINE,
+      durableTimeoutMs: 30_000, inlineMaxBytes: INLINE, slices, maxPiecesPerWindow: 4,
     },
     { meta: svc.meta, chunks: counting },
   );
@@ -166,6 +170,40 @@ describe('inline small files through the client', () => {
     await fs.close(fd);
     await expect(fs.putSmall('/put/a', Buffer.from('x'))).rejects.toMatchObject({ code: 'EISDIR' });
     await expect(fs.putSmall('/nope/x', Buffer.from('x'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('slices: a 4 KiB overwrite of a large file stores 4 KiB (a whole chunk without slices), and reads back right elsewhere', async () => {
+    const reader = await client('sl-r');
+    const stored: Record<string, number> = {};
+    for (const slices of [false, true]) {
+      const fs = await client(`sl-${slices}`, 'strong', slices);
+      const path = `/slices-${slices}`;
+      const model = randomBytes(3 * CHUNK + 500);
+      const fd = await fs.open(path, { create: true });
+      await fs.write(fd, model, 0);
+      await fs.fsync(fd);
+      const bytes0 = chunkBytes;
+      const page = randomBytes(4096);
+      await fs.write(fd, page, CHUNK + 8192);
+      await fs.fsync(fd);
+      stored[String(slices)] = chunkBytes - bytes0;
+      page.copy(model, CHUNK + 8192);
+      expect((await readAll(reader, path)).equals(model)).toBe(true);
+      // Many scattered pages: the window is compacted (a whole chunk again), never more than the bound.
+      for (let i = 0; i < 6; i++) {
+        const p = randomBytes(100);
+        await fs.write(fd, p, 2 * CHUNK + i * 9000);
+        await fs.fsync(fd);
+        p.copy(model, 2 * CHUNK + i * 9000);
+      }
+      await fs.close(fd);
+      const l = await svc.metaClient.layout(path);
+      const inWindow = l.extents.filter((e) => e.offset >= 2 * CHUNK && e.offset < 3 * CHUNK).length;
+      expect(inWindow).toBeLessThanOrEqual(5);
+      expect((await readAll(reader, path)).equals(model)).toBe(true);
+    }
+    expect(stored.true).toBe(4096);
+    expect(stored.false).toBe(CHUNK);
   });
 
   it('falls back to chunks when the inline budget is full, and inlines again once there is room', async () => {
