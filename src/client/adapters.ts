@@ -88,6 +88,7 @@ export class MetaAdapter implements MetaPort {
       mtimeMs: Math.floor(req.mtimeMs),
       durable: req.durable === true,
       ...(req.inline !== undefined ? { inline: req.inline } : {}),
+      ...(req.splice !== undefined ? { splice: req.splice } : {}),
     });
     return { version: record.version };
   }

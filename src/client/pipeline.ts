@@ -174,8 +174,34 @@ async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: E
   return { extents, fresh: [...puts.keys()], weak };
 }
 
+const sameExtent = (a: Extent, b: Extent): boolean =>
+  a.offset === b.offset && a.length === b.length && a.chunkHash === b.chunkHash && a.scheme === b.scheme && a.pg === b.pg &&
+  (a.chunkOffset ?? 0) === (b.chunkOffset ?? 0) && (a.chunkLength ?? a.length) === (b.chunkLength ?? b.length);
+
+/** Smallest delta worth sending (below it the whole layout goes: it is short anyway). */
+const SPLICE_MIN_EXTENTS = 8;
+
+/**
+ * The delta between the base layout and the new one: the extents that differ lie in [from, to)
+ * (after the common prefix, before the common suffix). Null when sending everything is as cheap.
+ */
+export function spliceOf(base: readonly Extent[], next: readonly Extent[]): { from: number; to: number; extents: Extent[] } | null {
+  if (base.length < SPLICE_MIN_EXTENTS) return null;
+  let p = 0;
+  while (p < base.length && p < next.length && sameExtent(base[p]!, next[p]!)) p++;
+  let s = 0;
+  while (s < base.length - p && s < next.length - p && sameExtent(base[base.length - 1 - s]!, next[next.length - 1 - s]!)) s++;
+  const from = p === 0 ? 0 : base[p - 1]!.offset + base[p - 1]!.length;
+  const to = s === 0 ? Number.MAX_SAFE_INTEGER : base[base.length - s]!.offset;
+  const extents = next.slice(p, next.length - s);
+  if (extents.length + SPLICE_MIN_EXTENTS / 2 >= next.length) return null;
+  return { from, to, extents };
+}
+
 /** Install the intent's layout. Returns the new version, or throws (conflict, unreachable metadata). */
 async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDeps, durable = false): Promise<number> {
+  // The base this intent was computed on is still f.st.base (it moves only once the commit is durable).
+  const delta = intent.inline === undefined && f.st.base.inline === undefined && f.st.base.version === intent.baseVersion ? spliceOf(f.st.base.extents, intent.extents) : null;
   for (let attempt = 0; ; attempt++) {
     const token = await ensureLease(f, d);
     try {
@@ -185,7 +211,8 @@ async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDep
         leaseToken: token,
         commitId: intent.commitId,
         size: intent.newSize,
-        extents: intent.extents,
+        extents: delta?.extents ?? intent.extents,
+        ...(delta !== null ? { splice: { from: delta.from, to: delta.to } } : {}),
         mtimeMs: intent.mtimeMs,
         durable: durable || intent.inline !== undefined,
         ...(intent.inline !== undefined ? { inline: Buffer.from(intent.inline, 'base64') } : {}),

@@ -72,6 +72,11 @@ export interface CommitRequest {
   durable?: boolean;
   /** The whole content, stored inline in the metadata (extents empty; durable at once). ENOSPC: the inline budget is full. */
   inline?: Buffer;
+  /**
+   * A delta commit: `extents` are only the new layout's extents within [from, to); outside it the
+   * layout of `expectedVersion` stays (cut at `size`). O(changed extents) on the wire and in the log.
+   */
+  splice?: { from: number; to: number };
 }
 
 export type CommitRecordState = 'visible' | 'durable';

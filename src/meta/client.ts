@@ -494,11 +494,14 @@ export class MetaClient {
     durable?: boolean;
     /** The whole content, stored inline in the metadata (extents empty); ENOSPC when the inline budget is full. */
     inline?: Uint8Array;
+    /** A delta: `extents` are the new layout within [from, to); outside it the current layout stays (cut at size). */
+    splice?: { from: number; to: number };
   }): Promise<{ attr: Attr; record: CommitRecord }> {
     const r = await this.rpc('CommitVersion', {
       ino: c.ino, expected_version: c.expectedVersion, fence: c.fence, size: c.size, mtime_ms: c.mtimeMs ?? 0, durable: c.durable === true,
       extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
       ...(c.inline !== undefined ? { has_inline: true, inline: Buffer.from(c.inline.buffer, c.inline.byteOffset, c.inline.byteLength) } : {}),
+      ...(c.splice !== undefined ? { splice: true, splice_from: c.splice.from, splice_to: c.splice.to } : {}),
     });
     return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };
   }

@@ -186,6 +186,12 @@ export const opSchema = z.discriminatedUnion('op', [
       /** The whole content stored inline in the metadata (extents must then be empty); always durable. */
       inlineB64: inlineB64Schema.optional(),
       inlineBudget: inlineBudget.optional(),
+      /**
+       * A delta: `extents` are only the new layout's extents within [spliceFrom, spliceTo); outside
+       * it the new layout is the current one (cut at `size`). A commit then sends O(changed extents).
+       */
+      spliceFrom: u53.optional(),
+      spliceTo: u53.optional(),
     })
     .strict(),
   // A whole small file in one operation: a new inode holding `dataB64` inline (version 1, durable),
@@ -220,6 +226,34 @@ export const opSchema = z.discriminatedUnion('op', [
 ]);
 export type Op = z.infer<typeof opSchema>;
 export type OpName = Op['op'];
+
+/**
+ * The layout of a delta commit: the current extents wholly outside [from, to), cut at `size` (a cut
+ * extent becomes a slice of its chunk), plus `add` (which must lie within [from, to)). EINVAL when
+ * a current extent crosses `from` or `to`, or an added one lies outside.
+ */
+export function spliceExtents(base: readonly Extent[], from: number, to: number, size: number, add: readonly Extent[]): Extent[] {
+  if (from > to) fail('EINVAL', `splice range [${from}, ${to}) is empty`);
+  for (const e of add) {
+    if (e.offset < from || e.offset + e.length > to) fail('EINVAL', `extent at ${e.offset} lies outside the splice range [${from}, ${to})`);
+  }
+  const out: Extent[] = [];
+  for (const e of base) {
+    const end = e.offset + e.length;
+    if ((e.offset < from && end > from) || (e.offset < to && end > to)) fail('EINVAL', `the extent at ${e.offset} crosses the splice range [${from}, ${to})`);
+    if (e.offset >= from && end <= to) continue;
+    out.push(...cutAt(e, size));
+  }
+  out.push(...add);
+  return out.sort((a, b) => a.offset - b.offset);
+}
+
+/** An extent cut at `size` ([] when wholly past it); a cut one is a slice of its chunk. */
+export function cutAt(e: Extent, size: number): Extent[] {
+  if (e.offset >= size) return [];
+  if (e.offset + e.length <= size) return [e];
+  return [{ ...e, length: size - e.offset, chunkOffset: e.chunkOffset ?? 0, chunkLength: e.chunkLength ?? e.length }];
+}
 
 /** A format-1 entry (JSON): one operation plus the proposer's clock reading. Still decoded (entry.ts). */
 export const entrySchema = z.object({ v: z.literal(1), nowMs: timeMs, op: opSchema }).strict();

@@ -132,6 +132,7 @@ const S = {
   commit: z.object({
     ino: u64, expected_version: u64, fence: u64, size: u64, extents: z.array(extentWire).max(100_000), mtime_ms: u64.default(0), durable: z.boolean().default(false),
     has_inline: z.boolean().default(false), inline: z.instanceof(Buffer).optional(),
+    splice: z.boolean().default(false), splice_from: u64.default(0), splice_to: u64.default(0),
   }),
   putFile: z.object({
     at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, data: z.instanceof(Buffer).optional(), mtime_ms: u64.default(0), mkdirs: z.boolean().default(false),
@@ -565,6 +566,7 @@ export class MetaService {
             ...(q.mtime_ms > 0 ? { mtimeMs: q.mtime_ms } : {}),
             ...(q.durable ? { durable: true } : {}),
             ...(q.has_inline ? { inlineB64: (q.inline ?? Buffer.alloc(0)).toString('base64') } : {}),
+            ...(q.splice ? { spliceFrom: q.splice_from, spliceTo: q.splice_to } : {}),
           },
           true,
         );

@@ -22,7 +22,7 @@ import { logger } from '../common/log.js';
 import type { Entry, SnapshotMetadata, StateMachine } from '../raft/types.js';
 import { EntryType } from '../raft/types.js';
 import { K, hex, prefixEnd } from './keys.js';
-import { ROOT_INO, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
+import { EXTENTS_MAX, ROOT_INO, cutAt, spliceExtents, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
 import { decodeEntry, type DecodedEntry } from './entry.js';
 
 export type InodeType = 'file' | 'dir' | 'symlink';
@@ -1125,9 +1125,8 @@ class ApplyCtx {
           opFail('ECONFLICT', `inode ${i.ino} is at version ${i.version}, not ${op.expectedVersion}`, { currentVersion: i.version });
         }
         const layout = (await this.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
-        const extents = layout.extents
-          .filter((e) => e.offset < op.size)
-          .map((e) => (e.offset + e.length > op.size ? { ...e, length: op.size - e.offset } : e));
+        // A cut extent becomes a slice of its chunk (readers fetch and check the whole chunk).
+        const extents = layout.extents.flatMap((e) => cutAt(e, op.size));
         // Inline content is cut with the file (never grown: the bytes past it read as zeros).
         const data = layout.inline === undefined ? undefined : checkedInline(i.ino, layout.inline, await this.tx.get(K.inline(i.ino))).subarray(0, op.size);
         return this.installVersion(i, op.fence, op.size, extents, this.nowMs, 'durable', 'truncate', data);
@@ -1168,8 +1167,20 @@ class ApplyCtx {
             currentVersion: i.version,
           });
         }
+        let extents = op.extents;
+        if (op.spliceFrom !== undefined || op.spliceTo !== undefined) {
+          if (op.spliceFrom === undefined || op.spliceTo === undefined) opFail('EINVAL', 'a delta commit needs spliceFrom and spliceTo');
+          if (op.inlineB64 !== undefined) opFail('EINVAL', 'a commit with inline content is not a delta');
+          const cur = (await this.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
+          if (cur.inline !== undefined) opFail('EINVAL', `inode ${i.ino} is stored inline; commit its whole layout`);
+          try {
+            extents = spliceExtents(cur.extents, op.spliceFrom, op.spliceTo, op.size, op.extents);
+          } catch (err) {
+            opFail('EINVAL', (err as Error).message);
+          }
+        }
         let end = 0;
-        for (const e of op.extents) {
+        for (const e of extents) {
           if (e.offset < end) opFail('EINVAL', `extents overlap or are out of order at offset ${e.offset}`);
           end = e.offset + e.length;
           if (end > op.size) opFail('EINVAL', `extent at ${e.offset} ends at ${end}, past the file size ${op.size}`);
@@ -1184,7 +1195,8 @@ class ApplyCtx {
           await this.checkBudget(before, op.inlineBudget);
           return r;
         }
-        return this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
+        if (extents.length > EXTENTS_MAX) opFail('EINVAL', `the new layout has ${extents.length} extents, more than ${EXTENTS_MAX}`);
+        return this.installVersion(i, op.fence, op.size, extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
       }
       case 'putFile': {
         const data = Buffer.from(op.dataB64, 'base64');

@@ -206,6 +206,45 @@ describe('inline small files through the client', () => {
     expect(stored.false).toBe(CHUNK);
   });
 
+  it('delta commits: a small change to a many-chunk file sends only the changed extents', async () => {
+    const sent: Array<{ extents: number; splice: boolean }> = [];
+    const spying = new Proxy(svc.meta, {
+      get(target, prop, recv) {
+        if (prop === 'commitVersion') {
+          return (req: Parameters<typeof target.commitVersion>[0]) => {
+            sent.push({ extents: req.extents.length, splice: req.splice !== undefined });
+            return target.commitVersion(req);
+          };
+        }
+        return Reflect.get(target, prop, recv) as unknown;
+      },
+    });
+    const fs = await CairnFs.start(
+      { cacheDir: join(base.path, 'delta'), mode: 'strong', chunker: { kind: 'fixed', sizeBytes: CHUNK }, retryBaseMs: 20, durableTimeoutMs: 30_000, slices: true },
+      { meta: spying, chunks: svc.chunks },
+    );
+    started.push(fs);
+    const reader = await client('delta-r');
+    const model = randomBytes(20 * CHUNK);
+    const fd = await fs.open('/delta', { create: true });
+    await fs.write(fd, model, 0);
+    await fs.fsync(fd);
+    expect(sent.at(-1)).toEqual({ extents: 20, splice: false });
+    const page = randomBytes(4096);
+    await fs.write(fd, page, 7 * CHUNK + 4096);
+    await fs.fsync(fd);
+    page.copy(model, 7 * CHUNK + 4096);
+    // The 8th chunk becomes three pieces (slice, new 4 KiB chunk, slice): three extents sent, not 22.
+    expect(sent.at(-1)).toEqual({ extents: 3, splice: true });
+    await fs.truncate(fd, 15 * CHUNK + 10);
+    await fs.fsync(fd);
+    await fs.close(fd);
+    const cut = model.subarray(0, 15 * CHUNK + 10);
+    expect(sent.at(-1)?.splice).toBe(true);
+    expect((await svc.metaClient.layout('/delta')).extents).toHaveLength(18);
+    expect((await readAll(reader, '/delta')).equals(cut)).toBe(true);
+  });
+
   it('falls back to chunks when the inline budget is full, and inlines again once there is room', async () => {
     const fs = await client('b1', 'strong');
     const reader = await client('b2');

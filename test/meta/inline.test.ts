@@ -138,6 +138,28 @@ describe('inline small files', () => {
     expect((await h.sm.dump()).filter(([k]) => k.startsWith('b:'))).toEqual([]);
   });
 
+  it('a delta commit (splice) keeps the layout outside its range and checks its bounds', async () => {
+    const h = await openSm();
+    const { attr } = (await ok(h, { op: 'create', at: { path: '/big' }, mode: 0o644, uid: 0, gid: 0, exclusive: true, lease: { holder: 'c', ttlMs: 60_000 } })) as { attr: { ino: number } };
+    const ino = attr.ino;
+    const token = Number(((await h.sm.lease(ino)) as { token: number }).token);
+    const ext = (i: number, off = i * 100, len = 100) => ({ offset: off, length: len, chunkHash: (i + 16).toString(16).padStart(64, '0'), scheme: 'rs-2+1', pg: 0 });
+    const all = Array.from({ length: 10 }, (_, i) => ext(i));
+    await ok(h, { op: 'commit', ino, expectedVersion: 0, fence: token, size: 1000, extents: all });
+    // Replace [300, 400) by two slices of a new chunk; everything else stays.
+    const add = [{ ...ext(50, 300, 50), chunkOffset: 0, chunkLength: 100 }, { ...ext(50, 350, 50), chunkOffset: 50, chunkLength: 100 }];
+    await ok(h, { op: 'commit', ino, expectedVersion: 1, fence: token, size: 1000, extents: add, spliceFrom: 300, spliceTo: 400 });
+    expect((await h.sm.layout({ ino })).extents).toEqual([...all.slice(0, 3), ...add, ...all.slice(4)]);
+    // Truncating in the same delta cuts the tail (the cut extent becomes a slice).
+    await ok(h, { op: 'commit', ino, expectedVersion: 2, fence: token, size: 950, extents: [], spliceFrom: 300, spliceTo: 300 });
+    const l = await h.sm.layout({ ino });
+    expect(l.extents.at(-1)).toEqual({ ...ext(9), length: 50, chunkOffset: 0, chunkLength: 100 });
+    // Bounds: an added extent outside the range, a range that cuts a stored extent.
+    expect(await code(h, { op: 'commit', ino, expectedVersion: 3, fence: token, size: 950, extents: [ext(60, 500)], spliceFrom: 300, spliceTo: 400 })).toBe('EINVAL');
+    expect(await code(h, { op: 'commit', ino, expectedVersion: 3, fence: token, size: 950, extents: [], spliceFrom: 250, spliceTo: 400 })).toBe('EINVAL');
+    expect(await code(h, { op: 'commit', ino, expectedVersion: 3, fence: token, size: 950, extents: [{ ...ext(1), chunkOffset: 50, chunkLength: 120 }], spliceFrom: 100, spliceTo: 200 })).toBe('EINVAL');
+  });
+
   it('refuses inline writes past the budget with ENOSPC, and always lets a file shrink', async () => {
     const h = await openSm();
     await ok(h, put('/a', Buffer.alloc(600, 1), { budget: 1000 }));

@@ -13,6 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { CairnError, errnoCode } from '../../../src/common/errors.js';
 import { writeFileDurable } from '../../../src/common/durable.js';
 import { Mutex } from '../../../src/client/cached-file.js';
+import { spliceExtents } from '../../../src/meta/ops.js';
 import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, FileAttr, Lease, MetaPort, PutChunkResult } from '../../../src/client/ports.js';
 
 interface MetaDoc {
@@ -125,7 +126,8 @@ export class StubMeta implements MetaPort {
       if (f.version !== req.expectedVersion) throw new CairnError('ECONFLICT', `file is at version ${f.version}, not ${req.expectedVersion}`);
       f.version += 1;
       f.size = req.size;
-      f.extents = structuredClone(req.extents);
+      // A delta commit keeps the current layout outside its range (the real metadata's rule).
+      f.extents = structuredClone(req.splice === undefined ? req.extents : (spliceExtents(f.extents, req.splice.from, req.splice.to, req.size, req.extents) as typeof req.extents));
       f.mtimeMs = req.mtimeMs;
       d.commits[req.fileId] = { fileId: req.fileId, version: f.version, commitId: req.commitId, state: req.durable === true ? 'durable' : 'visible' };
       return { version: f.version };
