@@ -93,6 +93,14 @@ export class MetaAdapter implements MetaPort {
     return { version: record.version };
   }
 
+  async pinVersion(fileId: string, version: number, holder: string, ttlMs: number): Promise<void> {
+    await this.meta.pin(inoOf(fileId), version, holder, ttlMs);
+  }
+
+  async unpinVersion(fileId: string, holder: string): Promise<void> {
+    await this.meta.unpin(inoOf(fileId), holder);
+  }
+
   async putFile(path: string, data: Buffer, opts: { mode: number; mkdirs: boolean }): Promise<FileAttr> {
     const attr = await this.meta.putFile(path, data, { mode: opts.mode, mkdirs: opts.mkdirs });
     return fileAttr(path, attr, [], data);

@@ -130,6 +130,8 @@ export class CachedFile {
   commitRequested = false;
   /** Commit runs that failed in a row (drives the retry back-off). */
   commitFailures = 0;
+  /** The version this node pins in the metadata for its open handles (GC keeps its chunks); null: none. */
+  pinnedVersion: number | null = null;
   /** Reads in flight (they run without the lock; segments are deleted only when none is). */
   private readers = 0;
   private readersGone: Array<() => void> = [];

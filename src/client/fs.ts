@@ -307,6 +307,7 @@ export class CairnFs {
         throw err;
       }
     }
+    if (f.pinnedVersion === null && f.st.base.extents.length > 0) await this.pin(f);
     const fd = this.nextFd++;
     this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append: o.append === true, mode: o.mode ?? this.opts.mode });
     if (o.truncate === true) await this.truncate(fd, 0);
@@ -566,8 +567,33 @@ export class CairnFs {
     m.delete(f);
   }
 
+  /**
+   * Pin the base version for this node's open handles: chunk GC keeps a pinned version's chunks
+   * even once it is superseded or unlinked (docs/client.md, "GC safety"). Renewed with the leases.
+   */
+  private async pin(f: CachedFile): Promise<void> {
+    const version = f.st.base.version;
+    try {
+      await this.meta.pinVersion(f.fileId, version, this.holder, this.opts.leaseTtlMs);
+      f.pinnedVersion = version;
+    } catch (err) {
+      this.log.warn({ path: f.st.path, version, err: String(err) }, 'could not pin the open version; its chunks are kept by the GC grace period only');
+    }
+  }
+
+  private unpinLater(f: CachedFile): void {
+    if (f.pinnedVersion === null) return;
+    f.pinnedVersion = null;
+    const p: Promise<void> = this.meta
+      .unpinVersion(f.fileId, this.holder)
+      .catch((err: unknown) => this.log.warn({ path: f.st.path, err: String(err) }, 'unpin failed; the pin will expire'))
+      .finally(() => this.background.delete(p));
+    this.background.add(p);
+  }
+
   private afterLastClose(f: CachedFile): void {
     if (this.closing) return;
+    this.unpinLater(f);
     if (f.hasDirty()) {
       this.clearTimer(this.idleTimers, f);
       const t = setTimeout(() => {
@@ -679,6 +705,10 @@ export class CairnFs {
     if (this.renewing || this.closing) return;
     this.renewing = true;
     try {
+      // Pins of open files first (re-pinned when a commit moved the base on), then leases.
+      for (const f of this.files.values()) {
+        if (f.openCount > 0 && (f.pinnedVersion !== null || f.st.base.extents.length > 0)) await this.pin(f);
+      }
       const queue = [...this.files.values()].filter((f) => f.st.leaseToken !== null);
       const worker = async (): Promise<void> => {
         for (let f = queue.shift(); f !== undefined; f = queue.shift()) {

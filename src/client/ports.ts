@@ -115,6 +115,12 @@ export interface MetaPort {
    * makes missing parents. ENOSPC when the metadata's inline budget is full.
    */
   putFile(path: string, data: Buffer, opts: { mode: number; mkdirs: boolean }): Promise<FileAttr>;
+  /**
+   * Pin a version this node has open (chunk GC keeps its chunks even once it is superseded or
+   * unlinked); again to renew. ECONFLICT when the file is no longer at that version.
+   */
+  pinVersion(fileId: string, version: number, holder: string, ttlMs: number): Promise<void>;
+  unpinVersion(fileId: string, holder: string): Promise<void>;
 }
 
 export interface ChunkHealth {

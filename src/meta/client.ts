@@ -517,6 +517,18 @@ export class MetaClient {
     return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };
   }
 
+  /**
+   * Pin a version of a file (GC keeps its chunks while the pin lives, even once superseded or
+   * unlinked); pinning the same version again renews it. ECONFLICT when the file moved on.
+   */
+  async pin(ino: number, version: number, holder: string, ttlMs: number): Promise<void> {
+    await this.rpc('Pin', { ino, version, holder, ttl_ms: ttlMs });
+  }
+
+  async unpin(ino: number, holder: string): Promise<boolean> {
+    return (await this.rpc('Unpin', { ino, holder })).unpinned === true;
+  }
+
   /** Take the write lease of a file (EBUSY while another holder has it). */
   async leaseAcquire(ino: number, holder: string, ttlMs: number): Promise<LeaseGrant> {
     const sentAt = Date.now();

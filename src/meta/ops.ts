@@ -209,6 +209,10 @@ export const opSchema = z.discriminatedUnion('op', [
     })
     .strict(),
   z.object({ op: z.literal('markDurable'), ino, version: u53 }).strict(),
+  // Version pins (GC safety): an open handle's version keeps its chunks until unpinned or expired.
+  z.object({ op: z.literal('pin'), ino, version: u53, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
+  z.object({ op: z.literal('unpin'), ino, holder: z.string().min(1).max(128) }).strict(),
+  z.object({ op: z.literal('pinExpire'), pins: z.array(z.object({ ino, holder: z.string().min(1).max(128) }).strict()).max(10_000) }).strict(),
   z.object({ op: z.literal('leaseAcquire'), ino, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
   z.object({ op: z.literal('leaseRenew'), ino, holder: z.string().min(1).max(128), token: u53, ttlMs: z.number().int().min(100).max(600_000) }).strict(),
   z.object({ op: z.literal('leaseRelease'), ino, holder: z.string().min(1).max(128), token: u53 }).strict(),

@@ -142,6 +142,8 @@ const S = {
   leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32 }),
   leaseRenew: z.object({ ino: u64, holder: z.string(), token: u64, ttl_ms: u32 }),
   leaseRelease: z.object({ ino: u64, holder: z.string(), token: u64 }),
+  pin: z.object({ ino: u64, version: u64, holder: z.string(), ttl_ms: u32 }),
+  unpin: z.object({ ino: u64, holder: z.string() }),
   diskmapGet: z.object({ serializable: z.boolean().default(false) }),
   diskmapPropose: z.object({ expected_epoch: u64, document_json: z.string(), diff_json: z.string().default('') }),
   diskmapChange: z.object({ epoch: u64, serializable: z.boolean().default(false) }),
@@ -463,6 +465,8 @@ export class MetaService {
         .expiredLeases(this.now(), 1000)
         .then(async (inos) => {
           if (inos.length > 0) await this.propose({ op: 'leaseExpire', inos }, true);
+          const pins = await this.sm.expiredPins(this.now(), 1000);
+          if (pins.length > 0) await this.propose({ op: 'pinExpire', pins }, true);
         })
         .catch((err: unknown) => this.log.debug({ err: String(err) }, 'lease sweep skipped'));
     }, this.opts.leaseSweepMs ?? LEASE_SWEEP_MS);
@@ -587,6 +591,15 @@ export class MetaService {
       LeaseRelease: this.timed('leaseRelease', S.leaseRelease, async (q) => {
         const v = await this.propose({ op: 'leaseRelease', ino: q.ino, holder: q.holder, token: q.token });
         return { released: v.released === true };
+      }),
+      Pin: this.timed('pin', S.pin, async (q) => {
+        const v = await this.propose({ op: 'pin', ino: q.ino, version: q.version, holder: q.holder, ttlMs: q.ttl_ms }, true);
+        const p = v.pin as { ino: number; version: number };
+        return { ino: p.ino, version: p.version };
+      }),
+      Unpin: this.timed('unpin', S.unpin, async (q) => {
+        const v = await this.propose({ op: 'unpin', ino: q.ino, holder: q.holder });
+        return { unpinned: v.unpinned === true };
       }),
       DiskmapGet: this.timed('diskmapGet', S.diskmapGet, async (q) => {
         await this.barrier(q.serializable);

@@ -89,6 +89,16 @@ export interface Lease {
   token: number;
   /** Leader clock reading after which the lease no longer admits commits. */
   expiresAtMs: number;
+  /** When the lease was granted (leader clock): chunks its commits store are no older (GC safe point). */
+  grantedAtMs?: number;
+}
+
+/** A version pin: an open handle's version, whose chunks GC keeps (docs/meta.md, "GC safety"). */
+export interface Pin {
+  ino: number;
+  version: number;
+  holder: string;
+  expiresAtMs: number;
 }
 
 export type EventKind =
@@ -680,6 +690,42 @@ export class MetaStateMachine implements StateMachine {
     return rows.map(([k, v]) => ({ ino: parseInt(k.slice(2), 16), ...(JSON.parse(v) as Layout) }));
   }
 
+  /** Layouts of superseded or removed versions that pins still hold (GC keeps their chunks). */
+  async retainedLayouts(): Promise<Array<{ ino: number } & Layout>> {
+    await this.settled();
+    this.checkOpen();
+    const rows = await this.db.iterator({ gte: K.retainedPrefix, lt: prefixEnd(K.retainedPrefix), limit: 1_000_000 }).all();
+    return rows.map(([k, v]) => ({ ino: parseInt(k.slice(2, 18), 16), ...(JSON.parse(v) as Layout) }));
+  }
+
+  /**
+   * GC's safe point: the grant time of the oldest live write lease (a commit in flight stores its
+   * chunks under a lease, so they are no older), or undefined when no lease is live.
+   */
+  async gcSafePointMs(nowMs: number): Promise<number | undefined> {
+    await this.settled();
+    let oldest: number | undefined;
+    for await (const v of this.db.values({ gte: K.leasePrefix, lt: prefixEnd(K.leasePrefix) })) {
+      const l = JSON.parse(v) as Lease;
+      if (nowMs >= l.expiresAtMs + LEASE_SAFETY_MARGIN_MS) continue;
+      const g = l.grantedAtMs ?? 0;
+      oldest = oldest === undefined ? g : Math.min(oldest, g);
+    }
+    return oldest;
+  }
+
+  /** Pins past their expiry (plus the margin) at nowMs: for the leader's sweep. */
+  async expiredPins(nowMs: number, limit: number): Promise<Array<{ ino: number; holder: string }>> {
+    await this.settled();
+    const out: Array<{ ino: number; holder: string }> = [];
+    for await (const v of this.db.values({ gte: K.pinsPrefix, lt: prefixEnd(K.pinsPrefix) })) {
+      const p = JSON.parse(v) as Pin;
+      if (nowMs >= p.expiresAtMs + LEASE_SAFETY_MARGIN_MS) out.push({ ino: p.ino, holder: p.holder });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
   async getxattr(ref: Ref, name: string): Promise<Buffer> {
     await this.settled();
     const r = this.reader();
@@ -990,7 +1036,10 @@ class ApplyCtx {
 
   /** Remove an inode and everything hanging off it. */
   async deleteInode(i: Inode): Promise<void> {
-    if (i.type === 'file') await this.setInline(i.ino, undefined);
+    if (i.type === 'file') {
+      await this.retainIfPinned(i.ino, i.version);
+      await this.setInline(i.ino, undefined);
+    }
     this.tx.del(K.inode(i.ino));
     this.tx.del(K.layout(i.ino));
     this.tx.del(K.lease(i.ino));
@@ -1235,6 +1284,33 @@ class ApplyCtx {
         }
         return { record: c };
       }
+      case 'pin': {
+        const i = await this.mustInode(op.ino);
+        const key = K.pin(op.ino, op.holder);
+        const cur = await this.tx.getJson<Pin>(key);
+        if (cur?.version !== op.version && i.version !== op.version) {
+          opFail('ECONFLICT', `inode ${op.ino} is at version ${i.version}, not ${op.version}; open it again`, { currentVersion: i.version });
+        }
+        if (cur !== undefined && cur.version !== op.version) await this.endPin(cur);
+        const pin: Pin = { ino: op.ino, version: op.version, holder: op.holder, expiresAtMs: this.nowMs + op.ttlMs };
+        this.tx.putJson(key, pin);
+        return { pin };
+      }
+      case 'unpin': {
+        const cur = await this.tx.getJson<Pin>(K.pin(op.ino, op.holder));
+        if (cur !== undefined) await this.endPin(cur);
+        return { unpinned: cur !== undefined };
+      }
+      case 'pinExpire': {
+        let n = 0;
+        for (const p of op.pins) {
+          const cur = await this.tx.getJson<Pin>(K.pin(p.ino, p.holder));
+          if (cur === undefined || this.nowMs < cur.expiresAtMs + LEASE_SAFETY_MARGIN_MS) continue;
+          await this.endPin(cur);
+          n++;
+        }
+        return { expired: n };
+      }
       case 'leaseAcquire': {
         const i = await this.mustInode(op.ino);
         if (i.type !== 'file') opFail(i.type === 'dir' ? 'EISDIR' : 'EINVAL', `inode ${i.ino} is not a regular file`);
@@ -1308,6 +1384,30 @@ class ApplyCtx {
     }
   }
 
+  /** Is some pin holding this version of the inode? */
+  private async pinned(ino: number, version: number, except?: string): Promise<boolean> {
+    for (const k of await this.tx.keys(K.pinPrefix(ino))) {
+      if (except !== undefined && k === except) continue;
+      const p = await this.tx.getJson<Pin>(k);
+      if (p?.version === version) return true;
+    }
+    return false;
+  }
+
+  /** Keep a version's layout for its pins (it is being superseded or its inode removed). */
+  async retainIfPinned(ino: number, version: number): Promise<void> {
+    if (version === 0 || !(await this.pinned(ino, version))) return;
+    const l = await this.tx.getJson<Layout>(K.layout(ino));
+    if (l !== undefined && l.extents.length > 0) this.tx.putJson(K.retained(ino, version), { version, extents: l.extents } satisfies Layout);
+  }
+
+  /** A pin ends: the retained layout of its version goes when no other pin holds it. */
+  private async endPin(p: Pin): Promise<void> {
+    const key = K.pin(p.ino, p.holder);
+    this.tx.del(key);
+    if (!(await this.pinned(p.ino, p.version, key))) this.tx.del(K.retained(p.ino, p.version));
+  }
+
   private async endLease(l: Lease): Promise<void> {
     this.tx.del(K.lease(l.ino));
     if ((await this.tx.get(K.orphan(l.ino))) !== undefined) {
@@ -1334,7 +1434,7 @@ class ApplyCtx {
   private async grantLease(ino: number, holder: string, ttlMs: number): Promise<Lease> {
     const token = Number((await this.tx.get(K.fence)) ?? '0') + 1;
     this.tx.put(K.fence, String(token));
-    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs };
+    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs, grantedAtMs: this.nowMs };
     this.tx.putJson(K.lease(ino), lease);
     return lease;
   }
@@ -1405,6 +1505,7 @@ class ApplyCtx {
     i: Inode, fence: number, size: number, extents: Extent[], mtimeMs: number, state: CommitState, kind: 'commit' | 'truncate',
     data?: Buffer,
   ): Promise<Record<string, unknown>> {
+    await this.retainIfPinned(i.ino, i.version);
     const inline = await this.setInline(i.ino, data);
     const version = i.version + 1;
     i.version = version;

@@ -256,9 +256,15 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
         if (rows.length < 1000) break;
         after = (rows[rows.length - 1] as { ino: number }).ino;
       }
+      // Versions pinned by open handles (superseded or unlinked since), and the safe point of
+      // commits in flight: every shard stored since the oldest live write lease was granted.
+      for (const r of await ctx.meta.retainedLayouts()) for (const e of r.extents) referenced.add(e.chunkHash);
+      const safePoint = await ctx.meta.gcSafePointMs(Date.now());
       metrics.gcReferenced.set(referenced.size);
       const report = await collectGarbage(store, {
         graceMs: d.gc.graceMs,
+        // Minus a minute for clock differences between the leader (lease times) and this node (mtimes).
+        ...(safePoint !== undefined ? { keepNewerThanMs: safePoint - 60_000 } : {}),
         isReferenced: async (hashes) => new Set(hashes.filter((h) => referenced.has(h))),
       });
       metrics.gcRuns.inc({ result: 'ok' });

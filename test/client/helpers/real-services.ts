@@ -27,6 +27,8 @@ export interface RealServices {
   meta: MetaAdapter;
   chunks: ChunkAdapter;
   chunkCluster: TestCluster;
+  /** The metadata nodes (their state machines, for GC tests). */
+  nodes: CairnNode[];
   close(): Promise<void>;
 }
 
@@ -101,6 +103,7 @@ export async function startRealServices(baseDir: string, daemon: Record<string, 
     meta,
     chunks,
     chunkCluster,
+    nodes,
     async close() {
       metaClient.close();
       await chunkCluster.close();

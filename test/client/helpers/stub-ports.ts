@@ -110,6 +110,10 @@ export class StubMeta implements MetaPort {
     });
   }
 
+  /** Pins keep chunks from GC in the real metadata; the stand-in has no GC. */
+  async pinVersion(): Promise<void> {}
+  async unpinVersion(): Promise<void> {}
+
   /** Inline content is the real metadata's (test/client/inline.test.ts runs it); the stand-in refuses it. */
   async putFile(): Promise<FileAttr> {
     throw new CairnError('EINVAL', 'the stand-in metadata stores no inline content');
