@@ -33,6 +33,7 @@ import type { NodeContext, NodeServiceFactory } from './services.js';
 const metrics = {
   gcRuns: counter('cairn_node_gc_runs_total', 'Chunk GC passes run by the node daemon, by result', ['result']),
   gcReferenced: gauge('cairn_node_gc_referenced_chunks', 'Chunks referenced by current file layouts at the last GC pass'),
+  inlineCorrupt: gauge('cairn_node_inline_corrupt_files', 'Files whose inline content failed its checksum at the last inline scrub of this node'),
   registered: gauge('cairn_node_registered', 'Whether this node\'s registry record is written (1) or not yet (0)'),
 };
 
@@ -276,6 +277,18 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     }
   };
 
+  const scrubInline = async (): Promise<void> => {
+    try {
+      const r = await ctx.meta.scrubInline();
+      metrics.inlineCorrupt.set(r.bad.length);
+      if (r.bad.length > 0) {
+        log.error({ inodes: r.bad.slice(0, 20), bad: r.bad.length, checked: r.checked }, 'inline file content in this node\'s metadata fails its checksum; wipe this node and let it rejoin from a snapshot (docs/meta.md)');
+      }
+    } catch (err) {
+      log.warn({ err: String(err) }, 'inline scrub failed');
+    }
+  };
+
   const scrubber = new Scrubber(store, {
     rateBytesPerSec: d.scrub.rateBytesPerSec,
     clients,
@@ -301,6 +314,8 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       if (d.scrub.enabled) {
         // The first pass after one interval, not at start-up (a restart should not cost a full read).
         timers.push(setTimeout(() => scrubber.start(d.scrub.intervalMs), d.scrub.intervalMs));
+        // Inline file content in this node's metadata replica: every blob against its SHA-256.
+        timers.push(setInterval(() => void track(scrubInline()), d.scrub.intervalMs));
       }
       for (const t of timers) t.unref();
     },

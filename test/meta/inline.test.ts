@@ -160,6 +160,39 @@ describe('inline small files', () => {
     expect(await code(h, { op: 'commit', ino, expectedVersion: 3, fence: token, size: 950, extents: [{ ...ext(1), chunkOffset: 50, chunkLength: 120 }], spliceFrom: 100, spliceTo: 200 })).toBe('EINVAL');
   });
 
+  it('pins keep a superseded or unlinked version\'s layout until they end; leases give GC its safe point', async () => {
+    const h = await openSm();
+    const { attr } = (await ok(h, { op: 'create', at: { path: '/p' }, mode: 0o644, uid: 0, gid: 0, exclusive: true, lease: { holder: 'w', ttlMs: 60_000 } }, 1_000)) as { attr: { ino: number } };
+    const ino = attr.ino;
+    expect(await h.sm.gcSafePointMs(2_000)).toBe(1_000);
+    const token = Number(((await h.sm.lease(ino)) as { token: number }).token);
+    const ext = (i: number) => [{ offset: 0, length: 100, chunkHash: (i + 16).toString(16).padStart(64, '0'), scheme: 'rs', pg: 0 }];
+    await ok(h, { op: 'commit', ino, expectedVersion: 0, fence: token, size: 100, extents: ext(1) });
+    await ok(h, { op: 'pin', ino, version: 1, holder: 'r1', ttlMs: 10_000 }, 5_000);
+    await ok(h, { op: 'pin', ino, version: 1, holder: 'r2', ttlMs: 10_000 }, 5_000);
+    expect(await code(h, { op: 'pin', ino, version: 7, holder: 'r3', ttlMs: 10_000 })).toBe('ECONFLICT');
+    await ok(h, { op: 'commit', ino, expectedVersion: 1, fence: token, size: 100, extents: ext(2) });
+    expect((await h.sm.retainedLayouts()).map((r) => [r.ino, r.version, r.extents[0]!.chunkHash])).toEqual([[ino, 1, ext(1)[0]!.chunkHash]]);
+    // One pin ends: the other still holds version 1. Renewing keeps it; the holder may move on to v2.
+    await ok(h, { op: 'unpin', ino, holder: 'r1' });
+    expect(await h.sm.retainedLayouts()).toHaveLength(1);
+    await ok(h, { op: 'pin', ino, version: 1, holder: 'r2', ttlMs: 10_000 }, 6_000);
+    await ok(h, { op: 'pin', ino, version: 2, holder: 'r2', ttlMs: 10_000 }, 6_000);
+    expect(await h.sm.retainedLayouts()).toEqual([]);
+    // Unlinked (the lease released) while pinned: the inode goes, its layout stays for the pin.
+    await ok(h, { op: 'leaseRelease', ino, holder: 'w', token });
+    expect(await h.sm.gcSafePointMs(7_000)).toBeUndefined();
+    await ok(h, { op: 'unlink', at: { path: '/p' } });
+    await expect(h.sm.getattr({ ino })).rejects.toMatchObject({ code: 'ESTALE' });
+    expect((await h.sm.retainedLayouts()).map((r) => r.version)).toEqual([2]);
+    // The pin expires (swept past its margin): the layout goes.
+    expect(await h.sm.expiredPins(10_000, 10)).toEqual([]);
+    expect(await h.sm.expiredPins(20_000, 10)).toEqual([{ ino, holder: 'r2' }]);
+    await ok(h, { op: 'pinExpire', pins: [{ ino, holder: 'r2' }] }, 20_000);
+    expect(await h.sm.retainedLayouts()).toEqual([]);
+    expect((await h.sm.dump()).filter(([k]) => k.startsWith('p:') || k.startsWith('r:'))).toEqual([]);
+  });
+
   it('refuses inline writes past the budget with ENOSPC, and always lets a file shrink', async () => {
     const h = await openSm();
     await ok(h, put('/a', Buffer.alloc(600, 1), { budget: 1000 }));
