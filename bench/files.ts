@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { report, type BenchSuite, type BenchTable } from './table.js';
 import { phase, startLocalCluster } from './local-cluster.js';
 import { FileClient } from '../src/server/file-client.js';
+import { MetaClient } from '../src/meta/client.js';
 
 const MIB = 1024 * 1024;
 const PIECE = MIB;
@@ -84,6 +85,16 @@ export const filesSuite: BenchSuite = {
         await measure(`4 KiB files, strong (each durable when put returns)`, files, 'file', conc, (i) => n1.put(`/small-${conc}/f${i}`, [small], { mode: 'strong', mkdirs: true }));
       }
       await measure(`4 KiB files, weak (durable in the node's cache)`, files, 'file', 16, (i) => n1.put(`/small-weak/f${i}`, [small], { mode: 'weak', mkdirs: true }));
+      // Where a small put's time goes: the same inline write straight to the metadata (no file
+      // service, no Put stream), the part of a put that is the one Raft write.
+      const meta = new MetaClient({ endpoints: cluster.endpoints });
+      try {
+        for (const conc of [1, 16]) {
+          await measure(`  of which: the metadata write alone (MetaClient.putFile)`, files, 'file', conc, (i) => meta.putFile(`/small-meta-${conc}/f${i}`, small, { mkdirs: true }));
+        }
+      } finally {
+        meta.close();
+      }
       await measure(`read 4 KiB files through another node`, files, 'file', 16, (i) => drain(n3, `/small-16/f${i}`));
     } finally {
       for (const c of [n1, n3]) c.close();

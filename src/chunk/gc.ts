@@ -4,6 +4,9 @@
  * shard refreshes (dedup), so a commit in flight — shards stored, metadata not yet updated — is
  * never collected as long as it finishes within the grace period. Which chunks are referenced is
  * asked of the caller in batches (the metadata service provides it), so memory stays bounded.
+ * `keepNewerThanMs` (the metadata's safe point: the grant time of the oldest live write lease)
+ * keeps every shard stored since then whatever the grace period, so a commit in flight under a
+ * live lease never loses its chunks however long it takes.
  */
 import { stat } from 'node:fs/promises';
 import { CairnError } from '../common/errors.js';
@@ -29,6 +32,8 @@ export interface GcOptions {
   batchSize?: number;
   /** Report what would be deleted, delete nothing. */
   dryRun?: boolean;
+  /** Shards whose mtime is at or after this wall-clock time are kept (the safe point of commits in flight). */
+  keepNewerThanMs?: number;
   now?: () => number;
 }
 
@@ -51,10 +56,13 @@ export async function collectGarbage(store: ChunkStore, opts: GcOptions): Promis
   const report: GcReport = { scanned: 0, keptYoung: 0, keptReferenced: 0, deleted: 0, bytesFreed: 0, deletedKeys: [] };
   let batch: Array<{ shard: LocalShard; key: ShardKey }> = [];
 
+  /** The store keeps a shard whose mtime is at or after this: the grace period, and the safe point if earlier. */
+  const cutoff = (): number => Math.min(now() - opts.graceMs, opts.keepNewerThanMs ?? Number.POSITIVE_INFINITY);
   const old = async (path: string): Promise<{ size: number } | undefined> => {
     const st = await stat(path).catch(() => undefined);
     if (st === undefined) return undefined;
-    return now() - st.mtimeMs >= opts.graceMs ? { size: st.size } : undefined;
+    const pastSafePoint = opts.keepNewerThanMs === undefined || st.mtimeMs < opts.keepNewerThanMs;
+    return now() - st.mtimeMs >= opts.graceMs && pastSafePoint ? { size: st.size } : undefined;
   };
 
   const flush = async (): Promise<void> => {
@@ -74,7 +82,7 @@ export async function collectGarbage(store: ChunkStore, opts: GcOptions): Promis
         continue;
       }
       if (opts.dryRun !== true) {
-        if (!(await store.deleteShard(key, { olderThanMs: now() - opts.graceMs }))) {
+        if (!(await store.deleteShard(key, { olderThanMs: cutoff() }))) {
           report.keptYoung++;
           continue;
         }

@@ -25,9 +25,10 @@ function tokenOf(token: string): number {
   return t;
 }
 
-function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[]): FileAttr {
+function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[], inline?: Buffer): FileAttr {
   if (attr.type !== 'file') throw new CairnError(attr.type === 'dir' ? 'EISDIR' : 'EINVAL', `${path} is not a regular file`);
   return {
+    ...(inline !== undefined ? { inline } : {}),
     fileId: String(attr.ino),
     path,
     size: attr.size,
@@ -35,7 +36,7 @@ function fileAttr(path: string, attr: Attr, extents: readonly MetaExtent[]): Fil
     version: attr.version,
     mode: attr.mode,
     mtimeMs: attr.mtimeMs,
-    extents: extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+    extents: extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg, ...(e.chunkLength !== undefined ? { chunkOffset: e.chunkOffset ?? 0, chunkLength: e.chunkLength } : {}) })),
   };
 }
 
@@ -45,7 +46,7 @@ export class MetaAdapter implements MetaPort {
   async lookup(path: string): Promise<FileAttr | null> {
     try {
       const l = await this.meta.layout(path);
-      return fileAttr(path, l.attr, l.extents);
+      return fileAttr(path, l.attr, l.extents, l.inline);
     } catch (err) {
       if (err instanceof CairnError && err.code === 'ENOENT') return null;
       throw err;
@@ -60,7 +61,7 @@ export class MetaAdapter implements MetaPort {
 
   async getattr(fileId: string): Promise<FileAttr> {
     const l = await this.meta.layout({ ino: inoOf(fileId) });
-    return fileAttr(l.attr.name === '' ? `#${fileId}` : l.attr.name, l.attr, l.extents);
+    return fileAttr(l.attr.name === '' ? `#${fileId}` : l.attr.name, l.attr, l.extents, l.inline);
   }
 
   async acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease> {
@@ -83,11 +84,26 @@ export class MetaAdapter implements MetaPort {
       expectedVersion: req.expectedVersion,
       fence: tokenOf(req.leaseToken),
       size: req.size,
-      extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+      extents: req.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg, ...(e.chunkLength !== undefined ? { chunkOffset: e.chunkOffset ?? 0, chunkLength: e.chunkLength } : {}) })),
       mtimeMs: Math.floor(req.mtimeMs),
       durable: req.durable === true,
+      ...(req.inline !== undefined ? { inline: req.inline } : {}),
+      ...(req.splice !== undefined ? { splice: req.splice } : {}),
     });
     return { version: record.version };
+  }
+
+  async pinVersion(fileId: string, version: number, holder: string, ttlMs: number): Promise<void> {
+    await this.meta.pin(inoOf(fileId), version, holder, ttlMs);
+  }
+
+  async unpinVersion(fileId: string, holder: string): Promise<void> {
+    await this.meta.unpin(inoOf(fileId), holder);
+  }
+
+  async putFile(path: string, data: Buffer, opts: { mode: number; mkdirs: boolean }): Promise<FileAttr> {
+    const attr = await this.meta.putFile(path, data, { mode: opts.mode, mkdirs: opts.mkdirs });
+    return fileAttr(path, attr, [], data);
   }
 
   async markDurable(fileId: string, version: number): Promise<void> {

@@ -20,10 +20,12 @@ import { parseWith } from '../common/config.js';
 import { DirtyLayer } from './extent-map.js';
 import { SegmentWriter, replaySegment, REC_TRUNCATE, REC_WRITE, MAX_RECORD_PAYLOAD_BYTES } from './journal.js';
 import type { CacheStore } from './cache-store.js';
-import type { Extent } from './ports.js';
+import { chunkOf, type Extent } from './ports.js';
 import type { ReadCache } from './read-cache.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
+/** Inline content (a small file's whole version, stored in the metadata) as base64. */
+const InlineSchema = z.string().max(512 * 1024).regex(/^[A-Za-z0-9+/]*={0,2}$/);
 
 export const ExtentSchema = z.object({
   offset: z.number().int().nonnegative(),
@@ -31,6 +33,8 @@ export const ExtentSchema = z.object({
   chunkHash: z.string().regex(HASH_RE),
   scheme: z.string().min(1).max(64),
   pg: z.number().int().nonnegative().max(0xffff_ffff),
+  chunkOffset: z.number().int().nonnegative().optional(),
+  chunkLength: z.number().int().positive().optional(),
 });
 
 export const CommitIntentSchema = z.object({
@@ -45,6 +49,8 @@ export const CommitIntentSchema = z.object({
   /** Hashes of the chunks this commit stored (the ones whose health it must wait for). */
   fresh: z.array(z.string().regex(HASH_RE)),
   mtimeMs: z.number().nonnegative(),
+  /** The new version's whole content when it is committed inline (extents and fresh empty). */
+  inline: InlineSchema.optional(),
 });
 export type CommitIntent = z.infer<typeof CommitIntentSchema>;
 
@@ -57,12 +63,20 @@ export const FileStateSchema = z.object({
     version: z.number().int().nonnegative(),
     size: z.number().int().nonnegative(),
     extents: z.array(ExtentSchema),
+    /** The base version's content when it is stored inline in the metadata (extents empty). */
+    inline: InlineSchema.optional(),
   }),
   firstSegment: z.number().int().positive(),
   leaseToken: z.string().max(512).nullable(),
   commit: CommitIntentSchema.nullable(),
 });
 export type FileState = z.infer<typeof FileStateSchema>;
+
+/** The base version as a read sees it (captured when the read starts). */
+export interface BaseView {
+  extents: readonly Extent[];
+  inline?: Buffer;
+}
 
 export type CommitState = 'clean' | 'dirty' | 'committing' | 'visible' | 'durable' | 'conflict';
 
@@ -116,6 +130,8 @@ export class CachedFile {
   commitRequested = false;
   /** Commit runs that failed in a row (drives the retry back-off). */
   commitFailures = 0;
+  /** The version this node pins in the metadata for its open handles (GC keeps its chunks); null: none. */
+  pinnedVersion: number | null = null;
   /** Reads in flight (they run without the lock; segments are deleted only when none is). */
   private readers = 0;
   private readersGone: Array<() => void> = [];
@@ -263,7 +279,7 @@ export class CachedFile {
   async dropCommitted(intent: CommitIntent, newVersion: number): Promise<void> {
     this.st = {
       ...this.st,
-      base: { version: newVersion, size: intent.newSize, extents: intent.extents },
+      base: { version: newVersion, size: intent.newSize, extents: intent.extents, ...(intent.inline !== undefined ? { inline: intent.inline } : {}) },
       firstSegment: intent.sealedThrough + 1,
       commit: null,
     };
@@ -321,9 +337,9 @@ export class CachedFile {
       if (ahead > 0) {
         // The next stored chunks after this read, fetched while the caller consumes this one.
         const first = this.st.base.extents.findIndex((e) => e.offset >= end);
-        if (first >= 0) for (const e of this.st.base.extents.slice(first, first + ahead)) readCache.prefetch(e);
+        if (first >= 0) for (const e of this.st.base.extents.slice(first, first + ahead)) readCache.prefetch(chunkOf(e));
       }
-      await this.fill(out, start, start, end, layers, 0, this.st.base.extents, readCache);
+      await this.fill(out, start, start, end, layers, 0, this.baseView(), readCache);
     } finally {
       this.readers -= 1;
       if (this.readers === 0) for (const wake of this.readersGone.splice(0)) wake();
@@ -339,8 +355,18 @@ export class CachedFile {
   async readFrozen(start: number, end: number, readCache: ReadCache): Promise<Buffer> {
     const out = Buffer.alloc(end - start);
     if (this.frozen === null) throw new Error('invariant violated: readFrozen without a commit');
-    await this.fill(out, start, start, end, [this.frozen], 0, this.st.base.extents, readCache);
+    await this.fill(out, start, start, end, [this.frozen], 0, this.baseView(), readCache);
     return out;
+  }
+
+  private inlineCache: { b64: string; bytes: Buffer } | null = null;
+
+  /** The base version as reads see it: its extents, or its inline content (decoded once). */
+  baseView(): BaseView {
+    const b64 = this.st.base.inline;
+    if (b64 === undefined) return { extents: this.st.base.extents };
+    if (this.inlineCache?.b64 !== b64) this.inlineCache = { b64, bytes: Buffer.from(b64, 'base64') };
+    return { extents: this.st.base.extents, inline: this.inlineCache.bytes };
   }
 
   private async fill(
@@ -350,20 +376,25 @@ export class CachedFile {
     end: number,
     layers: DirtyLayer[],
     idx: number,
-    base: readonly Extent[],
+    base: BaseView,
     readCache: ReadCache,
   ): Promise<void> {
     if (start >= end) return;
     const layer = layers[idx];
     if (layer === undefined) {
-      for (const ext of base) {
+      if (base.inline !== undefined && start < base.inline.length) {
+        // Inline base: its bytes, zeros past them (out is zero-filled).
+        base.inline.copy(out, start - outStart, start, Math.min(end, base.inline.length));
+      }
+      for (const ext of base.extents) {
         const eEnd = ext.offset + ext.length;
         if (eEnd <= start) continue;
         if (ext.offset >= end) break;
-        const bytes = await readCache.get(ext);
+        const bytes = await readCache.get(chunkOf(ext));
         const s = Math.max(start, ext.offset);
         const t = Math.min(end, eEnd);
-        bytes.copy(out, s - outStart, s - ext.offset, t - ext.offset);
+        const at = (ext.chunkOffset ?? 0) - ext.offset;
+        bytes.copy(out, s - outStart, s + at, t + at);
       }
       return;
     }

@@ -63,6 +63,20 @@ export const cairnFsOptionsSchema = z
     retryBaseMs: z.number().int().min(1).default(200),
     /** How long a strong-mode flush/close (or commit with wait) waits before ETIMEDOUT; the commit goes on. */
     durableTimeoutMs: z.number().int().min(1).default(300_000),
+    /**
+     * Versions up to this size are committed inline in the metadata, with no chunk (docs/client.md,
+     * "Inline small files"); 0 (the library's default) never. The node daemon sets it from
+     * daemon.file.inlineMaxBytes (64 KiB). At most the metadata's INLINE_MAX_BYTES (256 KiB).
+     */
+    inlineMaxBytes: z.number().int().min(0).max(256 * 1024).default(0),
+    /**
+     * A commit stores only the bytes it changed: old chunks are kept as slices around them, and an
+     * aligned chunk-sized window holding more than `maxPiecesPerWindow` pieces is rewritten whole
+     * (compaction). Off (the library's default): a touched chunk is rewritten whole. The node daemon
+     * turns it on (daemon.file.slices). docs/client.md, "Slices".
+     */
+    slices: z.boolean().default(false),
+    maxPiecesPerWindow: z.number().int().min(2).max(1024).default(16),
   })
   .strict();
 export type CairnFsOptions = z.input<typeof cairnFsOptionsSchema>;
@@ -193,6 +207,8 @@ export class CairnFs {
       parallelism: opts.commitParallelism,
       putAttempts: opts.putAttempts,
       retryBaseMs: opts.retryBaseMs,
+      inlineMaxBytes: opts.inlineMaxBytes,
+      slices: opts.slices ? { windowBytes: makeChunker(opts.chunker).maxBytes, maxPiecesPerWindow: opts.maxPiecesPerWindow } : null,
       closing: () => this.closing,
       log: this.log,
     };
@@ -279,7 +295,7 @@ export class CairnFs {
             fileId: attr.fileId,
             path,
             mode: attr.mode,
-            base: { version: attr.version, size: attr.size, extents: attr.extents },
+            base: { version: attr.version, size: attr.size, extents: attr.extents, ...(attr.inline !== undefined ? { inline: attr.inline.toString('base64') } : {}) },
           },
           volatile,
         );
@@ -308,6 +324,7 @@ export class CairnFs {
         throw err;
       }
     }
+    if (f.pinnedVersion === null && f.st.base.extents.length > 0) await this.pin(f);
     const fd = this.nextFd++;
     this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append, mode });
     if (truncate) await this.truncate(fd, 0);
@@ -535,6 +552,32 @@ export class CairnFs {
     return this.statusOf(f);
   }
 
+  /**
+   * A whole small file (at most `inlineMaxBytes`) stored in one metadata write: the file at `path`
+   * is replaced by a new one holding `data` inline, durable when this returns (either mode), as a
+   * rename over it would; `mkdirs` makes missing parents. Returns null when this path cannot take
+   * it — inline storage off, data too large, the path cached on this node (an open or uncommitted
+   * file: the cache decides), or the metadata's inline budget full (logged) — and the caller
+   * writes the file through open/write/close instead.
+   */
+  async putSmall(path: string, data: Buffer, o: { mkdirs?: boolean; mode?: number } = {}): Promise<{ fileId: string; version: number; size: number } | null> {
+    this.checkOpen();
+    if (this.opts.inlineMaxBytes === 0 || data.length > this.opts.inlineMaxBytes || this.byPath.has(path)) return null;
+    try {
+      const a = await this.meta.putFile(path, data, { mode: o.mode ?? 0o644, mkdirs: o.mkdirs === true });
+      return { fileId: a.fileId, version: a.version, size: a.size };
+    } catch (err) {
+      if (!(err instanceof CairnError && err.code === 'ENOSPC')) throw err;
+      this.log.warn({ path, size: data.length, err: err.message }, 'inline budget of the metadata is full; storing this small file in chunks');
+      return null;
+    }
+  }
+
+  /** Files up to this size are stored inline in the metadata (0: never). */
+  get inlineMaxBytes(): number {
+    return this.opts.inlineMaxBytes;
+  }
+
   /** The file id (the metadata's inode number, as text) of an open handle's file. */
   fileIdOf(fd: number): string {
     return this.handle(fd).file.fileId;
@@ -627,12 +670,38 @@ export class CairnFs {
     m.delete(f);
   }
 
+  /**
+   * Pin the base version for this node's open handles: chunk GC keeps a pinned version's chunks
+   * even once it is superseded or unlinked (docs/client.md, "GC safety"). Renewed with the leases.
+   */
+  private async pin(f: CachedFile): Promise<void> {
+    const version = f.st.base.version;
+    try {
+      await this.meta.pinVersion(f.fileId, version, this.holder, this.opts.leaseTtlMs);
+      f.pinnedVersion = version;
+    } catch (err) {
+      this.log.warn({ path: f.st.path, version, err: String(err) }, 'could not pin the open version; its chunks are kept by the GC grace period only');
+    }
+  }
+
+  private unpinLater(f: CachedFile): void {
+    if (f.pinnedVersion === null) return;
+    f.pinnedVersion = null;
+    const p: Promise<void> = this.meta
+      .unpinVersion(f.fileId, this.holder)
+      .catch((err: unknown) => this.log.warn({ path: f.st.path, err: String(err) }, 'unpin failed; the pin will expire'))
+      .finally(() => this.background.delete(p));
+    this.background.add(p);
+  }
+
   private afterLastClose(f: CachedFile): void {
     if (this.closing) return;
     if (this.discarded.has(f.fileId)) {
+      this.unpinLater(f);
       this.dropDiscarded(f);
       return;
     }
+    this.unpinLater(f);
     if (f.hasDirty()) {
       this.clearTimer(this.idleTimers, f);
       const t = setTimeout(() => {
@@ -744,6 +813,10 @@ export class CairnFs {
     if (this.renewing || this.closing) return;
     this.renewing = true;
     try {
+      // Pins of open files first (re-pinned when a commit moved the base on), then leases.
+      for (const f of this.files.values()) {
+        if (f.openCount > 0 && (f.pinnedVersion !== null || f.st.base.extents.length > 0)) await this.pin(f);
+      }
       const queue = [...this.files.values()].filter((f) => f.st.leaseToken !== null);
       const worker = async (): Promise<void> => {
         for (let f = queue.shift(); f !== undefined; f = queue.shift()) {

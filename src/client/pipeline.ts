@@ -13,16 +13,23 @@
  * restarted node tell whether its CAS happened (the file's layout equals the intent's) and
  * resume from there; before the intent, recovery simply commits again from the journal.
  * Failpoints (CAIRN_FAILPOINTS) sit between the steps; their names are FAILPOINTS below.
+ *
+ * Inline small files: a version no larger than `inlineMaxBytes` stores no chunk at all; its whole
+ * content travels in the compare-and-set (the metadata keeps it inline, durable at once), so the
+ * commit is one metadata write. A version that grows past the threshold goes to chunks in the same
+ * single compare-and-set (the inline base is rewritten as a region), and one that shrinks under it
+ * goes back inline: readers see the old or the new version, never a mix. When the metadata's inline
+ * budget is full (ENOSPC), the commit stores chunks instead.
  */
 import { randomBytes } from 'node:crypto';
 import { CairnError } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import type { Logger } from '../common/log.js';
-import { planCommit } from './plan.js';
+import { planCommit, planSlices, type SliceOptions } from './plan.js';
 import { sha256Hex, type ReadCache } from './read-cache.js';
 import type { Chunker } from './chunker.js';
 import type { CachedFile, CommitIntent } from './cached-file.js';
-import type { ChunkPort, Extent, FileAttr, MetaPort, PutChunkResult } from './ports.js';
+import { chunkOf, type ChunkPort, type Extent, type FileAttr, type MetaPort, type PutChunkResult } from './ports.js';
 
 export const FAILPOINTS = [
   'client.before-hash',
@@ -47,6 +54,10 @@ export interface PipelineDeps {
   putAttempts: number;
   /** First wait between retries; doubles up to 16×. */
   retryBaseMs: number;
+  /** Versions up to this size are committed inline in the metadata (0: never). */
+  inlineMaxBytes: number;
+  /** Store only the changed bytes of a commit, keeping old chunks as slices (null: rewrite touched chunks whole). */
+  slices: SliceOptions | null;
   /** True once the file system is closing: background waits stop. */
   closing: () => boolean;
   log: Logger;
@@ -68,9 +79,11 @@ export function allZero(b: Buffer): boolean {
 
 function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
   if (attr.size !== intent.newSize || attr.extents.length !== intent.extents.length) return false;
+  if ((attr.inline === undefined) !== (intent.inline === undefined)) return false;
+  if (attr.inline !== undefined && !attr.inline.equals(Buffer.from(intent.inline!, 'base64'))) return false;
   return attr.extents.every((e, i) => {
     const x = intent.extents[i]!;
-    return e.offset === x.offset && e.length === x.length && e.chunkHash === x.chunkHash;
+    return e.offset === x.offset && e.length === x.length && e.chunkHash === x.chunkHash && (e.chunkOffset ?? 0) === (x.chunkOffset ?? 0);
   });
 }
 
@@ -100,7 +113,10 @@ async function putReadable(hash: string, bytes: Buffer, d: PipelineDeps): Promis
 /** Step 3a: cut, hash and store the frozen layer's new chunks. Returns the new layout. */
 async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: Extent[]; fresh: string[]; weak: Set<string> }> {
   const frozen = f.frozen!;
-  const plan = planCommit(f.st.base.extents, frozen.all(), frozen.size);
+  const baseInline = f.baseView().inline?.length ?? 0;
+  const plan = d.slices !== null
+    ? planSlices(f.st.base.extents, frozen.all(), frozen.size, baseInline, d.slices)
+    : planCommit(f.st.base.extents, frozen.all(), frozen.size, baseInline);
   const created: Extent[] = [];
   const puts = new Map<string, Promise<PutChunkResult>>();
   const weak = new Set<string>();
@@ -158,8 +174,34 @@ async function storeChunks(f: CachedFile, d: PipelineDeps): Promise<{ extents: E
   return { extents, fresh: [...puts.keys()], weak };
 }
 
+const sameExtent = (a: Extent, b: Extent): boolean =>
+  a.offset === b.offset && a.length === b.length && a.chunkHash === b.chunkHash && a.scheme === b.scheme && a.pg === b.pg &&
+  (a.chunkOffset ?? 0) === (b.chunkOffset ?? 0) && (a.chunkLength ?? a.length) === (b.chunkLength ?? b.length);
+
+/** Smallest delta worth sending (below it the whole layout goes: it is short anyway). */
+const SPLICE_MIN_EXTENTS = 8;
+
+/**
+ * The delta between the base layout and the new one: the extents that differ lie in [from, to)
+ * (after the common prefix, before the common suffix). Null when sending everything is as cheap.
+ */
+export function spliceOf(base: readonly Extent[], next: readonly Extent[]): { from: number; to: number; extents: Extent[] } | null {
+  if (base.length < SPLICE_MIN_EXTENTS) return null;
+  let p = 0;
+  while (p < base.length && p < next.length && sameExtent(base[p]!, next[p]!)) p++;
+  let s = 0;
+  while (s < base.length - p && s < next.length - p && sameExtent(base[base.length - 1 - s]!, next[next.length - 1 - s]!)) s++;
+  const from = p === 0 ? 0 : base[p - 1]!.offset + base[p - 1]!.length;
+  const to = s === 0 ? Number.MAX_SAFE_INTEGER : base[base.length - s]!.offset;
+  const extents = next.slice(p, next.length - s);
+  if (extents.length + SPLICE_MIN_EXTENTS / 2 >= next.length) return null;
+  return { from, to, extents };
+}
+
 /** Install the intent's layout. Returns the new version, or throws (conflict, unreachable metadata). */
 async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDeps, durable = false): Promise<number> {
+  // The base this intent was computed on is still f.st.base (it moves only once the commit is durable).
+  const delta = intent.inline === undefined && f.st.base.inline === undefined && f.st.base.version === intent.baseVersion ? spliceOf(f.st.base.extents, intent.extents) : null;
   for (let attempt = 0; ; attempt++) {
     const token = await ensureLease(f, d);
     try {
@@ -169,9 +211,11 @@ async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDep
         leaseToken: token,
         commitId: intent.commitId,
         size: intent.newSize,
-        extents: intent.extents,
+        extents: delta?.extents ?? intent.extents,
+        ...(delta !== null ? { splice: { from: delta.from, to: delta.to } } : {}),
         mtimeMs: intent.mtimeMs,
-        durable,
+        durable: durable || intent.inline !== undefined,
+        ...(intent.inline !== undefined ? { inline: Buffer.from(intent.inline, 'base64') } : {}),
       });
       return version;
     } catch (err) {
@@ -193,7 +237,7 @@ async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDep
 
 /** Step 4: every fresh chunk reaches full health (all shards). Retries forever, backing off, until closing. */
 async function awaitFullHealth(f: CachedFile, intent: CommitIntent, weak: Set<string> | null, d: PipelineDeps): Promise<void> {
-  const byHash = new Map(intent.extents.map((e) => [e.chunkHash, e]));
+  const byHash = new Map(intent.extents.map((e) => [e.chunkHash, chunkOf(e)]));
   for (const hash of intent.fresh) {
     if (weak !== null && !weak.has(hash)) continue;
     const ref = byHash.get(hash);
@@ -243,7 +287,10 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
     }
     f.setState('committing');
     await failpoint('client.before-hash');
-    const stored = await storeChunks(f, d);
+    const newSize = f.frozen!.size;
+    // Small: the whole content goes inline with the compare-and-set, no chunk is stored.
+    const inline = d.inlineMaxBytes > 0 && newSize <= d.inlineMaxBytes ? await f.readFrozen(0, newSize, d.readCache) : undefined;
+    const stored = inline !== undefined ? { extents: [], fresh: [], weak: new Set<string>() } : await storeChunks(f, d);
     weak = stored.weak;
     await failpoint('client.after-store');
     await ensureLease(f, d);
@@ -257,6 +304,7 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
       extents: stored.extents,
       fresh: stored.fresh,
       mtimeMs: f.mtimeMs,
+      ...(inline !== undefined ? { inline: inline.toString('base64') } : {}),
     };
     const i = intent;
     await f.lock.run(async () => {
@@ -267,7 +315,24 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
     // The usual case: every shard of every new chunk is stored already, so the commit record can
     // say durable at once and step 4 needs no metadata write of its own.
     durableAtCommit = weak.size === 0;
-    newVersion = await compareAndSet(f, intent, d, durableAtCommit);
+    try {
+      newVersion = await compareAndSet(f, intent, d, durableAtCommit);
+    } catch (err) {
+      if (!(inline !== undefined && err instanceof CairnError && err.code === 'ENOSPC')) throw err;
+      // The metadata's inline budget is full: the same version, stored in chunks.
+      d.log.warn({ path: f.st.path, size: newSize, err: err.message }, 'inline budget of the metadata is full; storing this small file in chunks');
+      const chunked = await storeChunks(f, d);
+      weak = chunked.weak;
+      const { inline: _dropped, ...rest } = intent;
+      const c: CommitIntent = { ...rest, extents: chunked.extents, fresh: chunked.fresh };
+      intent = c;
+      await f.lock.run(async () => {
+        f.st = { ...f.st, commit: c };
+        await f.saveState();
+      });
+      durableAtCommit = weak.size === 0;
+      newVersion = await compareAndSet(f, intent, d, durableAtCommit);
+    }
   } else if (intent.state === 'committing') {
     // Restarted with an intent: did our compare-and-set happen?
     f.setState('committing');

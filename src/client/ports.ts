@@ -19,9 +19,20 @@ export interface ChunkRef {
   pg: number;
 }
 
-/** One piece of a file version's layout: file bytes [offset, offset+length) are chunk bytes [0, length). */
+/**
+ * One piece of a file version's layout: file bytes [offset, offset+length) are chunk bytes
+ * [chunkOffset, chunkOffset+length) — a slice of a chunk of `chunkLength` bytes. Both absent: the
+ * whole chunk (chunkOffset 0, chunkLength = length).
+ */
 export interface Extent extends ChunkRef {
   offset: number;
+  chunkOffset?: number;
+  chunkLength?: number;
+}
+
+/** The chunk an extent reads from (its whole length, for fetching and checking). */
+export function chunkOf(e: Extent): ChunkRef {
+  return e.chunkLength === undefined ? e : { chunkHash: e.chunkHash, length: e.chunkLength, scheme: e.scheme, pg: e.pg };
 }
 
 /** What the metadata service knows of one file version. Extents are sorted and never overlap; gaps read as zeros. */
@@ -33,6 +44,11 @@ export interface FileAttr {
   mode: number;
   mtimeMs: number;
   extents: Extent[];
+  /**
+   * The content when the version is stored inline in the metadata (small files; then `extents`
+   * is empty): bytes [0, inline.length) of the file, zeros after it up to `size`.
+   */
+  inline?: Buffer;
 }
 
 export interface Lease {
@@ -54,6 +70,13 @@ export interface CommitRequest {
   mtimeMs: number;
   /** Every shard of the new chunks is stored already: the record says durable at once (no markDurable). */
   durable?: boolean;
+  /** The whole content, stored inline in the metadata (extents empty; durable at once). ENOSPC: the inline budget is full. */
+  inline?: Buffer;
+  /**
+   * A delta commit: `extents` are only the new layout's extents within [from, to); outside it the
+   * layout of `expectedVersion` stays (cut at `size`). O(changed extents) on the wire and in the log.
+   */
+  splice?: { from: number; to: number };
 }
 
 export type CommitRecordState = 'visible' | 'durable';
@@ -86,6 +109,18 @@ export interface MetaPort {
   markDurable(fileId: string, version: number, commitId: string): Promise<void>;
   /** The commit record of one version of the file, or null when there is none. */
   commitStatus(fileId: string, version: number): Promise<CommitRecord | null>;
+  /**
+   * A whole small file in one metadata write: a new file holding `data` inline, durable when this
+   * returns, linked at `path` in place of an existing regular file (as a rename over it); `mkdirs`
+   * makes missing parents. ENOSPC when the metadata's inline budget is full.
+   */
+  putFile(path: string, data: Buffer, opts: { mode: number; mkdirs: boolean }): Promise<FileAttr>;
+  /**
+   * Pin a version this node has open (chunk GC keeps its chunks even once it is superseded or
+   * unlinked); again to renew. ECONFLICT when the file is no longer at that version.
+   */
+  pinVersion(fileId: string, version: number, holder: string, ttlMs: number): Promise<void>;
+  unpinVersion(fileId: string, holder: string): Promise<void>;
 }
 
 export interface ChunkHealth {

@@ -92,10 +92,19 @@ export const daemonConfigSchema = z.object({
       idleCommitDelayMs: z.number().int().min(0).default(2_000),
       /** Chunks fetched ahead of a sequential reader (0: none). */
       readAheadChunks: z.number().int().min(0).max(64).default(1),
+      /** Files up to this size are stored inline in the metadata (0: never; at most 256 KiB). docs/meta.md */
+      inlineMaxBytes: z.number().int().min(0).max(256 * 1024).default(64 * 1024),
+      /** A commit stores only the bytes it changed (old chunks kept as slices, crowded windows compacted). docs/client.md */
+      slices: z.boolean().default(true),
     })
-    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1 })),
+    .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1, inlineMaxBytes: 64 * 1024, slices: true })),
   /** FUSE mounts the daemon makes at start (src/fuse, docs/mount.md); `cairn mount` adds more. */
   mounts: z.array(mountConfigSchema).default([]),
+  /**
+   * Total bytes of inline file content the metadata may hold (on the metadata SSD of every node);
+   * past it, small files go to chunks (docs/meta.md, "Inline small files").
+   */
+  inlineBudgetBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
   gc: z
     .object({
       enabled: z.boolean().default(true),

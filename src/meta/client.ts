@@ -90,6 +90,7 @@ const BATCHABLE: Readonly<Record<string, { field: string; slot?: 'attr' | 'renam
   SetXattr: { field: 'set_xattr' },
   RemoveXattr: { field: 'remove_xattr' },
   MarkDurable: { field: 'mark_durable', slot: 'record' },
+  PutFile: { field: 'put_file', slot: 'attr' },
 };
 
 interface QueuedWrite {
@@ -282,13 +283,32 @@ export class MetaClient {
     return attrFromWire(r.attr as Wire);
   }
 
-  /** Attributes plus the current layout (extents) of a file. */
-  async layout(target: Target, opts: ReadOptions = {}): Promise<{ attr: Attr; version: number; extents: Extent[] }> {
+  /**
+   * Attributes plus the current layout of a file: its extents, or `inline`, its content when it
+   * is stored in the metadata (checked against its checksum by the serving node).
+   */
+  async layout(target: Target, opts: ReadOptions = {}): Promise<{ attr: Attr; version: number; extents: Extent[]; inline?: Buffer }> {
     const r = await this.rpc('Getattr', { node: toWireRef(target), serializable: opts.serializable === true, with_layout: true });
     const extents = ((r.extents as Wire[] | undefined) ?? []).map((e) => ({
       offset: Number(e.offset), length: Number(e.length), chunkHash: String(e.chunk_hash), scheme: String(e.scheme), pg: Number(e.pg),
+      ...(Number(e.chunk_length ?? 0) > 0 ? { chunkOffset: Number(e.chunk_offset ?? 0), chunkLength: Number(e.chunk_length) } : {}),
     }));
-    return { attr: attrFromWire(r.attr as Wire), version: Number(r.layout_version ?? 0), extents };
+    const out = { attr: attrFromWire(r.attr as Wire), version: Number(r.layout_version ?? 0), extents };
+    return r.has_inline === true ? { ...out, inline: Buffer.isBuffer(r.inline) ? r.inline : Buffer.alloc(0) } : out;
+  }
+
+  /**
+   * A whole small file in one Raft write: a new file holding `data` inline in the metadata
+   * (durable when this returns), linked at `at` in place of an existing regular file (EISDIR
+   * for a directory, EINVAL for a symlink); `mkdirs` makes missing parent directories. ENOSPC
+   * when the metadata's inline budget is full: store the file in chunks then.
+   */
+  async putFile(at: EntryTarget, data: Uint8Array, opts: { mode?: number; uid?: number; gid?: number; mtimeMs?: number; mkdirs?: boolean } = {}): Promise<Attr> {
+    const r = await this.rpc('PutFile', {
+      at: toWireRef(at), mode: opts.mode ?? 0o644, uid: opts.uid ?? 0, gid: opts.gid ?? 0, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+      mtime_ms: opts.mtimeMs ?? 0, mkdirs: opts.mkdirs === true,
+    });
+    return attrFromWire(r.attr as Wire);
   }
 
   /** One page of a directory, in name order, after `after` (exclusive). */
@@ -364,6 +384,7 @@ export class MetaClient {
           version: Number(l.version),
           extents: ((l.extents as Wire[] | undefined) ?? []).map((e) => ({
             offset: Number(e.offset), length: Number(e.length), chunkHash: String(e.chunk_hash), scheme: String(e.scheme), pg: Number(e.pg),
+      ...(Number(e.chunk_length ?? 0) > 0 ? { chunkOffset: Number(e.chunk_offset ?? 0), chunkLength: Number(e.chunk_length) } : {}),
           })),
         };
       }
@@ -471,10 +492,16 @@ export class MetaClient {
     mtimeMs?: number;
     /** Every shard of the new chunks is stored already: the record says durable at once. */
     durable?: boolean;
+    /** The whole content, stored inline in the metadata (extents empty); ENOSPC when the inline budget is full. */
+    inline?: Uint8Array;
+    /** A delta: `extents` are the new layout within [from, to); outside it the current layout stays (cut at size). */
+    splice?: { from: number; to: number };
   }): Promise<{ attr: Attr; record: CommitRecord }> {
     const r = await this.rpc('CommitVersion', {
       ino: c.ino, expected_version: c.expectedVersion, fence: c.fence, size: c.size, mtime_ms: c.mtimeMs ?? 0, durable: c.durable === true,
-      extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+      extents: c.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
+      ...(c.inline !== undefined ? { has_inline: true, inline: Buffer.from(c.inline.buffer, c.inline.byteOffset, c.inline.byteLength) } : {}),
+      ...(c.splice !== undefined ? { splice: true, splice_from: c.splice.from, splice_to: c.splice.to } : {}),
     });
     return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };
   }
@@ -488,6 +515,18 @@ export class MetaClient {
   async truncate(target: Target, size: number, expectedVersion: number, fence = 0): Promise<{ attr: Attr; record: CommitRecord }> {
     const r = await this.rpc('Truncate', { node: toWireRef(target), size, expected_version: expectedVersion, fence });
     return { attr: attrFromWire(r.attr as Wire), record: recordFromWire(r.record as Wire) };
+  }
+
+  /**
+   * Pin a version of a file (GC keeps its chunks while the pin lives, even once superseded or
+   * unlinked); pinning the same version again renews it. ECONFLICT when the file moved on.
+   */
+  async pin(ino: number, version: number, holder: string, ttlMs: number): Promise<void> {
+    await this.rpc('Pin', { ino, version, holder, ttl_ms: ttlMs });
+  }
+
+  async unpin(ino: number, holder: string): Promise<boolean> {
+    return (await this.rpc('Unpin', { ino, holder })).unpinned === true;
   }
 
   /** Take the write lease of a file (EBUSY while another holder has it). */

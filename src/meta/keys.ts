@@ -12,6 +12,10 @@
  *   d:<parent>\0<name>   directory entry {ino, type}
  *   x:<ino>\0<name>      extended attribute (base64)
  *   f:<ino>              layout of the current version {version, extents}
+ *   b:<ino>              inline content of the current version (base64; checksum in the layout)
+ *   m:inlineBytes        total bytes of inline content (the inline budget counts against it)
+ *   p:<ino>\0<holder>    version pin {ino, version, holder, expiresAtMs} (an open handle's version)
+ *   r:<ino>:<version>    layout of a superseded (or unlinked) version kept while a pin holds it
  *   c:<ino>:<version>    commit record {state visible|durable, …}
  *   l:<ino>              write lease {holder, token, expiresAtMs}
  *   o:<ino>              orphan marker: unlinked while a lease kept it open
@@ -37,6 +41,14 @@ export const K = {
   xattr: (ino: number, name: string): string => `x:${hex(ino)}\0${name}`,
   xattrPrefix: (ino: number): string => `x:${hex(ino)}\0`,
   layout: (ino: number): string => `f:${hex(ino)}`,
+  inline: (ino: number): string => `b:${hex(ino)}`,
+  inlinePrefix: 'b:',
+  inlineBytes: 'm:inlineBytes',
+  pin: (ino: number, holder: string): string => `p:${hex(ino)}\0${holder}`,
+  pinPrefix: (ino: number): string => `p:${hex(ino)}\0`,
+  pinsPrefix: 'p:',
+  retained: (ino: number, version: number): string => `r:${hex(ino)}:${hex(version)}`,
+  retainedPrefix: 'r:',
   commit: (ino: number, version: number): string => `c:${hex(ino)}:${hex(version)}`,
   commitPrefix: (ino: number): string => `c:${hex(ino)}:`,
   lease: (ino: number): string => `l:${hex(ino)}`,

@@ -25,6 +25,12 @@ export const NODE_RECORD_MAX_BYTES = 1024 * 1024;
 /** Largest diskmap document accepted (JSON bytes). */
 export const DISKMAP_MAX_BYTES = 32 * 1024 * 1024;
 export const ROOT_INO = 1;
+/**
+ * Largest file content the metadata stores inline (docs/meta.md, "Inline small files"). The
+ * client's threshold (CairnFs `inlineMaxBytes`, default 64 KiB) must not pass it; entries stay
+ * far below their 8 MiB bound.
+ */
+export const INLINE_MAX_BYTES = 256 * 1024;
 
 const utf8 = new TextEncoder();
 
@@ -109,9 +115,21 @@ export const extentSchema = z
     chunkHash: z.string().regex(/^[0-9a-f]{16,128}$/, 'chunk hash must be lowercase hex'),
     scheme: z.string().min(1).max(32),
     pg: u32,
+    /** A slice: the extent is chunk bytes [chunkOffset, chunkOffset + length) of a chunk of chunkLength bytes. */
+    chunkOffset: u53.optional(),
+    chunkLength: u53.optional(),
   })
-  .strict();
+  .strict()
+  .refine((e) => (e.chunkLength === undefined ? e.chunkOffset === undefined : (e.chunkOffset ?? 0) + e.length <= e.chunkLength), 'a slice must lie within its chunk (chunkOffset + length <= chunkLength)');
 export type Extent = z.infer<typeof extentSchema>;
+
+/** Inline file content as canonical base64 (at most INLINE_MAX_BYTES once decoded). */
+const inlineB64Schema = z
+  .string()
+  .max(Math.ceil(INLINE_MAX_BYTES / 3) * 4)
+  .refine((b) => Buffer.from(b, 'base64').toString('base64') === b, 'inline data is not canonical base64');
+/** The proposer's inline budget: total inline bytes the metadata may hold (the service sets it from its config). */
+const inlineBudget = u53;
 
 const owner = { mode: z.number().int().min(0).max(0o7777), uid: u32, gid: u32 };
 
@@ -165,9 +183,36 @@ export const opSchema = z.discriminatedUnion('op', [
       mtimeMs: timeMs.optional(),
       /** Every shard of the new chunks is stored already: record the version durable at once (no markDurable). */
       durable: z.boolean().optional(),
+      /** The whole content stored inline in the metadata (extents must then be empty); always durable. */
+      inlineB64: inlineB64Schema.optional(),
+      inlineBudget: inlineBudget.optional(),
+      /**
+       * A delta: `extents` are only the new layout's extents within [spliceFrom, spliceTo); outside
+       * it the new layout is the current one (cut at `size`). A commit then sends O(changed extents).
+       */
+      spliceFrom: u53.optional(),
+      spliceTo: u53.optional(),
+    })
+    .strict(),
+  // A whole small file in one operation: a new inode holding `dataB64` inline (version 1, durable),
+  // linked at `at` in place of an existing regular file (as a rename over it would), parents made
+  // with mkdirs. The file service's put of a small file is this one Raft write.
+  z
+    .object({
+      op: z.literal('putFile'),
+      at: entryRefSchema,
+      ...owner,
+      dataB64: inlineB64Schema,
+      mtimeMs: timeMs.optional(),
+      mkdirs: z.boolean(),
+      inlineBudget,
     })
     .strict(),
   z.object({ op: z.literal('markDurable'), ino, version: u53 }).strict(),
+  // Version pins (GC safety): an open handle's version keeps its chunks until unpinned or expired.
+  z.object({ op: z.literal('pin'), ino, version: u53, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
+  z.object({ op: z.literal('unpin'), ino, holder: z.string().min(1).max(128) }).strict(),
+  z.object({ op: z.literal('pinExpire'), pins: z.array(z.object({ ino, holder: z.string().min(1).max(128) }).strict()).max(10_000) }).strict(),
   z.object({ op: z.literal('leaseAcquire'), ino, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
   z.object({ op: z.literal('leaseRenew'), ino, holder: z.string().min(1).max(128), token: u53, ttlMs: z.number().int().min(100).max(600_000) }).strict(),
   z.object({ op: z.literal('leaseRelease'), ino, holder: z.string().min(1).max(128), token: u53 }).strict(),
@@ -185,6 +230,34 @@ export const opSchema = z.discriminatedUnion('op', [
 ]);
 export type Op = z.infer<typeof opSchema>;
 export type OpName = Op['op'];
+
+/**
+ * The layout of a delta commit: the current extents wholly outside [from, to), cut at `size` (a cut
+ * extent becomes a slice of its chunk), plus `add` (which must lie within [from, to)). EINVAL when
+ * a current extent crosses `from` or `to`, or an added one lies outside.
+ */
+export function spliceExtents(base: readonly Extent[], from: number, to: number, size: number, add: readonly Extent[]): Extent[] {
+  if (from > to) fail('EINVAL', `splice range [${from}, ${to}) is empty`);
+  for (const e of add) {
+    if (e.offset < from || e.offset + e.length > to) fail('EINVAL', `extent at ${e.offset} lies outside the splice range [${from}, ${to})`);
+  }
+  const out: Extent[] = [];
+  for (const e of base) {
+    const end = e.offset + e.length;
+    if ((e.offset < from && end > from) || (e.offset < to && end > to)) fail('EINVAL', `the extent at ${e.offset} crosses the splice range [${from}, ${to})`);
+    if (e.offset >= from && end <= to) continue;
+    out.push(...cutAt(e, size));
+  }
+  out.push(...add);
+  return out.sort((a, b) => a.offset - b.offset);
+}
+
+/** An extent cut at `size` ([] when wholly past it); a cut one is a slice of its chunk. */
+export function cutAt(e: Extent, size: number): Extent[] {
+  if (e.offset >= size) return [];
+  if (e.offset + e.length <= size) return [e];
+  return [{ ...e, length: size - e.offset, chunkOffset: e.chunkOffset ?? 0, chunkLength: e.chunkLength ?? e.length }];
+}
 
 /** A format-1 entry (JSON): one operation plus the proposer's clock reading. Still decoded (entry.ts). */
 export const entrySchema = z.object({ v: z.literal(1), nowMs: timeMs, op: opSchema }).strict();

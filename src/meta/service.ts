@@ -62,7 +62,15 @@ export interface MetaServiceOptions {
   forwardWrites?: boolean;
   /** How often the leader looks for expired leases to remove (default 2 s). */
   leaseSweepMs?: number;
+  /**
+   * Total bytes of inline file content the metadata may hold (default 1 GiB): stamped into every
+   * inline write this node proposes; past it such writes fail with ENOSPC and go to chunks.
+   */
+  inlineBudgetBytes?: number;
 }
+
+/** Default total of inline file content (MetaServiceOptions.inlineBudgetBytes). */
+export const DEFAULT_INLINE_BUDGET_BYTES = 1024 * 1024 * 1024;
 
 // ---------------------------------------------------------------- request schemas
 
@@ -89,7 +97,7 @@ function toEntryRef(r: z.infer<typeof wireRef> | null | undefined, what: string)
   return ref;
 }
 
-const extentWire = z.object({ offset: u64, length: u64, chunk_hash: z.string(), scheme: z.string(), pg: u32 });
+const extentWire = z.object({ offset: u64, length: u64, chunk_hash: z.string(), scheme: z.string(), pg: u32, chunk_offset: u64.default(0), chunk_length: u64.default(0) });
 
 const S = {
   getattr: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false), with_layout: z.boolean().default(false) }),
@@ -121,12 +129,21 @@ const S = {
   xattrGet: z.object({ node: wireRef.nullish(), name: z.string().max(255), serializable: z.boolean().default(false) }),
   xattrList: z.object({ node: wireRef.nullish(), serializable: z.boolean().default(false) }),
   xattrRemove: z.object({ node: wireRef.nullish(), name: z.string() }),
-  commit: z.object({ ino: u64, expected_version: u64, fence: u64, size: u64, extents: z.array(extentWire).max(100_000), mtime_ms: u64.default(0), durable: z.boolean().default(false) }),
+  commit: z.object({
+    ino: u64, expected_version: u64, fence: u64, size: u64, extents: z.array(extentWire).max(100_000), mtime_ms: u64.default(0), durable: z.boolean().default(false),
+    has_inline: z.boolean().default(false), inline: z.instanceof(Buffer).optional(),
+    splice: z.boolean().default(false), splice_from: u64.default(0), splice_to: u64.default(0),
+  }),
+  putFile: z.object({
+    at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, data: z.instanceof(Buffer).optional(), mtime_ms: u64.default(0), mkdirs: z.boolean().default(false),
+  }),
   commitStatus: z.object({ ino: u64, version: u64, serializable: z.boolean().default(false) }),
   markDurable: z.object({ ino: u64, version: u64 }),
   leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32 }),
   leaseRenew: z.object({ ino: u64, holder: z.string(), token: u64, ttl_ms: u32 }),
   leaseRelease: z.object({ ino: u64, holder: z.string(), token: u64 }),
+  pin: z.object({ ino: u64, version: u64, holder: z.string(), ttl_ms: u32 }),
+  unpin: z.object({ ino: u64, holder: z.string() }),
   diskmapGet: z.object({ serializable: z.boolean().default(false) }),
   diskmapPropose: z.object({ expected_epoch: u64, document_json: z.string(), diff_json: z.string().default('') }),
   diskmapChange: z.object({ epoch: u64, serializable: z.boolean().default(false) }),
@@ -243,6 +260,15 @@ export const WRITE_METHODS: Record<string, WriteMethod> = {
   ),
   RemoveXattr: write('remove_xattr', S.xattrRemove, (q) => ({ op: 'removexattr', node: toRef(q.node, 'node'), name: q.name }), emptyReply),
   MarkDurable: write('mark_durable', S.markDurable, (q) => ({ op: 'markDurable', ino: q.ino, version: q.version }), (v) => recordToWire(v.record as CommitRecord), 'record'),
+  // The budget is this node's (MetaService stamps it before proposing: see stampBudget).
+  PutFile: write(
+    'put_file', S.putFile,
+    (q) => ({
+      op: 'putFile', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, dataB64: (q.data ?? Buffer.alloc(0)).toString('base64'),
+      mkdirs: q.mkdirs, inlineBudget: 0, ...(q.mtime_ms > 0 ? { mtimeMs: q.mtime_ms } : {}),
+    }),
+    attrReply, 'attr',
+  ),
 };
 
 const WRITE_BY_FIELD = new Map(Object.values(WRITE_METHODS).map((m) => [m.field, m]));
@@ -275,6 +301,9 @@ export class MetaService {
   private group: ProposalGroup | undefined;
   private readonly opsTotal = counter('cairn_meta_ops_total', 'Metadata requests by method and outcome', ['method', 'outcome']);
   private readonly revisionGauge = gauge('cairn_meta_revision', 'Last metadata revision applied on this node');
+  private readonly inlineGauge = gauge('cairn_meta_inline_bytes', 'Bytes of inline file content held in the metadata (see inlineBudgetBytes)');
+  private readonly inlineBudgetGauge = gauge('cairn_meta_inline_budget_bytes', 'Inline content budget of this node (inlineBudgetBytes)');
+  private readonly inlineBudget: number;
   private readonly latency = histogram('cairn_meta_request_seconds', 'Metadata request latency', ['method'], [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
   ]);
@@ -282,6 +311,14 @@ export class MetaService {
   constructor(private readonly opts: MetaServiceOptions) {
     this.sm = opts.sm;
     this.now = opts.nowMs ?? Date.now;
+    this.inlineBudget = opts.inlineBudgetBytes ?? DEFAULT_INLINE_BUDGET_BYTES;
+    this.inlineBudgetGauge.set(this.inlineBudget);
+  }
+
+  /** Inline writes carry this node's budget (deterministic on apply: the entry holds it). */
+  private stampBudget(op: Op): Op {
+    if (op.op === 'putFile' || (op.op === 'commit' && op.inlineB64 !== undefined)) return { ...op, inlineBudget: this.inlineBudget };
+    return op;
   }
 
   private replicator(): Replicator {
@@ -306,7 +343,7 @@ export class MetaService {
     this.checkWriter(leaderOnly);
     // Leader-only operations (leases, commits) read the leader's clock: proposed at once,
     // alone, so that no step-down can come between the leadership check and the proposal.
-    const [res] = await this.proposeRecords([encodeCheckedOp(op)], !leaderOnly);
+    const [res] = await this.proposeRecords([encodeCheckedOp(this.stampBudget(op))], !leaderOnly);
     return valueOf(res!);
   }
 
@@ -393,7 +430,7 @@ export class MetaService {
         if (m === undefined) fail('EINVAL', `batch operation ${i}: no operation set (or not one that may be batched)`);
         const parsed = m.schema.safeParse(b[field as string]);
         if (!parsed.success) fail('EINVAL', formatZodError(`batch operation ${i}`, parsed.error));
-        valid.push(encodeCheckedOp(m.toOp(parsed.data as never)));
+        valid.push(encodeCheckedOp(this.stampBudget(m.toOp(parsed.data as never))));
         slots.push({ i, m });
       } catch (err) {
         results[i] = errorSlot(err);
@@ -428,6 +465,8 @@ export class MetaService {
         .expiredLeases(this.now(), 1000)
         .then(async (inos) => {
           if (inos.length > 0) await this.propose({ op: 'leaseExpire', inos }, true);
+          const pins = await this.sm.expiredPins(this.now(), 1000);
+          if (pins.length > 0) await this.propose({ op: 'pinExpire', pins }, true);
         })
         .catch((err: unknown) => this.log.debug({ err: String(err) }, 'lease sweep skipped'));
     }, this.opts.leaseSweepMs ?? LEASE_SWEEP_MS);
@@ -451,6 +490,7 @@ export class MetaService {
         const res = await fn(req);
         this.opsTotal.inc({ method, outcome: 'ok' });
         this.revisionGauge.set(this.sm.revision());
+        this.inlineGauge.set(this.sm.inlineBytes());
         return res;
       } catch (err) {
         this.opsTotal.inc({ method, outcome: err instanceof CairnError ? err.code : 'EIO' });
@@ -465,7 +505,7 @@ export class MetaService {
     const sm = this.sm;
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, m] of Object.entries(WRITE_METHODS)) {
-      const metric = m.field === 'set_xattr' ? 'setxattr' : m.field === 'remove_xattr' ? 'removexattr' : m.field === 'mark_durable' ? 'markDurable' : m.field;
+      const metric = m.field === 'set_xattr' ? 'setxattr' : m.field === 'remove_xattr' ? 'removexattr' : m.field === 'mark_durable' ? 'markDurable' : m.field === 'put_file' ? 'putFile' : m.field;
       impl[method] = this.timed(metric, m.schema, async (q) => m.reply(await this.propose(m.toOp(q as never))));
     }
     Object.assign(impl, {
@@ -478,7 +518,8 @@ export class MetaService {
         return {
           attr: attrToWire(attr),
           layout_version: l.version,
-          extents: l.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+          extents: l.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
+          ...(l.data !== undefined ? { has_inline: true, inline: l.data } : {}),
         };
       }),
       Lookup: this.timed('lookup', S.lookup, async (q) => {
@@ -525,9 +566,11 @@ export class MetaService {
         const v = await this.propose(
           {
             op: 'commit', ino: q.ino, expectedVersion: q.expected_version, fence: q.fence, size: q.size,
-            extents: q.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunk_hash, scheme: e.scheme, pg: e.pg })),
+            extents: q.extents.map((e) => ({ offset: e.offset, length: e.length, chunkHash: e.chunk_hash, scheme: e.scheme, pg: e.pg, ...(e.chunk_length > 0 ? { chunkOffset: e.chunk_offset, chunkLength: e.chunk_length } : {}) })),
             ...(q.mtime_ms > 0 ? { mtimeMs: q.mtime_ms } : {}),
             ...(q.durable ? { durable: true } : {}),
+            ...(q.has_inline ? { inlineB64: (q.inline ?? Buffer.alloc(0)).toString('base64') } : {}),
+            ...(q.splice ? { spliceFrom: q.splice_from, spliceTo: q.splice_to } : {}),
           },
           true,
         );
@@ -548,6 +591,15 @@ export class MetaService {
       LeaseRelease: this.timed('leaseRelease', S.leaseRelease, async (q) => {
         const v = await this.propose({ op: 'leaseRelease', ino: q.ino, holder: q.holder, token: q.token });
         return { released: v.released === true };
+      }),
+      Pin: this.timed('pin', S.pin, async (q) => {
+        const v = await this.propose({ op: 'pin', ino: q.ino, version: q.version, holder: q.holder, ttlMs: q.ttl_ms }, true);
+        const p = v.pin as { ino: number; version: number };
+        return { ino: p.ino, version: p.version };
+      }),
+      Unpin: this.timed('unpin', S.unpin, async (q) => {
+        const v = await this.propose({ op: 'unpin', ino: q.ino, holder: q.holder });
+        return { unpinned: v.unpinned === true };
       }),
       DiskmapGet: this.timed('diskmapGet', S.diskmapGet, async (q) => {
         await this.barrier(q.serializable);
@@ -601,7 +653,7 @@ export class MetaService {
           layouts: rows.map((r) => ({
             ino: r.ino,
             version: r.version,
-            extents: r.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg })),
+            extents: r.extents.map((e) => ({ offset: e.offset, length: e.length, chunk_hash: e.chunkHash, scheme: e.scheme, pg: e.pg, chunk_offset: e.chunkOffset ?? 0, chunk_length: e.chunkLength ?? 0 })),
           })),
           next_after_ino: rows.length === Math.min(limit, 10_000) && last ? last.ino : 0,
         };

@@ -22,7 +22,7 @@ import { logger } from '../common/log.js';
 import type { Entry, SnapshotMetadata, StateMachine } from '../raft/types.js';
 import { EntryType } from '../raft/types.js';
 import { K, hex, prefixEnd } from './keys.js';
-import { ROOT_INO, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
+import { EXTENTS_MAX, ROOT_INO, cutAt, spliceExtents, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
 import { decodeEntry, type DecodedEntry } from './entry.js';
 
 export type InodeType = 'file' | 'dir' | 'symlink';
@@ -57,9 +57,17 @@ export interface DirEntry {
   type: InodeType;
 }
 
+/** Where a version's content is stored inline (in the metadata, key b:<ino>): its length and SHA-256. */
+export interface InlineRef {
+  length: number;
+  sha256: string;
+}
+
 export interface Layout {
   version: number;
   extents: Extent[];
+  /** Set when the content is stored inline (then `extents` is empty): bytes [0, length), zeros after. */
+  inline?: InlineRef;
 }
 
 export type CommitState = 'visible' | 'durable';
@@ -80,6 +88,16 @@ export interface Lease {
   holder: string;
   token: number;
   /** Leader clock reading after which the lease no longer admits commits. */
+  expiresAtMs: number;
+  /** When the lease was granted (leader clock): chunks its commits store are no older (GC safe point). */
+  grantedAtMs?: number;
+}
+
+/** A version pin: an open handle's version, whose chunks GC keeps (docs/meta.md, "GC safety"). */
+export interface Pin {
+  ino: number;
+  version: number;
+  holder: string;
   expiresAtMs: number;
 }
 
@@ -243,6 +261,8 @@ export class MetaStateMachine implements StateMachine {
   private applied = { index: 0, term: 0 };
   private lastRev = 0;
   private firstRev = 1;
+  /** Total bytes of inline content (m:inlineBytes), for the budget metric. */
+  private inlineTotal = 0;
   private lock: Promise<void> = Promise.resolve();
   private readonly revListeners = new Set<() => void>();
   private readonly log = logger('meta-sm');
@@ -301,6 +321,7 @@ export class MetaStateMachine implements StateMachine {
     this.applied = applied === undefined ? { index: 0, term: 0 } : (JSON.parse(applied) as { index: number; term: number });
     this.lastRev = Number((await this.db.get(K.rev)) ?? '0');
     this.firstRev = Number((await this.db.get(K.firstRev)) ?? '1');
+    this.inlineTotal = Number((await this.db.get(K.inlineBytes)) ?? '0');
   }
 
   private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -390,6 +411,8 @@ export class MetaStateMachine implements StateMachine {
         if (value === null) batch.del(key);
         else batch.put(key, value instanceof JsonValue ? JSON.stringify(value.value) : value);
       }
+      const ib = tx.writes.get(K.inlineBytes);
+      if (typeof ib === 'string') this.inlineTotal = Number(ib);
       const written = batch.write({ sync: this.syncApply });
       written.catch(() => undefined); // observed by whoever awaits this.writing next
       this.writing = written;
@@ -608,12 +631,51 @@ export class MetaStateMachine implements StateMachine {
     return i.target ?? '';
   }
 
-  async layout(ref: Ref): Promise<Layout> {
+  /**
+   * The current layout of a file; with inline content, `data` holds it, checked against its
+   * SHA-256 (ECORRUPT, never wrong bytes).
+   */
+  async layout(ref: Ref): Promise<Layout & { data?: Buffer }> {
     await this.settled();
     const r = this.reader();
     const i = await r.resolve(ref);
     if (i.type !== 'file') fail(i.type === 'dir' ? 'EISDIR' : 'EINVAL', `inode ${i.ino} is not a regular file`);
-    return (await r.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
+    const l = (await r.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
+    if (l.inline === undefined) return l;
+    return { ...l, data: checkedInline(i.ino, l.inline, await r.tx.get(K.inline(i.ino))) };
+  }
+
+  /** Total bytes of inline content held (what the inline budget counts). */
+  inlineBytes(): number {
+    return this.inlineTotal;
+  }
+
+  /**
+   * Scrub of inline content: every inline blob read and checked against its layout's length and
+   * SHA-256. Returns how many were checked and the inodes whose content does not match.
+   */
+  async scrubInline(): Promise<{ checked: number; bytes: number; bad: number[] }> {
+    await this.settled();
+    this.checkOpen();
+    const snap = this.db.snapshot();
+    const out = { checked: 0, bytes: 0, bad: [] as number[] };
+    try {
+      for await (const [k, v] of this.db.iterator({ gte: 'f:', lt: prefixEnd('f:'), snapshot: snap })) {
+        const l = JSON.parse(v) as Layout;
+        if (l.inline === undefined) continue;
+        const ino = parseInt(k.slice(2), 16);
+        out.checked++;
+        out.bytes += l.inline.length;
+        try {
+          checkedInline(ino, l.inline, await this.db.get(K.inline(ino), { snapshot: snap }));
+        } catch {
+          out.bad.push(ino);
+        }
+      }
+    } finally {
+      await snap.close();
+    }
+    return out;
   }
 
   /**
@@ -626,6 +688,42 @@ export class MetaStateMachine implements StateMachine {
     const n = Math.max(1, Math.min(limit, READDIR_MAX_LIMIT));
     const rows = await this.db.iterator({ gt: K.layout(afterIno), lt: prefixEnd('f:'), limit: n }).all();
     return rows.map(([k, v]) => ({ ino: parseInt(k.slice(2), 16), ...(JSON.parse(v) as Layout) }));
+  }
+
+  /** Layouts of superseded or removed versions that pins still hold (GC keeps their chunks). */
+  async retainedLayouts(): Promise<Array<{ ino: number } & Layout>> {
+    await this.settled();
+    this.checkOpen();
+    const rows = await this.db.iterator({ gte: K.retainedPrefix, lt: prefixEnd(K.retainedPrefix), limit: 1_000_000 }).all();
+    return rows.map(([k, v]) => ({ ino: parseInt(k.slice(2, 18), 16), ...(JSON.parse(v) as Layout) }));
+  }
+
+  /**
+   * GC's safe point: the grant time of the oldest live write lease (a commit in flight stores its
+   * chunks under a lease, so they are no older), or undefined when no lease is live.
+   */
+  async gcSafePointMs(nowMs: number): Promise<number | undefined> {
+    await this.settled();
+    let oldest: number | undefined;
+    for await (const v of this.db.values({ gte: K.leasePrefix, lt: prefixEnd(K.leasePrefix) })) {
+      const l = JSON.parse(v) as Lease;
+      if (nowMs >= l.expiresAtMs + LEASE_SAFETY_MARGIN_MS) continue;
+      const g = l.grantedAtMs ?? 0;
+      oldest = oldest === undefined ? g : Math.min(oldest, g);
+    }
+    return oldest;
+  }
+
+  /** Pins past their expiry (plus the margin) at nowMs: for the leader's sweep. */
+  async expiredPins(nowMs: number, limit: number): Promise<Array<{ ino: number; holder: string }>> {
+    await this.settled();
+    const out: Array<{ ino: number; holder: string }> = [];
+    for await (const v of this.db.values({ gte: K.pinsPrefix, lt: prefixEnd(K.pinsPrefix) })) {
+      const p = JSON.parse(v) as Pin;
+      if (nowMs >= p.expiresAtMs + LEASE_SAFETY_MARGIN_MS) out.push({ ino: p.ino, holder: p.holder });
+      if (out.length >= limit) break;
+    }
+    return out;
   }
 
   async getxattr(ref: Ref, name: string): Promise<Buffer> {
@@ -734,6 +832,15 @@ export class MetaStateMachine implements StateMachine {
     await this.settled();
     return this.db.iterator().all();
   }
+}
+
+/** Inline content checked against its length and SHA-256: ECORRUPT, never wrong bytes. */
+function checkedInline(ino: number, ref: InlineRef, b64: string | undefined): Buffer {
+  const data = b64 === undefined ? undefined : Buffer.from(b64, 'base64');
+  if (data === undefined || data.length !== ref.length || createHash('sha256').update(data).digest('hex') !== ref.sha256) {
+    fail('ECORRUPT', `inline content of inode ${ino} does not match its checksum (${data === undefined ? 'missing' : `${data.length} bytes`}); restore it from another node's snapshot`);
+  }
+  return data;
 }
 
 function errResult(err: unknown): ApplyResult {
@@ -929,6 +1036,10 @@ class ApplyCtx {
 
   /** Remove an inode and everything hanging off it. */
   async deleteInode(i: Inode): Promise<void> {
+    if (i.type === 'file') {
+      await this.retainIfPinned(i.ino, i.version);
+      await this.setInline(i.ino, undefined);
+    }
     this.tx.del(K.inode(i.ino));
     this.tx.del(K.layout(i.ino));
     this.tx.del(K.lease(i.ino));
@@ -1063,10 +1174,11 @@ class ApplyCtx {
           opFail('ECONFLICT', `inode ${i.ino} is at version ${i.version}, not ${op.expectedVersion}`, { currentVersion: i.version });
         }
         const layout = (await this.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
-        const extents = layout.extents
-          .filter((e) => e.offset < op.size)
-          .map((e) => (e.offset + e.length > op.size ? { ...e, length: op.size - e.offset } : e));
-        return this.installVersion(i, op.fence, op.size, extents, this.nowMs, 'durable', 'truncate');
+        // A cut extent becomes a slice of its chunk (readers fetch and check the whole chunk).
+        const extents = layout.extents.flatMap((e) => cutAt(e, op.size));
+        // Inline content is cut with the file (never grown: the bytes past it read as zeros).
+        const data = layout.inline === undefined ? undefined : checkedInline(i.ino, layout.inline, await this.tx.get(K.inline(i.ino))).subarray(0, op.size);
+        return this.installVersion(i, op.fence, op.size, extents, this.nowMs, 'durable', 'truncate', data);
       }
       case 'setxattr': {
         const i = await this.resolve(op.node);
@@ -1104,13 +1216,61 @@ class ApplyCtx {
             currentVersion: i.version,
           });
         }
+        let extents = op.extents;
+        if (op.spliceFrom !== undefined || op.spliceTo !== undefined) {
+          if (op.spliceFrom === undefined || op.spliceTo === undefined) opFail('EINVAL', 'a delta commit needs spliceFrom and spliceTo');
+          if (op.inlineB64 !== undefined) opFail('EINVAL', 'a commit with inline content is not a delta');
+          const cur = (await this.tx.getJson<Layout>(K.layout(i.ino))) ?? { version: i.version, extents: [] };
+          if (cur.inline !== undefined) opFail('EINVAL', `inode ${i.ino} is stored inline; commit its whole layout`);
+          try {
+            extents = spliceExtents(cur.extents, op.spliceFrom, op.spliceTo, op.size, op.extents);
+          } catch (err) {
+            opFail('EINVAL', (err as Error).message);
+          }
+        }
         let end = 0;
-        for (const e of op.extents) {
+        for (const e of extents) {
           if (e.offset < end) opFail('EINVAL', `extents overlap or are out of order at offset ${e.offset}`);
           end = e.offset + e.length;
           if (end > op.size) opFail('EINVAL', `extent at ${e.offset} ends at ${end}, past the file size ${op.size}`);
         }
-        return this.installVersion(i, op.fence, op.size, op.extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
+        if (op.inlineB64 !== undefined) {
+          // Inline content: the whole version lives in the metadata, durable once this entry is.
+          const data = Buffer.from(op.inlineB64, 'base64');
+          if (op.extents.length > 0) opFail('EINVAL', 'a commit with inline content has no extents');
+          if (data.length > op.size) opFail('EINVAL', `inline content of ${data.length} bytes is longer than the file size ${op.size}`);
+          const before = await this.inlineTotal();
+          const r = await this.installVersion(i, op.fence, op.size, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+          await this.checkBudget(before, op.inlineBudget);
+          return r;
+        }
+        if (extents.length > EXTENTS_MAX) opFail('EINVAL', `the new layout has ${extents.length} extents, more than ${EXTENTS_MAX}`);
+        return this.installVersion(i, op.fence, op.size, extents, op.mtimeMs ?? this.nowMs, op.durable === true ? 'durable' : 'visible', 'commit');
+      }
+      case 'putFile': {
+        const data = Buffer.from(op.dataB64, 'base64');
+        const before = await this.inlineTotal();
+        const { dir, name } = op.mkdirs ? await this.resolveEntryMaking(op.at, op.uid, op.gid) : await this.resolveEntry(op.at);
+        const path = await this.childPath(dir, name);
+        const existing = await this.lookup(dir.ino, name);
+        if (existing !== undefined && existing.type !== 'file') {
+          opFail(existing.type === 'dir' ? 'EISDIR' : 'EINVAL', `${path || name} exists and is not a regular file`);
+        }
+        const ino = await this.allocIno();
+        const i = this.newInode(ino, 'file', dir, name, op.mode, op.uid, op.gid);
+        if (existing !== undefined) {
+          // As a rename over it: the old file loses this link (kept as an orphan while leased).
+          this.touchDir(dir, -1, 0);
+          await this.dropLink(existing.ino, dir.ino, name);
+          this.emit('unlink', path, existing.ino, 0);
+        }
+        this.putInode(i);
+        this.tx.putJson(K.dirent(dir.ino, name), { ino, type: 'file' });
+        this.touchDir(dir, 1, 0);
+        this.emit('create', path, ino, 0);
+        const r = await this.installVersion(i, 0, data.length, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+        await this.checkBudget(before, op.inlineBudget);
+        return r;
       }
       case 'markDurable': {
         const i = await this.mustInode(op.ino);
@@ -1123,6 +1283,33 @@ class ApplyCtx {
           this.emit('durable', await this.pathOfInode(i), i.ino, op.version);
         }
         return { record: c };
+      }
+      case 'pin': {
+        const i = await this.mustInode(op.ino);
+        const key = K.pin(op.ino, op.holder);
+        const cur = await this.tx.getJson<Pin>(key);
+        if (cur?.version !== op.version && i.version !== op.version) {
+          opFail('ECONFLICT', `inode ${op.ino} is at version ${i.version}, not ${op.version}; open it again`, { currentVersion: i.version });
+        }
+        if (cur !== undefined && cur.version !== op.version) await this.endPin(cur);
+        const pin: Pin = { ino: op.ino, version: op.version, holder: op.holder, expiresAtMs: this.nowMs + op.ttlMs };
+        this.tx.putJson(key, pin);
+        return { pin };
+      }
+      case 'unpin': {
+        const cur = await this.tx.getJson<Pin>(K.pin(op.ino, op.holder));
+        if (cur !== undefined) await this.endPin(cur);
+        return { unpinned: cur !== undefined };
+      }
+      case 'pinExpire': {
+        let n = 0;
+        for (const p of op.pins) {
+          const cur = await this.tx.getJson<Pin>(K.pin(p.ino, p.holder));
+          if (cur === undefined || this.nowMs < cur.expiresAtMs + LEASE_SAFETY_MARGIN_MS) continue;
+          await this.endPin(cur);
+          n++;
+        }
+        return { expired: n };
       }
       case 'leaseAcquire': {
         const i = await this.mustInode(op.ino);
@@ -1197,6 +1384,30 @@ class ApplyCtx {
     }
   }
 
+  /** Is some pin holding this version of the inode? */
+  private async pinned(ino: number, version: number, except?: string): Promise<boolean> {
+    for (const k of await this.tx.keys(K.pinPrefix(ino))) {
+      if (except !== undefined && k === except) continue;
+      const p = await this.tx.getJson<Pin>(k);
+      if (p?.version === version) return true;
+    }
+    return false;
+  }
+
+  /** Keep a version's layout for its pins (it is being superseded or its inode removed). */
+  async retainIfPinned(ino: number, version: number): Promise<void> {
+    if (version === 0 || !(await this.pinned(ino, version))) return;
+    const l = await this.tx.getJson<Layout>(K.layout(ino));
+    if (l !== undefined && l.extents.length > 0) this.tx.putJson(K.retained(ino, version), { version, extents: l.extents } satisfies Layout);
+  }
+
+  /** A pin ends: the retained layout of its version goes when no other pin holds it. */
+  private async endPin(p: Pin): Promise<void> {
+    const key = K.pin(p.ino, p.holder);
+    this.tx.del(key);
+    if (!(await this.pinned(p.ino, p.version, key))) this.tx.del(K.retained(p.ino, p.version));
+  }
+
   private async endLease(l: Lease): Promise<void> {
     this.tx.del(K.lease(l.ino));
     if ((await this.tx.get(K.orphan(l.ino))) !== undefined) {
@@ -1223,21 +1434,86 @@ class ApplyCtx {
   private async grantLease(ino: number, holder: string, ttlMs: number): Promise<Lease> {
     const token = Number((await this.tx.get(K.fence)) ?? '0') + 1;
     this.tx.put(K.fence, String(token));
-    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs };
+    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs, grantedAtMs: this.nowMs };
     this.tx.putJson(K.lease(ino), lease);
     return lease;
   }
 
+  async inlineTotal(): Promise<number> {
+    return Number((await this.tx.get(K.inlineBytes)) ?? '0');
+  }
+
+  /**
+   * The inline budget, checked once an operation's effects are known: ENOSPC (and nothing
+   * changes) when it grew the total of inline bytes past `budget`. An operation that shrinks
+   * the total (or leaves it) always passes, even over a lowered budget.
+   */
+  async checkBudget(before: number, budget: number | undefined): Promise<void> {
+    const after = await this.inlineTotal();
+    if (budget !== undefined && after > before && after > budget) {
+      opFail('ENOSPC', `the metadata's inline budget is full (${before} bytes held, this needs ${after - before} more, budget ${budget}); store this file in chunks`, {
+        inlineBytes: before,
+        budget,
+      });
+    }
+  }
+
+  /** Set (data) or drop (undefined) a file's inline content, keeping the total in m:inlineBytes. */
+  async setInline(ino: number, data: Buffer | undefined): Promise<InlineRef | undefined> {
+    const old = (await this.tx.getJson<Layout>(K.layout(ino)))?.inline;
+    const oldLen = old?.length ?? 0;
+    const newLen = data?.length ?? 0;
+    if (old === undefined && data === undefined) return undefined;
+    const total = await this.inlineTotal();
+    if (newLen !== oldLen) this.tx.put(K.inlineBytes, String(total - oldLen + newLen));
+    if (data === undefined) {
+      this.tx.del(K.inline(ino));
+      return undefined;
+    }
+    this.tx.put(K.inline(ino), data.toString('base64'));
+    return { length: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+  }
+
+  /** resolveEntry, making every missing directory of a path on the way (mkdir -p; 0755). */
+  async resolveEntryMaking(ref: EntryRef, uid: number, gid: number): Promise<{ dir: Inode; name: string }> {
+    if ('parent' in ref) return this.resolveEntry(ref);
+    const parts = splitPath(ref.path);
+    const name = parts.pop();
+    assert(name !== undefined, 'entry path has a name');
+    let cur = await this.mustInode(ROOT_INO);
+    let walked = '';
+    for (const p of parts) {
+      walked += `/${p}`;
+      const d = await this.lookup(cur.ino, p);
+      if (d !== undefined) {
+        if (d.type !== 'dir') opFail('ENOTDIR', `${walked} is not a directory`);
+        cur = await this.mustInode(d.ino);
+        continue;
+      }
+      const ino = await this.allocIno();
+      const made = this.newInode(ino, 'dir', cur, p, 0o755, uid, gid);
+      this.putInode(made);
+      this.tx.putJson(K.dirent(cur.ino, p), { ino, type: 'dir' });
+      this.touchDir(cur, 1, 1);
+      this.emit('mkdir', walked, ino, 0);
+      cur = made;
+    }
+    return { dir: cur, name };
+  }
+
   private async installVersion(
     i: Inode, fence: number, size: number, extents: Extent[], mtimeMs: number, state: CommitState, kind: 'commit' | 'truncate',
+    data?: Buffer,
   ): Promise<Record<string, unknown>> {
+    await this.retainIfPinned(i.ino, i.version);
+    const inline = await this.setInline(i.ino, data);
     const version = i.version + 1;
     i.version = version;
     i.size = size;
     i.mtimeMs = mtimeMs;
     i.ctimeMs = this.nowMs;
     this.putInode(i);
-    this.tx.putJson(K.layout(i.ino), { version, extents } satisfies Layout);
+    this.tx.putJson(K.layout(i.ino), (inline === undefined ? { version, extents } : { version, extents, inline }) satisfies Layout);
     const path = await this.pathOfInode(i);
     this.emit(kind, path, i.ino, version);
     // A commit recorded durable at once: the watch feed says what commit + markDurable would.

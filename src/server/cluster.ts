@@ -33,6 +33,7 @@ import type { NodeContext, NodeServiceFactory } from './services.js';
 const metrics = {
   gcRuns: counter('cairn_node_gc_runs_total', 'Chunk GC passes run by the node daemon, by result', ['result']),
   gcReferenced: gauge('cairn_node_gc_referenced_chunks', 'Chunks referenced by current file layouts at the last GC pass'),
+  inlineCorrupt: gauge('cairn_node_inline_corrupt_files', 'Files whose inline content failed its checksum at the last inline scrub of this node'),
   registered: gauge('cairn_node_registered', 'Whether this node\'s registry record is written (1) or not yet (0)'),
 };
 
@@ -256,9 +257,15 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
         if (rows.length < 1000) break;
         after = (rows[rows.length - 1] as { ino: number }).ino;
       }
+      // Versions pinned by open handles (superseded or unlinked since), and the safe point of
+      // commits in flight: every shard stored since the oldest live write lease was granted.
+      for (const r of await ctx.meta.retainedLayouts()) for (const e of r.extents) referenced.add(e.chunkHash);
+      const safePoint = await ctx.meta.gcSafePointMs(Date.now());
       metrics.gcReferenced.set(referenced.size);
       const report = await collectGarbage(store, {
         graceMs: d.gc.graceMs,
+        // Minus a minute for clock differences between the leader (lease times) and this node (mtimes).
+        ...(safePoint !== undefined ? { keepNewerThanMs: safePoint - 60_000 } : {}),
         isReferenced: async (hashes) => new Set(hashes.filter((h) => referenced.has(h))),
       });
       metrics.gcRuns.inc({ result: 'ok' });
@@ -267,6 +274,18 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     } catch (err) {
       metrics.gcRuns.inc({ result: 'error' });
       log.warn({ err: String(err) }, 'chunk GC pass failed');
+    }
+  };
+
+  const scrubInline = async (): Promise<void> => {
+    try {
+      const r = await ctx.meta.scrubInline();
+      metrics.inlineCorrupt.set(r.bad.length);
+      if (r.bad.length > 0) {
+        log.error({ inodes: r.bad.slice(0, 20), bad: r.bad.length, checked: r.checked }, 'inline file content in this node\'s metadata fails its checksum; wipe this node and let it rejoin from a snapshot (docs/meta.md)');
+      }
+    } catch (err) {
+      log.warn({ err: String(err) }, 'inline scrub failed');
     }
   };
 
@@ -295,6 +314,8 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       if (d.scrub.enabled) {
         // The first pass after one interval, not at start-up (a restart should not cost a full read).
         timers.push(setTimeout(() => scrubber.start(d.scrub.intervalMs), d.scrub.intervalMs));
+        // Inline file content in this node's metadata replica: every blob against its SHA-256.
+        timers.push(setInterval(() => void track(scrubInline()), d.scrub.intervalMs));
       }
       for (const t of timers) t.unref();
     },

@@ -45,6 +45,7 @@ export function metaServiceWith(extra: Pick<MetaServiceOptions, 'leaseSweepMs' |
 function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites'>): NodeServiceInstance {
   const svc = new MetaService({
     ...extra,
+    inlineBudgetBytes: ctx.cfg.daemon.inlineBudgetBytes,
     sm: ctx.meta,
     replicator: ctx.raft,
     node: {

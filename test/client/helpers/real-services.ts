@@ -27,6 +27,8 @@ export interface RealServices {
   meta: MetaAdapter;
   chunks: ChunkAdapter;
   chunkCluster: TestCluster;
+  /** The metadata nodes (their state machines, for GC tests). */
+  nodes: CairnNode[];
   close(): Promise<void>;
 }
 
@@ -68,7 +70,8 @@ export function portsFromSpec(spec: ServicesSpec, clients = new ChunkClients()):
   return { metaClient, meta: new MetaAdapter(metaClient), chunks, clients };
 }
 
-export async function startRealServices(baseDir: string): Promise<RealServices> {
+/** `daemon`: fields of the nodes' daemon config section (e.g. inlineBudgetBytes). */
+export async function startRealServices(baseDir: string, daemon: Record<string, unknown> = {}): Promise<RealServices> {
   const ports = [await freePort(), await freePort(), await freePort()];
   const peers = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
   const nodes: CairnNode[] = [];
@@ -83,6 +86,7 @@ export async function startRealServices(baseDir: string): Promise<RealServices> 
       cacheDir: join(dir, 'cache'),
       location: { machine: i },
       raft: { tickMs: 20, electionTicks: 10, heartbeatTicks: 2 },
+      daemon,
     });
     nodes.push(await startNode(cfg));
   }
@@ -99,6 +103,7 @@ export async function startRealServices(baseDir: string): Promise<RealServices> 
     meta,
     chunks,
     chunkCluster,
+    nodes,
     async close() {
       metaClient.close();
       await chunkCluster.close();

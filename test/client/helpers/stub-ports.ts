@@ -13,6 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { CairnError, errnoCode } from '../../../src/common/errors.js';
 import { writeFileDurable } from '../../../src/common/durable.js';
 import { Mutex } from '../../../src/client/cached-file.js';
+import { spliceExtents } from '../../../src/meta/ops.js';
 import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, FileAttr, Lease, MetaPort, PutChunkResult } from '../../../src/client/ports.js';
 
 interface MetaDoc {
@@ -109,8 +110,18 @@ export class StubMeta implements MetaPort {
     });
   }
 
+  /** Pins keep chunks from GC in the real metadata; the stand-in has no GC. */
+  async pinVersion(): Promise<void> {}
+  async unpinVersion(): Promise<void> {}
+
+  /** Inline content is the real metadata's (test/client/inline.test.ts runs it); the stand-in refuses it. */
+  async putFile(): Promise<FileAttr> {
+    throw new CairnError('EINVAL', 'the stand-in metadata stores no inline content');
+  }
+
   async commitVersion(req: CommitRequest): Promise<{ version: number }> {
     this.calls.push('commitVersion');
+    if (req.inline !== undefined) throw new CairnError('EINVAL', 'the stand-in metadata stores no inline content');
     return this.tx((d) => {
       const f = d.files[req.fileId];
       if (f === undefined) throw new CairnError('ENOENT', 'no such file');
@@ -119,7 +130,8 @@ export class StubMeta implements MetaPort {
       if (f.version !== req.expectedVersion) throw new CairnError('ECONFLICT', `file is at version ${f.version}, not ${req.expectedVersion}`);
       f.version += 1;
       f.size = req.size;
-      f.extents = structuredClone(req.extents);
+      // A delta commit keeps the current layout outside its range (the real metadata's rule).
+      f.extents = structuredClone(req.splice === undefined ? req.extents : (spliceExtents(f.extents, req.splice.from, req.splice.to, req.size, req.extents) as typeof req.extents));
       f.mtimeMs = req.mtimeMs;
       d.commits[req.fileId] = { fileId: req.fileId, version: f.version, commitId: req.commitId, state: req.durable === true ? 'durable' : 'visible' };
       return { version: f.version };
