@@ -29,6 +29,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileDurable } from '../common/durable.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
+import { catchUpPass, type CatchUpReport } from './catch-up.js';
 
 const metrics = {
   gcRuns: counter('cairn_node_gc_runs_total', 'Chunk GC passes run by the node daemon, by result', ['result']),
@@ -108,6 +109,8 @@ export interface ClusterParts {
   /** This node's address first, then its peers: for services that need their own MetaClient. */
   endpoints: string[];
   store: ChunkStore;
+  /** The last catch-up pass of this node (guest shards held for homes that are down). */
+  catchUp(): CatchUpReport | undefined;
 }
 
 const parts = new WeakMap<NodeContext, ClusterParts>();
@@ -156,7 +159,8 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
   const clients = new ChunkClients({ local: [...new Set([self, cfg.listen])].map((address) => ({ address, store })) });
   const src: RegistrySource = () => ctx.meta.nodeRecords();
   const view = new ClusterView(src, () => ctx.meta.diskmap(), log);
-  parts.set(ctx, { view, clients, meta, store, endpoints });
+  let lastCatchUp: CatchUpReport | undefined;
+  parts.set(ctx, { view, clients, meta, store, endpoints, catchUp: () => lastCatchUp });
 
   const timers: NodeJS.Timeout[] = [];
   let stopped = false;
@@ -270,6 +274,20 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     }
   };
 
+  // ---- catch-up: guest shards (written while their home was down) go home
+  let catchingUp = false;
+  const catchUp = async (): Promise<void> => {
+    if (catchingUp || stopped || !view.hasDiskmap()) return;
+    catchingUp = true;
+    try {
+      lastCatchUp = await catchUpPass(store, clients, view.diskmap(), (b) => view.addressOf(b), log, { stopped: () => stopped });
+    } catch (err) {
+      log.warn({ err: String(err) }, 'catch-up pass failed; retrying');
+    } finally {
+      catchingUp = false;
+    }
+  };
+
   const scrubber = new Scrubber(store, {
     rateBytesPerSec: d.scrub.rateBytesPerSec,
     clients,
@@ -292,6 +310,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       void track(tick());
       timers.push(setInterval(() => void track(tick()), d.controllerIntervalMs));
       if (d.gc.enabled) timers.push(setInterval(() => void track(gcPass()), d.gc.intervalMs));
+      timers.push(setInterval(() => void track(catchUp()), d.repair.catchUpIntervalMs));
       if (d.scrub.enabled) {
         // The first pass after one interval, not at start-up (a restart should not cost a full read).
         timers.push(setTimeout(() => scrubber.start(d.scrub.intervalMs), d.scrub.intervalMs));
