@@ -11,7 +11,7 @@ import { writeChunk } from '../chunk/writer.js';
 import { readChunk } from '../chunk/reader.js';
 import { formatBucketId, parseSchemeTag, schemeTag, shardsNeeded, shardCount, type Scheme, type ShardTarget } from '../chunk/types.js';
 import { groupForKey, type BucketId, type Diskmap } from '../diskmap/index.js';
-import { handoffFor, type HandoffOptions } from '../chunk/handoff.js';
+import { handoffDisks, handoffFor, type HandoffOptions } from '../chunk/handoff.js';
 import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, FileAttr, Lease, MetaPort, PutChunkResult } from './ports.js';
 
 function inoOf(fileId: string): number {
@@ -113,6 +113,10 @@ export interface ChunkPlacement {
   addressOf(bucket: BucketId): string;
 }
 
+function handoffAvailable(dm: Diskmap): boolean {
+  return handoffDisks(dm).length > 0;
+}
+
 export class ChunkAdapter implements ChunkPort {
   constructor(
     private readonly clients: ChunkClients,
@@ -145,8 +149,9 @@ export class ChunkAdapter implements ChunkPort {
       timeoutMs: this.timeoutMs,
       handoff: this.handoff(dm, hash, targets),
     });
-    if (r.readable && !r.protected) {
-      // Acknowledging it would break the promise that one more disk loss loses nothing.
+    if (r.readable && !r.protected && handoffAvailable(dm)) {
+      // Acknowledging it would break the promise that one more disk loss loses nothing. (A map
+      // that lists no disks offers no handoff: the chunk then stays visible, not durable.)
       throw new CairnError('EUNAVAIL', `chunk ${hash.slice(0, 16)}… cannot be stored with ${schemeTag(scheme)}'s redundancy on the disks that are up: ${r.unprotected ?? 'too few live disks'}; bring a node or disk back`);
     }
     return { stored: r.stored, wanted: r.wanted, needed: shardsNeeded(scheme), scheme: schemeTag(scheme), pg: g.id };

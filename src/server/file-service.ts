@@ -102,6 +102,8 @@ export class FileService {
     readonly fs: CairnFs,
     private readonly ctx: NodeContext,
     private readonly meta: MetaClient,
+    /** To check that a durable file's chunks still have every shard (status tells the truth). */
+    private readonly chunks?: ChunkAdapter,
   ) {}
 
   /** mkdir -p of a directory path. */
@@ -270,7 +272,34 @@ export class FileService {
     } catch (err) {
       if (!(err instanceof CairnError && err.code === 'ENOENT')) throw err;
     }
+    // Durable only while every shard exists (at home, or as a guest while home is down).
+    const short = await this.chunksShort(path);
+    if (short !== undefined) return { ...local, state: 'visible', pendingBytes: short.bytes, version: attr.version, size: attr.size, error: short.text };
     return local;
+  }
+
+  /** Chunks of the file below full health, if any (bytes of them, and a sentence). */
+  private async chunksShort(path: string): Promise<{ bytes: number; text: string } | undefined> {
+    if (this.chunks === undefined) return undefined;
+    const { extents } = await this.meta.layout(path);
+    const unique = [...new Map(extents.map((e) => [e.chunkHash, e])).values()];
+    let bytes = 0;
+    let chunks = 0;
+    let worst = '';
+    for (let i = 0; i < unique.length; i += 32) {
+      await Promise.all(
+        unique.slice(i, i + 32).map(async (e) => {
+          const h = await this.chunks!.health({ chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg, length: e.length });
+          if (h.stored < h.wanted) {
+            bytes += e.length;
+            chunks++;
+            worst = `${h.stored} of ${h.wanted} shards`;
+          }
+        }),
+      );
+    }
+    if (chunks === 0) return undefined;
+    return { bytes, text: `${chunks} of ${unique.length} chunks are missing shards (e.g. ${worst}): not durable until repair rebuilds them` };
   }
 
   /** Nodes, leader, term, diskmap and disks as this node sees them (live disk states asked of each node). */
@@ -346,7 +375,7 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       chunks: new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }),
     },
   );
-  const svc = new FileService(fs, ctx, meta);
+  const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }));
   return {
     name: 'file',
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }],

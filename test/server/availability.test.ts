@@ -144,6 +144,10 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     // Node 2's disk goes away too (its directory moved aside): only node 1's disk is left.
     await rename(join(nodes[1]!.dir, 'disk0'), join(nodes[1]!.dir, 'disk0.gone'));
     expect(await readAll(via, '/written-degraded')).toBe(createHash('sha256').update(data).digest('hex'));
+    // Health is true: a file written before, with shards on the two lost disks, is no longer "durable".
+    const st = await via.commitStatus('/loop-0');
+    expect(st.state).toBe('visible');
+    expect(st.error).toMatch(/missing shards/);
     // A strong write now cannot keep its promise: it fails at once, naming the missing redundancy.
     await expect(via.put('/no-redundancy', [randomBytes(1024 * 1024)], { mode: 'strong' })).rejects.toThrow(/redundancy|live disk/);
     via.close();
