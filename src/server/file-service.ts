@@ -27,6 +27,7 @@ import { splitPath } from '../meta/ops.js';
 import { MetaClient } from '../meta/client.js';
 import { schemeText, diskEntries } from '../diskmap/index.js';
 import { clusterPartsOf } from './cluster.js';
+import { UploadJournal } from './uploads.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 
@@ -104,6 +105,8 @@ export class FileService {
     private readonly meta: MetaClient,
     /** To check that a durable file's chunks still have every shard (status tells the truth). */
     private readonly chunks?: ChunkAdapter,
+    /** Puts in flight, so that the next start removes the siblings of interrupted ones. */
+    private readonly uploads?: UploadJournal,
   ) {}
 
   /** mkdir -p of a directory path. */
@@ -135,7 +138,11 @@ export class FileService {
     const tmp = `${dir === '/' ? '' : dir}/.${base.slice(0, 100)}.put-${randomBytes(6).toString('hex')}`;
     // Strong: nothing is acknowledged before the commit is durable in the chunk store, so the
     // upload's cache need not survive a crash (volatile: no fsyncs on the cache disk).
-    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode, volatile: mode === 'strong' });
+    await this.uploads?.begin(tmp);
+    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode, volatile: mode === 'strong' }).catch(async (err: unknown) => {
+      await this.uploads?.end(tmp);
+      throw err;
+    });
     const fileId = this.fs.fileIdOf(fd);
     let size = 0;
     let closed = false;
@@ -155,8 +162,10 @@ export class FileService {
         await this.fs.close(fd).catch(() => undefined);
       }
       await this.meta.unlink(tmp).catch(() => undefined);
+      await this.uploads?.end(tmp);
       throw err;
     }
+    await this.uploads?.end(tmp);
     // Weak: bind the final path to the cached file, so that status by path sees the commit still
     // running. Strong: the commit is over (close returned durable); the status is the metadata's.
     if (mode === 'weak') {
@@ -375,12 +384,17 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       chunks: new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }),
     },
   );
-  const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }));
+  const uploads = await UploadJournal.open(ctx.cfg.dataDir);
+  const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }), uploads);
+  let stopped = false;
+  void uploads.clean((p) => meta.unlink(p), ctx.log.child({ component: 'uploads' }), () => stopped);
   return {
     name: 'file',
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }],
     stop: async () => {
+      stopped = true;
       await fs.shutdown();
+      await uploads.close();
       meta.close();
     },
   };

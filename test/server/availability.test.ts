@@ -13,6 +13,7 @@ import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileClient } from '../../src/server/file-client.js';
+import { MetaClient } from '../../src/meta/client.js';
 import { eventually, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
 
 interface Node {
@@ -105,13 +106,34 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     await eventually(async () => (await via.cluster()).diskmapEpoch >= 1, 30_000, 100);
     for (let j = 0; j < 4; j++) await put();
 
-    // kill -9 node 3 while a strong put is in flight; the loop goes on.
+    // kill -9 node 3 while a strong put goes through node 1 and another one through node 3
+    // itself (cut short: its hidden sibling is left in the namespace); the loop goes on.
+    const meta = new MetaClient({ endpoints: nodes.map((n) => n.listen) });
+    const sibling = async (): Promise<boolean> => (await meta.readdir('/')).entries.some((e) => e.name.startsWith('.cut-short.put-'));
     const inFlight = put();
-    await kill9(nodes[2]!);
+    const cut = new FileClient(nodes[2]!.listen);
+    let sent = 0;
+    let killed: Promise<void> | undefined;
+    async function* slow(): AsyncGenerator<Buffer> {
+      for (;;) {
+        yield randomBytes(256 * 1024);
+        sent++;
+        if (sent === 8) {
+          await eventually(sibling, 20_000, 20); // the upload is under way on node 3
+          killed = kill9(nodes[2]!);
+        }
+        if (sent > 8) await new Promise((r) => setTimeout(r, 50));
+        if (sent > 400) return;
+      }
+    }
+    await expect(cut.put('/cut-short', slow(), { mode: 'strong' })).rejects.toThrow();
+    cut.close();
+    await killed;
     await inFlight;
     const during = files.size;
     for (let j = 0; j < 6; j++) await put();
     expect(files.size).toBe(during + 6);
+    expect(await sibling()).toBe(true);
     const guestsDuring = await guests();
     expect(guestsDuring).toBeGreaterThan(0); // written as guests, not waited for
 
@@ -122,6 +144,9 @@ describe('a node down: writes go on, the cluster heals itself', () => {
       const me = c.nodes.find((n) => n.nodeId === 3);
       return me !== undefined && me.disks.every((d) => d.state === 'ok');
     }, 30_000, 200);
+    // The restarted node removed the sibling of the upload it never finished.
+    await eventually(async () => (await meta.readdir('/')).entries.every((e) => !e.name.includes('.put-')), 30_000, 200);
+    meta.close();
     // Catch-up: every guest goes home and is dropped, by itself.
     await eventually(async () => (await guests()) === 0, 60_000, 200);
 
