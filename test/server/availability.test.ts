@@ -9,7 +9,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileClient } from '../../src/server/file-client.js';
@@ -177,4 +177,13 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     await expect(via.put('/no-redundancy', [randomBytes(1024 * 1024)], { mode: 'strong' })).rejects.toThrow(/redundancy|live disk/);
     via.close();
   }, 120_000);
+
+  it('a node restarted with an empty data directory refuses to start, saying why, instead of founding a second cluster', async () => {
+    const n = nodes[2]!; // down since the previous test
+    await rm(join(n.dir, 'data'), { recursive: true, force: true });
+    const r = await runCairn(['start', '--config', n.config], { timeoutMs: 60_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/data directory .* is empty or lost .*Raft state is gone/s);
+    expect(r.stderr).toMatch(/--join/);
+  }, 90_000);
 });
