@@ -361,6 +361,8 @@ export class FileService {
       bucket_size_bytes: dm?.bucketSizeBytes ?? 0,
       nodes,
       cached_files: this.fs.cachedFiles().map((s) => statusToWire(s)),
+      // The newest repair progress any node published (the leader runs the job).
+      repair_json: JSON.stringify(view.registry().map((n) => n.repair).filter((r) => r !== undefined).sort((a, b) => b.updatedAtMs - a.updatedAtMs)[0] ?? null),
     };
   }
 }

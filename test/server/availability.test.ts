@@ -1,10 +1,12 @@
 /**
  * A node or a disk down, with real processes (three `cairn start` daemons from `cairn init`, one
  * directory disk each, EC 2+1): a strong-mode write loop keeps completing while a node is killed
- * with kill -9; the node restarted at once serves its disk (no stale lock); guests written during
- * the outage go home by themselves (catch-up) until no handoff bucket holds anything; a chunk
- * written during the outage stays readable after one more disk is lost; at the end every file's
- * SHA-256 is checked through every node.
+ * with kill -9 (an upload cut by the kill leaves no sibling once the node is back); the node
+ * restarted at once serves its disk (no stale lock); guests written during the outage go home by
+ * themselves (catch-up) until no handoff bucket holds anything; a disk directory removed under
+ * load: writes go on and the repair job rebuilds its shards elsewhere; after that repair one more
+ * loss (a node) loses nothing. Every file's SHA-256 is checked through every node. A node whose
+ * data directory was wiped refuses to start.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { type ChildProcess } from 'node:child_process';
@@ -60,6 +62,19 @@ async function guests(): Promise<number> {
   return count;
 }
 
+/** Every acknowledged file: path → SHA-256. */
+const files = new Map<string, string>();
+let seq = 0;
+
+/** One strong put of a random file of 64 KiB–1 MiB; recorded once acknowledged durable. */
+async function putOne(via: FileClient): Promise<void> {
+  const data = randomBytes(64 * 1024 + Math.floor(Math.random() * 1024 * 1024));
+  const path = `/loop-${seq++}`;
+  const r = await via.put(path, [data], { mode: 'strong' });
+  expect(r.state).toBe('durable');
+  files.set(path, createHash('sha256').update(data).digest('hex'));
+}
+
 async function readAll(c: FileClient, path: string): Promise<string> {
   const { data } = await c.get(path);
   const h = createHash('sha256');
@@ -79,7 +94,7 @@ beforeAll(async () => {
     nodes.push({ id: n.nodeId, config: n.config, listen: n.listen, dir: join(dir.path, `node${n.nodeId}`) });
   }
   await Promise.all(nodes.map(start));
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   for (const n of nodes) {
@@ -94,15 +109,7 @@ afterAll(async () => {
 describe('a node down: writes go on, the cluster heals itself', () => {
   it('keeps strong writes completing through kill -9 of a node, catches up when it returns, and loses nothing', async () => {
     const via = new FileClient(nodes[0]!.listen);
-    const files = new Map<string, string>();
-    let i = 0;
-    const put = async (): Promise<void> => {
-      const data = randomBytes(64 * 1024 + Math.floor(Math.random() * 1024 * 1024));
-      const path = `/loop-${i++}`;
-      const r = await via.put(path, [data], { mode: 'strong' });
-      expect(r.state).toBe('durable');
-      files.set(path, createHash('sha256').update(data).digest('hex'));
-    };
+    const put = (): Promise<void> => putOne(via);
     await eventually(async () => (await via.cluster()).diskmapEpoch >= 1, 30_000, 100);
     for (let j = 0; j < 4; j++) await put();
 
@@ -160,20 +167,56 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     via.close();
   }, 180_000);
 
-  it('a chunk written while a node is down survives the loss of one more disk', async () => {
+  it('a disk directory removed under load: writes go on, the repair job rebuilds its shards elsewhere, nothing is lost', async () => {
+    const via = new FileClient(nodes[0]!.listen);
+    let stop = false;
+    let afterLoss = 0;
+    let lost = false;
+    const loop = (async () => {
+      while (!stop) {
+        await putOne(via);
+        if (lost) afterLoss++;
+      }
+    })();
+    await eventually(() => files.size >= 14, 60_000, 50);
+    await rename(join(nodes[1]!.dir, 'disk0'), join(nodes[1]!.dir, 'disk0.gone'));
+    lost = true;
+    await eventually(() => afterLoss >= 5, 60_000, 50); // strong writes keep completing
+    stop = true;
+    await loop;
+    // The leader's repair job sees the failed disk and rebuilds every chunk with a shard on it.
+    const done = await eventually(async () => {
+      const r = (await via.cluster()).repair;
+      return r !== null && r.state === 'done' && r.lost.length === 1 ? r : undefined;
+    }, 120_000, 200);
+    expect(done.reason).toMatch(/disk .*disk0 of node 2 failed/);
+    expect(done.chunksTotal).toBeGreaterThan(0);
+    expect(done.shardsRebuilt).toBeGreaterThan(0);
+    expect(done.bytesDone).toBe(done.bytesTotal);
+    // Full health: every file durable (every shard exists somewhere), and every byte right through every node.
+    for (const path of files.keys()) expect((await via.commitStatus(path)).state).toBe('durable');
+    for (const n of nodes) {
+      const c = new FileClient(n.listen);
+      for (const [path, sha] of files) expect(await readAll(c, path)).toBe(sha);
+      c.close();
+    }
+    // `cairn repair status` says so.
+    const cli = await runCairn(['repair', 'status', '--endpoint', nodes[0]!.listen]);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/repair: done — \d+ shards rebuilt elsewhere for 1 lost disk/);
+    via.close();
+  }, 240_000);
+
+  it('after the repair, one more loss (node 3 killed) loses nothing; a write that cannot keep redundancy fails at once', async () => {
     const via = new FileClient(nodes[0]!.listen);
     await kill9(nodes[2]!);
-    const data = randomBytes(3 * 1024 * 1024);
-    const r = await via.put('/written-degraded', [data], { mode: 'strong' });
-    expect(r.state).toBe('durable');
-    // Node 2's disk goes away too (its directory moved aside): only node 1's disk is left.
-    await rename(join(nodes[1]!.dir, 'disk0'), join(nodes[1]!.dir, 'disk0.gone'));
-    expect(await readAll(via, '/written-degraded')).toBe(createHash('sha256').update(data).digest('hex'));
-    // Health is true: a file written before, with shards on the two lost disks, is no longer "durable".
+    // Only node 1's disk is left: every file still reads, from it alone (homes and guests).
+    for (const [path, sha] of files) expect(await readAll(via, path)).toBe(sha);
+    // Health is true: files with shards on the two lost disks are not "durable".
     const st = await via.commitStatus('/loop-0');
     expect(st.state).toBe('visible');
     expect(st.error).toMatch(/missing shards/);
-    // A strong write now cannot keep its promise: it fails at once, naming the missing redundancy.
+    // A strong write now cannot keep its promise: it fails, naming the missing redundancy.
     await expect(via.put('/no-redundancy', [randomBytes(1024 * 1024)], { mode: 'strong' })).rejects.toThrow(/redundancy|live disk/);
     via.close();
   }, 120_000);
