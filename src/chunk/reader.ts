@@ -7,6 +7,7 @@
  * A range read fetches and verifies the whole chunk and returns a view of the range: chunks are
  * small (≤ 64 MiB, 4 MiB typical) and verification needs every byte.
  */
+import type { HandoffOptions } from './handoff.js';
 import { sha256Hex } from '../common/hash-pool.js';
 import { CairnError } from '../common/errors.js';
 import { counter } from '../common/metrics.js';
@@ -40,6 +41,12 @@ export interface ReadChunkOptions {
    * written into it once readChunk has returned (fetches still running are cancelled).
    */
   into?: Buffer;
+  /**
+   * Where a shard goes when its home is down (src/chunk/handoff.ts): a shard whose home cannot
+   * serve it is asked of these candidates in order, so a chunk written during an outage stays
+   * readable after one more disk is lost.
+   */
+  handoff?: HandoffOptions;
 }
 
 const DEFAULT_HEDGE_AFTER_MS = 2000;
@@ -163,12 +170,30 @@ async function fetchShard(
   timeoutMs: number,
   fetches: Fetches,
   into?: (info: ShardInfo, length: number) => Buffer | undefined,
+  handoff?: HandoffOptions,
 ): Promise<{ info: ShardInfo; data: Buffer }> {
   const t = targets[index] as ShardTarget;
-  // The chunk hash verifies everything; per-shard CRCs are checked only to find a culprit.
-  const p = clients.get(t.address).getShard({ bucket: formatBucketId(t.bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal: fetches.abort.signal });
-  fetches.running.add(p);
-  return p.finally(() => fetches.running.delete(p));
+  const from = (bucketId: ShardTarget['bucketId'], address: string): Promise<{ info: ShardInfo; data: Buffer }> => {
+    // The chunk hash verifies everything; per-shard CRCs are checked only to find a culprit.
+    const p = clients.get(address).getShard({ bucket: formatBucketId(bucketId), hash, scheme, index }, { timeoutMs, verifyCrc: false, into, signal: fetches.abort.signal });
+    fetches.running.add(p);
+    return p.finally(() => fetches.running.delete(p));
+  };
+  try {
+    return await from(t.bucketId, t.address);
+  } catch (err) {
+    if (handoff === undefined || fetches.abort.signal.aborted) throw err;
+    // The home cannot serve it: a guest copy on a handoff disk may (written while home was down).
+    for (const c of handoff.candidates(index)) {
+      if (fetches.abort.signal.aborted) break;
+      try {
+        return await from(c.bucket, handoff.addressOf(c.bucket));
+      } catch {
+        // not there, or that disk is down too: next candidate
+      }
+    }
+    throw err;
+  }
 }
 
 function crcOk(s: { info: ShardInfo; data: Buffer }): boolean {
@@ -198,7 +223,7 @@ async function readReplicas(
     opts.hedgeAfterMs ?? DEFAULT_HEDGE_AFTER_MS,
     async (i) => {
       try {
-        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into);
+        const { info, data } = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into, opts.handoff);
         if ((await sha256Hex(data)) !== hash) throw new CairnError('ECORRUPT', `replica ${i} does not match the chunk hash (${payloadCrc(data) === info.payloadCrc32 ? 'wrong content' : 'CRC-32 mismatch: bit rot or damage in transit'})`);
         found ??= data;
       } catch (err) {
@@ -240,7 +265,7 @@ async function readEc(
   let settled = false;
   const fetchOne = async (i: number): Promise<void> => {
     try {
-      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into(i));
+      const s = await fetchShard(clients, hash, scheme, targets, i, opts.timeoutMs ?? 30_000, fetches, into(i), opts.handoff);
       // A shard that arrives after the answer was decided is not used (nor recorded).
       if (!settled) good.set(i, s);
     } catch (err) {

@@ -7,7 +7,9 @@
 import { CairnError } from '../common/errors.js';
 import { counter } from '../common/metrics.js';
 import type { ChunkClients } from './client.js';
-import { readChunkDetailed } from './reader.js';
+import { readChunk, readChunkDetailed } from './reader.js';
+import { diskKeyOf } from '../diskmap/bucket-id.js';
+import type { HandoffOptions } from './handoff.js';
 import { checkTargets, formatBucketId, type Scheme, type ShardTarget } from './types.js';
 import { writeChunk, type ShardFailure } from './writer.js';
 
@@ -78,4 +80,49 @@ export async function repairChunk(
   const rewritten = list.filter((i) => !failedSet.has(i));
   metrics.rewritten.inc(rewritten.length);
   return { needed: list, rewritten, failed: w.failed };
+}
+
+/**
+ * Rebuild the shards of a chunk whose home disks are lost (failed, or their node down past the
+ * grace) onto handoff disks (src/chunk/handoff.ts), so that the chunk is at full redundancy
+ * again without waiting for the disk to come back; catch-up moves them home once a disk holds
+ * the slot again. Shards already present (at home, or as a guest) are not rewritten: the check
+ * is a header stat per shard; the chunk is read (degraded, verified) only when one is missing.
+ * Returns the indexes rebuilt (empty when the chunk needed nothing).
+ */
+export async function rebuildLost(
+  clients: ChunkClients,
+  hash: string,
+  scheme: Scheme,
+  targets: readonly ShardTarget[],
+  handoff: HandoffOptions,
+  lostDiskKeys: ReadonlySet<string>,
+  opts: { timeoutMs?: number; diskmapEpoch?: number } = {},
+): Promise<{ rebuilt: number[]; read: boolean }> {
+  checkTargets(scheme, targets);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const has = (bucket: ShardTarget['bucketId'], address: string, index: number): Promise<boolean> =>
+    clients
+      .get(address)
+      .statShard({ bucket: formatBucketId(bucket), hash, scheme, index }, { timeoutMs })
+      .then(
+        (info) => info.hash === hash && info.index === index,
+        () => false,
+      );
+  const missing: number[] = [];
+  await Promise.all(
+    targets.map(async (t, index) => {
+      if (!lostDiskKeys.has(diskKeyOf(t.bucketId)) && (await has(t.bucketId, t.address, index))) return;
+      for (const c of handoff.candidates(index)) if (!lostDiskKeys.has(c.key) && (await has(c.bucket, handoff.addressOf(c.bucket), index))) return;
+      missing.push(index);
+    }),
+  );
+  if (missing.length === 0) return { rebuilt: [], read: false };
+  const data = await readChunk(clients, hash, scheme, targets, { timeoutMs, handoff });
+  // The writer puts every shard: present ones are no-ops (same content), lost homes fail and go to
+  // handoff disks, with copies where the live disks are too few.
+  const w = await writeChunk(clients, data, scheme, targets, { hash, handoff, timeoutMs, diskmapEpoch: opts.diskmapEpoch ?? 0 });
+  if (!w.protected) throw new CairnError('EUNAVAIL', `chunk ${hash.slice(0, 16)}… could not be rebuilt to full redundancy: ${w.unprotected ?? 'too few live disks'}`);
+  metrics.rewritten.inc(missing.length);
+  return { rebuilt: missing.sort((a, b) => a - b), read: true };
 }

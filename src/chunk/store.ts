@@ -127,6 +127,8 @@ interface Disk {
   knownBuckets: Set<string>;
   /** Shard directories (`<bucket>/shards/<hh>`) this store has made durable: no mkdir per put. */
   knownShardDirs: Set<string>;
+  /** Failed only because another live process held its lock: checkDisks tries again. */
+  lockBusy?: boolean;
 }
 
 const SHARD_NAME_RE = /^([0-9a-f]{64})\.((?:ec\d{1,2}\+\d{1,2})|(?:r\d{1,2}))\.(\d{1,2})$/;
@@ -242,19 +244,7 @@ export class ChunkStore {
     const disks: Disk[] = [];
     for (const path of paths) {
       const d: Disk = { path, label: undefined, diskKey: '', failed: undefined, failedAtMs: 0, knownBuckets: new Set(), knownShardDirs: new Set() };
-      try {
-        d.label = await readDiskLabel(path);
-        d.diskKey = diskKeyOfLabel(d.label);
-        // Before anything is touched: another live process may be serving this disk.
-        await lockDisk(path);
-        await rm(join(path, 'tmp'), { recursive: true, force: true });
-        await mkdir(join(path, 'tmp'), { recursive: true });
-        await mkdir(join(path, 'quarantine'), { recursive: true });
-        for (const e of await readdir(path)) if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{16}$/.test(e)) d.knownBuckets.add(e);
-      } catch (err) {
-        d.failed = (err as Error).message;
-        d.failedAtMs = Date.now();
-      }
+      await ChunkStore.openDisk(d);
       disks.push(d);
       metrics.diskFailed.set({ disk: path }, d.failed === undefined ? 0 : 1);
       if (d.failed !== undefined) log.error({ disk: path, reason: d.failed }, 'disk failed at open');
@@ -262,6 +252,26 @@ export class ChunkStore {
     const keys = disks.filter((d) => d.diskKey !== '').map((d) => d.diskKey);
     if (new Set(keys).size !== keys.length) fail('EINVAL', 'two disks carry the same label (same location and incarnation); one is a copy');
     return new ChunkStore(disks);
+  }
+
+  /** Read a disk's label, take its lock, clear its temporary files; on failure record why. */
+  private static async openDisk(d: Disk): Promise<void> {
+    try {
+      d.label = await readDiskLabel(d.path);
+      d.diskKey = diskKeyOfLabel(d.label);
+      // Before anything is touched: another live process may be serving this disk.
+      await lockDisk(d.path);
+      await rm(join(d.path, 'tmp'), { recursive: true, force: true });
+      await mkdir(join(d.path, 'tmp'), { recursive: true });
+      await mkdir(join(d.path, 'quarantine'), { recursive: true });
+      for (const e of await readdir(d.path)) if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{16}$/.test(e)) d.knownBuckets.add(e);
+      d.failed = undefined;
+      d.lockBusy = false;
+    } catch (err) {
+      d.failed = (err as Error).message;
+      d.failedAtMs = Date.now();
+      d.lockBusy = err instanceof CairnError && err.code === 'EBUSY';
+    }
   }
 
   /** Stop serving: release the disks' locks (another process may open them after this). */
@@ -317,6 +327,18 @@ export class ChunkStore {
   /** Check every disk's label is still there and readable; mark the ones that are not. */
   async checkDisks(): Promise<DiskStatus[]> {
     for (const d of this.disksList) {
+      if (d.failed !== undefined && d.lockBusy === true) {
+        // Another process held it (one that was still exiting, or a second daemon): try again,
+        // so a disk is never failed for good by a lock whose holder has since gone.
+        const key = d.diskKey;
+        await ChunkStore.openDisk(d);
+        if (d.failed === undefined && d.diskKey !== key && key !== '') this.markFailed(d, `label changed under us (now ${d.diskKey})`);
+        if (d.failed === undefined) {
+          metrics.diskFailed.set({ disk: d.path }, 0);
+          log.warn({ disk: d.path }, 'disk lock released by its holder: serving the disk again');
+        }
+        continue;
+      }
       if (d.failed !== undefined) continue;
       try {
         const l = await readDiskLabel(d.path);

@@ -11,6 +11,7 @@ import { writeChunk } from '../chunk/writer.js';
 import { readChunk } from '../chunk/reader.js';
 import { formatBucketId, parseSchemeTag, schemeTag, shardsNeeded, shardCount, type Scheme, type ShardTarget } from '../chunk/types.js';
 import { groupForKey, type BucketId, type Diskmap } from '../diskmap/index.js';
+import { handoffDisks, handoffFor, type HandoffOptions } from '../chunk/handoff.js';
 import type { ChunkHealth, ChunkPort, ChunkRef, CommitRecord, CommitRequest, FileAttr, Lease, MetaPort, PutChunkResult } from './ports.js';
 
 function inoOf(fileId: string): number {
@@ -128,6 +129,10 @@ export interface ChunkPlacement {
   addressOf(bucket: BucketId): string;
 }
 
+function handoffAvailable(dm: Diskmap): boolean {
+  return handoffDisks(dm).length > 0;
+}
+
 export class ChunkAdapter implements ChunkPort {
   constructor(
     private readonly clients: ChunkClients,
@@ -144,36 +149,57 @@ export class ChunkAdapter implements ChunkPort {
     return g.buckets.map((b) => ({ bucketId: b, address: this.placement.addressOf(b) }));
   }
 
+  /** Where a shard of this chunk goes, and is found, when its home is down (src/chunk/handoff.ts). */
+  private handoff(dm: Diskmap, hash: string, targets: readonly ShardTarget[]): HandoffOptions {
+    return handoffFor(dm, hash, targets.map((t) => t.bucketId), (b) => this.placement.addressOf(b));
+  }
+
   async putChunk(hash: string, bytes: Buffer): Promise<PutChunkResult> {
     const dm = this.placement.diskmap();
     const g = groupForKey(dm, Buffer.from(hash, 'hex'));
     const scheme = dm.scheme as Scheme;
-    const r = await writeChunk(this.clients, bytes, scheme, this.targets(dm, g.id, scheme), {
+    const targets = this.targets(dm, g.id, scheme);
+    const r = await writeChunk(this.clients, bytes, scheme, targets, {
       hash,
       diskmapEpoch: dm.epoch,
       timeoutMs: this.timeoutMs,
+      handoff: this.handoff(dm, hash, targets),
     });
+    if (r.readable && !r.protected && handoffAvailable(dm)) {
+      // Acknowledging it would break the promise that one more disk loss loses nothing. (A map
+      // that lists no disks offers no handoff: the chunk then stays visible, not durable.)
+      throw new CairnError('EUNAVAIL', `chunk ${hash.slice(0, 16)}… cannot be stored with ${schemeTag(scheme)}'s redundancy on the disks that are up: ${r.unprotected ?? 'too few live disks'}; bring a node or disk back`);
+    }
     return { stored: r.stored, wanted: r.wanted, needed: shardsNeeded(scheme), scheme: schemeTag(scheme), pg: g.id };
   }
 
   async getChunk(ref: ChunkRef): Promise<Buffer> {
     const scheme = parseSchemeTag(ref.scheme);
-    return readChunk(this.clients, ref.chunkHash, scheme, this.targets(this.placement.diskmap(), ref.pg, scheme), { timeoutMs: this.timeoutMs });
+    const dm = this.placement.diskmap();
+    const targets = this.targets(dm, ref.pg, scheme);
+    return readChunk(this.clients, ref.chunkHash, scheme, targets, { timeoutMs: this.timeoutMs, handoff: this.handoff(dm, ref.chunkHash, targets) });
   }
 
   async health(ref: ChunkRef): Promise<ChunkHealth> {
     const scheme = parseSchemeTag(ref.scheme);
-    const targets = this.targets(this.placement.diskmap(), ref.pg, scheme);
+    const dm = this.placement.diskmap();
+    const targets = this.targets(dm, ref.pg, scheme);
+    const handoff = this.handoff(dm, ref.chunkHash, targets);
+    const has = (b: BucketId, address: string, index: number): Promise<boolean> =>
+      this.clients
+        .get(address)
+        .statShard({ bucket: formatBucketId(b), hash: ref.chunkHash, scheme, index }, { timeoutMs: this.timeoutMs })
+        .then(
+          () => true,
+          () => false,
+        );
+    // A shard counts where it is: at home, or as a guest on a handoff disk while home is down.
     const found = await Promise.all(
-      targets.map((t, index) =>
-        this.clients
-          .get(t.address)
-          .statShard({ bucket: formatBucketId(t.bucketId), hash: ref.chunkHash, scheme, index }, { timeoutMs: this.timeoutMs })
-          .then(
-            () => true,
-            () => false,
-          ),
-      ),
+      targets.map(async (t, index) => {
+        if (await has(t.bucketId, t.address, index)) return true;
+        for (const c of handoff.candidates(index)) if (await has(c.bucket, handoff.addressOf(c.bucket), index)) return true;
+        return false;
+      }),
     );
     return { stored: found.filter(Boolean).length, wanted: targets.length, needed: shardsNeeded(scheme) };
   }

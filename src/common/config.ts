@@ -120,6 +120,17 @@ export const daemonConfigSchema = z.object({
       rateBytesPerSec: z.number().int().min(1).default(32 * 1024 * 1024),
     })
     .default(() => ({ enabled: true, intervalMs: 60 * 60_000, rateBytesPerSec: 32 * 1024 * 1024 })),
+  /** Availability (src/server/catch-up.ts, repair-job.ts, docs/chunk.md "A node or disk down"). */
+  repair: z
+    .object({
+      /** How often each node sends the guest shards it holds home (catch-up). */
+      catchUpIntervalMs: z.number().int().min(100).default(5_000),
+      /** A node down this long (or a failed disk at once) has its shards rebuilt elsewhere; a reboot must not start a rebuild. */
+      downGraceMs: z.number().int().min(0).default(600_000),
+      /** Rebuild throttle: payload bytes read per second by one node's repair. */
+      rateBytesPerSec: z.number().int().min(1).default(64 * 1024 * 1024),
+    })
+    .default(() => ({ catchUpIntervalMs: 5_000, downGraceMs: 600_000, rateBytesPerSec: 64 * 1024 * 1024 })),
 });
 export type DaemonConfig = z.infer<typeof daemonConfigSchema>;
 

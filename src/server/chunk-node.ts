@@ -9,7 +9,7 @@
  * of being silently formatted again under a new incarnation.
  */
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';
@@ -49,9 +49,10 @@ async function readFormatted(file: string): Promise<Formatted> {
  * Format the configured disks this node never formatted, then open them all. A disk formatted
  * before whose label is gone is NOT reformatted: ChunkStore.open marks it failed.
  */
-export async function openNodeDisks(cfg: NodeConfig, log: Logger): Promise<ChunkStore> {
+export async function openNodeDisks(cfg: NodeConfig, log: Logger, opts: { join?: boolean } = {}): Promise<ChunkStore> {
   await mkdirDurable(cfg.dataDir);
   const file = join(cfg.dataDir, 'disks.json');
+  if (!(await pathExists(file)) && opts.join !== true) await refuseWipedDataDir(cfg);
   const formatted = await readFormatted(file);
   const known = new Set(formatted.disks.map((d) => d.path));
   for (const d of cfg.disks) {
@@ -84,6 +85,26 @@ export async function openNodeDisks(cfg: NodeConfig, log: Logger): Promise<Chunk
   return store;
 }
 
+/**
+ * A data directory without disks.json whose disks already hold buckets is a wiped (or lost) data
+ * directory of a node that was a member: started as is, it would bootstrap a new Raft group of
+ * its own beside the cluster's. Refuse, and say what to do.
+ */
+async function refuseWipedDataDir(cfg: NodeConfig): Promise<void> {
+  for (const d of cfg.disks) {
+    if (!(await pathExists(join(d.path, DISK_LABEL_FILE)))) continue;
+    const entries = await readdir(d.path).catch(() => [] as string[]);
+    const buckets = entries.filter((e) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{16}$/.test(e));
+    if (buckets.length === 0) continue; // formatted by `cairn init`, never used: a first start
+    throw new CairnError(
+      'ESTALE',
+      `node ${cfg.nodeId}: the data directory ${cfg.dataDir} is empty or lost (no disks.json), but disk ${d.path} holds ${buckets.length} bucket(s) of this cluster: ` +
+        'this node was a member and its Raft state is gone. Starting would found a second cluster beside the first, so the node refuses to start. ' +
+        `Restore the data directory, or rejoin as a new member: on a running node \`cairn node remove ${cfg.nodeId}\` and add it back, then \`cairn start --config FILE --join\` (its disks' shards are kept and used).`,
+    );
+  }
+}
+
 const stores = new WeakMap<NodeContext, ChunkStore>();
 
 /** The chunk store a node's chunk service opened (for the other services of the same node). */
@@ -94,7 +115,7 @@ export function chunkStoreOf(ctx: NodeContext): ChunkStore {
 }
 
 export const chunkNodeFactory: NodeServiceFactory = async (ctx) => {
-  const store = await openNodeDisks(ctx.cfg, ctx.log);
+  const store = await openNodeDisks(ctx.cfg, ctx.log, { join: ctx.join === true });
   stores.set(ctx, store);
   return {
     name: 'chunk',

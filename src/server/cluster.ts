@@ -29,6 +29,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileDurable } from '../common/durable.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
+import { catchUpPass, type CatchUpReport } from './catch-up.js';
+import { RepairJob, findLostDisks, type RepairProgress } from './repair-job.js';
 
 const metrics = {
   gcRuns: counter('cairn_node_gc_runs_total', 'Chunk GC passes run by the node daemon, by result', ['result']),
@@ -109,6 +111,8 @@ export interface ClusterParts {
   /** This node's address first, then its peers: for services that need their own MetaClient. */
   endpoints: string[];
   store: ChunkStore;
+  /** The last catch-up pass of this node (guest shards held for homes that are down). */
+  catchUp(): CatchUpReport | undefined;
 }
 
 const parts = new WeakMap<NodeContext, ClusterParts>();
@@ -123,9 +127,10 @@ export function clusterPartsOf(ctx: NodeContext): ClusterParts {
   return p;
 }
 
-function nodeRecord(ctx: NodeContext, store: ChunkStore, address: string): NodeRecord {
+function nodeRecord(ctx: NodeContext, store: ChunkStore, address: string, repair?: RepairProgress): NodeRecord {
   const status = store.diskStatus();
   return {
+    ...(repair !== undefined ? { repair } : {}),
     v: 1,
     nodeId: ctx.cfg.nodeId,
     address,
@@ -157,7 +162,8 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
   const clients = new ChunkClients({ local: [...new Set([self, cfg.listen])].map((address) => ({ address, store })) });
   const src: RegistrySource = () => ctx.meta.nodeRecords();
   const view = new ClusterView(src, () => ctx.meta.diskmap(), log);
-  parts.set(ctx, { view, clients, meta, store, endpoints });
+  let lastCatchUp: CatchUpReport | undefined;
+  parts.set(ctx, { view, clients, meta, store, endpoints, catchUp: () => lastCatchUp });
 
   const timers: NodeJS.Timeout[] = [];
   let stopped = false;
@@ -168,6 +174,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     return p;
   };
   let registered = false;
+  let registeredStates = '';
   let stepping = false;
   const d = cfg.daemon;
 
@@ -176,9 +183,14 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     stepping = true;
     try {
       const raft = ctx.raft();
+      // A disk that failed (or came back) since the last registration: register again, so that
+      // the map's controller and the repair job see it.
+      const diskStates = (await store.checkDisks()).map((x) => `${x.path}:${x.state}`).join(',');
+      if (registered && raft !== undefined && diskStates !== registeredStates) registered = false;
       if (!registered && raft !== undefined) {
         clients.addLocal(raft.listenAddress, store);
-        await registerNode(meta, nodeRecord(ctx, store, raft.listenAddress));
+        await registerNode(meta, nodeRecord(ctx, store, raft.listenAddress, repairJob.status().state === 'idle' ? undefined : repairJob.status()));
+        registeredStates = diskStates;
         registered = true;
         metrics.registered.set(1);
         log.info({ disks: store.diskStatus().map((s) => `${s.path}:${s.state}`) }, 'node registered');
@@ -289,6 +301,49 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     }
   };
 
+  // ---- repair: the shards of lost disks rebuilt elsewhere (the leader runs it)
+  const downSince = new Map<number, number>();
+  const repairJob = new RepairJob({
+    clients,
+    diskmap: () => view.diskmap(),
+    addressOf: (b) => view.addressOf(b),
+    scanLayouts: (after, limit) => ctx.meta.scanLayouts(after, limit),
+    dataDir: cfg.dataDir,
+    rateBytesPerSec: d.repair.rateBytesPerSec,
+    log,
+    stopped: () => stopped || ctx.raft()?.isLeader() !== true,
+    publish: async (p) => {
+      const raft = ctx.raft();
+      if (raft !== undefined) await registerNode(meta, nodeRecord(ctx, store, raft.listenAddress, p));
+    },
+  });
+  const repairStep = async (): Promise<void> => {
+    if (stopped || !view.hasDiskmap() || ctx.raft()?.isLeader() !== true) {
+      downSince.clear(); // a new leader starts the grace afresh: it may delay a rebuild, never hasten one
+      return;
+    }
+    try {
+      const lost = await findLostDisks(view.registry(), (n) => clients.get(n.address).diskStatus({ timeoutMs: 2_000 }), downSince, d.repair.downGraceMs);
+      await repairJob.step(lost);
+    } catch (err) {
+      log.warn({ err: String(err) }, 'repair step failed; retrying');
+    }
+  };
+
+  // ---- catch-up: guest shards (written while their home was down) go home
+  let catchingUp = false;
+  const catchUp = async (): Promise<void> => {
+    if (catchingUp || stopped || !view.hasDiskmap()) return;
+    catchingUp = true;
+    try {
+      lastCatchUp = await catchUpPass(store, clients, view.diskmap(), (b) => view.addressOf(b), log, { stopped: () => stopped });
+    } catch (err) {
+      log.warn({ err: String(err) }, 'catch-up pass failed; retrying');
+    } finally {
+      catchingUp = false;
+    }
+  };
+
   const scrubber = new Scrubber(store, {
     rateBytesPerSec: d.scrub.rateBytesPerSec,
     clients,
@@ -311,6 +366,8 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       void track(tick());
       timers.push(setInterval(() => void track(tick()), d.controllerIntervalMs));
       if (d.gc.enabled) timers.push(setInterval(() => void track(gcPass()), d.gc.intervalMs));
+      timers.push(setInterval(() => void track(catchUp()), d.repair.catchUpIntervalMs));
+      timers.push(setInterval(() => void track(repairStep()), d.repair.catchUpIntervalMs));
       if (d.scrub.enabled) {
         // The first pass after one interval, not at start-up (a restart should not cost a full read).
         timers.push(setTimeout(() => scrubber.start(d.scrub.intervalMs), d.scrub.intervalMs));

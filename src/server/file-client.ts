@@ -7,6 +7,18 @@ import { once } from 'node:events';
 import { CairnError } from '../common/errors.js';
 import { call, fromServiceError, grpc, makeClient, openClientStream, openServerStream, serviceOf } from '../rpc/grpc.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
+import { repairProgressSchema, type RepairProgress } from './repair-job.js';
+
+/** The repair progress a node sent (JSON, validated); null when absent or not valid. */
+function parseRepair(v: unknown): RepairProgress | null {
+  if (typeof v !== 'string' || v === '') return null;
+  try {
+    const p = repairProgressSchema.safeParse(JSON.parse(v));
+    return p.success ? p.data : null;
+  } catch {
+    return null;
+  }
+}
 
 export interface PutResult {
   path: string;
@@ -66,6 +78,8 @@ export interface ClusterInfo {
   bucketSizeBytes: number;
   nodes: ClusterNode[];
   cachedFiles: CommitStatusInfo[];
+  /** The repair job's progress (src/server/repair-job.ts), null when none was published. */
+  repair: RepairProgress | null;
 }
 
 type Wire = Record<string, unknown>;
@@ -195,6 +209,7 @@ export class FileClient {
         })),
       })),
       cachedFiles: ((r.cached_files as Wire[] | undefined) ?? []).map(statusFrom),
+      repair: parseRepair(r.repair_json),
     };
   }
 }

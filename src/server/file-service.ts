@@ -27,6 +27,7 @@ import { splitPath } from '../meta/ops.js';
 import { MetaClient } from '../meta/client.js';
 import { schemeText, diskEntries } from '../diskmap/index.js';
 import { clusterPartsOf } from './cluster.js';
+import { UploadJournal } from './uploads.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 import { MountManager, spaceOf, startMounts } from '../fuse/service.js';
@@ -127,6 +128,10 @@ export class FileService {
     readonly fs: CairnFs,
     private readonly ctx: NodeContext,
     private readonly meta: MetaClient,
+    /** To check that a durable file's chunks still have every shard (status tells the truth). */
+    private readonly chunks?: ChunkAdapter,
+    /** Puts in flight, so that the next start removes the siblings of interrupted ones. */
+    private readonly uploads?: UploadJournal,
   ) {}
 
   /** mkdir -p of a directory path. */
@@ -170,7 +175,11 @@ export class FileService {
     const tmp = `${dir === '/' ? '' : dir}/.${base.slice(0, 100)}.put-${randomBytes(6).toString('hex')}`;
     // Strong: nothing is acknowledged before the commit is durable in the chunk store, so the
     // upload's cache need not survive a crash (volatile: no fsyncs on the cache disk).
-    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode, volatile: mode === 'strong' });
+    await this.uploads?.begin(tmp);
+    const fd = await this.fs.open(tmp, { create: true, exclusive: true, write: true, mode, volatile: mode === 'strong' }).catch(async (err: unknown) => {
+      await this.uploads?.end(tmp);
+      throw err;
+    });
     const fileId = this.fs.fileIdOf(fd);
     let size = 0;
     let closed = false;
@@ -190,8 +199,10 @@ export class FileService {
         await this.fs.close(fd).catch(() => undefined);
       }
       await this.meta.unlink(tmp).catch(() => undefined);
+      await this.uploads?.end(tmp);
       throw err;
     }
+    await this.uploads?.end(tmp);
     // Weak: bind the final path to the cached file, so that status by path sees the commit still
     // running. Strong: the commit is over (close returned durable); the status is the metadata's.
     if (mode === 'weak') {
@@ -307,7 +318,34 @@ export class FileService {
     } catch (err) {
       if (!(err instanceof CairnError && err.code === 'ENOENT')) throw err;
     }
+    // Durable only while every shard exists (at home, or as a guest while home is down).
+    const short = await this.chunksShort(path);
+    if (short !== undefined) return { ...local, state: 'visible', pendingBytes: short.bytes, version: attr.version, size: attr.size, error: short.text };
     return local;
+  }
+
+  /** Chunks of the file below full health, if any (bytes of them, and a sentence). */
+  private async chunksShort(path: string): Promise<{ bytes: number; text: string } | undefined> {
+    if (this.chunks === undefined) return undefined;
+    const { extents } = await this.meta.layout(path);
+    const unique = [...new Map(extents.map((e) => [e.chunkHash, e])).values()];
+    let bytes = 0;
+    let chunks = 0;
+    let worst = '';
+    for (let i = 0; i < unique.length; i += 32) {
+      await Promise.all(
+        unique.slice(i, i + 32).map(async (e) => {
+          const h = await this.chunks!.health({ chunkHash: e.chunkHash, scheme: e.scheme, pg: e.pg, length: e.length });
+          if (h.stored < h.wanted) {
+            bytes += e.length;
+            chunks++;
+            worst = `${h.stored} of ${h.wanted} shards`;
+          }
+        }),
+      );
+    }
+    if (chunks === 0) return undefined;
+    return { bytes, text: `${chunks} of ${unique.length} chunks are missing shards (e.g. ${worst}): not durable until repair rebuilds them` };
   }
 
   /** Nodes, leader, term, diskmap and disks as this node sees them (live disk states asked of each node). */
@@ -360,6 +398,8 @@ export class FileService {
       bucket_size_bytes: dm?.bucketSizeBytes ?? 0,
       nodes,
       cached_files: this.fs.cachedFiles().map((s) => statusToWire(s)),
+      // The newest repair progress any node published (the leader runs the job).
+      repair_json: JSON.stringify(view.registry().map((n) => n.repair).filter((r) => r !== undefined).sort((a, b) => b.updatedAtMs - a.updatedAtMs)[0] ?? null),
     };
   }
 }
@@ -385,7 +425,10 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       chunks: new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }),
     },
   );
-  const svc = new FileService(fs, ctx, meta);
+  const uploads = await UploadJournal.open(ctx.cfg.dataDir);
+  const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }), uploads);
+  let stopped = false;
+  void uploads.clean((p) => meta.unlink(p), ctx.log.child({ component: 'uploads' }), () => stopped);
   // The node's FUSE mounts live here, beside the one CairnFs they share (src/fuse).
   const mounts = new MountManager(fs, meta, f.mode, spaceOf(ctx));
   return {
@@ -393,8 +436,10 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition()],
     started: () => startMounts(mounts, ctx),
     stop: async () => {
+      stopped = true;
       await mounts.stop();
       await fs.shutdown();
+      await uploads.close();
       meta.close();
     },
   };

@@ -35,7 +35,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
   const log = logger('node', { node: cfg.nodeId });
   const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir, ...opts.meta });
   let raft: RaftNode | undefined;
-  const ctx: NodeContext = { cfg, meta, raft: () => raft, log };
+  const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true };
   const services: NodeServiceInstance[] = [];
   let metrics: Server | undefined;
   try {

@@ -9,6 +9,7 @@
  * JSON; it is validated with zod here whenever it is read back, and a bad one is skipped and
  * logged, never trusted.
  */
+import { repairProgressSchema } from './repair-job.js';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';
@@ -42,6 +43,8 @@ export const nodeRecordSchema = z
       )
       .max(1024),
     registeredAtMs: z.number().int().min(0),
+    /** The repair job's progress, published by the node running it (the Raft leader). */
+    repair: repairProgressSchema.optional(),
   })
   .strict();
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;

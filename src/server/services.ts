@@ -21,6 +21,8 @@ export interface NodeContext {
   /** The Raft node, once started (services are built before it, since Raft serves them). */
   raft: () => RaftNode | undefined;
   log: Logger;
+  /** Started with --join (an empty membership, waiting to be added): a data directory may be new. */
+  join?: boolean;
 }
 
 export interface NodeServiceInstance {

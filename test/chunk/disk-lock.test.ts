@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkStore } from '../../src/chunk/store.js';
-import { DISK_LOCK_FILE } from '../../src/chunk/disk-lock.js';
+import { DISK_LOCK_FILE, procStat } from '../../src/chunk/disk-lock.js';
 import { tempDir } from '../helpers/env.js';
 
 const children: ChildProcess[] = [];
@@ -70,6 +70,47 @@ describe('disk lock', () => {
     expect(t.diskStatus()[0]!.state).toBe('ok');
     expect(JSON.parse(await readFile(join(path, DISK_LOCK_FILE), 'utf8')).pid).toBe(process.pid);
     await t.close();
+  });
+
+  it('takes over the lock of a holder killed with kill -9 that its parent has not reaped yet (a zombie)', async () => {
+    const path = await disk();
+    // sh starts the holder in the background, then becomes `sleep`, which never reaps it.
+    const parent = spawn('sh', ['-c', `"${process.execPath}" -e "setInterval(() => {}, 1000)" & echo $!; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(parent);
+    const [line] = (await once(parent.stdout!, 'data')) as [Buffer];
+    const pid = Number(line.toString().trim());
+    const st = procStat(pid);
+    expect(st).toBeTruthy();
+    await writeFile(join(path, DISK_LOCK_FILE), JSON.stringify({ pid, host: hostname(), sinceMs: Date.now(), startTicks: st!.startTicks }));
+    const before = await ChunkStore.open([path]);
+    expect(before.diskStatus()[0]!.state).toBe('failed'); // alive: left alone
+    process.kill(pid, 'SIGKILL');
+    for (;;) {
+      const now = procStat(pid);
+      if (now?.state === 'Z') break; // killed, not reaped: kill(pid, 0) still succeeds
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(() => process.kill(pid, 0)).not.toThrow();
+    // The store that found it busy serves it again at its next disk check: never failed for good.
+    const st2 = await before.checkDisks();
+    expect(st2[0]!.state).toBe('ok');
+    expect(JSON.parse(await readFile(join(path, DISK_LOCK_FILE), 'utf8')).pid).toBe(process.pid);
+    await before.close();
+  });
+
+  it('takes over a lock whose pid now belongs to another process (started at another time)', async () => {
+    const path = await disk();
+    const other = await otherProcess();
+    const st = procStat(other.pid!);
+    expect(st).toBeTruthy();
+    await writeFile(join(path, DISK_LOCK_FILE), JSON.stringify({ pid: other.pid, host: hostname(), sinceMs: Date.now(), startTicks: st!.startTicks + 1 }));
+    const s = await ChunkStore.open([path]);
+    expect(s.diskStatus()[0]!.state).toBe('ok');
+    await s.close();
+    // The same pid with its true start time is a live holder.
+    await writeFile(join(path, DISK_LOCK_FILE), JSON.stringify({ pid: other.pid, host: hostname(), sinceMs: Date.now(), startTicks: st!.startTicks }));
+    const t = await ChunkStore.open([path]);
+    expect(t.diskStatus()[0]!.state).toBe('failed');
   });
 
   it('takes over a torn lock file', async () => {

@@ -20,6 +20,7 @@ import { addressSchema } from '../../common/config.js';
 import { FileClient } from '../../server/file-client.js';
 import { formatBytes, printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
+import { repairLine } from './repair.js';
 
 /** Transfers at least this large get a progress bar (on a terminal). */
 const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
@@ -217,6 +218,7 @@ export function register(program: Command): void {
             : n.disks.map((d) => [n.nodeId, n.address, n.location, n.role, d.disk, formatBytes(d.capacityBytes), d.state, d.inDiskmap ? 'yes' : 'no', d.path]),
         ),
       );
+      process.stdout.write(`\n${repairLine(cl.repair)}\n`);
       if (cl.cachedFiles.length > 0) {
         process.stdout.write(`\nfiles in node ${cl.answeredBy}'s write cache:\n`);
         printTable(['path', 'state', 'pending'], cl.cachedFiles.map((f) => [f.path, f.state, formatBytes(f.pendingBytes)]));

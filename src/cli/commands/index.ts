@@ -11,8 +11,9 @@ import { register as meta } from './meta.js';
 import { register as local } from './local.js';
 import { register as files } from './files.js';
 import { register as mount } from './mount.js';
+import { register as repair } from './repair.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, mount, meta, diskmap, chunk, kv];
+export const COMMANDS: RegisterCommand[] = [local, server, files, mount, repair, meta, diskmap, chunk, kv];
