@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { CairnError } from '../../common/errors.js';
 import { printJson } from '../output.js';
 import { parseOptions } from '../usage.js';
 
@@ -29,7 +30,7 @@ export function register(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (raw: unknown) => {
       const o = parseOptions(recoverSchema, raw);
-      if (!o.dryRun && o.dir === undefined) throw new (await import('../../common/errors.js')).CairnError('EINVAL', 'recover needs --dir OUT (or --dry-run)', { usage: true });
+      if (!o.dryRun && o.dir === undefined) throw new CairnError('EINVAL', 'recover needs --dir OUT (or --dry-run)', { usage: true });
       const { recover, summarize } = await import('../../server/recover.js');
       const report = await recover({
         disks: o.disks.split(',').map((d) => d.trim()).filter((d) => d !== ''),
@@ -40,6 +41,8 @@ export function register(program: Command): void {
       });
       if (o.json) printJson(report);
       else process.stdout.write(summarize(report));
-      if (report.filesUnrecoverable.length > 0) process.exitCode = 1;
+      if (report.filesUnrecoverable.length > 0) {
+        throw new CairnError('ECORRUPT', `${report.filesUnrecoverable.length} file(s) could not be recovered intact (listed in the report)`);
+      }
     });
 }
