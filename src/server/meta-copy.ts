@@ -121,7 +121,14 @@ export class MetaCopier {
     },
   ) {}
 
+  /** Subscribe to the feed and write on a timer. */
   start(): void {
+    this.attach();
+    this.schedule(0);
+  }
+
+  /** Subscribe to the feed only (tests drive step() themselves). */
+  attach(): void {
     this.unsubscribe = this.o.feed.subscribe({
       entries: (es) => {
         const atMs = Date.now();
@@ -133,7 +140,6 @@ export class MetaCopier {
       },
       restored: () => this.dropQueue('a snapshot was installed'),
     });
-    this.schedule(0);
   }
 
   private dropQueue(why: string): void {

@@ -133,6 +133,8 @@ describe('cairn recover: a cluster rebuilt from its data disks alone', () => {
     expect(r.code, r.stderr).toBe(0);
     const rep = r.report!;
     expect(rep.dryRun).toBe(true);
+    // The files were written after the copy's first snapshot: they come from its tail of entries.
+    expect(rep.copy.tailEntries).toBeGreaterThan(0);
     expect(new Set(rep.filesIntact.map((f) => f.path))).toEqual(new Set(files.keys()));
     expect(rep.filesUnrecoverable).toEqual([]);
     // The first version of f1 is a chunk no file references any more.
