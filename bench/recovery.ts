@@ -8,6 +8,7 @@
  *     (MB of shards read and checked per second) against the raw read rate of the same files.
  *
  * Run alone: `npx tsx bench/recovery.ts [--quick]`; or `npm run bench -- --only recovery`.
+ * CAIRN_BENCH_RECOVERY_ROUNDS=N alternates N off/on rounds; CAIRN_BENCH_RECOVERY_SCAN=0 skips part 2.
  */
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
@@ -108,7 +109,8 @@ export const recoverySuite: BenchSuite = {
     const tables: BenchTable[] = [];
     // 1. Foreground cost, alternating off/on.
     const rows: Array<Array<string | number>> = [];
-    const rounds = quick ? 1 : 2;
+    // CAIRN_BENCH_RECOVERY_ROUNDS: more alternating off/on rounds (a loaded machine swings 2x between runs).
+    const rounds = Number(process.env.CAIRN_BENCH_RECOVERY_ROUNDS ?? (quick ? 1 : 2));
     let lagNote = '';
     for (let r = 0; r < rounds; r++) {
       for (const copies of [false, true]) {
@@ -127,6 +129,7 @@ export const recoverySuite: BenchSuite = {
         'the cluster\'s disks are directories on the same virtual disk as the Raft logs here; on the appliance they are separate HDDs',
       ],
     });
+    if (process.env.CAIRN_BENCH_RECOVERY_SCAN === '0') return tables;
     // 2. Recovery time and scan rate.
     const files = quick ? 100 : 1000;
     const size = quick ? 512 * 1024 : 1024 * 1024;
