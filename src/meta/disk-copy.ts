@@ -23,6 +23,7 @@ import { crc32 } from '../common/crc32.js';
 import { CairnError, errnoCode } from '../common/errors.js';
 import { EntryType, type Entry } from '../raft/types.js';
 import { MetaStateMachine } from './state-machine.js';
+import { decodeEntry } from './entry.js';
 
 export const COPY_DIR = 'cairn-meta';
 export const COPY_FORMAT = 1;
@@ -218,7 +219,7 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
  * snapshot with the state machine's own restore, then apply the tail's entries with its own apply
  * (entries the snapshot already holds are skipped by apply). Returns the applied index and term.
  */
-export async function materializeCopy(copy: FoundCopy, dataDir: string): Promise<{ index: number; term: number }> {
+export async function materializeCopy(copy: FoundCopy, dataDir: string): Promise<{ index: number; term: number; lastEntryMs: number }> {
   const m = copy.manifest;
   if (m === undefined || copy.problems.length > 0) throw new CairnError('ECORRUPT', `${copy.dir}: not a usable copy (${copy.problems.join('; ')})`);
   const sm = await MetaStateMachine.open({ dataDir });
@@ -227,7 +228,19 @@ export async function materializeCopy(copy: FoundCopy, dataDir: string): Promise
     const tail = decodeTail(await readFile(join(copy.dir, TAIL_FILE)).catch(() => Buffer.alloc(0)));
     for (let i = 0; i < tail.entries.length; i += 256) await sm.apply(tail.entries.slice(i, i + 256));
     await sm.snapshot(); // a synced write: everything applied is durable before we return
-    return { index: await sm.appliedIndex(), term: sm.appliedTerm() };
+    // The proposer's clock in the newest entry: the time up to which the copy knows the cluster.
+    let lastEntryMs = m.createdAtMs;
+    for (let i = tail.entries.length - 1; i >= 0; i--) {
+      const e = tail.entries[i]!;
+      if (e.type !== EntryType.Normal || e.data.length === 0) continue;
+      try {
+        lastEntryMs = Math.max(lastEntryMs, decodeEntry(e.data).nowMs);
+        break;
+      } catch {
+        /* not a metadata entry: look further back */
+      }
+    }
+    return { index: await sm.appliedIndex(), term: sm.appliedTerm(), lastEntryMs };
   } finally {
     await sm.close();
   }

@@ -50,7 +50,7 @@ export interface RecoveredFile {
 export interface RecoveryReport {
   clusterName: string;
   clusterId: string;
-  copy: { disk: string; dir: string; nodeId: number; snapshotIndex: number; index: number; term: number; diskmapEpoch: number; createdAtMs: number; tailEntries: number; tailTorn?: string };
+  copy: { disk: string; dir: string; nodeId: number; snapshotIndex: number; index: number; term: number; diskmapEpoch: number; createdAtMs: number; lastEntryMs: number; tailEntries: number; tailTorn?: string };
   copiesConsidered: Array<{ disk: string; dir: string; index: number; problems: string[] }>;
   disks: Array<{ path: string; diskKey: string; state: 'ok' | 'missing'; reason?: string; copies: number; shards: number; badShards: number }>;
   appliedIndex: number;
@@ -60,7 +60,9 @@ export interface RecoveryReport {
   filesUnrecoverable: Array<{ path: string; ino: number; version: number; problem: string }>;
   unreferencedChunks: Array<{ hash: string; scheme: string; shards: number; createdMs: number; newerThanCopy: boolean }>;
   badShards: Array<{ path: string; problem: string }>;
-  scan: { shards: number; bytesChecked: number; seconds: number; mbPerSec: number };
+  scan: { shards: number; bytesChecked: number; seconds: number; mbPerSec: number; newestShardEpoch: number };
+  /** Things the operator should know (e.g. shards written under a newer diskmap than the copy's). */
+  warnings: string[];
   nodes: Array<{ nodeId: number; config: string; listen: string; disks: string[] }>;
   dryRun: boolean;
   seconds: number;
@@ -131,7 +133,7 @@ async function analyse(
   copies: FoundCopy[],
   disks: RecoveryReport['disks'],
   labels: Map<string, DiskLabel>,
-  applied: { index: number; term: number },
+  applied: { index: number; term: number; lastEntryMs: number },
 ): Promise<RecoveryReport> {
   const m = chosen.manifest!;
   // 3. Every disk must be one of this cluster's.
@@ -152,6 +154,7 @@ async function analyse(
   const chunks = new Map<string, ChunkEntry>();
   const badShards: RecoveryReport['badShards'] = [];
   let shardCount = 0;
+  let newestShardEpoch = 0;
   for (const d of disks) {
     if (d.state !== 'ok') continue;
     for await (const s of scanDiskShards(d.path)) {
@@ -167,6 +170,7 @@ async function analyse(
       if (c === undefined) chunks.set(id, (c = { hash: s.key.hash, scheme: s.key.scheme, shards: [], createdMs: s.info.createdMs }));
       c.shards.push(s);
       c.createdMs = Math.max(c.createdMs, s.info.createdMs);
+      newestShardEpoch = Math.max(newestShardEpoch, s.info.diskmapEpoch);
     }
   }
   const checked = new Map<string, { ok: boolean; problem: string | undefined }>();
@@ -225,19 +229,25 @@ async function analyse(
       else lost.push({ path, ino: l.ino, version: l.version, problem });
     }
   }
-  const copyTimeMs = chosen.manifest!.createdAtMs;
+  const copyTimeMs = applied.lastEntryMs;
   const unreferenced: RecoveryReport['unreferencedChunks'] = [];
   for (const [id, c] of chunks) {
     if (checked.has(id)) continue;
     unreferenced.push({ hash: c.hash, scheme: schemeTag(c.scheme), shards: c.shards.length, createdMs: c.createdMs, newerThanCopy: c.createdMs > copyTimeMs });
   }
   const scanSeconds = (performance.now() - ts) / 1000;
+  const warnings: string[] = [];
+  if (newestShardEpoch > dm.epoch) {
+    warnings.push(`shards were written under diskmap epoch ${newestShardEpoch}, newer than the copy's ${dm.epoch}: a map change after the copy is lost (its moved shards read degraded until a rebalance)`);
+  }
+  const newer = unreferenced.filter((c) => c.newerThanCopy).length;
+  if (newer > 0) warnings.push(`${newer} chunk(s) were written after the copy was taken and no file of the copy references them: commits after the copy (lost with the metadata), or uploads that never committed`);
   return {
     clusterName: m.clusterName,
     clusterId: m.clusterId,
     copy: {
       disk: chosen.diskPath, dir: chosen.dir, nodeId: m.nodeId, snapshotIndex: m.snapshotIndex, index: chosen.lastIndex, term: chosen.lastTerm,
-      diskmapEpoch: dm.epoch, createdAtMs: m.createdAtMs, tailEntries: chosen.tailEntries, ...(chosen.tailTorn ? { tailTorn: chosen.tailTorn } : {}),
+      diskmapEpoch: dm.epoch, createdAtMs: m.createdAtMs, lastEntryMs: applied.lastEntryMs, tailEntries: chosen.tailEntries, ...(chosen.tailTorn ? { tailTorn: chosen.tailTorn } : {}),
     },
     copiesConsidered: copies.map((c) => ({ disk: c.diskPath, dir: c.dir, index: c.lastIndex, problems: c.problems })),
     disks,
@@ -247,7 +257,8 @@ async function analyse(
     filesUnrecoverable: lost,
     unreferencedChunks: unreferenced,
     badShards,
-    scan: { shards: shardCount, bytesChecked, seconds: scanSeconds, mbPerSec: scanSeconds > 0 ? bytesChecked / 1e6 / scanSeconds : 0 },
+    scan: { shards: shardCount, bytesChecked, seconds: scanSeconds, mbPerSec: scanSeconds > 0 ? bytesChecked / 1e6 / scanSeconds : 0, newestShardEpoch },
+    warnings,
     nodes: [],
     dryRun: o.dryRun === true,
     seconds: 0,
@@ -321,7 +332,7 @@ async function writeNodes(
 export function summarize(r: RecoveryReport): string {
   const lines = [
     `cluster ${r.clusterName}/${r.clusterId}`,
-    `metadata copy: ${r.copy.dir} (node ${r.copy.nodeId}), snapshot at index ${r.copy.snapshotIndex} + ${r.copy.tailEntries} tail entries = index ${r.copy.index} (term ${r.copy.term}), diskmap epoch ${r.copy.diskmapEpoch}`,
+    `metadata copy: ${r.copy.dir} (node ${r.copy.nodeId}), snapshot at index ${r.copy.snapshotIndex} + ${r.copy.tailEntries} tail entries = index ${r.copy.index} (term ${r.copy.term}), diskmap epoch ${r.copy.diskmapEpoch}, newest entry ${new Date(r.copy.lastEntryMs).toISOString()}`,
     ...r.copiesConsidered.filter((c) => c.problems.length > 0).map((c) => `  rejected copy ${c.dir}: ${c.problems.join('; ')}`),
     ...r.disks.map((d) => `disk ${d.path}: ${d.state === 'ok' ? `${d.diskKey}, ${d.copies} copies, ${d.shards} shards (${d.badShards} bad)` : `MISSING (${d.reason})`}`),
     `files recovered intact (every chunk's SHA-256 checked): ${r.filesIntact.length}`,
@@ -329,6 +340,7 @@ export function summarize(r: RecoveryReport): string {
     `files unrecoverable: ${r.filesUnrecoverable.length}${r.filesUnrecoverable.map((f) => `\n  ${f.path} v${f.version}: ${f.problem}`).join('')}`,
     `chunks no file references: ${r.unreferencedChunks.length} (${r.unreferencedChunks.filter((c) => c.newerThanCopy).length} written after the copy)`,
     `bad shards: ${r.badShards.length}${r.badShards.slice(0, 20).map((b) => `\n  ${b.path}: ${b.problem}`).join('')}`,
+    ...r.warnings.map((w) => `warning: ${w}`),
     `scan: ${r.scan.shards} shards, ${(r.scan.bytesChecked / 1e6).toFixed(1)} MB checked in ${r.scan.seconds.toFixed(2)} s (${r.scan.mbPerSec.toFixed(0)} MB/s)`,
     r.dryRun ? 'dry run: nothing written' : `node directories written:${r.nodes.map((n) => `\n  node ${n.nodeId}: cairn start --config ${n.config}`).join('')}`,
   ];
