@@ -22,8 +22,9 @@ import { z } from 'zod';
 import { crc32 } from '../common/crc32.js';
 import { CairnError, errnoCode } from '../common/errors.js';
 import { EntryType, type Entry } from '../raft/types.js';
-import { MetaStateMachine } from './state-machine.js';
-import { decodeEntry } from './entry.js';
+import { MetaStateMachine, type EntryResult } from './state-machine.js';
+import { decodeEntry, type DecodedEntry } from './entry.js';
+import type { Extent } from './ops.js';
 
 export const COPY_DIR = 'cairn-meta';
 export const COPY_FORMAT = 1;
@@ -219,14 +220,45 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
  * snapshot with the state machine's own restore, then apply the tail's entries with its own apply
  * (entries the snapshot already holds are skipped by apply). Returns the applied index and term.
  */
-export async function materializeCopy(copy: FoundCopy, dataDir: string): Promise<{ index: number; term: number; lastEntryMs: number }> {
+/** A file version the copy's tail installed (a commit operation that succeeded when replayed). */
+export interface TailCommit {
+  ino: number;
+  version: number;
+  size: number;
+  extents: Extent[];
+}
+
+export async function materializeCopy(
+  copy: FoundCopy,
+  dataDir: string,
+): Promise<{ index: number; term: number; lastEntryMs: number; commits: TailCommit[] }> {
   const m = copy.manifest;
   if (m === undefined || copy.problems.length > 0) throw new CairnError('ECORRUPT', `${copy.dir}: not a usable copy (${copy.problems.join('; ')})`);
   const sm = await MetaStateMachine.open({ dataDir });
   try {
     await sm.restore({ index: m.snapshotIndex, term: m.snapshotTerm, conf: { voters: [], learners: [] } }, fileChunks(join(copy.dir, SNAPSHOT_FILE)));
     const tail = decodeTail(await readFile(join(copy.dir, TAIL_FILE)).catch(() => Buffer.alloc(0)));
-    for (let i = 0; i < tail.entries.length; i += 256) await sm.apply(tail.entries.slice(i, i + 256));
+    const commits: TailCommit[] = [];
+    for (let i = 0; i < tail.entries.length; i += 256) {
+      const batch = tail.entries.slice(i, i + 256);
+      const results = (await sm.apply(batch)) as EntryResult[];
+      // Remember every version a commit installed: recovery may fall back to one of them.
+      for (const [j, e] of batch.entries()) {
+        const r = results[j];
+        if (r === null || r === undefined || e.type !== EntryType.Normal) continue;
+        let ops: DecodedEntry['ops'];
+        try {
+          ops = decodeEntry(e.data).ops;
+        } catch {
+          continue;
+        }
+        const rs = Array.isArray(r) ? r : [r];
+        for (const [k, op] of ops.entries()) {
+          if (op instanceof CairnError || op.op !== 'commit' || rs[k]?.ok !== true) continue;
+          commits.push({ ino: op.ino, version: op.expectedVersion + 1, size: op.size, extents: op.extents });
+        }
+      }
+    }
     await sm.snapshot(); // a synced write: everything applied is durable before we return
     // The proposer's clock in the newest entry: the time up to which the copy knows the cluster.
     let lastEntryMs = m.createdAtMs;
@@ -240,7 +272,7 @@ export async function materializeCopy(copy: FoundCopy, dataDir: string): Promise
         /* not a metadata entry: look further back */
       }
     }
-    return { index: await sm.appliedIndex(), term: sm.appliedTerm(), lastEntryMs };
+    return { index: await sm.appliedIndex(), term: sm.appliedTerm(), lastEntryMs, commits };
   } finally {
     await sm.close();
   }

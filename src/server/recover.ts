@@ -16,15 +16,18 @@ import { cp, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { nodeConfigSchema, type NodeConfig } from '../common/config.js';
-import { fail } from '../common/errors.js';
+import { CairnError, fail } from '../common/errors.js';
 import { writeFileDurable } from '../common/durable.js';
 import { parseDiskmap } from '../diskmap/index.js';
 import { readDiskLabel, diskKeyOfLabel } from '../chunk/store.js';
 import type { DiskLabel } from '../chunk/format.js';
 import { parseSchemeTag, schemeTag, type Scheme } from '../chunk/types.js';
 import { scanDiskShards, verifyChunk, type ScannedShard } from '../chunk/scan.js';
-import { listCopies, materializeCopy, COPY_DIR, type FoundCopy } from '../meta/disk-copy.js';
-import { MetaStateMachine } from '../meta/state-machine.js';
+import { listCopies, materializeCopy, COPY_DIR, type FoundCopy, type TailCommit } from '../meta/disk-copy.js';
+import { MetaStateMachine, LEASE_SAFETY_MARGIN_MS, type EntryResult } from '../meta/state-machine.js';
+import { encodeEntry } from '../meta/entry.js';
+import type { Op } from '../meta/ops.js';
+import { EntryType } from '../raft/types.js';
 import { DiskStorage } from '../raft/storage.js';
 import { listNodes } from './registry.js';
 
@@ -58,6 +61,11 @@ export interface RecoveryReport {
   /** Files a writer held a lease on when the copy was taken: their last commit may be newer than the copy. */
   filesMaybeNewer: Array<RecoveredFile & { intact: boolean }>;
   filesUnrecoverable: Array<{ path: string; ino: number; version: number; problem: string }>;
+  /**
+   * Files whose version in the copy lacks shards, brought back with the content of their newest
+   * older version (from the copy's tail) whose chunks are all intact, installed as a new version.
+   */
+  filesOlderVersion: Array<{ path: string; ino: number; lostVersion: number; problem: string; contentOfVersion: number; newVersion: number; size: number }>;
   unreferencedChunks: Array<{ hash: string; scheme: string; shards: number; createdMs: number; newerThanCopy: boolean }>;
   badShards: Array<{ path: string; problem: string }>;
   scan: { shards: number; bytesChecked: number; seconds: number; mbPerSec: number; newestShardEpoch: number };
@@ -114,6 +122,10 @@ export async function recover(o: RecoverOptions): Promise<RecoveryReport> {
     let report: RecoveryReport;
     try {
       report = await analyse(o, sm, chosen, copies, disks, labels, applied);
+      // Roll-backs applied entries of their own: the new Raft group starts after them.
+      applied.index = await sm.appliedIndex();
+      applied.term = sm.appliedTerm();
+      await sm.snapshot(); // a synced write before the database is copied
     } finally {
       await sm.close();
     }
@@ -133,7 +145,7 @@ async function analyse(
   copies: FoundCopy[],
   disks: RecoveryReport['disks'],
   labels: Map<string, DiskLabel>,
-  applied: { index: number; term: number; lastEntryMs: number },
+  applied: { index: number; term: number; lastEntryMs: number; commits: TailCommit[] },
 ): Promise<RecoveryReport> {
   const m = chosen.manifest!;
   // 3. Every disk must be one of this cluster's.
@@ -229,6 +241,34 @@ async function analyse(
       else lost.push({ path, ino: l.ino, version: l.version, problem });
     }
   }
+  // Where shards allow: a file whose copied version is not intact gets its newest older version
+  // (known from the copy's tail) whose chunks all check, installed through the state machine's own
+  // operations (a lease, a commit on top of the lost version, a release).
+  const older: RecoveryReport['filesOlderVersion'] = [];
+  for (const f of [...lost]) {
+    const candidates = applied.commits.filter((c) => c.ino === f.ino && c.version < f.version).sort((a, b) => b.version - a.version);
+    for (const c of candidates) {
+      let ok = true;
+      for (const e of c.extents) {
+        let tag: string;
+        try {
+          tag = schemeTag(parseSchemeTag(e.scheme));
+        } catch {
+          ok = false;
+          break;
+        }
+        if (!(await check(e.chunkHash, tag)).ok) {
+          ok = false;
+          break;
+        }
+      }
+      if (!ok) continue;
+      const newVersion = await rollBack(sm, f.ino, f.version, c);
+      older.push({ path: f.path, ino: f.ino, lostVersion: f.version, problem: f.problem, contentOfVersion: c.version, newVersion, size: c.size });
+      lost.splice(lost.indexOf(f), 1);
+      break;
+    }
+  }
   const copyTimeMs = applied.lastEntryMs;
   const unreferenced: RecoveryReport['unreferencedChunks'] = [];
   for (const [id, c] of chunks) {
@@ -255,6 +295,7 @@ async function analyse(
     filesIntact: intact,
     filesMaybeNewer: maybeNewer,
     filesUnrecoverable: lost,
+    filesOlderVersion: older,
     unreferencedChunks: unreferenced,
     badShards,
     scan: { shards: shardCount, bytesChecked, seconds: scanSeconds, mbPerSec: scanSeconds > 0 ? bytesChecked / 1e6 / scanSeconds : 0, newestShardEpoch },
@@ -263,6 +304,26 @@ async function analyse(
     dryRun: o.dryRun === true,
     seconds: 0,
   };
+}
+
+/** Install an older version's layout as the file's next version (lease, commit, release), offline. */
+async function rollBack(sm: MetaStateMachine, ino: number, current: number, c: TailCommit): Promise<number> {
+  let index = await sm.appliedIndex();
+  const term = sm.appliedTerm();
+  const lease = await sm.lease(ino);
+  const nowMs = Math.max(Date.now(), lease !== undefined ? lease.expiresAtMs + LEASE_SAFETY_MARGIN_MS + 1 : 0);
+  const run = async (op: Op): Promise<Record<string, unknown>> => {
+    const [r] = (await sm.apply([{ index: ++index, term, type: EntryType.Normal, data: encodeEntry(op, nowMs) }])) as EntryResult[];
+    const one = Array.isArray(r) ? r[0] : r;
+    if (one === null || one === undefined || !one.ok) throw new CairnError('EIO', `rolling inode ${ino} back to the content of version ${c.version}: ${op.op} failed (${one && !one.ok ? one.message : 'no result'})`);
+    return one.value;
+  };
+  const holder = 'cairn-recover';
+  const got = await run({ op: 'leaseAcquire', ino, holder, ttlMs: 60_000 });
+  const token = (got.lease as { token: number }).token;
+  await run({ op: 'commit', ino, expectedVersion: current, fence: token, size: c.size, extents: c.extents, durable: true });
+  await run({ op: 'leaseRelease', ino, holder, token });
+  return current + 1;
 }
 
 async function writeNodes(
@@ -337,6 +398,7 @@ export function summarize(r: RecoveryReport): string {
     ...r.disks.map((d) => `disk ${d.path}: ${d.state === 'ok' ? `${d.diskKey}, ${d.copies} copies, ${d.shards} shards (${d.badShards} bad)` : `MISSING (${d.reason})`}`),
     `files recovered intact (every chunk's SHA-256 checked): ${r.filesIntact.length}`,
     `files a writer held open when the copy was taken (a newer commit may be lost): ${r.filesMaybeNewer.length}${r.filesMaybeNewer.map((f) => `\n  ${f.path} at version ${f.version}${f.intact ? '' : ' (not intact)'}`).join('')}`,
+    `files brought back at an older version (their copied version lacks shards): ${r.filesOlderVersion.length}${r.filesOlderVersion.map((f) => `\n  ${f.path}: version ${f.lostVersion} lost (${f.problem}); content of version ${f.contentOfVersion} installed as version ${f.newVersion}`).join('')}`,
     `files unrecoverable: ${r.filesUnrecoverable.length}${r.filesUnrecoverable.map((f) => `\n  ${f.path} v${f.version}: ${f.problem}`).join('')}`,
     `chunks no file references: ${r.unreferencedChunks.length} (${r.unreferencedChunks.filter((c) => c.newerThanCopy).length} written after the copy)`,
     `bad shards: ${r.badShards.length}${r.badShards.slice(0, 20).map((b) => `\n  ${b.path}: ${b.problem}`).join('')}`,

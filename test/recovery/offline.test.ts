@@ -16,6 +16,7 @@ import { startNode, type CairnNode } from '../../src/server/node.js';
 import { COPY_DIR, listCopies } from '../../src/meta/disk-copy.js';
 import { recover } from '../../src/server/recover.js';
 import { CairnError } from '../../src/common/errors.js';
+import { MetaClient } from '../../src/meta/client.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -26,8 +27,12 @@ async function readAll(c: FileClient, path: string): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** A 3-node in-process cluster that stores `files` durably, then stops. */
-async function makeCluster(dir: string, files: Map<string, string>, count: number): Promise<NodeConfig[]> {
+/**
+ * A 3-node in-process cluster that stores `files` durably, then stops. With `overwrite`, /d/f0.bin
+ * is overwritten once (small: one chunk) and the new version's chunk hash returned; `files` keeps
+ * the first version's hash.
+ */
+async function makeCluster(dir: string, files: Map<string, string>, count: number, overwrite?: { chunk: string }): Promise<NodeConfig[]> {
   const cfgs = (await clusterConfigs(dir, 3)).map((c) => nodeConfigSchema.parse({ ...c, daemon: { ...c.daemon, metaCopy: { flushIntervalMs: 50 } } }));
   const nodes = await startAll(cfgs);
   const fc = new FileClient(nodes[0]!.address);
@@ -38,6 +43,25 @@ async function makeCluster(dir: string, files: Map<string, string>, count: numbe
       const path = `/d/f${i}.bin`;
       await eventually(() => fc.put(path, [data], { mode: 'strong', mkdirs: true }).then(() => true, () => false), 30_000, 200);
       files.set(path, sha(data));
+    }
+    if (overwrite !== undefined) {
+      // A second version of the same inode (a put replaces the inode by a rename, so the commit is
+      // made here as the write cache makes it): the content of a scratch file, whose chunk then
+      // belongs to f0's version 2 alone once the scratch file is removed.
+      const v2 = randomBytes(100_000);
+      await fc.put('/scratch.bin', [v2], { mode: 'strong' });
+      const m = new MetaClient({ endpoints: cfgs.map((c) => c.listen) });
+      try {
+        const scratch = await m.layout({ path: '/scratch.bin' });
+        const f0 = await m.layout({ path: '/d/f0.bin' });
+        const lease = await m.leaseAcquire(f0.attr.ino, 'test', 10_000);
+        await m.commitVersion({ ino: f0.attr.ino, expectedVersion: f0.version, fence: lease.token, size: v2.length, extents: scratch.extents, durable: true });
+        await m.leaseRelease(f0.attr.ino, 'test', lease.token);
+        await m.unlink({ path: '/scratch.bin' });
+      } finally {
+        m.close();
+      }
+      overwrite.chunk = sha(v2);
     }
     await eventually(async () => (await listCopies(cfgs[0]!.disks[0]!.path)).some((c) => c.problems.length === 0), 30_000, 100);
   } finally {
@@ -53,10 +77,11 @@ describe('offline inspection, a missing disk, two clusters', () => {
   let disks: string[] = [];
   const files = new Map<string, string>();
   const running: CairnNode[] = [];
+  const overwritten = { chunk: '' };
 
   beforeAll(async () => {
     dir = await tempDir('cairn-recover-offline-');
-    cfgs = await makeCluster(join(dir.path, 'a'), files, 4);
+    cfgs = await makeCluster(join(dir.path, 'a'), files, 4, overwritten);
     disks = cfgs.flatMap((c) => c.disks.map((d) => d.path));
   }, 120_000);
 
@@ -107,11 +132,26 @@ describe('offline inspection, a missing disk, two clusters', () => {
     expect(await readFile(shardPath)).toEqual(b);
   }, 120_000);
 
-  it('recovers with one data disk gone: every file comes back (EC reads from the others)', async () => {
+  it('recovers with one data disk gone: every file comes back (EC reads from the others); a version whose shards are lost falls back to the one before', async () => {
     for (const c of cfgs) {
       await rm(c.dataDir, { recursive: true, force: true });
       await rm(c.cacheDir, { recursive: true, force: true });
     }
+    // Every shard of /d/f0.bin's second version is lost: the file must come back with its first version's bytes.
+    expect(overwritten.chunk).toMatch(/^[0-9a-f]{64}$/);
+    let removed = 0;
+    for (const d of disks) {
+      for (const b of await readdir(d)) {
+        const hh = join(d, b, 'shards', overwritten.chunk.slice(0, 2));
+        for (const f of await readdir(hh).catch(() => [] as string[])) {
+          if (f.startsWith(overwritten.chunk)) {
+            await rm(join(hh, f));
+            removed++;
+          }
+        }
+      }
+    }
+    expect(removed).toBe(3);
     const gone = `${disks[2]}.gone`;
     await rename(disks[2]!, gone);
     try {
@@ -119,7 +159,8 @@ describe('offline inspection, a missing disk, two clusters', () => {
       const rep = await recover({ disks, outDir: out });
       expect(rep.disks.find((d) => d.path === disks[2])?.state).toBe('missing');
       expect(rep.filesUnrecoverable).toEqual([]);
-      expect(new Set(rep.filesIntact.map((f) => f.path))).toEqual(new Set(files.keys()));
+      expect(rep.filesOlderVersion.map((f) => [f.path, f.lostVersion, f.contentOfVersion, f.newVersion])).toEqual([['/d/f0.bin', 2, 1, 3]]);
+      expect(new Set([...rep.filesIntact.map((f) => f.path), '/d/f0.bin'])).toEqual(new Set(files.keys()));
       // Every chunk was reassembled from two shards and its SHA-256 checked.
       expect(rep.scan.bytesChecked).toBeGreaterThan(0);
       for (const n of rep.nodes) {
