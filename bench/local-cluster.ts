@@ -4,7 +4,7 @@
  * closed-loop phase runner (n operations, `conc` in flight, latency percentiles).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -59,6 +59,8 @@ async function waitReady(p: ChildProcess): Promise<void> {
 
 export interface LocalCluster {
   endpoints: string[];
+  /** The directory `cairn init` wrote (node configs, data dirs, disks); removed by stop() unless kept. */
+  dir: string;
   /** host:port of each node's /metrics (startLocalCluster with metrics), else empty. */
   metricsAddresses: string[];
   procs: ChildProcess[];
@@ -71,13 +73,16 @@ export interface LocalCluster {
  * Start `nodes` `cairn start` processes (configs and disks from `cairn init`); resolves once all
  * are ready. `metrics`: serve each node's /metrics (on ports after the nodes' own).
  */
-export async function startLocalCluster(nodes = 3, opts: { metrics?: boolean } = {}): Promise<LocalCluster> {
+export async function startLocalCluster(
+  nodes = 3,
+  opts: { metrics?: boolean; configure?: (cfg: Record<string, unknown>) => Record<string, unknown>; keepDir?: boolean } = {},
+): Promise<LocalCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-cluster-'));
   const procs: ChildProcess[] = [];
   const stop = async (): Promise<void> => {
     for (const p of procs) p.kill('SIGTERM');
     await Promise.all(procs.map((p) => (p.exitCode === null && p.signalCode === null ? new Promise((r) => p.once('exit', r)) : undefined)));
-    await rm(dir, { recursive: true, force: true });
+    if (opts.keepDir !== true) await rm(dir, { recursive: true, force: true });
   };
   try {
     const port = await basePort(opts.metrics === true ? 2 * nodes : nodes);
@@ -85,10 +90,12 @@ export async function startLocalCluster(nodes = 3, opts: { metrics?: boolean } =
     const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, '--json']))) as {
       nodes: Array<{ config: string; listen: string }>;
     };
+    if (opts.configure) for (const n of init.nodes) writeFileSync(n.config, JSON.stringify(opts.configure(JSON.parse(readFileSync(n.config, 'utf8')) as Record<string, unknown>)));
     for (const n of init.nodes) procs.push(cairn(['start', '--config', n.config]));
     await Promise.all(procs.map(waitReady));
     return {
       endpoints: init.nodes.map((n) => n.listen),
+      dir,
       metricsAddresses: opts.metrics === true ? init.nodes.map((_, i) => `127.0.0.1:${port + nodes + i}`) : [],
       procs,
       cpuMs: () => procs.map((p) => cpuMs(p.pid)),

@@ -8,3 +8,4 @@ SUITES.push((await import('./meta-ops.js')).metaOpsSuite);
 SUITES.push((await import('./diskmap.js')).diskmapSuite);
 SUITES.push((await import('./files.js')).filesSuite);
 SUITES.push((await import('./checker.js')).checkerSuite);
+SUITES.push((await import('./recovery.js')).recoverySuite);

@@ -131,6 +131,18 @@ export const daemonConfigSchema = z.object({
       rateBytesPerSec: z.number().int().min(1).default(64 * 1024 * 1024),
     })
     .default(() => ({ catchUpIntervalMs: 5_000, downGraceMs: 600_000, rateBytesPerSec: 64 * 1024 * 1024 })),
+  /** The metadata copies on every data disk (src/server/meta-copy.ts, docs/recovery.md). */
+  metaCopy: z
+    .object({
+      enabled: z.boolean().default(true),
+      /** The disk copies' tails are appended (and fsynced) this often: how far behind they may be. */
+      flushIntervalMs: z.number().int().min(10).max(60_000).default(200),
+      /** A new generation (a full snapshot on every disk) after this many tail entries. */
+      snapshotEveryEntries: z.number().int().min(100).default(50_000),
+      /** Generations kept per disk. */
+      keep: z.number().int().min(1).max(16).default(2),
+    })
+    .default(() => ({ enabled: true, flushIntervalMs: 200, snapshotEveryEntries: 50_000, keep: 2 })),
 });
 export type DaemonConfig = z.infer<typeof daemonConfigSchema>;
 

@@ -11,6 +11,7 @@ import { logger } from '../common/log.js';
 import { enableDefaultMetrics, registry } from '../common/metrics.js';
 import { RaftNode } from '../raft/node.js';
 import { MetaStateMachine } from '../meta/state-machine.js';
+import { AppliedFeed } from './meta-copy.js';
 import { NODE_SERVICES, type NodeContext, type NodeServiceFactory, type NodeServiceInstance } from './services.js';
 
 export interface CairnNode {
@@ -35,7 +36,8 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
   const log = logger('node', { node: cfg.nodeId });
   const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir, ...opts.meta });
   let raft: RaftNode | undefined;
-  const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true };
+  const feed = new AppliedFeed();
+  const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true, feed };
   const services: NodeServiceInstance[] = [];
   let metrics: Server | undefined;
   try {
@@ -48,7 +50,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       peers: cfg.peers,
       join: opts.join,
       raft: cfg.raft,
-      stateMachine: meta,
+      stateMachine: feed.wrap(meta), // the same state machine; the feed shows applied entries to the disk copies
       services: services.flatMap((s) => s.definitions),
     });
     for (const s of services) s.started?.();

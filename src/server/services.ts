@@ -13,6 +13,7 @@ import { MetaService, type MetaServiceOptions } from '../meta/service.js';
 import { chunkNodeFactory } from './chunk-node.js';
 import { clusterFactory } from './cluster.js';
 import { fileServiceFactory } from './file-service.js';
+import { metaCopyFactory, type AppliedFeed } from './meta-copy.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -23,6 +24,8 @@ export interface NodeContext {
   log: Logger;
   /** Started with --join (an empty membership, waiting to be added): a data directory may be new. */
   join?: boolean;
+  /** Every committed entry the state machine applies (src/server/meta-copy.ts); absent in some tests. */
+  feed?: AppliedFeed;
 }
 
 export interface NodeServiceInstance {
@@ -88,6 +91,8 @@ export const NODE_SERVICES: NodeServiceFactory[] = [
   metaServiceFactory,
   // The chunk service over this node's disks (formats them on first start).
   chunkServiceFactory,
+  // The metadata copies on this node's data disks (docs/recovery.md); needs the chunk store.
+  metaCopyFactory,
   // Registry, diskmap controller (on the leader), cluster view, chunk GC and scrub; needs the chunk store.
   clusterFactory,
   // The node's CairnFs (write cache + commit pipeline) over gRPC; needs the cluster view.

@@ -4,6 +4,10 @@
  *   serve   run a chunk service over some disks until SIGTERM/SIGINT
  *   disks   show the disk status of a running chunk service
  *   scrub   verify every shard on local disks once (quarantines bad ones; no rebuild)
+ * Offline, on a disk directory alone (no cluster, nothing changed; a disk moved to another machine):
+ *   ls      the disk's label, buckets and metadata copies; with --bucket, that bucket's shards
+ *   verify  every shard's header and payload CRC-32 (replicas: the chunk's SHA-256 too)
+ *   header  one shard file's header, checked against its name and size
  */
 import { CairnError } from '../../common/errors.js';
 import type { Command } from 'commander';
@@ -36,6 +40,8 @@ const scrubSchema = z.object({
 });
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+const lsSchema = z.object({ bucket: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{16}$/, 'must be a bucket id').optional(), json: z.boolean().optional() });
+const jsonOnly = z.object({ json: z.boolean().optional() });
 
 export function register(program: Command): void {
   const chunk = program.command('chunk').description('the object layer on this node\'s disks (development and recovery)');
@@ -115,5 +121,91 @@ export function register(program: Command): void {
       }
       const skipped = store.diskStatus().filter((d) => d.state !== 'ok');
       if (skipped.length > 0) throw new CairnError('EIO', `${skipped.length} disk(s) not scrubbed: ${skipped.map((d) => d.path).join(', ')}`);
+    });
+
+  chunk
+    .command('ls <disk>')
+    .description('offline: a disk\'s label, buckets and metadata copies (--bucket: its shards); no cluster needed')
+    .option('--bucket <id>', 'list this bucket\'s shards with their headers')
+    .option('--json', 'print JSON')
+    .action(async (disk: string, raw: unknown) => {
+      const o = parseOptions(lsSchema, raw);
+      const { readDiskLabel } = await import('../../chunk/store.js');
+      const { listBucketsOffline, scanDiskShards } = await import('../../chunk/scan.js');
+      const { listCopies } = await import('../../meta/disk-copy.js');
+      const label = await readDiskLabel(disk);
+      if (o.bucket !== undefined) {
+        const rows = [];
+        for await (const s of scanDiskShards(disk, o.bucket)) {
+          rows.push({
+            file: s.path.slice(s.path.lastIndexOf('/') + 1), bytes: s.fileBytes, ok: s.info !== undefined, problem: s.problem ?? '',
+            chunkLength: s.info?.chunkLength, diskmapEpoch: s.info?.diskmapEpoch, created: s.info ? new Date(s.info.createdMs).toISOString() : undefined,
+          });
+        }
+        if (o.json === true) printJson({ disk, bucket: o.bucket, shards: rows });
+        else printTable(['shard', 'bytes', 'chunk bytes', 'epoch', 'created', 'header'], rows.map((r) => [r.file, r.bytes, r.chunkLength, r.diskmapEpoch, r.created, r.ok ? 'ok' : r.problem]));
+        return;
+      }
+      const buckets = await listBucketsOffline(disk);
+      const copies = await listCopies(disk);
+      if (o.json === true) {
+        printJson({ disk, label, buckets, copies: copies.map((c) => ({ dir: c.dir, manifest: c.manifest, lastIndex: c.lastIndex, lastTerm: c.lastTerm, tailEntries: c.tailEntries, bytes: c.bytes, problems: c.problems })) });
+        return;
+      }
+      process.stdout.write(`disk ${disk}: machine ${label.dc}.${label.row}.${label.rack}.${label.machine} disk ${label.disk}, incarnation ${label.incarnation}, formatted ${label.formattedAt}\n`);
+      printTable(['bucket', 'shards', 'label'], buckets.map((b) => [b.bucket, b.shards, b.labelProblem ?? 'ok']));
+      printTable(['metadata copy', 'cluster', 'index', 'term', 'bytes', 'state'], copies.map((c) => [c.dir.slice(c.dir.lastIndexOf('/') + 1), c.manifest ? `${c.manifest.clusterName}/${c.manifest.clusterId.slice(0, 8)}` : '?', c.lastIndex, c.lastTerm, c.bytes, c.problems.length ? c.problems.join('; ') : 'ok']));
+    });
+
+  chunk
+    .command('verify <disk>')
+    .description('offline: check every shard on a disk (header, payload CRC-32; replicas also SHA-256); changes nothing')
+    .option('--json', 'print JSON')
+    .action(async (disk: string, raw: unknown) => {
+      const o = parseOptions(jsonOnly, raw);
+      const { readDiskLabel } = await import('../../chunk/store.js');
+      const { scanDiskShards, readShardPayload } = await import('../../chunk/scan.js');
+      const { createHash } = await import('node:crypto');
+      await readDiskLabel(disk);
+      let shards = 0;
+      let bytes = 0;
+      const bad: Array<{ path: string; problem: string }> = [];
+      const t0 = performance.now();
+      for await (const s of scanDiskShards(disk)) {
+        shards++;
+        bytes += s.fileBytes;
+        const { payload, problem } = await readShardPayload(s);
+        if (payload === undefined || s.info === undefined) bad.push({ path: s.path, problem: problem ?? 'bad header' });
+        else if (s.info.scheme.kind === 'replica' && createHash('sha256').update(payload.subarray(0, s.info.chunkLength)).digest('hex') !== s.info.hash) {
+          bad.push({ path: s.path, problem: 'replica fails the chunk\'s SHA-256' });
+        }
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      if (o.json === true) printJson({ disk, shards, bytes, seconds, bad });
+      else {
+        process.stdout.write(`${disk}: ${shards} shards, ${bytes} bytes checked in ${seconds.toFixed(2)} s, ${bad.length} bad\n`);
+        for (const b of bad) process.stdout.write(`  ${b.path}: ${b.problem}\n`);
+      }
+      if (bad.length > 0) throw new CairnError('ECORRUPT', `${bad.length} bad shard(s) on ${disk} (listed above); nothing was changed`);
+    });
+
+  chunk
+    .command('header <shard-file>')
+    .description('offline: show one shard file\'s header, checked against its name and size')
+    .option('--json', 'print JSON')
+    .action(async (file: string, raw: unknown) => {
+      const o = parseOptions(jsonOnly, raw);
+      const { resolve, dirname, basename } = await import('node:path');
+      const { readShardHeaderAt } = await import('../../chunk/scan.js');
+      const { schemeTag } = await import('../../chunk/types.js');
+      const path = resolve(file);
+      // <disk>/<bucket>/shards/<hh>/<file>
+      const bucket = basename(dirname(dirname(dirname(path))));
+      const disk = dirname(dirname(dirname(dirname(path))));
+      const s = await readShardHeaderAt(disk, bucket, path);
+      const header = s.info === undefined ? undefined : { ...s.info, scheme: schemeTag(s.info.scheme), created: new Date(s.info.createdMs).toISOString() };
+      if (o.json === true) printJson({ path, bytes: s.fileBytes, ok: s.info !== undefined, problem: s.problem, header });
+      else if (header !== undefined) printTable(['field', 'value'], Object.entries(header).map(([k, v]) => [k, String(v)]));
+      if (s.info === undefined) throw new CairnError('ECORRUPT', `${path}: ${s.problem ?? 'bad header'}`);
     });
 }
