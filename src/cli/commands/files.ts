@@ -8,8 +8,8 @@
  * bar on stderr when stderr is a terminal.
  */
 import type { Command } from 'commander';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, stat, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -120,28 +120,43 @@ export function register(program: Command): void {
   ).action(async (remote: string, local: string, raw: { endpoint?: string }) => {
     const o = parseOptions(getSchema, { ...raw, endpoint: endpointOf(raw) });
     const path = remotePath(remote);
+    const toStdout = local === '-';
+    const tmp = toStdout ? '' : join(dirname(local), `.${basename(local)}.cairn-get-${randomBytes(4).toString('hex')}`);
+    // The local file is made before anything is asked of the cluster: a folder that does not exist
+    // or cannot be written is one clear error (ENOENT, EACCES), not a stream error after the fact.
+    const fh = toStdout
+      ? undefined
+      : await open(tmp, 'wx', 0o644).catch((err: NodeJS.ErrnoException) => {
+          throw new CairnError(err.code === 'ENOENT' || err.code === 'EACCES' || err.code === 'ENOSPC' ? err.code : 'EIO', `${local}: cannot write the local file (${err.code ?? err.message})`);
+        });
     await withClient(o.endpoint, async (c) => {
-      const { stat: st, data } = await c.get(path, { offset: o.offset, length: o.length });
+      const { stat: st, data } = await c.get(path, { offset: o.offset, length: o.length }).catch(async (err: unknown) => {
+        await fh?.close().catch(() => undefined);
+        if (!toStdout) await unlink(tmp).catch(() => undefined);
+        throw err;
+      });
       const total = o.length === 0 ? Math.max(0, st.size - o.offset) : Math.min(o.length, Math.max(0, st.size - o.offset));
-      const toStdout = local === '-';
-      const tmp = toStdout ? '' : join(dirname(local), `.${basename(local)}.cairn-get-${randomBytes(4).toString('hex')}`);
-      const out = toStdout ? process.stdout : createWriteStream(tmp, { flags: 'wx' });
+      const out = fh === undefined ? process.stdout : fh.createWriteStream();
+      let writeError: Error | undefined;
+      out.on('error', (err) => (writeError = err));
       const bar = progress(total, `get ${basename(path)}`);
       let n = 0;
       try {
         for await (const piece of data) {
+          if (writeError !== undefined) throw writeError;
           if (!out.write(piece)) await once(out, 'drain');
           n += piece.length;
           bar.update(n);
         }
         if (!toStdout) {
-          const ws = out as ReturnType<typeof createWriteStream>;
-          await new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res())));
+          await new Promise<void>((res, rej) => out.end((err?: Error | null) => (err ? rej(err) : res())));
+          if (writeError !== undefined) throw writeError;
           await rename(tmp, local);
         }
       } catch (err) {
         if (!toStdout) {
-          (out as ReturnType<typeof createWriteStream>).destroy();
+          out.destroy();
+          await fh?.close().catch(() => undefined);
           await unlink(tmp).catch(() => undefined);
         }
         throw err;

@@ -10,8 +10,9 @@ import { register as server } from './server.js';
 import { register as meta } from './meta.js';
 import { register as local } from './local.js';
 import { register as files } from './files.js';
+import { register as config } from './config.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, meta, diskmap, chunk, kv];
+export const COMMANDS: RegisterCommand[] = [local, server, files, meta, config, diskmap, chunk, kv];
