@@ -82,7 +82,7 @@ export async function startLocalCluster(nodes = 3, opts: { metrics?: boolean } =
   try {
     const port = await basePort(opts.metrics === true ? 2 * nodes : nodes);
     const metrics = opts.metrics === true ? ['--metrics-base-port', String(port + nodes)] : [];
-    const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, '--json']))) as {
+    const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, '--insecure', '--json']))) as {
       nodes: Array<{ config: string; listen: string }>;
     };
     for (const n of init.nodes) procs.push(cairn(['start', '--config', n.config]));

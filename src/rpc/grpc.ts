@@ -220,7 +220,8 @@ export function makeClient<C extends grpc.Client>(ctor: grpc.ServiceClientConstr
       : grpc.credentials.createSsl(Buffer.from(id.caPem), Buffer.from(id.keyPem), Buffer.from(id.certPem), {
           checkServerIdentity: clientTlsOptions(id).checkServerIdentity as (host: string, cert: import('node:tls').PeerCertificate) => Error | undefined,
         });
-  const c = new ctor(address, creds, CLIENT_OPTIONS) as unknown as C;
+  // The TLS server name is not an address (RFC 6066); the server's certificate is checked by CA and kind.
+  const c = new ctor(address, creds, id === undefined ? CLIENT_OPTIONS : { ...CLIENT_OPTIONS, 'grpc.ssl_target_name_override': 'cairn-node' }) as unknown as C;
   clientAddress.set(c, address);
   return c;
 }

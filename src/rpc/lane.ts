@@ -765,7 +765,7 @@ const HTTP1_REFUSAL = Buffer.from(
 /** Who may use a listener, when it requires TLS (security.ts). */
 export interface ListenSecurity {
   /** Options of the server side of each TLS connection. */
-  tlsOptions: tls.TLSSocketOptions;
+  tlsOptions: tls.TlsOptions;
   /** Who the peer is (its verified certificate's kind), or a thrown EACCES. */
   verify(socket: tls.TLSSocket): PeerKind;
 }
@@ -813,29 +813,12 @@ export async function listenLaneAndGrpc(
       if (what === 'unknown') return refuse(socket, what, 'unknown protocol', peer);
       if (what === 'tls') {
         if (security === undefined || kind !== undefined) return refuse(socket, what, 'TLS is not configured on this node', peer);
+        // Node's own TLS server path (never listening: it is handed the socket, with what was read).
         socket.pause();
         socket.unshift(head);
+        socket.setTimeout(0);
         sockets.delete(socket);
-        const t = new tls.TLSSocket(socket, security.tlsOptions);
-        sockets.add(t);
-        t.on('close', () => sockets.delete(t));
-        t.on('error', (err) => log.warn({ peer, err: err.message }, 'TLS handshake failed'));
-        t.setTimeout(HANDSHAKE_TIMEOUT_MS, () => t.destroy());
-        t.once('secure', () => {
-          t.setTimeout(0);
-          let k: PeerKind;
-          try {
-            k = security.verify(t);
-          } catch (err) {
-            // Refused: the lane client is told why once it sends its magic; others are cut.
-            metric.refused.inc({ reason: 'certificate' });
-            log.warn({ peer, reason: (err as Error).message }, 'refused a connection: bad credentials');
-            t.once('data', (d: Buffer) => (d[0] === LANE_MAGIC[0] ? t.end(Buffer.concat([LANE_REFUSED, Buffer.from((err as Error).message, 'utf8')])) : t.destroy()));
-            t.setTimeout(HANDSHAKE_TIMEOUT_MS, () => t.destroy());
-            return;
-          }
-          sniff(t, k, peer);
-        });
+        tlsServer?.emit('connection', socket);
         return;
       }
       if (security !== undefined && kind === undefined) {
@@ -861,6 +844,31 @@ export async function listenLaneAndGrpc(
     };
     socket.on('data', onData);
   };
+  const tlsServer =
+    security === undefined
+      ? undefined
+      : tls.createServer({ ...security.tlsOptions, handshakeTimeout: HANDSHAKE_TIMEOUT_MS }, (t) => {
+          const peer = `${t.remoteAddress ?? '?'}:${t.remotePort ?? 0}`;
+          sockets.add(t);
+          t.on('close', () => sockets.delete(t));
+          t.on('error', () => undefined);
+          let k: PeerKind;
+          try {
+            k = security.verify(t);
+          } catch (err) {
+            // Refused: a lane client is told why once it sends its magic; others are cut.
+            metric.refused.inc({ reason: 'certificate' });
+            log.warn({ peer, reason: (err as Error).message }, 'refused a connection: bad credentials');
+            t.once('data', (d: Buffer) => (d[0] === LANE_MAGIC[0] ? t.end(Buffer.concat([LANE_REFUSED, Buffer.from((err as Error).message, 'utf8')])) : t.destroy()));
+            t.setTimeout(HANDSHAKE_TIMEOUT_MS, () => t.destroy());
+            return;
+          }
+          sniff(t, k, peer);
+        });
+  tlsServer?.on('tlsClientError', (err, t) => {
+    metric.refused.inc({ reason: 'tls' });
+    log.warn({ peer: `${t.remoteAddress ?? '?'}:${t.remotePort ?? 0}`, err: err.message }, 'refused a connection: TLS handshake failed');
+  });
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));

@@ -93,8 +93,9 @@ export function verifyPeer(id: TlsIdentity, peer: X509Certificate | undefined): 
 }
 
 /** TLS options of a server socket (the peer is verified afterwards with verifyPeer). */
-export function serverTlsOptions(id: TlsIdentity): tls.TLSSocketOptions {
-  return { isServer: true, key: id.keyPem, cert: id.certPem, ca: id.caPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' };
+export function serverTlsOptions(id: TlsIdentity): tls.TlsOptions {
+  // ALPN h2 for gRPC clients (an HTTP/2 client over TLS insists on it); the lane offers none.
+  return { key: id.keyPem, cert: id.certPem, ca: id.caPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3', ALPNProtocols: ['h2'] };
 }
 
 /**
