@@ -87,7 +87,7 @@ export async function startLocalCluster(
   try {
     const port = await basePort(opts.metrics === true ? 2 * nodes : nodes);
     const metrics = opts.metrics === true ? ['--metrics-base-port', String(port + nodes)] : [];
-    const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, '--json']))) as {
+    const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, '--insecure', '--json']))) as {
       nodes: Array<{ config: string; listen: string }>;
     };
     if (opts.configure) for (const n of init.nodes) writeFileSync(n.config, JSON.stringify(opts.configure(JSON.parse(readFileSync(n.config, 'utf8')) as Record<string, unknown>)));

@@ -8,6 +8,10 @@ import './threadpool.js'; // first: sizes libuv's thread pool before anything us
 import { Command, CommanderError } from 'commander';
 import { CairnError } from '../common/errors.js';
 import { COMMANDS } from './commands/index.js';
+import { useClientCredentials } from './credentials.js';
+
+/** Commands that run, make or check nodes and set up their own TLS identity (or none). */
+const OWN_CREDENTIALS = new Set(['start', 'serve', 'up', 'init', 'join', 'check']);
 
 export function buildProgram(): Command {
   const program = new Command('cairn')
@@ -16,6 +20,11 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   for (const register of COMMANDS) register(program);
+  // Client commands present the credentials they find (src/cli/credentials.ts); the commands
+  // that run or make nodes set up their own.
+  program.hook('preAction', (_program, action) => {
+    if (!OWN_CREDENTIALS.has(action.name())) useClientCredentials();
+  });
   // Every subcommand inherits exitOverride so that usage errors reach our handler.
   const walk = (c: Command): void => {
     c.exitOverride();
@@ -40,6 +49,12 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`cairn: ${err.code}: ${err.message}\n`);
       return err.code === 'EINVAL' && err.details?.usage === true ? 2 : 1;
     }
+    // A system error (a local file that cannot be read or written) is a sentence, not a stack.
+    const sys = err as NodeJS.ErrnoException | undefined;
+    if (typeof sys?.code === 'string' && /^E[A-Z]+$/.test(sys.code) && typeof sys.message === 'string') {
+      process.stderr.write(`cairn: ${sys.code}: ${sys.message.replace(/^E[A-Z]+: /, '')}\n`);
+      return 1;
+    }
     process.stderr.write(`cairn: ${(err as Error)?.stack ?? String(err)}\n`);
     return 1;
   }
@@ -47,6 +62,13 @@ export async function main(argv: string[]): Promise<number> {
 
 const isEntry = process.argv[1] !== undefined && /[\\/]cli[\\/]main\.(js|ts)$/.test(process.argv[1]);
 if (isEntry) {
+  // `cairn status | head`: a reader that goes away is the end of the output, not an error.
+  for (const out of [process.stdout, process.stderr]) {
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -4,6 +4,9 @@
  *
  * Sections belong to the layers that read them (raft, meta, chunk, client); each layer
  * validates only through this schema so that a bad value is caught at start-up, not later.
+ * Every object is strict (a misspelled field such as `daemon.scrubb` is an error naming it, never
+ * silently ignored) and every duration has an upper bound (`durationMs`), so no value can overflow
+ * a timer.
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
@@ -18,14 +21,22 @@ export const addressSchema = z
     return port > 0 && port < 65536;
   }, 'port must be 1..65535');
 
+/** The longest duration any setting may have: a week (well below a timer's 2^31-1 ms limit). */
+export const MAX_DURATION_MS = 7 * 24 * 60 * 60 * 1000;
+
+/** A duration in milliseconds: an integer from min up to max (default: MAX_DURATION_MS). */
+export function durationMs(min: number, max: number = MAX_DURATION_MS): z.ZodNumber {
+  return z.number().int().min(min).max(max);
+}
+
 export const nodeIdSchema = z.number().int().min(1).max(0xffff_ffff);
 
-export const peerSchema = z.object({
+export const peerSchema = z.strictObject({
   id: nodeIdSchema,
   address: addressSchema,
 });
 
-export const diskConfigSchema = z.object({
+export const diskConfigSchema = z.strictObject({
   /** Directory (or mount point) that holds this disk's buckets. */
   path: z.string().min(1),
   /** Disk number within the machine (16 bits in the bucket id). */
@@ -36,8 +47,8 @@ export const diskConfigSchema = z.object({
 });
 
 export const raftConfigSchema = z
-  .object({
-    tickMs: z.number().int().min(1).max(10_000).default(50),
+  .strictObject({
+    tickMs: durationMs(1, 10_000).default(50),
     electionTicks: z.number().int().min(2).max(1000).default(20),
     heartbeatTicks: z.number().int().min(1).max(100).default(2),
     /** Take a snapshot after this many applied entries since the last one. */
@@ -67,7 +78,7 @@ export const mountConfigSchema = z
     /** weak: fsync/close durable in this node's cache; strong: committed (default: daemon.file.mode). */
     mode: z.enum(['weak', 'strong']).optional(),
     /** Longest a cached name/attribute is served (ms) before asking the metadata again. */
-    cacheTtlMs: z.number().int().min(0).max(60_000).default(1_000),
+    cacheTtlMs: durationMs(0, 60_000).default(1_000),
     /** Kernel attribute/entry cache (seconds). */
     attrTimeoutS: z.number().min(0).max(60).default(1),
     /** Let other users than the daemon's reach the mount (needs user_allow_other in /etc/fuse.conf). */
@@ -75,21 +86,21 @@ export const mountConfigSchema = z
   })
   .strict();
 
-export const daemonConfigSchema = z.object({
+export const daemonConfigSchema = z.strictObject({
   /**
    * Bucket size of the first diskmap this cluster builds (later epochs keep it). Default: the
    * largest power of two ≤ (smallest disk / 16), at most 64 GiB and at least 1 MiB.
    */
   bucketSizeBytes: z.number().int().min(1 << 20).optional(),
   /** How often the leader's diskmap controller and every node's cluster view refresh. */
-  controllerIntervalMs: z.number().int().min(50).max(600_000).default(1_000),
+  controllerIntervalMs: durationMs(50, 600_000).default(1_000),
   file: z
-    .object({
+    .strictObject({
       /** Commit mode of uploads that do not say (cairn put --strong overrides). */
       mode: z.enum(['weak', 'strong']).default('weak'),
       cacheMaxBytes: z.number().int().min(1 << 20).default(1024 * 1024 * 1024),
       chunkSizeBytes: z.number().int().min(4096).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
-      idleCommitDelayMs: z.number().int().min(0).default(2_000),
+      idleCommitDelayMs: durationMs(0).default(2_000),
       /** Chunks fetched ahead of a sequential reader (0: none). */
       readAheadChunks: z.number().int().min(0).max(64).default(1),
       /** Files up to this size are stored inline in the metadata (0: never; at most 256 KiB). docs/meta.md */
@@ -106,37 +117,37 @@ export const daemonConfigSchema = z.object({
    */
   inlineBudgetBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
   gc: z
-    .object({
+    .strictObject({
       enabled: z.boolean().default(true),
-      intervalMs: z.number().int().min(100).default(10 * 60_000),
+      intervalMs: durationMs(100).default(10 * 60_000),
       /** Unreferenced shards younger than this are kept (a commit in flight is never collected). */
-      graceMs: z.number().int().min(0).default(60 * 60_000),
+      graceMs: durationMs(0).default(60 * 60_000),
     })
     .default(() => ({ enabled: true, intervalMs: 10 * 60_000, graceMs: 60 * 60_000 })),
   scrub: z
-    .object({
+    .strictObject({
       enabled: z.boolean().default(true),
-      intervalMs: z.number().int().min(100).default(60 * 60_000),
+      intervalMs: durationMs(100).default(60 * 60_000),
       rateBytesPerSec: z.number().int().min(1).default(32 * 1024 * 1024),
     })
     .default(() => ({ enabled: true, intervalMs: 60 * 60_000, rateBytesPerSec: 32 * 1024 * 1024 })),
   /** Availability (src/server/catch-up.ts, repair-job.ts, docs/chunk.md "A node or disk down"). */
   repair: z
-    .object({
+    .strictObject({
       /** How often each node sends the guest shards it holds home (catch-up). */
-      catchUpIntervalMs: z.number().int().min(100).default(5_000),
+      catchUpIntervalMs: durationMs(100).default(5_000),
       /** A node down this long (or a failed disk at once) has its shards rebuilt elsewhere; a reboot must not start a rebuild. */
-      downGraceMs: z.number().int().min(0).default(600_000),
+      downGraceMs: durationMs(0).default(600_000),
       /** Rebuild throttle: payload bytes read per second by one node's repair. */
       rateBytesPerSec: z.number().int().min(1).default(64 * 1024 * 1024),
     })
     .default(() => ({ catchUpIntervalMs: 5_000, downGraceMs: 600_000, rateBytesPerSec: 64 * 1024 * 1024 })),
   /** The metadata copies on every data disk (src/server/meta-copy.ts, docs/recovery.md). */
   metaCopy: z
-    .object({
+    .strictObject({
       enabled: z.boolean().default(true),
       /** The disk copies' tails are appended (and fsynced) this often: how far behind they may be. */
-      flushIntervalMs: z.number().int().min(10).max(60_000).default(200),
+      flushIntervalMs: durationMs(10, 60_000).default(200),
       /** A new generation (a full snapshot on every disk) after this many tail entries. */
       snapshotEveryEntries: z.number().int().min(100).default(50_000),
       /** Generations kept per disk. */
@@ -146,7 +157,7 @@ export const daemonConfigSchema = z.object({
 });
 export type DaemonConfig = z.infer<typeof daemonConfigSchema>;
 
-export const nodeConfigSchema = z.object({
+export const nodeConfigSchema = z.strictObject({
   clusterName: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes'),
   nodeId: nodeIdSchema,
   /** gRPC address this node listens on (raft, meta, chunk services share it). */
@@ -161,7 +172,7 @@ export const nodeConfigSchema = z.object({
   cacheDir: z.string().min(1),
   /** Position of this machine in the topology (8 bits each in the bucket id). */
   location: z
-    .object({
+    .strictObject({
       dc: z.number().int().min(0).max(255).default(0),
       row: z.number().int().min(0).max(255).default(0),
       rack: z.number().int().min(0).max(255).default(0),
@@ -169,6 +180,18 @@ export const nodeConfigSchema = z.object({
     }),
   disks: z.array(diskConfigSchema).default([]),
   raft: raftConfigSchema.default(() => raftConfigSchema.parse({})),
+  /**
+   * Mutual TLS from the cluster's CA (written by `cairn init` / `cairn join` / `cairn local up`):
+   * the node serves only peers with a certificate of that CA and presents its own. Without it the
+   * node accepts anyone who can reach its port (and `cairn status` says so).
+   */
+  tls: z
+    .strictObject({
+      caFile: z.string().min(1),
+      certFile: z.string().min(1),
+      keyFile: z.string().min(1),
+    })
+    .optional(),
   /** Prometheus /metrics on this address, if set. */
   metricsListen: addressSchema.optional(),
   daemon: daemonConfigSchema.default(() => daemonConfigSchema.parse({})),
@@ -179,8 +202,13 @@ export type RaftConfig = z.infer<typeof raftConfigSchema>;
 
 /** Turn a zod error into one readable sentence per issue, naming the source and field. */
 export function formatZodError(source: string, err: z.ZodError): string {
+  const field = (path: PropertyKey[]): string => (path.length > 0 ? path.map(String).join('.') : '(root)');
   return err.issues
-    .map((i) => `${source}: ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .flatMap((i) =>
+      i.code === 'unrecognized_keys'
+        ? i.keys.map((k) => `${source}: ${field([...i.path, k])}: unknown field (misspelled? it is not a setting of ${i.path.length > 0 ? field(i.path) : 'the config'})`)
+        : [`${source}: ${field(i.path)}: ${i.message}`],
+    )
     .join('\n');
 }
 

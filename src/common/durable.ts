@@ -2,6 +2,10 @@
  * The one fsync discipline of Cairn: a file is durable once its bytes are fsynced and the
  * directory entry that names it is fsynced too. Everything that acknowledges a write to
  * someone (Raft log, shard files, write cache, config) goes through these helpers.
+ *
+ * What they create is private to the owner: files 0600, directories 0700 (cluster data, keys and
+ * configs are nobody else's business). The daemon also sets its umask to 077 (`cairn start`), so
+ * what other code creates (LevelDB, shard files) is private too.
  */
 import { open, rename, mkdir, unlink, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -18,8 +22,8 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /** mkdir -p, then fsync the new directory's parent chain up to the first that existed. */
-export async function mkdirDurable(dir: string): Promise<void> {
-  const first = await mkdir(dir, { recursive: true });
+export async function mkdirDurable(dir: string, mode = 0o700): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode });
   if (first === undefined) return;
   // fsync every parent of a newly created directory, deepest first.
   let d = dir;
@@ -35,12 +39,14 @@ export async function mkdirDurable(dir: string): Promise<void> {
  * rename it over the target, fsync the directory. Readers see the old or the new
  * content, never a mix; after return, the new content survives power loss.
  */
-export async function writeFileDurable(path: string, data: Uint8Array | string, mode = 0o644): Promise<void> {
+export async function writeFileDurable(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
   const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
+    // open's mode is filtered by the umask; a file that must be private is made so whatever it is.
+    await fh.chmod(mode);
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => undefined);
@@ -71,4 +77,9 @@ export async function pathExists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Make this process's new files private (0600 files, 0700 directories): the daemon's data is. */
+export function privateUmask(): void {
+  process.umask(0o077);
 }

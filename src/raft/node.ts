@@ -21,6 +21,7 @@
  * start the core resumes from that index, and entries the state machine already holds (after
  * it restored a snapshot newer than the log) are never applied twice.
  */
+import { failpoint } from '../common/failpoint.js';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import { randomInt } from 'node:crypto';
@@ -85,6 +86,8 @@ export interface RaftNodeOptions {
   /** Bound on linearizable reads waiting on this node. */
   maxPendingReads?: number;
   random?: () => number;
+  /** Called once if the node stops itself after a fatal error (a failed fsync or apply). */
+  onFatal?: (err: Error) => void;
 }
 
 export interface RaftStatus {
@@ -677,6 +680,9 @@ export class RaftNode {
         this.again = false;
         while (!this.stopped && this.raw.hasReady()) {
           const rd = this.raw.ready();
+          // A test's stand-in for a failed fsync or apply (nothing armed: no await at all).
+          const fp = failpoint('raft.ready');
+          if (fp !== undefined) await fp;
           await this.handleReady(rd);
           if (this.stopped) break;
           this.raw.advance(rd);
@@ -698,6 +704,11 @@ export class RaftNode {
       this.log.error({ err: (err as Error).stack }, 'raft node failed; stopping it');
       this.failAll(new CairnError('EIO', `node ${this.id} failed: ${(err as Error).message}`));
       if (this.timer !== undefined) clearInterval(this.timer);
+      try {
+        this.opts.onFatal?.(err as Error);
+      } catch {
+        // the owner's handler must not break the loop's own cleanup
+      }
     } finally {
       this.running = false;
     }

@@ -14,7 +14,8 @@ import { dirname, join } from 'node:path';
 import type { z } from 'zod';
 import { CairnError, type ErrorCode } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
-import { cairnErrorFromMetadata, laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc } from './lane.js';
+import { cairnErrorFromMetadata, laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc, type ListenSecurity } from './lane.js';
+import { clientTlsOptions, mayCall, serverTlsOptions, tlsIdentity, verifyPeer } from './security.js';
 
 export { grpc };
 
@@ -122,6 +123,8 @@ export interface StartedServer {
   server: grpc.Server;
   port: number;
   address: string;
+  /** Whether the port requires mutual TLS (this process has a node identity: security.ts). */
+  secure: boolean;
   /** Stop accepting; let open calls finish for up to graceMs (default 2 s), then cut them. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -134,40 +137,62 @@ export async function startServer(
   address: string,
   services: Array<{ service: grpc.ServiceDefinition; impl: grpc.UntypedServiceImplementation }>,
 ): Promise<StartedServer> {
-  const server = new grpc.Server({
+  const options = {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-  });
+  };
+  // Two grpc-js servers behind one port: nodes' connections reach every service, clients' every
+  // service but the node-only ones (Raft). Without TLS every peer counts as a node.
+  const server = new grpc.Server(options);
   for (const s of services) server.addService(s.service, s.impl);
+  const clientServices = services.filter((s) => Object.values(s.service).every((d) => mayCall('client', d.path)));
+  const clientServer = new grpc.Server(options);
+  for (const s of clientServices) clientServer.addService(s.service, s.impl);
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const clientInjector = clientServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i);
   const wanted = Number(address.slice(i + 1));
   if (!(i > 0 && Number.isInteger(wanted) && wanted >= 0 && wanted < 65536)) {
     throw new CairnError('EINVAL', `listen address ${JSON.stringify(address)} is not host:port`);
   }
-  const listener = await listenLaneAndGrpc(host.replace(/^\[|\]$/g, ''), wanted, laneMethods(services), (socket) =>
-    injector.injectConnection(socket),
+  const id = tlsIdentity();
+  const security: ListenSecurity | undefined =
+    id === undefined || id.subject.kind !== 'node'
+      ? undefined
+      : {
+          tlsOptions: serverTlsOptions(id),
+          verify: (socket) => verifyPeer(id, socket.getPeerX509Certificate()).kind,
+        };
+  const listener = await listenLaneAndGrpc(
+    host.replace(/^\[|\]$/g, ''),
+    wanted,
+    { node: laneMethods(services), client: laneMethods(clientServices) },
+    (socket, kind) => (kind === 'node' ? injector : clientInjector).injectConnection(socket),
+    security,
   );
+  const shutdown = (srv: grpc.Server, graceMs: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        srv.forceShutdown();
+        resolve();
+      }, graceMs);
+      srv.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   let stopping: Promise<void> | undefined;
   return {
     server,
     port: listener.port,
     address: `${host}:${listener.port}`,
+    secure: security !== undefined,
     stop: (graceMs = 2000) =>
-      (stopping ??= Promise.all([
-        listener.close(graceMs),
-        new Promise<void>((resolve) => {
-          const t = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, graceMs);
-          server.tryShutdown(() => {
-            clearTimeout(t);
-            resolve();
-          });
-        }),
-      ]).then(() => injector.destroy())),
+      (stopping ??= Promise.all([listener.close(graceMs), shutdown(server, graceMs), shutdown(clientServer, graceMs)]).then(() => {
+        injector.destroy();
+        clientInjector.destroy();
+      })),
   };
 }
 
@@ -183,9 +208,20 @@ export const CLIENT_OPTIONS: grpc.ChannelOptions = {
 
 const clientAddress = new WeakMap<grpc.Client, string>();
 
-/** Make a client for a service at an address (insecure; Cairn runs on a trusted cluster network). */
+/**
+ * Make a client for a service at an address: with this process's TLS identity (security.ts) when
+ * it has one — the lane uses the same — else plain TCP.
+ */
 export function makeClient<C extends grpc.Client>(ctor: grpc.ServiceClientConstructor, address: string): C {
-  const c = new ctor(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS) as unknown as C;
+  const id = tlsIdentity();
+  const creds =
+    id === undefined
+      ? grpc.credentials.createInsecure()
+      : grpc.credentials.createSsl(Buffer.from(id.caPem), Buffer.from(id.keyPem), Buffer.from(id.certPem), {
+          checkServerIdentity: clientTlsOptions(id).checkServerIdentity as (host: string, cert: import('node:tls').PeerCertificate) => Error | undefined,
+        });
+  // The TLS server name is not an address (RFC 6066); the server's certificate is checked by CA and kind.
+  const c = new ctor(address, creds, id === undefined ? CLIENT_OPTIONS : { ...CLIENT_OPTIONS, 'grpc.ssl_target_name_override': 'cairn-node' }) as unknown as C;
   clientAddress.set(c, address);
   return c;
 }

@@ -31,14 +31,22 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { Readable, Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { CairnError, isErrorCode } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import { counter, gauge } from '../common/metrics.js';
+import type { PeerKind } from './pki.js';
+import { clientTlsOptions, mayCall, tlsIdentity } from './security.js';
 
 export const LANE_MAGIC = Buffer.from('CAIRNLN1', 'latin1');
-const FIRST_MAGIC_BYTE = 0x43; // 'C'
+/** A server's answer to a lane client it refuses, followed by the reason (UTF-8) and a close. */
+const LANE_REFUSED = Buffer.from('CAIRNNO1', 'latin1');
+/** How an HTTP/2 (gRPC) connection starts. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n', 'latin1');
+/** The first byte of a TLS handshake record. */
+const TLS_HANDSHAKE_BYTE = 0x16;
 
 const T_CALL = 1;
 const T_DATA = 2;
@@ -81,6 +89,7 @@ const metric = {
   connections: gauge('cairn_rpc_lane_server_connections', 'Open lane connections this process serves'),
   protocolErrors: counter('cairn_rpc_lane_protocol_errors_total', 'Lane connections closed for breaking the protocol'),
   deadPeers: counter('cairn_rpc_lane_silent_peers_total', 'Client lane connections closed because the peer fell silent (keepalive)'),
+  refused: counter('cairn_rpc_refused_connections_total', 'Connections refused by the listener (no or bad credentials, HTTP/1.x, unknown protocol), by reason', ['reason']),
 };
 
 /** The method name of a path, for metric labels ("/cairn.meta.Meta/Mkdir" → "Meta/Mkdir"). */
@@ -457,7 +466,7 @@ export class LaneServerConnection {
     socket.setNoDelay(true);
     // Reads into the process's shared read buffer when node lets us (see readIntoSharedBuffer),
     // else one new buffer per read as usual.
-    if (!readIntoSharedBuffer(socket, (chunk) => this.receive(chunk, true))) socket.on('data', (chunk: Buffer) => this.receive(chunk, false));
+    if (socket instanceof tls.TLSSocket || !readIntoSharedBuffer(socket, (chunk) => this.receive(chunk, true))) socket.on('data', (chunk: Buffer) => this.receive(chunk, false));
     socket.on('error', () => undefined);
     socket.on('close', () => this.close());
   }
@@ -567,6 +576,11 @@ export class LaneServerConnection {
     }
     const m = this.methods.get(path);
     if (m === undefined) {
+      if (!mayCall('client', path)) {
+        log.warn({ peer: this.peer, path }, 'refused a call: only nodes may call it');
+        this.fail(id, new CairnError('EACCES', `${path}: only a node of the cluster may call it`));
+        return;
+      }
       this.fail(id, new CairnError('EINVAL', `no rpc method ${path} on this server`));
       return;
     }
@@ -728,53 +742,138 @@ export interface LaneListener {
   close(graceMs: number): Promise<void>;
 }
 
+/** What the first bytes of a connection say it is (undefined: not enough bytes yet). */
+function classify(head: Buffer): 'tls' | 'lane' | 'grpc' | 'http1' | 'unknown' | undefined {
+  if (head.length === 0) return undefined;
+  if (head[0] === TLS_HANDSHAKE_BYTE) return 'tls';
+  const prefixOf = (want: Buffer): boolean => head.subarray(0, Math.min(head.length, want.length)).equals(want.subarray(0, Math.min(head.length, want.length)));
+  if (prefixOf(LANE_MAGIC)) return head.length < LANE_MAGIC.length ? undefined : 'lane';
+  if (prefixOf(H2_PREFACE)) return head.length < H2_PREFACE.length ? undefined : 'grpc';
+  const text = head.subarray(0, 16).toString('latin1');
+  if (/^[A-Z]{1,10} /.test(text)) return 'http1';
+  if (/^[A-Z]{1,10}$/.test(text) && head.length < 11) return undefined;
+  return 'unknown';
+}
+
+/** The reply to an HTTP/1.x request: a clear refusal, not HTTP/2 frames. */
+const HTTP1_REFUSAL = Buffer.from(
+  'HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n' +
+    'This is a Cairn node: it speaks gRPC (HTTP/2) and the Cairn lane, not HTTP/1.1. Use `cairn status --endpoint host:port` or a gRPC client.\n',
+  'latin1',
+);
+
+/** Who may use a listener, when it requires TLS (security.ts). */
+export interface ListenSecurity {
+  /** Options of the server side of each TLS connection. */
+  tlsOptions: tls.TlsOptions;
+  /** Who the peer is (its verified certificate's kind), or a thrown EACCES. */
+  verify(socket: tls.TLSSocket): PeerKind;
+}
+
+/** The services a peer of each kind may call. */
+export interface ListenMethods {
+  node: Map<string, ServerMethod>;
+  client: Map<string, ServerMethod>;
+}
+
 /**
- * Listen on host:port for both the lane and gRPC (handed to grpc-js's connection injector).
+ * Listen on host:port for both the lane and gRPC (handed to grpc-js's connection injector with
+ * the peer's kind). With `security`, a connection must start a TLS handshake and present a
+ * certificate of the cluster: anything else is refused (a lane client is told why) and logged.
  * Returns once listening.
  */
 export async function listenLaneAndGrpc(
   host: string,
   port: number,
-  methods: Map<string, ServerMethod>,
-  injectGrpc: (socket: net.Socket) => void,
+  methods: ListenMethods,
+  injectGrpc: (socket: net.Socket, kind: PeerKind) => void,
+  security?: ListenSecurity,
 ): Promise<LaneListener> {
   const conns = new Set<LaneServerConnection>();
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined);
+  const refuse = (socket: net.Socket, what: string, reason: string, peer: string): void => {
+    metric.refused.inc({ reason: what });
+    log.warn({ peer, what, reason }, 'refused a connection');
+    if (what === 'lane') socket.end(Buffer.concat([LANE_REFUSED, Buffer.from(reason.slice(0, 1000), 'utf8')]));
+    else if (what === 'http1') socket.end(HTTP1_REFUSAL);
+    else socket.destroy();
+  };
+  // Reads the first bytes of a connection (inside TLS when `kind` is known) and hands it on.
+  const sniff = (socket: net.Socket, kind: PeerKind | undefined, peer: string): void => {
     let head: Buffer = Buffer.alloc(0);
     // A connection that says nothing does not hold a socket for ever.
     socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
     const onData = (chunk: Buffer): void => {
-      socket.setTimeout(0);
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
-      if (head[0] !== FIRST_MAGIC_BYTE) {
-        // Not ours: an HTTP/2 (gRPC) connection. Give grpc-js the socket with what was read.
-        socket.removeListener('data', onData);
+      const what = classify(head);
+      if (what === undefined) return;
+      socket.setTimeout(0);
+      socket.removeListener('data', onData);
+      if (what === 'http1') return refuse(socket, what, 'HTTP/1.x request', peer);
+      if (what === 'unknown') return refuse(socket, what, 'unknown protocol', peer);
+      if (what === 'tls') {
+        if (security === undefined || kind !== undefined) return refuse(socket, what, 'TLS is not configured on this node', peer);
+        // Node's own TLS server path (never listening: it is handed the socket, with what was read).
+        socket.pause();
+        socket.unshift(head);
+        socket.setTimeout(0);
+        sockets.delete(socket);
+        tlsServer?.emit('connection', socket);
+        return;
+      }
+      if (security !== undefined && kind === undefined) {
+        return refuse(socket, what, 'this node requires TLS with a certificate of its cluster (see docs/operations.md: credentials)', peer);
+      }
+      const peerKind: PeerKind = kind ?? 'node';
+      if (what === 'grpc') {
+        // A gRPC connection: give grpc-js the socket with what was read.
         socket.pause();
         socket.unshift(head);
         sockets.delete(socket);
-        injectGrpc(socket);
-        return;
-      }
-      if (head.length < LANE_MAGIC.length) return;
-      socket.removeListener('data', onData);
-      if (!head.subarray(0, LANE_MAGIC.length).equals(LANE_MAGIC)) {
-        socket.destroy();
+        injectGrpc(socket, peerKind);
         return;
       }
       socket.write(LANE_MAGIC);
       // From here the connection is closed through `conns` (after its open calls), not as a bare socket.
       sockets.delete(socket);
-      const c = new LaneServerConnection(socket, methods, (x) => conns.delete(x));
+      const c = new LaneServerConnection(socket, peerKind === 'node' ? methods.node : methods.client, (x) => conns.delete(x));
       metric.connections.inc();
       conns.add(c);
       const rest = head.subarray(LANE_MAGIC.length);
       if (rest.length > 0) c.receive(rest, false);
     };
     socket.on('data', onData);
+  };
+  const tlsServer =
+    security === undefined
+      ? undefined
+      : tls.createServer({ ...security.tlsOptions, handshakeTimeout: HANDSHAKE_TIMEOUT_MS }, (t) => {
+          const peer = `${t.remoteAddress ?? '?'}:${t.remotePort ?? 0}`;
+          sockets.add(t);
+          t.on('close', () => sockets.delete(t));
+          t.on('error', () => undefined);
+          let k: PeerKind;
+          try {
+            k = security.verify(t);
+          } catch (err) {
+            // Refused: a lane client is told why once it sends its magic; others are cut.
+            metric.refused.inc({ reason: 'certificate' });
+            log.warn({ peer, reason: (err as Error).message }, 'refused a connection: bad credentials');
+            t.once('data', (d: Buffer) => (d[0] === LANE_MAGIC[0] ? t.end(Buffer.concat([LANE_REFUSED, Buffer.from((err as Error).message, 'utf8')])) : t.destroy()));
+            t.setTimeout(HANDSHAKE_TIMEOUT_MS, () => t.destroy());
+            return;
+          }
+          sniff(t, k, peer);
+        });
+  tlsServer?.on('tlsClientError', (err, t) => {
+    metric.refused.inc({ reason: 'tls' });
+    log.warn({ peer: `${t.remoteAddress ?? '?'}:${t.remotePort ?? 0}`, err: err.message }, 'refused a connection: TLS handshake failed');
+  });
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    sniff(socket, undefined, `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -879,18 +978,20 @@ class LaneClientConnection {
       // Reads go into one buffer shared by every client connection (onread), not into a new
       // 64 KiB buffer per read: the frame reader copies out what it keeps, synchronously.
       let sink: (chunk: Buffer) => void = () => undefined;
-      const socket = net.connect({
-        host,
-        port,
-        noDelay: true,
-        onread: {
-          buffer: readBuffer(),
-          callback: (bytes: number, buf: Uint8Array): boolean => {
-            sink(Buffer.from(buf.buffer, buf.byteOffset, bytes));
-            return true;
-          },
+      const onread = {
+        buffer: readBuffer(),
+        callback: (bytes: number, buf: Uint8Array): boolean => {
+          sink(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+          return true;
         },
-      });
+      };
+      // With this process's TLS identity (security.ts): mutual TLS, the server a node of our CA.
+      const id = tlsIdentity();
+      const socket: net.Socket =
+        id === undefined
+          ? net.connect({ host, port, noDelay: true, onread })
+          : tls.connect({ host, port, noDelay: true, onread, ...clientTlsOptions(id), ...(net.isIP(host) === 0 ? { servername: host } : {}) } as tls.ConnectionOptions);
+      let refused = false;
       let got: Buffer = Buffer.alloc(0);
       const timer = setTimeout(() => fail(new CairnError('EUNAVAIL', `lane: connecting to ${address} timed out after ${timeoutMs} ms`)), timeoutMs);
       const fail = (err: CairnError): void => {
@@ -898,12 +999,29 @@ class LaneClientConnection {
         socket.destroy();
         reject(err);
       };
-      socket.once('error', (err: NodeJS.ErrnoException) => fail(new CairnError('EUNAVAIL', `lane: cannot reach ${address}: ${err.code ?? err.message}`)));
-      socket.once('close', () => fail(new CairnError('EUNAVAIL', `lane: ${address} closed the connection during the handshake`)));
-      socket.once('connect', () => socket.write(LANE_MAGIC));
+      socket.once('error', (err: NodeJS.ErrnoException) =>
+        fail(
+          /CERT|SSL|TLS|certificate/i.test(`${err.code ?? ''} ${err.message}`)
+            ? new CairnError('EACCES', `lane: TLS with ${address} failed: ${err.message}`)
+            : new CairnError('EUNAVAIL', `lane: cannot reach ${address}: ${err.code ?? err.message}`),
+        ),
+      );
+      socket.once('close', () =>
+        fail(
+          refused
+            ? new CairnError('EACCES', `${address} refused this client: ${got.subarray(LANE_REFUSED.length).toString('utf8') || 'no reason given'}`)
+            : new CairnError('EUNAVAIL', `lane: ${address} closed the connection during the handshake`),
+        ),
+      );
+      socket.once(id === undefined ? 'connect' : 'secureConnect', () => socket.write(LANE_MAGIC));
       sink = (chunk: Buffer): void => {
         got = Buffer.concat([got, chunk]);
         if (got.length < LANE_MAGIC.length) return;
+        if (got.subarray(0, LANE_REFUSED.length).equals(LANE_REFUSED)) {
+          // The reason follows until the server closes.
+          refused = true;
+          return;
+        }
         sink = () => undefined;
         if (!got.subarray(0, LANE_MAGIC.length).equals(LANE_MAGIC)) {
           fail(new CairnError('EUNAVAIL', `lane: ${address} does not speak the lane`));

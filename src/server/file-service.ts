@@ -183,6 +183,7 @@ export class FileService {
     const fileId = this.fs.fileIdOf(fd);
     let size = 0;
     let closed = false;
+    let visibleVersion = 0;
     try {
       for await (const piece of body) {
         size += await this.fs.write(fd, piece, size);
@@ -191,7 +192,7 @@ export class FileService {
       closed = true;
       // strong: close returns once the commit is durable; weak: wait until it is visible.
       await this.fs.close(fd);
-      if (mode === 'weak') await this.fs.commit(tmp, 'visible');
+      if (mode === 'weak') visibleVersion = (await this.fs.commit(tmp, 'visible')).version;
       await this.renameOver(tmp, head.path, fileId);
     } catch (err) {
       if (!closed) {
@@ -210,7 +211,9 @@ export class FileService {
       await this.fs.close(rfd);
     }
     const st = await this.fs.commitStatus(head.path);
-    return { path: head.path, size, version: st.version, state: st.state, pending_bytes: st.pendingBytes };
+    // The status of the path just bound may not know the version yet (weak: its cache entry is new);
+    // the version made visible above is the file's.
+    return { path: head.path, size, version: Math.max(st.version, visibleVersion), state: st.state, pending_bytes: st.pendingBytes };
   }
 
   /**

@@ -10,6 +10,8 @@ import type { NodeConfig } from '../common/config.js';
 import { logger } from '../common/log.js';
 import { enableDefaultMetrics, registry } from '../common/metrics.js';
 import { RaftNode } from '../raft/node.js';
+import { CairnError } from '../common/errors.js';
+import { loadIdentity, setTlsIdentity } from '../rpc/security.js';
 import { MetaStateMachine } from '../meta/state-machine.js';
 import { AppliedFeed } from './meta-copy.js';
 import { NODE_SERVICES, type NodeContext, type NodeServiceFactory, type NodeServiceInstance } from './services.js';
@@ -20,6 +22,8 @@ export interface CairnNode {
   /** The gRPC address the node serves on (after binding port 0). */
   address: string;
   metricsAddress: string | undefined;
+  /** Resolves with the error if Raft stopped itself (a failed fsync or apply): the process must end. */
+  failed: Promise<Error>;
   stop(): Promise<void>;
 }
 
@@ -34,12 +38,24 @@ export interface StartNodeOptions {
 
 export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): Promise<CairnNode> {
   const log = logger('node', { node: cfg.nodeId });
+  // The node's TLS identity is the process's: its server requires certificates of the cluster's
+  // CA and its connections to other nodes present its own (src/rpc/security.ts).
+  if (cfg.tls !== undefined) {
+    const id = loadIdentity(cfg.tls);
+    if (id.subject.kind !== 'node') throw new CairnError('EINVAL', `${cfg.tls.certFile}: a ${id.subject.kind} certificate, not a node's`);
+    setTlsIdentity(id);
+  } else {
+    setTlsIdentity(undefined);
+    log.warn('no tls section in the config: this node serves anyone who can reach its port');
+  }
   const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir, ...opts.meta });
   let raft: RaftNode | undefined;
   const feed = new AppliedFeed();
   const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true, feed };
   const services: NodeServiceInstance[] = [];
   let metrics: Server | undefined;
+  let onFatal: (err: Error) => void = () => undefined;
+  const failed = new Promise<Error>((res) => (onFatal = res));
   try {
     for (const f of opts.services ?? NODE_SERVICES) services.push(await f(ctx));
     raft = await RaftNode.start({
@@ -51,6 +67,10 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       join: opts.join,
       raft: cfg.raft,
       stateMachine: feed.wrap(meta), // the same state machine; the feed shows applied entries to the disk copies
+      onFatal: (err) => {
+        log.fatal({ err: err.message }, 'raft failed: the node must stop');
+        onFatal(err);
+      },
       services: services.flatMap((s) => s.definitions),
     });
     for (const s of services) s.started?.();
@@ -70,6 +90,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       meta,
       address: r.listenAddress,
       metricsAddress,
+      failed,
       stop: () =>
         (stopping ??= (async () => {
           for (const s of services) await s.stop?.().catch(() => undefined);

@@ -38,7 +38,8 @@ export async function freePort(): Promise<number> {
 export function spawnCairn(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'main.ts'), ...args], {
     cwd: opts.cwd ?? REPO_ROOT,
-    env: { ...process.env, ...opts.env },
+    // A CLI run by a test finds no credentials of its own (./.cairn-local/client of `npm start`).
+    env: { ...process.env, CAIRN_CREDENTIALS: 'none', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }

@@ -9,12 +9,14 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { freePort, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
 import { MetaClient } from '../../src/meta/client.js';
+import { credentialFiles, loadIdentity, setTlsIdentity } from '../../src/rpc/security.js';
 import { call, makeClient, serviceOf } from '../../src/rpc/grpc.js';
 
 let base: { path: string; remove: () => Promise<void> };
 const procs: ChildProcess[] = [];
 let endpoints = '';
 let configs: string[] = [];
+let credentials = '';
 
 function waitReady(p: ChildProcess): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -41,7 +43,11 @@ beforeAll(async () => {
   }
   const init = await runCairn(['init', '--nodes', '3', '--dir', base.path, '--base-port', String(port), '--json']);
   expect(init.code, init.stderr).toBe(0);
-  const nodes = (JSON.parse(init.stdout) as { nodes: Array<{ config: string; listen: string }> }).nodes;
+  const made = JSON.parse(init.stdout) as { nodes: Array<{ config: string; listen: string }>; credentials: string };
+  const nodes = made.nodes;
+  credentials = made.credentials;
+  // This test process is a client of the secured cluster too (its MetaClient below).
+  setTlsIdentity(loadIdentity(credentialFiles(credentials, 'client')));
   endpoints = nodes.map((n) => n.listen).join(',');
   configs = nodes.map((n) => n.config);
   await startAll();
@@ -68,13 +74,14 @@ async function freePortIs(port: number): Promise<boolean> {
 }
 
 afterAll(async () => {
+  setTlsIdentity(undefined);
   for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
   await base?.remove();
 });
 
 describe('cairn start + namespace CLI', () => {
   it('runs a 3-node cluster that the CLI can use', async () => {
-    const cli = (args: string[]): ReturnType<typeof runCairn> => runCairn([...args, '--endpoints', endpoints]);
+    const cli = (args: string[]): ReturnType<typeof runCairn> => runCairn([...args, '--endpoint', endpoints], { env: { CAIRN_CREDENTIALS: credentials } });
     expect((await cli(['mkdir', '-p', '/a/b/c'])).code).toBe(0);
     expect((await cli(['ln', '-s', '/a/b', '/a/link'])).code).toBe(0);
     expect((await cli(['mv', '/a/b', '/a/b2'])).code).toBe(0);

@@ -8,8 +8,8 @@
  * bar on stderr when stderr is a terminal.
  */
 import type { Command } from 'commander';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, stat, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -21,6 +21,8 @@ import { FileClient } from '../../server/file-client.js';
 import { formatBytes, printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
 import { repairLine } from './repair.js';
+import { assessHealth, CHECK_CODES, type HealthCheck, type Mute } from '../../server/health.js';
+import { tlsIdentity } from '../../rpc/security.js';
 
 /** Transfers at least this large get a progress bar (on a terminal). */
 const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
@@ -121,28 +123,43 @@ export function register(program: Command): void {
   ).action(async (remote: string, local: string, raw: { endpoint?: string }) => {
     const o = parseOptions(getSchema, { ...raw, endpoint: endpointOf(raw) });
     const path = remotePath(remote);
+    const toStdout = local === '-';
+    const tmp = toStdout ? '' : join(dirname(local), `.${basename(local)}.cairn-get-${randomBytes(4).toString('hex')}`);
+    // The local file is made before anything is asked of the cluster: a folder that does not exist
+    // or cannot be written is one clear error (ENOENT, EACCES), not a stream error after the fact.
+    const fh = toStdout
+      ? undefined
+      : await open(tmp, 'wx', 0o644).catch((err: NodeJS.ErrnoException) => {
+          throw new CairnError(err.code === 'ENOENT' || err.code === 'EACCES' || err.code === 'ENOSPC' ? err.code : 'EIO', `${local}: cannot write the local file (${err.code ?? err.message})`);
+        });
     await withClient(o.endpoint, async (c) => {
-      const { stat: st, data } = await c.get(path, { offset: o.offset, length: o.length });
+      const { stat: st, data } = await c.get(path, { offset: o.offset, length: o.length }).catch(async (err: unknown) => {
+        await fh?.close().catch(() => undefined);
+        if (!toStdout) await unlink(tmp).catch(() => undefined);
+        throw err;
+      });
       const total = o.length === 0 ? Math.max(0, st.size - o.offset) : Math.min(o.length, Math.max(0, st.size - o.offset));
-      const toStdout = local === '-';
-      const tmp = toStdout ? '' : join(dirname(local), `.${basename(local)}.cairn-get-${randomBytes(4).toString('hex')}`);
-      const out = toStdout ? process.stdout : createWriteStream(tmp, { flags: 'wx' });
+      const out = fh === undefined ? process.stdout : fh.createWriteStream();
+      let writeError: Error | undefined;
+      out.on('error', (err) => (writeError = err));
       const bar = progress(total, `get ${basename(path)}`);
       let n = 0;
       try {
         for await (const piece of data) {
+          if (writeError !== undefined) throw writeError;
           if (!out.write(piece)) await once(out, 'drain');
           n += piece.length;
           bar.update(n);
         }
         if (!toStdout) {
-          const ws = out as ReturnType<typeof createWriteStream>;
-          await new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res())));
+          await new Promise<void>((res, rej) => out.end((err?: Error | null) => (err ? rej(err) : res())));
+          if (writeError !== undefined) throw writeError;
           await rename(tmp, local);
         }
       } catch (err) {
         if (!toStdout) {
-          (out as ReturnType<typeof createWriteStream>).destroy();
+          out.destroy();
+          await fh?.close().catch(() => undefined);
           await unlink(tmp).catch(() => undefined);
         }
         throw err;
@@ -187,7 +204,7 @@ export function register(program: Command): void {
   endpointOpt(
     program
       .command('status')
-      .description('the cluster (nodes, leader, term, diskmap, disks) or, with a path, the commit state of a file')
+      .description('the cluster: one verdict (healthy / degraded / at risk / down) with its checks, then leader, redundancy, capacity, nodes and disks; or, with a path, the commit state of a file')
       .argument('[remote]', 'absolute path in Cairn'),
   ).action(async (remote: string | undefined, raw: { endpoint?: string }) => {
     const o = parseOptions(statusSchema, { ...raw, endpoint: endpointOf(raw) });
@@ -199,15 +216,28 @@ export function register(program: Command): void {
         return;
       }
       const cl = await c.cluster();
+      const mutes = await readMutes(c);
+      const health = assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes });
       if (o.json) {
-        printJson(cl);
+        printJson({ verdict: health.verdict, checks: health.checks, redundancy: health.redundancy, capacity: health.capacity, pending: health.pending, ...cl });
         return;
       }
+      const mark = (ch: HealthCheck): string => (ch.muted ? 'muted' : ch.severity === 'info' ? 'info' : ch.severity === 'warn' ? 'WARN' : ch.severity === 'risk' ? 'RISK' : 'DOWN');
+      process.stdout.write(`cluster: ${health.verdict.toUpperCase()}\n`);
+      for (const ch of health.checks) {
+        process.stdout.write(`  [${mark(ch)}] ${ch.code}: ${ch.summary}${ch.muted && ch.mutedUntilMs !== undefined ? ` (muted until ${new Date(ch.mutedUntilMs).toISOString()})` : ''}\n`);
+        for (const d of ch.detail.slice(0, 10)) process.stdout.write(`      ${d}\n`);
+        if (ch.detail.length > 10) process.stdout.write(`      … and ${ch.detail.length - 10} more\n`);
+      }
+      const r = health.redundancy;
       process.stdout.write(
-        `leader: node ${cl.leaderId || '-'}  term: ${cl.term}  answered by: node ${cl.answeredBy}\n` +
+        `\nleader: node ${cl.leaderId || '-'}  term: ${cl.term}  answered by: node ${cl.answeredBy}\n` +
           (cl.diskmapEpoch === 0
             ? 'diskmap: none yet (waiting for every initial node to register)\n'
             : `diskmap: epoch ${cl.diskmapEpoch}, ${cl.scheme} per ${cl.failureDomain}, ${cl.groups} placement groups, buckets of ${formatBytes(cl.bucketSizeBytes)}\n`) +
+          (r === undefined ? '' : `redundancy: ${r.scheme} over ${r.domains} ${r.failureDomain}s tolerates ${r.tolerates} out; ${r.out} out now\n`) +
+          `capacity: ${formatBytes(health.capacity.okBytes)} on ${health.capacity.okDisks} working disks of ${health.capacity.disks} (${formatBytes(health.capacity.totalBytes)} configured)\n` +
+          `pending commits (node ${cl.answeredBy}): ${health.pending.files} files, ${formatBytes(health.pending.bytes)}\n` +
           '\n',
       );
       printTable(
@@ -225,4 +255,59 @@ export function register(program: Command): void {
       }
     });
   });
+
+  const health = program.command('health').description('mute a known health check for a while (cluster-wide), or unmute it');
+  endpointOpt(
+    health
+      .command('mute')
+      .description('keep a check (e.g. DISK_FAILED) from counting for the verdict for a while; it stays listed')
+      .argument('<code>', `one of ${CHECK_CODES.join(', ')}`)
+      .requiredOption('--for <duration>', 'how long: e.g. 30m, 2h, 1d (at most 7d)'),
+  ).action(async (code: string, raw: { endpoint?: string; for: string }) => {
+    const o = parseOptions(z.object({ ...base, code: z.enum(CHECK_CODES), for: durationText }), { ...raw, endpoint: endpointOf(raw), code });
+    const until = await withClient(o.endpoint, async (c) => {
+      const mutes = (await readMutes(c)).filter((m) => m.code !== o.code && m.untilMs > Date.now());
+      const untilMs = Date.now() + o.for;
+      await c.put(MUTES_PATH, [Buffer.from(`${JSON.stringify([...mutes, { code: o.code, untilMs }], null, 2)}\n`)], { mode: 'strong', mkdirs: true });
+      return untilMs;
+    });
+    if (o.json) printJson({ code: o.code, untilMs: until });
+    else process.stdout.write(`${o.code} muted until ${new Date(until).toISOString()}\n`);
+  });
+  endpointOpt(health.command('unmute').description('let a muted check count again').argument('<code>', 'a check code')).action(
+    async (code: string, raw: { endpoint?: string }) => {
+      const o = parseOptions(z.object({ ...base, code: z.enum(CHECK_CODES) }), { ...raw, endpoint: endpointOf(raw), code });
+      await withClient(o.endpoint, async (c) => {
+        const mutes = (await readMutes(c)).filter((m) => m.code !== o.code && m.untilMs > Date.now());
+        await c.put(MUTES_PATH, [Buffer.from(`${JSON.stringify(mutes, null, 2)}\n`)], { mode: 'strong', mkdirs: true });
+      });
+      if (o.json) printJson({ code: o.code, muted: false });
+      else process.stdout.write(`${o.code} unmuted\n`);
+    },
+  );
 }
+
+/** Mutes are a small file in the cluster itself, so every node and every owner sees the same. */
+const MUTES_PATH = '/.cairn/health-mutes.json';
+const muteFileSchema = z.array(z.object({ code: z.string().max(64), untilMs: z.number() })).max(100);
+
+async function readMutes(c: FileClient): Promise<Mute[]> {
+  try {
+    const { data } = await c.get(MUTES_PATH);
+    const parts: Buffer[] = [];
+    for await (const b of data) parts.push(b);
+    const r = muteFileSchema.safeParse(JSON.parse(Buffer.concat(parts).toString('utf8')));
+    return r.success ? r.data : [];
+  } catch (err) {
+    if (err instanceof CairnError && err.code === 'ENOENT') return [];
+    if (err instanceof SyntaxError) return [];
+    throw err;
+  }
+}
+
+/** "30m", "2h", "1d", "90s" → milliseconds (at most 7 days). */
+const durationText = z
+  .string()
+  .regex(/^\d+(s|m|h|d)$/, 'a number and a unit: s, m, h or d (e.g. 30m)')
+  .transform((t) => Number(t.slice(0, -1)) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[t.slice(-1) as 's' | 'm' | 'h' | 'd'])
+  .pipe(z.number().int().min(1_000).max(7 * 86_400_000));

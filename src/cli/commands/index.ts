@@ -13,8 +13,9 @@ import { register as files } from './files.js';
 import { register as mount } from './mount.js';
 import { register as repair } from './repair.js';
 import { register as recover } from './recover.js';
+import { register as config } from './config.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, mount, repair, meta, diskmap, chunk, kv, recover];
+export const COMMANDS: RegisterCommand[] = [local, server, files, mount, repair, meta, config, diskmap, chunk, kv, recover];

@@ -3,7 +3,7 @@
  * metadata benchmark. `serve` runs one node until SIGTERM/SIGINT; put/get/cas/del/status
  * are clients of the KV gRPC service.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { loadNodeConfig, addressSchema } from '../../common/config.js';
 import { CairnError } from '../../common/errors.js';
@@ -14,7 +14,7 @@ import { untilSignal } from '../signals.js';
 
 const endpointsSchema = z.object({
   endpoints: z
-    .string()
+    .string({ error: 'give --endpoint host:port[,…]' })
     .min(1)
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
     .pipe(z.array(addressSchema).min(1)),
@@ -24,13 +24,15 @@ const endpointsSchema = z.object({
 
 function endpointOptions(c: Command): Command {
   return c
-    .requiredOption('--endpoints <list>', 'comma-separated host:port of KV nodes')
+    .option('--endpoint <host:port>', 'KV node(s), comma-separated')
+    .addOption(new Option('--endpoints <list>', 'same as --endpoint').hideHelp())
     .option('--timeout-ms <n>', 'deadline of each call in milliseconds', '5000')
     .option('--json', 'print JSON');
 }
 
 async function withClient<T>(raw: unknown, fn: (c: import('../../raft/kv/client.js').KvClient, o: z.infer<typeof endpointsSchema>) => Promise<T>): Promise<T> {
-  const o = parseOptions(endpointsSchema, raw);
+  const r = raw as { endpoint?: string; endpoints?: string };
+  const o = parseOptions(endpointsSchema, { ...r, endpoint: undefined, endpoints: r.endpoint ?? r.endpoints });
   const { KvClient } = await import('../../raft/kv/client.js');
   const c = new KvClient(o.endpoints, o.timeoutMs);
   try {

@@ -20,7 +20,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
 import { writeLocalCluster } from './server.js';
-import { pathExists } from '../../common/durable.js';
+import { pathExists, privateUmask } from '../../common/durable.js';
+import { clientCredentialsDir, useClientCredentials } from '../credentials.js';
+import { setTlsIdentity } from '../../rpc/security.js';
 
 const upSchema = z.object({
   dir: z.string().min(1),
@@ -226,12 +228,13 @@ export function register(program: Command): void {
     .option('--dir <dir>', 'folder for the nodes\' configs, data, caches and disks', '.cairn-local')
     .option('--nodes <n>', 'number of nodes', '3')
     .option('--base-port <port>', 'gRPC port of node 1 (node i uses base + i - 1)', '7400')
-    .option('--disks <n>', 'directory disks per node', '1')
+    .option('--disks <n>', 'directory disks per node (the appliance has three)', '3')
     .option('--ready-timeout-ms <ms>', 'how long to wait for the nodes and a leader', '60000')
     .option('--smoke', 'check the cluster end to end, stop it, and exit (0 when every check passed)')
     .option('--json', 'print JSON')
     .action(async (raw: unknown) => {
       const o = parseOptions(upSchema, raw);
+      privateUmask();
       const dir = resolve(o.dir);
       const configPaths = Array.from({ length: o.nodes }, (_, i) => join(dir, `node${i + 1}`, 'cairn.json'));
       const have = await Promise.all(configPaths.map(pathExists));
@@ -240,6 +243,11 @@ export function register(program: Command): void {
         await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });
       }
       const configs = await Promise.all(configPaths.map((p) => loadNodeConfig(p)));
+      // This command is a client of its cluster too: with the owner's credentials that init wrote.
+      const credentials = join(dir, 'client');
+      const secured = configs.every((c) => c.tls !== undefined);
+      if (secured) useClientCredentials({ CAIRN_CREDENTIALS: credentials });
+      else setTlsIdentity(undefined);
       const nodes: RunningNode[] = [];
       let onSignal: () => void = () => undefined;
       const signalled = new Promise<void>((res) => (onSignal = res));
@@ -256,15 +264,16 @@ export function register(program: Command): void {
         const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
         if (failed) throw failed.reason;
         const leader = await waitForLeader(meta, endpoints, o.readyTimeoutMs);
-        const rows = await Promise.all(
+        const info = await Promise.all(
           nodes.map(async (n) => {
             const s = await meta.status(n.config.listen).catch(() => undefined);
-            return [n.config.nodeId, n.config.listen, n.child.pid ?? '-', s?.role ?? '?', s?.term ?? '-', n.config.disks.length, n.configPath];
+            return { nodeId: n.config.nodeId, listen: n.config.listen, pid: n.child.pid ?? null, role: s?.role ?? null, term: s?.term ?? null, disks: n.config.disks.length, config: n.configPath };
           }),
         );
+        const rows = info.map((n) => [n.nodeId, n.listen, n.pid, n.role ?? '?', n.term, n.disks, n.config]);
         if (o.smoke) {
           const checks = await smokeChecks(meta, endpoints, configs);
-          if (o.json) printJson({ leader, nodes: rows, checks });
+          if (o.json) printJson({ leader, nodes: info, checks });
           else {
             printTable(['node', 'listen', 'pid', 'role', 'term', 'disks', 'config'], rows);
             process.stdout.write('\n');
@@ -274,15 +283,18 @@ export function register(program: Command): void {
           if (bad.length > 0) throw new CairnError('EIO', `${bad.length} of ${checks.length} smoke checks failed`);
           return;
         }
-        if (o.json) printJson({ leader, nodes: rows });
+        if (o.json) printJson({ leader, nodes: info });
         else {
           printTable(['node', 'listen', 'pid', 'role', 'term', 'disks', 'config'], rows);
+          const found = clientCredentialsDir({ ...process.env, CAIRN_CREDENTIALS: undefined });
+          const env = !secured || found === credentials ? '' : `CAIRN_CREDENTIALS=${credentials} `;
           process.stdout.write(
-            `\nCairn is running (logs in ${dir}/node<N>/node.log). Try:\n` +
-              `  npm run cairn -- status --endpoint ${endpoints[0]}\n` +
-              `  npm run cairn -- put README.md /docs/README.md --strong --endpoint ${endpoints[0]}\n` +
-              `  npm run cairn -- cat /docs/README.md --endpoint ${endpoints[endpoints.length - 1]}\n` +
-              `  npm run cairn -- ls / --endpoints ${endpoints.join(',')}\n` +
+            `\n${secured ? `Secured: every node requires a certificate of this cluster's CA; the CLI's is in ${credentials}${env === '' ? ' (found there by itself)' : ''}.` : `NOT secured: ${dir} was made without TLS (remove it to get a secured cluster).`}\n` +
+              `Cairn is running (logs in ${dir}/node<N>/node.log; data kept in ${dir} across restarts). Try:\n` +
+              `  ${env}npm run cairn -- status --endpoint ${endpoints[0]}\n` +
+              `  ${env}npm run cairn -- put README.md /docs/README.md --strong --endpoint ${endpoints[0]}\n` +
+              `  ${env}npm run cairn -- cat /docs/README.md --endpoint ${endpoints[endpoints.length - 1]}\n` +
+              `  ${env}npm run cairn -- ls / --endpoint ${endpoints.join(',')}\n` +
               `Ctrl-C stops every node.\n`,
           );
         }

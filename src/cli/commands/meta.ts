@@ -1,8 +1,9 @@
 /**
  * The namespace commands against a running cluster, all clients of MetaClient:
- * `cairn ls | stat | mkdir | rm | mv | ln | watch --endpoints a,b,c` (or CAIRN_ENDPOINTS).
+ * `cairn ls | stat | mkdir | rm | mv | ln | watch --endpoint a[,b,c]` (or $CAIRN_ENDPOINTS, else
+ * 127.0.0.1:7400, node 1 of `cairn local up`). `--endpoints` is still accepted (hidden).
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { addressSchema } from '../../common/config.js';
 import type { Attr, MetaClient } from '../../meta/client.js';
@@ -11,7 +12,7 @@ import { parseOptions, usageError } from '../usage.js';
 
 const baseSchema = z.object({
   endpoints: z
-    .string({ error: 'give --endpoints host:port,… or set CAIRN_ENDPOINTS' })
+    .string({ error: 'give --endpoint host:port[,…] or set CAIRN_ENDPOINTS' })
     .min(1)
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
     .pipe(z.array(addressSchema).min(1)),
@@ -21,13 +22,15 @@ const baseSchema = z.object({
 
 function withEndpoints(c: Command): Command {
   return c
-    .option('--endpoints <list>', 'comma-separated host:port of cluster nodes (default: $CAIRN_ENDPOINTS)')
+    .option('--endpoint <host:port>', 'node(s) to talk to, comma-separated (default: $CAIRN_ENDPOINTS, $CAIRN_ENDPOINT, or 127.0.0.1:7400)')
+    .addOption(new Option('--endpoints <list>', 'same as --endpoint').hideHelp())
     .option('--timeout-ms <n>', 'deadline of each request in milliseconds', '10000')
     .option('--json', 'print JSON');
 }
 
 async function withClient<T>(raw: Record<string, unknown>, fn: (c: MetaClient, o: z.infer<typeof baseSchema>) => Promise<T>): Promise<T> {
-  const o = parseOptions(baseSchema, { ...raw, endpoints: raw.endpoints ?? process.env.CAIRN_ENDPOINTS });
+  const endpoints = raw.endpoint ?? raw.endpoints ?? process.env.CAIRN_ENDPOINTS ?? process.env.CAIRN_ENDPOINT ?? '127.0.0.1:7400';
+  const o = parseOptions(baseSchema, { ...raw, endpoint: undefined, endpoints });
   const { MetaClient } = await import('../../meta/client.js');
   const c = new MetaClient({ endpoints: o.endpoints, timeoutMs: o.timeoutMs });
   try {

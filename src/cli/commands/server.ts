@@ -7,11 +7,14 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { loadNodeConfig, nodeConfigSchema, type NodeConfig } from '../../common/config.js';
 import { CairnError } from '../../common/errors.js';
-import { mkdirDurable, writeFileDurable, pathExists } from '../../common/durable.js';
+import { mkdirDurable, writeFileDurable, pathExists, privateUmask } from '../../common/durable.js';
 import { logger } from '../../common/log.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions } from '../usage.js';
 import { untilSignal } from '../signals.js';
+import { issueInto, readCa, writeNewCa } from '../credentials.js';
+import { credentialFiles } from '../../rpc/security.js';
+import { randomBytes } from 'node:crypto';
 
 const initSchema = z.object({
   nodes: z.coerce.number().int().min(1).max(9),
@@ -21,6 +24,8 @@ const initSchema = z.object({
   diskSizeBytes: z.coerce.number().int().min(1 << 20).default(4 * 1024 * 1024 * 1024),
   disks: z.coerce.number().int().min(1).max(16).default(1),
   clusterName: z.string().default('local'),
+  /** Write no TLS section: the nodes accept anyone (benchmarks comparing with other systems). */
+  insecure: z.boolean().default(false),
   force: z.boolean().default(false),
   json: z.boolean().default(false),
 });
@@ -47,6 +52,7 @@ export function localClusterConfigs(o: z.infer<typeof initSchema>): Array<{ path
         class: 'hdd',
       })),
       ...(o.metricsBasePort !== undefined ? { metricsListen: `127.0.0.1:${o.metricsBasePort + i}` } : {}),
+      ...(o.insecure ? {} : { tls: credentialFiles(join(nodeDir, 'tls'), 'node') }),
     });
     return { path: join(nodeDir, 'cairn.json'), config };
   });
@@ -63,6 +69,14 @@ export async function writeLocalCluster(raw: z.input<typeof initSchema>): Promis
     for (const n of nodes) {
       if (await pathExists(n.path)) throw new CairnError('EEXIST', `${n.path} exists; use --force to overwrite it`);
     }
+  }
+  // One CA per cluster folder (kept on restart: the nodes' certificates stay valid), a node
+  // certificate per node, and a client certificate for the owner's CLI in <dir>/client.
+  const dir = resolve(o.dir);
+  if (!o.insecure) {
+    const ca = (await readCa(dir)) ?? (await writeNewCa(dir, `${o.clusterName}-${randomBytes(6).toString('hex')}`));
+    for (const n of nodes) await issueInto(join(dir, `node${n.config.nodeId}`, 'tls'), ca, { kind: 'node', name: `node-${n.config.nodeId}`, ips: ['127.0.0.1'] });
+    await issueInto(join(dir, 'client'), ca, { kind: 'client', name: 'client-admin' });
   }
   for (const n of nodes) {
     await mkdirDurable(n.config.dataDir);
@@ -82,6 +96,7 @@ export function register(program: Command): void {
     .requiredOption('--config <file>', 'node config file (see `cairn init` and ops/config)')
     .option('--join', 'start with an empty membership and wait to be added to a running cluster')
     .action(async (raw: { config: string; join?: boolean }) => {
+      privateUmask();
       const cfg = await loadNodeConfig(raw.config);
       const { startNode } = await import('../../server/node.js');
       const log = logger('start', { node: cfg.nodeId });
@@ -89,8 +104,15 @@ export function register(program: Command): void {
       process.stdout.write(
         `${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.address, metrics: n.metricsAddress ?? null, pid: process.pid })}\n`,
       );
-      await untilSignal(log);
+      const fatal = await Promise.race([untilSignal(log).then(() => undefined), n.failed]);
       await n.stop();
+      // A node whose Raft failed ends with a non-zero status (systemd restarts it). Whatever
+      // handle outlives stop() (a socket in its close handshake, a worker) must not keep the
+      // process alive: it exits at once once stopped.
+      const code = fatal === undefined ? 0 : 1;
+      if (fatal !== undefined) process.stderr.write(`cairn: EIO: raft failed: ${fatal.message}\n`);
+      log.info({ code }, 'exiting');
+      process.exit(code);
     });
 
   program
@@ -103,13 +125,16 @@ export function register(program: Command): void {
     .option('--disks <n>', 'directory disks per node', '1')
     .option('--disk-size-bytes <n>', 'capacity each directory disk offers', String(4 * 1024 * 1024 * 1024))
     .option('--cluster-name <name>', 'cluster name', 'local')
+    .option('--insecure', 'no TLS: the nodes accept anyone (benchmarks)')
     .option('--force', 'overwrite existing config files')
     .option('--json', 'print JSON')
     .action(async (raw: unknown) => {
       const o = parseOptions(initSchema, raw);
+      privateUmask();
       const nodes = await writeLocalCluster(o);
+      const credentials = o.insecure ? null : join(resolve(o.dir), 'client');
       if (o.json) {
-        printJson({ nodes: nodes.map((n) => ({ nodeId: n.config.nodeId, config: n.path, listen: n.config.listen })) });
+        printJson({ nodes: nodes.map((n) => ({ nodeId: n.config.nodeId, config: n.path, listen: n.config.listen })), credentials });
         return;
       }
       printTable(
@@ -118,7 +143,7 @@ export function register(program: Command): void {
       );
       process.stdout.write(
         `\nstart each node with:  cairn start --config ${join(resolve(o.dir), 'node<N>', 'cairn.json')}\n` +
-          `then e.g.:             cairn ls / --endpoints ${nodes.map((n) => n.config.listen).join(',')}\n`,
+          `then e.g.:             cairn ls / --endpoint ${nodes.map((n) => n.config.listen).join(',')}\n`,
       );
     });
 }
