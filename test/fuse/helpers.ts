@@ -54,7 +54,7 @@ export async function startMountedCluster(): Promise<MountedCluster> {
   const ports = [await freePort(), await freePort(), await freePort()];
   // cairn init wants consecutive ports: write the configs from its output, with ours.
   const base = ports[0]!;
-  const init = await runCairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(base), '--disk-size-bytes', String(1 << 30), '--json']);
+  const init = await runCairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(base), '--disk-size-bytes', String(1 << 30), '--insecure', '--json']);
   if (init.code !== 0) throw new Error(`cairn init failed: ${init.stderr}`);
   const configs = (JSON.parse(init.stdout) as { nodes: Array<{ config: string; listen: string }> }).nodes;
   for (const [i, n] of configs.entries()) {

@@ -85,7 +85,7 @@ async function readAll(c: FileClient, path: string): Promise<string> {
 beforeAll(async () => {
   dir = await tempDir('cairn-avail-');
   const base = 20_000 + Math.floor(Math.random() * 30_000);
-  const init = await runCairn(['init', '--nodes', '3', '--dir', dir.path, '--base-port', String(base), '--disk-size-bytes', String(512 * 1024 * 1024), '--json']);
+  const init = await runCairn(['init', '--nodes', '3', '--dir', dir.path, '--base-port', String(base), '--disk-size-bytes', String(512 * 1024 * 1024), '--insecure', '--json']);
   expect(init.code).toBe(0);
   for (const n of (JSON.parse(init.stdout) as { nodes: Array<{ nodeId: number; config: string; listen: string }> }).nodes) {
     const cfg = JSON.parse(await readFile(n.config, 'utf8')) as { daemon?: Record<string, unknown> };
