@@ -1187,7 +1187,7 @@ export function planReplace(dm: Diskmap, oldRef: string, nd: NewDisk, opts: Plan
   if (!Number.isSafeInteger(nd.capacityBytes) || nd.capacityBytes <= 0) return refusedPlan(dm, `new disk capacity ${nd.capacityBytes} must be a positive number of bytes`);
   const used = dm.groups.reduce((n, g) => n + g.buckets.filter((b, i) => diskKeyOf(b) === old.key && g.lost?.includes(i) !== true).length, 0);
   const lostHere = dm.groups.reduce((n, g) => n + g.buckets.filter((b) => diskKeyOf(b) === old.key).length, 0);
-  const newBuckets = Math.min(0x10000, Math.floor(nd.capacityBytes / dm.bucketSizeBytes));
+  const newBuckets = Math.min(0xffff, Math.floor(nd.capacityBytes / dm.bucketSizeBytes));
   const need = old.d.state === 'failed' ? lostHere : used;
   if (newBuckets < need) {
     return refusedPlan(
