@@ -97,6 +97,21 @@ export function survivalOf(es: readonly DiskEntry[], slack: number): Survival {
  * unavailable; see the header comment for the rule. Pure: the same answer on every node.
  */
 export function planDegradedWrite(dm: Diskmap, groupId: number, down: FailureSet = {}): DegradedWrite {
+  // Called per chunk while something is down: answers are cached per map, outage and group.
+  const k = JSON.stringify([[...(down.disks ?? [])].sort(), [...(down.machines ?? [])].sort(), groupId]);
+  let perMap = cache.get(dm);
+  if (perMap === undefined) cache.set(dm, (perMap = new Map()));
+  const hit = perMap.get(k);
+  if (hit !== undefined) return hit;
+  const w = Object.freeze(decide(dm, groupId, down));
+  if (perMap.size >= 100_000) perMap.clear();
+  perMap.set(k, w);
+  return w;
+}
+
+const cache = new WeakMap<Diskmap, Map<string, DegradedWrite>>();
+
+function decide(dm: Diskmap, groupId: number, down: FailureSet): DegradedWrite {
   const g = dm.groups[groupId];
   if (g === undefined || g.retired) return { kind: 'refuse', group: groupId, reason: `group ${groupId} does not exist or is retired in diskmap epoch ${dm.epoch}` };
   const keys = downDiskKeys(dm, down);
