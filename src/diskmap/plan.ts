@@ -81,8 +81,10 @@ function loadLayout(old: Diskmap, topology: Topology, refusals: string[]): Layou
   for (const g of old.groups) {
     const lg: LGroup = { disks: [], buckets: [], retired: g.retired };
     for (const [pos, b] of g.buckets.entries()) {
-      // A slot recorded as lost stays lost (rebuilt below), even if its disk is back.
-      const idx = g.lost?.includes(pos) === true ? undefined : find(b);
+      // A slot recorded as lost whose disk is gone stays lost (rebuilt below); if its disk is in
+      // the topology again and not failed (the same incarnation: it came back), it is live again,
+      // as a failed disk set back to active always was (catch-up brings it up to date).
+      const idx = find(b);
       const key = idx === undefined ? diskKeyOf(b) : (layout.disks[idx] as LDisk).entry.key;
       const wasFailed = oldState.get(key)?.state === 'failed' || g.lost?.includes(pos) === true;
       const disk = idx === undefined ? undefined : layout.disks[idx];

@@ -167,6 +167,18 @@ describe('planner fixes (issue 13)', () => {
     expect(analyzeFailure(last, {}).degradedGroups).toEqual([]);
   });
 
+  it('a failed disk that comes back (same incarnation, active again) holds its slots again: nothing to rebuild', () => {
+    const t1 = parseTopology({ machines: [{ name: 'b', machine: 0, disks: [0, 1, 2].map((d) => ({ disk: d, capacity: 30 * BUCKET, incarnation: `a${d}` })) }] });
+    const dm = buildDiskmap(t1, { bucketSizeBytes: BUCKET });
+    const f = reload(planRepair(dm, 'b/1').diskmap);
+    expect(f.groups.every((g) => g.lost?.length === 1)).toBe(true);
+    const back = planChange(f, t1);
+    expect(back.refused).toBeUndefined();
+    expect(back.moves).toEqual([]);
+    expect(reload(back.diskmap).groups.some((g) => g.lost !== undefined)).toBe(false);
+    expect(analyzeFailure(back.diskmap, {}).degradedGroups).toEqual([]);
+  });
+
   it('a lost slot naming a disk that is not in the topology is refused unless listed as lost', () => {
     const t1 = parseTopology({ machines: [{ name: 'b', machine: 0, disks: [0, 1, 2].map((d) => ({ disk: d, capacity: 30 * BUCKET, incarnation: `a${d}` })) }] });
     const f = planRepair(buildDiskmap(t1, { bucketSizeBytes: BUCKET }), 'b/1');
