@@ -37,3 +37,5 @@ export {
 export { analyzeFailure, type FailureReport, type WriteState } from './failure.js';
 export { serializeDiskmap, parseDiskmap, diskmapToJson, diskmapJsonSchema, schemeSchema, type DiskmapJson } from './serialize.js';
 export { movementBetween, type MovementStats } from './movement.js';
+export { planDegradedWrite, handoffBucketOf, downDiskKeys, survivalOf, type DegradedWrite, type HandoffSlot, type Survival } from './handoff.js';
+export { HANDOFF_BUCKET, type Headroom } from './layout.js';

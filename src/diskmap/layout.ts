@@ -13,8 +13,12 @@ import { DOMAIN_LEVELS } from './types.js';
 /** Bound on the buckets of one map (memory and planning time grow with it): 244 PiB of 64 GiB buckets. */
 export const MAX_TOTAL_BUCKETS = 4_000_000;
 
-/** Bucket numbers are 16 bits: a disk holds at most this many buckets, the rest is unused. */
-export const MAX_BUCKETS_PER_DISK = 0x10000;
+/**
+ * Bucket numbers are 16 bits: a disk holds at most this many buckets (numbers 0..65534), the
+ * rest is unused. Number 0xffff is each disk's handoff bucket (HANDOFF_BUCKET), never in a group.
+ */
+export const MAX_BUCKETS_PER_DISK = 0xffff;
+export const HANDOFF_BUCKET = 0xffff;
 
 export const levelIndex = (l: DomainLevel): number => DOMAIN_LEVELS.indexOf(l);
 

@@ -81,8 +81,10 @@ function loadLayout(old: Diskmap, topology: Topology, refusals: string[]): Layou
   for (const g of old.groups) {
     const lg: LGroup = { disks: [], buckets: [], retired: g.retired };
     for (const [pos, b] of g.buckets.entries()) {
-      // A slot recorded as lost stays lost (rebuilt below), even if its disk is back.
-      const idx = g.lost?.includes(pos) === true ? undefined : find(b);
+      // A slot recorded as lost whose disk is gone stays lost (rebuilt below); if its disk is in
+      // the topology again and not failed (the same incarnation: it came back), it is live again,
+      // as a failed disk set back to active always was (catch-up brings it up to date).
+      const idx = find(b);
       const key = idx === undefined ? diskKeyOf(b) : (layout.disks[idx] as LDisk).entry.key;
       const wasFailed = oldState.get(key)?.state === 'failed' || g.lost?.includes(pos) === true;
       const disk = idx === undefined ? undefined : layout.disks[idx];
@@ -291,12 +293,10 @@ class Planner {
       );
     }
     let excess = L.activeGroups() - targetG;
-    for (let g = 0; g < L.groups.length && excess > 0; g++) {
-      const lg = L.groups[g] as LGroup;
-      if (!lg.retired && lg.disks.some((d) => draining.includes(d))) {
-        this.retire(g);
-        excess--;
-      }
+    for (const g of this.retireOrder(draining, excess)) {
+      if (excess <= 0) break;
+      this.retire(g);
+      excess--;
     }
     for (const disk of L.disks) {
       if (disk.entry.d.state !== 'draining') continue;
@@ -320,6 +320,52 @@ class Planner {
     if (this.retiredGroups.length > 0) {
       this.warnings.push(`the drain retired ${this.retiredGroups.length} placement group(s): usable capacity shrinks; make sure the data fits before applying`);
     }
+  }
+
+  /**
+   * Which groups on the draining disks to retire: their keys go to the groups that stay, each of
+   * which takes some (even shares), at a cost of the positions where giver and taker differ. So
+   * choose them like medoids: one by one, the group that most raises, summed over the staying
+   * groups, the best agreement (same disk at the same position, the draining disks left out)
+   * with a chosen one. Small maps only (else: in group order, as before).
+   */
+  private retireOrder(draining: readonly number[], n: number): number[] {
+    const L = this.layout;
+    const on: number[] = [];
+    L.groups.forEach((lg, g) => {
+      if (!lg.retired && lg.disks.some((d) => draining.includes(d))) on.push(g);
+    });
+    if (n <= 0 || on.length <= n || L.groups.length * on.length * n > 20_000_000) return on;
+    const stay = L.groups.map((lg, g) => ({ lg, g })).filter(({ lg }) => !lg.retired);
+    const agree = (a: LGroup, b: LGroup): number => {
+      let k = 0;
+      for (let i = 0; i < a.disks.length; i++) if (a.disks[i] === b.disks[i] && !draining.includes(a.disks[i] as number)) k++;
+      return k;
+    };
+    const best = new Map<number, number>(stay.map(({ g }) => [g, -1]));
+    const chosen: number[] = [];
+    const left = new Set(on);
+    while (chosen.length < n) {
+      let top = -1;
+      let topGain = -Infinity;
+      for (const r of left) {
+        const R = L.groups[r] as LGroup;
+        let gain = 0;
+        for (const { lg, g } of stay) {
+          if (g === r || chosen.includes(g)) continue;
+          gain += Math.max(0, agree(R, lg) - (best.get(g) as number));
+        }
+        if (gain > topGain) {
+          topGain = gain;
+          top = r;
+        }
+      }
+      chosen.push(top);
+      left.delete(top);
+      const R = L.groups[top] as LGroup;
+      for (const { lg, g } of stay) best.set(g, Math.max(best.get(g) as number, agree(R, lg)));
+    }
+    return chosen;
   }
 
   /**
@@ -1187,7 +1233,7 @@ export function planReplace(dm: Diskmap, oldRef: string, nd: NewDisk, opts: Plan
   if (!Number.isSafeInteger(nd.capacityBytes) || nd.capacityBytes <= 0) return refusedPlan(dm, `new disk capacity ${nd.capacityBytes} must be a positive number of bytes`);
   const used = dm.groups.reduce((n, g) => n + g.buckets.filter((b, i) => diskKeyOf(b) === old.key && g.lost?.includes(i) !== true).length, 0);
   const lostHere = dm.groups.reduce((n, g) => n + g.buckets.filter((b) => diskKeyOf(b) === old.key).length, 0);
-  const newBuckets = Math.min(0x10000, Math.floor(nd.capacityBytes / dm.bucketSizeBytes));
+  const newBuckets = Math.min(0xffff, Math.floor(nd.capacityBytes / dm.bucketSizeBytes));
   const need = old.d.state === 'failed' ? lostHere : used;
   if (newBuckets < need) {
     return refusedPlan(

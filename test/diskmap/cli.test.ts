@@ -23,6 +23,7 @@ describe('cairn diskmap', () => {
     expect(r.stdout).toMatch(/redundancy: +EC 2\+1/);
     expect(r.stdout).toMatch(/box1\/0 +hdd +active/);
     expect(r.stdout).toMatch(/placement groups \(87/);
+    expect(r.stdout).toMatch(/repair: +a lost disk cannot be rebuilt elsewhere .* degraded until the disk is replaced/);
   });
 
   it('show --json parses and validates as a diskmap document', async () => {

@@ -160,7 +160,7 @@ function diskRows(dm: Diskmap): DiskRow[] {
   for (const g of dm.groups) for (const b of g.buckets) used.set(diskKeyOf(b), (used.get(diskKeyOf(b)) ?? 0) + 1);
   return diskEntries(dm.topology).map((e) => {
     const data = e.d.class === dm.dataClass && e.d.state !== 'removed';
-    const buckets = data ? Math.min(0x10000, Math.floor(e.d.capacityBytes / dm.bucketSizeBytes)) : 0;
+    const buckets = data ? Math.min(0xffff, Math.floor(e.d.capacityBytes / dm.bucketSizeBytes)) : 0;
     const u = used.get(e.key) ?? 0;
     return {
       label: diskLabel(e),
