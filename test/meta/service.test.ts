@@ -256,4 +256,28 @@ describe('metadata service over gRPC', () => {
     expect(parseDiskmap(got.documentJson).groups.length).toBe(dm1.groups.length);
     expect((await client.diskmapChange(1)).diffJson).toBe('{"reason":"initial"}');
   });
+
+  it('maxWritesInFlight: writes issued one turn apart wait for the one in flight and share its next entry', async () => {
+    const gated = new MetaClient({ endpoints: [node.address], maxWritesInFlight: 1 });
+    try {
+      await gated.mkdir('/gated');
+      const issue = async (c: MetaClient, prefix: string): Promise<number> => {
+        const before = await sm.appliedIndex();
+        const all: Array<Promise<unknown>> = [];
+        for (let i = 0; i < 30; i++) {
+          all.push(c.putFile(`/gated/${prefix}${i}`, Buffer.from(`file ${i}`)));
+          await new Promise((r) => setImmediate(r)); // each write in its own event-loop turn
+        }
+        await Promise.all(all);
+        return (await sm.appliedIndex()) - before;
+      };
+      const apart = await issue(client, 'a'); // without the option: about one entry per write
+      const together = await issue(gated, 'g');
+      expect(together).toBeLessThan(15);
+      expect(together * 2).toBeLessThan(apart);
+      for (let i = 0; i < 30; i++) expect((await client.layout(`/gated/g${i}`)).inline?.toString()).toBe(`file ${i}`);
+    } finally {
+      gated.close();
+    }
+  });
 });
