@@ -97,7 +97,8 @@ describe('metadata service over gRPC', () => {
     await expect(client.truncate('/s/f', 10, 1, 0)).rejects.toMatchObject({ code: 'EFENCED' });
     const t = await client.truncate('/s/f', 10, 1, lease.token);
     expect(t.attr).toMatchObject({ size: 10, version: 2 });
-    expect((await client.layout('/s/f')).extents).toEqual([{ ...ext[0], length: 10 }]);
+    // The cut extent is a slice of its 100-byte chunk (readers fetch and check the whole chunk).
+    expect((await client.layout('/s/f')).extents).toEqual([{ ...ext[0], length: 10, chunkOffset: 0, chunkLength: 100 }]);
     expect(await client.leaseRelease(attr.ino, 'me', lease.token)).toBe(true);
     // the GC's view: current layouts of all files
     const all: Array<{ ino: number; version: number }> = [];
