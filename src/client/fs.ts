@@ -813,10 +813,11 @@ export class CairnFs {
     if (this.renewing || this.closing) return;
     this.renewing = true;
     try {
-      // Pins of open files first (re-pinned when a commit moved the base on), then leases.
-      for (const f of this.files.values()) {
-        if (f.openCount > 0 && (f.pinnedVersion !== null || f.st.base.extents.length > 0)) await this.pin(f);
-      }
+      // Pins of open files first (re-pinned when a commit moved the base on), a few at a time, then leases.
+      const pins = [...this.files.values()].filter((f) => f.openCount > 0 && (f.pinnedVersion !== null || f.st.base.extents.length > 0));
+      await Promise.all(Array.from({ length: RENEW_PARALLELISM }, async () => {
+        for (let f = pins.shift(); f !== undefined && !this.closing; f = pins.shift()) await this.pin(f);
+      }));
       const queue = [...this.files.values()].filter((f) => f.st.leaseToken !== null);
       const worker = async (): Promise<void> => {
         for (let f = queue.shift(); f !== undefined; f = queue.shift()) {

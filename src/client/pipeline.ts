@@ -338,6 +338,18 @@ export async function runCommit(f: CachedFile, d: PipelineDeps): Promise<void> {
     f.setState('committing');
     const attr = await d.meta.getattr(f.fileId);
     if (attr.version === intent.baseVersion) {
+      if (intent.inline === undefined && intent.fresh.length > 0) {
+        // The chunks this intent stored lost their protection from GC with the lease that died
+        // with the process (GC keeps shards newer than the oldest live lease, then a grace
+        // period): store them again from the journal — idempotent, it refreshes them — then CAS.
+        const again = await storeChunks(f, d);
+        const redo: CommitIntent = { ...intent, extents: again.extents, fresh: again.fresh };
+        intent = redo;
+        await f.lock.run(async () => {
+          f.st = { ...f.st, commit: redo };
+          await f.saveState();
+        });
+      }
       newVersion = await compareAndSet(f, intent, d);
     } else if (sameLayout(attr, intent)) {
       newVersion = attr.version;

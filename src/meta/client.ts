@@ -72,6 +72,13 @@ export interface MetaClientOptions {
   retryBudgetMs?: number;
   /** Coalesce concurrent namespace writes into Batch requests (default true). */
   batchWrites?: boolean;
+  /**
+   * With batchWrites: at most this many write requests in flight; writes issued meanwhile wait for
+   * one to return and go together as one Batch (0, the default: no limit, each event-loop turn's
+   * writes go at once). For callers whose writes arrive one by one from many sources (the file
+   * service's small puts): they share Raft entries instead of paying one each.
+   */
+  maxWritesInFlight?: number;
 }
 
 /** Writes one Batch request carries at most (the node accepts 1024). */
@@ -154,6 +161,9 @@ export class MetaClient {
   /** Writes issued during this turn of the event loop (at most MAX_BATCH_WRITES). */
   private queued: QueuedWrite[] = [];
   private flushScheduled = false;
+  private readonly maxWritesInFlight: number;
+  /** Write requests (lone or Batch) sent and not yet answered. */
+  private writesInFlight = 0;
 
   constructor(opts: MetaClientOptions) {
     if (opts.endpoints.length === 0) throw new CairnError('EINVAL', 'MetaClient needs at least one endpoint');
@@ -161,6 +171,7 @@ export class MetaClient {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.retryBudgetMs = opts.retryBudgetMs ?? 30_000;
     this.batchWrites = opts.batchWrites ?? true;
+    this.maxWritesInFlight = opts.maxWritesInFlight ?? 0;
   }
 
   private client(addr: string): grpc.Client {
@@ -195,7 +206,9 @@ export class MetaClient {
     return new Promise<Wire>((resolve, reject) => {
       this.queued.push({ method, req, resolve, reject });
       if (this.queued.length >= MAX_BATCH_WRITES) this.flush();
-      else if (!this.flushScheduled) {
+      else if (this.maxWritesInFlight > 0 && this.writesInFlight >= this.maxWritesInFlight) {
+        // Sent when a write in flight returns (sendWrites' finally).
+      } else if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => {
           this.flushScheduled = false;
@@ -210,13 +223,18 @@ export class MetaClient {
     const writes = this.queued;
     this.queued = [];
     if (writes.length === 0) return;
+    this.writesInFlight++;
+    const done = (): void => {
+      this.writesInFlight--;
+      if (this.maxWritesInFlight > 0 && this.queued.length > 0 && !this.flushScheduled) this.flush();
+    };
     if (writes.length === 1) {
       const w = writes[0]!;
-      this.send(w.method, w.req).then(w.resolve, w.reject);
+      this.send(w.method, w.req).then(w.resolve, w.reject).finally(done);
       return;
     }
     const ops = writes.map((w) => ({ [BATCHABLE[w.method]!.field]: w.req }));
-    this.send('Batch', { ops }).then(
+    void this.send('Batch', { ops }).then(
       (reply) => {
         const results = (reply.results as Wire[] | undefined) ?? [];
         writes.forEach((w, i) => {
@@ -245,7 +263,7 @@ export class MetaClient {
       (err: unknown) => {
         for (const w of writes) w.reject(err);
       },
-    );
+    ).finally(done);
   }
 
   /** One request with failover: ENOTLEADER → the named leader; EUNAVAIL/EAGAIN → next node. */

@@ -410,7 +410,9 @@ export class FileService {
 export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   const { view, clients, endpoints } = clusterPartsOf(ctx);
   // Its own MetaClient: the cache's lease releases at shutdown run after the cluster part stopped.
-  const meta = new MetaClient({ endpoints, timeoutMs: 5_000, retryBudgetMs: 20_000 });
+  // Small puts arrive one by one on separate streams: two writes in flight at most, the rest wait
+  // and share the next Batch (one Raft entry) instead of one entry each.
+  const meta = new MetaClient({ endpoints, timeoutMs: 5_000, retryBudgetMs: 20_000, maxWritesInFlight: 2 });
   const f = ctx.cfg.daemon.file;
   const fs = await CairnFs.start(
     {

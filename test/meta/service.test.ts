@@ -97,7 +97,8 @@ describe('metadata service over gRPC', () => {
     await expect(client.truncate('/s/f', 10, 1, 0)).rejects.toMatchObject({ code: 'EFENCED' });
     const t = await client.truncate('/s/f', 10, 1, lease.token);
     expect(t.attr).toMatchObject({ size: 10, version: 2 });
-    expect((await client.layout('/s/f')).extents).toEqual([{ ...ext[0], length: 10 }]);
+    // The cut extent is a slice of its 100-byte chunk (readers fetch and check the whole chunk).
+    expect((await client.layout('/s/f')).extents).toEqual([{ ...ext[0], length: 10, chunkOffset: 0, chunkLength: 100 }]);
     expect(await client.leaseRelease(attr.ino, 'me', lease.token)).toBe(true);
     // the GC's view: current layouts of all files
     const all: Array<{ ino: number; version: number }> = [];
@@ -255,5 +256,29 @@ describe('metadata service over gRPC', () => {
     expect(got.epoch).toBe(1);
     expect(parseDiskmap(got.documentJson).groups.length).toBe(dm1.groups.length);
     expect((await client.diskmapChange(1)).diffJson).toBe('{"reason":"initial"}');
+  });
+
+  it('maxWritesInFlight: writes issued one turn apart wait for the one in flight and share its next entry', async () => {
+    const gated = new MetaClient({ endpoints: [node.address], maxWritesInFlight: 1 });
+    try {
+      await gated.mkdir('/gated');
+      const issue = async (c: MetaClient, prefix: string): Promise<number> => {
+        const before = await sm.appliedIndex();
+        const all: Array<Promise<unknown>> = [];
+        for (let i = 0; i < 30; i++) {
+          all.push(c.putFile(`/gated/${prefix}${i}`, Buffer.from(`file ${i}`)));
+          await new Promise((r) => setImmediate(r)); // each write in its own event-loop turn
+        }
+        await Promise.all(all);
+        return (await sm.appliedIndex()) - before;
+      };
+      const apart = await issue(client, 'a'); // without the option: about one entry per write
+      const together = await issue(gated, 'g');
+      expect(together).toBeLessThan(15);
+      expect(together * 2).toBeLessThan(apart);
+      for (let i = 0; i < 30; i++) expect((await client.layout(`/gated/g${i}`)).inline?.toString()).toBe(`file ${i}`);
+    } finally {
+      gated.close();
+    }
   });
 });
