@@ -11,8 +11,9 @@ import { register as meta } from './meta.js';
 import { register as local } from './local.js';
 import { register as files } from './files.js';
 import { register as repair } from './repair.js';
+import { register as disk } from './disk.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, repair, meta, diskmap, chunk, kv];
+export const COMMANDS: RegisterCommand[] = [local, server, files, repair, disk, meta, diskmap, chunk, kv];
