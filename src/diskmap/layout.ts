@@ -13,8 +13,11 @@ import { DOMAIN_LEVELS } from './types.js';
 /** Bound on the buckets of one map (memory and planning time grow with it): 244 PiB of 64 GiB buckets. */
 export const MAX_TOTAL_BUCKETS = 4_000_000;
 
-/** Bucket numbers are 16 bits: a disk holds at most this many buckets, the rest is unused. */
-export const MAX_BUCKETS_PER_DISK = 0x10000;
+/**
+ * Bucket numbers are 16 bits, and number 0xffff is every disk's handoff bucket (guest shards,
+ * src/chunk/handoff.ts): a disk holds at most this many buckets (0..0xfffe), the rest is unused.
+ */
+export const MAX_BUCKETS_PER_DISK = 0xffff;
 
 export const levelIndex = (l: DomainLevel): number => DOMAIN_LEVELS.indexOf(l);
 
@@ -140,7 +143,7 @@ export class Layout {
   bucketIdOf(d: number, b: number): BucketId {
     const e = (this.disks[d] as LDisk).entry;
     const m = e.machine;
-    // The location was validated with the topology and b < buckets ≤ 65536: no second check.
+    // The location was validated with the topology and b < buckets ≤ 65535: no second check.
     if (!(b >= 0 && b < MAX_BUCKETS_PER_DISK)) assert(false, `bucket number ${b} out of range`);
     return Object.freeze({ dc: m.dc, row: m.row, rack: m.rack, machine: m.machine, disk: e.d.disk, bucket: b, incarnation: e.d.incarnation });
   }
