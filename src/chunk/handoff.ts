@@ -23,8 +23,10 @@ import { createHash } from 'node:crypto';
 import { bucketId as makeBucketId, diskKeyOf, type BucketId } from '../diskmap/bucket-id.js';
 import type { Diskmap } from '../diskmap/types.js';
 
-/** Bucket number reserved on every disk for guest shards. The diskmap never allocates it. */
-export const HANDOFF_BUCKET = 0xffff;
+import { HANDOFF_BUCKET } from '../diskmap/layout.js';
+
+/** Bucket number reserved on every disk for guest shards; the diskmap never allocates it (one constant, src/diskmap/layout.ts). */
+export { HANDOFF_BUCKET };
 
 /** How many candidate disks a reader asks for one missing shard (the writer chooses among these). */
 export const HANDOFF_CANDIDATES = 8;

@@ -14,8 +14,9 @@ import { DOMAIN_LEVELS } from './types.js';
 export const MAX_TOTAL_BUCKETS = 4_000_000;
 
 /**
- * Bucket numbers are 16 bits: a disk holds at most this many buckets (numbers 0..65534), the
- * rest is unused. Number 0xffff is each disk's handoff bucket (HANDOFF_BUCKET), never in a group.
+ * Bucket numbers are 16 bits: a disk holds at most this many buckets (numbers 0..0xfffe), the
+ * rest is unused. Number 0xffff is every disk's handoff bucket (HANDOFF_BUCKET: guest shards,
+ * src/chunk/handoff.ts), never in a group.
  */
 export const MAX_BUCKETS_PER_DISK = 0xffff;
 export const HANDOFF_BUCKET = 0xffff;
@@ -144,7 +145,7 @@ export class Layout {
   bucketIdOf(d: number, b: number): BucketId {
     const e = (this.disks[d] as LDisk).entry;
     const m = e.machine;
-    // The location was validated with the topology and b < buckets ≤ 65536: no second check.
+    // The location was validated with the topology and b < buckets ≤ 65535: no second check.
     if (!(b >= 0 && b < MAX_BUCKETS_PER_DISK)) assert(false, `bucket number ${b} out of range`);
     return Object.freeze({ dc: m.dc, row: m.row, rack: m.rack, machine: m.machine, disk: e.d.disk, bucket: b, incarnation: e.d.incarnation });
   }

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { CairnError } from '../common/errors.js';
 import { call, fromServiceError, grpc, makeClient, openClientStream, openServerStream, serviceOf } from '../rpc/grpc.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
-import { repairProgressSchema, type RepairProgress } from './repair-job.js';
+import { repairProgressSchema, type RepairProgress } from './repair-progress.js';
 
 /** The repair progress a node sent (JSON, validated); null when absent or not valid. */
 function parseRepair(v: unknown): RepairProgress | null {

@@ -9,7 +9,7 @@
  * JSON; it is validated with zod here whenever it is read back, and a bad one is skipped and
  * logged, never trusted.
  */
-import { repairProgressSchema } from './repair-job.js';
+import { repairProgressSchema } from './repair-progress.js';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { parseWith } from '../common/config.js';

@@ -20,7 +20,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { writeFileDurable } from '../common/durable.js';
 import type { Logger } from '../common/log.js';
 import { counter, gauge } from '../common/metrics.js';
@@ -30,39 +29,15 @@ import { rebuildLost } from '../chunk/repair.js';
 import { parseSchemeTag, type Scheme } from '../chunk/types.js';
 import { diskKeyOf, type BucketId, type Diskmap, type PlacementGroup } from '../diskmap/index.js';
 import type { NodeRecord } from './registry.js';
+import { repairProgressSchema, idleProgress, type RepairProgress } from './repair-progress.js';
+
+export { repairProgressSchema, idleProgress, type RepairProgress };
 
 const metrics = {
   rebuilt: counter('cairn_repair_shards_rebuilt_total', 'Shards of lost disks rebuilt on other disks'),
   bytes: counter('cairn_repair_bytes_checked_total', 'Chunk bytes the repair job has checked or rebuilt'),
   lost: gauge('cairn_repair_lost_disks', 'Disks the repair job considers lost (failed, or node down past the grace)'),
 };
-
-export const repairProgressSchema = z
-  .object({
-    state: z.enum(['idle', 'counting', 'repairing', 'done', 'waiting']),
-    /** Disk keys being rebuilt. */
-    lost: z.array(z.string().max(200)).max(4096),
-    /** One sentence: why (which disks, which nodes), or what it waits for. */
-    reason: z.string().max(2000),
-    chunksTotal: z.number().int().min(0),
-    chunksDone: z.number().int().min(0),
-    shardsRebuilt: z.number().int().min(0),
-    bytesTotal: z.number().int().min(0),
-    bytesDone: z.number().int().min(0),
-    rateBytesPerSec: z.number().min(0),
-    etaSec: z.number().min(0).nullable(),
-    startedAtMs: z.number().int().min(0),
-    updatedAtMs: z.number().int().min(0),
-    cursorIno: z.number().int().min(0),
-    failures: z.number().int().min(0),
-  })
-  .strict();
-export type RepairProgress = z.infer<typeof repairProgressSchema>;
-
-export function idleProgress(reason = 'every disk is up'): RepairProgress {
-  const now = Date.now();
-  return { state: 'idle', lost: [], reason, chunksTotal: 0, chunksDone: 0, shardsRebuilt: 0, bytesTotal: 0, bytesDone: 0, rateBytesPerSec: 0, etaSec: null, startedAtMs: now, updatedAtMs: now, cursorIno: 0, failures: 0 };
-}
 
 export interface LostDisks {
   keys: Set<string>;

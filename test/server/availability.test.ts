@@ -164,6 +164,10 @@ describe('a node down: writes go on, the cluster heals itself', () => {
       c.close();
     }
     for (const path of files.keys()) expect((await via.commitStatus(path)).state).toBe('durable');
+    // A drain the map cannot take (EC 2+1 on 3 disks: every group on all of them) is refused, with the reason.
+    const drain = await runCairn(['disk', 'drain', 'node3/0', '--endpoint', nodes[0]!.listen]);
+    expect(drain.code).toBe(1);
+    expect(drain.stderr).toMatch(/cannot drain node3\/0: .*Add a disk first/);
     via.close();
   }, 180_000);
 
@@ -218,6 +222,10 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     expect(st.error).toMatch(/missing shards/);
     // A strong write now cannot keep its promise: it fails, naming the missing redundancy.
     await expect(via.put('/no-redundancy', [randomBytes(1024 * 1024)], { mode: 'strong' })).rejects.toThrow(/redundancy|live disk/);
+    // Draining now could move the last copies: refused, saying why.
+    const drain = await runCairn(['disk', 'drain', 'node1/0', '--endpoint', nodes[0]!.listen]);
+    expect(drain.code).toBe(1);
+    expect(drain.stderr).toMatch(/refusing to drain while the cluster is degraded: .*node 3/);
     via.close();
   }, 120_000);
 

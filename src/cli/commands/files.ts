@@ -65,6 +65,48 @@ function progress(totalBytes: number, label: string): { update(n: number): void;
   };
 }
 
+/**
+ * A client that waits says what it waits for: while a put has not answered 5 s after its last
+ * byte was sent, look every 10 s at the cluster's status, and say on stderr what it waits for
+ * when a node or disk is not up (or, when all are up, once a minute has passed).
+ */
+function waitNotice(endpoint: string, path: string, what: string): { poke(): void; stop(): void } {
+  let t0 = Date.now();
+  let told = false;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const tell = async (): Promise<void> => {
+    let why = '';
+    try {
+      const cl = await withClient(endpoint, (c) => c.cluster());
+      const down = cl.nodes.flatMap((n) => [
+        ...(n.role === 'unreachable' ? [`node ${n.nodeId} unreachable`] : []),
+        ...n.disks.filter((d) => !d.state.startsWith('ok')).map((d) => `disk ${d.path} of node ${n.nodeId} ${d.state}`),
+      ]);
+      why = down.length > 0 ? `; not up: ${down.join(', ')}` : '; every node and disk is up';
+    } catch (err) {
+      why = `; the node does not answer a status request either (${(err as Error).message})`;
+    }
+    const quiet = why === '; every node and disk is up' && Date.now() - t0 < 60_000;
+    if (!quiet) told = true;
+    if (!stopped && !quiet) process.stderr.write(`cairn: still waiting for ${path} to be ${what} (${Math.round((Date.now() - t0) / 1000)} s): the node is storing its shards and committing${why}\n`);
+    if (!stopped) timer = setTimeout(() => void tell(), 10_000);
+  };
+  timer = setTimeout(() => void tell(), 5_000);
+  return {
+    poke: () => {
+      if (told || stopped) return;
+      clearTimeout(timer);
+      t0 = Date.now();
+      timer = setTimeout(() => void tell(), 5_000);
+    },
+    stop: () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}
+
 async function withClient<T>(endpoint: string, fn: (c: FileClient) => Promise<T>): Promise<T> {
   const c = new FileClient(endpoint);
   try {
@@ -105,9 +147,16 @@ export function register(program: Command): void {
     }
     const src = local === '-' ? process.stdin : createReadStream(local, { highWaterMark: 1024 * 1024 });
     const bar = progress(size, `put ${basename(path)}`);
+    const waiting = waitNotice(o.endpoint, path, o.strong ? 'durable' : 'visible');
     const r = await withClient(o.endpoint, (c) =>
-      c.put(path, src, { mode: o.strong ? 'strong' : o.weak ? 'weak' : undefined, mkdirs: o.mkdirs, sizeHint: size, onBytes: (n) => bar.update(n) }),
-    ).finally(() => bar.stop());
+      c.put(path, src, { mode: o.strong ? 'strong' : o.weak ? 'weak' : undefined, mkdirs: o.mkdirs, sizeHint: size, onBytes: (n) => {
+        bar.update(n);
+        waiting.poke();
+      } }),
+    ).finally(() => {
+      waiting.stop();
+      bar.stop();
+    });
     if (o.json) printJson(r);
     else process.stdout.write(`${r.path}: ${formatBytes(r.size)}, version ${r.version}, ${r.state}${r.pendingBytes > 0 ? ` (${formatBytes(r.pendingBytes)} pending)` : ''}\n`);
   });

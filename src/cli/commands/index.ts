@@ -14,8 +14,9 @@ import { register as mount } from './mount.js';
 import { register as repair } from './repair.js';
 import { register as recover } from './recover.js';
 import { register as config } from './config.js';
+import { register as disk } from './disk.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, mount, repair, meta, config, diskmap, chunk, kv, recover];
+export const COMMANDS: RegisterCommand[] = [local, server, files, mount, repair, disk, meta, config, diskmap, chunk, kv, recover];

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import cliProgress from 'cli-progress';
 import { addressSchema } from '../../common/config.js';
 import { FileClient } from '../../server/file-client.js';
-import type { RepairProgress } from '../../server/repair-job.js';
+import type { RepairProgress } from '../../server/repair-progress.js';
 import { formatBytes, printJson } from '../output.js';
 import { parseOptions } from '../usage.js';
 
