@@ -99,7 +99,7 @@ export interface Statfs {
 export interface VfsOptions {
   /** Commit mode of every handle: weak (fsync/close durable in this node's cache) or strong (committed). */
   mode: Mode;
-  /** Longest a cached dentry/attribute is served without asking the metadata (0: no cache). */
+  /** Longest a cached dentry (also a negative one: name absent)/attribute is served without asking the metadata (0: no cache). */
   cacheTtlMs: number;
   /** Free space, from the diskmap/registry (the daemon provides it). */
   statfs?: () => Promise<{ totalBytes: number; freeBytes: number }>;
@@ -267,12 +267,20 @@ export class Vfs {
       const d = this.dentries.get(key(parent, name));
       if (d !== undefined && this.fresh(d.at)) {
         cacheHits.inc({ cache: 'dentry', result: 'hit' });
+        // A negative entry: the name was absent when last asked (a create's look-up before it).
+        if (d.ino === 0) throw new CairnError('ENOENT', `${name} does not exist`);
         const c = this.attrs.get(d.ino);
         if (c !== undefined && this.fresh(c.at)) return this.toVfs(c.attr);
       } else {
         cacheHits.inc({ cache: 'dentry', result: 'miss' });
       }
-      const a = await this.meta.lookup(parent, name);
+      let a: Attr;
+      try {
+        a = await this.meta.lookup(parent, name);
+      } catch (err) {
+        if (err instanceof CairnError && err.code === 'ENOENT') this.rememberEntry(parent, name, 0);
+        throw err;
+      }
       this.remember(a);
       this.rememberEntry(parent, name, a.ino);
       return this.toVfs(a);
@@ -333,6 +341,8 @@ export class Vfs {
   async mkdir(parent: number, name: string, mode: number, who: Caller): Promise<VfsAttr> {
     return this.run('mkdir', async () => {
       checkName(name);
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const a = await this.meta.mkdir({ parent, name }, { mode: mode & 0o7777, uid: who.uid, gid: who.gid });
       this.forget(parent);
       this.remember(a);
@@ -345,6 +355,8 @@ export class Vfs {
     return this.run('symlink', async () => {
       checkName(name);
       if (target.length === 0 || Buffer.byteLength(target) > 4095) throw new CairnError('ENAMETOOLONG', 'a link target is 1–4095 bytes');
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const a = await this.meta.symlink({ parent, name }, target, { uid: who.uid, gid: who.gid });
       this.forget(parent);
       this.remember(a);
@@ -356,6 +368,8 @@ export class Vfs {
   async link(ino: number, parent: number, name: string): Promise<VfsAttr> {
     return this.run('link', async () => {
       checkName(name);
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const a = await this.meta.link({ ino }, { parent, name });
       this.forget(parent);
       this.remember(a);
@@ -395,7 +409,7 @@ export class Vfs {
     return this.run('unlink', async () => {
       // The kernel looked the name up just before: the dentry cache usually knows the inode.
       const d = this.dentries.get(key(parent, name));
-      const ino = d !== undefined && this.fresh(d.at) ? d.ino : (await this.current(parent, name))?.ino;
+      const ino = d !== undefined && this.fresh(d.at) && d.ino !== 0 ? d.ino : (await this.current(parent, name))?.ino;
       const a = ino === undefined ? undefined : this.attrs.get(ino)?.attr;
       if (a?.type === 'dir') throw new CairnError('EISDIR', `${name} is a directory`);
       await this.meta.unlink({ parent, name });
@@ -411,7 +425,7 @@ export class Vfs {
       const before = this.dentries.get(key(parent, name));
       await this.meta.rmdir({ parent, name });
       this.forget(parent, parent, name);
-      if (before !== undefined) this.forget(before.ino);
+      if (before !== undefined && before.ino !== 0) this.forget(before.ino);
     });
   }
 
@@ -424,7 +438,7 @@ export class Vfs {
       const moved = this.dentries.get(key(fromParent, fromName));
       this.forget(fromParent, fromParent, fromName);
       this.forget(toParent, toParent, toName);
-      if (moved !== undefined) this.forget(moved.ino);
+      if (moved !== undefined && moved.ino !== 0) this.forget(moved.ino);
       if (r.replaced !== 0) await this.lostName(r.replaced);
     });
   }
@@ -479,6 +493,8 @@ export class Vfs {
   async create(parent: number, name: string, mode: number, flags: number, who: Caller): Promise<{ attr: VfsAttr; fh: number }> {
     return this.run('create', async () => {
       checkName(name);
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const made = await this.meta.create(
         { parent, name },
         { mode: mode & 0o7777, uid: who.uid, gid: who.gid, exclusive: true, lease: { holder: this.fs.holder, ttlMs: 30_000 } },
