@@ -138,6 +138,8 @@ export class Vfs {
   private readonly dirs = new Map<number, DirHandle>();
   private nextHandle = 1;
   private readonly dentries = new Map<string, { ino: number; at: number }>();
+  /** name → parents with a cached entry of that name (a watch event names a path, not a parent). */
+  private readonly byName = new Map<string, Set<number>>();
   private readonly attrs = new Map<number, { attr: Attr; at: number }>();
   private readonly watchAbort = new AbortController();
   private readonly log: Logger;
@@ -162,7 +164,10 @@ export class Vfs {
           for (const p of [ev.path, ev.newPath]) {
             if (p === undefined) continue;
             const base = p.slice(p.lastIndexOf('/') + 1);
-            for (const k of this.dentries.keys()) if (k.endsWith(`/${base}`)) this.dentries.delete(k);
+            const parents = this.byName.get(base);
+            if (parents === undefined) continue;
+            for (const parent of parents) this.dentries.delete(key(parent, base));
+            this.byName.delete(base);
           }
         }
       } catch (err) {
@@ -170,6 +175,7 @@ export class Vfs {
           this.log.warn({ err: String(err) }, 'watch feed ended; caching off from now on');
           this.opts.cacheTtlMs = 0;
           this.dentries.clear();
+          this.byName.clear();
           this.attrs.clear();
         }
       }
@@ -201,13 +207,24 @@ export class Vfs {
 
   private rememberEntry(parent: number, name: string, ino: number): void {
     if (this.opts.cacheTtlMs === 0) return;
-    if (this.dentries.size >= CACHE_MAX_ENTRIES) this.dentries.clear();
+    if (this.dentries.size >= CACHE_MAX_ENTRIES) {
+      this.dentries.clear();
+      this.byName.clear();
+    }
     this.dentries.set(key(parent, name), { ino, at: Date.now() });
+    let parents = this.byName.get(name);
+    if (parents === undefined) this.byName.set(name, (parents = new Set()));
+    parents.add(parent);
   }
 
   private forget(ino: number, parent?: number, name?: string): void {
     this.attrs.delete(ino);
-    if (parent !== undefined && name !== undefined) this.dentries.delete(key(parent, name));
+    if (parent !== undefined && name !== undefined) {
+      this.dentries.delete(key(parent, name));
+      const parents = this.byName.get(name);
+      parents?.delete(parent);
+      if (parents?.size === 0) this.byName.delete(name);
+    }
   }
 
   private async metaAttr(ino: number): Promise<Attr> {

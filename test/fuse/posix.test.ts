@@ -10,6 +10,7 @@ import * as fsp from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { startMountedCluster, sh, type MountedCluster } from './helpers.js';
+import { eventually } from '../helpers/env.js';
 
 let c: MountedCluster;
 let m1: string;
@@ -219,6 +220,16 @@ m[100:105]=b'hello'
 m.flush();m.close();os.close(fd)"`);
     const b = await fsp.readFile(f);
     expect(b.subarray(100, 105).toString()).toBe('hello');
+  });
+
+  it('a name created or removed through another node shows up (negative and positive entries are not kept)', async () => {
+    const f1 = join(m1, 'later');
+    const f2 = join(m2, 'later');
+    expect(await code(fsp.stat(f1))).toBe('ENOENT'); // node 1 caches "absent"
+    await fsp.writeFile(f2, 'made on node 2');
+    await eventually(async () => (await code(fsp.stat(f1))) === 'ok', 20_000, 100);
+    await fsp.unlink(f2);
+    await eventually(async () => (await code(fsp.stat(f1))) === 'ENOENT', 20_000, 100);
   });
 
   it('a file written through one node\'s mount is read through another\'s after close (strong mount)', async () => {
