@@ -243,11 +243,16 @@ export class Vfs {
   private toVfs(a: Attr): VfsAttr {
     let size = a.type === 'dir' ? 4096 : a.type === 'symlink' ? Buffer.byteLength(a.target ?? '') : a.size;
     let mtimeMs = a.mtimeMs;
+    let ctimeMs = a.ctimeMs;
     if (a.type === 'file') {
       const c = this.fs.cachedAttr(String(a.ino));
       if (c !== undefined) {
         size = c.size;
-        if (c.dirty) mtimeMs = c.mtimeMs;
+        if (c.dirty) {
+          mtimeMs = c.mtimeMs;
+          // What the commit will record (src/meta: max(ctime, mtime)): no jump when it lands.
+          ctimeMs = Math.max(a.ctimeMs, c.mtimeMs);
+        }
       }
     }
     return {
@@ -260,7 +265,7 @@ export class Vfs {
       nlink: a.nlink,
       atimeMs: a.atimeMs,
       mtimeMs,
-      ctimeMs: a.ctimeMs,
+      ctimeMs,
     };
   }
 
