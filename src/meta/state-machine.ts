@@ -1511,7 +1511,10 @@ class ApplyCtx {
     i.version = version;
     i.size = size;
     i.mtimeMs = mtimeMs;
-    i.ctimeMs = this.nowMs;
+    // A commit's data changed when it was written (mtimeMs, the writer's clock), not when the
+    // commit landed: ctime does not move under a reader who saw the cached write (tar's "file
+    // changed as we read it"). A metadata truncate changes it now.
+    i.ctimeMs = kind === 'commit' ? Math.max(i.ctimeMs, mtimeMs) : this.nowMs;
     this.putInode(i);
     this.tx.putJson(K.layout(i.ino), (inline === undefined ? { version, extents } : { version, extents, inline }) satisfies Layout);
     const path = await this.pathOfInode(i);

@@ -99,7 +99,7 @@ export interface Statfs {
 export interface VfsOptions {
   /** Commit mode of every handle: weak (fsync/close durable in this node's cache) or strong (committed). */
   mode: Mode;
-  /** Longest a cached dentry/attribute is served without asking the metadata (0: no cache). */
+  /** Longest a cached dentry (also a negative one: name absent)/attribute is served without asking the metadata (0: no cache). */
   cacheTtlMs: number;
   /** Free space, from the diskmap/registry (the daemon provides it). */
   statfs?: () => Promise<{ totalBytes: number; freeBytes: number }>;
@@ -138,6 +138,8 @@ export class Vfs {
   private readonly dirs = new Map<number, DirHandle>();
   private nextHandle = 1;
   private readonly dentries = new Map<string, { ino: number; at: number }>();
+  /** name → parents with a cached entry of that name (a watch event names a path, not a parent). */
+  private readonly byName = new Map<string, Set<number>>();
   private readonly attrs = new Map<number, { attr: Attr; at: number }>();
   private readonly watchAbort = new AbortController();
   private readonly log: Logger;
@@ -162,7 +164,10 @@ export class Vfs {
           for (const p of [ev.path, ev.newPath]) {
             if (p === undefined) continue;
             const base = p.slice(p.lastIndexOf('/') + 1);
-            for (const k of this.dentries.keys()) if (k.endsWith(`/${base}`)) this.dentries.delete(k);
+            const parents = this.byName.get(base);
+            if (parents === undefined) continue;
+            for (const parent of parents) this.dentries.delete(key(parent, base));
+            this.byName.delete(base);
           }
         }
       } catch (err) {
@@ -170,6 +175,7 @@ export class Vfs {
           this.log.warn({ err: String(err) }, 'watch feed ended; caching off from now on');
           this.opts.cacheTtlMs = 0;
           this.dentries.clear();
+          this.byName.clear();
           this.attrs.clear();
         }
       }
@@ -201,13 +207,24 @@ export class Vfs {
 
   private rememberEntry(parent: number, name: string, ino: number): void {
     if (this.opts.cacheTtlMs === 0) return;
-    if (this.dentries.size >= CACHE_MAX_ENTRIES) this.dentries.clear();
+    if (this.dentries.size >= CACHE_MAX_ENTRIES) {
+      this.dentries.clear();
+      this.byName.clear();
+    }
     this.dentries.set(key(parent, name), { ino, at: Date.now() });
+    let parents = this.byName.get(name);
+    if (parents === undefined) this.byName.set(name, (parents = new Set()));
+    parents.add(parent);
   }
 
   private forget(ino: number, parent?: number, name?: string): void {
     this.attrs.delete(ino);
-    if (parent !== undefined && name !== undefined) this.dentries.delete(key(parent, name));
+    if (parent !== undefined && name !== undefined) {
+      this.dentries.delete(key(parent, name));
+      const parents = this.byName.get(name);
+      parents?.delete(parent);
+      if (parents?.size === 0) this.byName.delete(name);
+    }
   }
 
   private async metaAttr(ino: number): Promise<Attr> {
@@ -226,11 +243,16 @@ export class Vfs {
   private toVfs(a: Attr): VfsAttr {
     let size = a.type === 'dir' ? 4096 : a.type === 'symlink' ? Buffer.byteLength(a.target ?? '') : a.size;
     let mtimeMs = a.mtimeMs;
+    let ctimeMs = a.ctimeMs;
     if (a.type === 'file') {
       const c = this.fs.cachedAttr(String(a.ino));
       if (c !== undefined) {
         size = c.size;
-        if (c.dirty) mtimeMs = c.mtimeMs;
+        if (c.dirty) {
+          mtimeMs = c.mtimeMs;
+          // What the commit will record (src/meta: max(ctime, mtime)): no jump when it lands.
+          ctimeMs = Math.max(a.ctimeMs, c.mtimeMs);
+        }
       }
     }
     return {
@@ -243,7 +265,7 @@ export class Vfs {
       nlink: a.nlink,
       atimeMs: a.atimeMs,
       mtimeMs,
-      ctimeMs: a.ctimeMs,
+      ctimeMs,
     };
   }
 
@@ -267,12 +289,20 @@ export class Vfs {
       const d = this.dentries.get(key(parent, name));
       if (d !== undefined && this.fresh(d.at)) {
         cacheHits.inc({ cache: 'dentry', result: 'hit' });
+        // A negative entry: the name was absent when last asked (a create's look-up before it).
+        if (d.ino === 0) throw new CairnError('ENOENT', `${name} does not exist`);
         const c = this.attrs.get(d.ino);
         if (c !== undefined && this.fresh(c.at)) return this.toVfs(c.attr);
       } else {
         cacheHits.inc({ cache: 'dentry', result: 'miss' });
       }
-      const a = await this.meta.lookup(parent, name);
+      let a: Attr;
+      try {
+        a = await this.meta.lookup(parent, name);
+      } catch (err) {
+        if (err instanceof CairnError && err.code === 'ENOENT') this.rememberEntry(parent, name, 0);
+        throw err;
+      }
       this.remember(a);
       this.rememberEntry(parent, name, a.ino);
       return this.toVfs(a);
@@ -333,6 +363,8 @@ export class Vfs {
   async mkdir(parent: number, name: string, mode: number, who: Caller): Promise<VfsAttr> {
     return this.run('mkdir', async () => {
       checkName(name);
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const a = await this.meta.mkdir({ parent, name }, { mode: mode & 0o7777, uid: who.uid, gid: who.gid });
       this.forget(parent);
       this.remember(a);
@@ -345,6 +377,8 @@ export class Vfs {
     return this.run('symlink', async () => {
       checkName(name);
       if (target.length === 0 || Buffer.byteLength(target) > 4095) throw new CairnError('ENAMETOOLONG', 'a link target is 1–4095 bytes');
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const a = await this.meta.symlink({ parent, name }, target, { uid: who.uid, gid: who.gid });
       this.forget(parent);
       this.remember(a);
@@ -356,6 +390,8 @@ export class Vfs {
   async link(ino: number, parent: number, name: string): Promise<VfsAttr> {
     return this.run('link', async () => {
       checkName(name);
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const a = await this.meta.link({ ino }, { parent, name });
       this.forget(parent);
       this.remember(a);
@@ -395,7 +431,7 @@ export class Vfs {
     return this.run('unlink', async () => {
       // The kernel looked the name up just before: the dentry cache usually knows the inode.
       const d = this.dentries.get(key(parent, name));
-      const ino = d !== undefined && this.fresh(d.at) ? d.ino : (await this.current(parent, name))?.ino;
+      const ino = d !== undefined && this.fresh(d.at) && d.ino !== 0 ? d.ino : (await this.current(parent, name))?.ino;
       const a = ino === undefined ? undefined : this.attrs.get(ino)?.attr;
       if (a?.type === 'dir') throw new CairnError('EISDIR', `${name} is a directory`);
       await this.meta.unlink({ parent, name });
@@ -411,7 +447,7 @@ export class Vfs {
       const before = this.dentries.get(key(parent, name));
       await this.meta.rmdir({ parent, name });
       this.forget(parent, parent, name);
-      if (before !== undefined) this.forget(before.ino);
+      if (before !== undefined && before.ino !== 0) this.forget(before.ino);
     });
   }
 
@@ -424,7 +460,7 @@ export class Vfs {
       const moved = this.dentries.get(key(fromParent, fromName));
       this.forget(fromParent, fromParent, fromName);
       this.forget(toParent, toParent, toName);
-      if (moved !== undefined) this.forget(moved.ino);
+      if (moved !== undefined && moved.ino !== 0) this.forget(moved.ino);
       if (r.replaced !== 0) await this.lostName(r.replaced);
     });
   }
@@ -479,6 +515,8 @@ export class Vfs {
   async create(parent: number, name: string, mode: number, flags: number, who: Caller): Promise<{ attr: VfsAttr; fh: number }> {
     return this.run('create', async () => {
       checkName(name);
+      // Whatever comes back (EEXIST too), a cached entry of this name is no longer to be trusted.
+      this.dentries.delete(key(parent, name));
       const made = await this.meta.create(
         { parent, name },
         { mode: mode & 0o7777, uid: who.uid, gid: who.gid, exclusive: true, lease: { holder: this.fs.holder, ttlMs: 30_000 } },
