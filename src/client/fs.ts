@@ -26,7 +26,7 @@ import { makeChunker, type Chunker } from './chunker.js';
 import { ReadCache } from './read-cache.js';
 import { runCommit, ensureLease, type PipelineDeps } from './pipeline.js';
 import { MAX_RECORD_PAYLOAD_BYTES, RECORD_HEADER_BYTES, MAX_FILE_OFFSET } from './journal.js';
-import type { ChunkPort, MetaPort } from './ports.js';
+import type { ChunkPort, FileAttr, MetaPort } from './ports.js';
 
 const MIB = 1024 * 1024;
 
@@ -295,7 +295,7 @@ export class CairnFs {
             fileId: attr.fileId,
             path,
             mode: attr.mode,
-            base: { version: attr.version, size: attr.size, extents: attr.extents, ...(attr.inline !== undefined ? { inline: attr.inline.toString('base64') } : {}) },
+            base: baseOf(attr),
           },
           volatile,
         );
@@ -356,7 +356,7 @@ export class CairnFs {
           fileId,
           path: attr.path,
           mode: attr.mode,
-          base: { version: attr.version, size: attr.size, extents: attr.extents },
+          base: baseOf(attr),
         });
         file.mtimeMs = attr.mtimeMs;
         file.state = 'clean';
@@ -843,4 +843,9 @@ function checkRange(offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || offset + length > MAX_FILE_OFFSET) {
     throw new CairnError('EINVAL', `offset ${offset} and length ${length} must be non-negative integers within 2^53`);
   }
+}
+
+/** The committed version a cached file sits on, as the metadata describes it (inline content included). */
+function baseOf(attr: { version: number; size: number; extents: FileAttr['extents']; inline?: Buffer }): { version: number; size: number; extents: FileAttr['extents']; inline?: string } {
+  return { version: attr.version, size: attr.size, extents: attr.extents, ...(attr.inline !== undefined ? { inline: attr.inline.toString('base64') } : {}) };
 }
