@@ -16,7 +16,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { mkdirDurable, writeFileDurable } from '../common/durable.js';
 import { CairnError } from '../common/errors.js';
-import { createCa, issueCert, type KeyAndCert, type PeerKind } from '../rpc/pki.js';
+import { createCa, issueCert, type KeyAndCert } from '../rpc/pki.js';
 import { credentialFiles, loadIdentity, setTlsIdentity, type TlsIdentity } from '../rpc/security.js';
 
 export interface IdentityFiles {
@@ -54,7 +54,7 @@ export async function writeIdentity(dir: string, caCertPem: string, who: KeyAndC
 }
 
 /** Issue a certificate of the CA and write it into a folder. */
-export async function issueInto(dir: string, ca: KeyAndCert, o: { kind: PeerKind; name: string; ips?: string[] }): Promise<IdentityFiles> {
+export async function issueInto(dir: string, ca: KeyAndCert, o: { kind: 'node' | 'client'; name: string; ips?: string[] }): Promise<IdentityFiles> {
   return writeIdentity(dir, ca.certPem, issueCert(ca, o), o.kind);
 }
 

@@ -26,11 +26,17 @@ export interface TlsIdentity {
   ca: X509Certificate;
 }
 
-/** Method paths only nodes may call (the Raft transport). */
-export const NODE_ONLY_PREFIXES = ['/cairn.raft.'];
+/** Method paths only nodes may call (the Raft transport, the admin service). */
+export const NODE_ONLY_PREFIXES = ['/cairn.raft.', '/cairn.admin.'];
+/** The one method a join token's certificate may call. */
+export const JOIN_METHOD = '/cairn.admin.Admin/Join';
+
+export const PEER_KINDS: readonly PeerKind[] = ['node', 'client', 'join'];
 
 export function mayCall(kind: PeerKind, path: string): boolean {
-  return kind === 'node' || !NODE_ONLY_PREFIXES.some((p) => path.startsWith(p));
+  if (kind === 'node') return true;
+  if (kind === 'join') return path === JOIN_METHOD;
+  return !NODE_ONLY_PREFIXES.some((p) => path.startsWith(p));
 }
 
 /** Build an identity from PEM text; EINVAL when the certificate is not from that CA. */

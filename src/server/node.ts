@@ -62,7 +62,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       listen: cfg.listen,
       advertise: cfg.advertise,
       peers: cfg.peers,
-      join: opts.join,
+      join: opts.join === true || cfg.join === true,
       raft: cfg.raft,
       stateMachine: meta,
       onFatal: (err) => {

@@ -11,8 +11,9 @@ import { register as meta } from './meta.js';
 import { register as local } from './local.js';
 import { register as files } from './files.js';
 import { register as config } from './config.js';
+import { register as init } from './init.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, meta, config, diskmap, chunk, kv];
+export const COMMANDS: RegisterCommand[] = [local, init, server, files, meta, config, diskmap, chunk, kv];
