@@ -7,3 +7,4 @@ SUITES.push((await import('./client.js')).clientSuite);
 SUITES.push((await import('./meta-ops.js')).metaOpsSuite);
 SUITES.push((await import('./diskmap.js')).diskmapSuite);
 SUITES.push((await import('./files.js')).filesSuite);
+SUITES.push((await import('./rpc-tls.js')).rpcTlsSuite);
