@@ -8,8 +8,9 @@
  *   <dir>/client/ca.crt, client.crt, client.key a client's identity (an admin's CLI)
  *
  * A client command finds its credentials in $CAIRN_CREDENTIALS (a folder as above; "none": plain
- * TCP), else ./.cairn-local/client (what `npm start` made), else /etc/cairn/client (a node of an
- * appliance; readable by root only).
+ * TCP), else ./.cairn-local/client (what `npm start` made), else /var/lib/cairn/client (what
+ * `cairn init --dir /var/lib/cairn` made on an appliance's first machine; root only), else
+ * /etc/cairn/client (copied there by the owner).
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -62,7 +63,7 @@ export async function issueInto(dir: string, ca: KeyAndCert, o: { kind: 'node' |
 export function clientCredentialsDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const given = env.CAIRN_CREDENTIALS;
   if (given !== undefined && given !== '') return given === 'none' ? undefined : resolve(given);
-  for (const d of [resolve('.cairn-local', 'client'), '/etc/cairn/client']) {
+  for (const d of [resolve('.cairn-local', 'client'), '/var/lib/cairn/client', '/etc/cairn/client']) {
     if (existsSync(join(d, 'client.crt'))) return d;
   }
   return undefined;
