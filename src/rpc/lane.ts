@@ -1089,7 +1089,8 @@ class LaneChannel {
   constructor(readonly address: string) {}
 
   private connectTimeoutMs(timeoutMs: number): number {
-    return Math.max(50, Math.min(timeoutMs, 5000));
+    // A TLS connection also needs its handshake: more room on a busy machine.
+    return Math.max(50, Math.min(timeoutMs, tlsIdentity() === undefined ? 5000 : 10_000));
   }
 
   sharedConnection(timeoutMs: number): Promise<LaneClientConnection> {

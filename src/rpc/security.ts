@@ -13,6 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import type * as tls from 'node:tls';
 import { join } from 'node:path';
 import { CairnError } from '../common/errors.js';
@@ -71,6 +72,7 @@ export function credentialFiles(dir: string, name: string): { caFile: string; ce
 }
 
 let current: TlsIdentity | undefined;
+const contexts = new WeakMap<TlsIdentity, tls.SecureContext>();
 
 /** Set (or clear) this process's identity; servers started and connections made afterwards use it. */
 export function setTlsIdentity(id: TlsIdentity | undefined): void {
@@ -110,7 +112,14 @@ export function serverTlsOptions(id: TlsIdentity): tls.TlsOptions {
  * answer at any address, and the CA issues node certificates only to nodes).
  */
 export function clientTlsOptions(id: TlsIdentity): tls.ConnectionOptions {
+  // One secure context per identity (parsing the PEM key and certificates once, not per connection).
+  let secureContext = contexts.get(id);
+  if (secureContext === undefined) {
+    secureContext = createSecureContext({ key: id.keyPem, cert: id.certPem, ca: id.caPem, minVersion: 'TLSv1.3' });
+    contexts.set(id, secureContext);
+  }
   return {
+    secureContext,
     key: id.keyPem,
     cert: id.certPem,
     ca: id.caPem,
