@@ -10,8 +10,6 @@ import { loadNodeConfig, nodeConfigSchema, type NodeConfig } from '../../common/
 import { CairnError } from '../../common/errors.js';
 import { mkdirDurable, writeFileDurable, pathExists, privateUmask } from '../../common/durable.js';
 import { logger } from '../../common/log.js';
-import { printJson, printTable } from '../output.js';
-import { parseOptions } from '../usage.js';
 import { untilSignal } from '../signals.js';
 import { issueInto, readCa, writeNewCa } from '../credentials.js';
 import { credentialFiles } from '../../rpc/security.js';
