@@ -33,7 +33,8 @@ async function basePort(count: number): Promise<number> {
 function cairn(args: string[]): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], {
     cwd: ROOT,
-    env: { ...process.env, CAIRN_LOG_LEVEL: 'warn' },
+    // The cluster is --insecure: no credentials (not ./.cairn-local/client of `npm start`).
+    env: { ...process.env, CAIRN_LOG_LEVEL: 'warn', CAIRN_CREDENTIALS: 'none' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
 }

@@ -9,3 +9,4 @@ SUITES.push((await import('./diskmap.js')).diskmapSuite);
 SUITES.push((await import('./files.js')).filesSuite);
 SUITES.push((await import('./checker.js')).checkerSuite);
 SUITES.push((await import('./recovery.js')).recoverySuite);
+SUITES.push((await import('./rpc-tls.js')).rpcTlsSuite);

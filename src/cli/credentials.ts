@@ -8,15 +8,16 @@
  *   <dir>/client/ca.crt, client.crt, client.key a client's identity (an admin's CLI)
  *
  * A client command finds its credentials in $CAIRN_CREDENTIALS (a folder as above; "none": plain
- * TCP), else ./.cairn-local/client (what `npm start` made), else /etc/cairn/client (a node of an
- * appliance; readable by root only).
+ * TCP), else ./.cairn-local/client (what `npm start` made), else /var/lib/cairn/client (what
+ * `cairn init --dir /var/lib/cairn` made on an appliance's first machine; root only), else
+ * /etc/cairn/client (copied there by the owner).
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { mkdirDurable, writeFileDurable } from '../common/durable.js';
 import { CairnError } from '../common/errors.js';
-import { createCa, issueCert, type KeyAndCert, type PeerKind } from '../rpc/pki.js';
+import { createCa, issueCert, type KeyAndCert } from '../rpc/pki.js';
 import { credentialFiles, loadIdentity, setTlsIdentity, type TlsIdentity } from '../rpc/security.js';
 
 export interface IdentityFiles {
@@ -54,7 +55,7 @@ export async function writeIdentity(dir: string, caCertPem: string, who: KeyAndC
 }
 
 /** Issue a certificate of the CA and write it into a folder. */
-export async function issueInto(dir: string, ca: KeyAndCert, o: { kind: PeerKind; name: string; ips?: string[] }): Promise<IdentityFiles> {
+export async function issueInto(dir: string, ca: KeyAndCert, o: { kind: 'node' | 'client'; name: string; ips?: string[] }): Promise<IdentityFiles> {
   return writeIdentity(dir, ca.certPem, issueCert(ca, o), o.kind);
 }
 
@@ -62,7 +63,7 @@ export async function issueInto(dir: string, ca: KeyAndCert, o: { kind: PeerKind
 export function clientCredentialsDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const given = env.CAIRN_CREDENTIALS;
   if (given !== undefined && given !== '') return given === 'none' ? undefined : resolve(given);
-  for (const d of [resolve('.cairn-local', 'client'), '/etc/cairn/client']) {
+  for (const d of [resolve('.cairn-local', 'client'), '/var/lib/cairn/client', '/etc/cairn/client']) {
     if (existsSync(join(d, 'client.crt'))) return d;
   }
   return undefined;

@@ -11,7 +11,7 @@ import { COMMANDS } from './commands/index.js';
 import { useClientCredentials } from './credentials.js';
 
 /** Commands that run, make or check nodes and set up their own TLS identity (or none). */
-const OWN_CREDENTIALS = new Set(['start', 'serve', 'up', 'init', 'join', 'check']);
+const OWN_CREDENTIALS = new Set(['start', 'serve', 'up', 'init', 'join', 'check', 'create']);
 
 export function buildProgram(): Command {
   const program = new Command('cairn')

@@ -190,8 +190,12 @@ export const nodeConfigSchema = z.strictObject({
       caFile: z.string().min(1),
       certFile: z.string().min(1),
       keyFile: z.string().min(1),
+      /** The CA's key, on members that may issue certificates and join tokens (`cairn token create`). */
+      caKeyFile: z.string().min(1).optional(),
     })
     .optional(),
+  /** Added by `cairn join`: start with an empty membership and wait to be added (never bootstrap). */
+  join: z.boolean().optional(),
   /** Prometheus /metrics on this address, if set. */
   metricsListen: addressSchema.optional(),
   daemon: daemonConfigSchema.default(() => daemonConfigSchema.parse({})),

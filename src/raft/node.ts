@@ -403,6 +403,12 @@ export class RaftNode {
     return this.leader;
   }
 
+  /** How much of a peer's log is known to match (on the leader; undefined elsewhere or for a stranger). */
+  peerMatch(id: NodeId): number | undefined {
+    if (!this.isLeader()) return undefined;
+    return this.raw.status().progress.get(id)?.match;
+  }
+
   /** Start an election now (tests, operators). */
   campaign(): void {
     this.checkRunning();

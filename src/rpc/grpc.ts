@@ -15,7 +15,8 @@ import type { z } from 'zod';
 import { CairnError, type ErrorCode } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 import { cairnErrorFromMetadata, laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc, type ListenSecurity } from './lane.js';
-import { clientTlsOptions, mayCall, serverTlsOptions, tlsIdentity, verifyPeer } from './security.js';
+import { clientTlsOptions, mayCall, PEER_KINDS, serverTlsOptions, tlsIdentity, verifyPeer } from './security.js';
+import type { PeerKind } from './pki.js';
 
 export { grpc };
 
@@ -141,15 +142,18 @@ export async function startServer(
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   };
-  // Two grpc-js servers behind one port: nodes' connections reach every service, clients' every
-  // service but the node-only ones (Raft). Without TLS every peer counts as a node.
-  const server = new grpc.Server(options);
-  for (const s of services) server.addService(s.service, s.impl);
-  const clientServices = services.filter((s) => Object.values(s.service).every((d) => mayCall('client', d.path)));
-  const clientServer = new grpc.Server(options);
-  for (const s of clientServices) clientServer.addService(s.service, s.impl);
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  const clientInjector = clientServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  // One grpc-js server per kind of peer behind one port: a node's connections reach every
+  // service, a client's every service but the node-only ones (Raft, admin), a join token's only
+  // the admin service. Without TLS every peer counts as a node.
+  const servedTo = (kind: PeerKind): typeof services => services.filter((s) => Object.values(s.service).every((d) => mayCall(kind, d.path)));
+  const servers = Object.fromEntries(
+    PEER_KINDS.map((kind) => {
+      const srv = new grpc.Server(options);
+      for (const s of servedTo(kind)) srv.addService(s.service, s.impl);
+      return [kind, { srv, injector: srv.createConnectionInjector(grpc.ServerCredentials.createInsecure()) }];
+    }),
+  ) as Record<PeerKind, { srv: grpc.Server; injector: ReturnType<grpc.Server['createConnectionInjector']> }>;
+  const server = servers.node.srv;
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i);
   const wanted = Number(address.slice(i + 1));
@@ -167,8 +171,12 @@ export async function startServer(
   const listener = await listenLaneAndGrpc(
     host.replace(/^\[|\]$/g, ''),
     wanted,
-    { node: laneMethods(services), client: laneMethods(clientServices) },
-    (socket, kind) => (kind === 'node' ? injector : clientInjector).injectConnection(socket),
+    {
+      node: laneMethods(services),
+      client: laneMethods(servedTo('client')),
+      join: new Map([...laneMethods(services)].filter(([path]) => mayCall('join', path))),
+    },
+    (socket, kind) => servers[kind].injector.injectConnection(socket),
     security,
   );
   const shutdown = (srv: grpc.Server, graceMs: number): Promise<void> =>
@@ -189,9 +197,8 @@ export async function startServer(
     address: `${host}:${listener.port}`,
     secure: security !== undefined,
     stop: (graceMs = 2000) =>
-      (stopping ??= Promise.all([listener.close(graceMs), shutdown(server, graceMs), shutdown(clientServer, graceMs)]).then(() => {
-        injector.destroy();
-        clientInjector.destroy();
+      (stopping ??= Promise.all([listener.close(graceMs), ...PEER_KINDS.map((k) => shutdown(servers[k].srv, graceMs))]).then(() => {
+        for (const k of PEER_KINDS) servers[k].injector.destroy();
       })),
   };
 }

@@ -771,10 +771,7 @@ export interface ListenSecurity {
 }
 
 /** The services a peer of each kind may call. */
-export interface ListenMethods {
-  node: Map<string, ServerMethod>;
-  client: Map<string, ServerMethod>;
-}
+export type ListenMethods = Record<PeerKind, Map<string, ServerMethod>>;
 
 /**
  * Listen on host:port for both the lane and gRPC (handed to grpc-js's connection injector with
@@ -836,7 +833,7 @@ export async function listenLaneAndGrpc(
       socket.write(LANE_MAGIC);
       // From here the connection is closed through `conns` (after its open calls), not as a bare socket.
       sockets.delete(socket);
-      const c = new LaneServerConnection(socket, peerKind === 'node' ? methods.node : methods.client, (x) => conns.delete(x));
+      const c = new LaneServerConnection(socket, methods[peerKind], (x) => conns.delete(x));
       metric.connections.inc();
       conns.add(c);
       const rest = head.subarray(LANE_MAGIC.length);
@@ -1092,7 +1089,8 @@ class LaneChannel {
   constructor(readonly address: string) {}
 
   private connectTimeoutMs(timeoutMs: number): number {
-    return Math.max(50, Math.min(timeoutMs, 5000));
+    // A TLS connection also needs its handshake: more room on a busy machine.
+    return Math.max(50, Math.min(timeoutMs, tlsIdentity() === undefined ? 5000 : 10_000));
   }
 
   sharedConnection(timeoutMs: number): Promise<LaneClientConnection> {

@@ -12,7 +12,8 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, ran
 import { isIPv4, isIPv6 } from 'node:net';
 import { CairnError } from '../common/errors.js';
 
-export type PeerKind = 'node' | 'client';
+/** node: a member; client: an owner's CLI or program; join: a join token (may only ask to join). */
+export type PeerKind = 'node' | 'client' | 'join';
 
 export interface KeyAndCert {
   /** PEM, PKCS#8. */
@@ -112,13 +113,13 @@ interface CertRequest {
   issuerSpki: Buffer;
   ca: boolean;
   kind: PeerKind | 'ca';
-  days: number;
+  validMs: number;
   ips: string[];
   dns: string[];
 }
 
 function makeCert(r: CertRequest): string {
-  const spki = createPublicKey(r.subjectKey).export({ type: 'spki', format: 'der' });
+  const spki = (r.subjectKey.type === 'public' ? r.subjectKey : createPublicKey(r.subjectKey)).export({ type: 'spki', format: 'der' });
   const now = Date.now();
   const serial = randomBytes(16);
   serial[0]! &= 0x7f;
@@ -131,7 +132,7 @@ function makeCert(r: CertRequest): string {
     extension(OID.authorityKeyId, false, seq(tlv(0x80, keyId(r.issuerSpki)))),
   ];
   if (r.kind === 'node') exts.push(extension(OID.extKeyUsage, false, seq(oid(OID.serverAuth), oid(OID.clientAuth))));
-  if (r.kind === 'client') exts.push(extension(OID.extKeyUsage, false, seq(oid(OID.clientAuth))));
+  if (r.kind === 'client' || r.kind === 'join') exts.push(extension(OID.extKeyUsage, false, seq(oid(OID.clientAuth))));
   const alt: Buffer[] = [
     ...r.dns.map((d) => tlv(0x82, Buffer.from(d, 'latin1'))),
     ...r.ips.map((ip) => tlv(0x87, ipBytes(ip))),
@@ -142,7 +143,7 @@ function makeCert(r: CertRequest): string {
     integer(serial),
     sigAlg,
     name(r.issuer),
-    seq(time(new Date(now - 60 * 60_000)), time(new Date(now + r.days * 86_400_000))),
+    seq(time(new Date(now - 60 * 60_000)), time(new Date(now + r.validMs))),
     name(r.subject),
     spki,
     explicit(3, seq(...exts)),
@@ -176,34 +177,46 @@ export function createCa(clusterId: string): KeyAndCert {
   const { key, pem } = newKey();
   const who = { clusterId, kind: 'ca', name: `cairn-ca-${clusterId}` };
   const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
-  return { keyPem: pem, certPem: makeCert({ subject: who, issuer: who, subjectKey: key, issuerKey: key, issuerSpki: spki, ca: true, kind: 'ca', days: 20 * 365, ips: [], dns: [] }) };
+  return { keyPem: pem, certPem: makeCert({ subject: who, issuer: who, subjectKey: key, issuerKey: key, issuerSpki: spki, ca: true, kind: 'ca', validMs: 20 * 365 * 86_400_000, ips: [], dns: [] }) };
 }
 
 /**
- * A node or client certificate signed by the CA (valid 10 years). Nodes name the addresses they
- * serve on (ips/dns) for tools that check them; Cairn's own clients check the CA and the kind.
+ * A node, client or join certificate signed by the CA (valid 10 years unless validMs says), for a
+ * new key or for a public key its holder made (`publicKeyPem`: then keyPem is empty). Nodes name
+ * the addresses they serve on (ips/dns) for tools that check them; Cairn's own clients check the
+ * CA and the kind.
  */
-export function issueCert(ca: KeyAndCert, o: { kind: PeerKind; name: string; ips?: string[]; dns?: string[]; days?: number }): KeyAndCert {
+export function issueCert(
+  ca: KeyAndCert,
+  o: { kind: PeerKind; name: string; ips?: string[]; dns?: string[]; validMs?: number; publicKeyPem?: string },
+): KeyAndCert {
   const caCert = new X509Certificate(ca.certPem);
   const caSubject = subjectOf(caCert, true);
   const caKey = createPrivateKey(ca.keyPem);
-  const { key, pem } = newKey();
+  const made = o.publicKeyPem === undefined ? newKey() : undefined;
+  const subjectKey = made?.key ?? createPublicKey(o.publicKeyPem!);
   const issuer = { clusterId: caSubject.clusterId, kind: 'ca', name: caSubject.name };
   return {
-    keyPem: pem,
+    keyPem: made?.pem ?? '',
     certPem: makeCert({
       subject: { clusterId: caSubject.clusterId, kind: o.kind, name: o.name },
       issuer,
-      subjectKey: key,
+      subjectKey,
       issuerKey: caKey,
       issuerSpki: caCert.publicKey.export({ type: 'spki', format: 'der' }),
       ca: false,
       kind: o.kind,
-      days: o.days ?? 10 * 365,
+      validMs: o.validMs ?? 10 * 365 * 86_400_000,
       ips: o.ips ?? [],
       dns: o.dns ?? [],
     }),
   };
+}
+
+/** A new key pair for a node that asks the cluster for a certificate (cairn join). */
+export function newKeyPair(): { keyPem: string; publicKeyPem: string } {
+  const { key, pem } = newKey();
+  return { keyPem: pem, publicKeyPem: createPublicKey(key).export({ type: 'spki', format: 'pem' }) as string };
 }
 
 /** Who a certificate names (its cluster, kind and name); EACCES for a certificate Cairn did not make. */
@@ -217,7 +230,7 @@ export function subjectOf(cert: X509Certificate | string | Buffer, allowCa = fal
   const org = fields.get('O') ?? '';
   const kind = fields.get('OU') ?? '';
   const cn = fields.get('CN') ?? '';
-  if (!org.startsWith('cairn:') || !(kind === 'node' || kind === 'client' || (allowCa && kind === 'ca'))) {
+  if (!org.startsWith('cairn:') || !(kind === 'node' || kind === 'client' || kind === 'join' || (allowCa && kind === 'ca'))) {
     throw new CairnError('EACCES', `certificate "${c.subject.replace(/\n/g, ', ')}" is not a Cairn ${allowCa ? 'CA, node or client' : 'node or client'} certificate`);
   }
   return { clusterId: org.slice('cairn:'.length), kind: kind as PeerKind, name: cn };

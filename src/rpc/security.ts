@@ -13,6 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import type * as tls from 'node:tls';
 import { join } from 'node:path';
 import { CairnError } from '../common/errors.js';
@@ -26,11 +27,17 @@ export interface TlsIdentity {
   ca: X509Certificate;
 }
 
-/** Method paths only nodes may call (the Raft transport). */
-export const NODE_ONLY_PREFIXES = ['/cairn.raft.'];
+/** Method paths only nodes may call (the Raft transport, the admin service). */
+export const NODE_ONLY_PREFIXES = ['/cairn.raft.', '/cairn.admin.'];
+/** The one method a join token's certificate may call. */
+export const JOIN_METHOD = '/cairn.admin.Admin/Join';
+
+export const PEER_KINDS: readonly PeerKind[] = ['node', 'client', 'join'];
 
 export function mayCall(kind: PeerKind, path: string): boolean {
-  return kind === 'node' || !NODE_ONLY_PREFIXES.some((p) => path.startsWith(p));
+  if (kind === 'node') return true;
+  if (kind === 'join') return path === JOIN_METHOD;
+  return !NODE_ONLY_PREFIXES.some((p) => path.startsWith(p));
 }
 
 /** Build an identity from PEM text; EINVAL when the certificate is not from that CA. */
@@ -65,6 +72,7 @@ export function credentialFiles(dir: string, name: string): { caFile: string; ce
 }
 
 let current: TlsIdentity | undefined;
+const contexts = new WeakMap<TlsIdentity, tls.SecureContext>();
 
 /** Set (or clear) this process's identity; servers started and connections made afterwards use it. */
 export function setTlsIdentity(id: TlsIdentity | undefined): void {
@@ -104,7 +112,14 @@ export function serverTlsOptions(id: TlsIdentity): tls.TlsOptions {
  * answer at any address, and the CA issues node certificates only to nodes).
  */
 export function clientTlsOptions(id: TlsIdentity): tls.ConnectionOptions {
+  // One secure context per identity (parsing the PEM key and certificates once, not per connection).
+  let secureContext = contexts.get(id);
+  if (secureContext === undefined) {
+    secureContext = createSecureContext({ key: id.keyPem, cert: id.certPem, ca: id.caPem, minVersion: 'TLSv1.3' });
+    contexts.set(id, secureContext);
+  }
   return {
+    secureContext,
     key: id.keyPem,
     cert: id.certPem,
     ca: id.caPem,

@@ -14,6 +14,7 @@
  *   NO_DISKMAP             degraded  no diskmap yet (waiting for every initial node to register)
  *   INSECURE_TRANSPORT     degraded  the node was reached without TLS: it serves anyone
  *   PENDING_COMMITS        info      writes in the answering node's cache not yet durable
+ *   UNREACHABLE            down      (the CLI's own) the node asked does not answer at all
  *
  * A muted check (`cairn health mute CODE --for 1h`) is still listed, but does not count for the
  * verdict until its mute ends.

@@ -64,7 +64,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       listen: cfg.listen,
       advertise: cfg.advertise,
       peers: cfg.peers,
-      join: opts.join,
+      join: opts.join === true || cfg.join === true,
       raft: cfg.raft,
       stateMachine: feed.wrap(meta), // the same state machine; the feed shows applied entries to the disk copies
       onFatal: (err) => {

@@ -14,6 +14,7 @@ import { chunkNodeFactory } from './chunk-node.js';
 import { clusterFactory } from './cluster.js';
 import { fileServiceFactory } from './file-service.js';
 import { metaCopyFactory, type AppliedFeed } from './meta-copy.js';
+import { adminServiceFactory } from './admin-service.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -67,7 +68,12 @@ function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSw
         if (leader === r.id) return r.listenAddress;
         return r.status().peers[String(leader)];
       },
-      role: () => String(ctx.raft()?.status().role ?? 'starting'),
+      // A learner (a node that joined and is catching up) says so.
+      role: () => {
+        const st = ctx.raft()?.status();
+        if (st === undefined) return 'starting';
+        return st.conf.learners.includes(st.id) ? 'learner' : String(st.role);
+      },
       term: () => ctx.raft()?.status().term ?? 0,
     },
   });
@@ -97,4 +103,6 @@ export const NODE_SERVICES: NodeServiceFactory[] = [
   clusterFactory,
   // The node's CairnFs (write cache + commit pipeline) over gRPC; needs the cluster view.
   fileServiceFactory,
+  // How a new machine joins (cairn join): certificates from the CA, learner, then voter.
+  adminServiceFactory,
 ];

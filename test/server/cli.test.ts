@@ -81,7 +81,10 @@ describe('cairn put / get / cat / commit / status', () => {
 
     const small = join(dir.path, 'small.txt');
     await writeFile(small, 'hello from the cli\n');
-    expect((await runCairn(['put', small, '/cli/small.txt', '--weak', '--endpoint', endpoints[1]!])).code).toBe(0);
+    const weak = await runCairn(['put', small, '/cli/small.txt', '--weak', '--json', '--endpoint', endpoints[1]!]);
+    expect(weak.code, weak.stderr).toBe(0);
+    // A weak put reports the version it made visible (it once said 0 for a file at version 1).
+    expect(JSON.parse(weak.stdout)).toMatchObject({ path: '/cli/small.txt', version: 1 });
     const commit = await runCairn(['commit', '/cli/small.txt', '--wait', 'durable', '--json', '--endpoint', endpoints[1]!]);
     expect(commit.code).toBe(0);
     expect(JSON.parse(commit.stdout)).toMatchObject({ state: 'durable', pendingBytes: 0 });

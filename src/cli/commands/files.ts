@@ -264,7 +264,14 @@ export function register(program: Command): void {
         else printTable(['path', 'state', 'version', 'size', 'pending', 'error'], [[s.path, s.state, s.version, formatBytes(s.size), formatBytes(s.pendingBytes), s.error || '-']]);
         return;
       }
-      const cl = await c.cluster();
+      const cl = await c.cluster().catch((err: unknown) => {
+        if (!(err instanceof CairnError && (err.code === 'EUNAVAIL' || err.code === 'ETIMEDOUT'))) throw err;
+        // Nothing answers: that is the verdict (exit 1, the cluster could not be asked).
+        const check = { code: 'UNREACHABLE', severity: 'down', summary: `no answer from ${o.endpoint}: ${err.message}`, detail: [], muted: false };
+        if (o.json) printJson({ verdict: 'down', checks: [check] });
+        else process.stdout.write(`cluster: DOWN\n  [DOWN] UNREACHABLE: ${check.summary}\n`);
+        throw new CairnError(err.code, `${o.endpoint} did not answer`);
+      });
       const mutes = await readMutes(c);
       const health = assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes });
       if (o.json) {

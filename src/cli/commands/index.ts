@@ -15,8 +15,9 @@ import { register as repair } from './repair.js';
 import { register as recover } from './recover.js';
 import { register as config } from './config.js';
 import { register as disk } from './disk.js';
+import { register as init } from './init.js';
 
 export type RegisterCommand = (program: Command) => void;
 
 // Order is the order of `cairn --help`: everyday commands first, development tools last.
-export const COMMANDS: RegisterCommand[] = [local, server, files, mount, repair, disk, meta, config, diskmap, chunk, kv, recover];
+export const COMMANDS: RegisterCommand[] = [local, init, server, files, mount, repair, disk, meta, config, diskmap, chunk, kv, recover];

@@ -1,6 +1,7 @@
 /**
- * `cairn start` runs one node daemon (src/server) until SIGTERM/SIGINT; `cairn init` writes
- * the configs (and data, cache and disk directories) of a local cluster on 127.0.0.1.
+ * `cairn start` runs one node daemon (src/server) until SIGTERM/SIGINT. The configs (and data,
+ * cache, disk and TLS folders) of a local cluster on 127.0.0.1 are written here too, for
+ * `cairn init --nodes N` and `cairn local up` (init.ts holds init, join and token).
  */
 import type { Command } from 'commander';
 import { join, resolve } from 'node:path';
@@ -9,14 +10,12 @@ import { loadNodeConfig, nodeConfigSchema, type NodeConfig } from '../../common/
 import { CairnError } from '../../common/errors.js';
 import { mkdirDurable, writeFileDurable, pathExists, privateUmask } from '../../common/durable.js';
 import { logger } from '../../common/log.js';
-import { printJson, printTable } from '../output.js';
-import { parseOptions } from '../usage.js';
 import { untilSignal } from '../signals.js';
 import { issueInto, readCa, writeNewCa } from '../credentials.js';
 import { credentialFiles } from '../../rpc/security.js';
 import { randomBytes } from 'node:crypto';
 
-const initSchema = z.object({
+export const initSchema = z.object({
   nodes: z.coerce.number().int().min(1).max(9),
   dir: z.string().min(1),
   basePort: z.coerce.number().int().min(1024).max(65_000),
@@ -113,37 +112,5 @@ export function register(program: Command): void {
       if (fatal !== undefined) process.stderr.write(`cairn: EIO: raft failed: ${fatal.message}\n`);
       log.info({ code }, 'exiting');
       process.exit(code);
-    });
-
-  program
-    .command('init')
-    .description('write the configs and directories of a local cluster on 127.0.0.1')
-    .requiredOption('--dir <dir>', 'directory that will hold node1/, node2/, …')
-    .option('--nodes <n>', 'number of nodes', '3')
-    .option('--base-port <port>', 'gRPC port of node 1 (node i listens on base + i - 1)', '7400')
-    .option('--metrics-base-port <port>', 'serve /metrics of node i on this port + i - 1')
-    .option('--disks <n>', 'directory disks per node', '1')
-    .option('--disk-size-bytes <n>', 'capacity each directory disk offers', String(4 * 1024 * 1024 * 1024))
-    .option('--cluster-name <name>', 'cluster name', 'local')
-    .option('--insecure', 'no TLS: the nodes accept anyone (benchmarks)')
-    .option('--force', 'overwrite existing config files')
-    .option('--json', 'print JSON')
-    .action(async (raw: unknown) => {
-      const o = parseOptions(initSchema, raw);
-      privateUmask();
-      const nodes = await writeLocalCluster(o);
-      const credentials = o.insecure ? null : join(resolve(o.dir), 'client');
-      if (o.json) {
-        printJson({ nodes: nodes.map((n) => ({ nodeId: n.config.nodeId, config: n.path, listen: n.config.listen })), credentials });
-        return;
-      }
-      printTable(
-        ['node', 'listen', 'config'],
-        nodes.map((n) => [n.config.nodeId, n.config.listen, n.path]),
-      );
-      process.stdout.write(
-        `\nstart each node with:  cairn start --config ${join(resolve(o.dir), 'node<N>', 'cairn.json')}\n` +
-          `then e.g.:             cairn ls / --endpoint ${nodes.map((n) => n.config.listen).join(',')}\n`,
-      );
     });
 }
