@@ -14,7 +14,7 @@ import { FileClient } from '../../src/server/file-client.js';
 import { nodeConfigSchema, type NodeConfig } from '../../src/common/config.js';
 import { startNode, type CairnNode } from '../../src/server/node.js';
 import { COPY_DIR, listCopies } from '../../src/meta/disk-copy.js';
-import { recover } from '../../src/server/recover.js';
+import { recover, summarize } from '../../src/server/recover.js';
 import { CairnError } from '../../src/common/errors.js';
 import { MetaClient } from '../../src/meta/client.js';
 
@@ -161,6 +161,10 @@ describe('offline inspection, a missing disk, two clusters', () => {
       expect(rep.filesUnrecoverable).toEqual([]);
       expect(rep.filesOlderVersion.map((f) => [f.path, f.lostVersion, f.contentOfVersion, f.newVersion])).toEqual([['/d/f0.bin', 2, 1, 3]]);
       expect(new Set([...rep.filesIntact.map((f) => f.path), '/d/f0.bin'])).toEqual(new Set(files.keys()));
+      const text = summarize(rep);
+      expect(text).toMatch(/files recovered intact \(every chunk's SHA-256 checked\): 3\n/);
+      expect(text).toMatch(/\/d\/f0\.bin: version 2 lost .*content of version 1 installed as version 3/);
+      expect(text).toMatch(new RegExp(`disk ${disks[2]}: MISSING`));
       // Every chunk was reassembled from two shards and its SHA-256 checked.
       expect(rep.scan.bytesChecked).toBeGreaterThan(0);
       for (const n of rep.nodes) {
