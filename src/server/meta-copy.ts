@@ -212,6 +212,10 @@ export class MetaCopier {
         await mkdir(tmp, { recursive: true });
         targets.push({ path, tmp, fh: await open(join(tmp, SNAPSHOT_FILE), 'wx') });
       }
+      if (targets.length === 0) {
+        this.needNew = true; // no disk has room: try again next pass (the warning above says why)
+        return;
+      }
       const hash = createHash('sha256');
       let bytes = 0;
       for await (const chunk of snap.chunks) {
