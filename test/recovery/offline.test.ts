@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { cp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { spawn } from 'node:child_process';
 import { eventually, runCairn, tempDir } from '../helpers/env.js';
 import { clusterConfigs, startAll, waitForDiskmap } from '../server/helpers.js';
 import { FileClient } from '../../src/server/file-client.js';
@@ -201,5 +203,17 @@ describe('offline inspection, a missing disk, two clusters', () => {
     const err2 = await recover({ disks: [disks[0]!, bare], outDir: '', dryRun: true }).then(() => undefined, (e: unknown) => e);
     expect((err2 as Error).message).toMatch(/not in cluster test\/[0-9a-f]{32}'s diskmap/);
     expect(await readdir(bare)).toContain('cairn-disk.json');
+    // A disk a live process serves (its lock names a running pid on this host): refused, offline only.
+    const lock = join(disks[0]!, 'cairn-disk.lock');
+    const holder = spawn('sleep', ['120'], { stdio: 'ignore' });
+    await writeFile(lock, JSON.stringify({ pid: holder.pid, host: hostname(), sinceMs: Date.now() }));
+    try {
+      const busy = await recover({ disks, outDir: join(dir.path, 'busy') }).then(() => undefined, (e: unknown) => e);
+      expect((busy as CairnError).code).toBe('EBUSY');
+      expect(await readdir(join(dir.path, 'busy')).catch(() => 'absent')).toBe('absent');
+    } finally {
+      holder.kill('SIGKILL');
+      await rm(lock, { force: true });
+    }
   }, 120_000);
 });
