@@ -64,10 +64,13 @@ async function lagOf(c: LocalCluster): Promise<{ mean: number; p99: number; coun
   return { mean: count > 0 ? sum / count : 0, p99, count };
 }
 
+/** CAIRN_BENCH_RECOVERY_FLUSH_MS: daemon.metaCopy.flushIntervalMs of the "on" runs (default 200). */
+const FLUSH_MS = Number(process.env.CAIRN_BENCH_RECOVERY_FLUSH_MS ?? 200);
+
 async function metaPhases(quick: boolean, copies: boolean): Promise<{ create64: number; cpuPerCreate: number; mkdir1: number; lag?: { mean: number; p99: number; count: number } }> {
   const c = await startLocalCluster(3, {
     metrics: true,
-    configure: (cfg) => ({ ...cfg, daemon: { ...(cfg.daemon as object), metaCopy: { enabled: copies } } }),
+    configure: (cfg) => ({ ...cfg, daemon: { ...(cfg.daemon as object), metaCopy: { enabled: copies, flushIntervalMs: FLUSH_MS } } }),
   });
   try {
     await ready(c);
@@ -127,7 +130,7 @@ export const recoverySuite: BenchSuite = {
       headers: ['copies', 'run', 'create ops/s (64 in flight)', 'servers\' CPU ms per create', 'mkdir ops/s (1 in flight)', 'copy lag mean ms', 'copy lag p99 ms (bucket bound)'],
       rows,
       notes: [
-        'lag: time from an entry\'s apply on a node to its fdatasync in every disk copy of that node (daemon.metaCopy.flushIntervalMs = 200)',
+        `lag: time from an entry's apply on a node to its fdatasync in every disk copy of that node (daemon.metaCopy.flushIntervalMs = ${FLUSH_MS})`,
         lagNote,
         'the cluster\'s disks are directories on the same virtual disk as the Raft logs here; on the appliance they are separate HDDs',
       ],
