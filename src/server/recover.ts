@@ -116,7 +116,12 @@ export async function recover(o: RecoverOptions): Promise<RecoveryReport> {
     fail('EINVAL', `the disks belong to ${clusters.size} different clusters; recover one cluster at a time: ${[...clusters].map(([id, ds]) => `${id} on ${[...new Set(ds)].join(', ')}`).join('; ')}`);
   }
   if (usable.length === 0) {
-    fail('ENOENT', `no usable metadata copy on the ${o.disks.length} disk(s) given${copies.length > 0 ? ` (${copies.length} damaged: ${copies.map((c) => `${c.dir}: ${c.problems.join(', ')}`).join('; ')})` : ` (none has a ${COPY_DIR}/ area)`}`);
+    const missing = disks.filter((d) => d.state === 'missing');
+    fail(
+      'ENOENT',
+      `no usable metadata copy on the ${o.disks.length} disk(s) given${copies.length > 0 ? ` (${copies.length} damaged: ${copies.map((c) => `${c.dir}: ${c.problems.join(', ')}`).join('; ')})` : ` (none has a ${COPY_DIR}/ area)`}` +
+        (missing.length > 0 ? `; unreadable: ${missing.map((d) => d.reason).join('; ')}` : ''),
+    );
   }
   // 2. The newest usable copy becomes a database.
   const chosen = usable.reduce((a, b) => (b.lastIndex > a.lastIndex || (b.lastIndex === a.lastIndex && b.lastTerm > a.lastTerm) ? b : a));
