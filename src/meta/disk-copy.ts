@@ -7,7 +7,8 @@
  *       snapshot        MetaStateMachine.snapshot()'s stream, byte for byte (its own SHA-256 trailer)
  *       manifest.json   cluster identity, node, snapshot index/term/size/SHA-256, diskmap epoch, checksum
  *       tail            the committed Raft entries applied after the snapshot, appended as they come:
- *                       records [u32 length][u32 CRC-32][u64 index][u64 term][u8 type][data]
+ *                       records [u32 length][u32 CRC-32][u64 index][u64 term][u8 type][data], then
+ *                       zeros (the writer preallocates; a zero length ends the tail)
  *   <disk>/cairn-meta/.tmp-*                                     a generation being written (removed at start)
  *
  * The copy holds the state machine's database as a whole (every key), so whatever the state machine
@@ -92,8 +93,10 @@ export function decodeTail(b: Buffer): { entries: Entry[]; torn: string | undefi
   const entries: Entry[] = [];
   let pos = 0;
   while (pos < b.length) {
-    if (b.length - pos < 8) return { entries, torn: `partial record header at byte ${pos}` };
+    if (b.length - pos < 8) return { entries, torn: b.subarray(pos).every((x) => x === 0) ? undefined : `partial record header at byte ${pos}` };
     const len = b.readUInt32BE(pos);
+    // Zeros written ahead of the records (the writer preallocates): the end of the tail.
+    if (len === 0 && b.readUInt32BE(pos + 4) === 0) return { entries, torn: undefined };
     if (len < TAIL_HEAD || len > MAX_TAIL_RECORD) return { entries, torn: `bad record length ${len} at byte ${pos}` };
     if (b.length - pos - 8 < len) return { entries, torn: `partial record at byte ${pos}` };
     const body = b.subarray(pos + 8, pos + 8 + len);

@@ -44,6 +44,8 @@ const metrics = {
 export type MetaCopyConfig = { enabled: boolean; flushIntervalMs: number; snapshotEveryEntries: number; keep: number };
 export const META_COPY_DEFAULTS: MetaCopyConfig = { enabled: true, flushIntervalMs: 200, snapshotEveryEntries: 50_000, keep: 2 };
 const MIN_TAIL_BYTES = 4 * 1024 * 1024;
+/** A tail file is written with zeros this far ahead of its records (decodeTail ends at a zero length). */
+const TAIL_PREALLOC_BYTES = 1024 * 1024;
 /** Entries queued beyond this (disks stuck) are dropped and a new generation is taken instead. */
 const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
 
@@ -91,6 +93,8 @@ interface Gen {
   nextIndex: number;
   tailEntries: number;
   tailBytes: number;
+  /** Bytes of the tail files written with zeros ahead of the records (same on every disk). */
+  allocated: number;
   tails: Map<string, FileHandle>;
 }
 
@@ -212,6 +216,10 @@ export class MetaCopier {
         await mkdir(tmp, { recursive: true });
         targets.push({ path, tmp, fh: await open(join(tmp, SNAPSHOT_FILE), 'wx') });
       }
+      if (targets.length === 0) {
+        this.needNew = true; // no disk has room: try again next pass (the warning above says why)
+        return;
+      }
       const hash = createHash('sha256');
       let bytes = 0;
       for await (const chunk of snap.chunks) {
@@ -240,16 +248,17 @@ export class MetaCopier {
           createdAtMs: Date.now(),
         });
         const tail = await open(join(t.tmp, TAIL_FILE), 'wx');
+        await writeAllTo(tail, Buffer.alloc(TAIL_PREALLOC_BYTES), 0);
         await tail.sync();
         await tail.close();
         await writeFileDurable(join(t.tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
         const final = join(t.path, COPY_DIR, name);
         await rename(t.tmp, final);
         await fsyncDir(join(t.path, COPY_DIR));
-        tails.set(t.path, await open(join(final, TAIL_FILE), 'a'));
+        tails.set(t.path, await open(join(final, TAIL_FILE), 'r+'));
       }
       await this.closeTails();
-      this.gen = { name, snapshotIndex: snap.index, snapshotBytes: bytes, nextIndex: snap.index + 1, tailEntries: 0, tailBytes: 0, tails };
+      this.gen = { name, snapshotIndex: snap.index, snapshotBytes: bytes, nextIndex: snap.index + 1, tailEntries: 0, tailBytes: 0, allocated: TAIL_PREALLOC_BYTES, tails };
       this.copiedIndex = snap.index;
       metrics.index.set(snap.index);
       metrics.generations.inc();
@@ -300,10 +309,15 @@ export class MetaCopier {
     }
     if (out.length === 0) return;
     const buf = Buffer.concat(out);
+    // Records overwrite zeros written ahead of them: the file's size and blocks do not change, so
+    // the fdatasync flushes data only (no journal commit shared with the Raft log's fsyncs).
+    const at = g.tailBytes;
+    const grow = at + buf.length > g.allocated ? Math.ceil((at + buf.length + TAIL_PREALLOC_BYTES) / TAIL_PREALLOC_BYTES) * TAIL_PREALLOC_BYTES : g.allocated;
     await Promise.all(
       [...g.tails].map(async ([path, fh]) => {
         try {
-          await fh.write(buf);
+          if (grow > g.allocated) await writeAllTo(fh, Buffer.alloc(grow - g.allocated), g.allocated);
+          await writeAllTo(fh, buf, at);
           await fh.datasync();
         } catch (err) {
           metrics.errors.inc({ step: 'tail' });
@@ -314,6 +328,7 @@ export class MetaCopier {
         }
       }),
     );
+    g.allocated = grow;
     g.nextIndex = last + 1;
     g.tailEntries += out.length;
     g.tailBytes += buf.length;

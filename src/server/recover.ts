@@ -12,8 +12,8 @@
  *  5. Unless dry-run: per node of the registry, a config and a data dir for a fresh start — the
  *     database, and a Raft log whose snapshot is the copy's index (a new group of the same voters).
  */
-import { cp, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { nodeConfigSchema, type NodeConfig } from '../common/config.js';
 import { CairnError, fail } from '../common/errors.js';
@@ -23,6 +23,7 @@ import { readDiskLabel, diskKeyOfLabel } from '../chunk/store.js';
 import type { DiskLabel } from '../chunk/format.js';
 import { parseSchemeTag, schemeTag, type Scheme } from '../chunk/types.js';
 import { scanDiskShards, verifyChunk, type ScannedShard } from '../chunk/scan.js';
+import { DISK_LOCK_FILE } from '../chunk/disk-lock.js';
 import { listCopies, materializeCopy, COPY_DIR, type FoundCopy, type TailCommit } from '../meta/disk-copy.js';
 import { MetaStateMachine, LEASE_SAFETY_MARGIN_MS, type EntryResult } from '../meta/state-machine.js';
 import { encodeEntry } from '../meta/entry.js';
@@ -91,6 +92,10 @@ export async function recover(o: RecoverOptions): Promise<RecoveryReport> {
   const labels = new Map<string, DiskLabel>();
   const copies: FoundCopy[] = [];
   for (const p of o.disks.map((d) => resolve(d))) {
+    const holder = await liveHolder(p);
+    if (holder !== undefined && o.dryRun !== true) {
+      fail('EBUSY', `disk ${p} is served by a running process (pid ${holder} on this host); recover runs offline: stop the node first (or use --dry-run)`);
+    }
     try {
       const label = await readDiskLabel(p);
       labels.set(p, label);
@@ -111,7 +116,12 @@ export async function recover(o: RecoverOptions): Promise<RecoveryReport> {
     fail('EINVAL', `the disks belong to ${clusters.size} different clusters; recover one cluster at a time: ${[...clusters].map(([id, ds]) => `${id} on ${[...new Set(ds)].join(', ')}`).join('; ')}`);
   }
   if (usable.length === 0) {
-    fail('ENOENT', `no usable metadata copy on the ${o.disks.length} disk(s) given${copies.length > 0 ? ` (${copies.length} damaged: ${copies.map((c) => `${c.dir}: ${c.problems.join(', ')}`).join('; ')})` : ` (none has a ${COPY_DIR}/ area)`}`);
+    const missing = disks.filter((d) => d.state === 'missing');
+    fail(
+      'ENOENT',
+      `no usable metadata copy on the ${o.disks.length} disk(s) given${copies.length > 0 ? ` (${copies.length} damaged: ${copies.map((c) => `${c.dir}: ${c.problems.join(', ')}`).join('; ')})` : ` (none has a ${COPY_DIR}/ area)`}` +
+        (missing.length > 0 ? `; unreadable: ${missing.map((d) => d.reason).join('; ')}` : ''),
+    );
   }
   // 2. The newest usable copy becomes a database.
   const chosen = usable.reduce((a, b) => (b.lastIndex > a.lastIndex || (b.lastIndex === a.lastIndex && b.lastTerm > a.lastTerm) ? b : a));
@@ -387,6 +397,18 @@ async function writeNodes(
     nodes.push({ nodeId: r.nodeId, config: file, listen: cfg.listen, disks: mine.map((d) => d.path) });
   }
   return nodes;
+}
+
+/** The pid of a live process on this host that holds the disk's lock (src/chunk/disk-lock.ts), if any. */
+async function liveHolder(diskPath: string): Promise<number | undefined> {
+  try {
+    const rec = JSON.parse(await readFile(join(diskPath, DISK_LOCK_FILE), 'utf8')) as { pid?: unknown; host?: unknown };
+    if (typeof rec.pid !== 'number' || rec.host !== hostname() || rec.pid === process.pid) return undefined;
+    process.kill(rec.pid, 0);
+    return rec.pid;
+  } catch {
+    return undefined; // no lock, an unreadable one, or its process is gone
+  }
 }
 
 /** For the CLI: a one-screen summary of a report. */

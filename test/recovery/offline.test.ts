@@ -8,13 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { cp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { spawn } from 'node:child_process';
 import { eventually, runCairn, tempDir } from '../helpers/env.js';
 import { clusterConfigs, startAll, waitForDiskmap } from '../server/helpers.js';
 import { FileClient } from '../../src/server/file-client.js';
 import { nodeConfigSchema, type NodeConfig } from '../../src/common/config.js';
 import { startNode, type CairnNode } from '../../src/server/node.js';
 import { COPY_DIR, listCopies } from '../../src/meta/disk-copy.js';
-import { recover } from '../../src/server/recover.js';
+import { recover, summarize } from '../../src/server/recover.js';
 import { CairnError } from '../../src/common/errors.js';
 import { MetaClient } from '../../src/meta/client.js';
 
@@ -161,6 +163,10 @@ describe('offline inspection, a missing disk, two clusters', () => {
       expect(rep.filesUnrecoverable).toEqual([]);
       expect(rep.filesOlderVersion.map((f) => [f.path, f.lostVersion, f.contentOfVersion, f.newVersion])).toEqual([['/d/f0.bin', 2, 1, 3]]);
       expect(new Set([...rep.filesIntact.map((f) => f.path), '/d/f0.bin'])).toEqual(new Set(files.keys()));
+      const text = summarize(rep);
+      expect(text).toMatch(/files recovered intact \(every chunk's SHA-256 checked\): 3\n/);
+      expect(text).toMatch(/\/d\/f0\.bin: version 2 lost .*content of version 1 installed as version 3/);
+      expect(text).toMatch(new RegExp(`disk ${disks[2]}: MISSING`));
       // Every chunk was reassembled from two shards and its SHA-256 checked.
       expect(rep.scan.bytesChecked).toBeGreaterThan(0);
       for (const n of rep.nodes) {
@@ -197,5 +203,17 @@ describe('offline inspection, a missing disk, two clusters', () => {
     const err2 = await recover({ disks: [disks[0]!, bare], outDir: '', dryRun: true }).then(() => undefined, (e: unknown) => e);
     expect((err2 as Error).message).toMatch(/not in cluster test\/[0-9a-f]{32}'s diskmap/);
     expect(await readdir(bare)).toContain('cairn-disk.json');
+    // A disk a live process serves (its lock names a running pid on this host): refused, offline only.
+    const lock = join(disks[0]!, 'cairn-disk.lock');
+    const holder = spawn('sleep', ['120'], { stdio: 'ignore' });
+    await writeFile(lock, JSON.stringify({ pid: holder.pid, host: hostname(), sinceMs: Date.now() }));
+    try {
+      const busy = await recover({ disks, outDir: join(dir.path, 'busy') }).then(() => undefined, (e: unknown) => e);
+      expect((busy as CairnError).code).toBe('EBUSY');
+      expect(await readdir(join(dir.path, 'busy')).catch(() => 'absent')).toBe('absent');
+    } finally {
+      holder.kill('SIGKILL');
+      await rm(lock, { force: true });
+    }
   }, 120_000);
 });

@@ -110,7 +110,7 @@ describe('cairn recover: a cluster rebuilt from its data disks alone', () => {
       await rm(c.dataDir, { recursive: true, force: true });
       await rm(c.cacheDir, { recursive: true, force: true });
     }
-  }, 180_000);
+  }, 300_000);
 
   afterAll(async () => {
     await stopProcs(procs);
@@ -179,5 +179,5 @@ describe('cairn recover: a cluster rebuilt from its data disks alone', () => {
     }
     await stopProcs(procs);
     await rm(out, { recursive: true, force: true });
-  }, 180_000);
+  }, 300_000);
 });
