@@ -82,7 +82,9 @@ describe('cairn recover: a cluster rebuilt from its data disks alone', () => {
     try {
       await waitForDiskmap(fc[0]!);
       for (let i = 0; i < 6; i++) {
-        const data = randomBytes(i === 0 ? 3 * 1024 * 1024 + 5 : 1000 + i * 4099);
+        // Odd files are chunked (over the 64 KiB inline threshold), even ones after the first
+        // are small enough to live inline in the metadata: both must come back.
+        const data = randomBytes(i === 0 ? 3 * 1024 * 1024 + 5 : (i % 2 === 1 ? 100_000 : 1000) + i * 4099);
         const path = `/strong/f${i}.bin`;
         await eventually(() => fc[i % 3]!.put(path, [data], { mode: 'strong', mkdirs: true }).then(() => true, () => false), 30_000, 200);
         files.set(path, sha(data));
