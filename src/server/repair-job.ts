@@ -107,7 +107,7 @@ export interface RepairDeps {
   clients: ChunkClients;
   diskmap: () => Diskmap;
   addressOf: (b: BucketId) => string;
-  scanLayouts: (afterIno: number, limit: number) => Promise<Array<{ ino: number; extents: Array<{ chunkHash: string; length: number; scheme: string; pg: number }> }>>;
+  scanLayouts: (afterIno: number, limit: number) => Promise<Array<{ ino: number; extents: Array<{ chunkHash: string; length: number; chunkLength?: number; scheme: string; pg: number }> }>>;
   dataDir: string;
   rateBytesPerSec: number;
   log: Logger;
@@ -193,7 +193,7 @@ export class RepairJob {
           if (seen.has(e.chunkHash) || planLostSlots(dm.groups[e.pg], lost).length === 0) continue;
           seen.add(e.chunkHash);
           chunks++;
-          bytes += e.length;
+          bytes += e.chunkLength ?? e.length; // the whole chunk, also when the extent is a slice of it
         }
       }
       if (rows.length < PAGE) break;
@@ -229,9 +229,13 @@ export class RepairJob {
             this.progress.failures++;
             d.log.warn({ chunk: e.chunkHash.slice(0, 16), err: String(err) }, 'repair: chunk not rebuilt (retried on the next pass)');
           }
+          const chunkBytes = e.chunkLength ?? e.length;
           this.progress.chunksDone++;
-          this.progress.bytesDone += e.length;
-          metrics.bytes.inc(e.length);
+          this.progress.bytesDone += chunkBytes;
+          metrics.bytes.inc(chunkBytes);
+          // Writes go on during a repair: chunks written after the counting pass join the total.
+          this.progress.chunksTotal = Math.max(this.progress.chunksTotal, this.progress.chunksDone);
+          this.progress.bytesTotal = Math.max(this.progress.bytesTotal, this.progress.bytesDone);
           // Throttle: no faster than the configured rate, averaged since this run began.
           const done = this.progress.bytesDone - bytesAtStart;
           const ahead = (done / d.rateBytesPerSec) * 1000 - (Date.now() - t0);
@@ -252,6 +256,8 @@ export class RepairJob {
     }
     const failures = this.progress.failures;
     this.progress = { ...this.progress, state: failures > 0 ? 'repairing' : 'done', etaSec: 0, cursorIno: failures > 0 ? 0 : this.progress.cursorIno, failures: 0 };
+    // Done: the total is what the pass went through (files removed since the count drop out of it).
+    if (failures === 0) this.progress = { ...this.progress, chunksTotal: this.progress.chunksDone, bytesTotal: this.progress.bytesDone };
     if (failures > 0) this.progress = { ...this.progress, chunksDone: 0, bytesDone: 0 };
     d.log.info({ lost: [...lost], shardsRebuilt: this.progress.shardsRebuilt, failures }, failures > 0 ? 'repair pass ended with failures; running again' : 'repair done: every chunk of the lost disks is at full redundancy');
     await this.save();
