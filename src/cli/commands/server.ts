@@ -99,11 +99,12 @@ export function register(program: Command): void {
       const cfg = await loadNodeConfig(raw.config);
       const { startNode } = await import('../../server/node.js');
       const log = logger('start', { node: cfg.nodeId });
+      const signalled = untilSignal(log);
       const n = await startNode(cfg, { join: raw.join === true });
       process.stdout.write(
         `${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.address, metrics: n.metricsAddress ?? null, pid: process.pid })}\n`,
       );
-      const fatal = await Promise.race([untilSignal(log).then(() => undefined), n.failed]);
+      const fatal = await Promise.race([signalled.then(() => undefined), n.failed]);
       await n.stop();
       // A node whose Raft failed ends with a non-zero status (systemd restarts it). Whatever
       // handle outlives stop() (a socket in its close handshake, a worker) must not keep the
