@@ -64,6 +64,9 @@ export interface ScrubReport {
 
 /** Upper bound on problems kept in one report (the counters keep counting). */
 const MAX_PROBLEMS_REPORTED = 1000;
+/** Tries of one rebuild before scrub leaves the chunk to the repair job, and the first pause between them. */
+const REBUILD_ATTEMPTS = 4;
+const REBUILD_RETRY_BASE_MS = 500;
 
 export class Scrubber {
   private readonly store: ChunkStore;
@@ -172,25 +175,36 @@ export class Scrubber {
     this.note(report, { path: shard.path, reason, rebuilt });
   }
 
+  /**
+   * Rebuild the shards `knownBad` of a chunk from its others. A shard quarantined here is gone from
+   * this disk, so a later pass would not see it again: a rebuild that fails (a peer slow or
+   * restarting) is tried again, REBUILD_ATTEMPTS times in all with a growing pause, before it is
+   * left to the repair job.
+   */
   private async rebuild(hash: string, scheme: Scheme, bucket: string, knownBad: number[], report: ScrubReport): Promise<boolean> {
     if (this.opts.locate === undefined || this.opts.clients === undefined) return false;
-    try {
-      const loc = await this.opts.locate(hash, scheme, bucket);
-      if (loc === undefined) return false;
-      const r = await repairChunk(this.opts.clients, hash, loc.scheme, loc.targets, { knownBad, timeoutMs: this.opts.timeoutMs });
-      report.rebuilt += r.rewritten.length;
-      metrics.rebuilt.inc(r.rewritten.length);
-      if (r.failed.length > 0) {
-        report.rebuildFailed += r.failed.length;
-        metrics.rebuildFailed.inc(r.failed.length);
+    for (let attempt = 1; ; attempt++) {
+      let failed = 0;
+      try {
+        const loc = await this.opts.locate(hash, scheme, bucket);
+        if (loc === undefined) return false;
+        const r = await repairChunk(this.opts.clients, hash, loc.scheme, loc.targets, { knownBad, timeoutMs: this.opts.timeoutMs });
+        report.rebuilt += r.rewritten.length;
+        metrics.rebuilt.inc(r.rewritten.length);
+        if (r.failed.length === 0) return true;
+        failed = r.failed.length;
+        knownBad = r.failed.map((f) => f.index);
+      } catch (err) {
+        failed = 1;
+        log.warn({ hash, attempt, err: String(err) }, 'scrub could not rebuild a chunk');
+      }
+      if (attempt >= REBUILD_ATTEMPTS || this.stopped) {
+        report.rebuildFailed += failed;
+        metrics.rebuildFailed.inc(failed);
+        log.error({ hash, attempts: attempt }, 'scrub gave up rebuilding a chunk; the repair job or the next writer must heal it');
         return false;
       }
-      return true;
-    } catch (err) {
-      report.rebuildFailed++;
-      metrics.rebuildFailed.inc();
-      log.error({ hash, err: String(err) }, 'scrub could not rebuild a chunk');
-      return false;
+      await new Promise((res) => setTimeout(res, REBUILD_RETRY_BASE_MS * 2 ** (attempt - 1)));
     }
   }
 
