@@ -9,7 +9,7 @@ set -u
 [ "${CAIRN_SKIP_SYSTEM_DEPS:-0}" = "1" ] && exit 0
 [ "$(uname -s)" = "Linux" ] || exit 0
 
-pkgs=(fuse3 libfuse3-dev pkg-config fio rsync git sqlite3)
+pkgs=(fuse3 libfuse3-dev pkg-config patch fio rsync git sqlite3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,11 +5,15 @@
  *
  * Why fuse-napi (docs/mount.md): libfuse 3 (renameat2 flags reach us, so RENAME_NOREPLACE is
  * honoured; utimensat's UTIME_NOW/OMIT arrive as timespecs), writes of up to 1 MiB per request,
- * per-open direct_io/keep_cache, lock/flock/fallocate hooks. What it lacks: raw libfuse options
- * such as use_ino are refused (libfuse 3 takes use_ino only from fuse_config in init, which
- * fuse-napi does not expose: passing "-o use_ino" through fails with "unknown option"), so
- * st_ino is libfuse's node id, kept stable for the mount's lifetime with `noforget`, not
- * Cairn's inode number — and two hard links of one file show different st_ino (docs/mount.md).
+ * per-open direct_io/keep_cache, lock/flock/fallocate/copy_file_range hooks.
+ *
+ * Stable inode numbers: libfuse 3 takes `use_ino` (st_ino from getattr reaches the kernel, so
+ * two hard links of one file show one inode) only from fuse_config in its init hook; the -o
+ * option was removed in libfuse 3.0, and fuse-napi sets only nullpath_ok/direct_io there. Cairn
+ * therefore applies ops/fuse-napi/use-ino.patch (a 6-line change to fuse-napi's C: operation
+ * flag 32 sets config->use_ino) and rebuilds the addon from source at install
+ * (ops/fuse-napi/apply.sh, package.json "postinstall"); fuse-napi is MIT-licensed. This module
+ * sets that flag; a binding built without the patch refuses it at mount with a clear error.
  */
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -71,6 +75,8 @@ export interface BindingOptions {
   defaultPermissions: boolean;
   fsname: string;
   maxConcurrency: number;
+  /** st_ino is the `ino` getattr returns (needs the patched binding; see the header). */
+  useIno: boolean;
 }
 
 export interface MountedBinding {
@@ -81,10 +87,15 @@ export interface MountedBinding {
 }
 
 interface FuseInstance {
+  /** fuse-napi's flags word handed to the native mount (set in its constructor). */
+  _operationFlags: number;
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
   context(): { uid: number; gid: number; pid: number; umask: number } | null;
 }
+/** fuse-napi's operation flag added by ops/fuse-napi/use-ino.patch: sets fuse_config.use_ino. */
+const OPERATION_FLAG_USE_INO = 32;
+
 type FuseCtor = (new (dir: string, ops: BindingOps, opts: Record<string, unknown>) => FuseInstance) & {
   unmount(dir: string, cb: (err: Error | null) => void): void;
 };
@@ -107,7 +118,7 @@ export function errnoOf(code: string): number {
   return -(n ?? osConstants.errno.EIO);
 }
 
-export const BINDING_NAME = 'fuse-napi 2.3.1 (libfuse 3)';
+export const BINDING_NAME = 'fuse-napi 2.3.1 (libfuse 3, with use_ino)';
 
 /** Mount `ops` at `dir`. Resolves once the kernel mount is in place. */
 export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptions): Promise<MountedBinding> {
@@ -118,7 +129,7 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
     allowOther: o.allowOther,
     defaultPermissions: o.defaultPermissions,
     fsname: o.fsname,
-    // Node ids are never forgotten: st_ino of a path stays the same while the mount lives.
+    // Node ids are never forgotten (libfuse's path table stays valid for handles of unlinked files).
     noforget: true,
     subtype: 'cairn',
     maxConcurrency: o.maxConcurrency,
@@ -127,7 +138,24 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
     timeout: false,
     force: true,
   });
-  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(new CairnError('EIO', `mount ${dir}: ${err.message}`)) : resolve())));
+  if (o.useIno) fuse._operationFlags |= OPERATION_FLAG_USE_INO;
+  await new Promise<void>((resolve, reject) =>
+    fuse.mount((err) => {
+      if (err === null || err === undefined) {
+        resolve();
+        return;
+      }
+      const unpatched = o.useIno && /operation flags/i.test(err.message);
+      reject(
+        new CairnError(
+          'EIO',
+          unpatched
+            ? `mount ${dir}: the FUSE binding was built without Cairn's use_ino patch (${err.message}); run \`npm ci\` or ops/fuse-napi/apply.sh`
+            : `mount ${dir}: ${err.message}`,
+        ),
+      );
+    }),
+  );
   let gone: Promise<void> | undefined;
   return {
     dir,

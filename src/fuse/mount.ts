@@ -273,6 +273,7 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     defaultPermissions: true,
     fsname: 'cairn',
     maxConcurrency: o.maxConcurrency ?? 64,
+    useIno: true,
   });
   log.info({ dir, mode: vfs.mode }, 'mounted');
   const b = binding;

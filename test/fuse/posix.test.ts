@@ -69,6 +69,13 @@ describe('FUSE mount: operations and their errors', () => {
     await fsp.link(join(d, 'a'), join(d, 'hard'));
     expect((await fsp.stat(join(d, 'hard'))).nlink).toBe(2);
     expect(await fsp.readFile(join(d, 'hard'), 'utf8')).toBe('A');
+    // st_ino is Cairn's inode (use_ino): one number for both links, in readdir too, and the
+    // same through node 2's mount (libfuse's own node ids would differ per name and per mount)
+    const ino = (await fsp.stat(join(d, 'a'))).ino;
+    expect((await fsp.stat(join(d, 'hard'))).ino).toBe(ino);
+    expect((await fsp.stat(join(m2, 'ns', 'hard'))).ino).toBe(ino);
+    expect((await sh(`ls -i '${d}'`)).split('\n').filter((l) => / (a|hard)$/.test(l)).map((l) => Number(l.trim().split(' ')[0]))).toEqual([ino, ino]);
+    expect((await fsp.stat(join(d, 'sub'))).ino).not.toBe(ino);
     // rename replacing b
     await fsp.rename(join(d, 'a'), join(d, 'b'));
     expect(await fsp.readFile(join(d, 'b'), 'utf8')).toBe('A');
