@@ -24,6 +24,7 @@ cp -a "$src/package.json" "$src/package-lock.json" "$src/README.md" "$src/proto"
 
 install -d -m 0700 /var/lib/cairn
 install -m 0644 "$src/ops/systemd/cairn.service" /etc/systemd/system/cairn.service
+install -m 0644 "$src/ops/systemd/cairn-mounts.service" /etc/systemd/system/cairn-mounts.service
 printf '#!/bin/sh\nexec /usr/bin/node %s/dist/src/cli/main.js "$@"\n' "$prefix" > /usr/local/bin/cairn
 chmod 0755 /usr/local/bin/cairn
 systemctl daemon-reload 2>/dev/null || echo "install.sh: systemd not running here; unit installed only"

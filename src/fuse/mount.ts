@@ -49,6 +49,10 @@ function stats(a: VfsAttr): BindingStats {
 /** The name libfuse gives a file it hides (fuse.c: ".fuse_hidden%08x%08x"). */
 const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+
 const UTIME_NOW = 0x3fffffff;
 const UTIME_OMIT = 0x3ffffffe;
 
@@ -227,6 +231,32 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     flush: (_path: string | null, fd: number, cb: (err: number) => void) => answer('flush', cb, () => vfs.flush(Number(fd))),
     fsync: (_path: string | null, _data: boolean, fd: number, cb: (err: number) => void) => answer('fsync', cb, () => vfs.fsync(Number(fd))),
     release: (_path: string | null, fd: number, cb: (err: number) => void) => answer('release', cb, () => vfs.release(Number(fd))),
+    fallocate: (_path: string | null, fd: number, mode: number, offset: number | bigint, length: number | bigint, cb: (err: number) => void) => {
+      // Allocation (0), KEEP_SIZE, and PUNCH_HOLE/ZERO_RANGE (zeros written); COLLAPSE_RANGE,
+      // INSERT_RANGE, UNSHARE_RANGE move or share blocks Cairn does not have: EOPNOTSUPP.
+      const zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
+      if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0 || zero === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+        cb(errnoOf('EOPNOTSUPP'));
+        return;
+      }
+      answer('fallocate', cb, () => vfs.fallocate(Number(fd), Number(offset), Number(length), { keepSize: (mode & FALLOC_FL_KEEP_SIZE) !== 0, zero: zero !== 0 }));
+    },
+    copyFileRange: (
+      _pathIn: string | null,
+      fdIn: number,
+      offIn: number | bigint,
+      _pathOut: string | null,
+      fdOut: number,
+      offOut: number | bigint,
+      length: number | bigint,
+      _flags: number,
+      cb: (result: number) => void,
+    ) => {
+      vfs.copyRange(Number(fdIn), Number(offIn), Number(fdOut), Number(offOut), Number(length)).then(
+        (n) => cb(n),
+        (err: unknown) => cb(errno(err, 'copy_file_range')),
+      );
+    },
     opendir: (path: string, _flags: number, cb: (err: number, r?: unknown) => void) =>
       answer('opendir', cb, async () => ({ fd: await vfs.opendir(await resolve(path)) })),
     readdirPaged: (

@@ -29,6 +29,10 @@ export const NAME_MAX = 255;
 /** Entries one opendir snapshot holds at most (a larger directory lists in later snapshots, by name). */
 const READDIR_PAGE = 1000;
 const CACHE_MAX_ENTRIES = 200_000;
+/** copy_file_range and fallocate's zeroing move data in pieces of this size… */
+const COPY_PIECE = 1 << 20;
+/** …and one copy_file_range call copies at most this much (a short copy; callers loop). */
+const COPY_MAX = 64 << 20;
 
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
@@ -613,6 +617,57 @@ export class Vfs {
       this.handles.delete(fh);
       this.forget(h.ino);
       await this.fs.close(h.fd);
+    });
+  }
+
+  /**
+   * fallocate(2) on an open handle. Cairn stores no preallocated blocks: without `keepSize` the
+   * size grows to offset+length (the new range reads as zeros) but no space is reserved, so a
+   * later write can still fail with ENOSPC. `zero` (PUNCH_HOLE, ZERO_RANGE) writes zeros over the
+   * part of the range inside the file, through the write cache like any write.
+   */
+  async fallocate(fh: number, offset: number, length: number, o: { keepSize: boolean; zero: boolean }): Promise<void> {
+    return this.run('fallocate', async () => {
+      const h = this.handle(fh);
+      if (!h.write) throw new CairnError('EINVAL', `file handle ${fh} is not open for writing`);
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length <= 0 || !Number.isSafeInteger(offset + length)) {
+        throw new CairnError('EINVAL', `fallocate range ${offset}+${length} must be a non-negative offset and a positive length`);
+      }
+      const sizeNow = async (): Promise<number> => this.fs.cachedAttr(String(h.ino))?.size ?? (await this.metaAttr(h.ino)).size;
+      const end = offset + length;
+      if (o.zero) {
+        const stop = Math.min(end, await sizeNow());
+        const zeros = Buffer.alloc(Math.min(COPY_PIECE, Math.max(0, stop - offset)));
+        for (let at = offset; at < stop; at += zeros.length) await this.fs.write(h.fd, at + zeros.length <= stop ? zeros : zeros.subarray(0, stop - at), at);
+      }
+      if (!o.keepSize && end > (await sizeNow())) await this.fs.truncate(h.fd, end);
+      this.forget(h.ino);
+    });
+  }
+
+  /**
+   * copy_file_range(2) between two open handles: reads and writes through the node's cache in
+   * pieces of 1 MiB, at most COPY_MAX bytes per call (a short copy; the caller continues).
+   * Returns the bytes copied (0 at the source's end).
+   */
+  async copyRange(fhIn: number, offIn: number, fhOut: number, offOut: number, length: number): Promise<number> {
+    return this.run('copy_file_range', async () => {
+      const src = this.handle(fhIn);
+      const dst = this.handle(fhOut);
+      if (!dst.write) throw new CairnError('EINVAL', `file handle ${fhOut} is not open for writing`);
+      for (const v of [offIn, offOut, length]) {
+        if (!Number.isSafeInteger(v) || v < 0) throw new CairnError('EINVAL', `copy_file_range offsets and length must be non-negative integers`);
+      }
+      const max = Math.min(length, COPY_MAX);
+      let done = 0;
+      while (done < max) {
+        const b = await this.fs.read(src.fd, Math.min(COPY_PIECE, max - done), offIn + done);
+        if (b.length === 0) break;
+        await this.fs.write(dst.fd, b, offOut + done);
+        done += b.length;
+      }
+      this.forget(dst.ino);
+      return done;
     });
   }
 

@@ -27,6 +27,8 @@ export interface MountedCluster {
   /** Mount points: [0] node 1 (weak), [1] node 2 (strong). */
   mounts: string[];
   endpoints: string[];
+  /** Node 1's Prometheus /metrics URL. */
+  metricsUrl: string;
   procs: Array<ChildProcess | undefined>;
   /** kill -9 node i (0-based). */
   kill(i: number): Promise<void>;
@@ -52,6 +54,7 @@ export async function startMountedCluster(): Promise<MountedCluster> {
   const mounts = [join(dir, 'mnt1'), join(dir, 'mnt2')];
   for (const m of mounts) await mkdir(m);
   const ports = [await freePort(), await freePort(), await freePort()];
+  const metricsPort = await freePort();
   // cairn init wants consecutive ports: write the configs from its output, with ours.
   const base = ports[0]!;
   const init = await runCairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(base), '--disk-size-bytes', String(1 << 30), '--insecure', '--json']);
@@ -61,7 +64,10 @@ export async function startMountedCluster(): Promise<MountedCluster> {
     const c = JSON.parse(await readFile(n.config, 'utf8')) as Record<string, any>;
     c.raft = { tickMs: 20, electionTicks: 10, heartbeatTicks: 2 };
     c.daemon = { ...c.daemon, controllerIntervalMs: 200, file: { ...c.daemon?.file, idleCommitDelayMs: 200 }, gc: { enabled: false }, scrub: { enabled: false } };
-    if (i === 0) c.daemon.mounts = [{ dir: mounts[0], mode: 'weak' }];
+    if (i === 0) {
+      c.daemon.mounts = [{ dir: mounts[0], mode: 'weak' }];
+      c.metricsListen = `127.0.0.1:${metricsPort}`;
+    }
     await writeFile(n.config, JSON.stringify(c));
   }
   const procs: Array<ChildProcess | undefined> = [undefined, undefined, undefined];
@@ -98,6 +104,7 @@ export async function startMountedCluster(): Promise<MountedCluster> {
       dir,
       mounts,
       endpoints: configs.map((c) => c.listen),
+      metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
       procs,
       kill: (i) => stopOne(i, 'SIGKILL'),
       start,

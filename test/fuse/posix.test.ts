@@ -114,6 +114,43 @@ describe('FUSE mount: operations and their errors', () => {
     expect(sf.bavail).toBeLessThanOrEqual(sf.blocks);
   });
 
+  it('fallocate (allocate, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE; EOPNOTSUPP otherwise) and copy_file_range', async () => {
+    const f = join(m1, 'falloc');
+    await fsp.writeFile(f, Buffer.alloc(8192, 0x61));
+    await sh(`fallocate -l 65536 '${f}'`); // mode 0: the size grows, the new range reads as zeros
+    let b = await fsp.readFile(f);
+    expect(b.length).toBe(65536);
+    expect(b.subarray(0, 8192).every((x) => x === 0x61)).toBe(true);
+    expect(b.subarray(8192).every((x) => x === 0)).toBe(true);
+    await sh(`fallocate -k -o 65536 -l 65536 '${f}'`); // KEEP_SIZE: no change
+    expect((await fsp.stat(f)).size).toBe(65536);
+    await sh(`fallocate -p -o 1000 -l 2000 '${f}'`); // PUNCH_HOLE (with KEEP_SIZE): zeros, same size
+    b = await fsp.readFile(f);
+    expect(b.length).toBe(65536);
+    expect([b[999], b[1000], b[2999], b[3000]]).toEqual([0x61, 0, 0, 0x61]);
+    await sh(`fallocate -z -o 4000 -l 100000 '${f}'`); // ZERO_RANGE past the end: zeros, and the size grows
+    b = await fsp.readFile(f);
+    expect(b.length).toBe(104000);
+    expect([b[3999], b[4000], b[8191]]).toEqual([0x61, 0, 0]);
+    await expect(sh(`fallocate -c -o 0 -l 4096 '${f}'`)).rejects.toThrow(/not supported/i); // COLLAPSE_RANGE
+    // copy_file_range between two handles, at offsets, through the VFS (not the kernel's fallback)
+    const src = join(m1, 'cfr-src');
+    const dst = join(m1, 'cfr-dst');
+    const data = Buffer.from(Array.from({ length: 1_200_000 }, (_, i) => (i * 7 + (i >> 9)) & 0xff));
+    await fsp.writeFile(src, data);
+    const copied = await sh(
+      `python3 -c "import os\na=os.open('${src}',os.O_RDONLY)\nb=os.open('${dst}',os.O_WRONLY|os.O_CREAT,0o644)\nn=0\nwhile n<1100000:\n  k=os.copy_file_range(a,b,1100000-n,1000+n,5+n)\n  assert k>0\n  n+=k\nprint(n)"`,
+    );
+    expect(copied.trim()).toBe('1100000');
+    const out = await fsp.readFile(dst);
+    expect(out.length).toBe(1_100_005);
+    expect(out.subarray(0, 5).every((x) => x === 0)).toBe(true);
+    expect(out.subarray(5).equals(data.subarray(1000, 1_101_000))).toBe(true);
+    const metrics = await (await fetch(c.metricsUrl)).text();
+    expect(metrics).toMatch(/cairn_vfs_ops_total\{op="copy_file_range",result="ok"\} [1-9]/);
+    expect(metrics).toMatch(/cairn_vfs_ops_total\{op="fallocate",result="ok"\} [1-9]/);
+  });
+
   it('xattrs: set, get, list, remove, and ENODATA', async () => {
     const f = join(m1, 'xa');
     await fsp.writeFile(f, '');
