@@ -22,6 +22,8 @@ const st = (s: fs.Stats): Record<string, unknown> => ({
 });
 const UTIME_NOW = 0x3fffffff;
 const UTIME_OMIT = 0x3ffffffe;
+const dirs = new Map<number, string>();
+let nextDir = 1;
 const ops: BindingOps = {
   initWithConfig: (_c: unknown, cb: Cb) => cb(0, { maxWrite: 1024 * 1024, asyncRead: true }),
   getattr: (path: string, cb: Cb) => fs.lstat(p(path), (e, s) => (e ? cb(errnoOf(e.code ?? 'EIO')) : cb(0, st(s)))),
@@ -54,7 +56,24 @@ const ops: BindingOps = {
   flush: (_path: string, _fd: number, cb: Cb) => cb(0),
   fsync: (_path: string, _d: boolean, fd: number, cb: Cb) => fs.fsync(fd, done(cb)),
   release: (_path: string, fd: number, cb: Cb) => fs.close(fd, done(cb)),
-  readdir: (path: string, cb: Cb) => fs.readdir(p(path), done(cb)),
+  // nullPathOk: readdir gets no path, so a directory handle remembers it (opendir/releasedir).
+  opendir: (path: string, _flags: number, cb: Cb) => {
+    const h = nextDir++;
+    dirs.set(h, path);
+    cb(0, { fd: h });
+  },
+  readdirPaged: (_path: string | null, fd: number, offset: number | bigint, cb: Cb) => {
+    const from = Number(offset);
+    fs.readdir(p(dirs.get(Number(fd)) ?? '/'), (e, all) => {
+      if (e) return cb(errnoOf(e.code ?? 'EIO'));
+      const names = all.slice(from, from + 1000);
+      cb(0, names, [], names.map((_, i) => from + i + 1));
+    });
+  },
+  releasedir: (_path: string | null, fd: number, cb: Cb) => {
+    dirs.delete(Number(fd));
+    cb(0);
+  },
   fsyncdir: (_path: string, _d: boolean, _fd: number, cb: Cb) => cb(0),
 };
 // The binding holds no libuv handle of its own while mounting: keep the process alive.

@@ -27,6 +27,8 @@ export interface MountedCluster {
   /** Mount points: [0] node 1 (weak), [1] node 2 (strong). */
   mounts: string[];
   endpoints: string[];
+  /** Node config files, by node (0-based). */
+  configs: string[];
   /** Node 1's Prometheus /metrics URL. */
   metricsUrl: string;
   procs: Array<ChildProcess | undefined>;
@@ -104,6 +106,7 @@ export async function startMountedCluster(): Promise<MountedCluster> {
       dir,
       mounts,
       endpoints: configs.map((c) => c.listen),
+      configs: configs.map((c) => c.config),
       metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
       procs,
       kill: (i) => stopOne(i, 'SIGKILL'),

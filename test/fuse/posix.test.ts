@@ -122,7 +122,7 @@ describe('FUSE mount: operations and their errors', () => {
     expect(b.length).toBe(65536);
     expect(b.subarray(0, 8192).every((x) => x === 0x61)).toBe(true);
     expect(b.subarray(8192).every((x) => x === 0)).toBe(true);
-    await sh(`fallocate -k -o 65536 -l 65536 '${f}'`); // KEEP_SIZE: no change
+    await sh(`fallocate -n -o 65536 -l 65536 '${f}'`); // KEEP_SIZE: no change
     expect((await fsp.stat(f)).size).toBe(65536);
     await sh(`fallocate -p -o 1000 -l 2000 '${f}'`); // PUNCH_HOLE (with KEEP_SIZE): zeros, same size
     b = await fsp.readFile(f);

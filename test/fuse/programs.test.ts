@@ -82,4 +82,33 @@ describe('programs on the mount', () => {
     }
     expect((await sh(`ls -a '${m2}'`)).split('\n').filter((x) => x.startsWith('.fuse_hidden'))).toEqual([]);
   }, 240_000);
+
+  it('systemd\'s commands: a configured mount is waited for, cleared when its daemon died, and mounted again by the restarted daemon', async () => {
+    const cfg = c.configs[0]!;
+    const state = async (): Promise<string> => {
+      const r = await runCairn(['mounts', '--config', cfg, '--json']);
+      expect(r.code).toBe(0);
+      return (JSON.parse(r.stdout) as { mounts: Array<{ dir: string; state: string }> }).mounts.map((m) => `${m.dir}=${m.state}`).join(',');
+    };
+    expect(await state()).toBe(`${m1}=up`);
+    // a live mount is left alone by ExecStopPost's command
+    const live = await runCairn(['umount', '--configured', '--config', cfg, '--json']);
+    expect(live.code).toBe(0);
+    expect(await isMounted(m1)).toBe(true);
+    await c.kill(0);
+    expect(await state()).toBe(`${m1}=dead`);
+    const cleared = await runCairn(['umount', '--configured', '--config', cfg, '--json']);
+    expect(cleared.code).toBe(0);
+    expect(JSON.parse(cleared.stdout)).toEqual({ mounts: [{ dir: m1, state: 'dead', cleared: true }] });
+    expect(await isMounted(m1)).toBe(false);
+    const timeout = await runCairn(['mounts', '--config', cfg, '--wait', '1']);
+    expect(timeout.code).not.toBe(0);
+    expect(timeout.stderr).toMatch(/waited 1 s .*absent/);
+    await c.start(0);
+    const waited = await runCairn(['mounts', '--config', cfg, '--wait', '60', '--json'], { timeoutMs: 90_000 });
+    expect(waited.code).toBe(0);
+    expect(await state()).toBe(`${m1}=up`);
+    await sh(`echo again > '${m1}/after-restart' && sync '${m1}/after-restart'`);
+    expect((await sh(`cat '${m1}/after-restart'`)).trim()).toBe('again');
+  }, 180_000);
 });

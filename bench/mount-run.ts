@@ -1,0 +1,65 @@
+/**
+ * The mount benchmark end to end: a 3-process local cluster (bench/local-cluster.ts) whose node 1
+ * daemon serves a weak and a strong mount (daemon.mounts), then bench/mount-bench.sh (local dir,
+ * passthrough FUSE through Cairn's binding, Cairn weak — one run) and bench-fs.sh on the strong
+ * mount, then node 1's VFS/FUSE metrics. Knobs of bench-fs.sh pass through the environment
+ * (SEQ_SIZE, RAND_RUNTIME, NFILES, NTX; STRONG_* for the strong run). MOUNT_PROFILE=DIR writes a
+ * --cpu-prof of every node process there.
+ *   node --import tsx bench/mount-run.ts [weak|strong|both]   (default both)
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startLocalCluster } from './local-cluster.js';
+
+const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..');
+const which = process.argv[2] ?? 'both';
+const mnt = (name: string): string => `/tmp/cairn-mount-bench-${process.pid}-${name}`;
+const weak = mnt('weak');
+const strong = mnt('strong');
+mkdirSync(weak, { recursive: true });
+mkdirSync(strong, { recursive: true });
+
+const prof = process.env.MOUNT_PROFILE;
+if (prof !== undefined) {
+  mkdirSync(prof, { recursive: true });
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${prof}`;
+}
+const c = await startLocalCluster(3, {
+  metrics: true,
+  configure: (cfg) => {
+    if (cfg.nodeId !== 1) return cfg;
+    const d = (cfg.daemon ?? {}) as Record<string, unknown>;
+    return { ...cfg, daemon: { ...d, mounts: [{ dir: weak, mode: 'weak' }, { dir: strong, mode: 'strong' }] } };
+  },
+});
+if (prof !== undefined) delete process.env.NODE_OPTIONS;
+
+const mounted = (dir: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+const run = (cmd: string, args: string[], env: Record<string, string> = {}): Promise<number> =>
+  new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: 'inherit', env: { ...process.env, ...env } });
+    p.on('exit', (code) => resolve(code ?? 1));
+  });
+
+try {
+  for (let i = 0; i < 120 && !(mounted(weak) && mounted(strong)); i++) await new Promise((r) => setTimeout(r, 500));
+  if (!mounted(weak) || !mounted(strong)) throw new Error('node 1 did not mount its daemon.mounts in 60 s');
+  if (which === 'weak' || which === 'both') await run('bash', [join(ROOT, 'bench', 'mount-bench.sh'), weak, 'cairn-weak']);
+  if (which === 'strong' || which === 'both') {
+    const env: Record<string, string> = { BENCH_OUT: join(ROOT, 'bench', 'results', 'mount-cairn-strong.txt') };
+    for (const k of ['SEQ_SIZE', 'RAND_RUNTIME', 'NFILES', 'NTX']) {
+      const v = process.env[`STRONG_${k}`];
+      if (v !== undefined) env[k] = v;
+    }
+    mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+    await run('bash', [process.env.BENCH_FS ?? '/work/shared/bench/dfs/bench-fs.sh', strong, 'cairn-strong'], env);
+  }
+  const m = await (await fetch(`http://${c.metricsAddresses[0]}/metrics`)).text();
+  process.stdout.write('=== node 1 metrics (vfs)\n');
+  process.stdout.write(`${m.split('\n').filter((l) => /^cairn_vfs_|^cairn_fuse_/.test(l)).join('\n')}\n`);
+} finally {
+  await c.stop();
+  for (const d of [weak, strong]) if (mounted(d)) await run('fusermount3', ['-uz', d]);
+}
