@@ -31,7 +31,9 @@ async function basePort(count: number): Promise<number> {
 }
 
 function cairn(args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], {
+  // BENCH_NODE_ARGS: extra node flags for every cairn process (e.g. --cpu-prof, not allowed in NODE_OPTIONS).
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  return spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], {
     cwd: ROOT,
     // The cluster is --insecure: no credentials (not ./.cairn-local/client of `npm start`).
     env: { ...process.env, CAIRN_LOG_LEVEL: 'warn', CAIRN_CREDENTIALS: 'none' },

@@ -24,7 +24,7 @@ mkdirSync(strong, { recursive: true });
 const prof = process.env.MOUNT_PROFILE;
 if (prof !== undefined) {
   mkdirSync(prof, { recursive: true });
-  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${prof}`;
+  process.env.BENCH_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${prof}`;
 }
 const c = await startLocalCluster(3, {
   metrics: true,
@@ -34,7 +34,7 @@ const c = await startLocalCluster(3, {
     return { ...cfg, daemon: { ...d, mounts: [{ dir: weak, mode: 'weak' }, { dir: strong, mode: 'strong' }] } };
   },
 });
-if (prof !== undefined) delete process.env.NODE_OPTIONS;
+if (prof !== undefined) delete process.env.BENCH_NODE_ARGS;
 
 const mounted = (dir: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
 const run = (cmd: string, args: string[], env: Record<string, string> = {}): Promise<number> =>
