@@ -78,7 +78,7 @@ const ops: BindingOps = {
 };
 // The binding holds no libuv handle of its own while mounting: keep the process alive.
 const keepAlive = setInterval(() => undefined, 1 << 30);
-const m = await mountBinding(mnt, ops, { attrTimeoutS: 1, entryTimeoutS: 1, allowOther: false, defaultPermissions: true, fsname: 'passthrough', maxConcurrency: 64, useIno: process.env.PT_USE_INO !== '0' });
+const m = await mountBinding(mnt, ops, { attrTimeoutS: 1, entryTimeoutS: 1, allowOther: false, defaultPermissions: true, fsname: 'passthrough', maxConcurrency: 64, useIno: process.env.PT_USE_INO !== '0', ...(process.env.PT_READ_AHEAD_KB ? { readAheadKb: Number(process.env.PT_READ_AHEAD_KB) } : {}) });
 process.stdout.write(`${JSON.stringify({ ready: true, mnt })}\n`);
 const stop = (): void => {
   void m.unmount().then(() => {

@@ -20,6 +20,7 @@ import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { promisify } from 'node:util';
 import { CairnError } from '../common/errors.js';
+import { logger } from '../common/log.js';
 
 const require = createRequire(import.meta.url);
 
@@ -77,6 +78,11 @@ export interface BindingOptions {
   maxConcurrency: number;
   /** st_ino is the `ino` getattr returns (needs the patched binding; see the header). */
   useIno: boolean;
+  /**
+   * Kernel read-ahead of the mount, KiB (its backing device's read_ahead_kb in sysfs, set after
+   * mounting; FUSE's init can only lower the 128 KiB default). Unset: the kernel's default.
+   */
+  readAheadKb?: number;
 }
 
 export interface MountedBinding {
@@ -156,6 +162,7 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
       );
     }),
   );
+  if (o.readAheadKb !== undefined) await setReadAhead(dir, o.readAheadKb);
   let gone: Promise<void> | undefined;
   return {
     dir,
@@ -175,6 +182,22 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
         });
       })),
   };
+}
+
+/**
+ * Set a FUSE mount's read-ahead: /sys/class/bdi/MAJOR:MINOR/read_ahead_kb of its anonymous device
+ * (needs root; otherwise the kernel's 128 KiB stays, which only costs speed: logged, not fatal).
+ */
+async function setReadAhead(dir: string, kb: number): Promise<void> {
+  const { stat, writeFile } = await import('node:fs/promises');
+  try {
+    const dev = (await stat(dir)).dev;
+    const major = Math.floor(dev / 256) & 0xfff;
+    const minor = (dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00);
+    await writeFile(`/sys/class/bdi/${major}:${minor}/read_ahead_kb`, String(Math.floor(kb)));
+  } catch (err) {
+    logger('fuse').warn({ dir, kb, err: (err as Error).message }, 'could not set the mount\'s read-ahead; the kernel default (128 KiB) stays');
+  }
 }
 
 /**

@@ -72,6 +72,8 @@ export interface MountOptions {
   attrTimeoutS?: number;
   allowOther?: boolean;
   maxConcurrency?: number;
+  /** Kernel read-ahead, KiB (default 1024: sequential reads arrive as 1 MiB requests, not 128 KiB). */
+  readAheadKb?: number;
 }
 
 export interface Mount {
@@ -304,6 +306,7 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     fsname: 'cairn',
     maxConcurrency: o.maxConcurrency ?? 64,
     useIno: true,
+    readAheadKb: o.readAheadKb ?? 1024,
   });
   log.info({ dir, mode: vfs.mode }, 'mounted');
   const b = binding;

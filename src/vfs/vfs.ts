@@ -29,6 +29,8 @@ export const NAME_MAX = 255;
 /** Entries one opendir snapshot holds at most (a larger directory lists in later snapshots, by name). */
 const READDIR_PAGE = 1000;
 const CACHE_MAX_ENTRIES = 200_000;
+/** Key of the xattr cache meaning "this inode has no extended attributes at all" (not a valid name). */
+const NO_XATTRS = '\0';
 /** copy_file_range and fallocate's zeroing move data in pieces of this size… */
 const COPY_PIECE = 1 << 20;
 /** …and one copy_file_range call copies at most this much (a short copy; callers loop). */
@@ -145,6 +147,12 @@ export class Vfs {
   /** name → parents with a cached entry of that name (a watch event names a path, not a parent). */
   private readonly byName = new Map<string, Set<number>>();
   private readonly attrs = new Map<number, { attr: Attr; at: number }>();
+  /**
+   * getxattr answers by inode and name (null: absent), under the same TTL and invalidation as
+   * attributes. The kernel asks for security.capability before every write(2) to a FUSE file
+   * (file_remove_privs): uncached, each write cost a linearizable metadata read.
+   */
+  private readonly xattrs = new Map<number, Map<string, { value: Buffer | null; at: number }>>();
   private readonly watchAbort = new AbortController();
   private readonly log: Logger;
   private watching: Promise<void> | undefined;
@@ -164,6 +172,7 @@ export class Vfs {
       try {
         for await (const ev of this.meta.watch('/', { signal: this.watchAbort.signal })) {
           this.attrs.delete(ev.ino);
+          this.xattrs.delete(ev.ino);
           // The event names a path, not (parent, name): drop every dentry of that name.
           for (const p of [ev.path, ev.newPath]) {
             if (p === undefined) continue;
@@ -181,6 +190,7 @@ export class Vfs {
           this.dentries.clear();
           this.byName.clear();
           this.attrs.clear();
+          this.xattrs.clear();
         }
       }
     })();
@@ -223,6 +233,7 @@ export class Vfs {
 
   private forget(ino: number, parent?: number, name?: string): void {
     this.attrs.delete(ino);
+    this.xattrs.delete(ino);
     if (parent !== undefined && name !== undefined) {
       this.dentries.delete(key(parent, name));
       const parents = this.byName.get(name);
@@ -528,6 +539,8 @@ export class Vfs {
       this.forget(parent);
       this.remember(made.attr);
       this.rememberEntry(parent, name, made.attr.ino);
+      // A file this call made has no extended attributes yet (a write's security.capability check).
+      if (made.created && this.opts.cacheTtlMs > 0) this.xattrs.set(made.attr.ino, new Map([[NO_XATTRS, { value: null, at: Date.now() }]]));
       const fd = await this.fs.openById(String(made.attr.ino), {
         write: true,
         append: (flags & O_APPEND) !== 0,
@@ -615,7 +628,8 @@ export class Vfs {
       const h = this.handles.get(fh);
       if (h === undefined) return;
       this.handles.delete(fh);
-      this.forget(h.ino);
+      // Size and times may change with the commit after close; extended attributes do not.
+      this.attrs.delete(h.ino);
       await this.fs.close(h.fd);
     });
   }
@@ -674,7 +688,31 @@ export class Vfs {
   // ------------------------------------------------------------------ xattrs, statfs
 
   async getxattr(ino: number, name: string): Promise<Buffer> {
-    return this.run('getxattr', () => this.meta.getxattr({ ino }, name));
+    return this.run('getxattr', async () => {
+      const m0 = this.xattrs.get(ino);
+      const c = m0?.get(name) ?? m0?.get(NO_XATTRS);
+      if (c !== undefined && this.fresh(c.at)) {
+        cacheHits.inc({ cache: 'xattr', result: 'hit' });
+        if (c.value === null) throw new CairnError('ENOENT', `no extended attribute ${name}`);
+        return c.value;
+      }
+      cacheHits.inc({ cache: 'xattr', result: 'miss' });
+      let value: Buffer | null;
+      try {
+        value = await this.meta.getxattr({ ino }, name);
+      } catch (err) {
+        if (!(err instanceof CairnError && err.code === 'ENOENT')) throw err;
+        value = null;
+      }
+      if (this.opts.cacheTtlMs > 0) {
+        if (this.xattrs.size >= CACHE_MAX_ENTRIES) this.xattrs.clear();
+        let m = this.xattrs.get(ino);
+        if (m === undefined) this.xattrs.set(ino, (m = new Map()));
+        m.set(name, { value, at: Date.now() });
+      }
+      if (value === null) throw new CairnError('ENOENT', `no extended attribute ${name}`);
+      return value;
+    });
   }
 
   async listxattr(ino: number): Promise<string[]> {
