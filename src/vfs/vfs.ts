@@ -451,6 +451,8 @@ export class Vfs {
       if (a?.type === 'dir') throw new CairnError('EISDIR', `${name} is a directory`);
       await this.meta.unlink({ parent, name });
       this.forget(parent, parent, name);
+      // The name is absent now: a look-up right after (sqlite's next journal) needs no metadata read.
+      this.rememberEntry(parent, name, 0);
       if (ino !== undefined) await this.lostName(ino);
     });
   }
@@ -462,6 +464,7 @@ export class Vfs {
       const before = this.dentries.get(key(parent, name));
       await this.meta.rmdir({ parent, name });
       this.forget(parent, parent, name);
+      this.rememberEntry(parent, name, 0);
       if (before !== undefined && before.ino !== 0) this.forget(before.ino);
     });
   }
