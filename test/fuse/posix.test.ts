@@ -155,6 +155,13 @@ describe('FUSE mount: operations and their errors', () => {
     const f = join(m1, 'xa');
     await fsp.writeFile(f, '');
     const py = (s: string): Promise<string> => sh(`python3 -c "import os; ${s}"`);
+    const absent = (path: string, name: string): Promise<string> =>
+      py(`
+try:
+    print(os.getxattr('${path}', '${name}').decode())
+except OSError as e:
+    print(e.errno)`);
+    expect((await absent(f, 'user.k')).trim()).toBe('61'); // the VFS now caches "absent"
     await py(`os.setxattr('${f}', 'user.k', b'v1')`);
     expect((await py(`print(os.getxattr('${f}', 'user.k').decode())`)).trim()).toBe('v1');
     expect((await py(`print(os.listxattr('${f}'))`)).trim()).toBe("['user.k']");
@@ -164,6 +171,10 @@ try:
     os.getxattr('${f}', 'user.k')
 except OSError as e:
     print(e.errno)`)).trim()).toBe('61');
+    // set through node 2: node 1's cached "absent" gives way (watch feed, or the TTL)
+    expect((await absent(f, 'user.n2')).trim()).toBe('61');
+    await py(`os.setxattr('${join(m2, 'xa')}', 'user.n2', b'from2')`);
+    await eventually(async () => (await absent(f, 'user.n2')).trim() === 'from2', 20_000, 100);
   });
 
   it('permissions are enforced as a local file system (default_permissions)', async () => {
