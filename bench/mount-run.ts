@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MetaClient } from '../src/meta/client.js';
 import { startLocalCluster } from './local-cluster.js';
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..');
@@ -46,6 +47,16 @@ const run = (cmd: string, args: string[], env: Record<string, string> = {}): Pro
 try {
   for (let i = 0; i < 120 && !(mounted(weak) && mounted(strong)); i++) await new Promise((r) => setTimeout(r, 500));
   if (!mounted(weak) || !mounted(strong)) throw new Error('node 1 did not mount its daemon.mounts in 60 s');
+  // Whether node 1 (the mounts' node) leads the metadata group changes every metadata round trip.
+  const leader = async (): Promise<number> => {
+    const m = new MetaClient({ endpoints: [c.endpoints[0]!] });
+    try {
+      return (await m.status()).leaderId;
+    } finally {
+      m.close();
+    }
+  };
+  process.stdout.write(`=== metadata leader at start: node ${await leader()}\n`);
   if (which === 'weak' || which === 'both') await run('bash', [join(ROOT, 'bench', 'mount-bench.sh'), weak, 'cairn-weak']);
   if (which === 'strong' || which === 'both') {
     const env: Record<string, string> = { BENCH_OUT: join(ROOT, 'bench', 'results', 'mount-cairn-strong.txt') };
@@ -56,6 +67,7 @@ try {
     mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
     await run('bash', [process.env.BENCH_FS ?? '/work/shared/bench/dfs/bench-fs.sh', strong, 'cairn-strong'], env);
   }
+  process.stdout.write(`=== metadata leader at the end: node ${await leader()}\n`);
   const m = await (await fetch(`http://${c.metricsAddresses[0]}/metrics`)).text();
   process.stdout.write('=== node 1 metrics (vfs)\n');
   process.stdout.write(`${m.split('\n').filter((l) => /^cairn_vfs_|^cairn_fuse_/.test(l)).join('\n')}\n`);
