@@ -676,6 +676,11 @@ export class Vfs {
         if (!Number.isSafeInteger(v) || v < 0) throw new CairnError('EINVAL', `copy_file_range offsets and length must be non-negative integers`);
       }
       const max = Math.min(length, COPY_MAX);
+      // Overlapping ranges of one file are EINVAL (as the kernel answers for one inode; two hard
+      // links of a file are two kernel inodes here, so the check must be ours too).
+      if (src.ino === dst.ino && offIn < offOut + max && offOut < offIn + max) {
+        throw new CairnError('EINVAL', 'copy_file_range within one file with overlapping ranges');
+      }
       let done = 0;
       while (done < max) {
         const b = await this.fs.read(src.fd, Math.min(COPY_PIECE, max - done), offIn + done);
