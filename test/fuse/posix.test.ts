@@ -146,6 +146,13 @@ describe('FUSE mount: operations and their errors', () => {
     expect(out.length).toBe(1_100_005);
     expect(out.subarray(0, 5).every((x) => x === 0)).toBe(true);
     expect(out.subarray(5).equals(data.subarray(1000, 1_101_000))).toBe(true);
+    // overlapping ranges of one file through two hard links (two kernel inodes): EINVAL, no smear
+    await fsp.link(src, join(m1, 'cfr-link'));
+    const overlap = await sh(
+      `python3 -c "import os\na=os.open('${src}',os.O_RDONLY)\nb=os.open('${join(m1, 'cfr-link')}',os.O_WRONLY)\ntry:\n  print(os.copy_file_range(a,b,4096,0,1000))\nexcept OSError as e:\n  print(e.errno)"`,
+    );
+    expect(overlap.trim()).toBe('22');
+    expect((await fsp.readFile(src)).equals(data)).toBe(true);
     const metrics = await (await fetch(c.metricsUrl)).text();
     expect(metrics).toMatch(/cairn_vfs_ops_total\{op="copy_file_range",result="ok"\} [1-9]/);
     expect(metrics).toMatch(/cairn_vfs_ops_total\{op="fallocate",result="ok"\} [1-9]/);
