@@ -10,6 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MetaClient } from '../src/meta/client.js';
@@ -90,5 +91,8 @@ try {
   process.stdout.write(`${m.split('\n').filter((l) => /^cairn_vfs_|^cairn_fuse_/.test(l)).join('\n')}\n`);
 } finally {
   await c.stop();
-  for (const d of [weak, strong, longTtl]) if (mounted(d)) await run('fusermount3', ['-uz', d]);
+  for (const d of [weak, strong, longTtl]) {
+    if (mounted(d)) await run('fusermount3', ['-uz', d]);
+    await rmdir(d).catch(() => undefined);
+  }
 }
