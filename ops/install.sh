@@ -19,7 +19,7 @@ echo "building in $src"
 
 echo "installing into $prefix"
 mkdir -p "$prefix"
-cp -a "$src/package.json" "$src/package-lock.json" "$src/README.md" "$src/proto" "$src/dist" "$prefix/"
+cp -a "$src/package.json" "$src/package-lock.json" "$src/README.md" "$src/proto" "$src/dist" "$src/ops" "$prefix/"
 (cd "$prefix" && npm ci --omit=dev)
 
 install -d -m 0700 /var/lib/cairn
