@@ -304,8 +304,9 @@ export class MetaService {
   private readonly inlineGauge = gauge('cairn_meta_inline_bytes', 'Bytes of inline file content held in the metadata (see inlineBudgetBytes)');
   private readonly inlineBudgetGauge = gauge('cairn_meta_inline_budget_bytes', 'Inline content budget of this node (inlineBudgetBytes)');
   private readonly inlineBudget: number;
+  // Fine buckets below 5 ms: a lone write is one Raft round of 1-5 ms (bench/put-stages.ts reads them).
   private readonly latency = histogram('cairn_meta_request_seconds', 'Metadata request latency', ['method'], [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
+    0.0002, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
   ]);
 
   constructor(private readonly opts: MetaServiceOptions) {
