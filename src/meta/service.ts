@@ -67,6 +67,13 @@ export interface MetaServiceOptions {
    * inline write this node proposes; past it such writes fail with ENOSPC and go to chunks.
    */
   inlineBudgetBytes?: number;
+  /**
+   * Write putFile operations as their binary record (entry.ts opcode 9: the content as raw bytes,
+   * decoded field by field) instead of JSON checked with zod on every node. Nodes before 0.2.0
+   * cannot decode it: answer true only once every member of the cluster runs a release that does
+   * (the cluster version gate). Default: false.
+   */
+  binaryPutFile?: () => boolean;
 }
 
 /** Default total of inline file content (MetaServiceOptions.inlineBudgetBytes). */
@@ -322,6 +329,10 @@ export class MetaService {
     return op;
   }
 
+  private encoding(): { binaryPutFile: boolean } {
+    return { binaryPutFile: this.opts.binaryPutFile?.() === true };
+  }
+
   private replicator(): Replicator {
     const r = this.opts.replicator();
     if (r === undefined) fail('EUNAVAIL', 'the metadata service is starting; retry shortly');
@@ -344,7 +355,7 @@ export class MetaService {
     this.checkWriter(leaderOnly);
     // Leader-only operations (leases, commits) read the leader's clock: proposed at once,
     // alone, so that no step-down can come between the leadership check and the proposal.
-    const [res] = await this.proposeRecords([encodeCheckedOp(this.stampBudget(op))], !leaderOnly);
+    const [res] = await this.proposeRecords([encodeCheckedOp(this.stampBudget(op), this.encoding())], !leaderOnly);
     return valueOf(res!);
   }
 
@@ -431,7 +442,7 @@ export class MetaService {
         if (m === undefined) fail('EINVAL', `batch operation ${i}: no operation set (or not one that may be batched)`);
         const parsed = m.schema.safeParse(b[field as string]);
         if (!parsed.success) fail('EINVAL', formatZodError(`batch operation ${i}`, parsed.error));
-        valid.push(encodeCheckedOp(this.stampBudget(m.toOp(parsed.data as never))));
+        valid.push(encodeCheckedOp(this.stampBudget(m.toOp(parsed.data as never)), this.encoding()));
         slots.push({ i, m });
       } catch (err) {
         results[i] = errorSlot(err);
