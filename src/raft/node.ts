@@ -771,6 +771,7 @@ export class RaftNode {
       this.leader = rd.softState.leader;
       this.role = rd.softState.role;
       if (wasLeader !== this.leader) {
+        this.appendsOut.clear(); // appends of another term are never timed
         this.log.info({ leader: this.leader, role: this.role }, 'leader changed');
         for (const w of this.leaderWaiters) w();
         this.leaderWaiters.clear();
