@@ -1257,7 +1257,7 @@ class ApplyCtx {
           if (op.extents.length > 0) opFail('EINVAL', 'a commit with inline content has no extents');
           if (data.length > op.size) opFail('EINVAL', `inline content of ${data.length} bytes is longer than the file size ${op.size}`);
           const before = await this.inlineTotal();
-          const r = await this.installVersion(i, op.fence, op.size, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+          const r = await this.installVersion(i, op.fence, op.size, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data, false, op.inlineB64);
           await this.checkBudget(before, op.inlineBudget);
           return r;
         }
@@ -1285,7 +1285,7 @@ class ApplyCtx {
         this.tx.putJson(K.dirent(dir.ino, name), { ino, type: 'file' });
         this.touchDir(dir, 1, 0);
         this.emit('create', path, ino, 0);
-        const r = await this.installVersion(i, 0, data.length, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data, true);
+        const r = await this.installVersion(i, 0, data.length, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data, true, op.dataB64);
         await this.checkBudget(before, op.inlineBudget);
         return r;
       }
@@ -1476,7 +1476,7 @@ class ApplyCtx {
   }
 
   /** Set (data) or drop (undefined) a file's inline content, keeping the total in m:inlineBytes. */
-  async setInline(ino: number, data: Buffer | undefined, fresh = false): Promise<InlineRef | undefined> {
+  async setInline(ino: number, data: Buffer | undefined, fresh = false, dataB64?: string): Promise<InlineRef | undefined> {
     // A fresh inode (putFile's, version 0) has no layout yet: nothing to read.
     const old = fresh ? undefined : (await this.tx.getJson<Layout>(K.layout(ino)))?.inline;
     const oldLen = old?.length ?? 0;
@@ -1488,7 +1488,7 @@ class ApplyCtx {
       this.tx.del(K.inline(ino));
       return undefined;
     }
-    this.tx.put(K.inline(ino), data.toString('base64'));
+    this.tx.put(K.inline(ino), dataB64 ?? data.toString('base64'));
     return { length: data.length, sha256: createHash('sha256').update(data).digest('hex') };
   }
 
@@ -1523,9 +1523,11 @@ class ApplyCtx {
     i: Inode, fence: number, size: number, extents: Extent[], mtimeMs: number, state: CommitState, kind: 'commit' | 'truncate',
     data?: Buffer,
     fresh = false,
+    /** `data` as the operation carried it (canonical base64, as decoding guarantees): stored as is, not encoded again. */
+    dataB64?: string,
   ): Promise<Record<string, unknown>> {
     await this.retainIfPinned(i.ino, i.version);
-    const inline = await this.setInline(i.ino, data, i.version === 0 && kind === 'commit' && fresh);
+    const inline = await this.setInline(i.ino, data, i.version === 0 && kind === 'commit' && fresh, dataB64);
     const version = i.version + 1;
     i.version = version;
     i.size = size;
