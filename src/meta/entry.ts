@@ -13,7 +13,8 @@
  *
  * All integers little-endian; numbers that may exceed 32 bits are f64 holding a safe integer.
  * Strings are u32 byte length + UTF-8. The hot namespace operations (mkdir, create, symlink,
- * link, unlink, rmdir, rename, setattr) have binary bodies that the decoder checks field by
+ * link, unlink, rmdir, rename, setattr) and putFile (the small-file write: its content travels
+ * as raw bytes, not base64 inside JSON) have binary bodies that the decoder checks field by
  * field (types, ranges, names): cheap enough to run on every node for every entry. The others
  * (opcode 0) carry the operation as JSON and are checked with the zod schema, as format 1 was.
  * The service validates every operation with zod before it encodes it (ops.ts validateOp).
@@ -25,6 +26,7 @@ import { crc32 } from '../common/crc32.js';
 import { CairnError } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 import {
+  INLINE_MAX_BYTES,
   NAME_MAX_BYTES,
   SYMLINK_MAX_BYTES,
   entrySchema,
@@ -53,6 +55,7 @@ const OPCODE = {
   rmdir: 6,
   rename: 7,
   setattr: 8,
+  putFile: 9,
 } as const;
 
 const REF_INO = 1;
@@ -95,6 +98,13 @@ class Writer {
     this.buf.write(s, this.pos + 4, n, 'utf8');
     this.pos += 4 + n;
   }
+  /** u32 length + raw bytes. */
+  blob(b: Uint8Array): void {
+    this.room(4 + b.length);
+    this.buf.writeUInt32LE(b.length, this.pos);
+    this.buf.set(b, this.pos + 4);
+    this.pos += 4 + b.length;
+  }
   ref(r: Ref): void {
     if ('ino' in r) {
       this.u8(REF_INO);
@@ -123,11 +133,20 @@ function encodeJsonOp(op: Op): Buffer {
   return out;
 }
 
+/** How operations are written (EncodeOptions.binaryPutFile: see MetaServiceOptions.binaryPutFile). */
+export interface EncodeOptions {
+  /**
+   * putFile as its binary record (opcode 9, decoded since 0.2.0) rather than JSON (opcode 0).
+   * Default true; the service writes it only once every node of the cluster decodes it.
+   */
+  binaryPutFile?: boolean;
+}
+
 /**
  * One operation as an entry record (opcode, length, body). The operation must have passed
  * validateOp (ops.ts); records are concatenated into an entry by encodeEntryOps.
  */
-export function encodeOp(op: Op): Buffer {
+export function encodeOp(op: Op, o: EncodeOptions = {}): Buffer {
   const w = new Writer();
   w.u8(0);
   w.u32(0);
@@ -187,6 +206,19 @@ export function encodeOp(op: Op): Buffer {
       if (op.atimeMs !== undefined) w.num(op.atimeMs);
       break;
     }
+    case 'putFile': {
+      if (o.binaryPutFile === false) return encodeJsonOp(op);
+      code = OPCODE.putFile;
+      w.ref(op.at);
+      w.u32(op.mode);
+      w.u32(op.uid);
+      w.u32(op.gid);
+      w.u8((op.mkdirs ? 1 : 0) | (op.mtimeMs !== undefined ? 2 : 0));
+      if (op.mtimeMs !== undefined) w.num(op.mtimeMs);
+      w.num(op.inlineBudget);
+      w.blob(Buffer.from(op.dataB64, 'base64'));
+      break;
+    }
     default:
       return encodeJsonOp(op);
   }
@@ -218,7 +250,7 @@ export function encodeEntryOps(records: Buffer[], nowMs: number): Buffer {
 
 /** Encode validated operations (validateOp) as one entry. */
 export function encodeEntry(ops: Op | Op[], nowMs: number): Buffer {
-  return encodeEntryOps((Array.isArray(ops) ? ops : [ops]).map(encodeOp), nowMs);
+  return encodeEntryOps((Array.isArray(ops) ? ops : [ops]).map((op) => encodeOp(op)), nowMs);
 }
 
 // ---------------------------------------------------------------- decoding
@@ -272,6 +304,15 @@ class Reader {
     const s = this.buf.toString('utf8', this.pos, this.pos + n);
     this.pos += n;
     return s;
+  }
+  /** u32 length + raw bytes (a view into the entry, not a copy). */
+  blob(maxBytes: number): Buffer {
+    const n = this.u32();
+    if (n > maxBytes) throw bad(`${n} bytes of data, limit ${maxBytes}`);
+    this.need(n);
+    const b = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
   }
   name(): string {
     const s = this.str(NAME_MAX_BYTES, tooLong);
@@ -361,6 +402,20 @@ function decodeOp(code: number, buf: Buffer, start: number, end: number): Op {
       op = s;
       break;
     }
+    case OPCODE.putFile: {
+      const at = r.entryRef();
+      const mode = r.mode();
+      const uid = r.u32();
+      const gid = r.u32();
+      const flags = r.u8();
+      if (flags > 3) throw bad(`putFile flags ${flags}`);
+      const p: Extract<Op, { op: 'putFile' }> = { op: 'putFile', at, mode, uid, gid, dataB64: '', mkdirs: (flags & 1) !== 0, inlineBudget: 0 };
+      if (flags & 2) p.mtimeMs = r.num();
+      p.inlineBudget = r.num();
+      p.dataB64 = r.blob(INLINE_MAX_BYTES).toString('base64');
+      op = p;
+      break;
+    }
     default:
       throw bad(`unknown opcode ${code}`);
   }
@@ -377,19 +432,21 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
  * of the full zod operation schema — and the others with that schema (ops.ts validateOp).
  * Throws EINVAL or ENAMETOOLONG.
  */
-export function encodeCheckedOp(op: Op): Buffer {
-  if (!BINARY_OPS.has(op.op)) return encodeOp(validateOp(op));
+export function encodeCheckedOp(op: Op, o: EncodeOptions = {}): Buffer {
+  if (!BINARY_OPS.has(op.op) || (op.op === 'putFile' && o.binaryPutFile === false)) return encodeOp(validateOp(op), o);
   let rec: Buffer;
   try {
-    rec = encodeOp(op);
+    rec = encodeOp(op, o);
   } catch (err) {
     throw new CairnError('EINVAL', `request: ${op.op} does not encode: ${(err as Error).message}`);
   }
-  decodeOp(rec[0]!, rec, OP_HEADER_BYTES, rec.length);
+  const back = decodeOp(rec[0]!, rec, OP_HEADER_BYTES, rec.length);
+  // The content travels as raw bytes: base64 that does not read back the same is refused (as the zod schema does).
+  if (op.op === 'putFile' && (back as typeof op).dataB64 !== op.dataB64) throw new CairnError('EINVAL', 'request: inline data is not canonical base64');
   return rec;
 }
 
-const BINARY_OPS: ReadonlySet<string> = new Set(['mkdir', 'create', 'symlink', 'link', 'unlink', 'rmdir', 'rename', 'setattr']);
+const BINARY_OPS: ReadonlySet<string> = new Set(['mkdir', 'create', 'symlink', 'link', 'unlink', 'rmdir', 'rename', 'setattr', 'putFile']);
 
 /**
  * Decode an entry's bytes. Throws EINVAL (or ECORRUPT for a checksum mismatch) when the entry

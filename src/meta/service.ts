@@ -67,6 +67,13 @@ export interface MetaServiceOptions {
    * inline write this node proposes; past it such writes fail with ENOSPC and go to chunks.
    */
   inlineBudgetBytes?: number;
+  /**
+   * Write putFile operations as their binary record (entry.ts opcode 9: the content as raw bytes,
+   * decoded field by field) instead of JSON checked with zod on every node. Nodes before 0.2.0
+   * cannot decode it: answer true only once every member of the cluster runs a release that does
+   * (the cluster version gate). Default: false.
+   */
+  binaryPutFile?: () => boolean;
 }
 
 /** Default total of inline file content (MetaServiceOptions.inlineBudgetBytes). */
@@ -304,8 +311,9 @@ export class MetaService {
   private readonly inlineGauge = gauge('cairn_meta_inline_bytes', 'Bytes of inline file content held in the metadata (see inlineBudgetBytes)');
   private readonly inlineBudgetGauge = gauge('cairn_meta_inline_budget_bytes', 'Inline content budget of this node (inlineBudgetBytes)');
   private readonly inlineBudget: number;
+  // Fine buckets below 5 ms: a lone write is one Raft round of 1-5 ms (bench/put-stages.ts reads them).
   private readonly latency = histogram('cairn_meta_request_seconds', 'Metadata request latency', ['method'], [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
+    0.0002, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1,
   ]);
 
   constructor(private readonly opts: MetaServiceOptions) {
@@ -319,6 +327,10 @@ export class MetaService {
   private stampBudget(op: Op): Op {
     if (op.op === 'putFile' || (op.op === 'commit' && op.inlineB64 !== undefined)) return { ...op, inlineBudget: this.inlineBudget };
     return op;
+  }
+
+  private encoding(): { binaryPutFile: boolean } {
+    return { binaryPutFile: this.opts.binaryPutFile?.() === true };
   }
 
   private replicator(): Replicator {
@@ -343,7 +355,7 @@ export class MetaService {
     this.checkWriter(leaderOnly);
     // Leader-only operations (leases, commits) read the leader's clock: proposed at once,
     // alone, so that no step-down can come between the leadership check and the proposal.
-    const [res] = await this.proposeRecords([encodeCheckedOp(this.stampBudget(op))], !leaderOnly);
+    const [res] = await this.proposeRecords([encodeCheckedOp(this.stampBudget(op), this.encoding())], !leaderOnly);
     return valueOf(res!);
   }
 
@@ -430,7 +442,7 @@ export class MetaService {
         if (m === undefined) fail('EINVAL', `batch operation ${i}: no operation set (or not one that may be batched)`);
         const parsed = m.schema.safeParse(b[field as string]);
         if (!parsed.success) fail('EINVAL', formatZodError(`batch operation ${i}`, parsed.error));
-        valid.push(encodeCheckedOp(this.stampBudget(m.toOp(parsed.data as never))));
+        valid.push(encodeCheckedOp(this.stampBudget(m.toOp(parsed.data as never)), this.encoding()));
         slots.push({ i, m });
       } catch (err) {
         results[i] = errorSlot(err);

@@ -188,11 +188,21 @@ type Pending = string | JsonValue | null;
  */
 class Tx {
   readonly writes = new Map<string, Pending>();
+  /**
+   * An apply batch's database reads (root Tx only, `cacheReads`): the database does not change
+   * while a batch applies (its writes stay pending until the end), so the operations of one entry
+   * that read the same keys — the root, a shared parent directory and its entries — read LevelDB
+   * once. Pending writes are looked at first, so a key written in the batch is never read here.
+   */
+  private readonly readCache: Map<string, string | undefined> | undefined;
   constructor(
     private readonly db: Db,
     private readonly parent?: Tx,
     private readonly snapshot?: ReturnType<Db['snapshot']>,
-  ) {}
+    cacheReads = false,
+  ) {
+    this.readCache = cacheReads && parent === undefined ? new Map() : undefined;
+  }
 
   private pending(key: string): Pending | undefined {
     const w = this.writes.get(key);
@@ -201,8 +211,15 @@ class Tx {
   }
 
   private read(key: string): string | undefined {
+    if (this.parent !== undefined) return this.parent.read(key);
     // getSync: a LevelDB read from the block cache takes microseconds; a thread-pool hop costs more.
-    return this.snapshot ? this.db.getSync(key, { snapshot: this.snapshot }) : this.db.getSync(key);
+    if (this.snapshot !== undefined) return this.db.getSync(key, { snapshot: this.snapshot });
+    const c = this.readCache;
+    if (c === undefined) return this.db.getSync(key);
+    if (c.has(key)) return c.get(key);
+    const v = this.db.getSync(key);
+    c.set(key, v);
+    return v;
   }
 
   async get(key: string): Promise<string | undefined> {
@@ -351,7 +368,7 @@ export class MetaStateMachine implements StateMachine {
     if (entries.length === 0) return [];
     return this.exclusive(async () => {
       this.checkOpen();
-      const tx = new Tx(this.db);
+      const tx = new Tx(this.db, undefined, undefined, true);
       const results: unknown[] = [];
       let rev = this.lastRev;
       let firstRev = this.firstRev;
@@ -1240,7 +1257,7 @@ class ApplyCtx {
           if (op.extents.length > 0) opFail('EINVAL', 'a commit with inline content has no extents');
           if (data.length > op.size) opFail('EINVAL', `inline content of ${data.length} bytes is longer than the file size ${op.size}`);
           const before = await this.inlineTotal();
-          const r = await this.installVersion(i, op.fence, op.size, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+          const r = await this.installVersion(i, op.fence, op.size, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data, false, op.inlineB64);
           await this.checkBudget(before, op.inlineBudget);
           return r;
         }
@@ -1268,7 +1285,7 @@ class ApplyCtx {
         this.tx.putJson(K.dirent(dir.ino, name), { ino, type: 'file' });
         this.touchDir(dir, 1, 0);
         this.emit('create', path, ino, 0);
-        const r = await this.installVersion(i, 0, data.length, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data);
+        const r = await this.installVersion(i, 0, data.length, [], op.mtimeMs ?? this.nowMs, 'durable', 'commit', data, true, op.dataB64);
         await this.checkBudget(before, op.inlineBudget);
         return r;
       }
@@ -1459,8 +1476,9 @@ class ApplyCtx {
   }
 
   /** Set (data) or drop (undefined) a file's inline content, keeping the total in m:inlineBytes. */
-  async setInline(ino: number, data: Buffer | undefined): Promise<InlineRef | undefined> {
-    const old = (await this.tx.getJson<Layout>(K.layout(ino)))?.inline;
+  async setInline(ino: number, data: Buffer | undefined, fresh = false, dataB64?: string): Promise<InlineRef | undefined> {
+    // A fresh inode (putFile's, version 0) has no layout yet: nothing to read.
+    const old = fresh ? undefined : (await this.tx.getJson<Layout>(K.layout(ino)))?.inline;
     const oldLen = old?.length ?? 0;
     const newLen = data?.length ?? 0;
     if (old === undefined && data === undefined) return undefined;
@@ -1470,7 +1488,7 @@ class ApplyCtx {
       this.tx.del(K.inline(ino));
       return undefined;
     }
-    this.tx.put(K.inline(ino), data.toString('base64'));
+    this.tx.put(K.inline(ino), dataB64 ?? data.toString('base64'));
     return { length: data.length, sha256: createHash('sha256').update(data).digest('hex') };
   }
 
@@ -1504,9 +1522,12 @@ class ApplyCtx {
   private async installVersion(
     i: Inode, fence: number, size: number, extents: Extent[], mtimeMs: number, state: CommitState, kind: 'commit' | 'truncate',
     data?: Buffer,
+    fresh = false,
+    /** `data` as the operation carried it (canonical base64, as decoding guarantees): stored as is, not encoded again. */
+    dataB64?: string,
   ): Promise<Record<string, unknown>> {
     await this.retainIfPinned(i.ino, i.version);
-    const inline = await this.setInline(i.ino, data);
+    const inline = await this.setInline(i.ino, data, i.version === 0 && kind === 'commit' && fresh, dataB64);
     const version = i.version + 1;
     i.version = version;
     i.size = size;

@@ -33,6 +33,7 @@ import { startServer, type StartedServer, type grpc } from '../rpc/grpc.js';
 import { raftConfigSchema, type RaftConfig } from '../common/config.js';
 import { CairnError, assert } from '../common/errors.js';
 import { logger, type Logger } from '../common/log.js';
+import { histogram } from '../common/metrics.js';
 import {
   ConfChangeType,
   EntryType,
@@ -55,6 +56,20 @@ import {
  * their acknowledgements; followers apply at most this much later when writes stop.
  */
 const COMMIT_LINGER_MS = 2;
+
+/**
+ * Where a write's time goes (docs/meta.md, "Where a small write's time goes"): fine buckets from
+ * 0.1 ms, since one Raft round on a quiet machine is 1-2 ms. bench/put-stages.ts reads them.
+ */
+const STAGE_BUCKETS = [0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1];
+const stageMetrics = {
+  persist: histogram('cairn_raft_persist_seconds', 'One Ready written to the Raft log (one LevelDB batch; sync="true": fsynced)', ['sync'], STAGE_BUCKETS),
+  apply: histogram('cairn_raft_apply_seconds', 'One batch of committed entries applied to the state machine', [], STAGE_BUCKETS),
+  appendRtt: histogram('cairn_raft_append_rtt_seconds', 'Leader: entries sent to a follower until its acknowledgement (network + the follower\'s fsync)', [], STAGE_BUCKETS),
+  propose: histogram('cairn_raft_propose_seconds', 'Proposer: propose() until the entry is applied here and its result known', [], STAGE_BUCKETS),
+};
+/** Appends awaiting their acknowledgement, per follower, for cairn_raft_append_rtt_seconds (bounded). */
+const MAX_TRACKED_APPENDS = 256;
 
 export interface RaftPeer {
   id: NodeId;
@@ -206,6 +221,8 @@ export class RaftNode {
   private readonly leaderWaiters = new Set<() => void>();
 
   private unsavedHard: HardState | undefined;
+  /** Leader: per follower, appends sent and not yet acknowledged (last index, send time in ns). */
+  private readonly appendsOut = new Map<NodeId, Array<{ last: number; at: bigint }>>();
   private incomingSnap: { index: number; term: number; file: string } | undefined;
   private snapshotting = false;
 
@@ -359,6 +376,7 @@ export class RaftNode {
     }
     const req = ++this.reqSeq;
     const env = wrapEnvelope(this.id, req, data);
+    const timed = stageMetrics.propose.startTimer();
     return new Promise<unknown>((resolve, reject) => {
       try {
         this.raw.propose(env);
@@ -366,7 +384,11 @@ export class RaftNode {
         reject(this.mapCoreError(err));
         return;
       }
-      this.pending.set(req, { resolve, reject, deadlineMs: Date.now() + (opts.timeoutMs ?? this.proposeTimeoutMs) });
+      const done = (v: unknown): void => {
+        timed();
+        resolve(v);
+      };
+      this.pending.set(req, { resolve: done, reject, deadlineMs: Date.now() + (opts.timeoutMs ?? this.proposeTimeoutMs) });
       this.kick();
     });
   }
@@ -554,8 +576,31 @@ export class RaftNode {
 
   private onMessages(msgs: Message[]): void {
     if (this.stopped || this.fatal !== undefined) return;
-    for (const m of msgs) this.safely(() => this.raw.step(m));
+    for (const m of msgs) {
+      if (m.type === MessageType.AppResp && !m.reject) this.appendAcked(m.from, m.index);
+      this.safely(() => this.raw.step(m));
+    }
     this.kick();
+  }
+
+  /** Send messages; appends carrying entries are timed until their acknowledgement. */
+  private send(msgs: Message[]): void {
+    if (msgs.length === 0) return;
+    for (const m of msgs) {
+      if (m.type !== MessageType.App || m.entries.length === 0) continue;
+      let out = this.appendsOut.get(m.to);
+      if (out === undefined) this.appendsOut.set(m.to, (out = []));
+      if (out.length >= MAX_TRACKED_APPENDS) out.shift();
+      out.push({ last: m.entries[m.entries.length - 1]!.index, at: process.hrtime.bigint() });
+    }
+    this.transport.send(msgs);
+  }
+
+  private appendAcked(from: NodeId, index: number): void {
+    const out = this.appendsOut.get(from);
+    if (out === undefined || out.length === 0) return;
+    const now = process.hrtime.bigint();
+    while (out.length > 0 && out[0]!.last <= index) stageMetrics.appendRtt.observe(Number(now - out.shift()!.at) / 1e9);
   }
 
   private async onSnapshot(msg: Message, file: string): Promise<void> {
@@ -726,6 +771,7 @@ export class RaftNode {
       this.leader = rd.softState.leader;
       this.role = rd.softState.role;
       if (wasLeader !== this.leader) {
+        this.appendsOut.clear(); // appends of another term are never timed
         this.log.info({ leader: this.leader, role: this.role }, 'leader changed');
         for (const w of this.leaderWaiters) w();
         this.leaderWaiters.clear();
@@ -745,13 +791,13 @@ export class RaftNode {
     const leaderNow = (rd.softState?.role ?? this.role) === 'leader';
     let late: Message[] = rd.messages;
     if (!rd.mustSync) {
-      this.transport.send(rd.messages);
+      this.send(rd.messages);
       late = [];
     } else if (leaderNow && termVoteDurable && rd.snapshot === undefined && rd.messages.length > 0) {
       const early: Message[] = [];
       late = [];
       for (const m of rd.messages) (MUST_FOLLOW_PERSIST.has(m.type) ? late : early).push(m);
-      this.transport.send(early);
+      this.send(early);
     }
     // 1. persist: an installed snapshot first reaches the state machine, then the log.
     if (rd.snapshot !== undefined) await this.installSnapshot(rd.snapshot.metadata.index, rd.snapshot.metadata.term);
@@ -778,12 +824,14 @@ export class RaftNode {
           applyFrom++;
         }
       }
+      const persisted = stageMetrics.persist.startTimer({ sync: String(rd.mustSync) });
       const writing = this.storage.persist({
         snapshot: rd.snapshot?.metadata,
         entries: rd.entries,
         hardState,
         sync: rd.mustSync,
       });
+      writing.then(() => persisted(), () => undefined);
       writing.catch(() => undefined); // a failure is handled by the await below, not reported as unhandled meanwhile
       if (applyFrom > 0) {
         try {
@@ -805,7 +853,7 @@ export class RaftNode {
       }
     }
     // 2. send what had to wait for the write
-    this.transport.send(late);
+    this.send(late);
     // 3. apply (what was not applied while the write was in flight)
     const rest = applyFrom === 0 ? rd.committedEntries : rd.committedEntries.slice(applyFrom);
     if (rest.length > 0) await this.applyEntries(rest);
@@ -852,7 +900,9 @@ export class RaftNode {
       }
     }
     if (toSm.length > 0) {
+      const applying = stageMetrics.apply.startTimer();
       const results = await this.sm.apply(toSm);
+      applying();
       this.smApplied = toSm[toSm.length - 1]!.index;
       for (let i = 0; i < owners.length; i++) {
         const o = owners[i];

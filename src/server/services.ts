@@ -44,11 +44,11 @@ export type NodeServiceFactory = (ctx: NodeContext) => Promise<NodeServiceInstan
 export const metaServiceFactory: NodeServiceFactory = (ctx) => metaServiceWith({})(ctx);
 
 /** The metadata service with extra options (tests: a faster lease sweep). */
-export function metaServiceWith(extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites'>): NodeServiceFactory {
+export function metaServiceWith(extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites' | 'binaryPutFile'>): NodeServiceFactory {
   return async (ctx) => metaInstance(ctx, extra);
 }
 
-function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites'>): NodeServiceInstance {
+function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites' | 'binaryPutFile'>): NodeServiceInstance {
   const svc = new MetaService({
     ...extra,
     inlineBudgetBytes: ctx.cfg.daemon.inlineBudgetBytes,

@@ -39,6 +39,8 @@ const ALL: Op[] = [
     op: 'commit', ino: 9, expectedVersion: 1, fence: 2, size: 4, durable: true,
     extents: [{ offset: 0, length: 4, chunkHash: 'cd'.repeat(16), scheme: 'r3', pg: 1 }],
   },
+  { op: 'putFile', at: { path: '/s/f' }, mode: 0o640, uid: 3, gid: 4, dataB64: Buffer.from('small file\n').toString('base64'), mkdirs: true, inlineBudget: 2 ** 40 },
+  { op: 'putFile', at: { parent: 7, name: 'e' }, ...own, dataB64: '', mtimeMs: 1_700_000_000_999, mkdirs: false, inlineBudget: 0 },
 ];
 
 describe('metadata entry format 2', () => {
@@ -97,6 +99,40 @@ describe('metadata entry format 2', () => {
       expect(() => validateOp(op)).toThrow(expect.objectContaining({ code }));
     }
     for (const op of ALL) expect(decodeEntry(encodeEntryOps([encodeCheckedOp(op)], 1)).ops).toEqual([validateOp(op)]);
+  });
+
+  it('writes putFile as raw bytes (opcode 9), as JSON when asked, and checks it as the zod schema does', () => {
+    const data = Buffer.alloc(4096, 0xab);
+    const op: Op = { op: 'putFile', at: { path: '/x/y' }, ...own, dataB64: data.toString('base64'), mkdirs: true, inlineBudget: 1 << 20 };
+    const bin = encodeCheckedOp(op);
+    const json = encodeCheckedOp(op, { binaryPutFile: false });
+    expect(bin[0]).toBe(9);
+    expect(json[0]).toBe(0);
+    expect(bin.length).toBeLessThan(data.length + 64); // the content as raw bytes, not base64
+    expect(json.length).toBeGreaterThan((data.length * 4) / 3);
+    expect(decodeEntry(encodeEntryOps([bin, json], 1)).ops).toEqual([validateOp(op), validateOp(op)]);
+    const cases: Array<[Op, string]> = [
+      [{ ...op, dataB64: 'YQ' }, 'EINVAL'], // not canonical (no padding)
+      [{ ...op, dataB64: Buffer.alloc(256 * 1024 + 3).toString('base64') }, 'EINVAL'], // past INLINE_MAX_BYTES
+      [{ ...op, mode: 0o10000 }, 'EINVAL'],
+      [{ ...op, at: { parent: 1, name: 'a/b' } }, 'EINVAL'],
+      [{ ...op, at: { path: `/${'x'.repeat(256)}` } }, 'ENAMETOOLONG'],
+    ];
+    for (const [bad, code] of cases) {
+      expect(() => encodeCheckedOp(bad), JSON.stringify(bad).slice(0, 60)).toThrow(expect.objectContaining({ code }));
+      expect(() => validateOp(bad)).toThrow(expect.objectContaining({ code }));
+    }
+    // A record whose data length runs past its end, or with unknown flags, fails alone.
+    const cut = Buffer.from(bin);
+    cut.writeUInt32LE(data.length + 1, cut.length - data.length - 4);
+    const flags = Buffer.from(bin);
+    const flagAt = 5 + 1 + 4 + '/x/y'.length + 12; // record header, ref kind, path length + bytes, mode, uid, gid
+    expect(flags[flagAt]).toBe(1);
+    flags[flagAt] = 4;
+    const d = decodeEntry(encodeEntryOps([cut, flags, json], 1));
+    expect(d.ops[0]).toMatchObject({ code: 'EINVAL' });
+    expect(d.ops[1]).toMatchObject({ code: 'EINVAL' });
+    expect(d.ops[2]).toEqual(validateOp(op));
   });
 
   it('still decodes format-1 JSON entries and refuses garbage', () => {

@@ -1,6 +1,6 @@
 /**
  * Property test of the namespace: random sequences of mkdir/create/symlink/link/unlink/rmdir/
- * rename over a small set of paths, applied to two real LevelDB state machines in different
+ * rename/putFile over a small set of paths, applied to two real LevelDB state machines in different
  * batch sizes, and coalesced several to an entry. After every sequence the databases are identical and the namespace invariants
  * hold: every entry points at a live inode of its type, link counts and directory sizes match
  * the entries, every directory has exactly one name and reaches the root (no cycles).
@@ -28,6 +28,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   pathArb.map((p) => ({ op: 'symlink', at: { path: p }, target: 'x', uid: 0, gid: 0 }) as Op),
   fc.tuple(pathArb, pathArb).map(([a, b]) => ({ op: 'link', node: { path: a }, at: { path: b } }) as Op),
   pathArb.map((p) => ({ op: 'unlink', at: { path: p } }) as Op),
+  // A whole small file over whatever is there (parents made): the inline write path.
+  fc.tuple(pathArb, fc.boolean()).map(([p, mk]) => ({ op: 'putFile', at: { path: p }, ...own, dataB64: Buffer.from(p).toString('base64'), mkdirs: mk, inlineBudget: 1 << 20 }) as Op),
   pathArb.map((p) => ({ op: 'rmdir', at: { path: p } }) as Op),
   {
     arbitrary: fc.tuple(pathArb, pathArb, fc.boolean()).map(([a, b, n]) => ({ op: 'rename', from: { path: a }, to: { path: b }, noReplace: n }) as Op),

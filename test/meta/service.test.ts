@@ -2,7 +2,7 @@
  * The metadata gRPC service and MetaClient over real gRPC on 127.0.0.1, on a one-voter Raft
  * group started by startNode (3-node behaviour is in cluster.test.ts): request validation with
  * POSIX error names, attributes, xattrs, truncate, pagination over the wire, and the watch
- * stream's ECOMPACTED answer.
+ * stream's ECOMPACTED answer. Its putFile writes travel as the binary record (binaryPutFile).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
@@ -33,7 +33,7 @@ beforeAll(async () => {
     location: { machine: 0 },
     raft: { tickMs: 20, electionTicks: 10, heartbeatTicks: 2 },
   });
-  node = await startNode(cfg, { services: [metaServiceWith({ leaseSweepMs: 100 })], meta: { maxEvents: 50 } });
+  node = await startNode(cfg, { services: [metaServiceWith({ leaseSweepMs: 100, binaryPutFile: () => true })], meta: { maxEvents: 50 } });
   sm = node.meta;
   client = new MetaClient({ endpoints: [address] });
   await eventually(() => node.raft.isLeader());
