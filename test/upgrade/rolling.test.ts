@@ -73,7 +73,11 @@ interface Acked {
 
 describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
   it('keeps serving and loses nothing while each node restarts onto this release', { timeout: 240_000 }, async () => {
+    const t0 = Date.now();
+    const phases: string[] = [];
+    const phase = (what: string): void => void phases.push(`${what} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
     const release: Release = await prepareRelease();
+    phase('release ready');
     cleanup.push(release.remove);
     const base = await tempDir('cairn-upgrade-');
     cleanup.push(base.remove);
@@ -95,6 +99,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
       for (const p of procs) await p.stop(10_000);
     });
     await Promise.all(procs.map((p) => p.start(60_000)));
+    phase('old cluster up');
     const runs: Array<'old' | 'new'> = procs.map(() => 'old');
 
     const files = new Map<number, FileClient>();
@@ -139,6 +144,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
 
     const ackedVia = (id: number, after: number): number => acked.slice(after).filter((a) => a.via === id).length;
     await eventually(() => acked.length >= 10, 60_000, 100);
+    phase('load running');
 
     for (let id = 1; id <= N; id++) {
       // Stop one node cleanly, start it on this tree with the same config and data.
@@ -147,12 +153,14 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
       const exit = procs[id - 1]!.exits.at(-1);
       expect(exit, `node ${id} of ${PREVIOUS_RELEASE_TAG} did not stop`).toBeDefined();
       expect({ node: id, code: exit!.code, signal: exit!.signal }).toEqual({ node: id, code: 0, signal: null });
+      phase(`node ${id} stopped`);
       const whileDown = acked.length;
       // The two others keep serving while it is down.
       await eventually(() => acked.length >= whileDown + 3, 60_000, 100);
       procs[id - 1] = nodeProcess(REPO_ROOT, id, configs[id - 1]!, base.path, 'new');
       await procs[id - 1]!.start(60_000);
       runs[id - 1] = 'new';
+      phase(`node ${id} started on this release`);
       down.delete(id);
       const since = acked.length;
 
@@ -169,7 +177,9 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
         const mine = await meta.status(addr(id));
         return mine.applied >= leader.applied - 5;
       }, 60_000, 200);
+      phase(`node ${id} caught up`);
       await eventually(() => ackedVia(id, since) >= 2 && acked.length >= since + 6, 90_000, 100);
+      phase(`node ${id} took writes`);
 
       // Each node reports its release; while any node runs the previous one, the cluster stays at
       // the previous version (nothing new is written that it could not read).
@@ -184,6 +194,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     for (let id = 1; id <= N; id++) {
       await eventually(async () => (await meta.status(addr(id))).clusterVersion === CAIRN_VERSION, 30_000, 200);
     }
+    phase('cluster version recorded');
     const more = acked.length;
     await eventually(() => acked.length >= more + 3, 60_000, 100);
     stopLoad = true;
@@ -191,19 +202,26 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
 
     // Every acknowledged file, through every node, byte for byte.
     expect(acked.length).toBeGreaterThan(30);
-    for (let id = 1; id <= N; id++) {
+    const wrong: string[] = [];
+    const readAll = async (id: number): Promise<void> => {
       const fc = files.get(id)!;
-      for (const a of acked) {
-        const { data } = await fc.get(a.path);
-        const parts: Buffer[] = [];
-        for await (const p of data) parts.push(p);
-        const got = Buffer.concat(parts);
-        if (!got.equals(a.data)) {
-          expect.fail(`${a.path} (written through node ${a.via}) read through node ${id}: ${got.length} bytes, not the ${a.data.length} acknowledged`);
+      let next = 0;
+      const reader = async (): Promise<void> => {
+        for (let i = next++; i < acked.length; i = next++) {
+          const a = acked[i]!;
+          const { data } = await fc.get(a.path);
+          const parts: Buffer[] = [];
+          for await (const p of data) parts.push(p);
+          const got = Buffer.concat(parts);
+          if (!got.equals(a.data)) wrong.push(`${a.path} (written through node ${a.via}) read through node ${id}: ${got.length} bytes differ from the ${a.data.length} acknowledged`);
         }
-      }
-    }
+      };
+      await Promise.all(Array.from({ length: 6 }, reader));
+    };
+    for (let id = 1; id <= N; id++) await readAll(id);
+    expect(wrong).toEqual([]);
 
+    phase('all read back');
     // cairn status shows each node's version and the cluster version.
     const status = await runCairn(['status', '--json', '--endpoint', addr(1)], { timeoutMs: 60_000 });
     expect(status.code, status.stderr).toBe(0);
@@ -211,7 +229,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     expect(js.clusterVersion).toBe(CAIRN_VERSION);
     expect(js.nodes.map((n) => [n.nodeId, n.version]).sort()).toEqual([[1, CAIRN_VERSION], [2, CAIRN_VERSION], [3, CAIRN_VERSION]]);
     console.info(
-      `rolling upgrade: ${acked.length} files acknowledged, ${failures} puts refused or failed while nodes restarted; node_modules of ${release.tag} ${release.modules}`,
+      `rolling upgrade: ${acked.length} files acknowledged, ${failures} puts refused or failed while nodes restarted; node_modules of ${release.tag} ${release.modules}; ${phases.join(', ')}`,
     );
   });
 });
