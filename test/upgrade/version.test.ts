@@ -24,6 +24,8 @@ import { MetaStateMachine } from '../../src/meta/state-machine.js';
 import { encodeEntry } from '../../src/meta/entry.js';
 import { validateOp } from '../../src/meta/ops.js';
 import { EntryType, type Entry } from '../../src/raft/types.js';
+import { DiskStorage, LOG_FORMAT } from '../../src/raft/storage.js';
+import { ClassicLevel } from 'classic-level';
 import type { CairnNode } from '../../src/server/node.js';
 import { REPO_ROOT, eventually, tempDir } from '../helpers/env.js';
 import { clusterConfigs, startAll } from '../server/helpers.js';
@@ -120,6 +122,21 @@ describe('the clusterVersion operation', () => {
     const snap = await sm.snapshot();
     await other.restore({ index: snap.index, term: snap.term, conf: { voters: [1], learners: [] } }, snap.chunks);
     expect(other.clusterVersion()).toBe('0.2.0');
+  });
+});
+
+describe('the raft log format', () => {
+  it('is written on open, and a newer one is refused with what to run', async () => {
+    const d = await tempDir('cairn-version-log-');
+    cleanups.push(d.remove);
+    const dir = join(d.path, 'raft');
+    await (await DiskStorage.open(dir)).close();
+    const db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+    await db.open();
+    expect(JSON.parse((await db.get('v'))!)).toEqual({ format: LOG_FORMAT, writtenBy: CAIRN_VERSION });
+    await db.put('v', JSON.stringify({ format: LOG_FORMAT + 1, writtenBy: '9.0.0' }));
+    await db.close();
+    await expect(DiskStorage.open(dir)).rejects.toThrow(/format 2 \(written by release 9\.0\.0\).*run release 9\.0\.0 or newer/);
   });
 });
 
