@@ -72,7 +72,7 @@ interface Acked {
 }
 
 describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
-  it('keeps serving and loses nothing while each node restarts onto this release', { timeout: 240_000 }, async () => {
+  it('keeps serving and loses nothing while each node restarts onto this release', { timeout: 600_000 }, async () => {
     const t0 = Date.now();
     const phases: string[] = [];
     const phase = (what: string): void => void phases.push(`${what} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
@@ -98,7 +98,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     cleanup.push(async () => {
       for (const p of procs) await p.stop(10_000);
     });
-    await Promise.all(procs.map((p) => p.start(60_000)));
+    await Promise.all(procs.map((p) => p.start(180_000)));
     phase('old cluster up');
     const runs: Array<'old' | 'new'> = procs.map(() => 'old');
 
@@ -109,7 +109,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
       meta.close();
       for (const f of files.values()) f.close();
     });
-    await eventually(async () => (await files.get(1)!.cluster()).diskmapEpoch >= 1, 60_000, 200);
+    await eventually(async () => (await files.get(1)!.cluster()).diskmapEpoch >= 1, 120_000, 200);
 
     // The write load: two writers, strong puts, small (inline in the metadata) and chunked files,
     // round robin over the nodes that are up. Only what a put acknowledged must survive.
@@ -124,12 +124,15 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
         const up = [...files.keys()].filter((id) => !down.has(id));
         const via = up[turn++ % up.length]!;
         const n = seq++;
-        const size = n % 3 === 0 ? 200 * 1024 + (n % 7) * 100_003 : 1024 + (n % 5) * 3_001;
+        // Every third file is chunked (100-400 KB: one or two 256 KiB chunks), the others inline.
+        const size = n % 3 === 0 ? 100_000 + (n % 7) * 50_003 : 1024 + (n % 5) * 3_001;
         const data = randomBytes(size);
         const path = `/up/w${w}/f${n}`;
         try {
           await files.get(via)!.put(path, [data], { mode: 'strong', mkdirs: true });
           acked.push({ path, data, via });
+          // A steady load, not a flood: every acknowledged file is read back three times at the end.
+          await new Promise((r) => setTimeout(r, 100));
         } catch {
           failures++;
           await new Promise((r) => setTimeout(r, 100));
@@ -143,7 +146,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     });
 
     const ackedVia = (id: number, after: number): number => acked.slice(after).filter((a) => a.via === id).length;
-    await eventually(() => acked.length >= 10, 60_000, 100);
+    await eventually(() => acked.length >= 10, 120_000, 100);
     phase('load running');
 
     for (let id = 1; id <= N; id++) {
@@ -156,9 +159,9 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
       phase(`node ${id} stopped`);
       const whileDown = acked.length;
       // The two others keep serving while it is down.
-      await eventually(() => acked.length >= whileDown + 3, 60_000, 100);
+      await eventually(() => acked.length >= whileDown + 3, 120_000, 100);
       procs[id - 1] = nodeProcess(REPO_ROOT, id, configs[id - 1]!, base.path, 'new');
-      await procs[id - 1]!.start(60_000);
+      await procs[id - 1]!.start(180_000);
       runs[id - 1] = 'new';
       phase(`node ${id} started on this release`);
       down.delete(id);
@@ -170,13 +173,13 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
       const st = await eventually(async () => {
         const s = await meta.status(addr(id));
         return s.leaderId !== 0 ? s : undefined;
-      }, 60_000, 200);
+      }, 120_000, 200);
       expect(st.version).toBe(CAIRN_VERSION);
       await eventually(async () => {
         const leader = await meta.status(addr((await meta.status(addr(id))).leaderId));
         const mine = await meta.status(addr(id));
         return mine.applied >= leader.applied - 5;
-      }, 60_000, 200);
+      }, 120_000, 200);
       phase(`node ${id} caught up`);
       await eventually(() => ackedVia(id, since) >= 2 && acked.length >= since + 6, 90_000, 100);
       phase(`node ${id} took writes`);
@@ -196,7 +199,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     }
     phase('cluster version recorded');
     const more = acked.length;
-    await eventually(() => acked.length >= more + 3, 60_000, 100);
+    await eventually(() => acked.length >= more + 3, 120_000, 100);
     stopLoad = true;
     await load;
 
