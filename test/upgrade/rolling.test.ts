@@ -191,6 +191,14 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
         expect({ node: other, version: s.version }).toEqual({ node: other, version: runs[other - 1] === 'new' ? CAIRN_VERSION : BASE_VERSION });
         if (id < N) expect({ node: other, clusterVersion: s.clusterVersion }).toEqual({ node: other, clusterVersion: BASE_VERSION });
       }
+      if (id === 1) {
+        // What an operator sees in the mixed cluster, asked of the upgraded node.
+        const mixed = await runCairn(['status', '--json', '--endpoint', addr(1)], { timeoutMs: 60_000 });
+        expect(mixed.code, mixed.stderr).toBe(0);
+        const mj = JSON.parse(mixed.stdout) as { clusterVersion: string; nodes: Array<{ nodeId: number; version: string }> };
+        expect(mj.clusterVersion).toBe(BASE_VERSION);
+        expect(mj.nodes.map((n) => [n.nodeId, n.version]).sort()).toEqual([[1, CAIRN_VERSION], [2, BASE_VERSION], [3, BASE_VERSION]]);
+      }
     }
 
     // Every node runs this release: the leader records the cluster version, every node applies it.
@@ -226,8 +234,12 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
 
     phase('all read back');
     // cairn status shows each node's version and the cluster version.
-    const status = await runCairn(['status', '--json', '--endpoint', addr(1)], { timeoutMs: 60_000 });
+    const [status, human] = await Promise.all([
+      runCairn(['status', '--json', '--endpoint', addr(1)], { timeoutMs: 60_000 }),
+      runCairn(['status', '--endpoint', addr(2)], { timeoutMs: 60_000 }),
+    ]);
     expect(status.code, status.stderr).toBe(0);
+    expect(human.stdout).toContain(`cluster version: ${CAIRN_VERSION}  node versions: 1=${CAIRN_VERSION} 2=${CAIRN_VERSION} 3=${CAIRN_VERSION}`);
     const js = JSON.parse(status.stdout) as { clusterVersion: string; nodes: Array<{ nodeId: number; version: string }> };
     expect(js.clusterVersion).toBe(CAIRN_VERSION);
     expect(js.nodes.map((n) => [n.nodeId, n.version]).sort()).toEqual([[1, CAIRN_VERSION], [2, CAIRN_VERSION], [3, CAIRN_VERSION]]);
