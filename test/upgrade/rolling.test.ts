@@ -191,6 +191,31 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
         expect({ node: other, version: s.version }).toEqual({ node: other, version: runs[other - 1] === 'new' ? CAIRN_VERSION : BASE_VERSION });
         if (id < N) expect({ node: other, clusterVersion: s.clusterVersion }).toEqual({ node: other, clusterVersion: BASE_VERSION });
       }
+      if (id === N - 1) {
+        // The gate itself, on a leader of this release with a member of the previous one: make
+        // sure a new node leads (pause the old one until the others elect one of themselves),
+        // let the writes go on through every node, and see the cluster version stay put.
+        const oldId = N;
+        if ((await meta.status(addr(1))).leaderId === oldId) {
+          procs[oldId - 1]!.pause();
+          try {
+            await eventually(async () => {
+              const l = (await meta.status(addr(1))).leaderId;
+              return l !== 0 && l !== oldId;
+            }, 120_000, 200);
+          } finally {
+            procs[oldId - 1]!.resume();
+          }
+        }
+        const mark = acked.length;
+        await eventually(() => ackedVia(oldId, mark) >= 2 && acked.length >= mark + 10, 120_000, 100);
+        const leader = (await meta.status(addr(1))).leaderId;
+        expect(leader, 'a node of this release leads while one of the previous release follows').not.toBe(oldId);
+        phase(`node ${leader} of this release leads a mixed cluster`);
+        for (let other = 1; other <= N; other++) {
+          expect({ node: other, clusterVersion: (await meta.status(addr(other))).clusterVersion }).toEqual({ node: other, clusterVersion: BASE_VERSION });
+        }
+      }
       if (id === 1) {
         // What an operator sees in the mixed cluster, asked of the upgraded node.
         const mixed = await runCairn(['status', '--json', '--endpoint', addr(1)], { timeoutMs: 60_000 });
