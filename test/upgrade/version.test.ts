@@ -26,7 +26,7 @@ import { validateOp } from '../../src/meta/ops.js';
 import { EntryType, type Entry } from '../../src/raft/types.js';
 import { DiskStorage, LOG_FORMAT } from '../../src/raft/storage.js';
 import { ClassicLevel } from 'classic-level';
-import type { CairnNode } from '../../src/server/node.js';
+import { startNode, type CairnNode } from '../../src/server/node.js';
 import { REPO_ROOT, eventually, tempDir } from '../helpers/env.js';
 import { clusterConfigs, startAll } from '../server/helpers.js';
 
@@ -137,6 +137,20 @@ describe('the raft log format', () => {
     await db.put('v', JSON.stringify({ format: LOG_FORMAT + 1, writtenBy: '9.0.0' }));
     await db.close();
     await expect(DiskStorage.open(dir)).rejects.toThrow(/format 2 \(written by release 9\.0\.0\).*run release 9\.0\.0 or newer/);
+  });
+});
+
+describe('a node older than the cluster version', () => {
+  it('refuses to start and names the release to install', async () => {
+    const d = await tempDir('cairn-version-old-');
+    cleanups.push(d.remove);
+    const [cfg] = await clusterConfigs(d.path, 1);
+    const sm = await MetaStateMachine.open({ dataDir: cfg!.dataDir });
+    const e: Entry = { term: 1, index: 1, type: EntryType.Normal, data: encodeEntry(validateOp({ op: 'clusterVersion', version: '9.0.0' }), 1_000) };
+    await sm.apply([e]);
+    await sm.close();
+    const v = CAIRN_VERSION.replaceAll('.', '\\.');
+    await expect(startNode(cfg!)).rejects.toThrow(new RegExp(`runs release ${v}, older than the cluster version 9\\.0\\.0.*install release 9\\.0\\.0 or newer`));
   });
 });
 
