@@ -22,9 +22,9 @@ import { PREVIOUS_RELEASE_TAG, prepareRelease, type Release } from './release.js
 
 const cleanup: Array<() => Promise<void>> = [];
 afterAll(async () => {
-  closeAllLanes();
   for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
-});
+  closeAllLanes();
+}, 120_000);
 
 const N = 3;
 
@@ -96,7 +96,7 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     const procs: SupervisedProcess[] = [];
     for (let id = 1; id <= N; id++) procs.push(nodeProcess(release.dir, id, configs[id - 1]!, base.path, 'old'));
     cleanup.push(async () => {
-      for (const p of procs) await p.stop(10_000);
+      await Promise.all(procs.map((p) => p.stop(10_000)));
     });
     await Promise.all(procs.map((p) => p.start(180_000)));
     phase('old cluster up');
@@ -141,8 +141,8 @@ describe(`rolling upgrade from ${PREVIOUS_RELEASE_TAG}`, () => {
     };
     const load = Promise.all([writer(0), writer(1)]);
     cleanup.push(async () => {
+      // The writers end with their next put; the nodes are stopped next, so none waits long.
       stopLoad = true;
-      await load;
     });
 
     const ackedVia = (id: number, after: number): number => acked.slice(after).filter((a) => a.via === id).length;
