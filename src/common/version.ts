@@ -45,7 +45,9 @@ export type Feature = keyof typeof FEATURES;
 /** How recently the leader must have heard a member's version for it to count. */
 export const VERSION_HEARD_WITHIN_MS = 10_000;
 
-const SEMVER = /^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$/;
+/** major.minor.patch, no leading zeros, no pre-release (the form every version here takes). */
+export const VERSION_PATTERN = /^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$/;
+const SEMVER = VERSION_PATTERN;
 
 /** Is `v` a version this module understands (major.minor.patch, no pre-release)? */
 export function isVersion(v: string): boolean {
