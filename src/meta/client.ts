@@ -23,6 +23,7 @@ import { call, grpc, makeClient, openServerStream, serviceOf, fromServiceError }
 import type { Ref, EntryRef, Extent } from './ops.js';
 import type { CommitRecord, DirEntry, EventKind, Inode, InodeType, WatchEvent } from './state-machine.js';
 import { LEASE_SAFETY_MARGIN_MS } from './state-machine.js';
+import { reportedVersion } from '../common/version.js';
 
 export type { Ref, EntryRef, Extent, CommitRecord, DirEntry, Inode, InodeType, WatchEvent, EventKind };
 
@@ -61,6 +62,10 @@ export interface MetaStatus {
   revision: number;
   firstRevision: number;
   address: string;
+  /** The node's release ("0.1.0" for a node that reports none: docs/upgrade.md). */
+  version: string;
+  /** The cluster version as the node applied it ("0.1.0" from a node that reports none). */
+  clusterVersion: string;
 }
 
 export interface MetaClientOptions {
@@ -419,7 +424,8 @@ export class MetaClient {
     return {
       nodeId: Number(r.node_id), leaderId: Number(r.leader_id), leaderAddress: String(r.leader_address), role: String(r.role),
       term: Number(r.term), applied: Number(r.applied), revision: Number(r.revision), firstRevision: Number(r.first_revision),
-      address: String(r.address),
+      address: String(r.address), version: reportedVersion(r.version as string | undefined),
+      clusterVersion: reportedVersion(r.cluster_version as string | undefined),
     };
   }
 

@@ -23,6 +23,7 @@
  *   g:h:<epoch>          diskmap change record {epoch, diffJson, revision, nowMs}
  *   w:<rev>              watch event
  *   n:<nodeId>           node registry record (opaque JSON written by src/server/registry.ts)
+ *   m:clusterVersion     the cluster version (src/common/version.ts); absent: 0.1.0
  */
 
 export function hex(n: number): string {
@@ -60,6 +61,7 @@ export const K = {
   eventPrefix: 'w:',
   node: (nodeId: number): string => `n:${hex(nodeId)}`,
   nodePrefix: 'n:',
+  clusterVersion: 'm:clusterVersion',
 } as const;
 
 /** The smallest key greater than every key that starts with prefix (prefix ends in a byte < 0xff). */

@@ -7,6 +7,7 @@
  * and every value the state machine needs; apply never reads a clock or randomness.
  */
 import { z } from 'zod';
+import { VERSION_PATTERN } from '../common/version.js';
 import { CairnError, fail } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
 
@@ -227,6 +228,8 @@ export const opSchema = z.discriminatedUnion('op', [
     .strict(),
   // The node registry (src/server/registry.ts): one opaque JSON record per node id, replaced whole.
   z.object({ op: z.literal('nodeRegister'), nodeId: u32.min(1), recordJson: z.string().min(2).max(NODE_RECORD_MAX_BYTES) }).strict(),
+  // The cluster version (src/common/version.ts): proposed by the leader once every member runs it; only goes up.
+  z.object({ op: z.literal('clusterVersion'), version: z.string().regex(VERSION_PATTERN) }).strict(),
 ]);
 export type Op = z.infer<typeof opSchema>;
 export type OpName = Op['op'];

@@ -20,6 +20,7 @@ import { encodeCheckedOp, encodeEntryOps } from './entry.js';
 import type { Replicator } from './replicator.js';
 import { parseDiskmap } from '../diskmap/index.js';
 import type { ApplyResult, CommitRecord, EntryResult, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
+import { CAIRN_VERSION, FEATURES, VERSION_HEARD_WITHIN_MS, compareVersions, nextClusterVersion } from '../common/version.js';
 
 /** Largest encoded entry accepted from one request. */
 export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
@@ -43,6 +44,8 @@ export interface NodeInfo {
   leaderAddress(): string | undefined;
   role(): string;
   term(): number;
+  /** Every member's release as this node heard it lately (RaftNode.memberVersions); the leader moves the cluster version with it. */
+  memberVersions?(withinMs: number): Array<{ id: number; version: string | undefined }>;
 }
 
 export interface MetaServiceOptions {
@@ -62,6 +65,8 @@ export interface MetaServiceOptions {
   forwardWrites?: boolean;
   /** How often the leader looks for expired leases to remove (default 2 s). */
   leaseSweepMs?: number;
+  /** How often the leader checks whether the cluster version may move up (default 1 s; docs/upgrade.md). */
+  versionGateMs?: number;
   /**
    * Total bytes of inline file content the metadata may hold (default 1 GiB): stamped into every
    * inline write this node proposes; past it such writes fail with ENOSPC and go to chunks.
@@ -303,6 +308,7 @@ export class MetaService {
   private readonly sm: MetaStateMachine;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private versionTimer: NodeJS.Timeout | undefined;
   private readonly watchers = new Set<AbortController>();
   /** Operations waiting for the end of this turn of the event loop to be proposed as one entry. */
   private group: ProposalGroup | undefined;
@@ -485,9 +491,33 @@ export class MetaService {
     this.sweepTimer.unref();
   }
 
+  /**
+   * The cluster version gate (src/common/version.ts): on the leader, once every member (voters and
+   * learners) was heard running a release above the recorded cluster version, record the lowest
+   * of them. Proposed only when that release knows the clusterVersion operation, so every node
+   * that applies it understands it.
+   */
+  startVersionGate(): void {
+    const n = this.opts.node;
+    if (n?.memberVersions === undefined) return;
+    this.versionTimer = setInterval(() => {
+      const r = this.opts.replicator();
+      if (r === undefined || (r.isLeader !== undefined && !r.isLeader())) return;
+      const members = n.memberVersions!(VERSION_HEARD_WITHIN_MS);
+      const next = nextClusterVersion(this.sm.clusterVersion(), members.map((m) => m.version));
+      if (next === undefined || compareVersions(next, FEATURES.clusterVersion) < 0) return;
+      this.propose({ op: 'clusterVersion', version: next }, true).then(
+        (res) => this.log.info({ clusterVersion: res.version, members }, 'cluster version recorded'),
+        (err: unknown) => this.log.debug({ err: String(err) }, 'cluster version not recorded this time'),
+      );
+    }, this.opts.versionGateMs ?? 1_000);
+    this.versionTimer.unref();
+  }
+
   /** Stop background work and end every watch stream. */
   stop(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.versionTimer) clearInterval(this.versionTimer);
     for (const w of this.watchers) w.abort();
   }
 
@@ -678,6 +708,7 @@ export class MetaService {
           node_id: n?.nodeId ?? 0, leader_id: n?.leaderId() ?? 0, leader_address: n?.leaderAddress() ?? '',
           role: n?.role() ?? 'local', term: n?.term() ?? 0, applied: await sm.appliedIndex(), revision: sm.revision(),
           first_revision: sm.firstRevision(), address: n?.address ?? '',
+          version: CAIRN_VERSION, cluster_version: sm.clusterVersion(),
         };
       }),
     } satisfies grpc.UntypedServiceImplementation);

@@ -24,6 +24,7 @@ import { EntryType } from '../raft/types.js';
 import { K, hex, prefixEnd } from './keys.js';
 import { EXTENTS_MAX, ROOT_INO, cutAt, spliceExtents, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
 import { decodeEntry, type DecodedEntry } from './entry.js';
+import { BASE_VERSION, compareVersions, type ClusterVersionSource } from '../common/version.js';
 
 export type InodeType = 'file' | 'dir' | 'symlink';
 
@@ -270,7 +271,7 @@ function opFail(code: ErrorCode, message: string, details?: Record<string, unkno
   throw new OpError(code, message, details);
 }
 
-export class MetaStateMachine implements StateMachine {
+export class MetaStateMachine implements StateMachine, ClusterVersionSource {
   private db: Db;
   private readonly dbPath: string;
   private readonly maxEvents: number;
@@ -280,6 +281,8 @@ export class MetaStateMachine implements StateMachine {
   private firstRev = 1;
   /** Total bytes of inline content (m:inlineBytes), for the budget metric. */
   private inlineTotal = 0;
+  /** The cluster version as applied (m:clusterVersion; BASE_VERSION until the leader first wrote it). */
+  private cv = BASE_VERSION;
   private lock: Promise<void> = Promise.resolve();
   private readonly revListeners = new Set<() => void>();
   private readonly log = logger('meta-sm');
@@ -339,6 +342,12 @@ export class MetaStateMachine implements StateMachine {
     this.lastRev = Number((await this.db.get(K.rev)) ?? '0');
     this.firstRev = Number((await this.db.get(K.firstRev)) ?? '1');
     this.inlineTotal = Number((await this.db.get(K.inlineBytes)) ?? '0');
+    this.cv = (await this.db.get(K.clusterVersion)) ?? BASE_VERSION;
+  }
+
+  /** The cluster version as this node applied it (docs/upgrade.md): gate features with clusterSupports(sm, …). */
+  clusterVersion(): string {
+    return this.cv;
   }
 
   private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -430,6 +439,8 @@ export class MetaStateMachine implements StateMachine {
       }
       const ib = tx.writes.get(K.inlineBytes);
       if (typeof ib === 'string') this.inlineTotal = Number(ib);
+      const cv = tx.writes.get(K.clusterVersion);
+      if (typeof cv === 'string') this.cv = cv;
       const written = batch.write({ sync: this.syncApply });
       written.catch(() => undefined); // observed by whoever awaits this.writing next
       this.writing = written;
@@ -1397,6 +1408,13 @@ class ApplyCtx {
       case 'nodeRegister': {
         this.tx.put(K.node(op.nodeId), op.recordJson);
         return {};
+      }
+      case 'clusterVersion': {
+        // Only up: a late or repeated proposal of a lower version changes nothing.
+        const cur = (await this.tx.get(K.clusterVersion)) ?? BASE_VERSION;
+        if (compareVersions(op.version, cur) <= 0) return { version: cur };
+        this.tx.put(K.clusterVersion, op.version);
+        return { version: op.version };
       }
     }
   }

@@ -29,6 +29,7 @@ import { RawNode } from './core/index.js';
 import { decodeConfChange } from './core/confchange.js';
 import { DiskStorage } from './storage.js';
 import { Transport, readSpool } from './transport.js';
+import { CAIRN_VERSION } from '../common/version.js';
 import { startServer, type StartedServer, type grpc } from '../rpc/grpc.js';
 import { raftConfigSchema, type RaftConfig } from '../common/config.js';
 import { CairnError, assert } from '../common/errors.js';
@@ -342,6 +343,21 @@ export class RaftNode {
 
   appliedIndex(): number {
     return this.applied;
+  }
+
+  /**
+   * The release of every member (voters and learners) as this node last heard it: its own, and
+   * each peer's from its last message batch if that came within `withinMs` (else undefined). On
+   * the leader every member is heard each heartbeat (docs/upgrade.md).
+   */
+  memberVersions(withinMs: number): Array<{ id: NodeId; version: string | undefined }> {
+    const heard = this.transport?.peerVersions() ?? new Map<NodeId, { version: string; atMs: number }>();
+    const now = Date.now();
+    return [...this.conf.voters, ...this.conf.learners].map((id) => {
+      if (id === this.id) return { id, version: CAIRN_VERSION };
+      const h = heard.get(id);
+      return { id, version: h !== undefined && now - h.atMs <= withinMs ? h.version : undefined };
+    });
   }
 
   status(): RaftStatus {

@@ -11,6 +11,7 @@
  *   'h'            hard state (JSON)        'c'  conf state as of the last applied conf change (JSON)
  *   's'            snapshot metadata (JSON) 'm'  compaction mark: {index, term} of the last compacted entry
  *   'p'            peer address book (JSON)
+ *   'v'            format of this database {format, writtenBy} (JSON; absent in v0.1.0's, which ignores it)
  *   'e' + u64 BE   entry: crc32 u32 | term u64 | type u8 | data
  */
 import { ClassicLevel } from 'classic-level';
@@ -18,6 +19,7 @@ import { crc32 } from '../common/crc32.js';
 import { z } from 'zod';
 import { CairnError, assert } from '../common/errors.js';
 import { mkdirDurable } from '../common/durable.js';
+import { CAIRN_VERSION } from '../common/version.js';
 import {
   CompactedError,
   EntryType,
@@ -35,6 +37,9 @@ const K_CONF = Buffer.from('c');
 const K_SNAP = Buffer.from('s');
 const K_MARK = Buffer.from('m');
 const K_PEERS = Buffer.from('p');
+const K_FORMAT = Buffer.from('v');
+/** The layout above. A release that changes it bumps this; an older release refuses a newer log (docs/upgrade.md). */
+export const LOG_FORMAT = 1;
 const ENTRY_PREFIX = 0x65; // 'e'
 const ENTRY_HEADER_BYTES = 13;
 
@@ -54,6 +59,7 @@ const confStateSchema = z.object({
 const markSchema = z.object({ index: z.number().int().min(0), term: z.number().int().min(0) });
 const snapMetaSchema = z.object({ index: z.number().int().min(0), term: z.number().int().min(0), conf: confStateSchema });
 const peersSchema = z.record(z.string().regex(/^\d+$/), z.string().min(1));
+const formatSchema = z.object({ format: z.number().int().min(1), writtenBy: z.string().max(40) });
 
 /**
  * The core probes past the end of the log on every append (matchTerm); building a stack trace
@@ -181,6 +187,11 @@ export class DiskStorage implements LogStorage {
 
   private async load(): Promise<void> {
     const where = this.dir;
+    const fmt = readJson(this.db, K_FORMAT, formatSchema, where);
+    if (fmt !== undefined && fmt.format > LOG_FORMAT) {
+      throw new CairnError('EINVAL', `${where}: the raft log is in format ${fmt.format} (written by release ${fmt.writtenBy}); this release (${CAIRN_VERSION}) reads format ${LOG_FORMAT}: run release ${fmt.writtenBy} or newer`);
+    }
+    if (fmt === undefined) await this.db.put(K_FORMAT, jsonBuf({ format: LOG_FORMAT, writtenBy: CAIRN_VERSION }), { sync: true });
     this.hard = readJson(this.db, K_HARD, hardStateSchema, where) ?? this.hard;
     this.conf = readJson(this.db, K_CONF, confStateSchema, where) ?? this.conf;
     this.snap = readJson(this.db, K_SNAP, snapMetaSchema, where) ?? this.snap;

@@ -16,6 +16,7 @@ import { CairnError } from '../common/errors.js';
 import { logger, type Logger } from '../common/log.js';
 import { EntryType, MessageType, type Entry, type Message, type NodeId, type SnapshotMetadata } from './types.js';
 import { decodeBatch, encodeBatch } from './wire.js';
+import { CAIRN_VERSION, reportedVersion } from '../common/version.js';
 
 const RaftService = serviceOf('raft.proto', 'cairn.raft.Raft');
 
@@ -157,6 +158,8 @@ export class Transport {
   private closed = false;
   private receivingSnapshot = false;
   private readonly inbound = new Set<grpc.ServerReadableStream<unknown, unknown>>();
+  /** The release each peer named in its last message batch, and when (docs/upgrade.md). */
+  private readonly heard = new Map<NodeId, { version: string; atMs: number }>();
   handler: TransportHandler | undefined;
 
   constructor(private readonly opts: TransportOptions) {
@@ -183,6 +186,11 @@ export class Transport {
 
   peerAddresses(): Map<NodeId, string> {
     return new Map([...this.peers.values()].map((p) => [p.id, p.address]));
+  }
+
+  /** Each peer's release as its last batch named it ("" on the wire: v0.1.0), and when that batch came. */
+  peerVersions(): Map<NodeId, { version: string; atMs: number }> {
+    return new Map(this.heard);
   }
 
   hasPeer(id: NodeId): boolean {
@@ -275,7 +283,7 @@ export class Transport {
       return;
     }
     p.queuedBytes += bytes;
-    s.write({ from: this.opts.id, from_address: this.opts.address, messages: [], packed: encodeBatch(list) }, () => {
+    s.write({ from: this.opts.id, from_address: this.opts.address, messages: [], packed: encodeBatch(list), version: CAIRN_VERSION }, () => {
       if (p.stream === s) p.queuedBytes -= bytes;
     });
   }
@@ -292,7 +300,7 @@ export class Transport {
     };
     call.on('data', (raw: unknown) => {
       if (done) return;
-      const b = raw as { from?: unknown; from_address?: unknown; messages?: unknown; packed?: unknown };
+      const b = raw as { from?: unknown; from_address?: unknown; messages?: unknown; packed?: unknown; version?: unknown };
       if (!Array.isArray(b.messages) || !isCount(b.from)) {
         finish(new CairnError('EINVAL', 'raft: malformed message batch'));
         return;
@@ -320,6 +328,7 @@ export class Transport {
       if (typeof b.from_address === 'string' && b.from_address !== '' && !this.peers.has(b.from)) {
         this.handler?.learnPeer(b.from, b.from_address);
       }
+      this.heard.set(b.from, { version: reportedVersion(typeof b.version === 'string' ? b.version.slice(0, 40) : ''), atMs: Date.now() });
       if (out.length > 0) this.handler?.onMessages(out);
     });
     call.on('end', () => finish(null));

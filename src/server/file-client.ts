@@ -64,6 +64,8 @@ export interface ClusterNode {
   location: string;
   role: string;
   term: number;
+  /** The node's release; "" when it did not answer (docs/upgrade.md). */
+  version?: string;
   disks: ClusterDisk[];
 }
 
@@ -78,6 +80,8 @@ export interface ClusterInfo {
   bucketSizeBytes: number;
   nodes: ClusterNode[];
   cachedFiles: CommitStatusInfo[];
+  /** The cluster version as the answering node applied it; "" from a v0.1.0 node (docs/upgrade.md). */
+  clusterVersion?: string;
   /** The repair job's progress (src/server/repair-job.ts), null when none was published. */
   repair: RepairProgress | null;
 }
@@ -202,13 +206,14 @@ export class FileClient {
       answeredBy: Number(r.answered_by), leaderId: Number(r.leader_id), term: Number(r.term), diskmapEpoch: Number(r.diskmap_epoch),
       scheme: String(r.scheme), failureDomain: String(r.failure_domain), groups: Number(r.groups), bucketSizeBytes: Number(r.bucket_size_bytes),
       nodes: ((r.nodes as Wire[] | undefined) ?? []).map((n) => ({
-        nodeId: Number(n.node_id), address: String(n.address), location: String(n.location), role: String(n.role), term: Number(n.term),
+        nodeId: Number(n.node_id), address: String(n.address), location: String(n.location), role: String(n.role), term: Number(n.term), version: String(n.version ?? ''),
         disks: ((n.disks as Wire[] | undefined) ?? []).map((d) => ({
           path: String(d.path), disk: Number(d.disk), capacityBytes: Number(d.capacity_bytes), class: String(d.class), incarnation: String(d.incarnation),
           state: String(d.state), reason: String(d.reason), inDiskmap: d.in_diskmap === true,
         })),
       })),
       cachedFiles: ((r.cached_files as Wire[] | undefined) ?? []).map(statusFrom),
+      clusterVersion: String(r.cluster_version ?? ''),
       repair: parseRepair(r.repair_json),
     };
   }

@@ -374,6 +374,7 @@ export class FileService {
           location: loc,
           role: ms?.role ?? 'unreachable',
           term: ms?.term ?? 0,
+          version: ms?.version ?? '',
           disks: n.disks.map((d) => {
             const l = live?.find((x) => x.path === d.path);
             return {
@@ -392,6 +393,7 @@ export class FileService {
     );
     return {
       answered_by: this.ctx.cfg.nodeId,
+      cluster_version: this.ctx.meta.clusterVersion(),
       leader_id: raft?.leaderId() ?? 0,
       term: st?.term ?? 0,
       diskmap_epoch: dm?.epoch ?? 0,

@@ -13,6 +13,7 @@ import { RaftNode } from '../raft/node.js';
 import { CairnError } from '../common/errors.js';
 import { loadIdentity, setTlsIdentity } from '../rpc/security.js';
 import { MetaStateMachine } from '../meta/state-machine.js';
+import { CAIRN_VERSION, compareVersions } from '../common/version.js';
 import { AppliedFeed } from './meta-copy.js';
 import { NODE_SERVICES, type NodeContext, type NodeServiceFactory, type NodeServiceInstance } from './services.js';
 
@@ -49,6 +50,11 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
     log.warn('no tls section in the config: this node serves anyone who can reach its port');
   }
   const meta = await MetaStateMachine.open({ dataDir: cfg.dataDir, ...opts.meta });
+  // A node older than the cluster version could not apply what the cluster writes now (docs/upgrade.md).
+  if (compareVersions(meta.clusterVersion(), CAIRN_VERSION) > 0) {
+    await meta.close();
+    throw new CairnError('EINVAL', `this node runs release ${CAIRN_VERSION}, older than the cluster version ${meta.clusterVersion()} its metadata records: install release ${meta.clusterVersion()} or newer (ops/upgrade.md)`);
+  }
   let raft: RaftNode | undefined;
   const feed = new AppliedFeed();
   const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true, feed };

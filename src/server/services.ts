@@ -75,12 +75,16 @@ function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSw
         return st.conf.learners.includes(st.id) ? 'learner' : String(st.role);
       },
       term: () => ctx.raft()?.status().term ?? 0,
+      memberVersions: (withinMs) => ctx.raft()?.memberVersions(withinMs) ?? [],
     },
   });
   return {
     name: 'meta',
     definitions: [svc.definition()],
-    started: () => svc.startLeaseSweeper(),
+    started: () => {
+      svc.startLeaseSweeper();
+      svc.startVersionGate();
+    },
     stop: async () => svc.stop(),
   };
 }

@@ -288,6 +288,7 @@ export function register(program: Command): void {
       const r = health.redundancy;
       process.stdout.write(
         `\nleader: node ${cl.leaderId || '-'}  term: ${cl.term}  answered by: node ${cl.answeredBy}\n` +
+          `cluster version: ${cl.clusterVersion || '0.1.0 (answered by a v0.1.0 node)'}  node versions: ${cl.nodes.map((n) => `${n.nodeId}=${n.version || '?'}`).join(' ')}\n` +
           (cl.diskmapEpoch === 0
             ? 'diskmap: none yet (waiting for every initial node to register)\n'
             : `diskmap: epoch ${cl.diskmapEpoch}, ${cl.scheme} per ${cl.failureDomain}, ${cl.groups} placement groups, buckets of ${formatBytes(cl.bucketSizeBytes)}\n`) +
@@ -297,11 +298,11 @@ export function register(program: Command): void {
           '\n',
       );
       printTable(
-        ['node', 'address', 'location', 'role', 'disk', 'capacity', 'state', 'in map', 'path'],
+        ['node', 'address', 'location', 'role', 'version', 'disk', 'capacity', 'state', 'in map', 'path'],
         cl.nodes.flatMap((n) =>
           n.disks.length === 0
-            ? [[n.nodeId, n.address, n.location, n.role, '-', '-', '-', '-', '-']]
-            : n.disks.map((d) => [n.nodeId, n.address, n.location, n.role, d.disk, formatBytes(d.capacityBytes), d.state, d.inDiskmap ? 'yes' : 'no', d.path]),
+            ? [[n.nodeId, n.address, n.location, n.role, n.version || '-', '-', '-', '-', '-', '-']]
+            : n.disks.map((d) => [n.nodeId, n.address, n.location, n.role, n.version || '-', d.disk, formatBytes(d.capacityBytes), d.state, d.inDiskmap ? 'yes' : 'no', d.path]),
         ),
       );
       process.stdout.write(`\n${repairLine(cl.repair)}\n`);
