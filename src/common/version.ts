@@ -39,6 +39,8 @@ export const FEATURES = {
   dfsLeases: '0.2.0',
   /** RPCs between nodes that v0.1.0 does not serve (DFS cache forwarding and invalidation). */
   peerRpc: '0.2.0',
+  /** putFile as a binary metadata entry (opcode 9; v0.1.0 reads only the JSON form). */
+  binaryPutFile: '0.2.0',
 } as const satisfies Record<string, string>;
 export type Feature = keyof typeof FEATURES;
 

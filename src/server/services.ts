@@ -10,6 +10,7 @@ import type { grpc } from '../rpc/grpc.js';
 import type { RaftNode } from '../raft/node.js';
 import type { MetaStateMachine } from '../meta/state-machine.js';
 import { MetaService, type MetaServiceOptions } from '../meta/service.js';
+import { clusterSupports } from '../common/version.js';
 import { chunkNodeFactory } from './chunk-node.js';
 import { clusterFactory } from './cluster.js';
 import { fileServiceFactory } from './file-service.js';
@@ -50,6 +51,8 @@ export function metaServiceWith(extra: Pick<MetaServiceOptions, 'leaseSweepMs' |
 
 function metaInstance(ctx: NodeContext, extra: Pick<MetaServiceOptions, 'leaseSweepMs' | 'forwardWrites' | 'binaryPutFile'>): NodeServiceInstance {
   const svc = new MetaService({
+    // The binary putFile entry only once every node reads it (docs/upgrade.md); a test may force it.
+    binaryPutFile: () => clusterSupports(ctx.meta, 'binaryPutFile'),
     ...extra,
     inlineBudgetBytes: ctx.cfg.daemon.inlineBudgetBytes,
     sm: ctx.meta,
