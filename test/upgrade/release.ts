@@ -15,6 +15,8 @@ const run = promisify(execFile);
 
 /** The release the mixed-version test runs against (the previous one). */
 export const PREVIOUS_RELEASE_TAG = 'v0.1.0';
+/** Its commit: a clone that has main's history but not its tags (a plain `git clone --no-tags`) still finds it. */
+export const PREVIOUS_RELEASE_COMMIT = '06c5f2e5169ac1403793dbb2ae2ef69d32d7b46e';
 
 export interface Release {
   tag: string;
@@ -42,11 +44,17 @@ export function lockDifferences(release: Lock, here: Lock): string[] {
   return out;
 }
 
-export async function prepareRelease(tag = PREVIOUS_RELEASE_TAG): Promise<Release> {
-  let commit: string;
-  try {
-    commit = (await run('git', ['-C', REPO_ROOT, 'rev-parse', '--verify', '--quiet', `${tag}^{commit}`])).stdout.trim();
-  } catch {
+export async function prepareRelease(tag = PREVIOUS_RELEASE_TAG, knownCommit: string | undefined = tag === PREVIOUS_RELEASE_TAG ? PREVIOUS_RELEASE_COMMIT : undefined): Promise<Release> {
+  let commit: string | undefined;
+  for (const ref of [tag, knownCommit]) {
+    if (ref === undefined || commit !== undefined) continue;
+    try {
+      commit = (await run('git', ['-C', REPO_ROOT, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`])).stdout.trim();
+    } catch {
+      // not in this clone: try the next name of the release
+    }
+  }
+  if (commit === undefined || commit === '') {
     throw new Error(
       `the tag ${tag} is missing from this clone: the mixed-version upgrade test runs the previous release built from it. ` +
         `Fetch the tags (git fetch --tags; in CI a checkout with full history and tags) and run it again.`,
