@@ -27,6 +27,8 @@ import { ReadCache } from './read-cache.js';
 import { runCommit, ensureLease, type PipelineDeps } from './pipeline.js';
 import { MAX_RECORD_PAYLOAD_BYTES, RECORD_HEADER_BYTES, MAX_FILE_OFFSET } from './journal.js';
 import type { ChunkPort, FileAttr, MetaPort } from './ports.js';
+import type { CoherencePort, RemoteAttr, RemoteWriter } from './coherence.js';
+import { DirtyLayer } from './extent-map.js';
 
 const MIB = 1024 * 1024;
 
@@ -147,6 +149,8 @@ interface Handle {
   write: boolean;
   append: boolean;
   mode: Mode;
+  /** A write handle whose writes go to the file's writer node (another node held the lease): its handle there. */
+  remote?: { w: RemoteWriter; rfd: number };
 }
 
 /** Open handles per file system (every table has a bound). */
@@ -183,6 +187,11 @@ export class CairnFs {
   private readonly background = new Set<Promise<void>>();
   private closing = false;
   private readonly deps: PipelineDeps;
+  /** Cache coherence with the other nodes (src/peer); absent in a library-only CairnFs. */
+  private coherence: CoherencePort | undefined;
+  /** The lease token each file was last claimed under (claims are sent once per token). */
+  private readonly claimed = new Map<string, string>();
+  private readonly invalidateListeners = new Set<(fileId: string) => void>();
   readonly readCache: ReadCache;
   readonly chunker: Chunker;
   private readonly log: Logger;
@@ -203,6 +212,7 @@ export class CairnFs {
       readCache: this.readCache,
       chunker: this.chunker,
       holder,
+      addr: () => this.coherence?.addr,
       leaseTtlMs: opts.leaseTtlMs,
       parallelism: opts.commitParallelism,
       putAttempts: opts.putAttempts,
@@ -273,7 +283,8 @@ export class CairnFs {
       if (attr === null) {
         if (o.create !== true) throw new CairnError('ENOENT', `${path} does not exist`);
         try {
-          const made = await this.meta.create(path, { mode: 0o644, lease: { holder: this.holder, ttlMs: this.opts.leaseTtlMs } });
+          const addr = this.coherence?.addr;
+          const made = await this.meta.create(path, { mode: 0o644, lease: { holder: this.holder, ttlMs: this.opts.leaseTtlMs, ...(addr !== undefined ? { addr } : {}) } });
           granted = made.lease?.token;
           attr = made;
         } catch (err) {
@@ -313,11 +324,22 @@ export class CairnFs {
     // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
     f.openCount += 1;
     this.clearTimer(this.idleTimers, f);
+    let remote: Handle['remote'];
     if (write) {
       try {
-        await f.lock.run(async () => {
-          await ensureLease(f, this.deps);
-        });
+        try {
+          await f.lock.run(async () => {
+            await ensureLease(f, this.deps);
+          });
+          await this.claim(f);
+        } catch (err) {
+          // Another node writes this file: this handle's writes go to it (never two writers).
+          const w = this.writerFromBusy(f, err);
+          if (w === undefined) throw err;
+          const rfd = await this.coherence!.openWrite(w, f.fileId);
+          if (rfd === null) throw err;
+          remote = { w, rfd };
+        }
       } catch (err) {
         f.openCount -= 1;
         if (f.openCount === 0) this.afterLastClose(f);
@@ -326,7 +348,7 @@ export class CairnFs {
     }
     if (f.pinnedVersion === null && f.st.base.extents.length > 0) await this.pin(f);
     const fd = this.nextFd++;
-    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append, mode });
+    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append, mode, ...(remote !== undefined ? { remote } : {}) });
     if (truncate) await this.truncate(fd, 0);
     return fd;
   }
@@ -367,11 +389,135 @@ export class CairnFs {
     return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
   }
 
-  /** Size and mtime of a file as this node's cache sees it (written, maybe not committed), if it is cached. */
+  /**
+   * Size and mtime of a file as this node's cache sees it (written, maybe not committed), if this
+   * node writes it (dirty, committing, or under its lease). A clean file without a lease is the
+   * metadata's to describe (another node may have committed a newer version since).
+   */
   cachedAttr(fileId: string): { size: number; mtimeMs: number; dirty: boolean } | undefined {
     const f = this.files.get(fileId);
     if (f === undefined) return undefined;
-    return { size: f.size, mtimeMs: f.mtimeMs, dirty: f.hasDirty() || f.running !== null };
+    const dirty = f.hasDirty() || f.running !== null;
+    if (!dirty && f.st.leaseToken === null) return undefined;
+    return { size: f.size, mtimeMs: f.mtimeMs, dirty };
+  }
+
+  // ---------------------------------------------------------------- coherence (docs/dfs-cache.md)
+
+  /** This node's peer address (src/peer), named in the leases it takes; undefined without coherence. */
+  get peerAddr(): string | undefined {
+    return this.coherence?.addr;
+  }
+
+  /** How long the write leases this node takes last (renewed at a third of it). */
+  get leaseTtlMs(): number {
+    return this.opts.leaseTtlMs;
+  }
+
+  /** The size of an open handle's file as this node sees it. */
+  sizeOf(fd: number): number {
+    return this.handle(fd).file.size;
+  }
+
+  /** Plug in the coherence port (src/peer), once the node's transport is up. */
+  setCoherence(c: CoherencePort): void {
+    this.coherence = c;
+  }
+
+  /** Called with a file id whenever another node's write makes what this node cached of it stale. */
+  onInvalidate(cb: (fileId: string) => void): () => void {
+    this.invalidateListeners.add(cb);
+    return () => this.invalidateListeners.delete(cb);
+  }
+
+  /** Another node claimed or gave back the file: drop what this node cached of it (base refreshed at the next read). */
+  invalidate(fileId: string): void {
+    const f = this.files.get(fileId);
+    if (f !== undefined) f.stale = true;
+    for (const cb of this.invalidateListeners) cb(fileId);
+  }
+
+  /** Size and mtime of the file as its writer on another node sees them now; undefined when no other node writes it. */
+  async remoteAttr(fileId: string): Promise<RemoteAttr | undefined> {
+    const f = this.files.get(fileId);
+    if (f !== undefined && (f.hasDirty() || f.st.leaseToken !== null || f.running !== null)) return undefined;
+    const w = this.coherence?.writerOf(fileId);
+    if (w === undefined) return undefined;
+    const a = await this.coherence!.attr(w, fileId);
+    if (a === null) {
+      this.coherence!.forget(fileId, w);
+      this.invalidate(fileId);
+      return undefined;
+    }
+    return a;
+  }
+
+  /** This node holds the file as its writer (its lease, or data not yet committed): it answers other nodes for it. */
+  private holds(f: CachedFile): boolean {
+    return f.st.leaseToken !== null || f.hasDirty() || f.running !== null;
+  }
+
+  /** For the peer port: the file's size and mtime here, or null when this node does not write it. */
+  peerAttr(fileId: string): RemoteAttr | null {
+    const f = this.files.get(fileId);
+    if (f === undefined || !this.holds(f)) return null;
+    return { size: f.size, mtimeMs: f.mtimeMs };
+  }
+
+  /** For the peer port: bytes as this node (the writer) sees them, cut at the size; null when it does not write the file. */
+  async peerRead(fileId: string, offset: number, length: number): Promise<(RemoteAttr & { data: Buffer }) | null> {
+    checkRange(offset, length);
+    const f = this.files.get(fileId);
+    if (f === undefined || !this.holds(f)) return null;
+    const end = Math.min(f.size, offset + Math.min(length, MAX_READ_BYTES));
+    const data = end <= offset ? Buffer.alloc(0) : await f.read(offset, end, this.readCache);
+    return { data, size: f.size, mtimeMs: f.mtimeMs };
+  }
+
+  /** For the peer port: a write handle for another node's writes, or null when this node does not write the file. */
+  async peerOpenWrite(fileId: string): Promise<number | null> {
+    const f = this.files.get(fileId);
+    if (f === undefined || f.st.leaseToken === null) return null;
+    return this.openById(fileId, { write: true });
+  }
+
+  /** Claim the file to the other nodes once per lease token, before a write handle opens. */
+  private async claim(f: CachedFile): Promise<void> {
+    const token = f.st.leaseToken;
+    if (this.coherence === undefined || token === null || this.claimed.get(f.fileId) === token) return;
+    await this.coherence.claim(f.fileId, Number(token));
+    this.claimed.set(f.fileId, token);
+  }
+
+  /** The writer an EBUSY of a lease acquire names (with its peer address), if any. */
+  private writerFromBusy(f: CachedFile, err: unknown): RemoteWriter | undefined {
+    if (this.coherence === undefined || !(err instanceof CairnError) || err.code !== 'EBUSY') return undefined;
+    const addr = err.details?.addr;
+    const token = Number(err.details?.token ?? 0);
+    if (typeof addr !== 'string' || addr === this.coherence.addr) return this.coherence.writerOf(f.fileId);
+    const w = { addr, token };
+    this.coherence.learn(f.fileId, w);
+    return w;
+  }
+
+  /** The remote writer a read of `f` goes to, if another node writes it now. */
+  private remoteFor(f: CachedFile): RemoteWriter | undefined {
+    if (this.coherence === undefined || f.hasDirty() || f.st.leaseToken !== null || f.running !== null) return undefined;
+    return this.coherence.writerOf(f.fileId);
+  }
+
+  /** A clean file whose base another node replaced: read its layout again from the metadata. */
+  private async refreshBase(f: CachedFile): Promise<void> {
+    await f.lock.run(async () => {
+      if (!f.stale) return;
+      f.stale = false;
+      if (f.hasDirty() || f.running !== null || f.st.leaseToken !== null || f.st.commit !== null) return;
+      const attr = await this.meta.getattr(f.fileId);
+      if (f.hasDirty()) return;
+      f.st = { ...f.st, base: baseOf(attr) };
+      f.live = new DirtyLayer(attr.size);
+      f.mtimeMs = attr.mtimeMs;
+    });
   }
 
   /** An explicit mtime (utimensat) for a cached file: its next commit carries it instead of the last write's time. */
@@ -420,6 +566,7 @@ export class CairnFs {
   async close(fd: number): Promise<void> {
     const h = this.handle(fd);
     try {
+      if (h.remote !== undefined) await this.coherence!.close(h.remote.w, h.remote.rfd);
       if (h.write && h.mode === 'strong' && !this.discarded.has(h.file.fileId)) await this.commitWait(h.file, 'durable');
     } finally {
       this.handles.delete(fd);
@@ -435,6 +582,18 @@ export class CairnFs {
     checkRange(position ?? h.pos, length);
     const at = position ?? h.pos;
     const f = h.file;
+    const w = this.remoteFor(f);
+    if (w !== undefined) {
+      // Another node writes this file: its bytes, as it sees them now (docs/dfs-cache.md).
+      const r = await this.coherence!.read(w, f.fileId, at, Math.min(length, MAX_READ_BYTES));
+      if (r !== null) {
+        if (position === undefined) h.pos = at + r.data.length;
+        return r.data;
+      }
+      this.coherence!.forget(f.fileId, w);
+      this.invalidate(f.fileId);
+    }
+    if (f.stale) await this.refreshBase(f);
     const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
     // A read that continues the previous one fetches the next chunks in the background
     // (readAheadChunks ahead); random reads never do, so a database's page reads cost no extra chunk.
@@ -450,6 +609,11 @@ export class CairnFs {
     const h = this.writable(fd);
     checkRange(position ?? h.pos, data.length);
     if (data.length === 0) return 0;
+    if (h.remote !== undefined) {
+      const r = await this.coherence!.write(h.remote.w, h.remote.rfd, data, h.append ? null : (position ?? h.pos));
+      if (position === undefined || h.append) h.pos = r.at + data.length;
+      return data.length;
+    }
     const f = h.file;
     if (f.live.entryCount >= MAX_LAYER_ENTRIES) {
       this.kick(f);
@@ -504,6 +668,10 @@ export class CairnFs {
       return;
     }
     const h = this.writable(target);
+    if (h.remote !== undefined) {
+      await this.coherence!.truncate(h.remote.w, h.remote.rfd, size);
+      return;
+    }
     const f = h.file;
     await this.store.reserve(RECORD_HEADER_BYTES);
     try {
@@ -520,6 +688,10 @@ export class CairnFs {
   /** weak: the cached writes are durable on this node's cache disk. strong: committed and durable. */
   async flush(fd: number): Promise<void> {
     const h = this.handle(fd);
+    if (h.remote !== undefined) {
+      await this.coherence!.fsync(h.remote.w, h.remote.rfd);
+      return;
+    }
     if (h.mode === 'strong' && !this.discarded.has(h.file.fileId)) {
       await this.commitWait(h.file, 'durable');
       return;
@@ -739,6 +911,8 @@ export class CairnFs {
           await this.meta.releaseLease(f.fileId, this.holder, token).catch((err: unknown) => {
             this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
           });
+          this.claimed.delete(f.fileId);
+          this.coherence?.released(f.fileId, Number(token));
         }
       })();
       this.removing.set(f.fileId, done);

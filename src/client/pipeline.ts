@@ -48,6 +48,8 @@ export interface PipelineDeps {
   chunker: Chunker;
   holder: string;
   leaseTtlMs: number;
+  /** This node's peer address, named in the leases it takes (src/peer); undefined: none. */
+  addr?: () => string | undefined;
   /** Chunks hashed and stored at once (memory: this many × chunker.maxBytes). */
   parallelism: number;
   /** Attempts to make one chunk readable before the commit fails (it is retried later). */
@@ -90,7 +92,7 @@ function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
 /** A lease for the file, acquired if we hold none. */
 export async function ensureLease(f: CachedFile, d: PipelineDeps): Promise<string> {
   if (f.st.leaseToken !== null) return f.st.leaseToken;
-  const lease = await d.meta.acquireLease(f.fileId, d.holder, d.leaseTtlMs);
+  const lease = await d.meta.acquireLease(f.fileId, d.holder, d.leaseTtlMs, d.addr?.());
   f.st = { ...f.st, leaseToken: lease.token };
   return lease.token;
 }

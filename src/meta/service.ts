@@ -111,6 +111,7 @@ const S = {
   create: z.object({
     at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, exclusive: z.boolean(),
     lease_holder: z.string().max(128).default(''), lease_ttl_ms: z.number().int().min(0).max(600_000).default(0),
+    lease_addr: z.string().max(256).default(''),
   }),
   symlink: z.object({ at: wireRef.nullish(), target: z.string(), uid: u32, gid: u32 }),
   link: z.object({ node: wireRef.nullish(), at: wireRef.nullish() }),
@@ -139,7 +140,7 @@ const S = {
   }),
   commitStatus: z.object({ ino: u64, version: u64, serializable: z.boolean().default(false) }),
   markDurable: z.object({ ino: u64, version: u64 }),
-  leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32 }),
+  leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32, addr: z.string().max(256).default('') }),
   leaseRenew: z.object({ ino: u64, holder: z.string(), token: u64, ttl_ms: u32 }),
   leaseRelease: z.object({ ino: u64, holder: z.string(), token: u64 }),
   pin: z.object({ ino: u64, version: u64, holder: z.string(), ttl_ms: u32 }),
@@ -224,7 +225,7 @@ export const WRITE_METHODS: Record<string, WriteMethod> = {
     'create', S.create,
     (q) => ({
       op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive,
-      ...(q.lease_holder !== '' ? { lease: { holder: q.lease_holder, ttlMs: q.lease_ttl_ms } } : {}),
+      ...(q.lease_holder !== '' ? { lease: { holder: q.lease_holder, ttlMs: q.lease_ttl_ms, ...(q.lease_addr !== '' ? { addr: q.lease_addr } : {}) } } : {}),
     }),
     (v) => ({ ...attrReply(v), ...(v.lease !== undefined ? { lease: leaseReply(v) } : {}) }), 'attr',
   ),
@@ -581,7 +582,7 @@ export class MetaService {
         return recordToWire(await sm.commitStatus(q.ino, q.version));
       }),
       LeaseAcquire: this.timed('leaseAcquire', S.leaseAcquire, async (q) => {
-        const v = await this.propose({ op: 'leaseAcquire', ino: q.ino, holder: q.holder, ttlMs: q.ttl_ms }, true);
+        const v = await this.propose({ op: 'leaseAcquire', ino: q.ino, holder: q.holder, ttlMs: q.ttl_ms, ...(q.addr !== '' ? { addr: q.addr } : {}) }, true);
         return leaseReply(v);
       }),
       LeaseRenew: this.timed('leaseRenew', S.leaseRenew, async (q) => {
@@ -746,5 +747,5 @@ function validateRef(ref: Ref): void {
 
 function leaseReply(v: Record<string, unknown>): Record<string, unknown> {
   const l = v.lease as Lease;
-  return { ino: l.ino, holder: l.holder, token: l.token, ttl_ms: v.ttlMs };
+  return { ino: l.ino, holder: l.holder, token: l.token, ttl_ms: v.ttlMs, addr: l.addr ?? '' };
 }

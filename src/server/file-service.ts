@@ -31,6 +31,7 @@ import { UploadJournal } from './uploads.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 import { MountManager, spaceOf, startMounts } from '../fuse/service.js';
+import { Peer } from '../peer/peer.js';
 
 export { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE };
 
@@ -424,12 +425,17 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       readAheadChunks: f.readAheadChunks,
       inlineMaxBytes: f.inlineMaxBytes,
       slices: f.slices,
+      ...(f.leaseTtlMs !== undefined ? { leaseTtlMs: f.leaseTtlMs } : {}),
     },
     {
       meta: new MetaAdapter(meta),
       chunks: new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }),
     },
   );
+  // The DFS cache's peer port (src/peer): this node's cache coherent with the other nodes'.
+  const self = ctx.cfg.advertise ?? ctx.cfg.listen;
+  const peer = new Peer(fs, { self: () => self, peers: () => [...view.registry().map((n) => n.address), ...ctx.cfg.peers.map((p) => p.address)] });
+  fs.setCoherence(peer);
   const uploads = await UploadJournal.open(ctx.cfg.dataDir);
   const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }), uploads);
   let stopped = false;
@@ -438,11 +444,12 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   const mounts = new MountManager(fs, meta, f.mode, spaceOf(ctx));
   return {
     name: 'file',
-    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition()],
+    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition(), peer.definition()],
     started: () => startMounts(mounts, ctx),
     stop: async () => {
       stopped = true;
       await mounts.stop();
+      await peer.stop();
       await fs.shutdown();
       await uploads.close();
       meta.close();
