@@ -75,6 +75,11 @@ export class MetaAdapter implements MetaPort {
     return { token: String(g.token), expiresAtMs: g.validUntilMs };
   }
 
+  async leaseOf(fileId: string): Promise<{ token: number; addr?: string } | null> {
+    const l = await this.meta.leaseGet(inoOf(fileId));
+    return l === null ? null : { token: l.token, ...(l.addr !== undefined ? { addr: l.addr } : {}) };
+  }
+
   async releaseLease(fileId: string, holder: string, token: string): Promise<void> {
     await this.meta.leaseRelease(inoOf(fileId), holder, tokenOf(token));
   }

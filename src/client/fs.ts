@@ -443,13 +443,30 @@ export class CairnFs {
     if (f !== undefined && (f.hasDirty() || f.st.leaseToken !== null || f.running !== null)) return undefined;
     const w = this.coherence?.writerOf(fileId);
     if (w === undefined) return undefined;
-    const a = await this.coherence!.attr(w, fileId);
+    const a = await this.askWriter(fileId, w, () => this.coherence!.attr(w, fileId));
     if (a === null) {
       this.coherence!.forget(fileId, w);
       this.invalidate(fileId);
       return undefined;
     }
     return a;
+  }
+
+  /**
+   * A call to the file's writer node; when it fails, the metadata says whether that writer's lease
+   * is still live (then the error stands: its data is not readable elsewhere) or gone (null: it
+   * no longer writes the file, and the committed version is the newest).
+   */
+  private async askWriter<T>(fileId: string, w: RemoteWriter, fn: () => Promise<T | null>): Promise<T | null> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (this.meta.leaseOf === undefined) throw err;
+      const l = await this.meta.leaseOf(fileId);
+      if (l !== null && l.token === w.token) throw err;
+      this.log.info({ fileId, writer: w.addr, err: String(err) }, 'the writer of a file does not answer and its lease is gone; reading the committed version');
+      return null;
+    }
   }
 
   /** This node holds the file as its writer (its lease, or data not yet committed): it answers other nodes for it. */
@@ -585,7 +602,7 @@ export class CairnFs {
     const w = this.remoteFor(f);
     if (w !== undefined) {
       // Another node writes this file: its bytes, as it sees them now (docs/dfs-cache.md).
-      const r = await this.coherence!.read(w, f.fileId, at, Math.min(length, MAX_READ_BYTES));
+      const r = await this.askWriter(f.fileId, w, () => this.coherence!.read(w, f.fileId, at, Math.min(length, MAX_READ_BYTES)));
       if (r !== null) {
         if (position === undefined) h.pos = at + r.data.length;
         return r.data;

@@ -103,6 +103,8 @@ export interface MetaPort {
   /** EFENCED when the lease has expired or was taken over. */
   renewLease(fileId: string, holder: string, token: string, ttlMs: number): Promise<Lease>;
   releaseLease(fileId: string, holder: string, token: string): Promise<void>;
+  /** The file's live write lease (its token and holder's peer address), or null when none is live. */
+  leaseOf?(fileId: string): Promise<{ token: number; addr?: string } | null>;
   /** Install a new version: ECONFLICT when the file is no longer at expectedVersion, EFENCED for a dead lease. */
   commitVersion(req: CommitRequest): Promise<{ version: number }>;
   /** Record that every chunk of `version` reached full health. Idempotent. */

@@ -112,7 +112,7 @@ interface QueuedWrite {
 const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
 const READ_METHODS: ReadonlySet<string> = new Set([
   'Getattr', 'Lookup', 'Readdir', 'Readlink', 'GetXattr', 'ListXattr', 'CommitStatus', 'DiskmapGet', 'DiskmapChange', 'Status',
-  'ScanLayouts',
+  'ScanLayouts', 'LeaseGet',
 ]);
 
 function toWireRef(t: Target): Record<string, unknown> {
@@ -558,6 +558,13 @@ export class MetaClient {
   async leaseRenew(ino: number, holder: string, token: number, ttlMs: number): Promise<LeaseGrant> {
     const sentAt = Date.now();
     return this.leaseGrant(await this.rpc('LeaseRenew', { ino, holder, token, ttl_ms: ttlMs }), sentAt);
+  }
+
+  /** The file's live write lease (holder, token, peer address, time left by the answering node's clock), or null. */
+  async leaseGet(ino: number, opts: { serializable?: boolean } = {}): Promise<{ holder: string; token: number; addr?: string; remainingMs: number } | null> {
+    const r = await this.rpc('LeaseGet', { ino, serializable: opts.serializable === true });
+    if (r.held !== true) return null;
+    return { holder: String(r.holder), token: Number(r.token), ...(typeof r.addr === 'string' && r.addr !== '' ? { addr: r.addr } : {}), remainingMs: Number(r.remaining_ms) };
   }
 
   async leaseRelease(ino: number, holder: string, token: number): Promise<boolean> {

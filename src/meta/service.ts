@@ -143,6 +143,7 @@ const S = {
   leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32, addr: z.string().max(256).default('') }),
   leaseRenew: z.object({ ino: u64, holder: z.string(), token: u64, ttl_ms: u32 }),
   leaseRelease: z.object({ ino: u64, holder: z.string(), token: u64 }),
+  leaseGet: z.object({ ino: u64, serializable: z.boolean().default(false) }),
   pin: z.object({ ino: u64, version: u64, holder: z.string(), ttl_ms: u32 }),
   unpin: z.object({ ino: u64, holder: z.string() }),
   diskmapGet: z.object({ serializable: z.boolean().default(false) }),
@@ -588,6 +589,13 @@ export class MetaService {
       LeaseRenew: this.timed('leaseRenew', S.leaseRenew, async (q) => {
         const v = await this.propose({ op: 'leaseRenew', ino: q.ino, holder: q.holder, token: q.token, ttlMs: q.ttl_ms }, true);
         return leaseReply(v);
+      }),
+      LeaseGet: this.timed('leaseGet', S.leaseGet, async (q) => {
+        await this.barrier(q.serializable);
+        const l = await sm.lease(q.ino);
+        const remaining = l === undefined ? 0 : l.expiresAtMs - this.now();
+        if (l === undefined || remaining <= 0) return { held: false };
+        return { held: true, holder: l.holder, token: l.token, addr: l.addr ?? '', remaining_ms: Math.ceil(remaining) };
       }),
       LeaseRelease: this.timed('leaseRelease', S.leaseRelease, async (q) => {
         const v = await this.propose({ op: 'leaseRelease', ino: q.ino, holder: q.holder, token: q.token });
