@@ -10,9 +10,11 @@ import { randomBytes } from 'node:crypto';
 import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { eventually } from '../helpers/env.js';
+import { MetaClient } from '../../src/meta/client.js';
 import { startDfsCluster, type DfsCluster } from './cluster.js';
 
 let c: DfsCluster;
+let meta: MetaClient;
 let m1: string;
 let m2: string;
 
@@ -20,9 +22,11 @@ beforeAll(async () => {
   c = await startDfsCluster('local');
   m1 = c.mounts[0]!;
   m2 = c.mounts[1]!;
+  meta = new MetaClient({ endpoints: c.endpoints.slice(1) });
 }, 120_000);
 
 afterAll(async () => {
+  meta?.close();
   await c?.stop();
 }, 60_000);
 
@@ -142,8 +146,10 @@ describe('DFS cache coherence across nodes', () => {
     const a = join(m1, 'dead.bin');
     const b = join(m2, 'dead.bin');
     const committed = Buffer.from('committed by node 2\n');
-    await writeFile(b, committed); // node 2 writes and closes: committed 200 ms later
-    await eventually(async () => (await readFile(a)).equals(committed), 20_000, 50);
+    await writeFile(b, committed); // node 2 writes and closes: committed 200 ms later, then its lease goes back
+    const ino = (await meta.lookup(1, 'dead.bin')).ino;
+    await eventually(async () => (await meta.leaseGet(ino)) === null, 20_000, 50);
+    expect((await readFile(a)).equals(committed)).toBe(true);
     // Node 1 becomes the writer; its write stays in its cache (the handle stays open: no commit).
     const fa = await open(a, 'r+');
     const uncommitted = Buffer.from('written on node 1, never committed\n');
