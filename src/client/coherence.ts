@@ -18,6 +18,10 @@ export interface RemoteWriter {
 export interface RemoteAttr {
   size: number;
   mtimeMs: number;
+  /** The writer's commit state, pending bytes and durability level (for `cairn status PATH`). */
+  state?: string;
+  pendingBytes?: number;
+  level?: string;
 }
 
 export interface CoherencePort {

@@ -478,7 +478,30 @@ export class CairnFs {
   peerAttr(fileId: string): RemoteAttr | null {
     const f = this.files.get(fileId);
     if (f === undefined || !this.holds(f)) return null;
-    return { size: f.size, mtimeMs: f.mtimeMs };
+    return { size: f.size, mtimeMs: f.mtimeMs, state: f.state, pendingBytes: f.pendingBytes(), level: this.levelOf(f) };
+  }
+
+  /** The durability level of a file's pending data: committed when a strong handle writes it, else local. */
+  private levelOf(f: CachedFile): 'local' | 'committed' {
+    for (const h of this.handles.values()) if (h.file === f && h.write && h.mode === 'strong') return 'committed';
+    return 'local';
+  }
+
+  /**
+   * Where a file's uncommitted data lives (`cairn status PATH`): this node when it writes the file,
+   * else the node its live lease names, asked over the peer port; null writer: nothing pending.
+   */
+  async dirtyStatus(fileId: string): Promise<{ writer: string | null; level: string; state?: string; pendingBytes?: number }> {
+    const f = this.files.get(fileId);
+    if (f !== undefined && this.holds(f)) return { writer: this.coherence?.addr ?? 'this node', level: f.pendingBytes() > 0 ? this.levelOf(f) : '', state: f.state, pendingBytes: f.pendingBytes() };
+    if (this.coherence === undefined || this.meta.leaseOf === undefined) return { writer: null, level: '' };
+    const l = await this.meta.leaseOf(fileId);
+    // The lease names the writer; one whose lease lapsed (a slow renewal) may still hold data: the claim named it.
+    const w = l !== null && l.addr !== undefined ? { addr: l.addr, token: l.token } : this.coherence.writerOf(fileId);
+    if (w === undefined || w.addr === this.coherence.addr) return { writer: null, level: '' };
+    const a = await this.coherence.attr(w, fileId).catch(() => null);
+    if (a === null) return { writer: l !== null ? w.addr : null, level: '' };
+    return { writer: w.addr, level: (a.pendingBytes ?? 0) > 0 ? (a.level ?? '') : '', ...(a.state !== undefined ? { state: a.state } : {}), ...(a.pendingBytes !== undefined ? { pendingBytes: a.pendingBytes } : {}) };
   }
 
   /** For the peer port: bytes as this node (the writer) sees them, cut at the size; null when it does not write the file. */

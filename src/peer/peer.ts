@@ -178,7 +178,7 @@ export class Peer implements CoherencePort {
       throw this.unreachableWriter(w, fid, err);
     }
     if (r.held !== true) return null;
-    return { size: Number(r.size), mtimeMs: Number(r.mtime_ms) };
+    return { size: Number(r.size), mtimeMs: Number(r.mtime_ms), state: String(r.state ?? ''), pendingBytes: Number(r.pending_bytes ?? 0), level: String(r.level ?? '') };
   }
 
   async openWrite(w: RemoteWriter, fid: string): Promise<number | null> {
@@ -226,7 +226,7 @@ export class Peer implements CoherencePort {
         }),
         Attr: unary(S.file, async (q) => {
           const a = this.fs.peerAttr(q.file_id);
-          return a === null ? { held: false } : { held: true, size: a.size, mtime_ms: a.mtimeMs };
+          return a === null ? { held: false } : { held: true, size: a.size, mtime_ms: a.mtimeMs, state: a.state ?? '', pending_bytes: a.pendingBytes ?? 0, level: a.level ?? '' };
         }),
         Read: unary(S.read, async (q) => {
           const r = await this.fs.peerRead(q.file_id, q.offset, q.length);

@@ -300,7 +300,15 @@ export class FileService {
       Put: put,
       Get: get,
       Commit: unary(commitSchema, async (q) => statusToWire(await this.fs.commit(q.path, q.wait === '' ? 'durable' : q.wait), q.path)),
-      CommitStatus: unary(pathRequestSchema, async (q) => statusToWire(await this.commitStatus(q.path), q.path)),
+      CommitStatus: unary(pathRequestSchema, async (q) => {
+        const s = statusToWire(await this.commitStatus(q.path), q.path);
+        // Where the file's uncommitted data lives, and at which level (docs/dfs-cache.md).
+        const attr = await this.meta.stat(q.path);
+        if (attr.type !== 'file') return s;
+        const d = await this.fs.dirtyStatus(String(attr.ino));
+        const remote = d.writer !== null && d.pendingBytes !== undefined ? { state: d.state ?? s.state, pending_bytes: d.pendingBytes } : {};
+        return { ...s, ...remote, writer: d.writer ?? '', level: d.level };
+      }),
       Stat: unary(pathRequestSchema, async (q) => statToWire(await this.fs.stat(q.path), q.path)),
       Cluster: unary(z.object({}).loose(), async () => this.cluster()),
     };

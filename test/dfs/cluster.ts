@@ -1,7 +1,7 @@
 /**
  * A real 3-node cluster of `cairn start` processes for the DFS cache (docs/dfs-cache.md): nodes 1
  * and 2 each serve a coherent FUSE mount (daemon.mounts[].durability), node 3 none. Short write
- * leases (3 s) so that lease expiry after kill -9 fits in a test.
+ * leases (5 s) so that lease expiry after kill -9 fits in a test.
  */
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
@@ -13,7 +13,7 @@ import { isMounted } from '../fuse/helpers.js';
 
 const exec = promisify(execFile);
 
-export const LEASE_TTL_MS = 3_000;
+export const LEASE_TTL_MS = 5_000;
 
 export interface DfsCluster {
   dir: string;
