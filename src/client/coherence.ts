@@ -46,4 +46,15 @@ export interface CoherencePort {
   truncate(w: RemoteWriter, rfd: number, size: number): Promise<void>;
   fsync(w: RemoteWriter, rfd: number): Promise<void>;
   close(w: RemoteWriter, rfd: number): Promise<void>;
+  /**
+   * The `replicated` level: mirror one write/truncate of a file this node writes (lease `token`,
+   * its cache on committed version `known`) to a replica node's cache disk, fsynced there when
+   * this resolves. `fresh`: the file has nothing uncommitted before this op (the replica starts a
+   * new log). Rejects when no replica took it (the caller then commits durably instead).
+   */
+  mirror(fileId: string, token: number, known: number, op: { kind: 'write'; offset: number; data: Buffer } | { kind: 'truncate'; size: number }, fresh: boolean): Promise<void>;
+  /** A commit is about to install `version` of a mirrored file: the replica must know before it happens. */
+  intent(fileId: string, version: number): Promise<void>;
+  /** Stop mirroring the file to its current replica (it failed): the next mirror picks one afresh. */
+  resetReplica(fileId: string): void;
 }

@@ -118,6 +118,8 @@ export interface OpenByIdOptions {
   leaseToken?: string;
   /** The file was just created (empty, version 0) with this mode: no metadata read needed. */
   created?: { path: string; mode: number; version: number; mtimeMs: number };
+  /** The `replicated` durability level (docs/dfs-cache.md): a write returns once a replica node has it too. */
+  replicate?: boolean;
 }
 
 export interface CommitStatus {
@@ -151,6 +153,8 @@ interface Handle {
   mode: Mode;
   /** A write handle whose writes go to the file's writer node (another node held the lease): its handle there. */
   remote?: { w: RemoteWriter; rfd: number };
+  /** The `replicated` level: every write is mirrored to a replica node before it returns. */
+  replicate?: boolean;
 }
 
 /** Open handles per file system (every table has a bound). */
@@ -192,6 +196,8 @@ export class CairnFs {
   /** The lease token each file was last claimed under (claims are sent once per token). */
   private readonly claimed = new Map<string, string>();
   private readonly invalidateListeners = new Set<(fileId: string) => void>();
+  /** Files whose writes a replica node's log holds since their last clean state (replicated level). */
+  private readonly mirrored = new Set<string>();
   readonly readCache: ReadCache;
   readonly chunker: Chunker;
   private readonly log: Logger;
@@ -213,6 +219,17 @@ export class CairnFs {
       chunker: this.chunker,
       holder,
       addr: () => this.coherence?.addr,
+      beforeCommit: async (f, version) => {
+        if (this.coherence === undefined || !this.mirrored.has(f.fileId)) return;
+        try {
+          await this.coherence.intent(f.fileId, version);
+        } catch (err) {
+          // The replica missed it: its log no longer matches; the next write starts afresh, after a durable commit.
+          this.log.warn({ path: f.st.path, err: String(err) }, 'the replica did not take a commit intent; mirroring starts again after this commit');
+          this.mirrored.delete(f.fileId);
+          this.coherence.resetReplica(f.fileId);
+        }
+      },
       leaseTtlMs: opts.leaseTtlMs,
       parallelism: opts.commitParallelism,
       putAttempts: opts.putAttempts,
@@ -386,7 +403,13 @@ export class CairnFs {
         this.files.set(fileId, file);
       }
     }
-    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
+    const fd = await this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true && o.replicate !== true);
+    const h = this.handles.get(fd);
+    if (h !== undefined && o.replicate === true && write && this.coherence !== undefined) {
+      h.replicate = true;
+      if (o.truncate === true) await this.truncate(fd, 0);
+    }
+    return fd;
   }
 
   /**
@@ -466,6 +489,45 @@ export class CairnFs {
       if (l !== null && l.token === w.token) throw err;
       this.log.info({ fileId, writer: w.addr, err: String(err) }, 'the writer of a file does not answer and its lease is gone; reading the committed version');
       return null;
+    }
+  }
+
+  /**
+   * Before a replicated handle's first mirrored op on a file: a replica's log starts from a clean
+   * file (everything before it committed and durable), so it never lacks an acknowledged write.
+   */
+  private async startMirror(h: Handle): Promise<void> {
+    const f = h.file;
+    if (h.replicate !== true || this.mirrored.has(f.fileId)) return;
+    if (f.hasDirty() || f.running !== null || f.st.commit !== null) await this.commitWait(f, 'durable');
+  }
+
+  /** Mirror one op to the replica (caller holds the file's lock, the op is in the journal). False: not mirrored (commit durably instead). */
+  private async mirrorOp(f: CachedFile, op: { kind: 'write'; offset: number; data: Buffer } | { kind: 'truncate'; size: number }): Promise<boolean> {
+    const fresh = !this.mirrored.has(f.fileId);
+    try {
+      await this.coherence!.mirror(f.fileId, Number(f.st.leaseToken ?? 0), f.st.base.version, op, fresh);
+      this.mirrored.add(f.fileId);
+      return true;
+    } catch (err) {
+      this.log.warn({ path: f.st.path, err: String(err) }, 'no replica took a write; it is acknowledged once committed instead');
+      this.mirrored.delete(f.fileId);
+      this.coherence!.resetReplica(f.fileId);
+      return false;
+    }
+  }
+
+  /** The replica side's takeover: apply a dead writer's mirrored ops as this node's own writes, durable in this node's cache. */
+  async applyMirrored(fileId: string, ops: Array<{ kind: 'write'; offset: number; data: Buffer } | { kind: 'truncate'; size: number }>): Promise<void> {
+    const fd = await this.openById(fileId, { write: true, mode: 'weak' });
+    try {
+      for (const op of ops) {
+        if (op.kind === 'write') await this.write(fd, op.data, op.offset);
+        else await this.truncate(fd, op.size);
+      }
+      await this.fsync(fd);
+    } finally {
+      await this.close(fd);
     }
   }
 
@@ -661,21 +723,25 @@ export class CairnFs {
         throw new CairnError('ENOSPC', `${f.st.path} holds ${MAX_LAYER_ENTRIES} separate dirty ranges and no commit made room in time`);
       });
     }
+    await this.startMirror(h);
     // Space first (may wait: back-pressure), then the journal append under the file's lock.
     const records = Math.ceil(data.length / MAX_RECORD_PAYLOAD_BYTES);
     await this.store.reserve(data.length + records * RECORD_HEADER_BYTES);
     let at = 0;
+    let unmirrored = false;
     try {
       await f.lock.run(async () => {
         at = h.append ? f.size : (position ?? h.pos);
         checkRange(at, data.length);
         await f.appendWrite(at, data);
         f.setState(f.frozen !== null ? f.state : 'dirty');
+        if (h.replicate === true) unmirrored = !(await this.mirrorOp(f, { kind: 'write', offset: at, data: Buffer.from(data) }));
       });
     } catch (err) {
       this.store.release(data.length + records * RECORD_HEADER_BYTES);
       throw err;
     }
+    if (unmirrored) await this.commitWait(f, 'durable');
     cacheBytes.set(this.store.usedBytes);
     if (position === undefined || h.append) h.pos = at + data.length;
     if (f.liveWrittenBytes >= this.opts.dirtyThresholdBytes) this.kick(f);
@@ -713,16 +779,20 @@ export class CairnFs {
       return;
     }
     const f = h.file;
+    await this.startMirror(h);
     await this.store.reserve(RECORD_HEADER_BYTES);
+    let unmirrored = false;
     try {
       await f.lock.run(async () => {
         await f.appendTruncate(size);
         f.setState(f.frozen !== null ? f.state : 'dirty');
+        if (h.replicate === true) unmirrored = !(await this.mirrorOp(f, { kind: 'truncate', size }));
       });
     } catch (err) {
       this.store.release(RECORD_HEADER_BYTES);
       throw err;
     }
+    if (unmirrored) await this.commitWait(f, 'durable');
   }
 
   /** weak: the cached writes are durable on this node's cache disk. strong: committed and durable. */
@@ -952,6 +1022,7 @@ export class CairnFs {
             this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
           });
           this.claimed.delete(f.fileId);
+          this.mirrored.delete(f.fileId);
           this.coherence?.released(f.fileId, Number(token));
         }
       })();

@@ -85,8 +85,8 @@ export const mountConfigSchema = z
     allowOther: z.boolean().default(false),
     /**
      * The DFS cache's durability level (docs/dfs-cache.md): local (a write is acknowledged in this
-     * node's cache: weak), committed (strong); replicated is not built yet. Set, it also turns the
-     * kernel's page and attribute caches off for this mount, so every read sees other nodes' writes.
+     * node's cache: weak), replicated (in the caches of two nodes), committed (strong). Set, it also
+     * turns the kernel's page and attribute caches off for this mount, so every read sees other nodes' writes.
      */
     durability: z.enum(['local', 'replicated', 'committed']).optional(),
   })

@@ -79,9 +79,6 @@ export class MountManager {
       throw new CairnError(err.code === 'ENOENT' ? 'ENOENT' : 'EIO', `${dir}: ${err.message}`);
     });
     if (!st.isDirectory()) throw new CairnError('ENOTDIR', `${dir} is not a directory`);
-    if (c.durability === 'replicated') {
-      throw new CairnError('EINVAL', 'durability "replicated" is not built yet (docs/dfs-cache.md); use "local" or "committed"');
-    }
     // The DFS cache's durability level names the commit mode (docs/dfs-cache.md).
     const mode = c.durability === 'committed' ? 'strong' : c.durability === 'local' ? 'weak' : (c.mode ?? this.defaultMode);
     const space = this.space;
@@ -89,6 +86,7 @@ export class MountManager {
     const vfs = new Vfs(this.meta, this.fs, {
       mode,
       coherent,
+      replicate: c.durability === 'replicated',
       cacheTtlMs: c.cacheTtlMs,
       ...(space !== undefined ? { statfs: () => clusterSpace(space) } : {}),
     });

@@ -25,6 +25,7 @@ import { counter, histogram } from '../common/metrics.js';
 import { call, grpc, makeClient, serviceOf, unary } from '../rpc/grpc.js';
 import type { CairnFs } from '../client/fs.js';
 import type { CoherencePort, RemoteAttr, RemoteWriter } from '../client/coherence.js';
+import type { ReplicaStore } from './replica.js';
 
 export const PEER_PROTO = 'peer.proto';
 export const PEER_SERVICE = 'cairn.peer.Peer';
@@ -42,6 +43,11 @@ const S = {
   write: z.object({ fd: u64, offset: u64, append: z.boolean().default(false), data: z.instanceof(Buffer) }),
   truncate: z.object({ fd: u64, size: u64 }),
   fd: z.object({ fd: u64 }),
+  mirror: z.object({
+    file_id: fileId, writer: addr, token: u64, known: u64, fresh: z.boolean().default(false), truncate: z.boolean().default(false),
+    offset: u64.default(0), size: u64.default(0), data: z.instanceof(Buffer).default(Buffer.alloc(0)),
+  }),
+  intent: z.object({ file_id: fileId, version: u64 }),
 };
 
 export interface PeerOptions {
@@ -53,6 +59,8 @@ export interface PeerOptions {
   claimTimeoutMs?: number;
   /** Deadline of a read/attr/write call to the writer. */
   callTimeoutMs?: number;
+  /** The replica logs this node keeps for other nodes' replicated writes. */
+  replicas?: ReplicaStore;
 }
 
 type Wire = Record<string, unknown>;
@@ -64,6 +72,8 @@ export class Peer implements CoherencePort {
   private readonly unreachable = new Set<string>();
   /** Write handles opened here for other nodes' writers (closed by Close, or at stop). */
   private readonly remoteHandles = new Set<number>();
+  /** The replica node each replicated file mirrors to (writer side). */
+  private readonly replicaOf = new Map<string, string>();
   private readonly log: Logger;
   private readonly claimTimeoutMs: number;
   private readonly callTimeoutMs: number;
@@ -131,6 +141,42 @@ export class Peer implements CoherencePort {
   released(fid: string, token: number): void {
     const req = { file_id: fid, addr: this.addr, token };
     for (const a of this.others()) void this.rpc(a, 'Release', req, this.claimTimeoutMs).catch(() => undefined);
+  }
+
+  async mirror(fid: string, token: number, known: number, op: { kind: 'write'; offset: number; data: Buffer } | { kind: 'truncate'; size: number }, fresh: boolean): Promise<void> {
+    let to = this.replicaOf.get(fid);
+    let isFresh = fresh;
+    if (to === undefined) {
+      // The first node (in address order) that answers claims; a new replica always starts a fresh log.
+      to = this.others().sort().find((a) => !this.unreachable.has(a));
+      if (to === undefined) throw new CairnError('EUNAVAIL', 'no other node answers: a replicated write has no replica');
+      this.replicaOf.set(fid, to);
+      isFresh = true;
+    }
+    if (isFresh !== fresh) {
+      // The writer has older uncommitted data this replica never saw: it must commit it first.
+      this.replicaOf.delete(fid);
+      throw new CairnError('EAGAIN', `file ${fid}: a new replica needs a clean start`);
+    }
+    await this.rpc(to, 'Mirror', {
+      file_id: fid, writer: this.addr, token, known, fresh,
+      ...(op.kind === 'write' ? { offset: op.offset, data: op.data } : { truncate: true, size: op.size }),
+    }, this.claimTimeoutMs * 5);
+  }
+
+  async intent(fid: string, version: number): Promise<void> {
+    const to = this.replicaOf.get(fid);
+    if (to === undefined) throw new CairnError('EUNAVAIL', `file ${fid} has no replica`);
+    await this.rpc(to, 'Intent', { file_id: fid, version }, this.claimTimeoutMs * 5);
+  }
+
+  resetReplica(fid: string): void {
+    this.replicaOf.delete(fid);
+  }
+
+  /** Files this node holds another writer's mirrored data of (file id → writer). */
+  replicaHeld(): Map<string, string> {
+    return this.opts.replicas?.held() ?? new Map();
   }
 
   // ------------------------------------------------------------ reader side
@@ -219,7 +265,18 @@ export class Peer implements CoherencePort {
           this.fs.invalidate(q.file_id);
           return {};
         }),
+        Mirror: unary(S.mirror, async (q) => {
+          if (this.opts.replicas === undefined) throw new CairnError('EINVAL', 'this node keeps no replica logs');
+          await this.opts.replicas.mirror(q.file_id, q.writer, q.token, q.known, q.fresh, q.truncate ? { kind: 'truncate', size: q.size } : { kind: 'write', offset: q.offset, data: q.data });
+          return {};
+        }),
+        Intent: unary(S.intent, async (q) => {
+          if (this.opts.replicas === undefined) throw new CairnError('EINVAL', 'this node keeps no replica logs');
+          await this.opts.replicas.intent(q.file_id, q.version);
+          return {};
+        }),
         Release: unary(S.claim, async (q) => {
+          if (this.opts.replicas !== undefined) await this.opts.replicas.released(q.file_id, q.addr);
           this.forget(q.file_id, { addr: q.addr, token: q.token });
           this.fs.invalidate(q.file_id);
           return {};

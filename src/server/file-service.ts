@@ -32,6 +32,8 @@ import type { NodeContext, NodeServiceFactory } from './services.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 import { MountManager, spaceOf, startMounts } from '../fuse/service.js';
 import { Peer } from '../peer/peer.js';
+import { ReplicaStore, type ReplayTarget } from '../peer/replica.js';
+import { join } from 'node:path';
 
 export { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE };
 
@@ -442,8 +444,24 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   );
   // The DFS cache's peer port (src/peer): this node's cache coherent with the other nodes'.
   const self = ctx.cfg.advertise ?? ctx.cfg.listen;
-  const peer = new Peer(fs, { self: () => self, peers: () => [...view.registry().map((n) => n.address), ...ctx.cfg.peers.map((p) => p.address)] });
+  const replicas = new ReplicaStore(join(ctx.cfg.dataDir, 'dfs-replica'), ctx.log.child({ component: 'replica' }));
+  await replicas.init();
+  const peer = new Peer(fs, { self: () => self, peers: () => [...view.registry().map((n) => n.address), ...ctx.cfg.peers.map((p) => p.address)], replicas });
   fs.setCoherence(peer);
+  // The replicated level: commit a dead writer's mirrored writes once its lease has expired.
+  let takeOverTimer: NodeJS.Timeout | undefined;
+  const replayTarget: ReplayTarget = {
+    leaseOf: (id) => meta.leaseGet(Number(id)),
+    versionOf: async (id) => {
+      try {
+        return (await meta.stat({ ino: Number(id) })).version;
+      } catch (err) {
+        if (err instanceof CairnError && (err.code === 'ENOENT' || err.code === 'ESTALE')) return null;
+        throw err;
+      }
+    },
+    apply: (id, ops) => fs.applyMirrored(id, ops),
+  };
   const uploads = await UploadJournal.open(ctx.cfg.dataDir);
   const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }), uploads);
   let stopped = false;
@@ -453,11 +471,17 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   return {
     name: 'file',
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition(), peer.definition()],
-    started: () => startMounts(mounts, ctx),
+    started: () => {
+      startMounts(mounts, ctx);
+      takeOverTimer = setInterval(() => void replicas.takeOver(replayTarget).catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'replica takeover pass failed')), 1_000);
+      takeOverTimer.unref();
+    },
     stop: async () => {
       stopped = true;
+      if (takeOverTimer !== undefined) clearInterval(takeOverTimer);
       await mounts.stop();
       await peer.stop();
+      await replicas.close();
       await fs.shutdown();
       await uploads.close();
       meta.close();

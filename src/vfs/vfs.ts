@@ -108,6 +108,8 @@ export interface VfsOptions {
    * page cache off (direct I/O), so every read reaches this VFS, which asks the file's writer node.
    */
   coherent?: boolean;
+  /** The `replicated` durability level: every write returns once a replica node's cache disk has it too (docs/dfs-cache.md). */
+  replicate?: boolean;
 }
 
 interface FileHandle {
@@ -365,7 +367,7 @@ export class Vfs {
     const a = await this.metaAttr(ino);
     if (a.type === 'dir') throw new CairnError('EISDIR', `inode ${ino} is a directory`);
     if (a.type !== 'file') throw new CairnError('EINVAL', `inode ${ino} is not a regular file`);
-    const fd = await this.fs.openById(String(ino), { write: true, mode: this.opts.mode });
+    const fd = await this.fs.openById(String(ino), { write: true, mode: this.opts.mode, replicate: this.opts.replicate === true });
     try {
       await this.fs.truncate(fd, size);
     } finally {
@@ -549,6 +551,7 @@ export class Vfs {
         write: true,
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
+        replicate: this.opts.replicate === true,
         ...(made.created ? { created: { path: name, mode: made.attr.mode, version: made.attr.version, mtimeMs: made.attr.mtimeMs } } : {}),
         ...(made.lease !== undefined ? { leaseToken: String(made.lease.token) } : {}),
       });
@@ -573,6 +576,7 @@ export class Vfs {
         truncate: write && (flags & O_TRUNC) !== 0,
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
+        replicate: this.opts.replicate === true,
       });
       const fh = this.nextHandle++;
       this.handles.set(fh, { ino, fd, write });
