@@ -543,10 +543,10 @@ export class CairnFs {
     return { size: f.size, mtimeMs: f.mtimeMs, state: f.state, pendingBytes: f.pendingBytes(), level: this.levelOf(f) };
   }
 
-  /** The durability level of a file's pending data: committed when a strong handle writes it, else local. */
-  private levelOf(f: CachedFile): 'local' | 'committed' {
+  /** The durability level of a file's pending data: committed when a strong handle writes it, replicated when a replica holds it, else local. */
+  private levelOf(f: CachedFile): 'local' | 'replicated' | 'committed' {
     for (const h of this.handles.values()) if (h.file === f && h.write && h.mode === 'strong') return 'committed';
-    return 'local';
+    return this.mirrored.has(f.fileId) ? 'replicated' : 'local';
   }
 
   /**

@@ -37,13 +37,13 @@ async function waitReady(p: ChildProcess): Promise<void> {
   });
 }
 
-export async function startDfsCluster(durability: 'local' | 'committed' = 'local'): Promise<DfsCluster> {
+export async function startDfsCluster(durability: 'local' | 'replicated' | 'committed' = 'local'): Promise<DfsCluster> {
   const tmp = await tempDir('cairn-dfs-');
   const dir = tmp.path;
   const mounts = [join(dir, 'mnt1'), join(dir, 'mnt2')];
   for (const m of mounts) await mkdir(m);
   const base = await freePort();
-  const init = await runCairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(base), '--disk-size-bytes', String(1 << 30), '--insecure', '--json']);
+  const init = await runCairn(['init', '--nodes', '3', '--dir', dir, '--base-port', String(base), '--disk-size-bytes', String(1 << 30), '--insecure', '--json'], { timeoutMs: 120_000 });
   if (init.code !== 0) throw new Error(`cairn init failed: ${init.stderr}`);
   const nodes = (JSON.parse(init.stdout) as { nodes: Array<{ config: string; listen: string }> }).nodes;
   for (const [i, n] of nodes.entries()) {
