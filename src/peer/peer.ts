@@ -158,10 +158,17 @@ export class Peer implements CoherencePort {
       this.replicaOf.delete(fid);
       throw new CairnError('EAGAIN', `file ${fid}: a new replica needs a clean start`);
     }
-    await this.rpc(to, 'Mirror', {
-      file_id: fid, writer: this.addr, token, known, fresh,
-      ...(op.kind === 'write' ? { offset: op.offset, data: op.data } : { truncate: true, size: op.size }),
-    }, this.claimTimeoutMs * 5);
+    try {
+      await this.rpc(to, 'Mirror', {
+        file_id: fid, writer: this.addr, token, known, fresh,
+        ...(op.kind === 'write' ? { offset: op.offset, data: op.data } : { truncate: true, size: op.size }),
+      }, this.claimTimeoutMs * 5);
+    } catch (err) {
+      // The next replica is chosen among the nodes that answer (a claim answered marks it reachable again).
+      if (err instanceof CairnError && (err.code === 'EUNAVAIL' || err.code === 'ETIMEDOUT')) this.unreachable.add(to);
+      this.replicaOf.delete(fid);
+      throw err;
+    }
   }
 
   async intent(fid: string, version: number): Promise<void> {
