@@ -20,6 +20,30 @@ function row(name: string, lat: number[]): Array<string | number> {
 
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 
+/** pwrite latency on a replicated mount: the writer's journal, then one lane call to the replica, which appends and fdatasyncs. */
+async function replicatedWrites(n: number): Promise<number[]> {
+  const c = await startDfsCluster('replicated');
+  try {
+    const a = join(c.mounts[0]!, 'rep.bin');
+    const fa = await open(a, 'w');
+    const buf = Buffer.alloc(8);
+    const lat: number[] = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        buf.writeBigUInt64LE(BigInt(i));
+        const t0 = process.hrtime.bigint();
+        await fa.write(buf, 0, 8, (i % 512) * 8);
+        lat.push(ms(t0));
+      }
+    } finally {
+      await fa.close();
+    }
+    return lat;
+  } finally {
+    await c.stop();
+  }
+}
+
 export const dfsSuite: BenchSuite = {
   name: 'dfs',
   async run({ quick }): Promise<BenchTable[]> {
@@ -82,6 +106,7 @@ export const dfsSuite: BenchSuite = {
         creates.push(ms(t0));
         await f.close();
       }
+      const replicated = await replicatedWrites(Math.min(n, 500));
       return [
         {
           title: 'DFS cache: visibility across nodes (coherent FUSE mounts, 3 nodes on loopback), ms',
@@ -92,6 +117,7 @@ export const dfsSuite: BenchSuite = {
             row('stat on node 2 of the file node 1 writes (peer Attr call)', stats),
             row('8-byte pwrite on node 1 (the writer; journal append)', writes),
             row('create + first write on node 1 (includes the claim to 2 nodes)', creates),
+            row('8-byte pwrite on node 1 of a replicated mount (returns once the replica fsynced it)', replicated),
           ],
           notes: [
             `reads that did not see the write at once: ${misses} (the promise says 0)`,
