@@ -142,7 +142,7 @@ export class ReplicaStore {
   }
 
   /** Read a log back: its versions and ops (a torn last record is dropped: it was never acknowledged). */
-  static async parse(bytes: Buffer): Promise<{ known: number; pending: number | null; writer: string; token: number; ops: ReplicaOp[] }> {
+  static parse(bytes: Buffer): { known: number; pending: number | null; writer: string; token: number; ops: ReplicaOp[] } {
     let at = 0;
     let known = 0;
     let pending: number | null = null;
@@ -153,7 +153,13 @@ export class ReplicaStore {
       const hl = bytes.readUInt32LE(at);
       const dl = bytes.readUInt32LE(at + 4);
       if (at + 8 + hl + dl > bytes.length) break;
-      const r = HeadSchema.safeParse(JSON.parse(bytes.subarray(at + 8, at + 8 + hl).toString('utf8')));
+      let raw: unknown;
+      try {
+        raw = JSON.parse(bytes.subarray(at + 8, at + 8 + hl).toString('utf8'));
+      } catch {
+        break; // a torn or damaged record: it and what follows were never acknowledged whole
+      }
+      const r = HeadSchema.safeParse(raw);
       if (!r.success) break;
       const h = r.data;
       const data = bytes.subarray(at + 8 + hl, at + 8 + hl + dl);
@@ -195,31 +201,26 @@ export class ReplicaStore {
   }
 
   private async takeOverOne(fileId: string, target: ReplayTarget): Promise<boolean> {
-    {
-      {
-        const lease = await target.leaseOf(fileId);
-        if (lease !== null) return false;
-        const l = this.logs.get(fileId);
-        if (l !== undefined) await l.tail;
-        const parsed = await ReplicaStore.parse(await readFile(this.path(fileId)));
-        const current = await target.versionOf(fileId);
-        if (current === null) {
-          await this.drop(fileId);
-          return false;
-        }
-        if (current !== parsed.known && current !== parsed.pending) {
-          this.log.warn({ fileId, current, known: parsed.known, pending: parsed.pending }, 'a mirrored log is older than the file (a commit it did not hear of): set aside, not replayed');
-          this.logs.delete(fileId);
-          await l?.fh.close().catch(() => undefined);
-          await rename(this.path(fileId), `${this.path(fileId)}.stale`);
-          return false;
-        }
-        this.log.warn({ fileId, writer: parsed.writer, ops: parsed.ops.length, version: current }, 'the writer of a mirrored file is gone and its lease expired: committing its acknowledged writes from this replica');
-        await target.apply(fileId, parsed.ops);
-        await this.drop(fileId);
-        return true;
-      }
+    if ((await target.leaseOf(fileId)) !== null) return false;
+    const l = this.logs.get(fileId);
+    if (l !== undefined) await l.tail;
+    const parsed = ReplicaStore.parse(await readFile(this.path(fileId)));
+    const current = await target.versionOf(fileId);
+    if (current === null) {
+      await this.drop(fileId);
+      return false;
     }
+    if (current !== parsed.known && current !== parsed.pending) {
+      this.log.warn({ fileId, current, known: parsed.known, pending: parsed.pending }, 'a mirrored log is older than the file (a commit it did not hear of): set aside, not replayed');
+      this.logs.delete(fileId);
+      await l?.fh.close().catch(() => undefined);
+      await rename(this.path(fileId), `${this.path(fileId)}.stale`);
+      return false;
+    }
+    this.log.warn({ fileId, writer: parsed.writer, ops: parsed.ops.length, version: current }, 'the writer of a mirrored file is gone and its lease expired: committing its acknowledged writes from this replica');
+    await target.apply(fileId, parsed.ops);
+    await this.drop(fileId);
+    return true;
   }
 
   async close(): Promise<void> {
