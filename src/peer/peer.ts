@@ -38,7 +38,7 @@ const fileId = z.string().regex(/^[0-9]{1,16}$/, 'a file id is an inode number')
 const addr = z.string().min(3).max(256);
 const S = {
   claim: z.object({ file_id: fileId, addr, token: u64 }),
-  file: z.object({ file_id: fileId }),
+  file: z.object({ file_id: fileId, from: z.string().max(256).default('') }),
   read: z.object({ file_id: fileId, offset: u64, length: u64.max(64 * 1024 * 1024) }),
   write: z.object({ fd: u64, offset: u64, append: z.boolean().default(false), data: z.instanceof(Buffer) }),
   truncate: z.object({ fd: u64, size: u64 }),
@@ -70,8 +70,11 @@ export class Peer implements CoherencePort {
   private readonly clients = new Map<string, grpc.Client>();
   /** Nodes that did not answer a claim: later claims to them do not wait (until one is answered). */
   private readonly unreachable = new Set<string>();
-  /** Write handles opened here for other nodes' writers (closed by Close, or at stop). */
-  private readonly remoteHandles = new Set<number>();
+  /** Write handles opened here for other nodes' writers → the node that opened each (closed by Close, at stop, or when that node stays silent). */
+  private readonly remoteHandles = new Map<number, string>();
+  /** Checks of the nodes holding remote handles here that failed in a row. */
+  private readonly silent = new Map<string, number>();
+  private sweepTimer: NodeJS.Timeout | undefined;
   /** The replica node each replicated file mirrors to (writer side). */
   private readonly replicaOf = new Map<string, string>();
   private readonly log: Logger;
@@ -235,7 +238,7 @@ export class Peer implements CoherencePort {
   }
 
   async openWrite(w: RemoteWriter, fid: string): Promise<number | null> {
-    const r = await this.rpc(w.addr, 'OpenWrite', { file_id: fid });
+    const r = await this.rpc(w.addr, 'OpenWrite', { file_id: fid, from: this.addr });
     return r.held === true ? Number(r.fd) : null;
   }
 
@@ -299,7 +302,7 @@ export class Peer implements CoherencePort {
         OpenWrite: unary(S.file, async (q) => {
           const fd = await this.fs.peerOpenWrite(q.file_id);
           if (fd === null) return { held: false };
-          this.remoteHandles.add(fd);
+          this.remoteHandles.set(fd, q.from);
           return { held: true, fd };
         }),
         Write: unary(S.write, async (q) => {
@@ -315,6 +318,7 @@ export class Peer implements CoherencePort {
           await this.fs.fsync(this.remoteFd(q.fd));
           return {};
         }),
+        Ping: unary(z.object({}).passthrough(), async () => ({})),
         Close: unary(S.fd, async (q) => {
           const fd = this.remoteFd(q.fd);
           this.remoteHandles.delete(fd);
@@ -325,9 +329,36 @@ export class Peer implements CoherencePort {
     };
   }
 
+  /**
+   * Every `everyMs`, ask each node holding remote write handles here whether it lives; one that
+   * fails `misses` checks in a row (a dead node) has its handles closed, so the file commits.
+   */
+  startSweep(everyMs = 5_000, misses = 3): void {
+    this.sweepTimer = setInterval(() => void this.sweep(misses), everyMs);
+    this.sweepTimer.unref();
+  }
+
+  private async sweep(misses: number): Promise<void> {
+    const owners = new Set([...this.remoteHandles.values()].filter((a) => a !== ''));
+    for (const o of owners) {
+      const alive = await this.rpc(o, 'Ping', {}, this.claimTimeoutMs).then(() => true, () => false);
+      const n = alive ? 0 : (this.silent.get(o) ?? 0) + 1;
+      this.silent.set(o, n);
+      if (n < misses) continue;
+      this.log.warn({ node: o }, 'a node holding remote write handles here does not answer; closing its handles');
+      for (const [fd, owner] of [...this.remoteHandles]) {
+        if (owner !== o) continue;
+        this.remoteHandles.delete(fd);
+        await this.fs.close(fd).catch(() => undefined);
+      }
+      this.silent.delete(o);
+    }
+  }
+
   /** Close the handles other nodes left open here, and the clients. */
   async stop(): Promise<void> {
-    for (const fd of this.remoteHandles) await this.fs.close(fd).catch(() => undefined);
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    for (const fd of this.remoteHandles.keys()) await this.fs.close(fd).catch(() => undefined);
     this.remoteHandles.clear();
     for (const c of this.clients.values()) c.close();
     this.clients.clear();

@@ -473,6 +473,7 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition(), peer.definition()],
     started: () => {
       startMounts(mounts, ctx);
+      peer.startSweep();
       takeOverTimer = setInterval(() => void replicas.takeOver(replayTarget).catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'replica takeover pass failed')), 1_000);
       takeOverTimer.unref();
     },
