@@ -11,3 +11,4 @@ SUITES.push((await import('./checker.js')).checkerSuite);
 SUITES.push((await import('./recovery.js')).recoverySuite);
 SUITES.push((await import('./rpc-tls.js')).rpcTlsSuite);
 SUITES.push((await import('./put-stages.js')).putStagesSuite);
+SUITES.push((await import('./dfs.js')).dfsSuite);

@@ -54,7 +54,7 @@ export class MetaAdapter implements MetaPort {
     }
   }
 
-  async create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number } }): Promise<FileAttr & { lease?: Lease }> {
+  async create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number; addr?: string } }): Promise<FileAttr & { lease?: Lease }> {
     const { attr, lease } = await this.meta.create(path, { mode: opts.mode, exclusive: true, ...(opts.lease !== undefined ? { lease: opts.lease } : {}) });
     const a = fileAttr(path, attr, []);
     return lease !== undefined ? { ...a, lease: { token: String(lease.token), expiresAtMs: lease.validUntilMs } } : a;
@@ -65,14 +65,19 @@ export class MetaAdapter implements MetaPort {
     return fileAttr(l.attr.name === '' ? `#${fileId}` : l.attr.name, l.attr, l.extents, l.inline);
   }
 
-  async acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease> {
-    const g = await this.meta.leaseAcquire(inoOf(fileId), holder, ttlMs);
+  async acquireLease(fileId: string, holder: string, ttlMs: number, addr?: string): Promise<Lease> {
+    const g = await this.meta.leaseAcquire(inoOf(fileId), holder, ttlMs, addr ?? '');
     return { token: String(g.token), expiresAtMs: g.validUntilMs };
   }
 
   async renewLease(fileId: string, holder: string, token: string, ttlMs: number): Promise<Lease> {
     const g = await this.meta.leaseRenew(inoOf(fileId), holder, tokenOf(token), ttlMs);
     return { token: String(g.token), expiresAtMs: g.validUntilMs };
+  }
+
+  async leaseOf(fileId: string): Promise<{ token: number; addr?: string } | null> {
+    const l = await this.meta.leaseGet(inoOf(fileId));
+    return l === null ? null : { token: l.token, ...(l.addr !== undefined ? { addr: l.addr } : {}) };
   }
 
   async releaseLease(fileId: string, holder: string, token: string): Promise<void> {

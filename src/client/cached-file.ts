@@ -138,6 +138,8 @@ export class CachedFile {
   commitRequested = false;
   /** Commit runs that failed in a row (drives the retry back-off). */
   commitFailures = 0;
+  /** Another node changed the file since its base was read (docs/dfs-cache.md): read the base again before serving it. */
+  stale = false;
   /** The version this node pins in the metadata for its open handles (GC keeps its chunks); null: none. */
   pinnedVersion: number | null = null;
   /** Reads in flight (they run without the lock; segments are deleted only when none is). */

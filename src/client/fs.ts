@@ -27,6 +27,8 @@ import { ReadCache } from './read-cache.js';
 import { runCommit, ensureLease, type PipelineDeps } from './pipeline.js';
 import { MAX_RECORD_PAYLOAD_BYTES, RECORD_HEADER_BYTES, MAX_FILE_OFFSET } from './journal.js';
 import type { ChunkPort, FileAttr, MetaPort } from './ports.js';
+import type { CoherencePort, RemoteAttr, RemoteWriter } from './coherence.js';
+import { DirtyLayer } from './extent-map.js';
 
 const MIB = 1024 * 1024;
 
@@ -116,6 +118,8 @@ export interface OpenByIdOptions {
   leaseToken?: string;
   /** The file was just created (empty, version 0) with this mode: no metadata read needed. */
   created?: { path: string; mode: number; version: number; mtimeMs: number };
+  /** The `replicated` durability level (docs/dfs-cache.md): a write returns once a replica node has it too. */
+  replicate?: boolean;
 }
 
 export interface CommitStatus {
@@ -147,6 +151,10 @@ interface Handle {
   write: boolean;
   append: boolean;
   mode: Mode;
+  /** A write handle whose writes go to the file's writer node (another node held the lease): its handle there. */
+  remote?: { w: RemoteWriter; rfd: number };
+  /** The `replicated` level: every write is mirrored to a replica node before it returns. */
+  replicate?: boolean;
 }
 
 /** Open handles per file system (every table has a bound). */
@@ -183,6 +191,13 @@ export class CairnFs {
   private readonly background = new Set<Promise<void>>();
   private closing = false;
   private readonly deps: PipelineDeps;
+  /** Cache coherence with the other nodes (src/peer); absent in a library-only CairnFs. */
+  private coherence: CoherencePort | undefined;
+  /** The lease token each file was last claimed under (claims are sent once per token). */
+  private readonly claimed = new Map<string, string>();
+  private readonly invalidateListeners = new Set<(fileId: string) => void>();
+  /** Files whose writes a replica node's log holds since their last clean state (replicated level). */
+  private readonly mirrored = new Set<string>();
   readonly readCache: ReadCache;
   readonly chunker: Chunker;
   private readonly log: Logger;
@@ -203,6 +218,18 @@ export class CairnFs {
       readCache: this.readCache,
       chunker: this.chunker,
       holder,
+      addr: () => this.coherence?.addr,
+      beforeCommit: async (f, version) => {
+        if (this.coherence === undefined || !this.mirrored.has(f.fileId)) return;
+        try {
+          await this.coherence.intent(f.fileId, version);
+        } catch (err) {
+          // The replica missed it: its log no longer matches; the next write starts afresh, after a durable commit.
+          this.log.warn({ path: f.st.path, err: String(err) }, 'the replica did not take a commit intent; mirroring starts again after this commit');
+          this.mirrored.delete(f.fileId);
+          this.coherence.resetReplica(f.fileId);
+        }
+      },
       leaseTtlMs: opts.leaseTtlMs,
       parallelism: opts.commitParallelism,
       putAttempts: opts.putAttempts,
@@ -273,7 +300,8 @@ export class CairnFs {
       if (attr === null) {
         if (o.create !== true) throw new CairnError('ENOENT', `${path} does not exist`);
         try {
-          const made = await this.meta.create(path, { mode: 0o644, lease: { holder: this.holder, ttlMs: this.opts.leaseTtlMs } });
+          const addr = this.coherence?.addr;
+          const made = await this.meta.create(path, { mode: 0o644, lease: { holder: this.holder, ttlMs: this.opts.leaseTtlMs, ...(addr !== undefined ? { addr } : {}) } });
           granted = made.lease?.token;
           attr = made;
         } catch (err) {
@@ -313,11 +341,22 @@ export class CairnFs {
     // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
     f.openCount += 1;
     this.clearTimer(this.idleTimers, f);
+    let remote: Handle['remote'];
     if (write) {
       try {
-        await f.lock.run(async () => {
-          await ensureLease(f, this.deps);
-        });
+        try {
+          await f.lock.run(async () => {
+            await ensureLease(f, this.deps);
+          });
+          await this.claim(f);
+        } catch (err) {
+          // Another node writes this file: this handle's writes go to it (never two writers).
+          const w = this.writerFromBusy(f, err);
+          if (w === undefined) throw err;
+          const rfd = await this.coherence!.openWrite(w, f.fileId);
+          if (rfd === null) throw err;
+          remote = { w, rfd };
+        }
       } catch (err) {
         f.openCount -= 1;
         if (f.openCount === 0) this.afterLastClose(f);
@@ -326,7 +365,7 @@ export class CairnFs {
     }
     if (f.pinnedVersion === null && f.st.base.extents.length > 0) await this.pin(f);
     const fd = this.nextFd++;
-    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append, mode });
+    this.handles.set(fd, { file: f, pos: 0, lastReadEnd: -1, write, append, mode, ...(remote !== undefined ? { remote } : {}) });
     if (truncate) await this.truncate(fd, 0);
     return fd;
   }
@@ -364,14 +403,223 @@ export class CairnFs {
         this.files.set(fileId, file);
       }
     }
-    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
+    const fd = await this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true && o.replicate !== true);
+    const h = this.handles.get(fd);
+    if (h !== undefined && o.replicate === true && write && this.coherence !== undefined) {
+      h.replicate = true;
+      if (o.truncate === true) await this.truncate(fd, 0);
+    }
+    return fd;
   }
 
-  /** Size and mtime of a file as this node's cache sees it (written, maybe not committed), if it is cached. */
+  /**
+   * Size and mtime of a file as this node's cache sees it (written, maybe not committed), if this
+   * node writes it (dirty, committing, or under its lease). A clean file without a lease is the
+   * metadata's to describe (another node may have committed a newer version since).
+   */
   cachedAttr(fileId: string): { size: number; mtimeMs: number; dirty: boolean } | undefined {
     const f = this.files.get(fileId);
     if (f === undefined) return undefined;
-    return { size: f.size, mtimeMs: f.mtimeMs, dirty: f.hasDirty() || f.running !== null };
+    const dirty = f.hasDirty() || f.running !== null;
+    if (!dirty && f.st.leaseToken === null) return undefined;
+    return { size: f.size, mtimeMs: f.mtimeMs, dirty };
+  }
+
+  // ---------------------------------------------------------------- coherence (docs/dfs-cache.md)
+
+  /** This node's peer address (src/peer), named in the leases it takes; undefined without coherence. */
+  get peerAddr(): string | undefined {
+    return this.coherence?.addr;
+  }
+
+  /** How long the write leases this node takes last (renewed at a third of it). */
+  get leaseTtlMs(): number {
+    return this.opts.leaseTtlMs;
+  }
+
+  /** The size of an open handle's file as this node sees it. */
+  sizeOf(fd: number): number {
+    return this.handle(fd).file.size;
+  }
+
+  /** Plug in the coherence port (src/peer), once the node's transport is up. */
+  setCoherence(c: CoherencePort): void {
+    this.coherence = c;
+  }
+
+  /** Called with a file id whenever another node's write makes what this node cached of it stale. */
+  onInvalidate(cb: (fileId: string) => void): () => void {
+    this.invalidateListeners.add(cb);
+    return () => this.invalidateListeners.delete(cb);
+  }
+
+  /** Another node claimed or gave back the file: drop what this node cached of it (base refreshed at the next read). */
+  invalidate(fileId: string): void {
+    const f = this.files.get(fileId);
+    if (f !== undefined) f.stale = true;
+    for (const cb of this.invalidateListeners) cb(fileId);
+  }
+
+  /** Size and mtime of the file as its writer on another node sees them now; undefined when no other node writes it. */
+  async remoteAttr(fileId: string): Promise<RemoteAttr | undefined> {
+    const f = this.files.get(fileId);
+    if (f !== undefined && (f.hasDirty() || f.st.leaseToken !== null || f.running !== null)) return undefined;
+    const w = this.coherence?.writerOf(fileId);
+    if (w === undefined) return undefined;
+    const a = await this.askWriter(fileId, w, () => this.coherence!.attr(w, fileId));
+    if (a === null) {
+      this.coherence!.forget(fileId, w);
+      this.invalidate(fileId);
+      return undefined;
+    }
+    return a;
+  }
+
+  /**
+   * A call to the file's writer node; when it fails, the metadata says whether that writer's lease
+   * is still live (then the error stands: its data is not readable elsewhere) or gone (null: it
+   * no longer writes the file, and the committed version is the newest).
+   */
+  private async askWriter<T>(fileId: string, w: RemoteWriter, fn: () => Promise<T | null>): Promise<T | null> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (this.meta.leaseOf === undefined) throw err;
+      const l = await this.meta.leaseOf(fileId);
+      if (l !== null && l.token === w.token) throw err;
+      this.log.info({ fileId, writer: w.addr, err: String(err) }, 'the writer of a file does not answer and its lease is gone; reading the committed version');
+      return null;
+    }
+  }
+
+  /**
+   * Before a replicated handle's first mirrored op on a file: a replica's log starts from a clean
+   * file (everything before it committed and durable), so it never lacks an acknowledged write.
+   */
+  private async startMirror(h: Handle): Promise<void> {
+    const f = h.file;
+    if (h.replicate !== true || this.mirrored.has(f.fileId)) return;
+    if (f.hasDirty() || f.running !== null || f.st.commit !== null) await this.commitWait(f, 'durable');
+  }
+
+  /** Mirror one op to the replica (caller holds the file's lock, the op is in the journal). False: not mirrored (commit durably instead). */
+  private async mirrorOp(f: CachedFile, op: { kind: 'write'; offset: number; data: Buffer } | { kind: 'truncate'; size: number }): Promise<boolean> {
+    const fresh = !this.mirrored.has(f.fileId);
+    try {
+      await this.coherence!.mirror(f.fileId, Number(f.st.leaseToken ?? 0), f.st.base.version, op, fresh);
+      this.mirrored.add(f.fileId);
+      return true;
+    } catch (err) {
+      this.log.warn({ path: f.st.path, err: String(err) }, 'no replica took a write; it is acknowledged once committed instead');
+      this.mirrored.delete(f.fileId);
+      this.coherence!.resetReplica(f.fileId);
+      return false;
+    }
+  }
+
+  /** The replica side's takeover: apply a dead writer's mirrored ops as this node's own writes, durable in this node's cache. */
+  async applyMirrored(fileId: string, ops: Array<{ kind: 'write'; offset: number; data: Buffer } | { kind: 'truncate'; size: number }>): Promise<void> {
+    const fd = await this.openById(fileId, { write: true, mode: 'weak' });
+    try {
+      for (const op of ops) {
+        if (op.kind === 'write') await this.write(fd, op.data, op.offset);
+        else await this.truncate(fd, op.size);
+      }
+      await this.fsync(fd);
+    } finally {
+      await this.close(fd);
+    }
+  }
+
+  /** This node holds the file as its writer (its lease, or data not yet committed): it answers other nodes for it. */
+  private holds(f: CachedFile): boolean {
+    return f.st.leaseToken !== null || f.hasDirty() || f.running !== null;
+  }
+
+  /** For the peer port: the file's size and mtime here, or null when this node does not write it. */
+  peerAttr(fileId: string): RemoteAttr | null {
+    const f = this.files.get(fileId);
+    if (f === undefined || !this.holds(f)) return null;
+    return { size: f.size, mtimeMs: f.mtimeMs, state: f.state, pendingBytes: f.pendingBytes(), level: this.levelOf(f) };
+  }
+
+  /** The durability level of a file's pending data: committed when a strong handle writes it, replicated when a replica holds it, else local. */
+  private levelOf(f: CachedFile): 'local' | 'replicated' | 'committed' {
+    for (const h of this.handles.values()) if (h.file === f && h.write && h.mode === 'strong') return 'committed';
+    return this.mirrored.has(f.fileId) ? 'replicated' : 'local';
+  }
+
+  /**
+   * Where a file's uncommitted data lives (`cairn status PATH`): this node when it writes the file,
+   * else the node its live lease names, asked over the peer port; null writer: nothing pending.
+   */
+  async dirtyStatus(fileId: string): Promise<{ writer: string | null; level: string; state?: string; pendingBytes?: number }> {
+    const f = this.files.get(fileId);
+    if (f !== undefined && this.holds(f)) return { writer: this.coherence?.addr ?? 'this node', level: f.pendingBytes() > 0 ? this.levelOf(f) : '', state: f.state, pendingBytes: f.pendingBytes() };
+    if (this.coherence === undefined || this.meta.leaseOf === undefined) return { writer: null, level: '' };
+    const l = await this.meta.leaseOf(fileId);
+    // The lease names the writer; one whose lease lapsed (a slow renewal) may still hold data: the claim named it.
+    const w = l !== null && l.addr !== undefined ? { addr: l.addr, token: l.token } : this.coherence.writerOf(fileId);
+    if (w === undefined || w.addr === this.coherence.addr) return { writer: null, level: '' };
+    const a = await this.coherence.attr(w, fileId).catch(() => null);
+    if (a === null) return { writer: l !== null ? w.addr : null, level: '' };
+    return { writer: w.addr, level: (a.pendingBytes ?? 0) > 0 ? (a.level ?? '') : '', ...(a.state !== undefined ? { state: a.state } : {}), ...(a.pendingBytes !== undefined ? { pendingBytes: a.pendingBytes } : {}) };
+  }
+
+  /** For the peer port: bytes as this node (the writer) sees them, cut at the size; null when it does not write the file. */
+  async peerRead(fileId: string, offset: number, length: number): Promise<(RemoteAttr & { data: Buffer }) | null> {
+    checkRange(offset, length);
+    const f = this.files.get(fileId);
+    if (f === undefined || !this.holds(f)) return null;
+    const end = Math.min(f.size, offset + Math.min(length, MAX_READ_BYTES));
+    const data = end <= offset ? Buffer.alloc(0) : await f.read(offset, end, this.readCache);
+    return { data, size: f.size, mtimeMs: f.mtimeMs };
+  }
+
+  /** For the peer port: a write handle for another node's writes, or null when this node does not write the file. */
+  async peerOpenWrite(fileId: string): Promise<number | null> {
+    const f = this.files.get(fileId);
+    if (f === undefined || f.st.leaseToken === null) return null;
+    return this.openById(fileId, { write: true });
+  }
+
+  /** Claim the file to the other nodes once per lease token, before a write handle opens. */
+  private async claim(f: CachedFile): Promise<void> {
+    const token = f.st.leaseToken;
+    if (this.coherence === undefined || token === null || this.claimed.get(f.fileId) === token) return;
+    await this.coherence.claim(f.fileId, Number(token));
+    this.claimed.set(f.fileId, token);
+  }
+
+  /** The writer an EBUSY of a lease acquire names (with its peer address), if any. */
+  private writerFromBusy(f: CachedFile, err: unknown): RemoteWriter | undefined {
+    if (this.coherence === undefined || !(err instanceof CairnError) || err.code !== 'EBUSY') return undefined;
+    const addr = err.details?.addr;
+    const token = Number(err.details?.token ?? 0);
+    if (typeof addr !== 'string' || addr === this.coherence.addr) return this.coherence.writerOf(f.fileId);
+    const w = { addr, token };
+    this.coherence.learn(f.fileId, w);
+    return w;
+  }
+
+  /** The remote writer a read of `f` goes to, if another node writes it now. */
+  private remoteFor(f: CachedFile): RemoteWriter | undefined {
+    if (this.coherence === undefined || f.hasDirty() || f.st.leaseToken !== null || f.running !== null) return undefined;
+    return this.coherence.writerOf(f.fileId);
+  }
+
+  /** A clean file whose base another node replaced: read its layout again from the metadata. */
+  private async refreshBase(f: CachedFile): Promise<void> {
+    await f.lock.run(async () => {
+      if (!f.stale) return;
+      f.stale = false;
+      if (f.hasDirty() || f.running !== null || f.st.leaseToken !== null || f.st.commit !== null) return;
+      const attr = await this.meta.getattr(f.fileId);
+      if (f.hasDirty()) return;
+      f.st = { ...f.st, base: baseOf(attr) };
+      f.live = new DirtyLayer(attr.size);
+      f.mtimeMs = attr.mtimeMs;
+    });
   }
 
   /** An explicit mtime (utimensat) for a cached file: its next commit carries it instead of the last write's time. */
@@ -420,6 +668,7 @@ export class CairnFs {
   async close(fd: number): Promise<void> {
     const h = this.handle(fd);
     try {
+      if (h.remote !== undefined) await this.coherence!.close(h.remote.w, h.remote.rfd);
       if (h.write && h.mode === 'strong' && !this.discarded.has(h.file.fileId)) await this.commitWait(h.file, 'durable');
     } finally {
       this.handles.delete(fd);
@@ -435,6 +684,18 @@ export class CairnFs {
     checkRange(position ?? h.pos, length);
     const at = position ?? h.pos;
     const f = h.file;
+    const w = this.remoteFor(f);
+    if (w !== undefined) {
+      // Another node writes this file: its bytes, as it sees them now (docs/dfs-cache.md).
+      const r = await this.askWriter(f.fileId, w, () => this.coherence!.read(w, f.fileId, at, Math.min(length, MAX_READ_BYTES)));
+      if (r !== null) {
+        if (position === undefined) h.pos = at + r.data.length;
+        return r.data;
+      }
+      this.coherence!.forget(f.fileId, w);
+      this.invalidate(f.fileId);
+    }
+    if (f.stale) await this.refreshBase(f);
     const end = Math.min(f.size, at + Math.min(length, MAX_READ_BYTES));
     // A read that continues the previous one fetches the next chunks in the background
     // (readAheadChunks ahead); random reads never do, so a database's page reads cost no extra chunk.
@@ -450,6 +711,11 @@ export class CairnFs {
     const h = this.writable(fd);
     checkRange(position ?? h.pos, data.length);
     if (data.length === 0) return 0;
+    if (h.remote !== undefined) {
+      const r = await this.coherence!.write(h.remote.w, h.remote.rfd, data, h.append ? null : (position ?? h.pos));
+      if (position === undefined || h.append) h.pos = r.at + data.length;
+      return data.length;
+    }
     const f = h.file;
     if (f.live.entryCount >= MAX_LAYER_ENTRIES) {
       this.kick(f);
@@ -457,21 +723,25 @@ export class CairnFs {
         throw new CairnError('ENOSPC', `${f.st.path} holds ${MAX_LAYER_ENTRIES} separate dirty ranges and no commit made room in time`);
       });
     }
+    await this.startMirror(h);
     // Space first (may wait: back-pressure), then the journal append under the file's lock.
     const records = Math.ceil(data.length / MAX_RECORD_PAYLOAD_BYTES);
     await this.store.reserve(data.length + records * RECORD_HEADER_BYTES);
     let at = 0;
+    let unmirrored = false;
     try {
       await f.lock.run(async () => {
         at = h.append ? f.size : (position ?? h.pos);
         checkRange(at, data.length);
         await f.appendWrite(at, data);
         f.setState(f.frozen !== null ? f.state : 'dirty');
+        if (h.replicate === true) unmirrored = !(await this.mirrorOp(f, { kind: 'write', offset: at, data: Buffer.from(data) }));
       });
     } catch (err) {
       this.store.release(data.length + records * RECORD_HEADER_BYTES);
       throw err;
     }
+    if (unmirrored) await this.commitWait(f, 'durable');
     cacheBytes.set(this.store.usedBytes);
     if (position === undefined || h.append) h.pos = at + data.length;
     if (f.liveWrittenBytes >= this.opts.dirtyThresholdBytes) this.kick(f);
@@ -504,22 +774,34 @@ export class CairnFs {
       return;
     }
     const h = this.writable(target);
+    if (h.remote !== undefined) {
+      await this.coherence!.truncate(h.remote.w, h.remote.rfd, size);
+      return;
+    }
     const f = h.file;
+    await this.startMirror(h);
     await this.store.reserve(RECORD_HEADER_BYTES);
+    let unmirrored = false;
     try {
       await f.lock.run(async () => {
         await f.appendTruncate(size);
         f.setState(f.frozen !== null ? f.state : 'dirty');
+        if (h.replicate === true) unmirrored = !(await this.mirrorOp(f, { kind: 'truncate', size }));
       });
     } catch (err) {
       this.store.release(RECORD_HEADER_BYTES);
       throw err;
     }
+    if (unmirrored) await this.commitWait(f, 'durable');
   }
 
   /** weak: the cached writes are durable on this node's cache disk. strong: committed and durable. */
   async flush(fd: number): Promise<void> {
     const h = this.handle(fd);
+    if (h.remote !== undefined) {
+      await this.coherence!.fsync(h.remote.w, h.remote.rfd);
+      return;
+    }
     if (h.mode === 'strong' && !this.discarded.has(h.file.fileId)) {
       await this.commitWait(h.file, 'durable');
       return;
@@ -739,6 +1021,9 @@ export class CairnFs {
           await this.meta.releaseLease(f.fileId, this.holder, token).catch((err: unknown) => {
             this.log.warn({ path: f.st.path, err: String(err) }, 'lease release failed; it will expire');
           });
+          this.claimed.delete(f.fileId);
+          this.mirrored.delete(f.fileId);
+          this.coherence?.released(f.fileId, Number(token));
         }
       })();
       this.removing.set(f.fileId, done);

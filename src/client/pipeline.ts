@@ -48,6 +48,10 @@ export interface PipelineDeps {
   chunker: Chunker;
   holder: string;
   leaseTtlMs: number;
+  /** Called before a commit's compare-and-set installs `version` (the replicated level's intent, src/peer). */
+  beforeCommit?: (f: CachedFile, version: number) => Promise<void>;
+  /** This node's peer address, named in the leases it takes (src/peer); undefined: none. */
+  addr?: () => string | undefined;
   /** Chunks hashed and stored at once (memory: this many × chunker.maxBytes). */
   parallelism: number;
   /** Attempts to make one chunk readable before the commit fails (it is retried later). */
@@ -90,7 +94,7 @@ function sameLayout(attr: FileAttr, intent: CommitIntent): boolean {
 /** A lease for the file, acquired if we hold none. */
 export async function ensureLease(f: CachedFile, d: PipelineDeps): Promise<string> {
   if (f.st.leaseToken !== null) return f.st.leaseToken;
-  const lease = await d.meta.acquireLease(f.fileId, d.holder, d.leaseTtlMs);
+  const lease = await d.meta.acquireLease(f.fileId, d.holder, d.leaseTtlMs, d.addr?.());
   f.st = { ...f.st, leaseToken: lease.token };
   return lease.token;
 }
@@ -202,6 +206,7 @@ export function spliceOf(base: readonly Extent[], next: readonly Extent[]): { fr
 async function compareAndSet(f: CachedFile, intent: CommitIntent, d: PipelineDeps, durable = false): Promise<number> {
   // The base this intent was computed on is still f.st.base (it moves only once the commit is durable).
   const delta = intent.inline === undefined && f.st.base.inline === undefined && f.st.base.version === intent.baseVersion ? spliceOf(f.st.base.extents, intent.extents) : null;
+  await d.beforeCommit?.(f, intent.baseVersion + 1);
   for (let attempt = 0; ; attempt++) {
     const token = await ensureLease(f, d);
     try {

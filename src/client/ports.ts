@@ -96,13 +96,15 @@ export interface MetaPort {
    * Create an empty regular file (version 0, no extents); EEXIST when the path exists. With
    * `lease`, the new file comes with that holder's write lease, granted in the same operation.
    */
-  create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number } }): Promise<FileAttr & { lease?: Lease }>;
+  create(path: string, opts: { mode: number; lease?: { holder: string; ttlMs: number; addr?: string } }): Promise<FileAttr & { lease?: Lease }>;
   getattr(fileId: string): Promise<FileAttr>;
-  /** One writer per file: EBUSY while another holder's lease is live. */
-  acquireLease(fileId: string, holder: string, ttlMs: number): Promise<Lease>;
+  /** One writer per file: EBUSY while another holder's lease is live (its details name the holder's `addr` and `token`). `addr`: this node's peer address. */
+  acquireLease(fileId: string, holder: string, ttlMs: number, addr?: string): Promise<Lease>;
   /** EFENCED when the lease has expired or was taken over. */
   renewLease(fileId: string, holder: string, token: string, ttlMs: number): Promise<Lease>;
   releaseLease(fileId: string, holder: string, token: string): Promise<void>;
+  /** The file's live write lease (its token and holder's peer address), or null when none is live. */
+  leaseOf?(fileId: string): Promise<{ token: number; addr?: string } | null>;
   /** Install a new version: ECONFLICT when the file is no longer at expectedVersion, EFENCED for a dead lease. */
   commitVersion(req: CommitRequest): Promise<{ version: number }>;
   /** Record that every chunk of `version` reached full health. Idempotent. */

@@ -83,6 +83,12 @@ export const mountConfigSchema = z
     attrTimeoutS: z.number().min(0).max(60).default(1),
     /** Let other users than the daemon's reach the mount (needs user_allow_other in /etc/fuse.conf). */
     allowOther: z.boolean().default(false),
+    /**
+     * The DFS cache's durability level (docs/dfs-cache.md): local (a write is acknowledged in this
+     * node's cache: weak), replicated (in the caches of two nodes), committed (strong). Set, it also
+     * turns the kernel's page and attribute caches off for this mount, so every read sees other nodes' writes.
+     */
+    durability: z.enum(['local', 'replicated', 'committed']).optional(),
   })
   .strict();
 
@@ -107,6 +113,8 @@ export const daemonConfigSchema = z.strictObject({
       inlineMaxBytes: z.number().int().min(0).max(256 * 1024).default(64 * 1024),
       /** A commit stores only the bytes it changed (old chunks kept as slices, crowded windows compacted). docs/client.md */
       slices: z.boolean().default(true),
+      /** How long a write lease lasts unrenewed (default 30 s): a dead writer's files are writable elsewhere this long after it died (docs/dfs-cache.md). */
+      leaseTtlMs: durationMs(1_000, 600_000).optional(),
     })
     .default(() => ({ mode: 'weak' as const, cacheMaxBytes: 1024 * 1024 * 1024, chunkSizeBytes: 4 * 1024 * 1024, idleCommitDelayMs: 2_000, readAheadChunks: 1, inlineMaxBytes: 64 * 1024, slices: true })),
   /** FUSE mounts the daemon makes at start (src/fuse, docs/mount.md); `cairn mount` adds more. */

@@ -217,11 +217,11 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
       answer('create', cb, async () => {
         const { dir, name } = split(path);
         const { fh } = await vfs.create(await resolve(dir), name, mode, flags, who);
-        return { fd: fh, keepCache: false, directIO: false };
+        return { fd: fh, keepCache: false, directIO: vfs.coherent };
       });
     },
     open: (path: string, flags: number, cb: (err: number, r?: unknown) => void) =>
-      answer('open', cb, async () => ({ fd: await vfs.open(await resolve(path), flags), keepCache: false, directIO: false })),
+      answer('open', cb, async () => ({ fd: await vfs.open(await resolve(path), flags), keepCache: false, directIO: vfs.coherent })),
     readBuffer: (_path: string | null, fd: number, length: number, position: number | bigint, cb: (err: number, b?: Buffer) => void) =>
       answer('read', cb, () => vfs.read(Number(fd), length, Number(position))),
     writeBuffer: (_path: string | null, fd: number, buffer: Buffer, length: number, position: number | bigint, cb: (n: number) => void) => {

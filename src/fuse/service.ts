@@ -79,16 +79,21 @@ export class MountManager {
       throw new CairnError(err.code === 'ENOENT' ? 'ENOENT' : 'EIO', `${dir}: ${err.message}`);
     });
     if (!st.isDirectory()) throw new CairnError('ENOTDIR', `${dir} is not a directory`);
-    const mode = c.mode ?? this.defaultMode;
+    // The DFS cache's durability level names the commit mode (docs/dfs-cache.md).
+    const mode = c.durability === 'committed' ? 'strong' : c.durability === 'local' ? 'weak' : (c.mode ?? this.defaultMode);
     const space = this.space;
+    const coherent = c.durability !== undefined;
     const vfs = new Vfs(this.meta, this.fs, {
       mode,
+      coherent,
+      replicate: c.durability === 'replicated',
       cacheTtlMs: c.cacheTtlMs,
       ...(space !== undefined ? { statfs: () => clusterSpace(space) } : {}),
     });
     vfs.startWatch();
     try {
-      const mount = await mountVfs(vfs, dir, { attrTimeoutS: c.attrTimeoutS, allowOther: c.allowOther });
+      // A coherent mount keeps no kernel attributes: every stat asks the VFS (and the writer node).
+      const mount = await mountVfs(vfs, dir, { attrTimeoutS: coherent ? 0 : c.attrTimeoutS, allowOther: c.allowOther });
       this.mounts.set(dir, { mount, vfs, mode });
     } catch (err) {
       await vfs.close();

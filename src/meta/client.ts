@@ -50,6 +50,8 @@ export interface LeaseGrant {
   ttlMs: number;
   /** Local clock (Date.now()) before which the holder may rely on the lease: send time + ttl - margin. */
   validUntilMs: number;
+  /** The holder's peer address (src/peer), when it gave one. */
+  addr?: string;
 }
 
 export interface MetaStatus {
@@ -115,7 +117,7 @@ interface QueuedWrite {
 const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
 const READ_METHODS: ReadonlySet<string> = new Set([
   'Getattr', 'Lookup', 'Readdir', 'Readlink', 'GetXattr', 'ListXattr', 'CommitStatus', 'DiskmapGet', 'DiskmapChange', 'Status',
-  'ScanLayouts',
+  'ScanLayouts', 'LeaseGet',
 ]);
 
 function toWireRef(t: Target): Record<string, unknown> {
@@ -442,12 +444,12 @@ export class MetaClient {
    */
   async create(
     at: EntryTarget,
-    opts: { mode?: number; uid?: number; gid?: number; exclusive?: boolean; lease?: { holder: string; ttlMs: number } } = {},
+    opts: { mode?: number; uid?: number; gid?: number; exclusive?: boolean; lease?: { holder: string; ttlMs: number; addr?: string } } = {},
   ): Promise<{ attr: Attr; created: boolean; lease?: LeaseGrant }> {
     const sentAt = Date.now();
     const r = await this.rpc('Create', {
       at: toWireRef(at), mode: opts.mode ?? 0o644, uid: opts.uid ?? 0, gid: opts.gid ?? 0, exclusive: opts.exclusive ?? true,
-      lease_holder: opts.lease?.holder ?? '', lease_ttl_ms: opts.lease?.ttlMs ?? 0,
+      lease_holder: opts.lease?.holder ?? '', lease_ttl_ms: opts.lease?.ttlMs ?? 0, lease_addr: opts.lease?.addr ?? '',
     });
     const lease = r.lease !== null && r.lease !== undefined && Number((r.lease as Wire).token) > 0 ? this.leaseGrant(r.lease as Wire, sentAt) : undefined;
     return { attr: attrFromWire(r.attr as Wire), created: r.created === true, ...(lease !== undefined ? { lease } : {}) };
@@ -554,14 +556,21 @@ export class MetaClient {
   }
 
   /** Take the write lease of a file (EBUSY while another holder has it). */
-  async leaseAcquire(ino: number, holder: string, ttlMs: number): Promise<LeaseGrant> {
+  async leaseAcquire(ino: number, holder: string, ttlMs: number, addr = ''): Promise<LeaseGrant> {
     const sentAt = Date.now();
-    return this.leaseGrant(await this.rpc('LeaseAcquire', { ino, holder, ttl_ms: ttlMs }), sentAt);
+    return this.leaseGrant(await this.rpc('LeaseAcquire', { ino, holder, ttl_ms: ttlMs, addr }), sentAt);
   }
 
   async leaseRenew(ino: number, holder: string, token: number, ttlMs: number): Promise<LeaseGrant> {
     const sentAt = Date.now();
     return this.leaseGrant(await this.rpc('LeaseRenew', { ino, holder, token, ttl_ms: ttlMs }), sentAt);
+  }
+
+  /** The file's live write lease (holder, token, peer address, time left by the answering node's clock), or null. */
+  async leaseGet(ino: number, opts: { serializable?: boolean } = {}): Promise<{ holder: string; token: number; addr?: string; remainingMs: number } | null> {
+    const r = await this.rpc('LeaseGet', { ino, serializable: opts.serializable === true });
+    if (r.held !== true) return null;
+    return { holder: String(r.holder), token: Number(r.token), ...(typeof r.addr === 'string' && r.addr !== '' ? { addr: r.addr } : {}), remainingMs: Number(r.remaining_ms) };
   }
 
   async leaseRelease(ino: number, holder: string, token: number): Promise<boolean> {
@@ -573,6 +582,7 @@ export class MetaClient {
     return {
       ino: Number(r.ino), holder: String(r.holder), token: Number(r.token), ttlMs,
       validUntilMs: sentAt + ttlMs - Math.min(LEASE_SAFETY_MARGIN_MS, ttlMs / 2),
+      ...(typeof r.addr === 'string' && r.addr !== '' ? { addr: r.addr } : {}),
     };
   }
 

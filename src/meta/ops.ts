@@ -132,6 +132,9 @@ const inlineB64Schema = z
 /** The proposer's inline budget: total inline bytes the metadata may hold (the service sets it from its config). */
 const inlineBudget = u53;
 
+/** The address (host:port) at which a write lease's holder node serves the peer port (docs/dfs-cache.md). */
+const leaseAddr = z.string().min(3).max(256).regex(/^[^\s/]+:\d{1,5}$/, 'an address is host:port');
+
 const owner = { mode: z.number().int().min(0).max(0o7777), uid: u32, gid: u32 };
 
 export const opSchema = z.discriminatedUnion('op', [
@@ -143,7 +146,7 @@ export const opSchema = z.discriminatedUnion('op', [
       ...owner,
       exclusive: z.boolean(),
       /** The new file comes with this holder's write lease (as leaseAcquire would grant it). */
-      lease: z.object({ holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict().optional(),
+      lease: z.object({ holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000), addr: leaseAddr.optional() }).strict().optional(),
     })
     .strict(),
   z.object({ op: z.literal('symlink'), at: entryRefSchema, target: z.string().min(1).max(SYMLINK_MAX_BYTES), uid: u32, gid: u32 }).strict(),
@@ -214,7 +217,8 @@ export const opSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('pin'), ino, version: u53, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
   z.object({ op: z.literal('unpin'), ino, holder: z.string().min(1).max(128) }).strict(),
   z.object({ op: z.literal('pinExpire'), pins: z.array(z.object({ ino, holder: z.string().min(1).max(128) }).strict()).max(10_000) }).strict(),
-  z.object({ op: z.literal('leaseAcquire'), ino, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000) }).strict(),
+  // addr (optional; older entries have none): where other nodes reach the holder's peer port (src/peer).
+  z.object({ op: z.literal('leaseAcquire'), ino, holder: z.string().min(1).max(128), ttlMs: z.number().int().min(100).max(600_000), addr: leaseAddr.optional() }).strict(),
   z.object({ op: z.literal('leaseRenew'), ino, holder: z.string().min(1).max(128), token: u53, ttlMs: z.number().int().min(100).max(600_000) }).strict(),
   z.object({ op: z.literal('leaseRelease'), ino, holder: z.string().min(1).max(128), token: u53 }).strict(),
   z.object({ op: z.literal('leaseExpire'), inos: z.array(ino).max(10_000) }).strict(),

@@ -123,6 +123,7 @@ const S = {
   create: z.object({
     at: wireRef.nullish(), mode: u32, uid: u32, gid: u32, exclusive: z.boolean(),
     lease_holder: z.string().max(128).default(''), lease_ttl_ms: z.number().int().min(0).max(600_000).default(0),
+    lease_addr: z.string().max(256).default(''),
   }),
   symlink: z.object({ at: wireRef.nullish(), target: z.string(), uid: u32, gid: u32 }),
   link: z.object({ node: wireRef.nullish(), at: wireRef.nullish() }),
@@ -151,9 +152,10 @@ const S = {
   }),
   commitStatus: z.object({ ino: u64, version: u64, serializable: z.boolean().default(false) }),
   markDurable: z.object({ ino: u64, version: u64 }),
-  leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32 }),
+  leaseAcquire: z.object({ ino: u64, holder: z.string(), ttl_ms: u32, addr: z.string().max(256).default('') }),
   leaseRenew: z.object({ ino: u64, holder: z.string(), token: u64, ttl_ms: u32 }),
   leaseRelease: z.object({ ino: u64, holder: z.string(), token: u64 }),
+  leaseGet: z.object({ ino: u64, serializable: z.boolean().default(false) }),
   pin: z.object({ ino: u64, version: u64, holder: z.string(), ttl_ms: u32 }),
   unpin: z.object({ ino: u64, holder: z.string() }),
   diskmapGet: z.object({ serializable: z.boolean().default(false) }),
@@ -236,7 +238,7 @@ export const WRITE_METHODS: Record<string, WriteMethod> = {
     'create', S.create,
     (q) => ({
       op: 'create', at: toEntryRef(q.at, 'at'), mode: q.mode & 0o7777, uid: q.uid, gid: q.gid, exclusive: q.exclusive,
-      ...(q.lease_holder !== '' ? { lease: { holder: q.lease_holder, ttlMs: q.lease_ttl_ms } } : {}),
+      ...(q.lease_holder !== '' ? { lease: { holder: q.lease_holder, ttlMs: q.lease_ttl_ms, ...(q.lease_addr !== '' ? { addr: q.lease_addr } : {}) } } : {}),
     }),
     (v) => ({ ...attrReply(v), ...(v.lease !== undefined ? { lease: leaseReply(v) } : {}) }), 'attr',
   ),
@@ -623,12 +625,19 @@ export class MetaService {
         return recordToWire(await sm.commitStatus(q.ino, q.version));
       }),
       LeaseAcquire: this.timed('leaseAcquire', S.leaseAcquire, async (q) => {
-        const v = await this.propose({ op: 'leaseAcquire', ino: q.ino, holder: q.holder, ttlMs: q.ttl_ms }, true);
+        const v = await this.propose({ op: 'leaseAcquire', ino: q.ino, holder: q.holder, ttlMs: q.ttl_ms, ...(q.addr !== '' ? { addr: q.addr } : {}) }, true);
         return leaseReply(v);
       }),
       LeaseRenew: this.timed('leaseRenew', S.leaseRenew, async (q) => {
         const v = await this.propose({ op: 'leaseRenew', ino: q.ino, holder: q.holder, token: q.token, ttlMs: q.ttl_ms }, true);
         return leaseReply(v);
+      }),
+      LeaseGet: this.timed('leaseGet', S.leaseGet, async (q) => {
+        await this.barrier(q.serializable);
+        const l = await sm.lease(q.ino);
+        const remaining = l === undefined ? 0 : l.expiresAtMs - this.now();
+        if (l === undefined || remaining <= 0) return { held: false };
+        return { held: true, holder: l.holder, token: l.token, addr: l.addr ?? '', remaining_ms: Math.ceil(remaining) };
       }),
       LeaseRelease: this.timed('leaseRelease', S.leaseRelease, async (q) => {
         const v = await this.propose({ op: 'leaseRelease', ino: q.ino, holder: q.holder, token: q.token });
@@ -789,5 +798,5 @@ function validateRef(ref: Ref): void {
 
 function leaseReply(v: Record<string, unknown>): Record<string, unknown> {
   const l = v.lease as Lease;
-  return { ino: l.ino, holder: l.holder, token: l.token, ttl_ms: v.ttlMs };
+  return { ino: l.ino, holder: l.holder, token: l.token, ttl_ms: v.ttlMs, addr: l.addr ?? '' };
 }

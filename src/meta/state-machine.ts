@@ -92,6 +92,8 @@ export interface Lease {
   expiresAtMs: number;
   /** When the lease was granted (leader clock): chunks its commits store are no older (GC safe point). */
   grantedAtMs?: number;
+  /** Where the holder node serves its peer port (src/peer); absent in leases granted before it existed. */
+  addr?: string;
 }
 
 /** A version pin: an open handle's version, whose chunks GC keeps (docs/meta.md, "GC safety"). */
@@ -1136,7 +1138,7 @@ class ApplyCtx {
         this.emit(op.op, path, ino, 0);
         if (op.op === 'create' && op.lease !== undefined) {
           // A new inode has no lease yet: grant it as leaseAcquire would.
-          return { attr: i, created: true, lease: await this.grantLease(ino, op.lease.holder, op.lease.ttlMs), ttlMs: op.lease.ttlMs };
+          return { attr: i, created: true, lease: await this.grantLease(ino, op.lease.holder, op.lease.ttlMs, op.lease.addr), ttlMs: op.lease.ttlMs };
         }
         return { attr: i, created: true };
       }
@@ -1347,15 +1349,17 @@ class ApplyCtx {
           if (cur.holder === op.holder && this.nowMs < cur.expiresAtMs) {
             // A retried acquire by the same holder: extend, keep the token.
             cur.expiresAtMs = this.nowMs + op.ttlMs;
+            if (op.addr !== undefined) cur.addr = op.addr;
             this.tx.putJson(K.lease(op.ino), cur);
             return { lease: cur, ttlMs: op.ttlMs };
           }
-          opFail('EBUSY', `inode ${op.ino} is leased to ${cur.holder} (token ${cur.token}); retry after it expires or is released`, {
+          opFail('EBUSY', `inode ${op.ino} is leased to ${cur.holder}${cur.addr !== undefined ? ` at ${cur.addr}` : ''} (token ${cur.token}); retry after it expires or is released`, {
             holder: cur.holder,
+            ...(cur.addr !== undefined ? { addr: cur.addr, token: cur.token } : {}),
             retryAfterMs: cur.expiresAtMs + LEASE_SAFETY_MARGIN_MS - this.nowMs,
           });
         }
-        return { lease: await this.grantLease(op.ino, op.holder, op.ttlMs), ttlMs: op.ttlMs };
+        return { lease: await this.grantLease(op.ino, op.holder, op.ttlMs, op.addr), ttlMs: op.ttlMs };
       }
       case 'leaseRenew': {
         const cur = await this.tx.getJson<Lease>(K.lease(op.ino));
@@ -1466,10 +1470,10 @@ class ApplyCtx {
   }
 
   /** A new write lease with the next fencing token (the caller checked that none is live). */
-  private async grantLease(ino: number, holder: string, ttlMs: number): Promise<Lease> {
+  private async grantLease(ino: number, holder: string, ttlMs: number, addr?: string): Promise<Lease> {
     const token = Number((await this.tx.get(K.fence)) ?? '0') + 1;
     this.tx.put(K.fence, String(token));
-    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs, grantedAtMs: this.nowMs };
+    const lease: Lease = { ino, holder, token, expiresAtMs: this.nowMs + ttlMs, grantedAtMs: this.nowMs, ...(addr !== undefined ? { addr } : {}) };
     this.tx.putJson(K.lease(ino), lease);
     return lease;
   }

@@ -27,8 +27,8 @@ export interface TlsIdentity {
   ca: X509Certificate;
 }
 
-/** Method paths only nodes may call (the Raft transport, the admin service). */
-export const NODE_ONLY_PREFIXES = ['/cairn.raft.', '/cairn.admin.'];
+/** Method paths only nodes may call (the Raft transport, the admin service, the peer port of the DFS cache). */
+export const NODE_ONLY_PREFIXES = ['/cairn.raft.', '/cairn.admin.', '/cairn.peer.'];
 /** The one method a join token's certificate may call. */
 export const JOIN_METHOD = '/cairn.admin.Admin/Join';
 

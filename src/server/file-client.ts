@@ -45,6 +45,9 @@ export interface CommitStatusInfo {
   version: number;
   size: number;
   error: string;
+  /** The node (peer address) whose cache holds the file's uncommitted data ('' none), and that data's durability level. */
+  writer?: string;
+  level?: string;
 }
 
 export interface ClusterDisk {
@@ -91,6 +94,7 @@ type Wire = Record<string, unknown>;
 function statusFrom(w: Wire): CommitStatusInfo {
   return {
     path: String(w.path), state: String(w.state), pendingBytes: Number(w.pending_bytes), version: Number(w.version), size: Number(w.size), error: String(w.error ?? ''),
+    writer: String(w.writer ?? ''), level: String(w.level ?? ''),
   };
 }
 

@@ -31,6 +31,9 @@ import { UploadJournal } from './uploads.js';
 import type { NodeContext, NodeServiceFactory } from './services.js';
 import { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE } from './file-wire.js';
 import { MountManager, spaceOf, startMounts } from '../fuse/service.js';
+import { Peer } from '../peer/peer.js';
+import { ReplicaStore, type ReplayTarget } from '../peer/replica.js';
+import { join } from 'node:path';
 
 export { FILE_PIECE_BYTES, FILE_PROTO, FILE_SERVICE };
 
@@ -299,7 +302,15 @@ export class FileService {
       Put: put,
       Get: get,
       Commit: unary(commitSchema, async (q) => statusToWire(await this.fs.commit(q.path, q.wait === '' ? 'durable' : q.wait), q.path)),
-      CommitStatus: unary(pathRequestSchema, async (q) => statusToWire(await this.commitStatus(q.path), q.path)),
+      CommitStatus: unary(pathRequestSchema, async (q) => {
+        const s = statusToWire(await this.commitStatus(q.path), q.path);
+        // Where the file's uncommitted data lives, and at which level (docs/dfs-cache.md).
+        const attr = await this.meta.stat(q.path);
+        if (attr.type !== 'file') return s;
+        const d = await this.fs.dirtyStatus(String(attr.ino));
+        const remote = d.writer !== null && d.pendingBytes !== undefined ? { state: d.state ?? s.state, pending_bytes: d.pendingBytes } : {};
+        return { ...s, ...remote, writer: d.writer ?? '', level: d.level };
+      }),
       Stat: unary(pathRequestSchema, async (q) => statToWire(await this.fs.stat(q.path), q.path)),
       Cluster: unary(z.object({}).loose(), async () => this.cluster()),
     };
@@ -426,12 +437,33 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
       readAheadChunks: f.readAheadChunks,
       inlineMaxBytes: f.inlineMaxBytes,
       slices: f.slices,
+      ...(f.leaseTtlMs !== undefined ? { leaseTtlMs: f.leaseTtlMs } : {}),
     },
     {
       meta: new MetaAdapter(meta),
       chunks: new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }),
     },
   );
+  // The DFS cache's peer port (src/peer): this node's cache coherent with the other nodes'.
+  const self = ctx.cfg.advertise ?? ctx.cfg.listen;
+  const replicas = new ReplicaStore(join(ctx.cfg.dataDir, 'dfs-replica'), ctx.log.child({ component: 'replica' }));
+  await replicas.init();
+  const peer = new Peer(fs, { self: () => self, peers: () => [...view.registry().map((n) => n.address), ...ctx.cfg.peers.map((p) => p.address)], replicas });
+  fs.setCoherence(peer);
+  // The replicated level: commit a dead writer's mirrored writes once its lease has expired.
+  let takeOverTimer: NodeJS.Timeout | undefined;
+  const replayTarget: ReplayTarget = {
+    leaseOf: (id) => meta.leaseGet(Number(id)),
+    versionOf: async (id) => {
+      try {
+        return (await meta.stat({ ino: Number(id) })).version;
+      } catch (err) {
+        if (err instanceof CairnError && (err.code === 'ENOENT' || err.code === 'ESTALE')) return null;
+        throw err;
+      }
+    },
+    apply: (id, ops) => fs.applyMirrored(id, ops),
+  };
   const uploads = await UploadJournal.open(ctx.cfg.dataDir);
   const svc = new FileService(fs, ctx, meta, new ChunkAdapter(clients, { diskmap: () => view.diskmap(), addressOf: (b) => view.addressOf(b) }), uploads);
   let stopped = false;
@@ -440,11 +472,19 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   const mounts = new MountManager(fs, meta, f.mode, spaceOf(ctx));
   return {
     name: 'file',
-    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition()],
-    started: () => startMounts(mounts, ctx),
+    definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition(), peer.definition()],
+    started: () => {
+      startMounts(mounts, ctx);
+      peer.startSweep();
+      takeOverTimer = setInterval(() => void replicas.takeOver(replayTarget).catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'replica takeover pass failed')), 1_000);
+      takeOverTimer.unref();
+    },
     stop: async () => {
       stopped = true;
+      if (takeOverTimer !== undefined) clearInterval(takeOverTimer);
       await mounts.stop();
+      await peer.stop();
+      await replicas.close();
       await fs.shutdown();
       await uploads.close();
       meta.close();

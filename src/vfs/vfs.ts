@@ -109,6 +109,13 @@ export interface VfsOptions {
   cacheTtlMs: number;
   /** Free space, from the diskmap/registry (the daemon provides it). */
   statfs?: () => Promise<{ totalBytes: number; freeBytes: number }>;
+  /**
+   * The DFS cache's promise holds on this mount (docs/dfs-cache.md): the adapter turns the kernel's
+   * page cache off (direct I/O), so every read reaches this VFS, which asks the file's writer node.
+   */
+  coherent?: boolean;
+  /** The `replicated` durability level: every write returns once a replica node's cache disk has it too (docs/dfs-cache.md). */
+  replicate?: boolean;
 }
 
 interface FileHandle {
@@ -156,6 +163,7 @@ export class Vfs {
   private readonly watchAbort = new AbortController();
   private readonly log: Logger;
   private watching: Promise<void> | undefined;
+  private readonly unsubscribe: () => void;
 
   constructor(
     private readonly meta: MetaClient,
@@ -163,6 +171,20 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.log = logger('vfs');
+    // Another node claimed or gave back a file (src/peer): its cached attributes are stale.
+    this.unsubscribe = fs.onInvalidate((fileId) => this.attrs.delete(Number(fileId)));
+  }
+
+  get coherent(): boolean {
+    return this.opts.coherent === true;
+  }
+
+  /** A file's attributes with the size/mtime its writer on another node sees now (docs/dfs-cache.md). */
+  private async withWriter(v: VfsAttr): Promise<VfsAttr> {
+    if (v.type !== 'file') return v;
+    const r = await this.fs.remoteAttr(String(v.ino));
+    if (r === undefined) return v;
+    return { ...v, size: r.size, mtimeMs: r.mtimeMs, ctimeMs: Math.max(v.ctimeMs, r.mtimeMs) };
   }
 
   /** Follow the metadata watch feed and drop what it changes from the caches. */
@@ -197,6 +219,7 @@ export class Vfs {
   }
 
   async close(): Promise<void> {
+    this.unsubscribe();
     this.watchAbort.abort();
     await this.watching?.catch(() => undefined);
     for (const h of this.handles.values()) await this.fs.close(h.fd).catch(() => undefined);
@@ -307,7 +330,7 @@ export class Vfs {
         // A negative entry: the name was absent when last asked (a create's look-up before it).
         if (d.ino === 0) throw new CairnError('ENOENT', `${name} does not exist`);
         const c = this.attrs.get(d.ino);
-        if (c !== undefined && this.fresh(c.at)) return this.toVfs(c.attr);
+        if (c !== undefined && this.fresh(c.at)) return this.withWriter(this.toVfs(c.attr));
       } else {
         cacheHits.inc({ cache: 'dentry', result: 'miss' });
       }
@@ -320,12 +343,12 @@ export class Vfs {
       }
       this.remember(a);
       this.rememberEntry(parent, name, a.ino);
-      return this.toVfs(a);
+      return this.withWriter(this.toVfs(a));
     });
   }
 
   async getattr(ino: number): Promise<VfsAttr> {
-    return this.run('getattr', async () => this.toVfs(await this.metaAttr(ino)));
+    return this.run('getattr', async () => this.withWriter(this.toVfs(await this.metaAttr(ino))));
   }
 
   async setattr(ino: number, ch: SetAttr, fh?: number): Promise<VfsAttr> {
@@ -359,7 +382,7 @@ export class Vfs {
     const a = await this.metaAttr(ino);
     if (a.type === 'dir') throw new CairnError('EISDIR', `inode ${ino} is a directory`);
     if (a.type !== 'file') throw new CairnError('EINVAL', `inode ${ino} is not a regular file`);
-    const fd = await this.fs.openById(String(ino), { write: true, mode: this.opts.mode });
+    const fd = await this.fs.openById(String(ino), { write: true, mode: this.opts.mode, replicate: this.opts.replicate === true });
     try {
       await this.fs.truncate(fd, size);
     } finally {
@@ -537,7 +560,7 @@ export class Vfs {
       this.dentries.delete(key(parent, name));
       const made = await this.meta.create(
         { parent, name },
-        { mode: mode & 0o7777, uid: who.uid, gid: who.gid, exclusive: true, lease: { holder: this.fs.holder, ttlMs: 30_000 } },
+        { mode: mode & 0o7777, uid: who.uid, gid: who.gid, exclusive: true, lease: { holder: this.fs.holder, ttlMs: this.fs.leaseTtlMs, ...(this.fs.peerAddr !== undefined ? { addr: this.fs.peerAddr } : {}) } },
       );
       this.forget(parent);
       this.remember(made.attr);
@@ -548,6 +571,7 @@ export class Vfs {
         write: true,
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
+        replicate: this.opts.replicate === true,
         ...(made.created ? { created: { path: name, mode: made.attr.mode, version: made.attr.version, mtimeMs: made.attr.mtimeMs } } : {}),
         ...(made.lease !== undefined ? { leaseToken: String(made.lease.token) } : {}),
       });
@@ -572,6 +596,7 @@ export class Vfs {
         truncate: write && (flags & O_TRUNC) !== 0,
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
+        replicate: this.opts.replicate === true,
       });
       const fh = this.nextHandle++;
       this.handles.set(fh, { ino, fd, write });

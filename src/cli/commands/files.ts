@@ -261,7 +261,7 @@ export function register(program: Command): void {
       if (remote !== undefined) {
         const s = await c.commitStatus(remotePath(remote));
         if (o.json) printJson(s);
-        else printTable(['path', 'state', 'version', 'size', 'pending', 'error'], [[s.path, s.state, s.version, formatBytes(s.size), formatBytes(s.pendingBytes), s.error || '-']]);
+        else printTable(['path', 'state', 'version', 'size', 'pending', 'dirty on', 'level', 'error'], [[s.path, s.state, s.version, formatBytes(s.size), formatBytes(s.pendingBytes), s.writer || '-', s.level || '-', s.error || '-']]);
         return;
       }
       const cl = await c.cluster().catch((err: unknown) => {
