@@ -20,7 +20,7 @@ import { encodeCheckedOp, encodeEntryOps } from './entry.js';
 import type { Replicator } from './replicator.js';
 import { parseDiskmap } from '../diskmap/index.js';
 import type { ApplyResult, CommitRecord, EntryResult, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
-import { CAIRN_VERSION, FEATURES, VERSION_HEARD_WITHIN_MS, compareVersions, nextClusterVersion } from '../common/version.js';
+import { CAIRN_VERSION, FEATURES, VERSION_HEARD_WITHIN_MS, clusterSupports, compareVersions, nextClusterVersion } from '../common/version.js';
 
 /** Largest encoded entry accepted from one request. */
 export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
@@ -333,7 +333,26 @@ export class MetaService {
 
   /** Inline writes carry this node's budget (deterministic on apply: the entry holds it). */
   private stampBudget(op: Op): Op {
+    op = this.gateFields(op);
     if (op.op === 'putFile' || (op.op === 'commit' && op.inlineB64 !== undefined)) return { ...op, inlineBudget: this.inlineBudget };
+    return op;
+  }
+
+  /**
+   * Fields that older releases refuse (their op schemas are strict) leave an operation only once
+   * the cluster version says every node reads them (docs/upgrade.md): a lease's peer address
+   * (dfsLeases) is dropped in a mixed cluster, so its readers fall back to the committed version.
+   */
+  private gateFields(op: Op): Op {
+    if (clusterSupports(this.sm, 'dfsLeases')) return op;
+    if (op.op === 'leaseAcquire' && op.addr !== undefined) {
+      const { addr: _addr, ...rest } = op;
+      return rest;
+    }
+    if (op.op === 'create' && op.lease?.addr !== undefined) {
+      const { addr: _addr, ...lease } = op.lease;
+      return { ...op, lease };
+    }
     return op;
   }
 
@@ -502,24 +521,33 @@ export class MetaService {
   startVersionGate(): void {
     const n = this.opts.node;
     if (n?.memberVersions === undefined) return;
-    this.versionTimer = setInterval(() => {
+    // Checked often while the cluster is below this release (a new cluster records its version
+    // within a heartbeat round or two of its first election), then once a period.
+    const period = this.opts.versionGateMs ?? 1_000;
+    let inFlight = false;
+    const check = (): void => {
+      this.versionTimer = setTimeout(check, compareVersions(this.sm.clusterVersion(), CAIRN_VERSION) < 0 ? Math.min(period, 100) : period);
+      this.versionTimer.unref();
       const r = this.opts.replicator();
-      if (r === undefined || (r.isLeader !== undefined && !r.isLeader())) return;
+      if (inFlight || r === undefined || (r.isLeader !== undefined && !r.isLeader())) return;
       const members = n.memberVersions!(VERSION_HEARD_WITHIN_MS);
       const next = nextClusterVersion(this.sm.clusterVersion(), members.map((m) => m.version));
       if (next === undefined || compareVersions(next, FEATURES.clusterVersion) < 0) return;
+      inFlight = true;
       this.propose({ op: 'clusterVersion', version: next }, true).then(
         (res) => this.log.info({ clusterVersion: res.version, members }, 'cluster version recorded'),
         (err: unknown) => this.log.debug({ err: String(err) }, 'cluster version not recorded this time'),
-      );
-    }, this.opts.versionGateMs ?? 1_000);
-    this.versionTimer.unref();
+      ).finally(() => {
+        inFlight = false;
+      });
+    };
+    check();
   }
 
   /** Stop background work and end every watch stream. */
   stop(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    if (this.versionTimer) clearInterval(this.versionTimer);
+    if (this.versionTimer) clearTimeout(this.versionTimer);
     for (const w of this.watchers) w.abort();
   }
 
