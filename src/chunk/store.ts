@@ -22,6 +22,7 @@ import { fsyncDir, mkdirDurable, unlinkDurable, writeFileDurable } from '../comm
 import { parseWith } from '../common/config.js';
 import { logger } from '../common/log.js';
 import { lockDisk, unlockDisk } from './disk-lock.js';
+import { DiskUsage, type DiskSpace } from './usage.js';
 import { counter, gauge } from '../common/metrics.js';
 import { bucketId as makeBucketId, diskKeyOf, formatBucketId, parseBucketId, type BucketId } from '../diskmap/bucket-id.js';
 import {
@@ -206,9 +207,17 @@ class KeyLock {
 export class ChunkStore {
   private disksList: Disk[];
   private readonly locks = new KeyLock();
+  /** How full each disk is (src/chunk/usage.ts); puts and deletes keep a walked figure current. */
+  readonly usage = new DiskUsage();
 
   private constructor(disks: Disk[]) {
     this.disksList = disks;
+    this.usage.prime(disks.map((d) => d.path));
+  }
+
+  /** The space of every disk (statfs and the bytes it holds), in diskStatus() order. */
+  async diskSpace(): Promise<Array<DiskSpace | undefined>> {
+    return Promise.all(this.disksList.map((d) => this.usage.of(d.path)));
   }
 
   /**
@@ -527,6 +536,7 @@ export class ChunkStore {
         await fsyncDir(dir);
       });
       metrics.bytes.inc({ dir: 'in' }, head.payloadLength);
+      this.usage.adjust(disk.path, SHARD_HEADER_BYTES + head.payloadLength);
       return { created: true };
     } catch (err) {
       if (fh !== undefined) await fh.close().catch(() => undefined);
@@ -712,8 +722,10 @@ export class ChunkStore {
     const { disk } = this.diskFor(key.bucket);
     const path = this.shardPath(disk, key);
     return this.locks.run(path, async () => {
+      let size = 0;
       try {
         const st = await stat(path);
+        size = st.size;
         if (opts.olderThanMs !== undefined && st.mtimeMs >= opts.olderThanMs) return false;
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') {
@@ -729,6 +741,7 @@ export class ChunkStore {
         throw await this.diskError(disk, err, `deleting ${path}`);
       }
       metrics.ops.inc({ op: 'delete', result: 'ok' });
+      this.usage.adjust(disk.path, -size);
       return true;
     });
   }

@@ -15,6 +15,8 @@
  * Memory stays bounded whatever the file size: one piece in flight each way, with backpressure
  * (the request stream is pulled one message at a time; responses wait for 'drain').
  */
+import { diskFill } from './health.js';
+import type { DiskSpace } from '../chunk/usage.js';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
@@ -385,6 +387,7 @@ export class FileService {
               state: l?.state ?? (live === undefined ? `${d.state} (registered)` : d.state),
               reason: l?.reason ?? d.reason,
               in_diskmap: inMap.has(`${loc}/${d.disk}/${d.incarnation}`),
+              ...fillWire(d.capacityBytes, l?.space),
             };
           }),
         };
@@ -405,6 +408,12 @@ export class FileService {
       repair_json: JSON.stringify(view.registry().map((n) => n.repair).filter((r) => r !== undefined).sort((a, b) => b.updatedAtMs - a.updatedAtMs)[0] ?? null),
     };
   }
+}
+
+/** A disk's used and free bytes for the wire (-1: its node did not say). */
+function fillWire(capacityBytes: number, space: DiskSpace | undefined): { used_bytes: number; free_bytes: number } {
+  const f = diskFill(capacityBytes, space);
+  return f === undefined ? { used_bytes: -1, free_bytes: -1 } : { used_bytes: f.usedBytes, free_bytes: f.freeBytes };
 }
 
 export const fileServiceFactory: NodeServiceFactory = async (ctx) => {

@@ -17,7 +17,7 @@ import { z } from 'zod';
 import cliProgress from 'cli-progress';
 import { CairnError } from '../../common/errors.js';
 import { addressSchema } from '../../common/config.js';
-import { FileClient } from '../../server/file-client.js';
+import { FileClient, type ClusterDisk, type ClusterInfo, type ClusterNode } from '../../server/file-client.js';
 import { formatBytes, printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
 import { repairLine } from './repair.js';
@@ -275,7 +275,7 @@ export function register(program: Command): void {
       const mutes = await readMutes(c);
       const health = assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes });
       if (o.json) {
-        printJson({ verdict: health.verdict, checks: health.checks, redundancy: health.redundancy, capacity: health.capacity, pending: health.pending, ...cl });
+        printJson({ verdict: health.verdict, checks: health.checks, redundancy: health.redundancy, capacity: health.capacity, pending: health.pending, ...withFill(cl) });
         return;
       }
       const mark = (ch: HealthCheck): string => (ch.muted ? 'muted' : ch.severity === 'info' ? 'info' : ch.severity === 'warn' ? 'WARN' : ch.severity === 'risk' ? 'RISK' : 'DOWN');
@@ -292,16 +292,20 @@ export function register(program: Command): void {
             ? 'diskmap: none yet (waiting for every initial node to register)\n'
             : `diskmap: epoch ${cl.diskmapEpoch}, ${cl.scheme} per ${cl.failureDomain}, ${cl.groups} placement groups, buckets of ${formatBytes(cl.bucketSizeBytes)}\n`) +
           (r === undefined ? '' : `redundancy: ${r.scheme} over ${r.domains} ${r.failureDomain}s tolerates ${r.tolerates} out; ${r.out} out now\n`) +
-          `capacity: ${formatBytes(health.capacity.okBytes)} on ${health.capacity.okDisks} working disks of ${health.capacity.disks} (${formatBytes(health.capacity.totalBytes)} configured)\n` +
+          `capacity: ${formatBytes(health.capacity.okBytes)} on ${health.capacity.okDisks} working disks of ${health.capacity.disks} (${formatBytes(health.capacity.totalBytes)} configured)` +
+          (health.capacity.fill === null ? '\n' : `; used ${formatBytes(health.capacity.usedBytes)}, free ${formatBytes(health.capacity.freeBytes)} (${fillText(health.capacity.fill)} full, raw bytes before redundancy)\n`) +
           `pending commits (node ${cl.answeredBy}): ${health.pending.files} files, ${formatBytes(health.pending.bytes)}\n` +
           '\n',
       );
       printTable(
-        ['node', 'address', 'location', 'role', 'disk', 'capacity', 'state', 'in map', 'path'],
+        ['node', 'address', 'location', 'role', 'disk', 'capacity', 'used', 'free', 'fill', 'state', 'in map', 'path'],
         cl.nodes.flatMap((n) =>
           n.disks.length === 0
-            ? [[n.nodeId, n.address, n.location, n.role, '-', '-', '-', '-', '-']]
-            : n.disks.map((d) => [n.nodeId, n.address, n.location, n.role, d.disk, formatBytes(d.capacityBytes), d.state, d.inDiskmap ? 'yes' : 'no', d.path]),
+            ? [[n.nodeId, n.address, n.location, n.role, '-', '-', '-', '-', '-', '-', '-', '-']]
+            : n.disks.map((d) => {
+                const f = fillOf(d);
+                return [n.nodeId, n.address, n.location, n.role, d.disk, formatBytes(d.capacityBytes), f === null ? '-' : formatBytes(d.usedBytes), f === null ? '-' : formatBytes(d.freeBytes), f === null ? '-' : fillText(f), d.state, d.inDiskmap ? 'yes' : 'no', d.path];
+              }),
         ),
       );
       process.stdout.write(`\n${repairLine(cl.repair)}\n`);
@@ -341,6 +345,18 @@ export function register(program: Command): void {
       else process.stdout.write(`${o.code} unmuted\n`);
     },
   );
+}
+
+/** A disk's fill ratio, or null when its node did not say. */
+export function fillOf(d: ClusterDisk): number | null {
+  return d.usedBytes >= 0 && d.freeBytes >= 0 && d.usedBytes + d.freeBytes > 0 ? d.usedBytes / (d.usedBytes + d.freeBytes) : null;
+}
+
+export const fillText = (f: number): string => `${(f * 100).toFixed(1)}%`;
+
+/** The cluster with each disk's fill ratio (null: unknown), for --json. */
+function withFill(cl: ClusterInfo): ClusterInfo & { nodes: Array<ClusterNode & { disks: Array<ClusterDisk & { fill: number | null }> }> } {
+  return { ...cl, nodes: cl.nodes.map((n) => ({ ...n, disks: n.disks.map((d) => ({ ...d, fill: fillOf(d) })) })) };
 }
 
 /** Mutes are a small file in the cluster itself, so every node and every owner sees the same. */
