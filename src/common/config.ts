@@ -198,6 +198,18 @@ export const nodeConfigSchema = z.strictObject({
   join: z.boolean().optional(),
   /** Prometheus /metrics on this address, if set. */
   metricsListen: addressSchema.optional(),
+  /**
+   * The read-only HTTPS status page, /status.json and /metrics on this address, if set
+   * (src/server/status-page.ts). anonymous: serve without a client certificate or token (only
+   * on 127.0.0.1 or a management network: docs/operations.md).
+   */
+  statusPage: z
+    .strictObject({
+      listen: addressSchema,
+      anonymous: z.boolean().default(false),
+      refreshSeconds: z.number().int().min(1).max(3600).default(5),
+    })
+    .optional(),
   daemon: daemonConfigSchema.default(() => daemonConfigSchema.parse({})),
 });
 

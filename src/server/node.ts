@@ -14,6 +14,7 @@ import { CairnError } from '../common/errors.js';
 import { loadIdentity, setTlsIdentity } from '../rpc/security.js';
 import { MetaStateMachine } from '../meta/state-machine.js';
 import { AppliedFeed } from './meta-copy.js';
+import { startStatusPage, type StatusPage } from './status-page.js';
 import { NODE_SERVICES, type NodeContext, type NodeServiceFactory, type NodeServiceInstance } from './services.js';
 
 export interface CairnNode {
@@ -22,6 +23,8 @@ export interface CairnNode {
   /** The gRPC address the node serves on (after binding port 0). */
   address: string;
   metricsAddress: string | undefined;
+  /** The status page's address (config statusPage), if it runs. */
+  statusPageAddress: string | undefined;
   /** Resolves with the error if Raft stopped itself (a failed fsync or apply): the process must end. */
   failed: Promise<Error>;
   stop(): Promise<void>;
@@ -54,6 +57,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
   const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true, feed };
   const services: NodeServiceInstance[] = [];
   let metrics: Server | undefined;
+  let page: StatusPage | undefined;
   let onFatal: (err: Error) => void = () => undefined;
   const failed = new Promise<Error>((res) => (onFatal = res));
   try {
@@ -81,18 +85,26 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       const a = metrics.address();
       metricsAddress = a !== null && typeof a === 'object' ? `${a.address}:${a.port}` : cfg.metricsListen;
     }
-    log.info({ address: raft.listenAddress, services: services.map((s) => s.name), metrics: metricsAddress }, 'node started');
+    if (cfg.statusPage !== undefined) {
+      enableDefaultMetrics();
+      const r = raft;
+      page = await startStatusPage({ ...cfg.statusPage, nodeAddress: () => r.listenAddress, log: log.child({ component: 'status-page' }) });
+    }
+    log.info({ address: raft.listenAddress, services: services.map((s) => s.name), metrics: metricsAddress, statusPage: page?.address }, 'node started');
     const r = raft;
     const m = metrics;
+    const pg = page;
     let stopping: Promise<void> | undefined;
     return {
       raft: r,
       meta,
       address: r.listenAddress,
       metricsAddress,
+      statusPageAddress: pg?.address,
       failed,
       stop: () =>
         (stopping ??= (async () => {
+          if (pg) await pg.close().catch(() => undefined);
           for (const s of services) await s.stop?.().catch(() => undefined);
           await r.stop();
           if (m) await new Promise<void>((res) => m.close(() => res()));
@@ -104,6 +116,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
     if (raft) await raft.stop().catch(() => undefined);
     else await meta.close().catch(() => undefined);
     if (metrics) metrics.close();
+    if (page) await page.close().catch(() => undefined);
     throw err;
   }
 }

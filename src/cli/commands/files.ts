@@ -17,11 +17,12 @@ import { z } from 'zod';
 import cliProgress from 'cli-progress';
 import { CairnError } from '../../common/errors.js';
 import { addressSchema } from '../../common/config.js';
-import { FileClient, type ClusterDisk, type ClusterInfo, type ClusterNode } from '../../server/file-client.js';
+import { FileClient } from '../../server/file-client.js';
+import { DISK_TABLE_HEADERS, MUTES_PATH, diskTableRows, readMutes, statusJson, summaryLines, type StatusReport } from '../../server/status-report.js';
 import { formatBytes, printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
 import { repairLine } from './repair.js';
-import { assessHealth, CHECK_CODES, type HealthCheck, type Mute } from '../../server/health.js';
+import { assessHealth, CHECK_CODES, type HealthCheck } from '../../server/health.js';
 import { tlsIdentity } from '../../rpc/security.js';
 
 /** Transfers at least this large get a progress bar (on a terminal). */
@@ -273,9 +274,10 @@ export function register(program: Command): void {
         throw new CairnError(err.code, `${o.endpoint} did not answer`);
       });
       const mutes = await readMutes(c);
-      const health = assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes });
+      const report: StatusReport = { cluster: cl, health: assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes }) };
+      const { health } = report;
       if (o.json) {
-        printJson({ verdict: health.verdict, checks: health.checks, redundancy: health.redundancy, capacity: health.capacity, pending: health.pending, ...withFill(cl) });
+        printJson(statusJson(report));
         return;
       }
       const mark = (ch: HealthCheck): string => (ch.muted ? 'muted' : ch.severity === 'info' ? 'info' : ch.severity === 'warn' ? 'WARN' : ch.severity === 'risk' ? 'RISK' : 'DOWN');
@@ -285,29 +287,8 @@ export function register(program: Command): void {
         for (const d of ch.detail.slice(0, 10)) process.stdout.write(`      ${d}\n`);
         if (ch.detail.length > 10) process.stdout.write(`      … and ${ch.detail.length - 10} more\n`);
       }
-      const r = health.redundancy;
-      process.stdout.write(
-        `\nleader: node ${cl.leaderId || '-'}  term: ${cl.term}  answered by: node ${cl.answeredBy}\n` +
-          (cl.diskmapEpoch === 0
-            ? 'diskmap: none yet (waiting for every initial node to register)\n'
-            : `diskmap: epoch ${cl.diskmapEpoch}, ${cl.scheme} per ${cl.failureDomain}, ${cl.groups} placement groups, buckets of ${formatBytes(cl.bucketSizeBytes)}\n`) +
-          (r === undefined ? '' : `redundancy: ${r.scheme} over ${r.domains} ${r.failureDomain}s tolerates ${r.tolerates} out; ${r.out} out now\n`) +
-          `capacity: ${formatBytes(health.capacity.okBytes)} on ${health.capacity.okDisks} working disks of ${health.capacity.disks} (${formatBytes(health.capacity.totalBytes)} configured)` +
-          (health.capacity.fill === null ? '\n' : `; used ${formatBytes(health.capacity.usedBytes)}, free ${formatBytes(health.capacity.freeBytes)} (${fillText(health.capacity.fill)} full, raw bytes before redundancy)\n`) +
-          `pending commits (node ${cl.answeredBy}): ${health.pending.files} files, ${formatBytes(health.pending.bytes)}\n` +
-          '\n',
-      );
-      printTable(
-        ['node', 'address', 'location', 'role', 'disk', 'capacity', 'used', 'free', 'fill', 'state', 'in map', 'path'],
-        cl.nodes.flatMap((n) =>
-          n.disks.length === 0
-            ? [[n.nodeId, n.address, n.location, n.role, '-', '-', '-', '-', '-', '-', '-', '-']]
-            : n.disks.map((d) => {
-                const f = fillOf(d);
-                return [n.nodeId, n.address, n.location, n.role, d.disk, formatBytes(d.capacityBytes), f === null ? '-' : formatBytes(d.usedBytes), f === null ? '-' : formatBytes(d.freeBytes), f === null ? '-' : fillText(f), d.state, d.inDiskmap ? 'yes' : 'no', d.path];
-              }),
-        ),
-      );
+      process.stdout.write(`\n${summaryLines(report).join('\n')}\n\n`);
+      printTable(DISK_TABLE_HEADERS, diskTableRows(cl));
       process.stdout.write(`\n${repairLine(cl.repair)}\n`);
       if (cl.cachedFiles.length > 0) {
         process.stdout.write(`\nfiles in node ${cl.answeredBy}'s write cache:\n`);
@@ -345,36 +326,6 @@ export function register(program: Command): void {
       else process.stdout.write(`${o.code} unmuted\n`);
     },
   );
-}
-
-/** A disk's fill ratio, or null when its node did not say. */
-export function fillOf(d: ClusterDisk): number | null {
-  return d.usedBytes >= 0 && d.freeBytes >= 0 && d.usedBytes + d.freeBytes > 0 ? d.usedBytes / (d.usedBytes + d.freeBytes) : null;
-}
-
-export const fillText = (f: number): string => `${(f * 100).toFixed(1)}%`;
-
-/** The cluster with each disk's fill ratio (null: unknown), for --json. */
-function withFill(cl: ClusterInfo): ClusterInfo & { nodes: Array<ClusterNode & { disks: Array<ClusterDisk & { fill: number | null }> }> } {
-  return { ...cl, nodes: cl.nodes.map((n) => ({ ...n, disks: n.disks.map((d) => ({ ...d, fill: fillOf(d) })) })) };
-}
-
-/** Mutes are a small file in the cluster itself, so every node and every owner sees the same. */
-const MUTES_PATH = '/.cairn/health-mutes.json';
-const muteFileSchema = z.array(z.object({ code: z.string().max(64), untilMs: z.number() })).max(100);
-
-async function readMutes(c: FileClient): Promise<Mute[]> {
-  try {
-    const { data } = await c.get(MUTES_PATH);
-    const parts: Buffer[] = [];
-    for await (const b of data) parts.push(b);
-    const r = muteFileSchema.safeParse(JSON.parse(Buffer.concat(parts).toString('utf8')));
-    return r.success ? r.data : [];
-  } catch (err) {
-    if (err instanceof CairnError && err.code === 'ENOENT') return [];
-    if (err instanceof SyntaxError) return [];
-    throw err;
-  }
 }
 
 /** "30m", "2h", "1d", "90s" → milliseconds (at most 7 days). */
