@@ -62,6 +62,8 @@ const metrics = {
   ops: counter('cairn_chunk_shard_ops_total', 'Shard operations on this node by operation and result', ['op', 'result']),
   bytes: counter('cairn_chunk_shard_bytes_total', 'Shard payload bytes written (in) and read (out) on this node', ['dir']),
   quarantined: counter('cairn_chunk_quarantined_total', 'Shard files moved to quarantine', ['reason']),
+  diskBytes: counter('cairn_chunk_disk_bytes_total', 'Shard payload bytes written (in) and read (out), per disk', ['disk', 'dir']),
+  diskOps: counter('cairn_chunk_disk_ops_total', 'Shards written (put) and reads begun (get), per disk', ['disk', 'op']),
 };
 
 /** Location fields of a disk (the bucket id without bucket number and incarnation). */
@@ -536,6 +538,8 @@ export class ChunkStore {
         await fsyncDir(dir);
       });
       metrics.bytes.inc({ dir: 'in' }, head.payloadLength);
+      metrics.diskBytes.inc({ disk: disk.path, dir: 'in' }, head.payloadLength);
+      metrics.diskOps.inc({ disk: disk.path, op: 'put' });
       this.usage.adjust(disk.path, SHARD_HEADER_BYTES + head.payloadLength);
       return { created: true };
     } catch (err) {
@@ -650,6 +654,7 @@ export class ChunkStore {
       }
     }
     metrics.ops.inc({ op: 'get', result: 'ok' });
+    metrics.diskOps.inc({ disk: disk.path, op: 'get' });
     return { info, length, pieces: this.readRange(disk, path, offset, length, range.headroomBytes ?? 0, range.reuseBuffer === true, range.allocate) };
   }
 
@@ -690,6 +695,7 @@ export class ChunkStore {
         }
         at += n;
         metrics.bytes.inc({ dir: 'out' }, n);
+        metrics.diskBytes.inc({ disk: disk.path, dir: 'out' }, n);
         yield buf;
       }
     } finally {

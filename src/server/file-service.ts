@@ -16,6 +16,7 @@
  * (the request stream is pulled one message at a time; responses wait for 'drain').
  */
 import { diskFill } from './health.js';
+import { fileSystemMetrics } from './node-metrics.js';
 import type { DiskSpace } from '../chunk/usage.js';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -445,12 +446,14 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   void uploads.clean((p) => meta.unlink(p), ctx.log.child({ component: 'uploads' }), () => stopped);
   // The node's FUSE mounts live here, beside the one CairnFs they share (src/fuse).
   const mounts = new MountManager(fs, meta, f.mode, spaceOf(ctx));
+  const unwatch = fileSystemMetrics(ctx.cfg.nodeId, fs);
   return {
     name: 'file',
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition()],
     started: () => startMounts(mounts, ctx),
     stop: async () => {
       stopped = true;
+      unwatch();
       await mounts.stop();
       await fs.shutdown();
       await uploads.close();
