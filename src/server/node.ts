@@ -11,7 +11,8 @@ import { logger } from '../common/log.js';
 import { enableDefaultMetrics, registry } from '../common/metrics.js';
 import { RaftNode } from '../raft/node.js';
 import { CairnError } from '../common/errors.js';
-import { loadIdentity, setTlsIdentity } from '../rpc/security.js';
+import { loadIdentity, mayCall, setTlsIdentity } from '../rpc/security.js';
+import { laneMethods, listenLaneUnix } from '../rpc/lane.js';
 import { MetaStateMachine } from '../meta/state-machine.js';
 import { AppliedFeed } from './meta-copy.js';
 import { startStatusPage, type StatusPage } from './status-page.js';
@@ -58,6 +59,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
   const services: NodeServiceInstance[] = [];
   let metrics: Server | undefined;
   let page: StatusPage | undefined;
+  let local: { close(graceMs: number): Promise<void> } | undefined;
   let onFatal: (err: Error) => void = () => undefined;
   const failed = new Promise<Error>((res) => (onFatal = res));
   try {
@@ -85,6 +87,10 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       const a = metrics.address();
       metricsAddress = a !== null && typeof a === 'object' ? `${a.address}:${a.port}` : cfg.metricsListen;
     }
+    if (cfg.localSocket !== undefined) {
+      const defs = services.flatMap((s) => s.definitions).filter((d) => Object.values(d.service).every((m) => mayCall('client', m.path)));
+      local = await listenLaneUnix(cfg.localSocket.path, laneMethods(defs), parseInt(cfg.localSocket.mode, 8), cfg.localSocket.gid);
+    }
     if (cfg.statusPage !== undefined) {
       enableDefaultMetrics();
       const r = raft;
@@ -94,6 +100,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
     const r = raft;
     const m = metrics;
     const pg = page;
+    const lc = local;
     let stopping: Promise<void> | undefined;
     return {
       raft: r,
@@ -105,6 +112,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       stop: () =>
         (stopping ??= (async () => {
           if (pg) await pg.close().catch(() => undefined);
+          if (lc) await lc.close(2_000).catch(() => undefined);
           for (const s of services) await s.stop?.().catch(() => undefined);
           await r.stop();
           if (m) await new Promise<void>((res) => m.close(() => res()));
@@ -117,6 +125,7 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
     else await meta.close().catch(() => undefined);
     if (metrics) metrics.close();
     if (page) await page.close().catch(() => undefined);
+    if (local) await local.close(0).catch(() => undefined);
     throw err;
   }
 }

@@ -23,6 +23,7 @@ import type { Logger } from '../common/log.js';
 import { counter } from '../common/metrics.js';
 import { registry } from '../common/metrics.js';
 import { tlsIdentity, verifyPeer } from '../rpc/security.js';
+import { tokenRecords, verifyToken } from '../rpc/tokens.js';
 import { FileClient } from './file-client.js';
 import type { HealthCheck } from './health.js';
 import { DISK_TABLE_HEADERS, diskTableRows, gatherStatus, statusJson, summaryLines, type StatusReport } from './status-report.js';
@@ -36,8 +37,6 @@ export interface StatusPageOptions {
   /** The node's own address (its file service answers the Cluster call). */
   nodeAddress: () => string;
   log: Logger;
-  /** Another way a request may prove who it is (a client token): the name it proves, or undefined. */
-  bearer?: (token: string) => string | undefined;
 }
 
 export interface StatusPage {
@@ -68,9 +67,12 @@ export async function startStatusPage(o: StatusPageOptions): Promise<StatusPage>
   const who = (req: IncomingMessage): string | undefined => {
     if (o.anonymous || id === undefined) return 'anonymous';
     const auth = req.headers.authorization;
-    if (typeof auth === 'string' && auth.startsWith('Bearer ') && o.bearer !== undefined) {
-      const name = o.bearer(auth.slice('Bearer '.length).trim());
-      if (name !== undefined) return name;
+    if (typeof auth === 'string' && auth.startsWith('Bearer ')) {
+      try {
+        return `token ${verifyToken(auth.slice('Bearer '.length).trim(), tokenRecords(), id.ca).name}`;
+      } catch {
+        return undefined;
+      }
     }
     const cert = (req.socket as TLSSocket).getPeerX509Certificate?.();
     if (cert === undefined) return undefined;

@@ -28,8 +28,11 @@ import { tlsIdentity } from '../../rpc/security.js';
 /** Transfers at least this large get a progress bar (on a terminal). */
 const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
 
+/** host:port, or unix:/path (a node's local socket, config localSocket). */
+const endpointSchema = addressSchema.or(z.string().regex(/^unix:\/[^\0]{1,100}$/, 'must be host:port or unix:/path'));
+
 const base = {
-  endpoint: addressSchema,
+  endpoint: endpointSchema,
   json: z.boolean().default(false),
 };
 
@@ -230,7 +233,7 @@ export function register(program: Command): void {
     .argument('<remote>', 'absolute path in Cairn')
     .option('--endpoint <host:port>', 'node to talk to (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)')
     .action(async (remote: string, raw: { endpoint?: string }) => {
-      const o = parseOptions(z.object({ endpoint: addressSchema }), { endpoint: endpointOf(raw) });
+      const o = parseOptions(z.object({ endpoint: endpointSchema }), { endpoint: endpointOf(raw) });
       const path = remotePath(remote);
       await withClient(o.endpoint, async (c) => {
         const { data } = await c.get(path);
