@@ -50,7 +50,7 @@ async function start(config: string): Promise<{ p: ChildProcess; log: () => stri
 }
 
 describe('client auth without a certificate', () => {
-  it('tokens are scoped, expire, are refused when wrong; the local socket admits by file permission', async () => {
+  it('tokens are scoped and refused when wrong or unknown; the local socket admits by file permission', async () => {
     const dir = await tempDir('cairn-auth-');
     cleanup.push(dir.remove);
     const basePort = 20_000 + Math.floor(Math.random() * 35_000);
@@ -93,11 +93,12 @@ describe('client auth without a certificate', () => {
 
     // Two tokens, made by the CLI on the member: read and write.
     const mk = async (scope: string): Promise<{ token: string; id: string }> => {
-      const r = await runCairn(['token', 'create', '--kind', 'client', '--config', n!.path, '--scope', scope, '--name', `${scope}-bot`, '--ttl', '1d', '--json']);
+      const r = await runCairn(['token', 'create', '--kind', 'client', '--config', n!.path, '--scope', scope, '--name', `${scope}-bot`, '--ttl', '1d', '--json'], { timeoutMs: 90_000 });
       expect(r.code, r.stderr).toBe(0);
       return JSON.parse(r.stdout) as { token: string; id: string };
     };
-    const [reader, writer] = await Promise.all([mk('read'), mk('write')]);
+    const reader = await mk('read');
+    const writer = await mk('write');
     // Stored hashed: the record holds the secret's SHA-256, never the token.
     const stored = await asWho({ cert: true }, (c) => text(c, TOKENS_PATH));
     expect(stored).toContain(reader.id);
@@ -109,7 +110,8 @@ describe('client auth without a certificate', () => {
     // …and may not write.
     expect(await code(asWho({ token: reader.token }, (c) => c.put('/g.txt', [Buffer.from('x')], { mode: 'strong', mkdirs: true })))).toMatch(/^EACCES: .*read-scoped client token/);
     // The write token writes.
-    expect(await code(asWho({ token: writer.token }, (c) => c.put('/g.txt', [Buffer.from('x')], { mode: 'strong', mkdirs: true })))).toBe('ok');
+    await eventually(async () => (await code(asWho({ token: writer.token }, (c) => c.put('/g.txt', [Buffer.from('x')], { mode: 'strong', mkdirs: true })))) === 'ok', 30_000, 500);
+    expect(await asWho({ token: writer.token }, (c) => text(c, '/g.txt'))).toBe('x');
 
     // A wrong secret, an unknown token, no token at all: refused (never served), and logged.
     expect(await code(asWho({ token: `${reader.token.slice(0, -4)}AAAA` }, (c) => text(c, '/f.txt')))).toMatch(/^EACCES: .*wrong secret/);
