@@ -6,6 +6,7 @@
  * file permissions let it.
  */
 import { join } from 'node:path';
+import { request } from 'node:https';
 import { once } from 'node:events';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import type { ChildProcess } from 'node:child_process';
@@ -59,6 +60,7 @@ describe('client auth without a certificate', () => {
     const cfg = JSON.parse(await readFile(n!.path, 'utf8')) as { tls: Record<string, string>; localSocket?: unknown };
     cfg.tls.caKeyFile = join(dir.path, 'ca', 'ca.key'); // this member may sign tokens
     cfg.localSocket = { path: sock, mode: '0600' };
+    (cfg as Record<string, unknown>).statusPage = { listen: `127.0.0.1:${basePort + 1}` };
     await writeFile(n!.path, JSON.stringify(cfg));
     const node = await start(n!.path);
     const ep = `127.0.0.1:${basePort}`;
@@ -118,6 +120,20 @@ describe('client auth without a certificate', () => {
     expect(await code(asWho({ token: `cairnct1.0123456789abcdef.${'x'.repeat(43)}` }, (c) => text(c, '/f.txt')))).toMatch(/^EACCES: .*not known to this cluster/);
     expect(await code(asWho({ token: undefined }, (c) => text(c, '/f.txt')))).toMatch(/^EACCES: .*no client certificate and no client token/);
     await eventually(() => (node.log().match(/refused a connection: bad credentials/g) ?? []).length >= 3, 20_000);
+
+    // The status page takes a token as a Bearer (and nothing else without a certificate).
+    const page = (auth?: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = request(`https://127.0.0.1:${basePort + 1}/status.json`, { ca: caPem, headers: auth === undefined ? {} : { authorization: auth } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await page(`Bearer ${reader.token}`)).toBe(200);
+    expect(await page(`Bearer ${reader.token.slice(0, -4)}AAAA`)).toBe(401);
+    expect(await page()).toBe(401);
 
     // The CLI presents a token from its environment.
     const cat = await runCairn(['cat', '/f.txt', '--endpoint', ep], { env: { CAIRN_CREDENTIALS: 'none', CAIRN_TOKEN: reader.token, CAIRN_CA: join(dir.path, 'ca', 'ca.crt') } });
