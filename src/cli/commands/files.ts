@@ -127,7 +127,7 @@ const statusSchema = z.object(base);
 
 export function register(program: Command): void {
   const endpointOpt = (c: Command): Command =>
-    c.option('--endpoint <host:port>', 'node to talk to (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)').option('--json', 'print JSON');
+    c.option('--endpoint <host:port>', 'node to talk to, or unix:/path for its local socket (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)').option('--json', 'print JSON');
 
   endpointOpt(
     program
