@@ -241,7 +241,7 @@ export function register(program: Command): void {
       if (!have.every(Boolean)) {
         if (have.some(Boolean)) throw new CairnError('EEXIST', `${dir} holds some node configs but not all ${o.nodes}; remove it or pick another --dir`);
         // Each node's status page on base + 80 + i - 1 (7480…), anonymous on 127.0.0.1 only.
-        await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, statusBasePort: o.basePort + 80, disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });
+        await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, ...(o.basePort + 80 <= 65_000 ? { statusBasePort: o.basePort + 80 } : {}), disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });
       }
       const configs = await Promise.all(configPaths.map((p) => loadNodeConfig(p)));
       // This command is a client of its cluster too: with the owner's credentials that init wrote.
