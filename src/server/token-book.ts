@@ -34,6 +34,16 @@ export async function addTokenRecord(c: FileClient, record: TokenRecord): Promis
   await c.put(TOKENS_PATH, [Buffer.from(`${JSON.stringify([...kept, record], null, 1)}\n`)], { mode: 'strong', mkdirs: true });
 }
 
+/** Remove a record (and expired ones); whether it was there. */
+export async function removeTokenRecord(c: FileClient, id: string): Promise<boolean> {
+  const now = Date.now();
+  const all = await readTokenRecords(c);
+  if (!all.some((r) => r.id === id)) return false;
+  const kept = all.filter((r) => r.expiresMs > now && r.id !== id);
+  await c.put(TOKENS_PATH, [Buffer.from(`${JSON.stringify(kept, null, 1)}\n`)], { mode: 'strong', mkdirs: true });
+  return true;
+}
+
 /** Reads the records into this process's listener while the node runs (only with TLS: tokens need it). */
 export const tokenBookFactory: NodeServiceFactory = async (ctx) => {
   let timer: NodeJS.Timeout | undefined;

@@ -51,7 +51,7 @@ async function start(config: string): Promise<{ p: ChildProcess; log: () => stri
 }
 
 describe('client auth without a certificate', () => {
-  it('tokens are scoped and refused when wrong or unknown; the local socket admits by file permission', async () => {
+  it('tokens are scoped, revocable, and refused when wrong or unknown; the local socket admits by file permission', async () => {
     const dir = await tempDir('cairn-auth-');
     cleanup.push(dir.remove);
     const basePort = 20_000 + Math.floor(Math.random() * 35_000);
@@ -139,6 +139,15 @@ describe('client auth without a certificate', () => {
     const cat = await runCairn(['cat', '/f.txt', '--endpoint', ep], { env: { CAIRN_CREDENTIALS: 'none', CAIRN_TOKEN: reader.token, CAIRN_CA: join(dir.path, 'ca', 'ca.crt') } });
     expect(cat.code, cat.stderr).toBe(0);
     expect(cat.stdout).toBe('for readers\n');
+
+    // The owner lists and revokes: the revoked token is refused on the node within seconds.
+    const owner = { CAIRN_CREDENTIALS: join(dir.path, 'client') };
+    const list = await runCairn(['token', 'list', '--json', '--endpoint', ep], { env: owner });
+    expect(list.code, list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as Array<{ id: string; scope: string }>).map((r) => [r.id, r.scope]).sort()).toEqual([[reader.id, 'read'], [writer.id, 'write']].sort());
+    const revoke = await runCairn(['token', 'revoke', reader.id, '--endpoint', ep], { env: owner, timeoutMs: 60_000 });
+    expect(revoke.code, revoke.stderr).toBe(0);
+    await eventually(async () => /^EACCES: .*not known to this cluster/.test(await code(asWho({ token: reader.token }, (c) => text(c, '/f.txt')))), 30_000, 500);
 
     // The local socket: 0600, the node's user gets in without TLS or token.
     expect((await stat(sock)).mode & 0o777).toBe(0o600);

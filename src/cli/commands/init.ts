@@ -29,7 +29,7 @@ import { issueCert, newKeyPair } from '../../rpc/pki.js';
 import { loadIdentity, makeIdentity, setTlsIdentity } from '../../rpc/security.js';
 import { TOKEN_SCOPES, newClientToken } from '../../rpc/tokens.js';
 import { FileClient } from '../../server/file-client.js';
-import { addTokenRecord } from '../../server/token-book.js';
+import { addTokenRecord, readTokenRecords, removeTokenRecord } from '../../server/token-book.js';
 import { issueInto, writeIdentity, writeNewCa } from '../credentials.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
@@ -283,6 +283,46 @@ export function register(program: Command): void {
       const text = TOKEN_PREFIX + Buffer.from(JSON.stringify({ endpoints, nodeId: o.nodeId, ca: ca.certPem, cert: holder.certPem, key: holder.keyPem, expiresMs })).toString('base64url');
       if (o.json) printJson({ token: text, nodeId: o.nodeId, expiresMs, endpoints });
       else process.stdout.write(`${text}\n`);
+    });
+
+  token
+    .command('list')
+    .description('the client tokens the cluster accepts (id, name, scope, expiry; never the secrets, which it does not keep)')
+    .option('--endpoint <host:port>', 'a node of the cluster (default $CAIRN_ENDPOINT or 127.0.0.1:7400)')
+    .option('--json', 'print JSON')
+    .action(async (raw: Record<string, unknown>) => {
+      const o = parseOptions(z.object({ endpoint: addressSchema, json: z.boolean().default(false) }), { ...raw, endpoint: raw.endpoint ?? process.env.CAIRN_ENDPOINT ?? '127.0.0.1:7400' });
+      const c = new FileClient(o.endpoint);
+      try {
+        const records = await readTokenRecords(c);
+        const rows = records.map((r) => ({ id: r.id, name: r.name, scope: r.scope, createdMs: r.createdMs, expiresMs: r.expiresMs, expired: r.expiresMs < Date.now() }));
+        if (o.json) printJson(rows);
+        else printTable(['id', 'name', 'scope', 'expires', 'state'], rows.map((r) => [r.id, r.name, r.scope, new Date(r.expiresMs).toISOString(), r.expired ? 'expired' : 'valid']));
+      } finally {
+        c.close();
+      }
+    });
+  token
+    .command('revoke')
+    .description('stop accepting a client token (every node within a few seconds)')
+    .argument('<id>', 'the token id (the 16 hex digits after "cairnct1.", or from `cairn token list`)')
+    .option('--endpoint <host:port>', 'a node of the cluster (default $CAIRN_ENDPOINT or 127.0.0.1:7400)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, raw: Record<string, unknown>) => {
+      const o = parseOptions(z.object({ id: z.string().regex(/^[0-9a-f]{16}$/, '16 hex digits'), endpoint: addressSchema, json: z.boolean().default(false) }), {
+        ...raw,
+        id,
+        endpoint: raw.endpoint ?? process.env.CAIRN_ENDPOINT ?? '127.0.0.1:7400',
+      });
+      const c = new FileClient(o.endpoint);
+      try {
+        const removed = await removeTokenRecord(c, o.id);
+        if (!removed) throw new CairnError('ENOENT', `no client token ${o.id} in this cluster`);
+        if (o.json) printJson({ id: o.id, revoked: true });
+        else process.stdout.write(`token ${o.id} revoked\n`);
+      } finally {
+        c.close();
+      }
     });
 
   program
