@@ -71,7 +71,7 @@ export async function startStatusPage(o: StatusPageOptions): Promise<StatusPage>
       try {
         return `token ${verifyToken(auth.slice('Bearer '.length).trim(), tokenRecords(), id.ca).name}`;
       } catch {
-        return undefined;
+        // a bad token: a client certificate may still vouch for the request
       }
     }
     const cert = (req.socket as TLSSocket).getPeerX509Certificate?.();
