@@ -5,6 +5,7 @@
  * damaged on disk or on the way is an ECORRUPT here, never data. ChunkClients pools one client
  * per address.
  */
+import type { DiskSpace } from './usage.js';
 import { CairnError, fail } from '../common/errors.js';
 import { counter } from '../common/metrics.js';
 import { CLIENT_OPTIONS, grpc, makeClient, openClientStream, openServerStream, call as unaryCall, fromServiceError, serviceOf } from '../rpc/grpc.js';
@@ -365,19 +366,28 @@ export class ChunkClient {
     return { shards: r.shards.map((s) => ({ key: parseWithKey(wireKeySchema, s.key), fileBytes: Number(s.file_bytes), mtimeMs: s.mtime_ms })), next: r.next };
   }
 
-  async diskStatus(opts: ChunkCallOptions = {}): Promise<Array<Pick<DiskStatus, 'path' | 'diskKey' | 'state' | 'reason' | 'failedAtMs' | 'buckets'>>> {
+  async diskStatus(opts: ChunkCallOptions = {}): Promise<Array<Pick<DiskStatus, 'path' | 'diskKey' | 'state' | 'reason' | 'failedAtMs' | 'buckets'> & { space?: DiskSpace }>> {
     const store = this.store;
     if (store !== undefined) {
-      const disks = await directCall(this.address, 'DiskStatus', opts.timeoutMs, () => store.checkDisks());
-      return disks.map((d) => ({ path: d.path, diskKey: d.diskKey, state: d.state, reason: d.reason, failedAtMs: d.failedAtMs, buckets: d.buckets }));
+      const [disks, space] = await directCall(this.address, 'DiskStatus', opts.timeoutMs, async () => [await store.checkDisks(), await store.diskSpace()] as const);
+      return disks.map((d, i) => ({ path: d.path, diskKey: d.diskKey, state: d.state, reason: d.reason, failedAtMs: d.failedAtMs, buckets: d.buckets, ...(space[i] !== undefined ? { space: space[i] } : {}) }));
     }
-    const r = await unaryCall<unknown, { disks: Array<{ path: string; disk_key: string; state: string; reason: string; failed_at_ms: number; buckets: number }> }>(
-      this.client,
-      'DiskStatus',
-      {},
-      opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    );
-    return r.disks.map((d) => ({ path: d.path, diskKey: d.disk_key, state: d.state === 'ok' ? 'ok' : 'failed', reason: d.reason, failedAtMs: d.failed_at_ms, buckets: d.buckets }));
+    const r = await unaryCall<
+      unknown,
+      { disks: Array<{ path: string; disk_key: string; state: string; reason: string; failed_at_ms: number; buckets: number; fs_total_bytes?: number; fs_avail_bytes?: number; stored_bytes?: number; own_fs?: boolean }> }
+    >(this.client, 'DiskStatus', {}, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    return r.disks.map((d) => ({
+      path: d.path,
+      diskKey: d.disk_key,
+      state: d.state === 'ok' ? 'ok' : 'failed',
+      reason: d.reason,
+      failedAtMs: d.failed_at_ms,
+      buckets: d.buckets,
+      // A node of a version without these fields answers 0 for all: no figure.
+      ...(Number(d.fs_total_bytes ?? 0) > 0
+        ? { space: { fsTotalBytes: Number(d.fs_total_bytes), fsAvailBytes: Number(d.fs_avail_bytes ?? 0), storedBytes: Number(d.stored_bytes ?? -1), ownFs: d.own_fs === true } }
+        : {}),
+    }));
   }
 
   async slotPrepare(bucket: string, slot: string, ballot: Ballot, opts: ChunkCallOptions = {}): Promise<{ ok: boolean; promised: Ballot; accepted: Ballot; value: SlotValue }> {

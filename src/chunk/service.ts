@@ -118,16 +118,24 @@ export function chunkServiceImpl(store: ChunkStore): grpc.UntypedServiceImplemen
     }),
     DiskStatus: unary(
       z.object({}).loose(),
-      async () => ({
-        disks: (await store.checkDisks()).map((d) => ({
-          path: d.path,
-          disk_key: d.diskKey,
-          state: d.state,
-          reason: d.reason,
-          failed_at_ms: d.failedAtMs,
-          buckets: d.buckets,
-        })),
-      }),
+      async () => {
+        const disks = await store.checkDisks();
+        const space = await store.diskSpace();
+        return {
+          disks: disks.map((d, i) => ({
+            path: d.path,
+            disk_key: d.diskKey,
+            state: d.state,
+            reason: d.reason,
+            failed_at_ms: d.failedAtMs,
+            buckets: d.buckets,
+            fs_total_bytes: space[i]?.fsTotalBytes ?? 0,
+            fs_avail_bytes: space[i]?.fsAvailBytes ?? 0,
+            stored_bytes: space[i]?.storedBytes ?? -1,
+            own_fs: space[i]?.ownFs ?? false,
+          })),
+        };
+      },
     ),
     SlotPrepare: unary(slotPrepareSchema, async (r) => {
       const res = await store.slotPrepare(r.bucket, r.slot, r.ballot);

@@ -22,6 +22,7 @@ import { fsyncDir, mkdirDurable, unlinkDurable, writeFileDurable } from '../comm
 import { parseWith } from '../common/config.js';
 import { logger } from '../common/log.js';
 import { lockDisk, unlockDisk } from './disk-lock.js';
+import { DiskUsage, type DiskSpace } from './usage.js';
 import { counter, gauge } from '../common/metrics.js';
 import { bucketId as makeBucketId, diskKeyOf, formatBucketId, parseBucketId, type BucketId } from '../diskmap/bucket-id.js';
 import {
@@ -61,6 +62,8 @@ const metrics = {
   ops: counter('cairn_chunk_shard_ops_total', 'Shard operations on this node by operation and result', ['op', 'result']),
   bytes: counter('cairn_chunk_shard_bytes_total', 'Shard payload bytes written (in) and read (out) on this node', ['dir']),
   quarantined: counter('cairn_chunk_quarantined_total', 'Shard files moved to quarantine', ['reason']),
+  diskBytes: counter('cairn_chunk_disk_bytes_total', 'Shard payload bytes written (in) and read (out), per disk', ['disk', 'dir']),
+  diskOps: counter('cairn_chunk_disk_ops_total', 'Shards written (put) and reads begun (get), per disk', ['disk', 'op']),
 };
 
 /** Location fields of a disk (the bucket id without bucket number and incarnation). */
@@ -206,9 +209,17 @@ class KeyLock {
 export class ChunkStore {
   private disksList: Disk[];
   private readonly locks = new KeyLock();
+  /** How full each disk is (src/chunk/usage.ts); puts and deletes keep a walked figure current. */
+  readonly usage = new DiskUsage();
 
   private constructor(disks: Disk[]) {
     this.disksList = disks;
+    this.usage.prime(disks.map((d) => d.path));
+  }
+
+  /** The space of every disk (statfs and the bytes it holds), in diskStatus() order. */
+  async diskSpace(): Promise<Array<DiskSpace | undefined>> {
+    return Promise.all(this.disksList.map((d) => this.usage.of(d.path)));
   }
 
   /**
@@ -527,6 +538,9 @@ export class ChunkStore {
         await fsyncDir(dir);
       });
       metrics.bytes.inc({ dir: 'in' }, head.payloadLength);
+      metrics.diskBytes.inc({ disk: disk.path, dir: 'in' }, head.payloadLength);
+      metrics.diskOps.inc({ disk: disk.path, op: 'put' });
+      this.usage.adjust(disk.path, SHARD_HEADER_BYTES + head.payloadLength);
       return { created: true };
     } catch (err) {
       if (fh !== undefined) await fh.close().catch(() => undefined);
@@ -640,6 +654,7 @@ export class ChunkStore {
       }
     }
     metrics.ops.inc({ op: 'get', result: 'ok' });
+    metrics.diskOps.inc({ disk: disk.path, op: 'get' });
     return { info, length, pieces: this.readRange(disk, path, offset, length, range.headroomBytes ?? 0, range.reuseBuffer === true, range.allocate) };
   }
 
@@ -680,6 +695,7 @@ export class ChunkStore {
         }
         at += n;
         metrics.bytes.inc({ dir: 'out' }, n);
+        metrics.diskBytes.inc({ disk: disk.path, dir: 'out' }, n);
         yield buf;
       }
     } finally {
@@ -712,8 +728,10 @@ export class ChunkStore {
     const { disk } = this.diskFor(key.bucket);
     const path = this.shardPath(disk, key);
     return this.locks.run(path, async () => {
+      let size = 0;
       try {
         const st = await stat(path);
+        size = st.size;
         if (opts.olderThanMs !== undefined && st.mtimeMs >= opts.olderThanMs) return false;
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') {
@@ -729,6 +747,7 @@ export class ChunkStore {
         throw await this.diskError(disk, err, `deleting ${path}`);
       }
       metrics.ops.inc({ op: 'delete', result: 'ok' });
+      this.usage.adjust(disk.path, -size);
       return true;
     });
   }

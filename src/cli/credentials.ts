@@ -11,14 +11,19 @@
  * TCP), else ./.cairn-local/client (what `npm start` made), else /var/lib/cairn/client (what
  * `cairn init --dir /var/lib/cairn` made on an appliance's first machine; root only), else
  * /etc/cairn/client (copied there by the owner).
+ *
+ * Without a certificate: $CAIRN_TOKEN (a client token, `cairn token create --kind client`) with
+ * the cluster's CA from $CAIRN_CA (a ca.crt file; else the credentials folder's ca.crt). An
+ * --endpoint unix:/path talks to a node's local socket (file permissions, no TLS).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { mkdirDurable, writeFileDurable } from '../common/durable.js';
 import { CairnError } from '../common/errors.js';
 import { createCa, issueCert, type KeyAndCert } from '../rpc/pki.js';
-import { credentialFiles, loadIdentity, setTlsIdentity, type TlsIdentity } from '../rpc/security.js';
+import { caOnlyIdentity, credentialFiles, loadIdentity, setTlsIdentity, type TlsIdentity } from '../rpc/security.js';
+import { setClientToken } from '../rpc/tokens.js';
 
 export interface IdentityFiles {
   caFile: string;
@@ -71,6 +76,15 @@ export function clientCredentialsDir(env: NodeJS.ProcessEnv = process.env): stri
 
 /** Load and set this process's client identity from its credentials folder (if any). */
 export function useClientCredentials(env: NodeJS.ProcessEnv = process.env): TlsIdentity | undefined {
+  const token = env.CAIRN_TOKEN;
+  if (token !== undefined && token !== '') {
+    const caFile = env.CAIRN_CA ?? (clientCredentialsDir(env) !== undefined ? join(clientCredentialsDir(env)!, 'ca.crt') : undefined);
+    if (caFile === undefined || !existsSync(caFile)) throw new CairnError('ENOENT', 'CAIRN_TOKEN is set but the cluster\'s CA is not found: set CAIRN_CA to its ca.crt');
+    const id = caOnlyIdentity(readFileSync(caFile, 'utf8'), caFile);
+    setTlsIdentity(id);
+    setClientToken(token.trim());
+    return id;
+  }
   const dir = clientCredentialsDir(env);
   if (dir === undefined) return undefined;
   if (!existsSync(join(dir, 'client.crt'))) {

@@ -206,6 +206,30 @@ export const nodeConfigSchema = z.strictObject({
   join: z.boolean().optional(),
   /** Prometheus /metrics on this address, if set. */
   metricsListen: addressSchema.optional(),
+  /**
+   * The read-only HTTPS status page, /status.json and /metrics on this address, if set
+   * (src/server/status-page.ts). anonymous: serve without a client certificate or token (only
+   * on 127.0.0.1 or a management network: docs/operations.md).
+   */
+  /**
+   * A unix socket for programs on this machine (src/rpc/lane.ts listenLaneUnix): client calls
+   * without TLS, admitted by the file's permissions: mode "0600" (the node's user only) or
+   * "0660" (and group `gid`).
+   */
+  localSocket: z
+    .strictObject({
+      path: z.string().min(1).max(100),
+      mode: z.enum(['0600', '0660']).default('0600'),
+      gid: z.number().int().min(0).optional(),
+    })
+    .optional(),
+  statusPage: z
+    .strictObject({
+      listen: addressSchema,
+      anonymous: z.boolean().default(false),
+      refreshSeconds: z.number().int().min(1).max(3600).default(5),
+    })
+    .optional(),
   daemon: daemonConfigSchema.default(() => daemonConfigSchema.parse({})),
 });
 

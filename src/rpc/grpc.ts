@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import type { z } from 'zod';
 import { CairnError, type ErrorCode } from '../common/errors.js';
 import { formatZodError } from '../common/config.js';
+import { tokenRecords, verifyToken } from './tokens.js';
 import { cairnErrorFromMetadata, laneClientStream, laneEnabled, laneMethods, laneServerStream, laneUnary, listenLaneAndGrpc, type ListenSecurity } from './lane.js';
 import { clientTlsOptions, mayCall, PEER_KINDS, serverTlsOptions, tlsIdentity, verifyPeer } from './security.js';
 import type { PeerKind } from './pki.js';
@@ -167,6 +168,7 @@ export async function startServer(
       : {
           tlsOptions: serverTlsOptions(id),
           verify: (socket) => verifyPeer(id, socket.getPeerX509Certificate()).kind,
+          verifyToken: (text) => verifyToken(text, tokenRecords(), id.ca),
         };
   const listener = await listenLaneAndGrpc(
     host.replace(/^\[|\]$/g, ''),
@@ -224,7 +226,7 @@ export function makeClient<C extends grpc.Client>(ctor: grpc.ServiceClientConstr
   const creds =
     id === undefined
       ? grpc.credentials.createInsecure()
-      : grpc.credentials.createSsl(Buffer.from(id.caPem), Buffer.from(id.keyPem), Buffer.from(id.certPem), {
+      : grpc.credentials.createSsl(Buffer.from(id.caPem), id.certPem === '' ? null : Buffer.from(id.keyPem), id.certPem === '' ? null : Buffer.from(id.certPem), {
           checkServerIdentity: clientTlsOptions(id).checkServerIdentity as (host: string, cert: import('node:tls').PeerCertificate) => Error | undefined,
         });
   // The TLS server name is not an address (RFC 6066); the server's certificate is checked by CA and kind.

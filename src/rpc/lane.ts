@@ -39,6 +39,7 @@ import { logger } from '../common/log.js';
 import { counter, gauge } from '../common/metrics.js';
 import type { PeerKind } from './pki.js';
 import { clientTlsOptions, mayCall, tlsIdentity } from './security.js';
+import { TOKEN_MAGIC, clientToken, scopeAllows, tokenPreamble, type TokenScope } from './tokens.js';
 
 export const LANE_MAGIC = Buffer.from('CAIRNLN1', 'latin1');
 /** A server's answer to a lane client it refuses, followed by the reason (UTF-8) and a close. */
@@ -456,6 +457,8 @@ export class LaneServerConnection {
     private readonly socket: net.Socket,
     private readonly methods: Map<string, ServerMethod>,
     private readonly onClose: (c: LaneServerConnection) => void,
+    /** A token's scope: methods it may not call, with why (EACCES rather than "no such method"). */
+    private readonly denied?: { paths: ReadonlySet<string>; why: string },
   ) {
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.reader = new FrameReader(
@@ -576,6 +579,11 @@ export class LaneServerConnection {
     }
     const m = this.methods.get(path);
     if (m === undefined) {
+      if (this.denied?.paths.has(path) === true) {
+        log.warn({ peer: this.peer, path }, 'refused a call: outside the token\'s scope');
+        this.fail(id, new CairnError('EACCES', `${path}: ${this.denied.why}`));
+        return;
+      }
       if (!mayCall('client', path)) {
         log.warn({ peer: this.peer, path }, 'refused a call: only nodes may call it');
         this.fail(id, new CairnError('EACCES', `${path}: only a node of the cluster may call it`));
@@ -768,6 +776,8 @@ export interface ListenSecurity {
   tlsOptions: tls.TlsOptions;
   /** Who the peer is (its verified certificate's kind), or a thrown EACCES. */
   verify(socket: tls.TLSSocket): PeerKind;
+  /** A peer without a certificate may present a client token (tokens.ts): its name and scope, or a thrown EACCES. */
+  verifyToken?(text: string): { name: string; scope: TokenScope };
 }
 
 /** The services a peer of each kind may call. */
@@ -796,7 +806,17 @@ export async function listenLaneAndGrpc(
     else socket.destroy();
   };
   // Reads the first bytes of a connection (inside TLS when `kind` is known) and hands it on.
-  const sniff = (socket: net.Socket, kind: PeerKind | undefined, peer: string): void => {
+  // The methods of a token's scope (made once per scope).
+  const scoped = new Map<TokenScope, Map<string, ServerMethod>>();
+  const methodsOfScope = (scope: TokenScope): Map<string, ServerMethod> => {
+    let m = scoped.get(scope);
+    if (m === undefined) {
+      m = new Map([...methods.client].filter(([path]) => scopeAllows(scope, path)));
+      scoped.set(scope, m);
+    }
+    return m;
+  };
+  const sniff = (socket: net.Socket, kind: PeerKind | undefined, peer: string, scope?: TokenScope): void => {
     let head: Buffer = Buffer.alloc(0);
     // A connection that says nothing does not hold a socket for ever.
     socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
@@ -822,6 +842,7 @@ export async function listenLaneAndGrpc(
         return refuse(socket, what, 'this node requires TLS with a certificate of its cluster (see docs/operations.md: credentials)', peer);
       }
       const peerKind: PeerKind = kind ?? 'node';
+      if (what === 'grpc' && scope !== undefined) return refuse(socket, what, 'a client token is accepted on the lane only; gRPC needs a client certificate', peer);
       if (what === 'grpc') {
         // A gRPC connection: give grpc-js the socket with what was read.
         socket.pause();
@@ -833,7 +854,12 @@ export async function listenLaneAndGrpc(
       socket.write(LANE_MAGIC);
       // From here the connection is closed through `conns` (after its open calls), not as a bare socket.
       sockets.delete(socket);
-      const c = new LaneServerConnection(socket, methods[peerKind], (x) => conns.delete(x));
+      const c = new LaneServerConnection(
+        socket,
+        scope === undefined ? methods[peerKind] : methodsOfScope(scope),
+        (x) => conns.delete(x),
+        scope === undefined ? undefined : { paths: new Set([...methods.client.keys()].filter((p) => !scopeAllows(scope, p))), why: `a ${scope}-scoped client token may not call it` },
+      );
       metric.connections.inc();
       conns.add(c);
       const rest = head.subarray(LANE_MAGIC.length);
@@ -853,6 +879,11 @@ export async function listenLaneAndGrpc(
           try {
             k = security.verify(t);
           } catch (err) {
+            // No certificate at all: the client may present a token first (tokens.ts).
+            if (security.verifyToken !== undefined && t.getPeerX509Certificate() === undefined) {
+              readToken(t, peer, security.verifyToken, (err as Error).message);
+              return;
+            }
             // Refused: a lane client is told why once it sends its magic; others are cut.
             metric.refused.inc({ reason: 'certificate' });
             log.warn({ peer, reason: (err as Error).message }, 'refused a connection: bad credentials');
@@ -862,6 +893,41 @@ export async function listenLaneAndGrpc(
           }
           sniff(t, k, peer);
         });
+  // A token client's first bytes: TOKEN_MAGIC, u16 length, the token; then the lane as usual.
+  const readToken = (t: tls.TLSSocket, peer: string, check: NonNullable<ListenSecurity['verifyToken']>, noCert: string): void => {
+    let head: Buffer = Buffer.alloc(0);
+    t.setTimeout(HANDSHAKE_TIMEOUT_MS, () => t.destroy());
+    const onData = (chunk: Buffer): void => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, TOKEN_MAGIC.length);
+      const refuseWith = (reason: string): void => {
+        t.removeListener('data', onData);
+        t.setTimeout(0);
+        metric.refused.inc({ reason: 'token' });
+        log.warn({ peer, reason }, 'refused a connection: bad credentials');
+        if (head[0] === LANE_MAGIC[0]) t.end(Buffer.concat([LANE_REFUSED, Buffer.from(reason.slice(0, 1000), 'utf8')]));
+        else t.destroy();
+      };
+      if (!head.subarray(0, n).equals(TOKEN_MAGIC.subarray(0, n))) return refuseWith(`${noCert} and no client token`);
+      if (head.length < TOKEN_MAGIC.length + 2) return;
+      const len = head.readUInt16BE(TOKEN_MAGIC.length);
+      if (head.length < TOKEN_MAGIC.length + 2 + len) return;
+      t.removeListener('data', onData);
+      t.setTimeout(0);
+      let who: { name: string; scope: TokenScope };
+      try {
+        who = check(head.toString('utf8', TOKEN_MAGIC.length + 2, TOKEN_MAGIC.length + 2 + len));
+      } catch (err) {
+        head = LANE_MAGIC; // answered as a lane client: it is told why
+        return refuseWith((err as Error).message);
+      }
+      log.debug({ peer, token: who.name, scope: who.scope }, 'client token accepted');
+      const rest = head.subarray(TOKEN_MAGIC.length + 2 + len);
+      if (rest.length > 0) t.unshift(rest);
+      sniff(t, 'client', `${peer} (token ${who.name})`, who.scope);
+    };
+    t.on('data', onData);
+  };
   tlsServer?.on('tlsClientError', (err, t) => {
     metric.refused.inc({ reason: 'tls' });
     log.warn({ peer: `${t.remoteAddress ?? '?'}:${t.remotePort ?? 0}`, err: err.message }, 'refused a connection: TLS handshake failed');
@@ -899,6 +965,75 @@ export async function listenLaneAndGrpc(
         };
         poll();
       });
+    },
+  };
+}
+
+/**
+ * A node's local socket (a unix socket at `path`): the lane for programs on the same machine,
+ * without TLS; the file's permissions (`mode`, and `gid` for 0660) decide who may connect, the
+ * kernel refusing everyone else. A connection gets the methods `methods` (a client's).
+ */
+export async function listenLaneUnix(path: string, methods: Map<string, ServerMethod>, mode: number, gid?: number): Promise<{ close(graceMs: number): Promise<void> }> {
+  const { lstat, unlink, chmod, chown } = await import('node:fs/promises');
+  // A socket left by a process that is gone is removed; anything else there is not touched.
+  const old = await lstat(path).catch(() => undefined);
+  if (old !== undefined) {
+    if (!old.isSocket()) throw new CairnError('EEXIST', `${path} exists and is not a socket: not replacing it`);
+    await unlink(path);
+  }
+  const conns = new Set<LaneServerConnection>();
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    let head: Buffer = Buffer.alloc(0);
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
+    const onData = (chunk: Buffer): void => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, LANE_MAGIC.length);
+      if (!head.subarray(0, n).equals(LANE_MAGIC.subarray(0, n))) {
+        socket.removeListener('data', onData);
+        metric.refused.inc({ reason: 'unknown' });
+        log.warn({ peer: `unix:${path}` }, 'refused a connection on the local socket: it does not speak the lane');
+        socket.destroy();
+        return;
+      }
+      if (head.length < LANE_MAGIC.length) return;
+      socket.removeListener('data', onData);
+      socket.setTimeout(0);
+      socket.write(LANE_MAGIC);
+      const c = new LaneServerConnection(socket, methods, (x) => conns.delete(x));
+      metric.connections.inc();
+      conns.add(c);
+      const rest = head.subarray(LANE_MAGIC.length);
+      if (rest.length > 0) c.receive(rest, false);
+    };
+    socket.on('data', onData);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ path }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+  await chmod(path, mode);
+  if (gid !== undefined) await chown(path, -1, gid);
+  server.on('error', (err) => log.error({ err: err.message }, 'lane: local socket error'));
+  return {
+    close: async (graceMs) => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        const deadline = Date.now() + graceMs;
+        const poll = (): void => {
+          for (const c of conns) {
+            if (Date.now() >= deadline) c.destroy();
+            else if (c.openCalls === 0) c.end();
+          }
+          if (conns.size > 0) setTimeout(poll, 20).unref();
+        };
+        poll();
+      });
+      await unlink(path).catch(() => undefined);
     },
   };
 }
@@ -964,11 +1099,13 @@ class LaneClientConnection {
   }
 
   static connect(address: string, timeoutMs: number): Promise<LaneClientConnection> {
+    // unix:/path: a node's local socket (no TLS: its file permissions let us in).
+    const unixPath = address.startsWith('unix:') ? address.slice('unix:'.length) : undefined;
     const i = address.lastIndexOf(':');
     const host = address.slice(0, i).replace(/^\[|\]$/g, '');
     const port = Number(address.slice(i + 1));
     return new Promise((resolve, reject) => {
-      if (!(i > 0 && Number.isInteger(port) && port > 0 && port < 65536)) {
+      if (unixPath === undefined && !(i > 0 && Number.isInteger(port) && port > 0 && port < 65536)) {
         reject(new CairnError('EINVAL', `bad address ${address}`));
         return;
       }
@@ -983,9 +1120,11 @@ class LaneClientConnection {
         },
       };
       // With this process's TLS identity (security.ts): mutual TLS, the server a node of our CA.
-      const id = tlsIdentity();
+      const id = unixPath === undefined ? tlsIdentity() : undefined;
       const socket: net.Socket =
-        id === undefined
+        unixPath !== undefined
+          ? net.connect({ path: unixPath, onread })
+          : id === undefined
           ? net.connect({ host, port, noDelay: true, onread })
           : tls.connect({ host, port, noDelay: true, onread, ...clientTlsOptions(id), ...(net.isIP(host) === 0 ? { servername: host } : {}) } as tls.ConnectionOptions);
       let refused = false;
@@ -1000,6 +1139,8 @@ class LaneClientConnection {
         fail(
           /CERT|SSL|TLS|certificate/i.test(`${err.code ?? ''} ${err.message}`)
             ? new CairnError('EACCES', `lane: TLS with ${address} failed: ${err.message}`)
+            : err.code === 'EACCES' || err.code === 'EPERM'
+            ? new CairnError('EACCES', `${address}: permission denied (the local socket's file permissions do not let this user in)`)
             : new CairnError('EUNAVAIL', `lane: cannot reach ${address}: ${err.code ?? err.message}`),
         ),
       );
@@ -1010,7 +1151,9 @@ class LaneClientConnection {
             : new CairnError('EUNAVAIL', `lane: ${address} closed the connection during the handshake`),
         ),
       );
-      socket.once(id === undefined ? 'connect' : 'secureConnect', () => socket.write(LANE_MAGIC));
+      // A token client (an identity without a certificate) says its token before the magic.
+      const token = id !== undefined && id.certPem === '' ? clientToken() : undefined;
+      socket.once(id === undefined ? 'connect' : 'secureConnect', () => socket.write(token === undefined ? LANE_MAGIC : Buffer.concat([tokenPreamble(token), LANE_MAGIC])));
       sink = (chunk: Buffer): void => {
         got = Buffer.concat([got, chunk]);
         if (got.length < LANE_MAGIC.length) return;

@@ -54,6 +54,18 @@ export function makeIdentity(caPem: string, certPem: string, keyPem: string, sou
   return { caPem, certPem, keyPem, subject: subjectOf(cert), ca };
 }
 
+/** An identity with the cluster's CA only (a client that presents a token instead of a certificate). */
+export function caOnlyIdentity(caPem: string, source: string): TlsIdentity {
+  let ca: X509Certificate;
+  try {
+    ca = new X509Certificate(caPem);
+  } catch (err) {
+    throw new CairnError('EINVAL', `${source}: not a PEM certificate (${(err as Error).message})`);
+  }
+  const s = subjectOf(ca, true);
+  return { caPem, certPem: '', keyPem: '', subject: { clusterId: s.clusterId, kind: 'client', name: 'token' }, ca };
+}
+
 /** Read an identity from three files. */
 export function loadIdentity(files: { caFile: string; certFile: string; keyFile: string }): TlsIdentity {
   const read = (f: string): string => {
@@ -113,15 +125,16 @@ export function serverTlsOptions(id: TlsIdentity): tls.TlsOptions {
  */
 export function clientTlsOptions(id: TlsIdentity): tls.ConnectionOptions {
   // One secure context per identity (parsing the PEM key and certificates once, not per connection).
+  // An identity without a certificate (a token client, tokens.ts) only checks the server.
+  const own = id.certPem === '' ? {} : { key: id.keyPem, cert: id.certPem };
   let secureContext = contexts.get(id);
   if (secureContext === undefined) {
-    secureContext = createSecureContext({ key: id.keyPem, cert: id.certPem, ca: id.caPem, minVersion: 'TLSv1.3' });
+    secureContext = createSecureContext({ ...own, ca: id.caPem, minVersion: 'TLSv1.3' });
     contexts.set(id, secureContext);
   }
   return {
     secureContext,
-    key: id.keyPem,
-    cert: id.certPem,
+    ...own,
     ca: id.caPem,
     minVersion: 'TLSv1.3',
     checkServerIdentity: (_host, cert) => {

@@ -59,6 +59,9 @@ export interface ClusterDisk {
   state: string;
   reason: string;
   inDiskmap: boolean;
+  /** Bytes used and free of the disk's capacity (health.ts diskFill); -1 when unknown. */
+  usedBytes: number;
+  freeBytes: number;
 }
 
 export interface ClusterNode {
@@ -214,6 +217,8 @@ export class FileClient {
         disks: ((n.disks as Wire[] | undefined) ?? []).map((d) => ({
           path: String(d.path), disk: Number(d.disk), capacityBytes: Number(d.capacity_bytes), class: String(d.class), incarnation: String(d.incarnation),
           state: String(d.state), reason: String(d.reason), inDiskmap: d.in_diskmap === true,
+          // -1 (unknown) from the node, or 0 and 0 from a node of a version without the fields.
+          ...(Number(d.used_bytes ?? 0) + Number(d.free_bytes ?? 0) > 0 ? { usedBytes: Number(d.used_bytes), freeBytes: Number(d.free_bytes) } : { usedBytes: -1, freeBytes: -1 }),
         })),
       })),
       cachedFiles: ((r.cached_files as Wire[] | undefined) ?? []).map(statusFrom),

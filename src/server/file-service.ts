@@ -15,6 +15,9 @@
  * Memory stays bounded whatever the file size: one piece in flight each way, with backpressure
  * (the request stream is pulled one message at a time; responses wait for 'drain').
  */
+import { diskFill } from './health.js';
+import { fileSystemMetrics } from './node-metrics.js';
+import type { DiskSpace } from '../chunk/usage.js';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
@@ -397,6 +400,7 @@ export class FileService {
               state: l?.state ?? (live === undefined ? `${d.state} (registered)` : d.state),
               reason: l?.reason ?? d.reason,
               in_diskmap: inMap.has(`${loc}/${d.disk}/${d.incarnation}`),
+              ...fillWire(d.capacityBytes, l?.space),
             };
           }),
         };
@@ -418,6 +422,12 @@ export class FileService {
       repair_json: JSON.stringify(view.registry().map((n) => n.repair).filter((r) => r !== undefined).sort((a, b) => b.updatedAtMs - a.updatedAtMs)[0] ?? null),
     };
   }
+}
+
+/** A disk's used and free bytes for the wire (-1: its node did not say). */
+function fillWire(capacityBytes: number, space: DiskSpace | undefined): { used_bytes: number; free_bytes: number } {
+  const f = diskFill(capacityBytes, space);
+  return f === undefined ? { used_bytes: -1, free_bytes: -1 } : { used_bytes: f.usedBytes, free_bytes: f.freeBytes };
 }
 
 export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
@@ -470,6 +480,7 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
   void uploads.clean((p) => meta.unlink(p), ctx.log.child({ component: 'uploads' }), () => stopped);
   // The node's FUSE mounts live here, beside the one CairnFs they share (src/fuse).
   const mounts = new MountManager(fs, meta, f.mode, spaceOf(ctx));
+  const unwatch = fileSystemMetrics(ctx.cfg.nodeId, fs);
   return {
     name: 'file',
     definitions: [{ service: serviceOf(FILE_PROTO, FILE_SERVICE).service, impl: svc.impl() }, mounts.definition(), peer.definition()],
@@ -482,6 +493,7 @@ export const fileServiceFactory: NodeServiceFactory = async (ctx) => {
     stop: async () => {
       stopped = true;
       if (takeOverTimer !== undefined) clearInterval(takeOverTimer);
+      unwatch();
       await mounts.stop();
       await peer.stop();
       await replicas.close();

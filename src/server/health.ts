@@ -11,6 +11,10 @@
  *   NODE_DOWN              degraded  a registered node does not answer
  *   DISK_FAILED            degraded  a disk is not ok (missing, failed, unreadable)
  *   DISK_NOT_IN_MAP        degraded  a working disk holds no data yet (not in the diskmap)
+ *   DISK_FULL              at risk   a disk is at least 95% full: writes to its groups will fail
+ *   DISK_NEARFULL          degraded  a disk is at least 85% full
+ *   CLUSTER_FULL           at risk   the working disks together are at least 95% full
+ *   CLUSTER_NEARFULL       degraded  the working disks together are at least 85% full
  *   NO_DISKMAP             degraded  no diskmap yet (waiting for every initial node to register)
  *   INSECURE_TRANSPORT     degraded  the node was reached without TLS: it serves anyone
  *   PENDING_COMMITS        info      writes in the answering node's cache not yet durable
@@ -20,14 +24,18 @@
  * verdict until its mute ends.
  */
 import type { ClusterInfo } from './file-client.js';
+import type { DiskSpace } from '../chunk/usage.js';
 
 export type Verdict = 'healthy' | 'degraded' | 'at risk' | 'down';
 export type Severity = 'info' | 'warn' | 'risk' | 'down';
 
 export const CHECK_CODES = [
   'NO_LEADER', 'DATA_UNAVAILABLE', 'REDUNDANCY_EXHAUSTED', 'NODE_DOWN', 'DISK_FAILED', 'DISK_NOT_IN_MAP', 'NO_DISKMAP',
-  'INSECURE_TRANSPORT', 'PENDING_COMMITS',
+  'INSECURE_TRANSPORT', 'PENDING_COMMITS', 'DISK_FULL', 'DISK_NEARFULL', 'CLUSTER_FULL', 'CLUSTER_NEARFULL',
 ] as const;
+
+/** Fill ratios at which a disk or the cluster is nearly full (degraded) and full (at risk), as Ceph's defaults. */
+export const FILL_THRESHOLDS = { nearfull: 0.85, full: 0.95 } as const;
 export type CheckCode = (typeof CHECK_CODES)[number];
 
 export interface HealthCheck {
@@ -46,7 +54,11 @@ export interface Health {
   checks: HealthCheck[];
   /** Failure domains the redundancy tolerates losing, and how many are out now. */
   redundancy: { scheme: string; failureDomain: string; domains: number; tolerates: number; out: number } | undefined;
-  capacity: { disks: number; okDisks: number; totalBytes: number; okBytes: number };
+  /**
+   * okBytes: capacity of the working disks; usedBytes/freeBytes: of the working disks whose fill
+   * is known (raw bytes, before redundancy); fill: usedBytes / (usedBytes + freeBytes), or null.
+   */
+  capacity: { disks: number; okDisks: number; totalBytes: number; okBytes: number; usedBytes: number; freeBytes: number; fill: number | null };
   pending: { files: number; bytes: number };
 }
 
@@ -74,6 +86,21 @@ export function toleratedDomains(scheme: string, domains: number): number {
   return 0;
 }
 
+/**
+ * A disk's used and free bytes of its configured capacity: free is what the capacity leaves
+ * beside what the disk holds, and no more than its file system has left (a folder disk on a
+ * shared file system fills up when either does). Undefined without a figure from its node.
+ */
+export function diskFill(capacityBytes: number, space: DiskSpace | undefined): { usedBytes: number; freeBytes: number; fill: number } | undefined {
+  if (space === undefined || space.fsTotalBytes <= 0 || capacityBytes <= 0) return undefined;
+  const stored = Math.max(0, space.storedBytes);
+  const freeBytes = Math.max(0, Math.min(capacityBytes - stored, space.fsAvailBytes));
+  const usedBytes = capacityBytes - freeBytes;
+  return { usedBytes, freeBytes, fill: usedBytes / capacityBytes };
+}
+
+const pct = (f: number): string => `${Math.round(f * 1000) / 10}%`;
+
 /** The verdict and its checks. `secure`: whether the node was reached over TLS. */
 export function assessHealth(c: ClusterInfo, o: { secure: boolean; mutes?: Mute[]; nowMs?: number }): Health {
   const now = o.nowMs ?? Date.now();
@@ -92,6 +119,19 @@ export function assessHealth(c: ClusterInfo, o: { secure: boolean; mutes?: Mute[
   const unmapped = disks.filter(({ node, d }) => node.role !== 'unreachable' && d.state === 'ok' && !d.inDiskmap);
   if (c.diskmapEpoch === 0) add('NO_DISKMAP', 'warn', 'no diskmap yet: waiting for every initial node to register its disks');
   else if (unmapped.length > 0) add('DISK_NOT_IN_MAP', 'warn', `${unmapped.length} working disk(s) hold no data yet (not in the diskmap)`, unmapped.map(({ node, d }) => `node ${node.nodeId} disk ${d.disk} (${d.path})`));
+  const okDisks = disks.filter(({ node, d }) => node.role !== 'unreachable' && d.state === 'ok');
+  const known = okDisks.filter(({ d }) => d.usedBytes >= 0 && d.freeBytes >= 0 && d.usedBytes + d.freeBytes > 0);
+  const fillOf = (d: { usedBytes: number; freeBytes: number }): number => d.usedBytes / (d.usedBytes + d.freeBytes);
+  const full = known.filter(({ d }) => fillOf(d) >= FILL_THRESHOLDS.full);
+  const nearfull = known.filter(({ d }) => fillOf(d) >= FILL_THRESHOLDS.nearfull && fillOf(d) < FILL_THRESHOLDS.full);
+  const diskLine = ({ node, d }: (typeof disks)[number]): string => `node ${node.nodeId} disk ${d.disk} (${d.path}): ${pct(fillOf(d))} full, ${d.freeBytes} bytes free`;
+  if (full.length > 0) add('DISK_FULL', 'risk', `${full.length} disk(s) at least ${pct(FILL_THRESHOLDS.full)} full: writes to their placement groups will fail`, full.map(diskLine));
+  if (nearfull.length > 0) add('DISK_NEARFULL', 'warn', `${nearfull.length} disk(s) at least ${pct(FILL_THRESHOLDS.nearfull)} full`, nearfull.map(diskLine));
+  const usedBytes = known.reduce((s, { d }) => s + d.usedBytes, 0);
+  const freeBytes = known.reduce((s, { d }) => s + d.freeBytes, 0);
+  const fill = usedBytes + freeBytes > 0 ? usedBytes / (usedBytes + freeBytes) : null;
+  if (fill !== null && fill >= FILL_THRESHOLDS.full) add('CLUSTER_FULL', 'risk', `the working disks are ${pct(fill)} full: add a disk or delete files`);
+  else if (fill !== null && fill >= FILL_THRESHOLDS.nearfull) add('CLUSTER_NEARFULL', 'warn', `the working disks are ${pct(fill)} full`);
   let redundancy: Health['redundancy'];
   if (c.diskmapEpoch > 0) {
     const byMachine = c.failureDomain !== 'disk';
@@ -119,7 +159,6 @@ export function assessHealth(c: ClusterInfo, o: { secure: boolean; mutes?: Mute[
     })
     .sort((a, b) => RANK[b.severity] - RANK[a.severity] || a.code.localeCompare(b.code));
   const worst = out.filter((ch) => !ch.muted).reduce<Severity>((w, ch) => (RANK[ch.severity] > RANK[w] ? ch.severity : w), 'info');
-  const okDisks = disks.filter(({ node, d }) => node.role !== 'unreachable' && d.state === 'ok');
   return {
     verdict: VERDICT[worst],
     checks: out,
@@ -129,6 +168,9 @@ export function assessHealth(c: ClusterInfo, o: { secure: boolean; mutes?: Mute[
       okDisks: okDisks.length,
       totalBytes: disks.reduce((s, { d }) => s + d.capacityBytes, 0),
       okBytes: okDisks.reduce((s, { d }) => s + d.capacityBytes, 0),
+      usedBytes,
+      freeBytes,
+      fill,
     },
     pending: { files: pendingFiles.length, bytes: pendingBytes },
   };

@@ -11,10 +11,12 @@ import { logger } from '../common/log.js';
 import { enableDefaultMetrics, registry } from '../common/metrics.js';
 import { RaftNode } from '../raft/node.js';
 import { CairnError } from '../common/errors.js';
-import { loadIdentity, setTlsIdentity } from '../rpc/security.js';
+import { loadIdentity, mayCall, setTlsIdentity } from '../rpc/security.js';
+import { laneMethods, listenLaneUnix } from '../rpc/lane.js';
 import { MetaStateMachine } from '../meta/state-machine.js';
 import { CAIRN_VERSION, compareVersions } from '../common/version.js';
 import { AppliedFeed } from './meta-copy.js';
+import { startStatusPage, type StatusPage } from './status-page.js';
 import { NODE_SERVICES, type NodeContext, type NodeServiceFactory, type NodeServiceInstance } from './services.js';
 
 export interface CairnNode {
@@ -23,6 +25,8 @@ export interface CairnNode {
   /** The gRPC address the node serves on (after binding port 0). */
   address: string;
   metricsAddress: string | undefined;
+  /** The status page's address (config statusPage), if it runs. */
+  statusPageAddress: string | undefined;
   /** Resolves with the error if Raft stopped itself (a failed fsync or apply): the process must end. */
   failed: Promise<Error>;
   stop(): Promise<void>;
@@ -60,6 +64,8 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
   const ctx: NodeContext = { cfg, meta, raft: () => raft, log, join: opts.join === true, feed };
   const services: NodeServiceInstance[] = [];
   let metrics: Server | undefined;
+  let page: StatusPage | undefined;
+  let local: { close(graceMs: number): Promise<void> } | undefined;
   let onFatal: (err: Error) => void = () => undefined;
   const failed = new Promise<Error>((res) => (onFatal = res));
   try {
@@ -87,18 +93,32 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
       const a = metrics.address();
       metricsAddress = a !== null && typeof a === 'object' ? `${a.address}:${a.port}` : cfg.metricsListen;
     }
-    log.info({ address: raft.listenAddress, services: services.map((s) => s.name), metrics: metricsAddress }, 'node started');
+    if (cfg.localSocket !== undefined) {
+      const defs = services.flatMap((s) => s.definitions).filter((d) => Object.values(d.service).every((m) => mayCall('client', m.path)));
+      local = await listenLaneUnix(cfg.localSocket.path, laneMethods(defs), parseInt(cfg.localSocket.mode, 8), cfg.localSocket.gid);
+    }
+    if (cfg.statusPage !== undefined) {
+      enableDefaultMetrics();
+      const r = raft;
+      page = await startStatusPage({ ...cfg.statusPage, nodeAddress: () => r.listenAddress, log: log.child({ component: 'status-page' }) });
+    }
+    log.info({ address: raft.listenAddress, services: services.map((s) => s.name), metrics: metricsAddress, statusPage: page?.address }, 'node started');
     const r = raft;
     const m = metrics;
+    const pg = page;
+    const lc = local;
     let stopping: Promise<void> | undefined;
     return {
       raft: r,
       meta,
       address: r.listenAddress,
       metricsAddress,
+      statusPageAddress: pg?.address,
       failed,
       stop: () =>
         (stopping ??= (async () => {
+          if (pg) await pg.close().catch(() => undefined);
+          if (lc) await lc.close(2_000).catch(() => undefined);
           for (const s of services) await s.stop?.().catch(() => undefined);
           await r.stop();
           if (m) await new Promise<void>((res) => m.close(() => res()));
@@ -110,6 +130,8 @@ export async function startNode(cfg: NodeConfig, opts: StartNodeOptions = {}): P
     if (raft) await raft.stop().catch(() => undefined);
     else await meta.close().catch(() => undefined);
     if (metrics) metrics.close();
+    if (page) await page.close().catch(() => undefined);
+    if (local) await local.close(0).catch(() => undefined);
     throw err;
   }
 }

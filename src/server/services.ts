@@ -16,6 +16,8 @@ import { clusterFactory } from './cluster.js';
 import { fileServiceFactory } from './file-service.js';
 import { metaCopyFactory, type AppliedFeed } from './meta-copy.js';
 import { adminServiceFactory } from './admin-service.js';
+import { nodeMetricsFactory } from './node-metrics.js';
+import { tokenBookFactory } from './token-book.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -112,4 +114,8 @@ export const NODE_SERVICES: NodeServiceFactory[] = [
   fileServiceFactory,
   // How a new machine joins (cairn join): certificates from the CA, learner, then voter.
   adminServiceFactory,
+  // Raft, disk fill and repair gauges read at scrape time (no RPCs); needs the cluster parts.
+  nodeMetricsFactory,
+  // The client tokens this node accepts (read from the cluster every few seconds).
+  tokenBookFactory,
 ];

@@ -99,6 +99,21 @@ describe('cairn put / get / cat / commit / status', () => {
     const human = await runCairn(['status', '--endpoint', endpoints[0]!]);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/diskmap: epoch 1/);
+    // Disk fill: the 3 MiB file's shards (EC 2+1: 1.5 times its size) are counted on the disks.
+    expect(human.stdout).toMatch(/capacity: .*; used .*, free .* \(\d+\.\d% full/);
+    expect(human.stdout).toMatch(/used\s+free\s+fill/);
+    const js = JSON.parse((await runCairn(['status', '--json', '--endpoint', endpoints[0]!])).stdout) as {
+      capacity: { usedBytes: number; freeBytes: number; fill: number };
+      nodes: Array<{ disks: Array<{ usedBytes: number; freeBytes: number; capacityBytes: number; fill: number }> }>;
+    };
+    const disks = js.nodes.flatMap((n) => n.disks);
+    for (const d of disks) {
+      expect(d.usedBytes + d.freeBytes).toBe(d.capacityBytes);
+      expect(d.fill).toBeCloseTo(d.usedBytes / d.capacityBytes);
+    }
+    expect(js.capacity.usedBytes).toBe(disks.reduce((a, d) => a + d.usedBytes, 0));
+    expect(js.capacity.usedBytes).toBeGreaterThanOrEqual(1.5 * data.length);
+    expect(js.capacity.fill).toBeGreaterThan(0);
   }, 180_000);
 
   it('rejects bad arguments as usage errors and missing files with ENOENT', async () => {

@@ -18,17 +18,21 @@ import cliProgress from 'cli-progress';
 import { CairnError } from '../../common/errors.js';
 import { addressSchema } from '../../common/config.js';
 import { FileClient } from '../../server/file-client.js';
+import { DISK_TABLE_HEADERS, MUTES_PATH, diskTableRows, readMutes, statusJson, summaryLines, type StatusReport } from '../../server/status-report.js';
 import { formatBytes, printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
 import { repairLine } from './repair.js';
-import { assessHealth, CHECK_CODES, type HealthCheck, type Mute } from '../../server/health.js';
+import { assessHealth, CHECK_CODES, type HealthCheck } from '../../server/health.js';
 import { tlsIdentity } from '../../rpc/security.js';
 
 /** Transfers at least this large get a progress bar (on a terminal). */
 const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
 
+/** host:port, or unix:/path (a node's local socket, config localSocket). */
+const endpointSchema = addressSchema.or(z.string().regex(/^unix:\/[^\0]{1,100}$/, 'must be host:port or unix:/path'));
+
 const base = {
-  endpoint: addressSchema,
+  endpoint: endpointSchema,
   json: z.boolean().default(false),
 };
 
@@ -123,7 +127,7 @@ const statusSchema = z.object(base);
 
 export function register(program: Command): void {
   const endpointOpt = (c: Command): Command =>
-    c.option('--endpoint <host:port>', 'node to talk to (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)').option('--json', 'print JSON');
+    c.option('--endpoint <host:port>', 'node to talk to, or unix:/path for its local socket (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)').option('--json', 'print JSON');
 
   endpointOpt(
     program
@@ -229,7 +233,7 @@ export function register(program: Command): void {
     .argument('<remote>', 'absolute path in Cairn')
     .option('--endpoint <host:port>', 'node to talk to (default: $CAIRN_ENDPOINT, first of $CAIRN_ENDPOINTS, or 127.0.0.1:7400)')
     .action(async (remote: string, raw: { endpoint?: string }) => {
-      const o = parseOptions(z.object({ endpoint: addressSchema }), { endpoint: endpointOf(raw) });
+      const o = parseOptions(z.object({ endpoint: endpointSchema }), { endpoint: endpointOf(raw) });
       const path = remotePath(remote);
       await withClient(o.endpoint, async (c) => {
         const { data } = await c.get(path);
@@ -273,9 +277,10 @@ export function register(program: Command): void {
         throw new CairnError(err.code, `${o.endpoint} did not answer`);
       });
       const mutes = await readMutes(c);
-      const health = assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes });
+      const report: StatusReport = { cluster: cl, health: assessHealth(cl, { secure: tlsIdentity() !== undefined, mutes }) };
+      const { health } = report;
       if (o.json) {
-        printJson({ verdict: health.verdict, checks: health.checks, redundancy: health.redundancy, capacity: health.capacity, pending: health.pending, ...cl });
+        printJson(statusJson(report));
         return;
       }
       const mark = (ch: HealthCheck): string => (ch.muted ? 'muted' : ch.severity === 'info' ? 'info' : ch.severity === 'warn' ? 'WARN' : ch.severity === 'risk' ? 'RISK' : 'DOWN');
@@ -285,26 +290,8 @@ export function register(program: Command): void {
         for (const d of ch.detail.slice(0, 10)) process.stdout.write(`      ${d}\n`);
         if (ch.detail.length > 10) process.stdout.write(`      … and ${ch.detail.length - 10} more\n`);
       }
-      const r = health.redundancy;
-      process.stdout.write(
-        `\nleader: node ${cl.leaderId || '-'}  term: ${cl.term}  answered by: node ${cl.answeredBy}\n` +
-          `cluster version: ${cl.clusterVersion || '0.1.0 (answered by a v0.1.0 node)'}  node versions: ${cl.nodes.map((n) => `${n.nodeId}=${n.version || '?'}`).join(' ')}\n` +
-          (cl.diskmapEpoch === 0
-            ? 'diskmap: none yet (waiting for every initial node to register)\n'
-            : `diskmap: epoch ${cl.diskmapEpoch}, ${cl.scheme} per ${cl.failureDomain}, ${cl.groups} placement groups, buckets of ${formatBytes(cl.bucketSizeBytes)}\n`) +
-          (r === undefined ? '' : `redundancy: ${r.scheme} over ${r.domains} ${r.failureDomain}s tolerates ${r.tolerates} out; ${r.out} out now\n`) +
-          `capacity: ${formatBytes(health.capacity.okBytes)} on ${health.capacity.okDisks} working disks of ${health.capacity.disks} (${formatBytes(health.capacity.totalBytes)} configured)\n` +
-          `pending commits (node ${cl.answeredBy}): ${health.pending.files} files, ${formatBytes(health.pending.bytes)}\n` +
-          '\n',
-      );
-      printTable(
-        ['node', 'address', 'location', 'role', 'version', 'disk', 'capacity', 'state', 'in map', 'path'],
-        cl.nodes.flatMap((n) =>
-          n.disks.length === 0
-            ? [[n.nodeId, n.address, n.location, n.role, n.version || '-', '-', '-', '-', '-', '-']]
-            : n.disks.map((d) => [n.nodeId, n.address, n.location, n.role, n.version || '-', d.disk, formatBytes(d.capacityBytes), d.state, d.inDiskmap ? 'yes' : 'no', d.path]),
-        ),
-      );
+      process.stdout.write(`\n${summaryLines(report).join('\n')}\n\n`);
+      printTable(DISK_TABLE_HEADERS, diskTableRows(cl));
       process.stdout.write(`\n${repairLine(cl.repair)}\n`);
       if (cl.cachedFiles.length > 0) {
         process.stdout.write(`\nfiles in node ${cl.answeredBy}'s write cache:\n`);
@@ -342,24 +329,6 @@ export function register(program: Command): void {
       else process.stdout.write(`${o.code} unmuted\n`);
     },
   );
-}
-
-/** Mutes are a small file in the cluster itself, so every node and every owner sees the same. */
-const MUTES_PATH = '/.cairn/health-mutes.json';
-const muteFileSchema = z.array(z.object({ code: z.string().max(64), untilMs: z.number() })).max(100);
-
-async function readMutes(c: FileClient): Promise<Mute[]> {
-  try {
-    const { data } = await c.get(MUTES_PATH);
-    const parts: Buffer[] = [];
-    for await (const b of data) parts.push(b);
-    const r = muteFileSchema.safeParse(JSON.parse(Buffer.concat(parts).toString('utf8')));
-    return r.success ? r.data : [];
-  } catch (err) {
-    if (err instanceof CairnError && err.code === 'ENOENT') return [];
-    if (err instanceof SyntaxError) return [];
-    throw err;
-  }
 }
 
 /** "30m", "2h", "1d", "90s" → milliseconds (at most 7 days). */

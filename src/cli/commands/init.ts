@@ -26,7 +26,10 @@ import { CairnError } from '../../common/errors.js';
 import { mkdirDurable, pathExists, privateUmask, writeFileDurable } from '../../common/durable.js';
 import { call, makeClient, serviceOf } from '../../rpc/grpc.js';
 import { issueCert, newKeyPair } from '../../rpc/pki.js';
-import { makeIdentity, setTlsIdentity } from '../../rpc/security.js';
+import { loadIdentity, makeIdentity, setTlsIdentity } from '../../rpc/security.js';
+import { TOKEN_SCOPES, newClientToken } from '../../rpc/tokens.js';
+import { FileClient } from '../../server/file-client.js';
+import { addTokenRecord, readTokenRecords, removeTokenRecord } from '../../server/token-book.js';
 import { issueInto, writeIdentity, writeNewCa } from '../credentials.js';
 import { printJson, printTable } from '../output.js';
 import { parseOptions, usageError } from '../usage.js';
@@ -224,40 +227,102 @@ export function register(program: Command): void {
       );
     });
 
-  const token = program.command('token').description('join tokens for new machines');
+  const token = program.command('token').description('join tokens for new machines, client tokens for programs without a certificate');
   token
     .command('create')
-    .description('print a short-lived join token for one new node (run on a member that holds the CA key)')
+    .description('print a token (run on a member that holds the CA key): --kind join (default): a short-lived join token for one new node; --kind client: a client token (stored hashed in the cluster, shown once)')
     .requiredOption('--config <file>', "a member's config (its tls.caKeyFile signs the token)")
-    .requiredOption('--node-id <n>', 'the id the new node will have')
-    .option('--ttl <duration>', 'how long the token is valid: e.g. 30m, 2h (at most 24h)', '1h')
-    .option('--endpoint <host:port>', 'members the new node asks, comma-separated (default: this member)')
+    .option('--kind <kind>', 'join | client', 'join')
+    .option('--node-id <n>', 'the id the new node will have (join tokens)')
+    .option('--name <name>', 'who the client token is for (client tokens)', 'client')
+    .option('--scope <scope>', 'read | write (client tokens: read may only look, list, read and ask status)', 'read')
+    .option('--ttl <duration>', 'how long the token is valid: e.g. 30m, 2h, 30d (join: at most 24h; client: at most 365d)', '1h')
+    .option('--endpoint <host:port>', 'members to ask, comma-separated (default: this member)')
     .option('--json', 'print JSON')
     .action(async (raw: Record<string, unknown>) => {
       const o = parseOptions(
         z.object({
           config: z.string().min(1),
-          nodeId: z.coerce.number().pipe(nodeIdSchema),
+          kind: z.enum(['join', 'client']),
+          nodeId: z.coerce.number().pipe(nodeIdSchema).optional(),
+          name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, dot, dash or underscore (at most 64)'),
+          scope: z.enum(TOKEN_SCOPES),
           ttl: z
             .string()
-            .regex(/^\d+(m|h)$/, 'minutes or hours, e.g. 30m or 2h')
-            .transform((t) => Number(t.slice(0, -1)) * (t.endsWith('h') ? 3_600_000 : 60_000))
-            .pipe(z.number().int().min(60_000).max(24 * 3_600_000)),
+            .regex(/^\d+(m|h|d)$/, 'minutes, hours or days, e.g. 30m, 2h or 30d')
+            .transform((t) => Number(t.slice(0, -1)) * (t.endsWith('d') ? 86_400_000 : t.endsWith('h') ? 3_600_000 : 60_000))
+            .pipe(z.number().int().min(60_000).max(365 * 86_400_000)),
           endpoint: z.string().optional(),
           json: z.boolean().default(false),
         }),
         raw,
       );
       const cfg = await loadNodeConfig(o.config);
-      if (cfg.tls?.caKeyFile === undefined) throw new CairnError('EINVAL', `${o.config}: no tls.caKeyFile: this member cannot sign join tokens`);
+      if (cfg.tls?.caKeyFile === undefined) throw new CairnError('EINVAL', `${o.config}: no tls.caKeyFile: this member cannot sign tokens`);
       const { readFile } = await import('node:fs/promises');
       const ca = { keyPem: await readFile(cfg.tls.caKeyFile, 'utf8'), certPem: await readFile(cfg.tls.caFile, 'utf8') };
       const endpoints = parseOptions(z.array(addressSchema).min(1), (o.endpoint ?? cfg.advertise ?? cfg.listen).split(',').map((x) => x.trim()).filter(Boolean));
+      if (o.kind === 'client') {
+        const made = newClientToken(ca.keyPem, { name: o.name, scope: o.scope, ttlMs: o.ttl });
+        // Kept in the cluster (the record only: the secret's hash), written as this member.
+        setTlsIdentity(loadIdentity(cfg.tls));
+        const c = new FileClient(endpoints[0]!);
+        try {
+          await addTokenRecord(c, made.record);
+        } finally {
+          c.close();
+        }
+        if (o.json) printJson({ token: made.text, id: made.record.id, name: o.name, scope: o.scope, expiresMs: made.record.expiresMs });
+        else process.stdout.write(`${made.text}\n`);
+        return;
+      }
+      if (o.nodeId === undefined) throw usageError('a join token needs --node-id');
+      if (o.ttl > 24 * 3_600_000) throw usageError('a join token is valid at most 24h');
       const holder = issueCert(ca, { kind: 'join', name: `join-${o.nodeId}`, validMs: o.ttl });
       const expiresMs = Date.now() + o.ttl;
       const text = TOKEN_PREFIX + Buffer.from(JSON.stringify({ endpoints, nodeId: o.nodeId, ca: ca.certPem, cert: holder.certPem, key: holder.keyPem, expiresMs })).toString('base64url');
       if (o.json) printJson({ token: text, nodeId: o.nodeId, expiresMs, endpoints });
       else process.stdout.write(`${text}\n`);
+    });
+
+  token
+    .command('list')
+    .description('the client tokens the cluster accepts (id, name, scope, expiry; never the secrets, which it does not keep)')
+    .option('--endpoint <host:port>', 'a node of the cluster (default $CAIRN_ENDPOINT or 127.0.0.1:7400)')
+    .option('--json', 'print JSON')
+    .action(async (raw: Record<string, unknown>) => {
+      const o = parseOptions(z.object({ endpoint: addressSchema, json: z.boolean().default(false) }), { ...raw, endpoint: raw.endpoint ?? process.env.CAIRN_ENDPOINT ?? '127.0.0.1:7400' });
+      const c = new FileClient(o.endpoint);
+      try {
+        const records = await readTokenRecords(c);
+        const rows = records.map((r) => ({ id: r.id, name: r.name, scope: r.scope, createdMs: r.createdMs, expiresMs: r.expiresMs, expired: r.expiresMs < Date.now() }));
+        if (o.json) printJson(rows);
+        else printTable(['id', 'name', 'scope', 'expires', 'state'], rows.map((r) => [r.id, r.name, r.scope, new Date(r.expiresMs).toISOString(), r.expired ? 'expired' : 'valid']));
+      } finally {
+        c.close();
+      }
+    });
+  token
+    .command('revoke')
+    .description('stop accepting a client token (every node within a few seconds)')
+    .argument('<id>', 'the token id (the 16 hex digits after "cairnct1.", or from `cairn token list`)')
+    .option('--endpoint <host:port>', 'a node of the cluster (default $CAIRN_ENDPOINT or 127.0.0.1:7400)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, raw: Record<string, unknown>) => {
+      const o = parseOptions(z.object({ id: z.string().regex(/^[0-9a-f]{16}$/, '16 hex digits'), endpoint: addressSchema, json: z.boolean().default(false) }), {
+        ...raw,
+        id,
+        endpoint: raw.endpoint ?? process.env.CAIRN_ENDPOINT ?? '127.0.0.1:7400',
+      });
+      const c = new FileClient(o.endpoint);
+      try {
+        const removed = await removeTokenRecord(c, o.id);
+        if (!removed) throw new CairnError('ENOENT', `no client token ${o.id} in this cluster`);
+        if (o.json) printJson({ id: o.id, revoked: true });
+        else process.stdout.write(`token ${o.id} revoked\n`);
+      } finally {
+        c.close();
+      }
     });
 
   program

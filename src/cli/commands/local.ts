@@ -240,7 +240,8 @@ export function register(program: Command): void {
       const have = await Promise.all(configPaths.map(pathExists));
       if (!have.every(Boolean)) {
         if (have.some(Boolean)) throw new CairnError('EEXIST', `${dir} holds some node configs but not all ${o.nodes}; remove it or pick another --dir`);
-        await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });
+        // Each node's status page on base + 80 + i - 1 (7480…), anonymous on 127.0.0.1 only.
+        await writeLocalCluster({ nodes: o.nodes, dir, basePort: o.basePort, ...(o.basePort + 80 <= 65_000 ? { statusBasePort: o.basePort + 80 } : {}), disks: o.disks, diskSizeBytes: 4 * 1024 ** 3, clusterName: 'local' });
       }
       const configs = await Promise.all(configPaths.map((p) => loadNodeConfig(p)));
       // This command is a client of its cluster too: with the owner's credentials that init wrote.
@@ -295,6 +296,9 @@ export function register(program: Command): void {
               `  ${env}npm run cairn -- put README.md /docs/README.md --strong --endpoint ${endpoints[0]}\n` +
               `  ${env}npm run cairn -- cat /docs/README.md --endpoint ${endpoints[endpoints.length - 1]}\n` +
               `  ${env}npm run cairn -- ls / --endpoint ${endpoints.join(',')}\n` +
+              (configs[0]?.statusPage !== undefined
+                ? `Status page: ${secured ? 'https' : 'http'}://${configs[0].statusPage.listen}/${secured ? ` (a browser trusts it once ${dir}/ca/ca.crt is imported as an authority)` : ''}\n`
+                : '') +
               `Ctrl-C stops every node.\n`,
           );
         }

@@ -20,6 +20,8 @@ export const initSchema = z.object({
   dir: z.string().min(1),
   basePort: z.coerce.number().int().min(1024).max(65_000),
   metricsBasePort: z.coerce.number().int().min(1024).max(65_000).optional(),
+  /** The status page of node i on 127.0.0.1:statusBasePort+i (anonymous: only this machine reaches it). */
+  statusBasePort: z.coerce.number().int().min(1024).max(65_000).optional(),
   diskSizeBytes: z.coerce.number().int().min(1 << 20).default(4 * 1024 * 1024 * 1024),
   disks: z.coerce.number().int().min(1).max(16).default(1),
   clusterName: z.string().default('local'),
@@ -51,6 +53,7 @@ export function localClusterConfigs(o: z.infer<typeof initSchema>): Array<{ path
         class: 'hdd',
       })),
       ...(o.metricsBasePort !== undefined ? { metricsListen: `127.0.0.1:${o.metricsBasePort + i}` } : {}),
+      ...(o.statusBasePort !== undefined ? { statusPage: { listen: `127.0.0.1:${o.statusBasePort + i}`, anonymous: true } } : {}),
       ...(o.insecure ? {} : { tls: credentialFiles(join(nodeDir, 'tls'), 'node') }),
     });
     return { path: join(nodeDir, 'cairn.json'), config };
@@ -102,7 +105,7 @@ export function register(program: Command): void {
       const signalled = untilSignal(log);
       const n = await startNode(cfg, { join: raw.join === true });
       process.stdout.write(
-        `${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.address, metrics: n.metricsAddress ?? null, pid: process.pid })}\n`,
+        `${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.address, metrics: n.metricsAddress ?? null, statusPage: n.statusPageAddress ?? null, pid: process.pid })}\n`,
       );
       const fatal = await Promise.race([signalled.then(() => undefined), n.failed]);
       await n.stop();
