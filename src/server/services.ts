@@ -15,6 +15,7 @@ import { clusterFactory } from './cluster.js';
 import { fileServiceFactory } from './file-service.js';
 import { metaCopyFactory, type AppliedFeed } from './meta-copy.js';
 import { adminServiceFactory } from './admin-service.js';
+import { nodeOpsFactory } from './node-ops.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -105,4 +106,6 @@ export const NODE_SERVICES: NodeServiceFactory[] = [
   fileServiceFactory,
   // How a new machine joins (cairn join): certificates from the CA, learner, then voter.
   adminServiceFactory,
+  // Operators' membership changes (cairn node remove); needs the cluster parts.
+  nodeOpsFactory,
 ];

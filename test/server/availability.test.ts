@@ -6,7 +6,7 @@
  * themselves (catch-up) until no handoff bucket holds anything; a disk directory removed under
  * load: writes go on and the repair job rebuilds its shards elsewhere; after that repair one more
  * loss (a node) loses nothing. Every file's SHA-256 is checked through every node. A node whose
- * data directory was wiped refuses to start.
+ * data directory was wiped refuses to start, and rejoins with `cairn start --rejoin`.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { type ChildProcess } from 'node:child_process';
@@ -29,8 +29,8 @@ interface Node {
 let dir: { path: string; remove: () => Promise<void> };
 const nodes: Node[] = [];
 
-async function start(n: Node): Promise<void> {
-  const p = spawnCairn(['start', '--config', n.config], { env: { CAIRN_LOG_LEVEL: 'warn' } });
+async function start(n: Node, extra: string[] = []): Promise<void> {
+  const p = spawnCairn(['start', '--config', n.config, ...extra], { env: { CAIRN_LOG_LEVEL: 'warn' } });
   n.proc = p;
   let out = '';
   await new Promise<void>((resolve, reject) => {
@@ -93,7 +93,7 @@ beforeAll(async () => {
     await writeFile(n.config, JSON.stringify(cfg));
     nodes.push({ id: n.nodeId, config: n.config, listen: n.listen, dir: join(dir.path, `node${n.nodeId}`) });
   }
-  await Promise.all(nodes.map(start));
+  await Promise.all(nodes.map((n) => start(n)));
 }, 180_000);
 
 afterAll(async () => {
@@ -237,6 +237,25 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     const r = await runCairn(['start', '--config', n.config], { timeoutMs: 60_000 });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/data directory .* is empty or lost .*Raft state is gone/s);
-    expect(r.stderr).toMatch(/--join/);
+    expect(r.stderr).toMatch(/--rejoin/);
   }, 90_000);
+
+  it('the wiped node rejoins with `cairn start --rejoin`: re-seeded from the others as a new member, its disk kept', async () => {
+    const n = nodes[2]!;
+    await start(n, ['--rejoin']);
+    // A voter again (promoted once caught up), serving its disk; every file reads through it.
+    await eventually(async () => {
+      const c = await new FileClient(nodes[0]!.listen).cluster();
+      const me = c.nodes.find((x) => x.nodeId === 3);
+      return me !== undefined && me.role === 'follower' && me.disks.every((d) => d.state === 'ok');
+    }, 60_000, 200);
+    const c = new FileClient(n.listen);
+    for (const [path, sha] of files) expect(await readAll(c, path)).toBe(sha);
+    c.close();
+    // Started again with its Raft state in place, --rejoin is refused (it was not wiped).
+    await kill9(n);
+    const again = await runCairn(['start', '--config', n.config, '--rejoin'], { timeoutMs: 60_000 });
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/holds Raft state: this node was not wiped/);
+  }, 120_000);
 });
