@@ -137,6 +137,22 @@ export class AvailCluster {
     return diskEntries((await this.diskmap(via)).topology).find((e) => diskLabel(e) === ref)?.d.state;
   }
 
+  /** Shard files in the handoff buckets (bucket number ffff) of every disk of every node. */
+  async guests(): Promise<number> {
+    const { readdir } = await import('node:fs/promises');
+    let count = 0;
+    for (const n of this.nodes) {
+      for (const d of (await readdir(n.dir)).filter((x) => /^disk\d+$/.test(x))) {
+        const disk = join(n.dir, d);
+        for (const b of await readdir(disk).catch(() => [] as string[])) {
+          if (!/-ffff-/.test(b)) continue;
+          for (const sub of await readdir(join(disk, b, 'shards')).catch(() => [] as string[])) count += (await readdir(join(disk, b, 'shards', sub)).catch(() => [])).length;
+        }
+      }
+    }
+    return count;
+  }
+
   /** Every acknowledged file, through every running node, byte for byte; and durable. */
   async checkAll(): Promise<void> {
     for (const n of this.nodes) {

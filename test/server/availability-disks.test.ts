@@ -6,7 +6,9 @@
  *  - `cairn disk replace node3/0 node3/3 --yes` under a write load, the new device in first (added
  *    to node 3's config, the node restarted, the cluster adds it), then the old one retired;
  *  - node 2 killed and kept down past daemon.repair.downGraceMs (short here): the repair job
- *    rebuilds its shards elsewhere until every file is durable; once back, it catches up.
+ *    rebuilds its shards elsewhere until every file is durable; once back, it catches up;
+ *  - a follower paused with SIGSTOP: strong writes go on (a short hedge, then handoff), and it
+ *    catches up after SIGCONT.
  * After each step every acknowledged file's SHA-256 is checked through every running node.
  */
 import { readFile, writeFile } from 'node:fs/promises';
@@ -124,4 +126,24 @@ describe('disks drained and replaced, a node down past the grace', () => {
     await c.checkAll(); // and through node 2
     via.close();
   }, 240_000);
+
+  it('a paused node (SIGSTOP) costs the writes a short hedge, not the shard deadline; resumed, it catches up', async () => {
+    const n1 = c.nodes[0]!;
+    const via = new FileClient(n1.listen);
+    await eventually(async () => (await c.guests()) === 0, 60_000, 200); // the previous outage fully caught up
+    // Pause a follower (a paused leader costs an election first, as a dead one does).
+    const cl = await via.cluster();
+    const paused = c.nodes.find((n) => n !== n1 && cl.nodes.find((x) => x.nodeId === n.id)?.role === 'follower')!;
+    paused.proc!.kill('SIGSTOP');
+    try {
+      // Each of these would wait the 30 s shard deadline without the hedge (the test's limit fails them).
+      for (let i = 0; i < 6; i++) await c.putOne(via, 'paused');
+      expect(await c.guests()).toBeGreaterThan(0); // handed off, not waited for
+    } finally {
+      paused.proc!.kill('SIGCONT');
+    }
+    await eventually(async () => (await c.guests()) === 0, 60_000, 200);
+    await c.checkAll();
+    via.close();
+  }, 120_000);
 });
