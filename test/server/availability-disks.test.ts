@@ -43,11 +43,11 @@ describe('disks drained and replaced, a node down past the grace', () => {
     expect(await countShardFiles([disk])).toBeGreaterThan(0);
     const load = c.writeLoop(via, 'drain');
     await eventually(() => load.count() >= 2, 60_000, 50);
-    const plan = await runCairn(['disk', 'drain', 'node2/1', '--endpoint', n1.listen]);
+    const plan = await runCairn(['disk', 'drain', 'node2/1', '--endpoint', n1.listen], { timeoutMs: 120_000 });
     expect(plan.code, plan.stderr).toBe(0);
     expect(plan.stdout).toMatch(/plan: drain node2\/1 — diskmap epoch \d+ → \d+/);
     expect(plan.stdout).toMatch(/nothing applied/);
-    const r = await runCairn(['disk', 'drain', 'node2/1', '--endpoint', n1.listen, '--yes']);
+    const r = await runCairn(['disk', 'drain', 'node2/1', '--endpoint', n1.listen, '--yes'], { timeoutMs: 120_000 });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/applied: diskmap epoch/);
     // The movers empty it; the controller retires it.
@@ -74,13 +74,13 @@ describe('disks drained and replaced, a node down past the grace', () => {
     await c.start(n3);
     await eventually(async () => (await c.diskState(n1, 'node3/3')) === 'active', 60_000, 200);
     // Refused with the reason: a new disk that is not in the map.
-    const bad = await runCairn(['disk', 'replace', 'node3/0', 'node3/9', '--endpoint', n1.listen]);
+    const bad = await runCairn(['disk', 'replace', 'node3/0', 'node3/9', '--endpoint', n1.listen], { timeoutMs: 120_000 });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/new disk node3\/9 is not an active disk/);
     const via = new FileClient(n1.listen);
     const load = c.writeLoop(via, 'replace');
     await eventually(() => load.count() >= 2, 60_000, 50);
-    const r = await runCairn(['disk', 'replace', 'node3/0', 'node3/3', '--endpoint', n1.listen, '--yes']);
+    const r = await runCairn(['disk', 'replace', 'node3/0', 'node3/3', '--endpoint', n1.listen, '--yes'], { timeoutMs: 120_000 });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/plan: drain node3\/0/);
     try {
