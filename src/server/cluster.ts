@@ -207,10 +207,9 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
         log.info({ disks: store.diskStatus().map((s) => `${s.path}:${s.state}`) }, 'node registered');
       }
       if (raft?.isLeader() === true) {
-        const nodes = await listNodes(src, log);
         await controllerStep(
           meta,
-          nodes,
+          () => listNodes(src, log),
           {
             initialPeers: cfg.peers.map((p) => p.id),
             bucketSizeBytes: d.bucketSizeBytes,

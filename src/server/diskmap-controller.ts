@@ -162,7 +162,8 @@ export function loadDiskmap(rec: { epoch: number; documentJson: string }): Diskm
 /** One controller step on the leader: read, decide, compare-and-set. Returns what it did. */
 export async function controllerStep(
   meta: MetaClient,
-  nodes: readonly NodeRecord[],
+  /** The registry, or how to read it: read after the map, it is never older than the map (a removed node is not added back). */
+  registry: readonly NodeRecord[] | (() => Promise<readonly NodeRecord[]>),
   opts: {
     initialPeers: readonly number[];
     bucketSizeBytes?: number;
@@ -173,6 +174,7 @@ export async function controllerStep(
   log: Logger,
 ): Promise<Decision> {
   const rec = await meta.diskmapGet();
+  const nodes = typeof registry === 'function' ? await registry() : registry;
   const current = loadDiskmap(rec);
   metrics.epoch.set(rec.epoch);
   const emptyDrained: string[] = [];

@@ -73,16 +73,31 @@ export const nodeOpsFactory: NodeServiceFactory = async (ctx) => {
       const address = raft.status().peers[String(to)] ?? '';
       throw new CairnError('ENOTLEADER', `node ${id} handed leadership to node ${to} before being removed; ask node ${to}`, { leader: to, address });
     }
-    let epoch = 0;
-    if (dm !== undefined && machine !== undefined) {
-      const plan = planRemove(dm, { machines: [machine.name] });
-      if (plan.refused !== undefined) throw new CairnError('EBUSY', `the diskmap cannot drop node ${id}'s machine: ${plan.refused.join('; ')}`);
-      await parts.meta.diskmapPropose(dm.epoch, serializeDiskmap(plan.diskmap), JSON.stringify(diskmapToJson(plan.diskmap).diff ?? {}));
-      epoch = plan.diskmap.epoch;
-    }
+    const plan = dm !== undefined && machine !== undefined ? planRemove(dm, { machines: [machine.name] }) : undefined;
+    if (plan?.refused !== undefined) throw new CairnError('EBUSY', `the diskmap cannot drop node ${id}'s machine: ${plan.refused.join('; ')}`);
+    // The registry first: the controller reads the registry after the map, so once the map
+    // without N exists, it sees N removed and never adds its machine back as growth.
     if (rec !== undefined && rec.removed !== true) {
       const { repair: _repair, ...rest } = rec;
       await registerNode(parts.meta, { ...rest, disks: [], removed: true, registeredAtMs: Date.now() });
+    }
+    let epoch = 0;
+    if (dm !== undefined && plan !== undefined) {
+      // A compare-and-set on the epoch; lost to a controller step, planned again on the new map.
+      for (let attempt = 0, cur = dm, p = plan; ; attempt++) {
+        try {
+          await parts.meta.diskmapPropose(cur.epoch, serializeDiskmap(p.diskmap), JSON.stringify(diskmapToJson(p.diskmap).diff ?? {}));
+          epoch = p.diskmap.epoch;
+          break;
+        } catch (err) {
+          if (!(err instanceof CairnError && err.code === 'ECONFLICT') || attempt >= 4) throw err;
+          cur = loadDiskmap(await ctx.meta.diskmap())!;
+          const m = cur.topology.machines.find((x) => sameLoc(x, rec!.location));
+          if (m === undefined) break; // someone removed it meanwhile
+          p = planRemove(cur, { machines: [m.name] });
+          if (p.refused !== undefined) throw new CairnError('EBUSY', `the diskmap cannot drop node ${id}'s machine: ${p.refused.join('; ')}`);
+        }
+      }
     }
     if (member) await raft.remove(id);
     ctx.log.info({ removed: id, diskmapEpoch: epoch, raft: member }, 'node removed from the cluster');
