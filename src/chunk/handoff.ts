@@ -181,7 +181,7 @@ export function chooseHandoffs(
 }
 
 /** How long a home shard put may run past the first put of its chunk that finished before it is given up on (handed off). */
-export const HEDGE_AFTER_MS = 2_000;
+export const HEDGE_AFTER_MS = 5_000;
 /** How long a home given up on stays "slow": its puts are skipped (one probe at a time) for this long. */
 export const SLOW_FOR_MS = 10_000;
 
