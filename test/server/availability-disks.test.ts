@@ -125,7 +125,7 @@ describe('disks drained and replaced, a node down past the grace', () => {
     await eventually(async () => (await via.cluster()).repair?.state === 'idle', 60_000, 200);
     await c.checkAll(); // and through node 2
     via.close();
-  }, 240_000);
+  }, 360_000);
 
   it('a paused node (SIGSTOP) costs the writes a short hedge, not the shard deadline; resumed, it catches up', async () => {
     const n1 = c.nodes[0]!;
