@@ -138,7 +138,7 @@ export async function runAvail(quick: boolean): Promise<BenchTable[]> {
     await until(async () => (await guests(c.dir)).files === 0, 'every guest shard home', 600_000, 200);
     const catchUpS = (Date.now() - tReady) / 1000;
     rows.push({
-      title: `Writes with one node down (strong puts of 1 MiB, 8 in flight, ${N} each; EC ${cl.scheme} on 3 nodes × 3 disks)`,
+      title: `Writes with one node down (strong puts of 1 MiB, 8 in flight, ${N} each; ${cl.scheme} on 3 nodes × 3 disks)`,
       headers: ['phase', 'puts/s', 'MB/s', 'p50 ms', 'p99 ms', 'vs all up'],
       rows: [
         ['all up', up.opsPerSec, +((up.opsPerSec * FILE) / 1e6).toFixed(1), up.p50, up.p99, '100%'],
