@@ -85,10 +85,8 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
     if (t + len > o.durationMs - tail) break;
     const kind = pick(o.kinds);
     const node = pick(o.nodes);
-    if (kind === 'down') {
-      len = between(dMin, dMax);
-      if (t + len > o.durationMs - tail) break;
-    }
+    // A long stretch, cut to the room left (at least the fault length already drawn, which fits).
+    if (kind === 'down') len = Math.max(len, Math.min(between(dMin, dMax), o.durationMs - tail - t));
     switch (kind) {
       case 'kill':
         if (rand() < 0.5) events.push({ atMs: t, action: { op: 'kill', node } }, { atMs: t + len, action: { op: 'restart', node } });
