@@ -78,7 +78,7 @@ export interface LocalCluster {
  */
 export async function startLocalCluster(
   nodes = 3,
-  opts: { metrics?: boolean; configure?: (cfg: Record<string, unknown>) => Record<string, unknown>; keepDir?: boolean } = {},
+  opts: { metrics?: boolean; configure?: (cfg: Record<string, unknown>) => Record<string, unknown>; keepDir?: boolean; disks?: number; diskSizeBytes?: number } = {},
 ): Promise<LocalCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-cluster-'));
   const procs: ChildProcess[] = [];
@@ -90,7 +90,8 @@ export async function startLocalCluster(
   try {
     const port = await basePort(opts.metrics === true ? 2 * nodes : nodes);
     const metrics = opts.metrics === true ? ['--metrics-base-port', String(port + nodes)] : [];
-    const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, '--insecure', '--json']))) as {
+    const shape = [...(opts.disks !== undefined ? ['--disks', String(opts.disks)] : []), ...(opts.diskSizeBytes !== undefined ? ['--disk-size-bytes', String(opts.diskSizeBytes)] : [])];
+    const init = JSON.parse(await runToEnd(cairn(['init', '--nodes', String(nodes), '--dir', dir, '--base-port', String(port), ...metrics, ...shape, '--insecure', '--json']))) as {
       nodes: Array<{ config: string; listen: string }>;
     };
     if (opts.configure) for (const n of init.nodes) writeFileSync(n.config, JSON.stringify(opts.configure(JSON.parse(readFileSync(n.config, 'utf8')) as Record<string, unknown>)));
@@ -108,6 +109,13 @@ export async function startLocalCluster(
     await stop();
     throw err;
   }
+}
+
+/** Start node i (0-based) of a cluster again (after a kill): its process replaces procs[i]; resolves once ready. */
+export async function restartNode(c: LocalCluster, i: number): Promise<void> {
+  const p = cairn(['start', '--config', join(c.dir, `node${i + 1}`, 'cairn.json')]);
+  c.procs[i] = p;
+  await waitReady(p);
 }
 
 /** CPU time (user + system, ms) a process has used so far, from /proc (0 where /proc is missing). */

@@ -179,3 +179,85 @@ export function chooseHandoffs(
   }
   return out;
 }
+
+/** How long a home shard put may run past the first put of its chunk that finished before it is given up on (handed off). */
+export const HEDGE_AFTER_MS = 5_000;
+/** How long a home given up on stays "slow": its puts are skipped (one probe at a time) for this long. */
+export const SLOW_FOR_MS = 10_000;
+
+/** Addresses whose shard puts hung (a paused, not dead, node): until when, and whether a probe put is out. */
+const slowHomes = new Map<string, { untilMs: number; probing: boolean }>();
+
+/** Is this address marked slow now (tests, status)? */
+export function isSlowHome(address: string, now = Date.now()): boolean {
+  const s = slowHomes.get(address);
+  return s !== undefined && s.untilMs > now;
+}
+
+/**
+ * Hedged home puts of one chunk (a paused node must not cost every chunk its full deadline): a
+ * put still running HEDGE_AFTER_MS after another put of the chunk finished is given up on — it
+ * resolves as ETIMEDOUT, so the writer hands the shard off — and its address is marked slow for
+ * SLOW_FOR_MS. While slow, puts to it are not sent (they resolve as ETIMEDOUT at once) except one
+ * probe at a time, whose success clears the mark. A put given up on keeps running in the
+ * background (its payload buffer stays referenced; the writer then does not recycle the buffers).
+ */
+export function hedgeGroup<E>(hedgeAfterMs: number, slowError: (address: string, why: string) => E): {
+  run(address: string, put: () => Promise<E | undefined>): Promise<E | undefined>;
+} {
+  const settledAddresses = new Set<string>();
+  const waiters: Array<() => void> = [];
+  const settled = (address: string): void => {
+    settledAddresses.add(address);
+    for (const w of waiters.splice(0)) w();
+  };
+  return {
+    run(address, put) {
+      const now = Date.now();
+      const slow = slowHomes.get(address);
+      if (slow !== undefined && slow.untilMs > now) {
+        if (!slow.probing) {
+          slow.probing = true;
+          void put().then((e) => {
+            if (e === undefined) slowHomes.delete(address);
+            else slow.probing = false;
+          });
+        }
+        return Promise.resolve(slowError(address, `node ${address} was slow to answer a shard put (paused or overloaded): skipped for up to ${SLOW_FOR_MS} ms`));
+      }
+      if (slow !== undefined) slowHomes.delete(address);
+      return new Promise<E | undefined>((resolve) => {
+        let done = false;
+        let timer: NodeJS.Timeout | undefined;
+        const finish = (e: E | undefined): void => {
+          if (done) return;
+          done = true;
+          if (timer !== undefined) clearTimeout(timer);
+          resolve(e);
+        };
+        void put().then((e) => {
+          if (!done) settled(address);
+          else if (e === undefined) slowHomes.delete(address); // it answered after all
+          else {
+            const s = slowHomes.get(address);
+            if (s !== undefined) s.probing = false;
+          }
+          finish(e);
+        });
+        // The hedge clock starts once a put of this chunk to another address has finished.
+        const arm = (): void => {
+          if (done) return;
+          if ([...settledAddresses].some((a) => a !== address)) {
+            timer = setTimeout(() => {
+              if (done) return;
+              slowHomes.set(address, { untilMs: Date.now() + SLOW_FOR_MS, probing: true });
+              finish(slowError(address, `node ${address} did not store its shard within ${hedgeAfterMs} ms of the others (paused or overloaded): handed off`));
+            }, hedgeAfterMs);
+            timer.unref?.();
+          } else waiters.push(arm);
+        };
+        arm();
+      });
+    },
+  };
+}

@@ -18,7 +18,7 @@ import { encodeChunk, releaseShards } from './codec.js';
 import { payloadCrc } from './format.js';
 import { MAX_CHUNK_BYTES, checkTargets, formatBucketId, shardCount, shardsNeeded, type Scheme, type ShardTarget } from './types.js';
 import { diskKeyOf, type BucketId } from '../diskmap/bucket-id.js';
-import { chooseHandoffs, survivesOneLoss, type HandoffOptions, type Placement } from './handoff.js';
+import { chooseHandoffs, hedgeGroup, survivesOneLoss, HEDGE_AFTER_MS, type HandoffOptions, type Placement } from './handoff.js';
 
 const metrics = {
   chunks: counter('cairn_chunk_writer_chunks_total', 'Chunks written by this process, by outcome', ['outcome']),
@@ -41,6 +41,8 @@ export interface WriteChunkOptions {
   onShardStored?: (stored: number, wanted: number) => void;
   /** Store shards whose home fails on handoff disks (not with `only`). */
   handoff?: HandoffOptions;
+  /** With handoff: give a home put up (hand it off) this long after another put finished (default HEDGE_AFTER_MS). */
+  hedgeAfterMs?: number;
 }
 
 export interface ShardFailure {
@@ -132,10 +134,13 @@ export async function writeChunk(
       return e;
     }
   };
+  // With handoff, a home that hangs (a paused node) is given up on after a short hedge.
+  const hedge = opts.handoff !== undefined && opts.only === undefined ? hedgeGroup(opts.hedgeAfterMs ?? HEDGE_AFTER_MS, (_a, why) => new CairnError('ETIMEDOUT', why)) : undefined;
   await Promise.all(
     indexes.map(async (i) => {
       const target = targets[i] as ShardTarget;
-      const e = await put(i, target);
+      const e = hedge === undefined ? await put(i, target) : await hedge.run(target.address, () => put(i, target));
+      if (e !== undefined && hedge !== undefined) putsFailed++; // a put given up on may still be sending its payload
       if (e === undefined) {
         stored++;
         opts.onShardStored?.(stored, wanted);

@@ -38,4 +38,4 @@ export { analyzeFailure, type FailureReport, type WriteState } from './failure.j
 export { serializeDiskmap, parseDiskmap, diskmapToJson, diskmapJsonSchema, schemeSchema, type DiskmapJson } from './serialize.js';
 export { movementBetween, type MovementStats } from './movement.js';
 export { planDegradedWrite, handoffBucketOf, downDiskKeys, survivalOf, type DegradedWrite, type HandoffSlot, type Survival } from './handoff.js';
-export { HANDOFF_BUCKET, type Headroom } from './layout.js';
+export { HANDOFF_BUCKET, bucketsOf, type Headroom } from './layout.js';

@@ -19,6 +19,9 @@ const joinSchema = z.object({
   public_key_pem: z.string().min(1).max(4096),
 });
 
+/** Rejoin: the key is not used (the node keeps its certificate). */
+const rejoinSchema = joinSchema.extend({ public_key_pem: z.string().max(4096) });
+
 /** How long the leader waits for a learner to catch up before it gives up promoting it. */
 const PROMOTE_WITHIN_MS = 10 * 60_000;
 
@@ -81,9 +84,37 @@ export const adminServiceFactory: NodeServiceFactory = async (ctx) => {
     return { ca_pem: ca.certPem, cert_pem: cert, ca_key_pem: ca.keyPem, peers, cluster_name: ctx.cfg.clusterName };
   };
 
+  /**
+   * A member whose data directory was lost asks to be re-seeded (`cairn start --rejoin`, with
+   * its node certificate): its old self leaves the Raft group (its log is gone, so it must not
+   * count in a quorum), and it comes back as a learner, a voter once caught up. Its disks keep
+   * their labels and shards: the registry and the diskmap are unchanged.
+   */
+  const rejoin = async (q: z.infer<typeof joinSchema>): Promise<Record<string, unknown>> => {
+    const raft = ctx.raft();
+    if (raft === undefined) throw new CairnError('EAGAIN', 'this node is still starting');
+    if (!raft.isLeader()) {
+      const leader = raft.leaderId();
+      const address = leader === 0 ? '' : raft.status().peers[String(leader)] ?? '';
+      throw new CairnError('ENOTLEADER', `node ${ctx.cfg.nodeId} is not the leader; rejoin through node ${leader || '?'}`, { leader, address });
+    }
+    if (q.node_id === raft.id) throw new CairnError('EINVAL', `node ${q.node_id} is the leader: it has its data, it need not rejoin`);
+    const st = raft.status();
+    if (st.conf.voters.includes(q.node_id) || st.conf.learners.includes(q.node_id)) {
+      await raft.remove(q.node_id);
+      ctx.log.warn({ rejoining: q.node_id }, 'a member lost its data directory: its old self left the Raft group');
+    }
+    await raft.addLearner(q.node_id, q.address);
+    ctx.log.info({ rejoining: q.node_id, address: q.address }, 'a member rejoins as a learner');
+    promoteWhenCaughtUp(q.node_id);
+    const after = raft.status();
+    const peers = [...after.conf.voters, ...after.conf.learners].map((id) => ({ id, address: id === raft.id ? raft.listenAddress : after.peers[String(id)] ?? (id === q.node_id ? q.address : '') }));
+    return { ca_pem: '', cert_pem: '', ca_key_pem: '', peers, cluster_name: ctx.cfg.clusterName };
+  };
+
   return {
     name: 'admin',
-    definitions: [{ service: serviceOf('admin.proto', 'cairn.admin.Admin').service, impl: { Join: unary(joinSchema, join) } }],
+    definitions: [{ service: serviceOf('admin.proto', 'cairn.admin.Admin').service, impl: { Join: unary(joinSchema, join), Rejoin: unary(rejoinSchema, rejoin) } }],
     stop: async () => {
       stopped = true;
     },

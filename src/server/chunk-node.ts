@@ -100,7 +100,7 @@ async function refuseWipedDataDir(cfg: NodeConfig): Promise<void> {
       'ESTALE',
       `node ${cfg.nodeId}: the data directory ${cfg.dataDir} is empty or lost (no disks.json), but disk ${d.path} holds ${buckets.length} bucket(s) of this cluster: ` +
         'this node was a member and its Raft state is gone. Starting would found a second cluster beside the first, so the node refuses to start. ' +
-        `Restore the data directory, or rejoin as a new member: on a running node \`cairn node remove ${cfg.nodeId}\` and add it back, then \`cairn start --config FILE --join\` (its disks' shards are kept and used).`,
+        `Restore the data directory, or rejoin as a new member re-seeded from the others: \`cairn start --config FILE --rejoin\` (its disks' shards are kept and used).`,
     );
   }
 }

@@ -61,7 +61,8 @@ export class ClusterView {
     // Registry first: every disk of a map is registered before the map is proposed, so a map
     // read after the registry never names a node the registry read missed. Both are installed
     // together (no await in between), so readers never see a new map with an old registry.
-    const nodes = await listNodes(this.src, this.log);
+    // Nodes taken out by `cairn node remove` neither serve buckets nor count as down.
+    const nodes = (await listNodes(this.src, this.log)).filter((n) => n.removed !== true);
     const rec = await this.readDiskmap();
     const dm = rec.epoch !== this.epoch ? loadDiskmap(rec) : this.dm;
     this.nodes = nodes;
@@ -120,6 +121,9 @@ const parts = new WeakMap<NodeContext, ClusterParts>();
 /** How many past epochs' moves each GC pass runs again (cheap: listing emptied buckets). */
 const MOVER_RERUN_EPOCHS = 16;
 
+/** How often a node with a draining disk runs the recent epochs' moves again. */
+const DRAIN_SWEEP_MS = 2_000;
+
 /** The cluster parts of a node (for services listed after clusterFactory in NODE_SERVICES). */
 export function clusterPartsOf(ctx: NodeContext): ClusterParts {
   const p = parts.get(ctx);
@@ -174,6 +178,7 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     return p;
   };
   let registered = false;
+  let removedLogged = false;
   let registeredStates = '';
   let stepping = false;
   const d = cfg.daemon;
@@ -188,6 +193,12 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
       const diskStates = (await store.checkDisks()).map((x) => `${x.path}:${x.state}`).join(',');
       if (registered && raft !== undefined && diskStates !== registeredStates) registered = false;
       if (!registered && raft !== undefined) {
+        // A node an operator removed (cairn node remove) stays out: it never registers again.
+        if ((await listNodes(src, log)).some((n) => n.nodeId === cfg.nodeId && n.removed === true)) {
+          if (!removedLogged) log.error('this node was removed from the cluster (cairn node remove): it does not register its disks; stop it');
+          removedLogged = true;
+          return;
+        }
         clients.addLocal(raft.listenAddress, store);
         await registerNode(meta, nodeRecord(ctx, store, raft.listenAddress, repairJob.status().state === 'idle' ? undefined : repairJob.status()));
         registeredStates = diskStates;
@@ -196,11 +207,28 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
         log.info({ disks: store.diskStatus().map((s) => `${s.path}:${s.state}`) }, 'node registered');
       }
       if (raft?.isLeader() === true) {
-        const nodes = await listNodes(src, log);
-        await controllerStep(meta, nodes, { initialPeers: cfg.peers.map((p) => p.id), bucketSizeBytes: d.bucketSizeBytes, clusterName: cfg.clusterName }, log);
+        await controllerStep(
+          meta,
+          () => listNodes(src, log),
+          {
+            initialPeers: cfg.peers.map((p) => p.id),
+            bucketSizeBytes: d.bucketSizeBytes,
+            clusterName: cfg.clusterName,
+            // A drained disk is retired once its node lists every bucket of it empty.
+            bucketEmpty: async (b) => (await clients.get(view.addressOf(b)).listBucket(formatBucketId(b), '', 1, { timeoutMs: 5_000 })).shards.length === 0,
+          },
+          log,
+        );
       }
       await view.refresh();
       if (view.hasDiskmap() && view.diskmap().epoch > movedEpoch) void track(runMover(false));
+      else if (view.hasDiskmap() && Date.now() - lastSweepMs > DRAIN_SWEEP_MS && drainingHere(view.diskmap())) {
+        // While a disk of this node drains, the recent epochs' moves run again every few seconds:
+        // a writer (or catch-up) with an older map may have put a shard into a bucket its slot
+        // left after the first pass; the disk is retired only once it holds nothing.
+        lastSweepMs = Date.now();
+        void track(runMover(true));
+      }
     } catch (err) {
       const code = err instanceof CairnError ? err.code : 'EIO';
       // Before a leader exists every step fails; say so quietly.
@@ -221,6 +249,11 @@ export const clusterFactory: NodeServiceFactory = async (ctx) => {
     () => 0,
   );
   let moving = false;
+  let lastSweepMs = 0;
+  const drainingHere = (dm: Diskmap): boolean =>
+    dm.topology.machines.some(
+      (m) => m.dc === cfg.location.dc && m.row === cfg.location.row && m.rack === cfg.location.rack && m.machine === cfg.location.machine && m.disks.some((x) => x.state === 'draining'),
+    );
   const moveEpoch = async (e: number): Promise<boolean> => {
     if (e < 2) return true;
     const change = await ctx.meta.diskmapChange(e);

@@ -9,6 +9,10 @@
  *    here: a disk that vanishes from the registry or fails stays in the map until an operator
  *    drains it. A disk slot re-registered with a new incarnation (a replaced disk) is left to the
  *    operator too, and logged.
+ *  - A draining disk that no group holds a bucket on any more (its drain is planned) and whose
+ *    node says it holds no shard any more (every bucket of it listed empty, the handoff bucket
+ *    too: the data movers are done) is retired: its state becomes "removed" in a new epoch, so
+ *    it takes nothing, is never re-added by growth, and `cairn node remove` may drop it.
  *  - Every proposal is a compare-and-set on the epoch (DiskmapPropose); a lost race is simply
  *    decided again on the next tick from the new state.
  */
@@ -16,7 +20,15 @@ import { CairnError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { counter, gauge } from '../common/metrics.js';
 import {
+  bucketId,
+  bucketsOf,
   buildDiskmap,
+  diskEntries,
+  diskKeyOf,
+  diskLabel,
+  withDiskState,
+  HANDOFF_BUCKET,
+  type BucketId,
   diskmapToJson,
   parseDiskmap,
   planChange,
@@ -83,11 +95,35 @@ export function grownTopology(old: Topology, registered: Topology): { topology: 
   return { topology: { name: old.name, machines }, added, skipped };
 }
 
+/** A draining disk no group uses any more: what is left is to check its node holds none of its shards. */
+export interface DrainedDisk {
+  /** "MACHINE/DISK", e.g. node2/1. */
+  ref: string;
+  key: string;
+  /** Every bucket the disk may hold shards in (its carved buckets and its handoff bucket). */
+  buckets: BucketId[];
+}
+
+/** The draining disks of a map that no (non-retired) group holds a bucket on. */
+export function drainedDisks(dm: Diskmap): DrainedDisk[] {
+  const used = new Set<string>();
+  for (const g of dm.groups) if (!g.retired) for (const b of g.buckets) used.add(diskKeyOf(b));
+  const out: DrainedDisk[] = [];
+  for (const e of diskEntries(dm.topology)) {
+    if (e.d.state !== 'draining' || used.has(e.key)) continue;
+    const m = e.machine;
+    const at = (bucket: number): BucketId => bucketId({ dc: m.dc, row: m.row, rack: m.rack, machine: m.machine, disk: e.d.disk, bucket, incarnation: e.d.incarnation });
+    const n = bucketsOf(e.d.capacityBytes, dm.bucketSizeBytes);
+    out.push({ ref: diskLabel(e), key: e.key, buckets: [...Array.from({ length: n }, (_, i) => at(i)), at(HANDOFF_BUCKET)] });
+  }
+  return out;
+}
+
 /** What the controller should do given the current map (or none) and the registry. */
 export function decideDiskmap(
   current: Diskmap | undefined,
   nodes: readonly NodeRecord[],
-  opts: { initialPeers: readonly number[]; bucketSizeBytes?: number; clusterName: string },
+  opts: { initialPeers: readonly number[]; bucketSizeBytes?: number; clusterName: string; emptyDrained?: readonly string[] },
 ): Decision {
   const registered = topologyOf(nodes, opts.clusterName);
   if (current === undefined) {
@@ -104,6 +140,12 @@ export function decideDiskmap(
     }
   }
   const g = grownTopology(current.topology, registered);
+  if (g.added.length === 0 && (opts.emptyDrained ?? []).length > 0) {
+    const refs = [...(opts.emptyDrained ?? [])];
+    const plan = planChange(current, withDiskState(current.topology, refs, 'removed'), { reason: `retire drained ${refs.join(', ')}` });
+    if (plan.refused !== undefined) return { kind: 'refused', why: plan.refused.join('; ') };
+    return { kind: 'propose', diskmap: plan.diskmap, why: `retired ${refs.join(', ')} (drained: no shard left on it)`, warnings: [...plan.warnings] };
+  }
   if (g.added.length === 0) return { kind: 'none', why: g.skipped.length > 0 ? g.skipped.join('; ') : 'every registered disk is in the map' };
   const plan = planChange(current, g.topology, { reason: `registered: ${g.added.join(', ')}` });
   if (plan.refused !== undefined) return { kind: 'refused', why: plan.refused.join('; ') };
@@ -120,14 +162,35 @@ export function loadDiskmap(rec: { epoch: number; documentJson: string }): Diskm
 /** One controller step on the leader: read, decide, compare-and-set. Returns what it did. */
 export async function controllerStep(
   meta: MetaClient,
-  nodes: readonly NodeRecord[],
-  opts: { initialPeers: readonly number[]; bucketSizeBytes?: number; clusterName: string },
+  /** The registry, or how to read it: read after the map, it is never older than the map (a removed node is not added back). */
+  registry: readonly NodeRecord[] | (() => Promise<readonly NodeRecord[]>),
+  opts: {
+    initialPeers: readonly number[];
+    bucketSizeBytes?: number;
+    clusterName: string;
+    /** Does this bucket hold no shard? (Asked of its node; a node that does not answer: not known empty.) */
+    bucketEmpty?: (b: BucketId) => Promise<boolean>;
+  },
   log: Logger,
 ): Promise<Decision> {
   const rec = await meta.diskmapGet();
+  const nodes = typeof registry === 'function' ? await registry() : registry;
   const current = loadDiskmap(rec);
   metrics.epoch.set(rec.epoch);
-  const d = decideDiskmap(current, nodes, opts);
+  const emptyDrained: string[] = [];
+  if (current !== undefined && opts.bucketEmpty !== undefined) {
+    for (const dd of drainedDisks(current)) {
+      let empty = true;
+      for (const b of dd.buckets) {
+        if (!(await opts.bucketEmpty(b).catch(() => false))) {
+          empty = false;
+          break;
+        }
+      }
+      if (empty) emptyDrained.push(dd.ref);
+    }
+  }
+  const d = decideDiskmap(current, nodes, { ...opts, emptyDrained });
   if (d.kind === 'refused') {
     metrics.proposals.inc({ result: 'refused' });
     log.warn({ epoch: rec.epoch, why: d.why }, 'diskmap change refused');

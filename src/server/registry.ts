@@ -45,6 +45,8 @@ export const nodeRecordSchema = z
     registeredAtMs: z.number().int().min(0),
     /** The repair job's progress, published by the node running it (the Raft leader). */
     repair: repairProgressSchema.optional(),
+    /** `cairn node remove` took it out of the cluster: no disks, no routing, never re-registered. */
+    removed: z.literal(true).optional(),
   })
   .strict();
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
@@ -85,6 +87,7 @@ export function topologyOf(nodes: readonly NodeRecord[], name = 'cairn'): Topolo
   const seen = new Map<string, number>();
   const machines: TopologyMachine[] = [];
   for (const n of nodes) {
+    if (n.removed === true) continue;
     const k = locKey(n.location);
     const other = seen.get(k);
     if (other !== undefined) throw new CairnError('EINVAL', `nodes ${other} and ${n.nodeId} both claim machine location ${k}; give each node its own location.machine`);

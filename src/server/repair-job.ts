@@ -117,6 +117,8 @@ export interface RepairDeps {
 }
 
 const PAGE = 500;
+/** Chunks rebuilt at once by the repair job. */
+const REPAIR_PARALLEL = 4;
 
 export class RepairJob {
   private progress: RepairProgress = idleProgress();
@@ -213,44 +215,57 @@ export class RepairJob {
     for (;;) {
       if (d.stopped()) return;
       const rows = await d.scanLayouts(after, PAGE);
+      // The chunks of this page that need work (each once), rebuilt REPAIR_PARALLEL at a time:
+      // one chunk's rebuild is a few round trips (stat, degraded read, put), which alone would
+      // leave the disks idle.
+      const work: Array<{ hash: string; scheme: string; pg: number; bytes: number }> = [];
       for (const r of rows) {
         for (const e of r.extents) {
-          if (d.stopped()) return;
-          const g = dm.groups[e.pg];
-          if (seen.has(e.chunkHash) || planLostSlots(g, lost).length === 0) continue;
+          if (seen.has(e.chunkHash) || planLostSlots(dm.groups[e.pg], lost).length === 0) continue;
           seen.add(e.chunkHash);
-          const scheme = parseSchemeTag(e.scheme) as Scheme;
-          const targets = g!.buckets.map((b) => ({ bucketId: b, address: d.addressOf(b) }));
-          try {
-            const res = await rebuildLost(d.clients, e.chunkHash, scheme, targets, handoffFor(dm, e.chunkHash, g!.buckets, d.addressOf), lost, { diskmapEpoch: dm.epoch });
-            this.progress.shardsRebuilt += res.rebuilt.length;
-            metrics.rebuilt.inc(res.rebuilt.length);
-          } catch (err) {
-            this.progress.failures++;
-            d.log.warn({ chunk: e.chunkHash.slice(0, 16), err: String(err) }, 'repair: chunk not rebuilt (retried on the next pass)');
-          }
-          const chunkBytes = e.chunkLength ?? e.length;
-          this.progress.chunksDone++;
-          this.progress.bytesDone += chunkBytes;
-          metrics.bytes.inc(chunkBytes);
-          // Writes go on during a repair: chunks written after the counting pass join the total.
-          this.progress.chunksTotal = Math.max(this.progress.chunksTotal, this.progress.chunksDone);
-          this.progress.bytesTotal = Math.max(this.progress.bytesTotal, this.progress.bytesDone);
-          // Throttle: no faster than the configured rate, averaged since this run began.
-          const done = this.progress.bytesDone - bytesAtStart;
-          const ahead = (done / d.rateBytesPerSec) * 1000 - (Date.now() - t0);
-          if (ahead > 5) await new Promise((res) => setTimeout(res, ahead));
-          const secs = Math.max(0.001, (Date.now() - t0) / 1000);
-          const rate = done / secs;
-          this.progress.rateBytesPerSec = Math.round(rate);
-          this.progress.etaSec = rate > 0 ? Math.max(0, Math.round((this.progress.bytesTotal - this.progress.bytesDone) / rate)) : null;
-          if (Date.now() - lastSave > 2_000) {
-            await this.save();
-            lastSave = Date.now();
-          }
+          work.push({ hash: e.chunkHash, scheme: e.scheme, pg: e.pg, bytes: e.chunkLength ?? e.length });
         }
-        this.progress.cursorIno = r.ino;
       }
+      let next = 0;
+      const one = async (w: (typeof work)[number]): Promise<void> => {
+        const g = dm.groups[w.pg]!;
+        const scheme = parseSchemeTag(w.scheme) as Scheme;
+        const targets = g.buckets.map((b) => ({ bucketId: b, address: d.addressOf(b) }));
+        try {
+          const res = await rebuildLost(d.clients, w.hash, scheme, targets, handoffFor(dm, w.hash, g.buckets, d.addressOf), lost, { diskmapEpoch: dm.epoch });
+          this.progress.shardsRebuilt += res.rebuilt.length;
+          metrics.rebuilt.inc(res.rebuilt.length);
+        } catch (err) {
+          this.progress.failures++;
+          d.log.warn({ chunk: w.hash.slice(0, 16), err: String(err) }, 'repair: chunk not rebuilt (retried on the next pass)');
+        }
+        this.progress.chunksDone++;
+        this.progress.bytesDone += w.bytes;
+        metrics.bytes.inc(w.bytes);
+        // Writes go on during a repair: chunks written after the counting pass join the total.
+        this.progress.chunksTotal = Math.max(this.progress.chunksTotal, this.progress.chunksDone);
+        this.progress.bytesTotal = Math.max(this.progress.bytesTotal, this.progress.bytesDone);
+        // Throttle: no faster than the configured rate, averaged since this run began.
+        const done = this.progress.bytesDone - bytesAtStart;
+        const ahead = (done / d.rateBytesPerSec) * 1000 - (Date.now() - t0);
+        if (ahead > 5) await new Promise((res) => setTimeout(res, ahead));
+        const secs = Math.max(0.001, (Date.now() - t0) / 1000);
+        const rate = done / secs;
+        this.progress.rateBytesPerSec = Math.round(rate);
+        this.progress.etaSec = rate > 0 ? Math.max(0, Math.round((this.progress.bytesTotal - this.progress.bytesDone) / rate)) : null;
+        if (Date.now() - lastSave > 2_000) {
+          lastSave = Date.now();
+          await this.save();
+        }
+      };
+      await Promise.all(
+        Array.from({ length: Math.min(REPAIR_PARALLEL, work.length) }, async () => {
+          while (next < work.length && !d.stopped()) await one(work[next++]!);
+        }),
+      );
+      if (d.stopped()) return;
+      // The cursor moves past a page only once every chunk of it is done (resumable).
+      if (rows.length > 0) this.progress.cursorIno = rows[rows.length - 1]!.ino;
       if (rows.length < PAGE) break;
       after = rows[rows.length - 1]!.ino;
     }

@@ -18,6 +18,7 @@ import { metaCopyFactory, type AppliedFeed } from './meta-copy.js';
 import { adminServiceFactory } from './admin-service.js';
 import { nodeMetricsFactory } from './node-metrics.js';
 import { tokenBookFactory } from './token-book.js';
+import { nodeOpsFactory } from './node-ops.js';
 
 export interface NodeContext {
   cfg: NodeConfig;
@@ -118,4 +119,6 @@ export const NODE_SERVICES: NodeServiceFactory[] = [
   nodeMetricsFactory,
   // The client tokens this node accepts (read from the cluster every few seconds).
   tokenBookFactory,
+  // Operators' membership changes (cairn node remove); needs the cluster parts.
+  nodeOpsFactory,
 ];

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { CairnError } from '../../src/common/errors.js';
 import { partitions, type Components, type NodeId } from './proxy.js';
 
-export const NEMESIS_KINDS = ['kill', 'pause', 'partition', 'disk'] as const;
+export const NEMESIS_KINDS = ['kill', 'pause', 'partition', 'disk', 'down'] as const;
 export type NemesisKind = (typeof NEMESIS_KINDS)[number];
 
 const nodeId = z.number().int().positive();
@@ -64,6 +64,8 @@ export interface ScheduleOptions {
   readonly quietMs?: readonly [number, number];
   /** Quiet time at the end (everything healed) before the run stops. */
   readonly tailMs?: number;
+  /** How long a 'down' fault keeps its node down (a long stretch: writes go on, then catch-up). */
+  readonly downMs?: readonly [number, number];
 }
 
 /** Decide the whole fault schedule from the seed. */
@@ -76,11 +78,15 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
   const between = (a: number, b: number): number => Math.round(a + rand() * (b - a));
   const events: Schedule['events'] = [];
   let t = between(qMin, qMax);
+  const [dMin, dMax] = o.downMs ?? [Math.max(fMax, 20_000), Math.max(fMax, 60_000)];
   while (o.kinds.length > 0) {
-    const len = between(fMin, fMax);
+    // The order of draws is that of the schedules before 'down' existed (same seed, same faults).
+    let len = between(fMin, fMax);
     if (t + len > o.durationMs - tail) break;
     const kind = pick(o.kinds);
     const node = pick(o.nodes);
+    // A long stretch, cut to the room left (at least the fault length already drawn, which fits).
+    if (kind === 'down') len = Math.max(len, Math.min(between(dMin, dMax), o.durationMs - tail - t));
     switch (kind) {
       case 'kill':
         if (rand() < 0.5) events.push({ atMs: t, action: { op: 'kill', node } }, { atMs: t + len, action: { op: 'restart', node } });
@@ -107,6 +113,10 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
         );
         break;
       }
+      case 'down':
+        // One node down for a long stretch (kill -9, restarted at the end): handoff, then catch-up.
+        events.push({ atMs: t, action: { op: 'kill', node } }, { atMs: t + len, action: { op: 'restart', node } });
+        break;
       case 'disk':
         // The disk goes away under the running node; it comes back and the node is restarted.
         events.push(

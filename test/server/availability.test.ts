@@ -6,7 +6,7 @@
  * themselves (catch-up) until no handoff bucket holds anything; a disk directory removed under
  * load: writes go on and the repair job rebuilds its shards elsewhere; after that repair one more
  * loss (a node) loses nothing. Every file's SHA-256 is checked through every node. A node whose
- * data directory was wiped refuses to start.
+ * data directory was wiped refuses to start, and rejoins with `cairn start --rejoin`.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { type ChildProcess } from 'node:child_process';
@@ -29,8 +29,8 @@ interface Node {
 let dir: { path: string; remove: () => Promise<void> };
 const nodes: Node[] = [];
 
-async function start(n: Node): Promise<void> {
-  const p = spawnCairn(['start', '--config', n.config], { env: { CAIRN_LOG_LEVEL: 'warn' } });
+async function start(n: Node, extra: string[] = []): Promise<void> {
+  const p = spawnCairn(['start', '--config', n.config, ...extra], { env: { CAIRN_LOG_LEVEL: 'warn' } });
   n.proc = p;
   let out = '';
   await new Promise<void>((resolve, reject) => {
@@ -85,7 +85,7 @@ async function readAll(c: FileClient, path: string): Promise<string> {
 beforeAll(async () => {
   dir = await tempDir('cairn-avail-');
   const base = 20_000 + Math.floor(Math.random() * 30_000);
-  const init = await runCairn(['init', '--nodes', '3', '--dir', dir.path, '--base-port', String(base), '--disk-size-bytes', String(512 * 1024 * 1024), '--insecure', '--json']);
+  const init = await runCairn(['init', '--nodes', '3', '--dir', dir.path, '--base-port', String(base), '--disk-size-bytes', String(512 * 1024 * 1024), '--insecure', '--json'], { timeoutMs: 120_000 });
   expect(init.code).toBe(0);
   for (const n of (JSON.parse(init.stdout) as { nodes: Array<{ nodeId: number; config: string; listen: string }> }).nodes) {
     const cfg = JSON.parse(await readFile(n.config, 'utf8')) as { daemon?: Record<string, unknown> };
@@ -93,7 +93,7 @@ beforeAll(async () => {
     await writeFile(n.config, JSON.stringify(cfg));
     nodes.push({ id: n.nodeId, config: n.config, listen: n.listen, dir: join(dir.path, `node${n.nodeId}`) });
   }
-  await Promise.all(nodes.map(start));
+  await Promise.all(nodes.map((n) => start(n)));
 }, 180_000);
 
 afterAll(async () => {
@@ -165,11 +165,11 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     }
     for (const path of files.keys()) expect((await via.commitStatus(path)).state).toBe('durable');
     // A drain the map cannot take (EC 2+1 on 3 disks: every group on all of them) is refused, with the reason.
-    const drain = await runCairn(['disk', 'drain', 'node3/0', '--endpoint', nodes[0]!.listen]);
+    const drain = await runCairn(['disk', 'drain', 'node3/0', '--endpoint', nodes[0]!.listen], { timeoutMs: 120_000 });
     expect(drain.code).toBe(1);
     expect(drain.stderr).toMatch(/cannot drain node3\/0: .*Add a disk first/);
     via.close();
-  }, 180_000);
+  }, 300_000);
 
   it('a disk directory removed under load: writes go on, the repair job rebuilds its shards elsewhere, nothing is lost', async () => {
     const via = new FileClient(nodes[0]!.listen);
@@ -207,7 +207,7 @@ describe('a node down: writes go on, the cluster heals itself', () => {
       c.close();
     }
     // `cairn repair status` says so.
-    const cli = await runCairn(['repair', 'status', '--endpoint', nodes[0]!.listen]);
+    const cli = await runCairn(['repair', 'status', '--endpoint', nodes[0]!.listen], { timeoutMs: 120_000 });
     expect(cli.code).toBe(0);
     expect(cli.stdout).toMatch(/repair: done — \d+ shards rebuilt elsewhere for 1 lost disk/);
     via.close();
@@ -225,18 +225,37 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     // A strong write now cannot keep its promise: it fails, naming the missing redundancy.
     await expect(via.put('/no-redundancy', [randomBytes(1024 * 1024)], { mode: 'strong' })).rejects.toThrow(/redundancy|live disk/);
     // Draining now could move the last copies: refused, saying why.
-    const drain = await runCairn(['disk', 'drain', 'node1/0', '--endpoint', nodes[0]!.listen]);
+    const drain = await runCairn(['disk', 'drain', 'node1/0', '--endpoint', nodes[0]!.listen], { timeoutMs: 120_000 });
     expect(drain.code).toBe(1);
     expect(drain.stderr).toMatch(/refusing to drain while the cluster is degraded: .*node 3/);
     via.close();
-  }, 120_000);
+  }, 240_000);
 
   it('a node restarted with an empty data directory refuses to start, saying why, instead of founding a second cluster', async () => {
     const n = nodes[2]!; // down since the previous test
     await rm(join(n.dir, 'data'), { recursive: true, force: true });
-    const r = await runCairn(['start', '--config', n.config], { timeoutMs: 60_000 });
+    const r = await runCairn(['start', '--config', n.config], { timeoutMs: 120_000 });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/data directory .* is empty or lost .*Raft state is gone/s);
-    expect(r.stderr).toMatch(/--join/);
-  }, 90_000);
+    expect(r.stderr).toMatch(/--rejoin/);
+  }, 300_000);
+
+  it('the wiped node rejoins with `cairn start --rejoin`: re-seeded from the others as a new member, its disk kept', async () => {
+    const n = nodes[2]!;
+    await start(n, ['--rejoin']);
+    // A voter again (promoted once caught up), serving its disk; every file reads through it.
+    await eventually(async () => {
+      const c = await new FileClient(nodes[0]!.listen).cluster();
+      const me = c.nodes.find((x) => x.nodeId === 3);
+      return me !== undefined && me.role === 'follower' && me.disks.every((d) => d.state === 'ok');
+    }, 120_000, 200);
+    const c = new FileClient(n.listen);
+    for (const [path, sha] of files) expect(await readAll(c, path)).toBe(sha);
+    c.close();
+    // Started again with its Raft state in place, --rejoin is refused (it was not wiped).
+    await kill9(n);
+    const again = await runCairn(['start', '--config', n.config, '--rejoin'], { timeoutMs: 120_000 });
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/holds Raft state: this node was not wiped/);
+  }, 300_000);
 });

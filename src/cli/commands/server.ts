@@ -97,13 +97,20 @@ export function register(program: Command): void {
     .description('run this node (metadata Raft member and its services) until SIGTERM or SIGINT')
     .requiredOption('--config <file>', 'node config file (see `cairn init` and ops/config)')
     .option('--join', 'start with an empty membership and wait to be added to a running cluster')
-    .action(async (raw: { config: string; join?: boolean }) => {
+    .option('--rejoin', 'this member lost its data directory: the others take it back as a new member and re-seed it (its disks are kept)')
+    .action(async (raw: { config: string; join?: boolean; rejoin?: boolean }) => {
       privateUmask();
       const cfg = await loadNodeConfig(raw.config);
       const { startNode } = await import('../../server/node.js');
       const log = logger('start', { node: cfg.nodeId });
       const signalled = untilSignal(log);
-      const n = await startNode(cfg, { join: raw.join === true });
+      if (raw.rejoin === true) {
+        const { rejoinCluster } = await import('../../server/node-ops.js');
+        const { loadIdentity, setTlsIdentity } = await import('../../rpc/security.js');
+        if (cfg.tls !== undefined) setTlsIdentity(loadIdentity(cfg.tls)); // the node's own certificate asks
+        await rejoinCluster(cfg, log);
+      }
+      const n = await startNode(cfg, { join: raw.join === true || raw.rejoin === true });
       process.stdout.write(
         `${JSON.stringify({ ready: true, nodeId: cfg.nodeId, address: n.address, metrics: n.metricsAddress ?? null, statusPage: n.statusPageAddress ?? null, pid: process.pid })}\n`,
       );
