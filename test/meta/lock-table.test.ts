@@ -26,7 +26,9 @@ const request = fc.record({
   eof: fc.boolean(),
 });
 
-function toReq(r: fc.infer<typeof request>): LockRequest {
+type Req = typeof request extends fc.Arbitrary<infer T> ? T : never;
+
+function toReq(r: Req): LockRequest {
   const o = OWNERS[r.who]!;
   const end = r.eof ? LOCK_EOF : Math.min(N, r.start + r.len);
   return { kind: r.kind, session: o.session, owner: o.owner, mode: r.mode, start: r.start, end, pid: 100 + r.who, ...(r.kind === 'flock' ? { start: 0, end: LOCK_EOF } : {}) };
