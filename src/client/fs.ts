@@ -22,6 +22,7 @@ import { parseWith } from '../common/config.js';
 import { counter, gauge } from '../common/metrics.js';
 import { CacheStore } from './cache-store.js';
 import { CachedFile, type CommitState } from './cached-file.js';
+import { DirtyLayer } from './extent-map.js';
 import { makeChunker, type Chunker } from './chunker.js';
 import { ReadCache } from './read-cache.js';
 import { runCommit, ensureLease, type PipelineDeps } from './pipeline.js';
@@ -571,6 +572,50 @@ export class CairnFs {
       this.log.warn({ path, size: data.length, err: err.message }, 'inline budget of the metadata is full; storing this small file in chunks');
       return null;
     }
+  }
+
+  // ---------------------------------------------------------------- cluster-wide locks (src/vfs/locks.ts)
+
+  /**
+   * A lock on the file was just granted: a clean cached copy (open handles on this node, nothing
+   * of its own to commit) moves to the metadata's current version, so what the previous holder
+   * committed is what reads see now. A file with writes of its own is left alone (its commit
+   * compares and sets against its base). Returns whether the copy moved.
+   */
+  async revalidate(fileId: string): Promise<boolean> {
+    const f = this.files.get(fileId);
+    if (f === undefined) return false;
+    const clean = (): boolean => !f.hasDirty() && f.running === null && f.st.commit === null && f.frozen === null;
+    if (!clean()) return false;
+    const attr = await this.meta.getattr(fileId);
+    if (attr.version === f.st.base.version) return false;
+    let moved = false;
+    await f.lock.run(async () => {
+      if (!clean() || this.files.get(fileId) !== f || attr.version <= f.st.base.version) return;
+      f.st = { ...f.st, base: baseOf(attr) };
+      f.live = new DirtyLayer(attr.size);
+      f.mtimeMs = attr.mtimeMs;
+      if (f.persisted) await f.saveState();
+      moved = true;
+    });
+    return moved;
+  }
+
+  /**
+   * A lock on the file is being released: what this node wrote is committed first (visible to
+   * every node and durable in the chunk store), then the write lease goes back, so that the next
+   * holder — on any node — can commit its own writes. Nothing to do for a file not cached here.
+   */
+  async settle(fileId: string): Promise<void> {
+    const f = this.files.get(fileId);
+    if (f === undefined || this.discarded.has(fileId)) return;
+    if (f.hasDirty() || f.st.commit !== null) await this.commitWait(f, 'durable');
+    const token = f.st.leaseToken;
+    if (token === null || f.hasDirty()) return;
+    f.st = { ...f.st, leaseToken: null };
+    await this.meta.releaseLease(fileId, this.holder, token).catch((err: unknown) => {
+      this.log.warn({ path: f.st.path, err: String(err) }, 'lease release after an unlock failed; it will expire');
+    });
   }
 
   /** Files up to this size are stored inline in the metadata (0: never). */

@@ -55,6 +55,8 @@ export interface RequestCaller {
   gid: number;
   pid: number;
   umask: number;
+  /** The kernel's lock owner of the request's open file (hex), when it has one (lock, flock, flush, release). */
+  lockOwner?: string;
 }
 
 /** Callbacks of the binding as fuse-napi names them (the subset Cairn implements). */
@@ -83,7 +85,7 @@ export interface MountedBinding {
 interface FuseInstance {
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
-  context(): { uid: number; gid: number; pid: number; umask: number } | null;
+  context(): { uid: number; gid: number; pid: number; umask: number; fileInfo?: { lockOwner: number | bigint } | null } | null;
 }
 type FuseCtor = (new (dir: string, ops: BindingOps, opts: Record<string, unknown>) => FuseInstance) & {
   unmount(dir: string, cb: (err: Error | null) => void): void;
@@ -133,7 +135,9 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
     dir,
     caller: () => {
       const c = fuse.context();
-      return c === null ? null : { uid: c.uid, gid: c.gid, pid: c.pid, umask: c.umask };
+      if (c === null) return null;
+      const owner = c.fileInfo?.lockOwner;
+      return { uid: c.uid, gid: c.gid, pid: c.pid, umask: c.umask, ...(owner !== undefined ? { lockOwner: BigInt(owner).toString(16) } : {}) };
     },
     unmount: () =>
       (gone ??= new Promise<void>((resolve) => {

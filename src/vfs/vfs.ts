@@ -20,6 +20,7 @@ import { counter } from '../common/metrics.js';
 import type { Attr, MetaClient } from '../meta/client.js';
 import type { CairnFs, Mode } from '../client/fs.js';
 import { ROOT_INO } from '../meta/ops.js';
+import { ClusterLocks } from './locks.js';
 
 export { ROOT_INO };
 export type { Attr };
@@ -144,6 +145,8 @@ export class Vfs {
   private readonly watchAbort = new AbortController();
   private readonly log: Logger;
   private watching: Promise<void> | undefined;
+  /** Cluster-wide POSIX and flock locks of this mount (src/vfs/locks.ts). */
+  readonly locks: ClusterLocks;
 
   constructor(
     private readonly meta: MetaClient,
@@ -151,6 +154,18 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.log = logger('vfs');
+    this.locks = new ClusterLocks(
+      meta,
+      {
+        // A granted lock revalidates the file (as NFS does); a release first commits this node's writes.
+        afterAcquire: async (ino) => {
+          this.forget(ino);
+          await this.fs.revalidate(String(ino));
+        },
+        beforeRelease: (ino) => this.fs.settle(String(ino)),
+      },
+      { name: fs.holder.replace(/[^A-Za-z0-9._:-]/g, '_').slice(0, 100) },
+    );
   }
 
   /** Follow the metadata watch feed and drop what it changes from the caches. */
@@ -183,6 +198,7 @@ export class Vfs {
   }
 
   async close(): Promise<void> {
+    await this.locks.close();
     this.watchAbort.abort();
     await this.watching?.catch(() => undefined);
     for (const h of this.handles.values()) await this.fs.close(h.fd).catch(() => undefined);
