@@ -117,6 +117,13 @@ export interface OpenByIdOptions {
   leaseToken?: string;
   /** The file was just created (empty, version 0) with this mode: no metadata read needed. */
   created?: { path: string; mode: number; version: number; mtimeMs: number };
+  /**
+   * Open for writing even while another node holds the write lease: the lease is taken by the
+   * first commit instead (the VFS, whose programs coordinate with cluster-wide locks: the holder
+   * gives the lease back at its unlock). Without locks, such a commit waits for the lease and
+   * may end in ECONFLICT (its data kept in the cache).
+   */
+  leaseBusyOk?: boolean;
 }
 
 export interface CommitStatus {
@@ -310,14 +317,18 @@ export class CairnFs {
     return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
   }
 
-  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean): Promise<number> {
+  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean, leaseBusyOk = false): Promise<number> {
     // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
     f.openCount += 1;
     this.clearTimer(this.idleTimers, f);
     if (write) {
       try {
         await f.lock.run(async () => {
-          await ensureLease(f, this.deps);
+          try {
+            await ensureLease(f, this.deps);
+          } catch (err) {
+            if (!(leaseBusyOk && err instanceof CairnError && err.code === 'EBUSY')) throw err;
+          }
         });
       } catch (err) {
         f.openCount -= 1;
@@ -365,7 +376,7 @@ export class CairnFs {
         this.files.set(fileId, file);
       }
     }
-    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
+    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true, o.leaseBusyOk === true);
   }
 
   /** Size and mtime of a file as this node's cache sees it (written, maybe not committed), if it is cached. */

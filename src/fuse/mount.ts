@@ -133,6 +133,16 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     );
   }
 
+  /** A lock operation; failures other than a conflict or an interrupt are logged (they reach the program as EIO). */
+  const lockOp = <T>(op: string, f: () => Promise<T>) => async (): Promise<T> => {
+    try {
+      return await f();
+    } catch (err) {
+      if (!(err instanceof CairnError && (err.code === 'EAGAIN' || err.code === 'EINTR'))) log.warn({ op, err: String(err) }, 'lock operation failed');
+      throw err;
+    }
+  };
+
   const ops: BindingOps = {
     initWithConfig: (_conn: unknown, cb: (err: number, cfg?: Record<string, unknown>) => void) => cb(0, { maxWrite: 1024 * 1024, asyncRead: true }),
     getattr: (path: string, cb: (err: number, s?: BindingStats) => void) =>
@@ -270,7 +280,7 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     // flock(LOCK_UN) at the last close of a file description that used flock.
     lock: (path: string | null, fd: number, cmd: number, lk: BindingLock, cb: (err: number, l?: BindingLock) => void) => {
       const c = binding?.caller();
-      answer<BindingLock | undefined>('lock', cb, async () => {
+      answer<BindingLock | undefined>('lock', cb, lockOp('lock', async () => {
         const ino = await inoFor(path, fd);
         const mode: LockMode | 'unlock' | undefined = lk.type === F_RDLCK ? 'read' : lk.type === F_WRLCK ? 'write' : lk.type === F_UNLCK ? 'unlock' : undefined;
         const start = Number(lk.start);
@@ -289,18 +299,18 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
         }
         await vfs.locks.set(args, cmd === F_SETLKW);
         return undefined;
-      });
+      }));
     },
     flock: (path: string | null, fd: number, op: number, cb: (err: number) => void) => {
       const c = binding?.caller();
-      answer('flock', cb, async () => {
+      answer('flock', cb, lockOp('flock', async () => {
         const ino = await inoFor(path, fd);
         const what = op & ~LOCK_NB;
         const mode: LockMode | 'unlock' | undefined = what === LOCK_SH ? 'read' : what === LOCK_EX ? 'write' : what === LOCK_UN ? 'unlock' : undefined;
         if (mode === undefined) throw new CairnError('EINVAL', `flock operation ${op} is not valid`);
         const pid = c?.pid ?? 0;
         await vfs.locks.set({ ino, owner: c?.lockOwner ?? `pid-${pid}`, kind: 'flock', mode, start: 0, end: LOCK_EOF, pid }, (op & LOCK_NB) === 0);
-      });
+      }));
     },
     setxattr: (path: string, name: string, value: Buffer, _pos: number, flags: number, cb: (err: number) => void) =>
       answer('setxattr', cb, async () => vfs.setxattr(await resolve(path), name, Buffer.from(value), flags)),

@@ -191,6 +191,7 @@ export class ClusterLocks {
     if (a.kind === 'posix' && !(Number.isSafeInteger(a.start) && Number.isSafeInteger(a.end) && a.start >= 0 && a.end > a.start)) {
       throw new CairnError('EINVAL', `lock range [${a.start}, ${a.end}) is empty or out of range`);
     }
+    log.debug({ ino: a.ino, owner: a.owner, kind: a.kind, mode: a.mode, start: a.start, end: a.end, wait }, 'lock request');
     if (a.mode === 'unlock') return this.unlock(a);
     const started = Date.now();
     let delay = POLL_FIRST_MS;
@@ -242,7 +243,7 @@ export class ClusterLocks {
     const owners = this.held.get(a.ino);
     const session = this.session;
     if (owners === undefined || !owners.has(a.owner) || session === undefined) return;
-    await this.hooks.beforeRelease(a.ino);
+    await this.settle(a.ino);
     const whole = a.kind === 'flock' || (a.start === 0 && a.end === LOCK_EOF);
     try {
       await this.meta.lock({ ino: a.ino, ...this.request(a, session), mode: 'unlock' });
@@ -264,13 +265,22 @@ export class ClusterLocks {
     const owners = this.held.get(ino);
     const session = this.session;
     if (owners === undefined || !owners.has(owner) || session === undefined) return;
-    await this.hooks.beforeRelease(ino);
+    await this.settle(ino);
     await this.meta.lockRelease(ino, session, owner, kind).catch((err: unknown) => {
       if (!(err instanceof CairnError && (err.code === 'EFENCED' || err.code === 'ESTALE'))) throw err;
     });
     owners.delete(owner);
     if (owners.size === 0) this.held.delete(ino);
     this.wake(ino);
+  }
+
+  /** Commit before a release; an unlock happens even when that fails (the data stays in this node's cache, logged). */
+  private async settle(ino: number): Promise<void> {
+    try {
+      await this.hooks.beforeRelease(ino);
+    } catch (err) {
+      log.error({ ino, err: String(err) }, 'the writes made under a lock could not be committed before its release; they stay in this node\'s cache and commit later');
+    }
   }
 
   private pause(ino: number, ms: number): Promise<void> {
