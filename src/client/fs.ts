@@ -118,12 +118,12 @@ export interface OpenByIdOptions {
   /** The file was just created (empty, version 0) with this mode: no metadata read needed. */
   created?: { path: string; mode: number; version: number; mtimeMs: number };
   /**
-   * Open for writing even while another node holds the write lease: the lease is taken by the
-   * first commit instead (the VFS, whose programs coordinate with cluster-wide locks: the holder
-   * gives the lease back at its unlock). Without locks, such a commit waits for the lease and
-   * may end in ECONFLICT (its data kept in the cache).
+   * Open for writing without taking the write lease: the first commit takes it (the VFS, whose
+   * programs on several nodes coordinate with cluster-wide locks: a lock holder commits and gives
+   * the lease back at its unlock). Without locks, two nodes writing one file meet at commit: the
+   * later commit waits for the lease and may end in ECONFLICT (its data kept in the cache).
    */
-  leaseBusyOk?: boolean;
+  lazyLease?: boolean;
 }
 
 export interface CommitStatus {
@@ -317,18 +317,14 @@ export class CairnFs {
     return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
   }
 
-  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean, leaseBusyOk = false): Promise<number> {
+  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean, lazyLease = false): Promise<number> {
     // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
     f.openCount += 1;
     this.clearTimer(this.idleTimers, f);
-    if (write) {
+    if (write && !lazyLease) {
       try {
         await f.lock.run(async () => {
-          try {
-            await ensureLease(f, this.deps);
-          } catch (err) {
-            if (!(leaseBusyOk && err instanceof CairnError && err.code === 'EBUSY')) throw err;
-          }
+          await ensureLease(f, this.deps);
         });
       } catch (err) {
         f.openCount -= 1;
@@ -376,7 +372,7 @@ export class CairnFs {
         this.files.set(fileId, file);
       }
     }
-    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true, o.leaseBusyOk === true);
+    return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true, o.lazyLease === true);
   }
 
   /** Size and mtime of a file as this node's cache sees it (written, maybe not committed), if it is cached. */
@@ -620,7 +616,16 @@ export class CairnFs {
   async settle(fileId: string): Promise<void> {
     const f = this.files.get(fileId);
     if (f === undefined || this.discarded.has(fileId)) return;
-    if (f.hasDirty() || f.st.commit !== null) await this.commitWait(f, 'durable');
+    // The lease may be held by another node a moment longer (its own unlock is giving it back): try again.
+    const deadline = Date.now() + this.opts.durableTimeoutMs;
+    for (let pause = 20; f.hasDirty() || f.st.commit !== null; pause = Math.min(500, pause * 2)) {
+      try {
+        await this.commitWait(f, 'durable');
+      } catch (err) {
+        if (!(err instanceof CairnError && err.code === 'EBUSY') || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, pause));
+      }
+    }
     const token = f.st.leaseToken;
     if (token === null || f.hasDirty()) return;
     f.st = { ...f.st, leaseToken: null };

@@ -57,6 +57,8 @@ export interface RequestCaller {
   umask: number;
   /** The kernel's lock owner of the request's open file (hex), when it has one (lock, flock, flush, release). */
   lockOwner?: string;
+  /** release: the file description held flock locks; release them (libfuse's high-level API leaves it to us). */
+  flockRelease?: boolean;
 }
 
 /** Callbacks of the binding as fuse-napi names them (the subset Cairn implements). */
@@ -85,7 +87,7 @@ export interface MountedBinding {
 interface FuseInstance {
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
-  context(): { uid: number; gid: number; pid: number; umask: number; fileInfo?: { lockOwner: number | bigint } | null } | null;
+  context(): { uid: number; gid: number; pid: number; umask: number; fileInfo?: { lockOwner: number | bigint; flockRelease: boolean } | null } | null;
 }
 type FuseCtor = (new (dir: string, ops: BindingOps, opts: Record<string, unknown>) => FuseInstance) & {
   unmount(dir: string, cb: (err: Error | null) => void): void;
@@ -137,7 +139,11 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
       const c = fuse.context();
       if (c === null) return null;
       const owner = c.fileInfo?.lockOwner;
-      return { uid: c.uid, gid: c.gid, pid: c.pid, umask: c.umask, ...(owner !== undefined ? { lockOwner: BigInt(owner).toString(16) } : {}) };
+      return {
+        uid: c.uid, gid: c.gid, pid: c.pid, umask: c.umask,
+        ...(owner !== undefined ? { lockOwner: BigInt(owner).toString(16) } : {}),
+        ...(c.fileInfo?.flockRelease === true ? { flockRelease: true } : {}),
+      };
     },
     unmount: () =>
       (gone ??= new Promise<void>((resolve) => {

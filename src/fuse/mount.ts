@@ -256,7 +256,16 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     },
     flush: (_path: string | null, fd: number, cb: (err: number) => void) => answer('flush', cb, () => vfs.flush(Number(fd))),
     fsync: (_path: string | null, _data: boolean, fd: number, cb: (err: number) => void) => answer('fsync', cb, () => vfs.fsync(Number(fd))),
-    release: (_path: string | null, fd: number, cb: (err: number) => void) => answer('release', cb, () => vfs.release(Number(fd))),
+    release: (_path: string | null, fd: number, cb: (err: number) => void) => {
+      const c = binding?.caller();
+      answer('release', cb, async () => {
+        // The last close of a file description that took flock locks: they go now (fuse.h: flock_release).
+        if (c?.flockRelease === true && c.lockOwner !== undefined) {
+          await vfs.locks.releaseOwner(vfs.inoOf(Number(fd)), c.lockOwner, 'flock').catch((err: unknown) => log.warn({ err: String(err) }, 'flock release at close failed'));
+        }
+        await vfs.release(Number(fd));
+      });
+    },
     opendir: (path: string, _flags: number, cb: (err: number, r?: unknown) => void) =>
       answer('opendir', cb, async () => ({ fd: await vfs.opendir(await resolve(path)) })),
     readdirPaged: (

@@ -193,6 +193,8 @@ export class ClusterLocks {
     }
     log.debug({ ino: a.ino, owner: a.owner, kind: a.kind, mode: a.mode, start: a.start, end: a.end, wait }, 'lock request');
     if (a.mode === 'unlock') return this.unlock(a);
+    // A downgrade (write → read) lets readers in: what was written under the write lock goes first.
+    if (a.mode === 'read' && this.held.get(a.ino)?.has(a.owner) === true) await this.settle(a.ino);
     const started = Date.now();
     let delay = POLL_FIRST_MS;
     for (let attempt = 0; ; attempt++) {

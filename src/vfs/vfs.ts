@@ -568,8 +568,9 @@ export class Vfs {
         truncate: write && (flags & O_TRUNC) !== 0,
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
-        // Another node may write it too, coordinated by cluster-wide locks (src/vfs/locks.ts).
-        leaseBusyOk: true,
+        // Other nodes may write it too, coordinated by cluster-wide locks (src/vfs/locks.ts): the
+        // write lease is taken by the commit, not held from open to close.
+        lazyLease: true,
       });
       const fh = this.nextHandle++;
       this.handles.set(fh, { ino, fd, write });
