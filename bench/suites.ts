@@ -10,3 +10,4 @@ SUITES.push((await import('./files.js')).filesSuite);
 SUITES.push((await import('./checker.js')).checkerSuite);
 SUITES.push((await import('./recovery.js')).recoverySuite);
 SUITES.push((await import('./rpc-tls.js')).rpcTlsSuite);
+SUITES.push((await import('./locks.js')).locksSuite);

@@ -39,7 +39,7 @@ beforeAll(async () => {
   m2 = c.mounts[1]!;
   lk = join(c.dir, 'lk.pl');
   await writeFile(lk, PERL);
-}, 120_000);
+}, 240_000);
 
 afterAll(async () => {
   await c?.stop();
