@@ -111,7 +111,7 @@ describe('locks across nodes', () => {
     const a = `${m1}/shared.db`;
     const b = `${m2}/shared.db`;
     await sh(`sqlite3 '${a}' 'PRAGMA journal_mode=delete; CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB);'`);
-    const n = 15;
+    const n = 8;
     for (let i = 1; i <= n; i++) {
       await sh(`sqlite3 '${a}' "PRAGMA busy_timeout=20000; INSERT INTO t(who, v) VALUES('a', randomblob(300));"`);
       // No waiting, no retry: the row is there the moment A's transaction returned.
@@ -121,10 +121,10 @@ describe('locks across nodes', () => {
     const writer = async (db: string, who: string, k: number): Promise<void> => {
       for (let i = 0; i < k; i++) await sh(`sqlite3 '${db}' "PRAGMA busy_timeout=30000; INSERT INTO t(who, v) VALUES('${who}', randomblob(300));"`, { timeoutMs: 60_000 });
     };
-    await Promise.all([writer(a, 'a2', 10), writer(b, 'b', 10)]);
+    await Promise.all([writer(a, 'a2', 6), writer(b, 'b', 6)]);
     for (const db of [a, b]) {
       const out = (await sh(`sqlite3 '${db}' "PRAGMA busy_timeout=20000; PRAGMA integrity_check; SELECT who, count(*) FROM t GROUP BY who ORDER BY who;"`)).trim().split('\n');
-      expect(out.slice(-4)).toEqual(['ok', `a|${n}`, 'a2|10', 'b|10']);
+      expect(out.slice(-4)).toEqual(['ok', `a|${n}`, 'a2|6', 'b|6']);
     }
   }, 240_000);
 
@@ -137,9 +137,7 @@ describe('locks across nodes', () => {
     await c.kill(0);
     h.p.kill('SIGKILL');
     // Session ttl 10 s + 1 s margin + the 2 s sweep: F_SETLKW on node 2 is granted within that.
-    const t0 = Date.now();
     expect(await fcntl(`'${m2}/dead' setlkw w 0 1`)).toBe('OK');
-    expect(Date.now() - t0).toBeGreaterThan(0);
     await c.start(0);
   }, 120_000);
 });
