@@ -22,9 +22,11 @@ open(my $fh, '+<', $file) or die "open: $!";
 my @lat;
 for (my $i = 0; $i < $n; $i++) {
   my $t0 = time;
-  fcntl($fh, F_SETLK, pack('s s x4 q q i x4', F_WRLCK, 0, 0, 0, 0)) or die "lock: $!";
+  my $w = pack('s s x4 q q i x4', F_WRLCK, 0, 0, 0, 0);
+  fcntl($fh, F_SETLK, $w) or die "lock: $!";
   my $t1 = time;
-  fcntl($fh, F_SETLK, pack('s s x4 q q i x4', F_UNLCK, 0, 0, 0, 0)) or die "unlock: $!";
+  my $u = pack('s s x4 q q i x4', F_UNLCK, 0, 0, 0, 0);
+  fcntl($fh, F_SETLK, $u) or die "unlock: $!";
   my $t2 = time;
   print sprintf("%.3f %.3f\\n", ($t1 - $t0) * 1000, ($t2 - $t1) * 1000);
 }
