@@ -83,6 +83,8 @@ export const mountConfigSchema = z
     attrTimeoutS: z.number().min(0).max(60).default(1),
     /** Let other users than the daemon's reach the mount (needs user_allow_other in /etc/fuse.conf). */
     allowOther: z.boolean().default(false),
+    /** POSIX and flock locks: cluster-wide through the metadata, or node-local (docs/mount.md, "Locks"). */
+    locks: z.enum(['cluster', 'node']).default('cluster'),
   })
   .strict();
 

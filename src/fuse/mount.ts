@@ -261,7 +261,8 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
       answer('release', cb, async () => {
         // The last close of a file description that took flock locks: they go now (fuse.h: flock_release).
         if (c?.flockRelease === true && c.lockOwner !== undefined) {
-          await vfs.locks.releaseOwner(vfs.inoOf(Number(fd)), c.lockOwner, 'flock').catch((err: unknown) => log.warn({ err: String(err) }, 'flock release at close failed'));
+          const ino = vfs.inoOf(Number(fd));
+          for (const l of [vfs.locks, vfs.localLocks]) await l.releaseOwner(ino, c.lockOwner, 'flock').catch((err: unknown) => log.warn({ err: String(err) }, 'flock release at close failed'));
         }
         await vfs.release(Number(fd));
       });
@@ -301,12 +302,15 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
           ino, owner: c?.lockOwner ?? `pid-${c?.pid ?? 0}`, kind: 'posix' as const, mode, start,
           end: length === 0 ? LOCK_EOF : Math.min(LOCK_EOF, start + length), pid: lk.pid || (c?.pid ?? 0), waiterPid: c?.pid ?? lk.pid,
         };
+        // The unlock libfuse sends at every close: nothing to do for an owner that never locked here.
+        if (mode === 'unlock' && !vfs.locks.holds(ino, args.owner) && !vfs.localLocks.holds(ino, args.owner)) return undefined;
+        const locks = await vfs.locksFor(ino);
         if (cmd === F_GETLK) {
-          const h = await vfs.locks.test(args);
+          const h = await locks.test(args);
           if (h === undefined) return { type: F_UNLCK, whence: 0, start, length, pid: 0 };
           return { type: h.mode === 'write' ? F_WRLCK : F_RDLCK, whence: 0, start: h.start, length: h.end === LOCK_EOF ? 0 : h.end - h.start, pid: h.pid };
         }
-        await vfs.locks.set(args, cmd === F_SETLKW);
+        await locks.set(args, cmd === F_SETLKW);
         return undefined;
       }));
     },
@@ -318,7 +322,7 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
         const mode: LockMode | 'unlock' | undefined = what === LOCK_SH ? 'read' : what === LOCK_EX ? 'write' : what === LOCK_UN ? 'unlock' : undefined;
         if (mode === undefined) throw new CairnError('EINVAL', `flock operation ${op} is not valid`);
         const pid = c?.pid ?? 0;
-        await vfs.locks.set({ ino, owner: c?.lockOwner ?? `pid-${pid}`, kind: 'flock', mode, start: 0, end: LOCK_EOF, pid }, (op & LOCK_NB) === 0);
+        await (await vfs.locksFor(ino)).set({ ino, owner: c?.lockOwner ?? `pid-${pid}`, kind: 'flock', mode, start: 0, end: LOCK_EOF, pid }, (op & LOCK_NB) === 0);
       }));
     },
     setxattr: (path: string, name: string, value: Buffer, _pos: number, flags: number, cb: (err: number) => void) =>

@@ -84,6 +84,7 @@ export class MountManager {
     const vfs = new Vfs(this.meta, this.fs, {
       mode,
       cacheTtlMs: c.cacheTtlMs,
+      locks: c.locks,
       ...(space !== undefined ? { statfs: () => clusterSpace(space) } : {}),
     });
     vfs.startWatch();

@@ -27,7 +27,7 @@ import { readFile } from 'node:fs/promises';
 import { CairnError } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import { counter, histogram } from '../common/metrics.js';
-import { LOCK_EOF, conflictOf, type HeldLock, type LockKind, type LockMode, type LockRequest } from '../meta/lock-table.js';
+import { LOCK_EOF, applyLock, conflictOf, releaseOwner, type HeldLock, type LockKind, type LockMode, type LockRequest } from '../meta/lock-table.js';
 
 export { LOCK_EOF };
 export type { HeldLock, LockKind, LockMode };
@@ -76,6 +76,40 @@ export interface LockArgs {
   pid: number;
   /** The thread that waits (checked for pending signals during F_SETLKW); default pid. */
   waiterPid?: number;
+}
+
+/**
+ * The same lock rules kept in this process's memory: node-local locks (a mount with
+ * `locks: "node"`, and SQLite's WAL index files, *-shm, whose locks guard shared memory that
+ * exists on one host only). No session, nothing replicated.
+ */
+export class LocalLockPort implements LockMetaPort {
+  private readonly tables = new Map<number, HeldLock[]>();
+  async lockSession(): Promise<void> {}
+  async lockSessionEnd(): Promise<number> {
+    const n = this.tables.size;
+    this.tables.clear();
+    return n;
+  }
+  async lock(req: { ino: number; session: string; owner: string; kind: LockKind; mode: LockMode | 'unlock'; start: number; end: number; pid: number }): Promise<{ granted: boolean; conflict?: HeldLock }> {
+    const t = this.tables.get(req.ino) ?? [];
+    const c = conflictOf(t, req);
+    if (c !== undefined) return { granted: false, conflict: c };
+    const next = applyLock(t, req);
+    if (next.length === 0) this.tables.delete(req.ino);
+    else this.tables.set(req.ino, next);
+    return { granted: true };
+  }
+  async lockRelease(ino: number, session: string, owner: string, kind?: LockKind): Promise<number> {
+    const t = this.tables.get(ino) ?? [];
+    const next = releaseOwner(t, session, owner, kind);
+    if (next.length === 0) this.tables.delete(ino);
+    else this.tables.set(ino, next);
+    return t.length - next.length;
+  }
+  async lockList(ino: number): Promise<HeldLock[]> {
+    return this.tables.get(ino) ?? [];
+  }
 }
 
 const POLL_FIRST_MS = 5;
@@ -168,6 +202,11 @@ export class ClusterLocks {
     const table = await this.meta.lockList(a.ino);
     lockOps.inc({ op: 'getlk', result: 'ok' });
     return conflictOf(table, this.request(a, session));
+  }
+
+  /** May this owner hold a lock on the inode here (else its unlock has nothing to do)? */
+  holds(ino: number, owner: string): boolean {
+    return this.held.get(ino)?.has(owner) === true;
   }
 
   /** This mount's lock session, if one was started (locks it holds name it). */

@@ -20,7 +20,7 @@ import { counter } from '../common/metrics.js';
 import type { Attr, MetaClient } from '../meta/client.js';
 import type { CairnFs, Mode } from '../client/fs.js';
 import { ROOT_INO } from '../meta/ops.js';
-import { ClusterLocks } from './locks.js';
+import { ClusterLocks, LocalLockPort } from './locks.js';
 
 export { ROOT_INO };
 export type { Attr };
@@ -104,6 +104,8 @@ export interface VfsOptions {
   cacheTtlMs: number;
   /** Free space, from the diskmap/registry (the daemon provides it). */
   statfs?: () => Promise<{ totalBytes: number; freeBytes: number }>;
+  /** POSIX/flock locks: cluster-wide (default) or kept on this node only (docs/mount.md, "Locks"). */
+  locks?: 'cluster' | 'node';
 }
 
 interface FileHandle {
@@ -147,6 +149,8 @@ export class Vfs {
   private watching: Promise<void> | undefined;
   /** Cluster-wide POSIX and flock locks of this mount (src/vfs/locks.ts). */
   readonly locks: ClusterLocks;
+  /** Node-local locks: a mount with locks "node", and SQLite's *-shm files (host-local shared memory). */
+  readonly localLocks: ClusterLocks;
 
   constructor(
     private readonly meta: MetaClient,
@@ -166,6 +170,14 @@ export class Vfs {
       },
       { name: fs.holder.replace(/[^A-Za-z0-9._:-]/g, '_').slice(0, 100) },
     );
+    this.localLocks = new ClusterLocks(new LocalLockPort(), { afterAcquire: async () => undefined, beforeRelease: async () => undefined }, { name: 'local' });
+  }
+
+  /** The locks an inode's lock operations go to. */
+  async locksFor(ino: number): Promise<ClusterLocks> {
+    if (this.opts.locks === 'node') return this.localLocks;
+    const a = await this.metaAttr(ino);
+    return a.name.endsWith('-shm') ? this.localLocks : this.locks;
   }
 
   /** Follow the metadata watch feed and drop what it changes from the caches. */
@@ -199,6 +211,7 @@ export class Vfs {
 
   async close(): Promise<void> {
     await this.locks.close();
+    await this.localLocks.close();
     this.watchAbort.abort();
     await this.watching?.catch(() => undefined);
     for (const h of this.handles.values()) await this.fs.close(h.fd).catch(() => undefined);
