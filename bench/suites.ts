@@ -13,3 +13,4 @@ SUITES.push((await import('./rpc-tls.js')).rpcTlsSuite);
 SUITES.push((await import('./put-stages.js')).putStagesSuite);
 SUITES.push((await import('./dfs.js')).dfsSuite);
 SUITES.push((await import('./avail.js')).availSuite);
+SUITES.push((await import('./locks.js')).locksSuite);

@@ -22,13 +22,13 @@ import { parseWith } from '../common/config.js';
 import { counter, gauge } from '../common/metrics.js';
 import { CacheStore } from './cache-store.js';
 import { CachedFile, type CommitState } from './cached-file.js';
+import { DirtyLayer } from './extent-map.js';
 import { makeChunker, type Chunker } from './chunker.js';
 import { ReadCache } from './read-cache.js';
 import { runCommit, ensureLease, type PipelineDeps } from './pipeline.js';
 import { MAX_RECORD_PAYLOAD_BYTES, RECORD_HEADER_BYTES, MAX_FILE_OFFSET } from './journal.js';
 import type { ChunkPort, FileAttr, MetaPort } from './ports.js';
 import type { CoherencePort, RemoteAttr, RemoteWriter } from './coherence.js';
-import { DirtyLayer } from './extent-map.js';
 
 const MIB = 1024 * 1024;
 
@@ -120,6 +120,13 @@ export interface OpenByIdOptions {
   created?: { path: string; mode: number; version: number; mtimeMs: number };
   /** The `replicated` durability level (docs/dfs-cache.md): a write returns once a replica node has it too. */
   replicate?: boolean;
+  /**
+   * Open for writing without taking the write lease: the first commit takes it (the VFS, whose
+   * programs on several nodes coordinate with cluster-wide locks: a lock holder commits and gives
+   * the lease back at its unlock). Without locks, two nodes writing one file meet at commit: the
+   * later commit waits for the lease and may end in ECONFLICT (its data kept in the cache).
+   */
+  lazyLease?: boolean;
 }
 
 export interface CommitStatus {
@@ -337,12 +344,12 @@ export class CairnFs {
     return this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true);
   }
 
-  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean): Promise<number> {
+  private async attach(f: CachedFile, write: boolean, append: boolean, mode: Mode, truncate: boolean, lazyLease = false): Promise<number> {
     // Counted as open before the next await, so a concurrent clean-up (forgetIfIdle) leaves it alone.
     f.openCount += 1;
     this.clearTimer(this.idleTimers, f);
     let remote: Handle['remote'];
-    if (write) {
+    if (write && !lazyLease) {
       try {
         try {
           await f.lock.run(async () => {
@@ -403,7 +410,7 @@ export class CairnFs {
         this.files.set(fileId, file);
       }
     }
-    const fd = await this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true && o.replicate !== true);
+    const fd = await this.attach(file, write, o.append === true, o.mode ?? this.opts.mode, o.truncate === true && o.replicate !== true, o.lazyLease === true);
     const h = this.handles.get(fd);
     if (h !== undefined && o.replicate === true && write && this.coherence !== undefined) {
       h.replicate = true;
@@ -853,6 +860,59 @@ export class CairnFs {
       this.log.warn({ path, size: data.length, err: err.message }, 'inline budget of the metadata is full; storing this small file in chunks');
       return null;
     }
+  }
+
+  // ---------------------------------------------------------------- cluster-wide locks (src/vfs/locks.ts)
+
+  /**
+   * A lock on the file was just granted: a clean cached copy (open handles on this node, nothing
+   * of its own to commit) moves to the metadata's current version, so what the previous holder
+   * committed is what reads see now. A file with writes of its own is left alone (its commit
+   * compares and sets against its base). Returns whether the copy moved.
+   */
+  async revalidate(fileId: string): Promise<boolean> {
+    const f = this.files.get(fileId);
+    if (f === undefined) return false;
+    const clean = (): boolean => !f.hasDirty() && f.running === null && f.st.commit === null && f.frozen === null;
+    if (!clean()) return false;
+    const attr = await this.meta.getattr(fileId);
+    if (attr.version === f.st.base.version) return false;
+    let moved = false;
+    await f.lock.run(async () => {
+      if (!clean() || this.files.get(fileId) !== f || attr.version <= f.st.base.version) return;
+      f.st = { ...f.st, base: baseOf(attr) };
+      f.live = new DirtyLayer(attr.size);
+      f.mtimeMs = attr.mtimeMs;
+      if (f.persisted) await f.saveState();
+      moved = true;
+    });
+    return moved;
+  }
+
+  /**
+   * A lock on the file is being released: what this node wrote is committed first (visible to
+   * every node and durable in the chunk store), then the write lease goes back, so that the next
+   * holder — on any node — can commit its own writes. Nothing to do for a file not cached here.
+   */
+  async settle(fileId: string): Promise<void> {
+    const f = this.files.get(fileId);
+    if (f === undefined || this.discarded.has(fileId)) return;
+    // The lease may be held by another node a moment longer (its own unlock is giving it back): try again.
+    const deadline = Date.now() + this.opts.durableTimeoutMs;
+    for (let pause = 20; f.hasDirty() || f.st.commit !== null; pause = Math.min(500, pause * 2)) {
+      try {
+        await this.commitWait(f, 'durable');
+      } catch (err) {
+        if (!(err instanceof CairnError && err.code === 'EBUSY') || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, pause));
+      }
+    }
+    const token = f.st.leaseToken;
+    if (token === null || f.hasDirty()) return;
+    f.st = { ...f.st, leaseToken: null };
+    await this.meta.releaseLease(fileId, this.holder, token).catch((err: unknown) => {
+      this.log.warn({ path: f.st.path, err: String(err) }, 'lease release after an unlock failed; it will expire');
+    });
   }
 
   /** Files up to this size are stored inline in the metadata (0: never). */

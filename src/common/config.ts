@@ -89,6 +89,8 @@ export const mountConfigSchema = z
      * turns the kernel's page and attribute caches off for this mount, so every read sees other nodes' writes.
      */
     durability: z.enum(['local', 'replicated', 'committed']).optional(),
+    /** POSIX and flock locks: cluster-wide through the metadata, or node-local (docs/mount.md, "Locks"). */
+    locks: z.enum(['cluster', 'node']).default('cluster'),
   })
   .strict();
 

@@ -60,6 +60,10 @@ export interface RequestCaller {
   gid: number;
   pid: number;
   umask: number;
+  /** The kernel's lock owner of the request's open file (hex), when it has one (lock, flock, flush, release). */
+  lockOwner?: string;
+  /** release: the file description held flock locks; release them (libfuse's high-level API leaves it to us). */
+  flockRelease?: boolean;
 }
 
 /** Callbacks of the binding as fuse-napi names them (the subset Cairn implements). */
@@ -97,7 +101,7 @@ interface FuseInstance {
   _operationFlags: number;
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
-  context(): { uid: number; gid: number; pid: number; umask: number } | null;
+  context(): { uid: number; gid: number; pid: number; umask: number; fileInfo?: { lockOwner: number | bigint; flockRelease: boolean } | null } | null;
 }
 /** fuse-napi's operation flag added by ops/fuse-napi/use-ino.patch: sets fuse_config.use_ino. */
 const OPERATION_FLAG_USE_INO = 32;
@@ -168,7 +172,13 @@ export async function mountBinding(dir: string, ops: BindingOps, o: BindingOptio
     dir,
     caller: () => {
       const c = fuse.context();
-      return c === null ? null : { uid: c.uid, gid: c.gid, pid: c.pid, umask: c.umask };
+      if (c === null) return null;
+      const owner = c.fileInfo?.lockOwner;
+      return {
+        uid: c.uid, gid: c.gid, pid: c.pid, umask: c.umask,
+        ...(owner !== undefined ? { lockOwner: BigInt(owner).toString(16) } : {}),
+        ...(c.fileInfo?.flockRelease === true ? { flockRelease: true } : {}),
+      };
     },
     unmount: () =>
       (gone ??= new Promise<void>((resolve) => {

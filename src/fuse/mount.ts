@@ -7,6 +7,7 @@
 import { CairnError } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import { ROOT_INO, type Caller, type Vfs, type VfsAttr } from '../vfs/vfs.js';
+import { LOCK_EOF, type LockMode } from '../vfs/locks.js';
 import { errnoOf, mountBinding, type BindingOps, type BindingStats, type MountedBinding, type Timespec } from './binding.js';
 
 const log = logger('fuse');
@@ -52,6 +53,24 @@ const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
+// fcntl(2) and flock(2) constants (Linux).
+const F_GETLK = 5;
+const F_SETLKW = 7;
+const F_RDLCK = 0;
+const F_WRLCK = 1;
+const F_UNLCK = 2;
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+
+interface BindingLock {
+  type: number;
+  whence: number;
+  start: number | bigint;
+  length: number | bigint;
+  pid: number;
+}
 
 const UTIME_NOW = 0x3fffffff;
 const UTIME_OMIT = 0x3ffffffe;
@@ -118,6 +137,16 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
       (err: unknown) => cb(errno(err, op)),
     );
   }
+
+  /** A lock operation; failures other than a conflict or an interrupt are logged (they reach the program as EIO). */
+  const lockOp = <T>(op: string, f: () => Promise<T>) => async (): Promise<T> => {
+    try {
+      return await f();
+    } catch (err) {
+      if (!(err instanceof CairnError && (err.code === 'EAGAIN' || err.code === 'EINTR'))) log.warn({ op, err: String(err) }, 'lock operation failed');
+      throw err;
+    }
+  };
 
   const ops: BindingOps = {
     initWithConfig: (_conn: unknown, cb: (err: number, cfg?: Record<string, unknown>) => void) => cb(0, { maxWrite: 1024 * 1024, asyncRead: true }),
@@ -232,7 +261,6 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
     },
     flush: (_path: string | null, fd: number, cb: (err: number) => void) => answer('flush', cb, () => vfs.flush(Number(fd))),
     fsync: (_path: string | null, _data: boolean, fd: number, cb: (err: number) => void) => answer('fsync', cb, () => vfs.fsync(Number(fd))),
-    release: (_path: string | null, fd: number, cb: (err: number) => void) => answer('release', cb, () => vfs.release(Number(fd))),
     fallocate: (_path: string | null, fd: number, mode: number, offset: number | bigint, length: number | bigint, cb: (err: number) => void) => {
       // Allocation (0), KEEP_SIZE, and PUNCH_HOLE/ZERO_RANGE (zeros written); COLLAPSE_RANGE,
       // INSERT_RANGE, UNSHARE_RANGE move or share blocks Cairn does not have: EOPNOTSUPP.
@@ -259,6 +287,17 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
         (err: unknown) => cb(errno(err, 'copy_file_range')),
       );
     },
+    release: (_path: string | null, fd: number, cb: (err: number) => void) => {
+      const c = binding?.caller();
+      answer('release', cb, async () => {
+        // The last close of a file description that took flock locks: they go now (fuse.h: flock_release).
+        if (c?.flockRelease === true && c.lockOwner !== undefined) {
+          const ino = vfs.inoOf(Number(fd));
+          for (const l of [vfs.locks, vfs.localLocks]) await l.releaseOwner(ino, c.lockOwner, 'flock').catch((err: unknown) => log.warn({ err: String(err) }, 'flock release at close failed'));
+        }
+        await vfs.release(Number(fd));
+      });
+    },
     opendir: (path: string, _flags: number, cb: (err: number, r?: unknown) => void) =>
       answer('opendir', cb, async () => ({ fd: await vfs.opendir(await resolve(path)) })),
     readdirPaged: (
@@ -277,6 +316,46 @@ export async function mountVfs(vfs: Vfs, dir: string, o: MountOptions = {}): Pro
       cb(0);
     },
     fsyncdir: (_path: string | null, _data: boolean, _fd: number, cb: (err: number) => void) => cb(0),
+    // Cluster-wide locks (src/vfs/locks.ts). libfuse gives ranges from SEEK_SET, length 0 = to EOF;
+    // it also sends an unlock of the whole file for the owner at every close (flush), and
+    // flock(LOCK_UN) at the last close of a file description that used flock.
+    lock: (path: string | null, fd: number, cmd: number, lk: BindingLock, cb: (err: number, l?: BindingLock) => void) => {
+      const c = binding?.caller();
+      answer<BindingLock | undefined>('lock', cb, lockOp('lock', async () => {
+        const ino = await inoFor(path, fd);
+        const mode: LockMode | 'unlock' | undefined = lk.type === F_RDLCK ? 'read' : lk.type === F_WRLCK ? 'write' : lk.type === F_UNLCK ? 'unlock' : undefined;
+        const start = Number(lk.start);
+        const length = Number(lk.length);
+        if (mode === undefined || lk.whence !== 0 || !Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0) {
+          throw new CairnError('EINVAL', `lock type ${lk.type} whence ${lk.whence} range ${start}+${length} is not valid`);
+        }
+        const args = {
+          ino, owner: c?.lockOwner ?? `pid-${c?.pid ?? 0}`, kind: 'posix' as const, mode, start,
+          end: length === 0 ? LOCK_EOF : Math.min(LOCK_EOF, start + length), pid: lk.pid || (c?.pid ?? 0), waiterPid: c?.pid ?? lk.pid,
+        };
+        // The unlock libfuse sends at every close: nothing to do for an owner that never locked here.
+        if (mode === 'unlock' && !vfs.locks.holds(ino, args.owner) && !vfs.localLocks.holds(ino, args.owner)) return undefined;
+        const locks = await vfs.locksFor(ino);
+        if (cmd === F_GETLK) {
+          const h = await locks.test(args);
+          if (h === undefined) return { type: F_UNLCK, whence: 0, start, length, pid: 0 };
+          return { type: h.mode === 'write' ? F_WRLCK : F_RDLCK, whence: 0, start: h.start, length: h.end === LOCK_EOF ? 0 : h.end - h.start, pid: h.pid };
+        }
+        await locks.set(args, cmd === F_SETLKW);
+        return undefined;
+      }));
+    },
+    flock: (path: string | null, fd: number, op: number, cb: (err: number) => void) => {
+      const c = binding?.caller();
+      answer('flock', cb, lockOp('flock', async () => {
+        const ino = await inoFor(path, fd);
+        const what = op & ~LOCK_NB;
+        const mode: LockMode | 'unlock' | undefined = what === LOCK_SH ? 'read' : what === LOCK_EX ? 'write' : what === LOCK_UN ? 'unlock' : undefined;
+        if (mode === undefined) throw new CairnError('EINVAL', `flock operation ${op} is not valid`);
+        const pid = c?.pid ?? 0;
+        await (await vfs.locksFor(ino)).set({ ino, owner: c?.lockOwner ?? `pid-${pid}`, kind: 'flock', mode, start: 0, end: LOCK_EOF, pid }, (op & LOCK_NB) === 0);
+      }));
+    },
     setxattr: (path: string, name: string, value: Buffer, _pos: number, flags: number, cb: (err: number) => void) =>
       answer('setxattr', cb, async () => vfs.setxattr(await resolve(path), name, Buffer.from(value), flags)),
     getxattr: (path: string, name: string, _pos: number, cb: (err: number, v?: Buffer | null) => void) => {

@@ -88,6 +88,7 @@ export class MountManager {
       coherent,
       replicate: c.durability === 'replicated',
       cacheTtlMs: c.cacheTtlMs,
+      locks: c.locks,
       ...(space !== undefined ? { statfs: () => clusterSpace(space) } : {}),
     });
     vfs.startWatch();

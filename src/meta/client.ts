@@ -24,8 +24,9 @@ import type { Ref, EntryRef, Extent } from './ops.js';
 import type { CommitRecord, DirEntry, EventKind, Inode, InodeType, WatchEvent } from './state-machine.js';
 import { LEASE_SAFETY_MARGIN_MS } from './state-machine.js';
 import { reportedVersion } from '../common/version.js';
+import type { HeldLock, LockKind, LockMode } from './lock-table.js';
 
-export type { Ref, EntryRef, Extent, CommitRecord, DirEntry, Inode, InodeType, WatchEvent, EventKind };
+export type { Ref, EntryRef, Extent, CommitRecord, DirEntry, Inode, InodeType, WatchEvent, EventKind, HeldLock, LockKind, LockMode };
 
 /** A path string or a reference object. */
 export type Target = string | Ref;
@@ -117,8 +118,15 @@ interface QueuedWrite {
 const RETRY_BACKOFF_MS = [20, 50, 100, 200, 400, 800];
 const READ_METHODS: ReadonlySet<string> = new Set([
   'Getattr', 'Lookup', 'Readdir', 'Readlink', 'GetXattr', 'ListXattr', 'CommitStatus', 'DiskmapGet', 'DiskmapChange', 'Status',
-  'ScanLayouts', 'LeaseGet',
+  'ScanLayouts', 'LeaseGet', 'LockList',
 ]);
+
+function heldLockFromWire(l: Wire): HeldLock {
+  return {
+    kind: String(l.kind) as LockKind, session: String(l.session), owner: String(l.owner), mode: String(l.mode) as LockMode,
+    start: Number(l.start ?? 0), end: Number(l.end ?? 0), pid: Number(l.pid ?? 0),
+  };
+}
 
 function toWireRef(t: Target): Record<string, unknown> {
   if (typeof t === 'string') return { path: t };
@@ -584,6 +592,39 @@ export class MetaClient {
       validUntilMs: sentAt + ttlMs - Math.min(LEASE_SAFETY_MARGIN_MS, ttlMs / 2),
       ...(typeof r.addr === 'string' && r.addr !== '' ? { addr: r.addr } : {}),
     };
+  }
+
+  // ---- cluster-wide locks (src/meta/lock-table.ts)
+
+  /** Create (create) or renew a lock session for ttlMs; EFENCED when a renewed one already expired. */
+  async lockSession(session: string, ttlMs: number, create: boolean): Promise<void> {
+    await this.rpc('LockSession', { session, ttl_ms: ttlMs, create });
+  }
+
+  /** End a lock session: every lock it holds is released. */
+  async lockSessionEnd(session: string): Promise<number> {
+    return Number((await this.rpc('LockSession', { session, end: true })).released ?? 0);
+  }
+
+  /**
+   * Take, change or release (mode 'unlock') a lock: granted, or not with a conflicting lock of
+   * another owner named. EFENCED when the session expired, ESTALE when the inode is gone.
+   */
+  async lock(req: { ino: number; session: string; owner: string; kind: LockKind; mode: LockMode | 'unlock'; start: number; end: number; pid: number }): Promise<{ granted: boolean; conflict?: HeldLock }> {
+    const r = await this.rpc('Lock', { ino: req.ino, session: req.session, owner: req.owner, kind: req.kind, mode: req.mode, start: req.start, end: req.end, pid: req.pid });
+    if (r.granted === true) return { granted: true };
+    return { granted: false, ...(r.conflict ? { conflict: heldLockFromWire(r.conflict as Wire) } : {}) };
+  }
+
+  /** Release every lock of one owner on an inode (of one kind, or both). */
+  async lockRelease(ino: number, session: string, owner: string, kind?: LockKind): Promise<number> {
+    return Number((await this.rpc('LockRelease', { ino, session, owner, kind: kind ?? '' })).released ?? 0);
+  }
+
+  /** The inode's lock table (linearizable unless serializable). */
+  async lockList(ino: number, opts: ReadOptions = {}): Promise<HeldLock[]> {
+    const r = await this.rpc('LockList', { ino, serializable: opts.serializable === true });
+    return ((r.locks as Wire[] | undefined) ?? []).map(heldLockFromWire);
   }
 
   /** Write (replace) a node's registry record: a JSON object, one Raft entry. */

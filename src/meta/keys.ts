@@ -24,6 +24,9 @@
  *   w:<rev>              watch event
  *   n:<nodeId>           node registry record (opaque JSON written by src/server/registry.ts)
  *   m:clusterVersion     the cluster version (src/common/version.ts); absent: 0.1.0
+ *   lock:<ino>           the inode's lock table {locks: HeldLock[]} (src/meta/lock-table.ts)
+ *   lsess:<session>      lock session {session, expiresAtMs}
+ *   lsidx:<session>\0<ino> a session holds locks on this inode (for dropping them when it ends)
  */
 
 export function hex(n: number): string {
@@ -62,6 +65,11 @@ export const K = {
   node: (nodeId: number): string => `n:${hex(nodeId)}`,
   nodePrefix: 'n:',
   clusterVersion: 'm:clusterVersion',
+  locks: (ino: number): string => `lock:${hex(ino)}`,
+  lockSession: (session: string): string => `lsess:${session}`,
+  lockSessionPrefix: 'lsess:',
+  lockIndex: (session: string, ino: number): string => `lsidx:${session}\0${hex(ino)}`,
+  lockIndexPrefix: (session: string): string => `lsidx:${session}\0`,
 } as const;
 
 /** The smallest key greater than every key that starts with prefix (prefix ends in a byte < 0xff). */

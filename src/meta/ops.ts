@@ -136,6 +136,8 @@ const inlineBudget = u53;
 const leaseAddr = z.string().min(3).max(256).regex(/^[^\s/]+:\d{1,5}$/, 'an address is host:port');
 
 const owner = { mode: z.number().int().min(0).max(0o7777), uid: u32, gid: u32 };
+const lockSessionSchema = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'a lock session is letters, digits and . _ : -');
+const lockOwnerSchema = z.string().min(1).max(64).regex(/^[A-Za-z0-9._:-]+$/, 'a lock owner is letters, digits and . _ : -');
 
 export const opSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('mkdir'), at: entryRefSchema, ...owner }).strict(),
@@ -234,6 +236,25 @@ export const opSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('nodeRegister'), nodeId: u32.min(1), recordJson: z.string().min(2).max(NODE_RECORD_MAX_BYTES) }).strict(),
   // The cluster version (src/common/version.ts): proposed by the leader once every member runs it; only goes up.
   z.object({ op: z.literal('clusterVersion'), version: z.string().regex(VERSION_PATTERN) }).strict(),
+  // Cluster-wide locks (lock-table.ts; docs/mount.md "Locks and SQLite across nodes"). A session is
+  // one mount's: created, renewed before it expires (EFENCED once it has), ended; its locks go with it.
+  z.object({ op: z.literal('lockSession'), session: lockSessionSchema, ttlMs: z.number().int().min(100).max(600_000), create: z.boolean() }).strict(),
+  z
+    .object({
+      op: z.literal('lockSet'),
+      ino,
+      session: lockSessionSchema,
+      owner: lockOwnerSchema,
+      kind: z.enum(['posix', 'flock']),
+      mode: z.enum(['read', 'write', 'unlock']),
+      start: u53,
+      end: u53,
+      pid: z.number().int().min(-0x8000_0000).max(0x7fff_ffff),
+    })
+    .strict(),
+  z.object({ op: z.literal('lockRelease'), ino, session: lockSessionSchema, owner: lockOwnerSchema, kind: z.enum(['posix', 'flock']).optional() }).strict(),
+  z.object({ op: z.literal('lockSessionEnd'), session: lockSessionSchema }).strict(),
+  z.object({ op: z.literal('lockExpire'), sessions: z.array(lockSessionSchema).max(1000) }).strict(),
 ]);
 export type Op = z.infer<typeof opSchema>;
 export type OpName = Op['op'];

@@ -20,7 +20,7 @@ import { encodeCheckedOp, encodeEntryOps } from './entry.js';
 import type { Replicator } from './replicator.js';
 import { parseDiskmap } from '../diskmap/index.js';
 import type { ApplyResult, CommitRecord, EntryResult, Inode, Lease, MetaStateMachine, WatchEvent } from './state-machine.js';
-import { CAIRN_VERSION, FEATURES, VERSION_HEARD_WITHIN_MS, clusterSupports, compareVersions, nextClusterVersion } from '../common/version.js';
+import { CAIRN_VERSION, FEATURES, VERSION_HEARD_WITHIN_MS, clusterSupports, compareVersions, nextClusterVersion, requireFeature } from '../common/version.js';
 
 /** Largest encoded entry accepted from one request. */
 export const MAX_ENTRY_BYTES = 8 * 1024 * 1024;
@@ -166,6 +166,13 @@ const S = {
   watch: z.object({ path: z.string().max(8192).default(''), from_revision: u64.default(0) }),
   batch: z.object({ ops: z.array(z.record(z.string(), z.unknown())).max(MAX_BATCH_OPS) }),
   status: z.object({}).passthrough(),
+  lockSession: z.object({ session: z.string().max(128), ttl_ms: u32.default(0), create: z.boolean().default(false), end: z.boolean().default(false) }),
+  lock: z.object({
+    ino: u64, session: z.string().max(128), owner: z.string().max(64), kind: z.enum(['posix', 'flock']), mode: z.enum(['read', 'write', 'unlock']),
+    start: u64.default(0), end: u64.default(0), pid: z.number().int().min(-0x8000_0000).max(0x7fff_ffff).default(0),
+  }),
+  lockRelease: z.object({ ino: u64, session: z.string().max(128), owner: z.string().max(64), kind: z.enum(['posix', 'flock', '']).default('') }),
+  lockList: z.object({ ino: u64, serializable: z.boolean().default(false) }),
 };
 
 // ---------------------------------------------------------------- wire shapes
@@ -506,6 +513,8 @@ export class MetaService {
           if (inos.length > 0) await this.propose({ op: 'leaseExpire', inos }, true);
           const pins = await this.sm.expiredPins(this.now(), 1000);
           if (pins.length > 0) await this.propose({ op: 'pinExpire', pins }, true);
+          const sessions = await this.sm.expiredLockSessions(this.now(), 1000);
+          if (sessions.length > 0) await this.propose({ op: 'lockExpire', sessions }, true);
         })
         .catch((err: unknown) => this.log.debug({ err: String(err) }, 'lease sweep skipped'));
     }, this.opts.leaseSweepMs ?? LEASE_SWEEP_MS);
@@ -666,6 +675,27 @@ export class MetaService {
         const remaining = l === undefined ? 0 : l.expiresAtMs - this.now();
         if (l === undefined || remaining <= 0) return { held: false };
         return { held: true, holder: l.holder, token: l.token, addr: l.addr ?? '', remaining_ms: Math.ceil(remaining) };
+      }),
+      // Lock operations are new metadata records: refused (EAGAIN) until every node reads them.
+      LockSession: this.timed('lockSession', S.lockSession, async (q) => {
+        requireFeature(sm, 'locks');
+        if (q.end) return { released: Number((await this.propose({ op: 'lockSessionEnd', session: q.session })).released ?? 0) };
+        await this.propose({ op: 'lockSession', session: q.session, ttlMs: q.ttl_ms, create: q.create }, true);
+        return { released: 0 };
+      }),
+      Lock: this.timed('lock', S.lock, async (q) => {
+        requireFeature(sm, 'locks');
+        const v = await this.propose({ op: 'lockSet', ino: q.ino, session: q.session, owner: q.owner, kind: q.kind, mode: q.mode, start: q.start, end: q.end, pid: q.pid }, true);
+        return v.granted === true ? { granted: true } : { granted: false, conflict: v.conflict };
+      }),
+      LockRelease: this.timed('lockRelease', S.lockRelease, async (q) => {
+        requireFeature(sm, 'locks');
+        const v = await this.propose({ op: 'lockRelease', ino: q.ino, session: q.session, owner: q.owner, ...(q.kind !== '' ? { kind: q.kind } : {}) });
+        return { released: Number(v.released ?? 0) };
+      }),
+      LockList: this.timed('lockList', S.lockList, async (q) => {
+        await this.barrier(q.serializable);
+        return { locks: await sm.locks(q.ino) };
       }),
       LeaseRelease: this.timed('leaseRelease', S.leaseRelease, async (q) => {
         const v = await this.propose({ op: 'leaseRelease', ino: q.ino, holder: q.holder, token: q.token });

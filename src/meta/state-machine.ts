@@ -25,6 +25,7 @@ import { K, hex, prefixEnd } from './keys.js';
 import { EXTENTS_MAX, ROOT_INO, cutAt, spliceExtents, splitPath, type EntryRef, type Extent, type Op, type Ref } from './ops.js';
 import { decodeEntry, type DecodedEntry } from './entry.js';
 import { BASE_VERSION, compareVersions, type ClusterVersionSource } from '../common/version.js';
+import { applyLock, conflictOf, releaseOwner, releaseSession, validRange, LOCK_EOF, type HeldLock, type LockRequest } from './lock-table.js';
 
 export type InodeType = 'file' | 'dir' | 'symlink';
 
@@ -101,6 +102,13 @@ export interface Pin {
   ino: number;
   version: number;
   holder: string;
+  expiresAtMs: number;
+}
+
+/** A node's lock session (one per mount): its locks live while it is renewed (docs/mount.md, "Locks"). */
+export interface LockSession {
+  session: string;
+  /** Leader clock reading after which the session is dead (its locks are dropped by the sweep). */
   expiresAtMs: number;
 }
 
@@ -810,6 +818,24 @@ export class MetaStateMachine implements StateMachine, ClusterVersionSource {
     return out;
   }
 
+  /** The lock table of an inode (empty when nothing is locked). */
+  async locks(ino: number): Promise<HeldLock[]> {
+    await this.settled();
+    return (await this.reader().tx.getJson<{ locks: HeldLock[] }>(K.locks(ino)))?.locks ?? [];
+  }
+
+  /** Lock sessions whose expiry (plus the safety margin) has passed at nowMs: for the leader's sweep. */
+  async expiredLockSessions(nowMs: number, limit: number): Promise<string[]> {
+    await this.settled();
+    const out: string[] = [];
+    for await (const v of this.db.values({ gte: K.lockSessionPrefix, lt: prefixEnd(K.lockSessionPrefix) })) {
+      const l = JSON.parse(v) as LockSession;
+      if (nowMs >= l.expiresAtMs + LEASE_SAFETY_MARGIN_MS) out.push(l.session);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
   async diskmap(): Promise<DiskmapRecord> {
     await this.settled();
     return (await this.reader().tx.getJson<DiskmapRecord>(K.diskmap)) ?? { epoch: 0, documentJson: '' };
@@ -1074,6 +1100,7 @@ class ApplyCtx {
     this.tx.del(K.layout(i.ino));
     this.tx.del(K.lease(i.ino));
     this.tx.del(K.orphan(i.ino));
+    await this.putLocks(i.ino, []);
     if (i.xattrs > 0) for (const k of await this.tx.keys(K.xattrPrefix(i.ino))) this.tx.del(k);
     if (i.type === 'file' && i.version > 0) {
       for (let v = Math.max(1, i.version - COMMIT_RECORDS_KEPT + 1); v <= i.version; v++) this.tx.del(K.commit(i.ino, v));
@@ -1420,7 +1447,93 @@ class ApplyCtx {
         this.tx.put(K.clusterVersion, op.version);
         return { version: op.version };
       }
+      case 'lockSession': {
+        const key = K.lockSession(op.session);
+        const cur = await this.tx.getJson<LockSession>(key);
+        if (cur === undefined && !op.create) {
+          opFail('EFENCED', `lock session ${op.session} is gone (it expired and its locks were dropped); start a new one`);
+        }
+        if (cur !== undefined && this.nowMs >= cur.expiresAtMs) {
+          opFail('EFENCED', `lock session ${op.session} expired ${this.nowMs - cur.expiresAtMs} ms ago; its locks are being dropped; start a new one`);
+        }
+        const s: LockSession = { session: op.session, expiresAtMs: this.nowMs + op.ttlMs };
+        this.tx.putJson(key, s);
+        return { session: s };
+      }
+      case 'lockSet': {
+        await this.liveLockSession(op.session);
+        const i = await this.mustInode(op.ino);
+        if (i.type === 'symlink') opFail('EINVAL', `inode ${op.ino} is a symbolic link`);
+        const start = op.kind === 'flock' ? 0 : op.start;
+        const end = op.kind === 'flock' ? LOCK_EOF : op.end;
+        if (!validRange(start, end)) opFail('EINVAL', `lock range [${start}, ${end}) is empty or out of range`);
+        const req: LockRequest = { kind: op.kind, session: op.session, owner: op.owner, mode: op.mode, start, end, pid: op.pid };
+        const table = await this.locksOf(op.ino);
+        const c = conflictOf(table, req);
+        // A conflict is an answer, not a failure: nothing changes, the holder is named.
+        if (c !== undefined) return { granted: false, conflict: c };
+        await this.putLocks(op.ino, applyLock(table, req), table);
+        return { granted: true };
+      }
+      case 'lockRelease': {
+        const table = await this.locksOf(op.ino);
+        const next = releaseOwner(table, op.session, op.owner, op.kind);
+        if (next.length !== table.length) await this.putLocks(op.ino, next, table);
+        return { released: table.length - next.length };
+      }
+      case 'lockSessionEnd': {
+        const n = await this.endLockSession(op.session);
+        return { released: n };
+      }
+      case 'lockExpire': {
+        let n = 0;
+        for (const session of op.sessions) {
+          const cur = await this.tx.getJson<LockSession>(K.lockSession(session));
+          if (cur === undefined || this.nowMs < cur.expiresAtMs + LEASE_SAFETY_MARGIN_MS) continue;
+          await this.endLockSession(session);
+          n++;
+        }
+        return { expired: n };
+      }
     }
+  }
+
+  /** EFENCED unless the lock session exists and has not expired (at the proposer's clock). */
+  private async liveLockSession(session: string): Promise<void> {
+    const cur = await this.tx.getJson<LockSession>(K.lockSession(session));
+    if (cur === undefined || this.nowMs >= cur.expiresAtMs) {
+      opFail('EFENCED', `lock session ${session} ${cur === undefined ? 'does not exist' : 'has expired'}; its locks are gone; start a new session`);
+    }
+  }
+
+  async locksOf(ino: number): Promise<HeldLock[]> {
+    return (await this.tx.getJson<{ locks: HeldLock[] }>(K.locks(ino)))?.locks ?? [];
+  }
+
+  /** Store an inode's lock table, keeping the session → inode index in step with it. */
+  async putLocks(ino: number, next: HeldLock[], before?: HeldLock[]): Promise<void> {
+    const prev = before ?? (await this.locksOf(ino));
+    if (prev.length === 0 && next.length === 0) return;
+    if (next.length === 0) this.tx.del(K.locks(ino));
+    else this.tx.putJson(K.locks(ino), { locks: next });
+    const had = new Set(prev.map((l) => l.session));
+    const has = new Set(next.map((l) => l.session));
+    for (const s of had) if (!has.has(s)) this.tx.del(K.lockIndex(s, ino));
+    for (const s of has) if (!had.has(s)) this.tx.put(K.lockIndex(s, ino), '1');
+  }
+
+  /** Drop a session and every lock it holds; returns the number of inodes it held locks on. */
+  private async endLockSession(session: string): Promise<number> {
+    const prefix = K.lockIndexPrefix(session);
+    const keys = await this.tx.keys(prefix);
+    for (const k of keys) {
+      const ino = parseInt(k.slice(prefix.length), 16);
+      const table = await this.locksOf(ino);
+      await this.putLocks(ino, releaseSession(table, session), table);
+      this.tx.del(k);
+    }
+    this.tx.del(K.lockSession(session));
+    return keys.length;
   }
 
   /** Is some pin holding this version of the inode? */

@@ -20,6 +20,7 @@ import { counter } from '../common/metrics.js';
 import type { Attr, MetaClient } from '../meta/client.js';
 import type { CairnFs, Mode } from '../client/fs.js';
 import { ROOT_INO } from '../meta/ops.js';
+import { ClusterLocks, LocalLockPort } from './locks.js';
 
 export { ROOT_INO };
 export type { Attr };
@@ -116,6 +117,8 @@ export interface VfsOptions {
   coherent?: boolean;
   /** The `replicated` durability level: every write returns once a replica node's cache disk has it too (docs/dfs-cache.md). */
   replicate?: boolean;
+  /** POSIX/flock locks: cluster-wide (default) or kept on this node only (docs/mount.md, "Locks"). */
+  locks?: 'cluster' | 'node';
 }
 
 interface FileHandle {
@@ -164,6 +167,10 @@ export class Vfs {
   private readonly log: Logger;
   private watching: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
+  /** Cluster-wide POSIX and flock locks of this mount (src/vfs/locks.ts). */
+  readonly locks: ClusterLocks;
+  /** Node-local locks: a mount with locks "node", and SQLite's *-shm files (host-local shared memory). */
+  readonly localLocks: ClusterLocks;
 
   constructor(
     private readonly meta: MetaClient,
@@ -171,8 +178,28 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.log = logger('vfs');
+    this.locks = new ClusterLocks(
+      meta,
+      {
+        // A granted lock revalidates the file (as NFS does); a release first commits this node's writes.
+        afterAcquire: async (ino) => {
+          this.forget(ino);
+          await this.fs.revalidate(String(ino));
+        },
+        beforeRelease: (ino) => this.fs.settle(String(ino)),
+      },
+      { name: fs.holder.replace(/[^A-Za-z0-9._:-]/g, '_').slice(0, 100) },
+    );
+    this.localLocks = new ClusterLocks(new LocalLockPort(), { afterAcquire: async () => undefined, beforeRelease: async () => undefined }, { name: 'local' });
     // Another node claimed or gave back a file (src/peer): its cached attributes are stale.
     this.unsubscribe = fs.onInvalidate((fileId) => this.attrs.delete(Number(fileId)));
+  }
+
+  /** The locks an inode's lock operations go to. */
+  async locksFor(ino: number): Promise<ClusterLocks> {
+    if (this.opts.locks === 'node') return this.localLocks;
+    const a = await this.metaAttr(ino);
+    return a.name.endsWith('-shm') ? this.localLocks : this.locks;
   }
 
   get coherent(): boolean {
@@ -220,6 +247,8 @@ export class Vfs {
 
   async close(): Promise<void> {
     this.unsubscribe();
+    await this.locks.close();
+    await this.localLocks.close();
     this.watchAbort.abort();
     await this.watching?.catch(() => undefined);
     for (const h of this.handles.values()) await this.fs.close(h.fd).catch(() => undefined);
@@ -597,6 +626,9 @@ export class Vfs {
         append: (flags & O_APPEND) !== 0,
         mode: this.opts.mode,
         replicate: this.opts.replicate === true,
+        // Other nodes may write it too, coordinated by cluster-wide locks (src/vfs/locks.ts): the
+        // write lease is taken by the commit, not held from open to close.
+        lazyLease: true,
       });
       const fh = this.nextHandle++;
       this.handles.set(fh, { ino, fd, write });
