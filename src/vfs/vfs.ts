@@ -627,8 +627,9 @@ export class Vfs {
         mode: this.opts.mode,
         replicate: this.opts.replicate === true,
         // Other nodes may write it too, coordinated by cluster-wide locks (src/vfs/locks.ts): the
-        // write lease is taken by the commit, not held from open to close.
-        lazyLease: true,
+        // write lease is taken by the commit, not held from open to close. A coherent mount keeps
+        // one writer from open to close instead, and other nodes' writes go to it (docs/dfs-cache.md).
+        lazyLease: !this.coherent,
       });
       const fh = this.nextHandle++;
       this.handles.set(fh, { ino, fd, write });
