@@ -79,8 +79,12 @@ export const mountConfigSchema = z
     mode: z.enum(['weak', 'strong']).optional(),
     /** Longest a cached name/attribute is served (ms) before asking the metadata again. */
     cacheTtlMs: durationMs(0, 60_000).default(1_000),
-    /** Kernel attribute/entry cache (seconds). */
-    attrTimeoutS: z.number().min(0).max(60).default(1),
+    /**
+     * Kernel attribute/entry cache (seconds). Default: 0 with cluster-wide locks (a lock taken on
+     * one node must not find another node's write hidden behind the kernel's cached pages or
+     * names: docs/mount.md, "Locks and SQLite across nodes"), 1 with node-local locks.
+     */
+    attrTimeoutS: z.number().min(0).max(60).optional(),
     /** Let other users than the daemon's reach the mount (needs user_allow_other in /etc/fuse.conf). */
     allowOther: z.boolean().default(false),
     /**

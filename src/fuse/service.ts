@@ -94,7 +94,7 @@ export class MountManager {
     vfs.startWatch();
     try {
       // A coherent mount keeps no kernel attributes: every stat asks the VFS (and the writer node).
-      const mount = await mountVfs(vfs, dir, { attrTimeoutS: coherent ? 0 : c.attrTimeoutS, allowOther: c.allowOther });
+      const mount = await mountVfs(vfs, dir, { attrTimeoutS: coherent ? 0 : (c.attrTimeoutS ?? (c.locks === 'node' ? 1 : 0)), allowOther: c.allowOther });
       this.mounts.set(dir, { mount, vfs, mode });
     } catch (err) {
       await vfs.close();
