@@ -247,7 +247,17 @@ describe('a node down: writes go on, the cluster heals itself', () => {
     await eventually(async () => {
       const c = await new FileClient(nodes[0]!.listen).cluster();
       const me = c.nodes.find((x) => x.nodeId === 3);
-      return me !== undefined && me.role === 'follower' && me.disks.every((d) => d.state === 'ok');
+      if (me === undefined || me.role !== 'follower' || !me.disks.every((d) => d.state === 'ok')) return false;
+      // ...and the rejoined node routes reads itself (it has loaded the diskmap): a first read works.
+      const own = new FileClient(n.listen);
+      try {
+        const [path, sha] = [...files][0]!;
+        return (await readAll(own, path)) === sha;
+      } catch {
+        return false;
+      } finally {
+        own.close();
+      }
     }, 120_000, 200);
     const c = new FileClient(n.listen);
     for (const [path, sha] of files) expect(await readAll(c, path)).toBe(sha);
