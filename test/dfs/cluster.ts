@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { eventually, freePort, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
+import { eventually, freePort, runCairn, spawnCairn, tempDir, waitReady } from '../helpers/env.js';
 import { isMounted } from '../fuse/helpers.js';
 
 const exec = promisify(execFile);
@@ -24,17 +24,6 @@ export interface DfsCluster {
   kill(i: number): Promise<void>;
   start(i: number): Promise<void>;
   stop(): Promise<void>;
-}
-
-async function waitReady(p: ChildProcess): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    p.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      if (out.includes('"ready":true')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`node exited with ${c}`)));
-  });
 }
 
 export async function startDfsCluster(durability: 'local' | 'replicated' | 'committed' = 'local'): Promise<DfsCluster> {

@@ -7,7 +7,7 @@ import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { eventually, freePort, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
+import { eventually, freePort, runCairn, spawnCairn, tempDir, waitReady } from '../helpers/env.js';
 
 const exec = promisify(execFile);
 
@@ -37,17 +37,6 @@ export interface MountedCluster {
   /** Start node i again (after kill). */
   start(i: number): Promise<void>;
   stop(): Promise<void>;
-}
-
-async function waitReady(p: ChildProcess): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    p.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      if (out.includes('"ready":true')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`node exited with ${c}`)));
-  });
 }
 
 export async function startMountedCluster(): Promise<MountedCluster> {

@@ -44,6 +44,21 @@ export function spawnCairn(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?
   });
 }
 
+/**
+ * Resolves once a `cairn start` process prints its ready line; rejects if it exits first, naming
+ * `what` and, when given, what its stderr said.
+ */
+export async function waitReady(p: ChildProcess, what = 'node', stderr?: () => string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    p.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('"ready":true')) resolve();
+    });
+    p.once('exit', (c) => reject(new Error(`${what} exited with ${c} before it was ready${stderr !== undefined ? `: ${stderr()}` : ''}`)));
+  });
+}
+
 /** Run the CLI to completion and collect its output and exit code. */
 export async function runCairn(
   args: string[],

@@ -13,7 +13,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeLocalCluster } from '../../src/cli/commands/server.js';
 import { TOKENS_PATH } from '../../src/rpc/tokens.js';
-import { eventually, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
+import { eventually, runCairn, spawnCairn, tempDir, waitReady } from '../helpers/env.js';
 import { FileClient } from '../../src/server/file-client.js';
 import { caOnlyIdentity, credentialFiles, loadIdentity, setTlsIdentity } from '../../src/rpc/security.js';
 import { setClientToken } from '../../src/rpc/tokens.js';
@@ -38,15 +38,7 @@ async function start(config: string): Promise<{ p: ChildProcess; log: () => stri
       await once(p, 'exit');
     }
   });
-  let out = '';
-  p.stdout!.setEncoding('utf8');
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.on('data', (d: string) => {
-      out += d;
-      if (out.includes('"ready":true')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`node exited with ${c} before it was ready: ${err}`)));
-  });
+  await waitReady(p, 'node', () => err);
   return { p, log: () => err };
 }
 

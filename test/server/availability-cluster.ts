@@ -15,7 +15,7 @@ import { FileClient } from '../../src/server/file-client.js';
 import { MetaClient } from '../../src/meta/client.js';
 import { loadDiskmap } from '../../src/server/diskmap-controller.js';
 import { diskEntries, diskLabel, type Diskmap } from '../../src/diskmap/index.js';
-import { eventually, runCairn, spawnCairn, tempDir } from '../helpers/env.js';
+import { eventually, runCairn, spawnCairn, tempDir, waitReady } from '../helpers/env.js';
 
 export interface AvailNode {
   id: number;
@@ -57,16 +57,9 @@ export class AvailCluster {
   async start(n: AvailNode, extra: string[] = []): Promise<void> {
     const p = spawnCairn(['start', '--config', n.config, ...extra], { env: { CAIRN_LOG_LEVEL: 'warn' } });
     n.proc = p;
-    let out = '';
     let err = '';
     p.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-4000)));
-    await new Promise<void>((resolve, reject) => {
-      p.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        out += d;
-        if (out.includes('"ready":true')) resolve();
-      });
-      p.once('exit', (c) => reject(new Error(`node ${n.id} exited with ${c}: ${err}`)));
-    });
+    await waitReady(p, `node ${n.id}`, () => err);
   }
 
   /** Stop a node: SIGKILL (a crash), SIGTERM (a clean stop). */

@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { writeLocalCluster } from '../../src/cli/commands/server.js';
-import { REPO_ROOT, eventually, spawnCairn, tempDir } from '../helpers/env.js';
+import { REPO_ROOT, eventually, spawnCairn, tempDir, waitReady } from '../helpers/env.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterAll(async () => {
@@ -31,15 +31,7 @@ async function startNode(config: string): Promise<ChildProcess> {
       await once(p, 'exit');
     }
   });
-  let out = '';
-  p.stdout!.setEncoding('utf8');
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.on('data', (d: string) => {
-      out += d;
-      if (out.includes('"ready":true')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`node exited with ${c} before it was ready`)));
-  });
+  await waitReady(p);
   return p;
 }
 

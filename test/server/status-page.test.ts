@@ -15,7 +15,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { writeLocalCluster } from '../../src/cli/commands/server.js';
-import { eventually, spawnCairn, tempDir } from '../helpers/env.js';
+import { eventually, spawnCairn, tempDir, waitReady } from '../helpers/env.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterAll(async () => {
@@ -32,15 +32,7 @@ async function start(config: string): Promise<{ p: ChildProcess; log: () => stri
       await once(p, 'exit');
     }
   });
-  let out = '';
-  p.stdout!.setEncoding('utf8');
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.on('data', (d: string) => {
-      out += d;
-      if (out.includes('"ready":true')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`node exited with ${c} before it was ready: ${err}`)));
-  });
+  await waitReady(p, 'node', () => err);
   return { p, log: () => err };
 }
 
